@@ -1,0 +1,109 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Dynamic (per-tensor mixed-precision) GGUF quantization for llama.cpp and Ollama.
+#[derive(Debug, Parser)]
+#[command(name = "dynquant", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show a GGUF file's metadata, tensors, per-type totals and bits per weight.
+    #[command(after_help = "Examples:\n  \
+        dynquant inspect model.gguf\n  \
+        dynquant inspect model.gguf --tensors\n  \
+        dynquant inspect model-00001-of-00004.gguf --json > model.json")]
+    Inspect(InspectArgs),
+    /// Split a GGUF file into shards llama.cpp loads from the first one.
+    #[command(after_help = "Examples:\n  \
+        dynquant split model.gguf out/model --split-max-size 50G\n  \
+        dynquant split model.gguf out/model --split-max-tensors 128\n\
+        Shards are named <OUT_PREFIX>-00001-of-0000N.gguf (llama.cpp's naming).")]
+    Split(SplitArgs),
+    /// Merge a split set, given its first shard, into one GGUF file.
+    #[command(after_help = "Example:\n  \
+        dynquant merge out/model-00001-of-00004.gguf model.gguf")]
+    Merge(MergeArgs),
+    /// Run the built-in demonstration on a model dynquant makes itself (no download).
+    #[command(after_help = "Example:\n  dynquant demo\n  dynquant demo --out-dir /tmp/dq")]
+    Demo(DemoArgs),
+}
+
+/// How input files are read.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct ReadArgs {
+    /// Read with positioned reads instead of memory-mapping the input.
+    #[arg(long)]
+    pub no_mmap: bool,
+}
+
+/// `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// GGUF file (for a split set, its first shard).
+    pub file: PathBuf,
+    /// Print everything as JSON (full metadata values and every tensor).
+    #[arg(long)]
+    pub json: bool,
+    /// Also list every tensor (name, type, shape, bytes, bpw).
+    #[arg(long)]
+    pub tensors: bool,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// `split`.
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// Input GGUF file (or the first shard of a split set, to re-split it).
+    pub input: PathBuf,
+    /// Output prefix; shards are written as <OUT_PREFIX>-00001-of-0000N.gguf.
+    pub out_prefix: PathBuf,
+    /// Most tensor bytes per shard: a byte count or a size such as 500M, 50G (decimal, as
+    /// gguf-split), or 4GiB.
+    #[arg(long, value_parser = parse_size_arg)]
+    pub split_max_size: Option<u64>,
+    /// Most tensors per shard.
+    #[arg(long)]
+    pub split_max_tensors: Option<usize>,
+    /// Replace existing output files (inputs are never replaced).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// `merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// First shard of the split set (…-00001-of-0000N.gguf).
+    pub first_part: PathBuf,
+    /// Output GGUF file.
+    pub output: PathBuf,
+    /// Replace an existing output file (inputs are never replaced).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder for the demo's files (default: a folder under the system temp dir).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    dynquant_core::gguf::parse_size(s)
+        .ok_or_else(|| format!("'{s}' is not a size (examples: 1000000, 500M, 50G, 4GiB)"))
+}

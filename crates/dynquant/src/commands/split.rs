@@ -1,0 +1,51 @@
+//! `split` and `merge`.
+
+use anyhow::{bail, Context, Result};
+use dynquant_core::gguf::{copy_model, GgufModel, OutputTarget, SplitSpec};
+
+use super::{human_bytes, write_options};
+use crate::args::{MergeArgs, SplitArgs};
+
+pub fn split(a: &SplitArgs) -> Result<()> {
+    let spec = SplitSpec {
+        max_bytes: a.split_max_size,
+        max_tensors: a.split_max_tensors,
+    };
+    if !spec.is_active() {
+        bail!("give --split-max-size and/or --split-max-tensors");
+    }
+    let model = GgufModel::open(&a.input, a.read.access())
+        .with_context(|| format!("reading {}", a.input.display()))?;
+    let target = OutputTarget::Split {
+        prefix: a.out_prefix.clone(),
+        spec,
+    };
+    let summary = copy_model(&model, &target, &write_options(a.force))
+        .with_context(|| format!("splitting {}", a.input.display()))?;
+    for p in &summary.paths {
+        println!("{}", p.display());
+    }
+    println!(
+        "wrote {} shards, {} tensors, {}",
+        summary.paths.len(),
+        model.n_tensors(),
+        human_bytes(summary.bytes)
+    );
+    Ok(())
+}
+
+pub fn merge(a: &MergeArgs) -> Result<()> {
+    let model = GgufModel::open(&a.first_part, a.read.access())
+        .with_context(|| format!("reading {}", a.first_part.display()))?;
+    let target = OutputTarget::Single(a.output.clone());
+    let summary = copy_model(&model, &target, &write_options(a.force))
+        .with_context(|| format!("merging into {}", a.output.display()))?;
+    println!(
+        "merged {} shards into {} ({} tensors, {})",
+        model.parts().len(),
+        a.output.display(),
+        model.n_tensors(),
+        human_bytes(summary.bytes)
+    );
+    Ok(())
+}
