@@ -53,7 +53,7 @@ impl GgufModel {
         let first = GgufFile::open(path, access)?;
         let count = split_key_u64(&first, keys::split::COUNT)?.unwrap_or(0);
         if count <= 1 {
-            return Ok(Self::from_parts(vec![first])?);
+            return Self::from_parts(vec![first]);
         }
         let bad = |p: &Path, reason: String| GgufError::BadSplit {
             path: p.to_path_buf(),
