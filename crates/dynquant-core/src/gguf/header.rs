@@ -26,6 +26,8 @@ pub const MAX_TENSORS: u64 = 1 << 24;
 pub const MAX_KV: u64 = 1 << 20;
 /// Sane upper bound on one string's length (1 GiB).
 pub const MAX_STRING_LEN: u64 = 1 << 30;
+/// Sane upper bound on one array's element count.
+pub const MAX_ARRAY_LEN: u64 = 1 << 32;
 /// Deepest array nesting accepted.
 pub const MAX_NESTING: u32 = 8;
 
@@ -261,8 +263,9 @@ impl<R: Read> Cursor<R> {
         String::from_utf8(bytes).map_err(|_| GgufError::InvalidUtf8 { location: loc() })
     }
 
-    /// Checks that `count` elements of at least `min_size` bytes each can fit in the rest of
-    /// the file, so no allocation is ever driven by a count the file cannot back.
+    /// Checks `count` against a hard limit, then that `count` elements of at least
+    /// `min_size` bytes each fit in the rest of the file, so no allocation is ever driven by
+    /// a count the file cannot back.
     fn check_count(
         &self,
         what: &'static str,
@@ -271,18 +274,15 @@ impl<R: Read> Cursor<R> {
         hard_limit: u64,
         loc: &dyn Fn() -> Location,
     ) -> Result<()> {
-        let fits = count
-            .checked_mul(min_size)
-            .is_some_and(|b| b <= self.remaining());
-        if count > hard_limit || !fits {
+        if count > hard_limit {
             return Err(GgufError::TooLarge {
                 what,
                 location: loc(),
                 count,
-                limit: hard_limit.min(self.remaining() / min_size.max(1)),
+                limit: hard_limit,
             });
         }
-        Ok(())
+        self.need(count.saturating_mul(min_size), loc)
     }
 
     fn value(&mut self, ty: ValueType, depth: u32, loc: &dyn Fn() -> Location) -> Result<Value> {
@@ -320,7 +320,13 @@ impl<R: Read> Cursor<R> {
         }
         let ty = self.value_type(loc)?;
         let count = self.u64(loc)?;
-        self.check_count("array length", count, ty.min_encoded_size(), u64::MAX, loc)?;
+        self.check_count(
+            "array length",
+            count,
+            ty.min_encoded_size(),
+            MAX_ARRAY_LEN,
+            loc,
+        )?;
         // Fixed-size elements: one bulk read (bounded by the file length), then decode.
         macro_rules! bulk {
             ($variant:ident, $t:ty) => {{

@@ -18,8 +18,8 @@ pub use encode::{build_header, encode_header, layout, StreamEncoder};
 pub use error::{GgufError, Location, Result};
 pub use file::{Access, GgufFile, COPY_CHUNK};
 pub use header::{
-    align_up, alignment_of, parse_header, GgufHeader, TensorInfo, MAX_DIMS, MAX_KV, MAX_NAME_LEN,
-    MAX_NESTING, MAX_STRING_LEN, MAX_TENSORS,
+    align_up, alignment_of, parse_header, GgufHeader, TensorInfo, MAX_ARRAY_LEN, MAX_DIMS, MAX_KV,
+    MAX_NAME_LEN, MAX_NESTING, MAX_STRING_LEN, MAX_TENSORS,
 };
 pub use model::{GgufModel, ModelTensor};
 pub use value::{Array, Metadata, Value, ValueType};
