@@ -1,0 +1,137 @@
+//! The command line on good and bad input (no oracles needed).
+
+mod common;
+
+use common::{clean_failure, dynquant, ok};
+
+/// Makes the demo model (a real GGUF written by dynquant) in `dir`.
+fn demo_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = ok(dynquant(args!["demo", "--out-dir", dir]), "demo");
+    assert!(out.contains("byte-identical"), "{out}");
+    dir.join("demo-f32.gguf")
+}
+
+#[test]
+fn demo_runs_and_inspect_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = demo_model(dir.path());
+    let text = ok(dynquant(args!["inspect", model, "--tensors"]), "inspect");
+    assert!(text.contains("blk.3.ffn_down.weight"), "{text}");
+    assert!(text.contains("llama"), "{text}");
+    let json = ok(
+        dynquant(args!["inspect", model, "--json"]),
+        "inspect --json",
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["n_tensors"], 39);
+    assert_eq!(v["tensors"][0]["name"], "token_embd.weight");
+    assert_eq!(v["tensors"][0]["shape"], serde_json::json!([256, 512]));
+    assert_eq!(v["bpw"], 32.0);
+}
+
+#[test]
+fn malformed_files_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = demo_model(dir.path());
+    let good = std::fs::read(&model).unwrap();
+    let data_offset = {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(dynquant(args!["inspect", model, "--json"]), "inspect"))
+                .unwrap();
+        v["data_offset"].as_u64().unwrap() as usize
+    };
+    let patch = |at: usize, bytes: &[u8]| {
+        let mut b = good.clone();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        b
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("bad magic", patch(0, b"GGUG")),
+        ("version 1", patch(4, &1u32.to_le_bytes())),
+        ("huge tensor count", patch(8, &u64::MAX.to_le_bytes())),
+        ("huge kv count", patch(16, &(1u64 << 40).to_le_bytes())),
+        (
+            "huge first key length",
+            patch(24, &(1u64 << 50).to_le_bytes()),
+        ),
+        ("truncated header", good[..data_offset / 2].to_vec()),
+        ("truncated data", good[..good.len() - 100].to_vec()),
+        (
+            "not gguf",
+            b"hello world, this is not a model file at all".to_vec(),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let p = dir.path().join("bad.gguf");
+        std::fs::write(&p, &bytes).unwrap();
+        for extra in ["--json", "--no-mmap"] {
+            let msg = clean_failure(dynquant(args!["inspect", p, extra]), what);
+            assert!(
+                msg.contains("bad.gguf"),
+                "{what}: message should name the file: {msg}"
+            );
+        }
+    }
+    clean_failure(
+        dynquant(args!["inspect", dir.path().join("missing.gguf")]),
+        "missing file",
+    );
+}
+
+#[test]
+fn split_and_merge_protect_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = demo_model(dir.path());
+    let prefix = dir.path().join("parts");
+    let out = ok(
+        dynquant(args!["split", model, prefix, "--split-max-size", "3M"]),
+        "split",
+    );
+    assert!(out.contains("wrote 5 shards"), "{out}");
+    let first = dir.path().join("parts-00001-of-00005.gguf");
+    // Merging onto an input is refused, even with --force.
+    let msg = clean_failure(
+        dynquant(args!["merge", first, first, "--force"]),
+        "merge onto input",
+    );
+    assert!(msg.contains("refusing to overwrite input"), "{msg}");
+    // demo-f32.gguf is not an input of the merge, so --force may replace it (with itself).
+    ok(
+        dynquant(args!["merge", first, model, "--force"]),
+        "merge --force",
+    );
+    assert!(
+        std::fs::read(&model).unwrap()
+            == std::fs::read(dir.path().join("demo-merged.gguf")).unwrap()
+    );
+    // Without --force an existing output is refused.
+    let msg = clean_failure(
+        dynquant(args!["split", model, prefix, "--split-max-size", "3M"]),
+        "split over existing parts",
+    );
+    assert!(msg.contains("already exists"), "{msg}");
+    // No limits given.
+    clean_failure(
+        dynquant(args!["split", model, prefix]),
+        "split without limits",
+    );
+    // A shard that is not the first.
+    let msg = clean_failure(
+        dynquant(args![
+            "inspect",
+            dir.path().join("parts-00002-of-00005.gguf")
+        ]),
+        "inspect second shard",
+    );
+    assert!(msg.contains("open the first part"), "{msg}");
+    // A missing shard.
+    std::fs::remove_file(dir.path().join("parts-00004-of-00005.gguf")).unwrap();
+    let msg = clean_failure(dynquant(args!["inspect", first]), "missing shard");
+    assert!(msg.contains("missing"), "{msg}");
+    // Nothing half-written is left behind by the failures.
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains("dynquant-tmp"), "{name}");
+    }
+}
