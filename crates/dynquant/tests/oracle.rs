@@ -199,3 +199,47 @@ fn llama_cpp_rejects_what_we_reject() {
         "llama.cpp loaded a truncated file"
     );
 }
+
+#[test]
+fn metadata_edge_cases_match_gguf_py_and_round_trip() {
+    // NaN/inf/-0.0/denormal floats, integer extremes, empty and nested arrays, non-ASCII and
+    // control characters, alignment 64: written by an independent stdlib-only script.
+    let Some(o) = oracle() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let edge = dir.path().join("edge.gguf");
+    let full = dir.path().join("edge-full.gguf");
+    let script = repo_root().join("tests/oracle/make_edge_gguf.py");
+    ok(
+        Command::new(&o.python)
+            .arg(&script)
+            .arg(&edge)
+            .arg("--utf8-only")
+            .output()
+            .unwrap(),
+        "make_edge",
+    );
+    ok(
+        Command::new(&o.python)
+            .arg(&script)
+            .arg(&full)
+            .output()
+            .unwrap(),
+        "make_edge",
+    );
+    compare_inspect_with_gguf_py(&edge, &[]);
+    let m = GgufModel::open(&edge, Access::Pread).unwrap();
+    let out = dir.path().join("rewritten.gguf");
+    copy_model(
+        &m,
+        &OutputTarget::Single(out.clone()),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&edge).unwrap());
+    // Invalid UTF-8 in a string is a typed, located error.
+    let msg = clean_failure(dynquant(args!["inspect", full]), "inspect invalid utf-8");
+    assert!(
+        msg.contains("edge.str_bad_utf8") && msg.contains("UTF-8"),
+        "{msg}"
+    );
+}

@@ -120,7 +120,8 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-fn encode_header_unpadded(h: &GgufHeader) -> Vec<u8> {
+/// Encodes the header without the padding before the data section.
+pub fn encode_header_unpadded(h: &GgufHeader) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 << 16);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&h.version.to_le_bytes());

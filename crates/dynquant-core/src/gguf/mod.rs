@@ -14,7 +14,7 @@ mod model;
 mod value;
 pub mod writer;
 
-pub use encode::{build_header, encode_header, layout, StreamEncoder};
+pub use encode::{build_header, encode_header, encode_header_unpadded, layout, StreamEncoder};
 pub use error::{GgufError, Location, Result};
 pub use file::{Access, GgufFile, COPY_CHUNK};
 pub use header::{
