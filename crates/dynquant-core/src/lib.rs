@@ -3,6 +3,8 @@
 //! * [`types`]: the one declarative table of ggml tensor types and llama file types.
 //! * [`gguf`]: GGUF v2/v3 reading (mmap or pread, every offset checked before data is
 //!   touched), streaming writing (temp file + rename), split sets and merging.
+//! * [`quants`]: row conversions between f32 and stored ggml types.
+//! * [`imatrix`]: llama.cpp importance-matrix files.
 //!
 //! Invariants: libraries print nothing and never panic on bad input; every size, count and
 //! offset read from a file is checked with checked arithmetic against the file length before
@@ -11,6 +13,8 @@
 #![deny(missing_docs)]
 
 pub mod gguf;
+pub mod imatrix;
+pub mod quants;
 pub mod types;
 
 pub use types::{FileTypeInfo, GgmlType, ImatrixNeed, TypeInfo};

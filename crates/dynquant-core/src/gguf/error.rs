@@ -55,7 +55,7 @@ impl fmt::Display for Location {
 #[non_exhaustive]
 pub enum GgufError {
     /// An operating-system error on a file.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done (`open`, `read`, `write`, `rename`...).
         op: &'static str,
