@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: prepares the oracles (gguf-py, node-llama-cpp, the two real models),
-# checks formatting and lints, then runs every test with the oracles available.
+# checks formatting and lints, builds the test models, then runs every test with all of it
+# available.
 # This is the command README.md documents and .ci/run calls.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -10,4 +11,7 @@ scripts/prepare-oracles.sh
 . .oracle/env.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
+# The project's own test models (cached and checksummed; rebuilt only when inputs change).
+cargo run --release -q -p dynquant -- dev test-models --out .oracle/test-models
+export DYNQUANT_TEST_MODELS="$ROOT/.oracle/test-models"
 cargo test --workspace --release

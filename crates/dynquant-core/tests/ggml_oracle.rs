@@ -68,7 +68,9 @@ fn type_table_matches_ggml() {
     for info in TYPE_TABLE {
         let t = g.traits(info.ty);
         // SAFETY: type_name is a static NUL-terminated string.
-        let name = unsafe { std::ffi::CStr::from_ptr(t.type_name) }.to_str().unwrap();
+        let name = unsafe { std::ffi::CStr::from_ptr(t.type_name) }
+            .to_str()
+            .unwrap();
         assert_eq!(name, info.name, "id {}", info.id);
         assert_eq!(t.blck_size as u64, info.block_size, "{}", info.name);
         assert_eq!(t.type_size as u64, info.type_size, "{}", info.name);
@@ -79,7 +81,11 @@ fn type_table_matches_ggml() {
 fn assert_bits_eq(a: &[f32], b: &[f32], what: &str) {
     assert_eq!(a.len(), b.len());
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert_eq!(x.to_bits(), y.to_bits(), "{what}: element {i}: ours {x} ggml {y}");
+        assert_eq!(
+            x.to_bits(),
+            y.to_bits(),
+            "{what}: element {i}: ours {x} ggml {y}"
+        );
     }
 }
 
@@ -94,7 +100,9 @@ fn random_blocks(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
         s
     };
     let size = ty.type_size() as usize;
-    let scales = [0x0000u16, 0x0001, 0x03ff, 0x3c00, 0x7bff, 0xfbff, 0x8001, 0x2e66];
+    let scales = [
+        0x0000u16, 0x0001, 0x03ff, 0x3c00, 0x7bff, 0xfbff, 0x8001, 0x2e66,
+    ];
     let mut out = Vec::with_capacity(n_blocks * size);
     for b in 0..n_blocks {
         let start = out.len();
@@ -120,7 +128,9 @@ fn dequantization_is_bit_exact_with_ggml_on_random_blocks() {
                 random_blocks(info.ty, n_blocks, 7 + n_blocks as u64)
             } else {
                 // Plain floats: every bit pattern, including NaN and infinities.
-                (0..n * info.type_size as usize).map(|i| (i * 37 + 11) as u8).collect()
+                (0..n * info.type_size as usize)
+                    .map(|i| (i * 37 + 11) as u8)
+                    .collect()
             };
             let mut ours = vec![0f32; n];
             dequantize(info.ty, &src, &mut ours).unwrap();

@@ -35,6 +35,32 @@ pub enum Command {
     /// Run the built-in demonstration on a model dynquant makes itself (no download).
     #[command(after_help = "Example:\n  dynquant demo\n  dynquant demo --out-dir /tmp/dq")]
     Demo(DemoArgs),
+    /// Developer tools (test models); not part of the user interface.
+    #[command(hide = true, subcommand)]
+    Dev(DevCommand),
+}
+
+/// `dev` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Build every test model (idempotent, cached, checksummed) into a folder.
+    #[command(after_help = "Example:\n  dynquant dev test-models --out .oracle/test-models")]
+    TestModels(TestModelsArgs),
+}
+
+/// `dev test-models`.
+#[derive(Debug, Args)]
+pub struct TestModelsArgs {
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// SmolLM2-135M-Instruct Q4_1 GGUF (default: $DYNQUANT_ORACLE/models/SmolLM2-135M-Instruct.Q4_1.gguf,
+    /// made by scripts/prepare-oracles.sh).
+    #[arg(long)]
+    pub smollm2: Option<PathBuf>,
+    /// llama.cpp's imatrix of SmolLM2 (default: ../shared/golden/smollm2-135m.imatrix.gguf).
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
 }
 
 /// How input files are read.

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{clean_failure, dynquant, ok, oracle, repo_root};
+use common::{clean_failure, dynquant, ok, oracle, repo_root, Oracle};
 use dynquant_core::gguf::{
     copy_model, parse_header, Access, GgufModel, OutputTarget, WriteOptions,
 };
@@ -67,7 +67,7 @@ fn rewrite_reproduces_real_models_byte_for_byte() {
 }
 
 /// Greedy tokens from real llama.cpp, one JSON line per prompt.
-fn llama_cpp_greedy(o: &common::Oracle, model: &std::path::Path) -> Vec<String> {
+fn llama_cpp_greedy(o: &Oracle, model: &std::path::Path) -> Vec<String> {
     let out = Command::new("node")
         .env("DYNQUANT_NODE_DIR", &o.node_dir)
         .arg(repo_root().join("tests/oracle/generate.mjs"))

