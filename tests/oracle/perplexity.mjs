@@ -27,7 +27,9 @@
 // Output: stderr gets llama-perplexity's running line "[1]12.5608,[2]21.2755,..." (one entry per chunk)
 // plus a few info lines; stdout gets one JSON object at the end:
 //   {"ppl", "ppl_err", "nll_mean", "scored", "tokens", "chunks", "ctx", "running": [ppl after chunk 1..],
-//    "add_bos", "seconds", ...}
+//    "add_bos", "seconds", "entropy_mean" (mean entropy in nats of the scored next-token distributions), ...}
+// --entropy-only: for models that are not language models (synthetic weights): a next token with
+//   p = 0 is allowed (PPL then comes out infinite); only entropy_mean and top1 are meaningful.
 // ppl_err is llama-perplexity's "+/-": ppl * sqrt((mean(nll^2) - mean(nll)^2) / (scored - 1)).
 // --dump-logprobs OUT.bin: float64 little-endian log p(actual next token), one per scored position, in order.
 // --top1 OUT.json: JSON array of the argmax token id at each scored position (same order).
@@ -41,7 +43,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 const usage =
     "usage: node perplexity.mjs MODEL TEXT_FILE [--ctx 512] [--chunks N] [--max-tokens T] " +
-    "[--dump-logprobs OUT.bin] [--top1 OUT.json]";
+    "[--dump-logprobs OUT.bin] [--top1 OUT.json] [--entropy-only]";
 
 function fail(code, msg) {
     process.stderr.write(msg.endsWith("\n") ? msg : msg + "\n");
@@ -50,7 +52,7 @@ function fail(code, msg) {
 
 function parseArgs(argv) {
     const pos = [];
-    const opt = { ctx: 512, chunks: null, maxTokens: null, dumpLogprobs: null, top1: null };
+    const opt = { ctx: 512, chunks: null, maxTokens: null, dumpLogprobs: null, top1: null, entropyOnly: false };
     const intOpt = (name, v, min) => {
         const n = Number(v);
         if (v == null || !/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min)
@@ -67,6 +69,7 @@ function parseArgs(argv) {
             case "--max-tokens": opt.maxTokens = intOpt("--max-tokens", val(), 1); break;
             case "--dump-logprobs": opt.dumpLogprobs = val(); if (!opt.dumpLogprobs) fail(2, usage); break;
             case "--top1": opt.top1 = val(); if (!opt.top1) fail(2, usage); break;
+            case "--entropy-only": opt.entropyOnly = true; break;
             case "-h": case "--help": process.stdout.write(usage + "\n"); process.exit(0);
             default:
                 if (a.startsWith("--")) fail(2, `error: unknown option ${a}\n${usage}`);
@@ -153,6 +156,7 @@ async function main() {
     const running = [];
     let nll = 0;
     let nll2 = 0;
+    let entropy = 0;
     let count = 0;
     let maxSumDev = 0;
     const tEval0 = performance.now();
@@ -166,6 +170,7 @@ async function main() {
         // onTokenResult, and then dropped, so at most a few are alive at once.
         const chunkLp = new Float64Array(ctx).fill(NaN);
         const chunkTop = new Int32Array(ctx).fill(-1);
+        const chunkEnt = new Float64Array(ctx).fill(NaN);
         let cbError = null;
         const onTokenResult = (j, output) => {
             try {
@@ -173,20 +178,29 @@ async function main() {
                 if (!(probs instanceof Map)) throw new Error(`no probabilities at position ${j}`);
                 const target = chunk[j + 1];
                 let sum = 0;
+                let plogp = 0;
                 let best = -1;
                 let bestP = -1;
                 for (const [tok, p] of probs) {
                     sum += p;
+                    if (p > 0) plogp += p * Math.log(p);
                     if (p > bestP) { bestP = p; best = tok; }
                 }
                 const dev = Math.abs(sum - 1);
                 if (dev > maxSumDev) maxSumDev = dev;
                 if (!(dev <= 1e-2)) throw new Error(`position ${j}: probabilities sum to ${sum}`);
                 const p = probs.get(target);
-                if (p == null) throw new Error(`position ${j}: token ${target} missing from the probabilities`);
-                if (!(p > 0)) throw new Error(`position ${j}: p(token ${target}) = ${p} (float32 underflow)`);
-                chunkLp[j] = Math.log(p) - Math.log(sum);
+                if (args.entropyOnly) {
+                    // The text's next token may underflow to p = 0 in a random model: skip it.
+                    chunkLp[j] = p > 0 ? Math.log(p) - Math.log(sum) : -Infinity;
+                } else {
+                    if (p == null) throw new Error(`position ${j}: token ${target} missing from the probabilities`);
+                    if (!(p > 0)) throw new Error(`position ${j}: p(token ${target}) = ${p} (float32 underflow)`);
+                    chunkLp[j] = Math.log(p) - Math.log(sum);
+                }
                 chunkTop[j] = best;
+                // Entropy of the renormalized distribution: log(sum) - sum(p log p) / sum.
+                chunkEnt[j] = Math.log(sum) - plogp / sum;
             } catch (e) {
                 cbError ??= e;
             } finally {
@@ -200,6 +214,7 @@ async function main() {
             if (Number.isNaN(lp)) throw new Error(`chunk ${i + 1}: no result for position ${j}`);
             logprobs.push(lp);
             top1.push(chunkTop[j]);
+            entropy += chunkEnt[j];
             nll -= lp;
             nll2 += lp * lp;
             count++;
@@ -243,6 +258,7 @@ async function main() {
         eval_seconds: evalSeconds,
         tokenize_seconds: tokenizeSeconds,
         max_prob_sum_dev: maxSumDev,
+        entropy_mean: entropy / count,
     };
     await new Promise((res) => process.stdout.write(JSON.stringify(result) + "\n", res));
 }

@@ -19,7 +19,7 @@ use crate::synth::{self, Deepseek2Spec, MlaLayout, Qwen3MoeSpec};
 use crate::{smollm2, Result, TestkitError};
 
 /// Bump when any construction changes, so cached folders are rebuilt.
-pub const GENERATOR_VERSION: &str = "test-models/1";
+pub const GENERATOR_VERSION: &str = "test-models/4";
 
 /// Environment variable naming the built folder.
 pub const ENV_VAR: &str = "DYNQUANT_TEST_MODELS";

@@ -13,7 +13,8 @@
 //! * one "super weight" (`super_weight_gain` × its row's scale) in the first layer's
 //!   `down_proj`, writing into outlier channel 0;
 //! * the output head scaled so that unit-RMS hidden states give logits with standard
-//!   deviation `logit_std`, so next-token distributions are peaked, not flat.
+//!   deviation `logit_std` (per-token spread `output_row_scale_sigma`), so next-token
+//!   distributions are peaked (about 3 nats of entropy), neither flat nor one-hot.
 //!
 //! Everything is seeded: the same spec gives byte-identical files.
 //!
@@ -47,6 +48,8 @@ pub struct WeightStyle {
     pub super_weight_gain: f64,
     /// Standard deviation of output logits for unit-RMS hidden states.
     pub logit_std: f64,
+    /// Log-normal spread of the output head's per-token row scales (token frequency effect).
+    pub output_row_scale_sigma: f64,
 }
 
 impl Default for WeightStyle {
@@ -58,7 +61,10 @@ impl Default for WeightStyle {
             outlier_channels: 4,
             outlier_gain: 6.0,
             super_weight_gain: 80.0,
-            logit_std: 6.0,
+            // With these two, next-token entropy is about 3 nats over SmolLM2's 49,152 tokens
+            // (log V = 10.8): peaked like a trained model, yet not one-hot.
+            logit_std: 2.5,
+            output_row_scale_sigma: 0.25,
         }
     }
 }
@@ -207,10 +213,34 @@ impl Gen {
     }
 
     /// `n_mat` matrices of `rows` x `cols` (ggml ne = {cols, rows, n_mat}).
+    /// Matrices reading the residual stream (`cols == n_embd`) get the outlier columns.
     fn matrices(&self, name: &str, cols: usize, rows: usize, n_mat: usize, std: f64) -> Vec<f32> {
+        let outliers = cols == self.n_embd;
+        self.matrices_styled(
+            name,
+            cols,
+            rows,
+            n_mat,
+            std,
+            self.style.row_scale_sigma,
+            outliers,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn matrices_styled(
+        &self,
+        name: &str,
+        cols: usize,
+        rows: usize,
+        n_mat: usize,
+        std: f64,
+        row_sigma: f64,
+        outlier_cols: bool,
+    ) -> Vec<f32> {
         let mut r = Rng::new(self.seed, name);
         let s = self.style;
-        let reads_residual = cols == self.n_embd;
+        let reads_residual = outlier_cols;
         let mut out = Vec::with_capacity(cols * rows * n_mat);
         for _ in 0..n_mat {
             let mat_scale = if n_mat > 1 {
@@ -219,7 +249,7 @@ impl Gen {
                 1.0
             };
             for _ in 0..rows {
-                let row_scale = std * mat_scale * r.log_normal(s.row_scale_sigma);
+                let row_scale = std * mat_scale * r.log_normal(row_sigma);
                 for c in 0..cols {
                     let gain = if reads_residual && self.outliers.contains(&c) {
                         s.outlier_gain
@@ -293,18 +323,28 @@ fn embeddings<'a>(g: &'a Gen, n_vocab: usize, out: &mut Vec<Planned<'a>>) -> Res
         GgmlType::F16,
         move || Ok(g.matrices("token_embd", e, n_vocab, 1, 1.0)),
     )?);
+    // As in trained models, the final norm damps the massive-activation channels, so they do
+    // not decide the logits.
     out.push(Planned::new(
         "output_norm.weight",
         vec![e as u64],
         GgmlType::F32,
-        move || Ok(g.norm("output_norm", e)),
+        move || {
+            let mut w = g.norm("output_norm", e);
+            for &c in &g.outliers {
+                w[c] *= 0.05;
+            }
+            Ok(w)
+        },
     )?);
     let std = g.style.logit_std / (e as f64).sqrt();
+    let sigma = g.style.output_row_scale_sigma;
+    // The head does not amplify the outlier channels (trained heads do not either).
     out.push(Planned::new(
         "output.weight",
         vec![e as u64, n_vocab as u64],
         GgmlType::F16,
-        move || Ok(g.matrices("output", e, n_vocab, 1, std)),
+        move || Ok(g.matrices_styled("output", e, n_vocab, 1, std, sigma, false)),
     )?);
     Ok(())
 }

@@ -24,9 +24,14 @@ fn smollm2_forms_are_the_same_function_in_llama_cpp() {
     }
     let text = shared_dir().join("data/text/wiki.test.raw");
     let ppl = |p: &std::path::Path| o.perplexity(p, &text, 4096, &[])["ppl"].as_f64().unwrap();
-    let base = ppl(&m.smollm2_f16());
-    for model in [m.smollm2_768(), m.smollm2_768_moe()] {
-        let p = ppl(&model);
+    // llama.cpp runs single-threaded: evaluate the three models side by side.
+    let models = [m.smollm2_f16(), m.smollm2_768(), m.smollm2_768_moe()];
+    let ppls: Vec<f64> = std::thread::scope(|s| {
+        let handles: Vec<_> = models.iter().map(|p| s.spawn(|| ppl(p))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let base = ppls[0];
+    for (model, &p) in models[1..].iter().zip(&ppls[1..]) {
         let rel = (p / base - 1.0).abs();
         eprintln!(
             "{}: PPL {p:.4} vs {base:.4} ({:+.4}%)",
@@ -39,6 +44,28 @@ fn smollm2_forms_are_the_same_function_in_llama_cpp() {
             model.display()
         );
     }
+}
+
+#[test]
+fn smollm2_f16_equals_gguf_py_dequantization() {
+    // An independent construction: gguf-py dequantizes the Q4_1 file and writes it with
+    // GGUFWriter (tests/oracle/make_f16_smollm2.py). Ours must be the same file, byte for byte.
+    let Some(o) = Oracle::get() else { return };
+    let m = o.test_models();
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = dir.path().join("f16.gguf");
+    let out = std::process::Command::new(&o.python)
+        .arg(dynquant_testkit::oracle::repo_root().join("tests/oracle/make_f16_smollm2.py"))
+        .arg(o.smollm2())
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(&theirs).unwrap() == std::fs::read(m.smollm2_f16()).unwrap());
 }
 
 #[test]
@@ -58,7 +85,7 @@ fn synthetic_models_run_in_llama_cpp_with_peaked_distributions() {
     let text = shared_dir().join("data/text/wiki.test.raw");
     let log_vocab = (49152f64).ln();
     for model in [m.deepseek2_mla(), m.qwen3moe()] {
-        let r = o.perplexity(&model, &text, 512, &["--entropy"]);
+        let r = o.perplexity(&model, &text, 512, &[]);
         let h = r["entropy_mean"].as_f64().expect("entropy_mean");
         eprintln!(
             "{}: mean next-token entropy {h:.3} nats (log V = {log_vocab:.3})",
