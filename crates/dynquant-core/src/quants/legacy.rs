@@ -77,3 +77,282 @@ pub(super) fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Quantization.
+//
+// Our own search, not ggml's: for every block we evaluate a set of candidate scales (and
+// offsets), re-fit each candidate by weighted least squares for the integer levels it chose,
+// and keep the one whose *stored* reconstruction (scales rounded to f16, exactly as ggml
+// dequantizes) has the lowest weighted squared error. ggml's reference choice (`d = max/-8`
+// etc.) is always among the candidates, so a block is never worse than ggml's reference path.
+
+use super::float::f32_to_f16;
+
+/// Weighted squared error of a reconstruction.
+fn weighted_err(x: &[f32], w: &[f32], recon: impl Fn(usize) -> f32) -> f64 {
+    x.iter()
+        .zip(w)
+        .enumerate()
+        .map(|(j, (&xj, &wj))| {
+            let e = f64::from(xj - recon(j));
+            f64::from(wj) * e * e
+        })
+        .sum()
+}
+
+/// Stored value of a scale: what ggml will read back.
+fn stored(d: f32) -> f32 {
+    f16_to_f32(f32_to_f16(d))
+}
+
+/// Symmetric block (Q4_0: levels -8..7, Q5_0: -16..15). Returns (d, levels + nmax).
+fn search_symmetric(x: &[f32], w: &[f32], nmax: i32) -> (f32, [u8; QK]) {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let mut best_q = [nmax as u8; QK];
+    if amax == 0.0 {
+        return (0.0, best_q);
+    }
+    let quantize = |d: f32, q: &mut [u8; QK]| {
+        let id = 1.0 / d;
+        for (qj, &v) in q.iter_mut().zip(x) {
+            *qj = ((v * id).round() as i32)
+                .clamp(-nmax, nmax - 1)
+                .wrapping_add(nmax) as u8;
+        }
+    };
+    let err_of = |d: f32, q: &[u8; QK]| {
+        let ds = stored(d);
+        weighted_err(x, w, |j| (q[j] as i32 - nmax) as f32 * ds)
+    };
+    // ggml's reference scale first; it also seeds the "best" so we never do worse.
+    let mut best_d = max / -(nmax as f32);
+    quantize(best_d, &mut best_q);
+    let mut best_err = err_of(best_d, &best_q);
+    let mut q = [0u8; QK];
+    // Candidates: the extreme value mapped to fractional levels near the ends, and to every
+    // whole level down to nmax/2 (blocks already on a coarser grid), both signs; each is
+    // re-fitted by least squares for the levels it picks.
+    let fractional = (0..=24).map(|step| nmax as f32 - 2.0 + step as f32 * 0.125);
+    let whole = ((nmax / 2)..(nmax - 2)).map(|k| k as f32);
+    for t in fractional.chain(whole) {
+        for &sign in &[-1f32, 1.0] {
+            let d0 = sign * amax / t;
+            quantize(d0, &mut q);
+            let (mut sxq, mut sqq) = (0f64, 0f64);
+            for j in 0..QK {
+                let l = f64::from(q[j] as i32 - nmax);
+                sxq += f64::from(w[j]) * f64::from(x[j]) * l;
+                sqq += f64::from(w[j]) * l * l;
+            }
+            for d in [d0, if sqq > 0.0 { (sxq / sqq) as f32 } else { d0 }] {
+                if d == 0.0 || !d.is_finite() {
+                    continue;
+                }
+                quantize(d, &mut q);
+                let e = err_of(d, &q);
+                if e < best_err {
+                    best_err = e;
+                    best_d = d;
+                    best_q = q;
+                }
+            }
+        }
+    }
+    (best_d, best_q)
+}
+
+/// Affine block (Q4_1: levels 0..15, Q5_1: 0..31): x ≈ d·q + m. Returns (d, m, levels).
+fn search_affine(x: &[f32], w: &[f32], nmax: i32) -> (f32, f32, [u8; QK]) {
+    let min = x.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut best_q = [0u8; QK];
+    if max == min {
+        return (0.0, min, best_q);
+    }
+    let quantize = |d: f32, m: f32, q: &mut [u8; QK]| {
+        let id = 1.0 / d;
+        for (qj, &v) in q.iter_mut().zip(x) {
+            *qj = (((v - m) * id).round() as i32).clamp(0, nmax) as u8;
+        }
+    };
+    let err_of = |d: f32, m: f32, q: &[u8; QK]| {
+        let (ds, ms) = (stored(d), stored(m));
+        weighted_err(x, w, |j| q[j] as f32 * ds + ms)
+    };
+    // ggml's reference: the full range.
+    let mut best = (((max - min) / nmax as f32), min);
+    quantize(best.0, best.1, &mut best_q);
+    let mut best_err = err_of(best.0, best.1, &best_q);
+    let mut q = [0u8; QK];
+    // Candidates: (a) ranges shrunk from either end; (b) the full range split into k < nmax
+    // steps, anchored at the minimum or at the maximum, which finds blocks that already lie
+    // on a coarser grid (e.g. weights that were once quantized with fewer bits). Each is
+    // refined by alternating weighted least squares for x ≈ d·q + m.
+    let span = max - min;
+    let mut starts: Vec<(f32, f32)> = Vec::with_capacity(40);
+    for lo in 0..4 {
+        for hi in 0..4 {
+            let m0 = min + span * lo as f32 * 0.04;
+            let top = max - span * hi as f32 * 0.04;
+            starts.push(((top - m0) / nmax as f32, m0));
+        }
+    }
+    for k in (nmax / 2).max(1)..nmax {
+        let d = span / k as f32;
+        starts.push((d, min));
+        starts.push((d, max - nmax as f32 * d));
+    }
+    for (d0, m0) in starts {
+        let (mut d, mut m) = (d0, m0);
+        for _ in 0..3 {
+            if d <= 0.0 || !d.is_finite() || !m.is_finite() {
+                break;
+            }
+            quantize(d, m, &mut q);
+            let e = err_of(d, m, &q);
+            if e < best_err {
+                best_err = e;
+                best = (d, m);
+                best_q = q;
+            }
+            // Weighted least squares for x ≈ d·q + m.
+            let (mut sw, mut sq, mut sqq, mut sx, mut sxq) = (0f64, 0f64, 0f64, 0f64, 0f64);
+            for j in 0..QK {
+                let (wj, qj, xj) = (f64::from(w[j]), f64::from(q[j]), f64::from(x[j]));
+                sw += wj;
+                sq += wj * qj;
+                sqq += wj * qj * qj;
+                sx += wj * xj;
+                sxq += wj * xj * qj;
+            }
+            let det = sw * sqq - sq * sq;
+            if det <= 0.0 {
+                break;
+            }
+            d = ((sw * sxq - sq * sx) / det) as f32;
+            m = ((sqq * sx - sq * sxq) / det) as f32;
+        }
+    }
+    (best.0, best.1, best_q)
+}
+
+fn put_nibbles(out: &mut [u8], q: &[u8; QK]) {
+    for j in 0..16 {
+        out[j] = (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4);
+    }
+}
+
+fn fifth_bit_word(q: &[u8; QK]) -> u32 {
+    (0..QK).fold(0u32, |acc, j| acc | (u32::from(q[j] >> 4 & 1) << j))
+}
+
+/// Quantizes one row to Q4_0 (`nmax = 8`) or Q5_0 (`nmax = 16`).
+pub(super) fn quantize_symmetric(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+    let size = if nmax == 8 { 18 } else { 22 };
+    for ((xb, wb), out) in x
+        .chunks_exact(QK)
+        .zip(w.chunks_exact(QK))
+        .zip(dst.chunks_exact_mut(size))
+    {
+        let (d, q) = search_symmetric(xb, wb, nmax);
+        out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+        if nmax == 8 {
+            put_nibbles(&mut out[2..18], &q);
+        } else {
+            out[2..6].copy_from_slice(&fifth_bit_word(&q).to_le_bytes());
+            put_nibbles(&mut out[6..22], &q);
+        }
+    }
+}
+
+/// Quantizes one row to Q4_1 (`nmax = 15`) or Q5_1 (`nmax = 31`).
+pub(super) fn quantize_affine(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+    let size = if nmax == 15 { 20 } else { 24 };
+    for ((xb, wb), out) in x
+        .chunks_exact(QK)
+        .zip(w.chunks_exact(QK))
+        .zip(dst.chunks_exact_mut(size))
+    {
+        let (d, m, q) = search_affine(xb, wb, nmax);
+        out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+        out[2..4].copy_from_slice(&f32_to_f16(m).to_le_bytes());
+        if nmax == 15 {
+            put_nibbles(&mut out[4..20], &q);
+        } else {
+            out[4..8].copy_from_slice(&fifth_bit_word(&q).to_le_bytes());
+            put_nibbles(&mut out[8..24], &q);
+        }
+    }
+}
+
+/// Q8_0 exactly as ggml's reference: `d = amax/127`, `q = roundf(x/d)` (half away from zero).
+/// Importance cannot improve a 255-level block noticeably; bytes match ggml's.
+pub(super) fn quantize_q8_0(x: &[f32], dst: &mut [u8]) {
+    for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(34)) {
+        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+        for (o, &v) in out[2..].iter_mut().zip(xb) {
+            *o = (v * id).round() as i8 as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip_err(nmax: i32, affine: bool) -> f64 {
+        // Smooth pseudo-random values (a fixed-step grid would alias with the levels).
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i as f32 * 0.731).sin() * 1.3).powi(3))
+            .collect();
+        let w = vec![1f32; 64];
+        let size = match (affine, nmax) {
+            (false, 8) => 18,
+            (false, _) => 22,
+            (true, 15) => 20,
+            _ => 24,
+        };
+        let mut out = vec![0u8; 2 * size];
+        let mut y = vec![0f32; 64];
+        if affine {
+            quantize_affine(&x, &w, &mut out, nmax);
+            if nmax == 15 {
+                dequantize_q4_1(&out, &mut y)
+            } else {
+                dequantize_q5_1(&out, &mut y)
+            }
+        } else {
+            quantize_symmetric(&x, &w, &mut out, nmax);
+            if nmax == 8 {
+                dequantize_q4_0(&out, &mut y)
+            } else {
+                dequantize_q5_0(&out, &mut y)
+            }
+        }
+        x.iter()
+            .zip(&y)
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum::<f64>()
+            / 64.0
+    }
+
+    #[test]
+    fn more_bits_give_less_error() {
+        let (q4_0, q5_0) = (roundtrip_err(8, false), roundtrip_err(16, false));
+        let (q4_1, q5_1) = (roundtrip_err(15, true), roundtrip_err(31, true));
+        assert!(q5_0 < q4_0, "{q5_0} {q4_0}");
+        assert!(q5_1 < q4_1, "{q5_1} {q4_1}");
+        // One more bit halves the step: about a quarter of the squared error.
+        assert!(q5_0 < 0.4 * q4_0 && q5_1 < 0.4 * q4_1);
+    }
+}

@@ -6,16 +6,62 @@
 //! `dequantize_row_*` (`ggml/src/ggml-quants.c` at the pinned reference).
 
 mod float;
+mod fp4;
+mod iquants;
+mod kquants;
 mod legacy;
+mod tables;
+mod ternary;
 
 pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 
 use crate::types::GgmlType;
 
 /// Errors of row conversion.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq)]
 #[non_exhaustive]
 pub enum QuantError {
+    /// The type needs an importance matrix and none was given.
+    #[error("{0} needs an importance matrix (--imatrix), or an explicit fallback weighting")]
+    NeedsImatrix(GgmlType),
+    /// An input value is NaN or infinite.
+    #[error("input row {row}, column {col} is {value}")]
+    NonFiniteInput {
+        /// Row index within the call.
+        row: usize,
+        /// Column.
+        col: usize,
+        /// The value.
+        value: f32,
+    },
+    /// An importance weight is negative or not finite.
+    #[error("importance weight {col} is {value}")]
+    BadImportance {
+        /// Column.
+        col: usize,
+        /// The value.
+        value: f32,
+    },
+    /// A produced block does not hold finite scales (values beyond the type's range).
+    #[error("row {row}: a {ty} block scale overflows (input magnitude beyond the type's range)")]
+    InvalidBlock {
+        /// Type.
+        ty: GgmlType,
+        /// Row index within the call.
+        row: usize,
+    },
+    /// The row length does not divide into blocks, or buffers disagree with it.
+    #[error("{ty}: rows of {n_per_row} elements do not fit the given buffers ({src} values, {dst} bytes)")]
+    BadRowShape {
+        /// Type.
+        ty: GgmlType,
+        /// Elements per row.
+        n_per_row: usize,
+        /// Input values.
+        src: usize,
+        /// Output bytes.
+        dst: usize,
+    },
     /// The type has no dequantizer (yet).
     #[error("dequantization of {0} is not supported")]
     UnsupportedDequant(GgmlType),
@@ -49,7 +95,37 @@ fn check_lengths(ty: GgmlType, bytes: usize, elements: usize) -> Result<(), Quan
 /// Whether [`dequantize`] handles `ty`.
 pub fn can_dequantize(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
+    matches!(
+        ty,
+        F32 | F16
+            | BF16
+            | Q4_0
+            | Q4_1
+            | Q5_0
+            | Q5_1
+            | Q8_0
+            | Q2_K
+            | Q3_K
+            | Q4_K
+            | Q5_K
+            | Q6_K
+            | Q8_K
+            | IQ2_XXS
+            | IQ2_XS
+            | IQ2_S
+            | IQ3_XXS
+            | IQ3_S
+            | IQ1_S
+            | IQ1_M
+            | IQ4_NL
+            | IQ4_XS
+            | TQ1_0
+            | TQ2_0
+            | MXFP4
+            | NVFP4
+            | Q1_0
+            | Q2_0
+    )
 }
 
 /// Dequantizes `src` (whole blocks of `ty`) into `dst`, one f32 per element.
@@ -64,9 +140,143 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
         GgmlType::Q5_0 => legacy::dequantize_q5_0(src, dst),
         GgmlType::Q5_1 => legacy::dequantize_q5_1(src, dst),
         GgmlType::Q8_0 => legacy::dequantize_q8_0(src, dst),
+        GgmlType::Q2_K => kquants::dequantize_q2_k(src, dst),
+        GgmlType::Q3_K => kquants::dequantize_q3_k(src, dst),
+        GgmlType::Q4_K => kquants::dequantize_q4_k(src, dst),
+        GgmlType::Q5_K => kquants::dequantize_q5_k(src, dst),
+        GgmlType::Q6_K => kquants::dequantize_q6_k(src, dst),
+        GgmlType::Q8_K => kquants::dequantize_q8_k(src, dst),
+        GgmlType::IQ2_XXS => iquants::dequantize_iq2_xxs(src, dst),
+        GgmlType::IQ2_XS => iquants::dequantize_iq2_xs(src, dst),
+        GgmlType::IQ2_S => iquants::dequantize_iq2_s(src, dst),
+        GgmlType::IQ3_XXS => iquants::dequantize_iq3_xxs(src, dst),
+        GgmlType::IQ3_S => iquants::dequantize_iq3_s(src, dst),
+        GgmlType::IQ1_S => iquants::dequantize_iq1_s(src, dst),
+        GgmlType::IQ1_M => iquants::dequantize_iq1_m(src, dst),
+        GgmlType::IQ4_NL => iquants::dequantize_iq4_nl(src, dst),
+        GgmlType::IQ4_XS => iquants::dequantize_iq4_xs(src, dst),
+        GgmlType::TQ1_0 => ternary::dequantize_tq1_0(src, dst),
+        GgmlType::TQ2_0 => ternary::dequantize_tq2_0(src, dst),
+        GgmlType::MXFP4 => fp4::dequantize_mxfp4(src, dst),
+        GgmlType::NVFP4 => fp4::dequantize_nvfp4(src, dst),
+        GgmlType::Q1_0 => ternary::dequantize_q1_0(src, dst),
+        GgmlType::Q2_0 => ternary::dequantize_q2_0(src, dst),
         other => return Err(QuantError::UnsupportedDequant(other)),
     }
     Ok(())
+}
+
+/// Whether [`quantize_rows`] handles `ty`.
+pub fn can_quantize(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
+}
+
+/// Quantizes rows of `n_per_row` values from `src` into `dst` (whole rows of `ty`), choosing
+/// levels to minimise the squared error weighted by `importance` (one weight per column: the
+/// imatrix slice of this matrix or expert; uniform when `None`). Every input value is checked
+/// (NaN/Inf is an error naming its row and column) and every produced block is checked for
+/// finite scales, as ggml's `ggml_validate_row_data` would.
+pub fn quantize_rows(
+    ty: GgmlType,
+    src: &[f32],
+    n_per_row: usize,
+    importance: Option<&[f32]>,
+    dst: &mut [u8],
+) -> Result<(), QuantError> {
+    let row_bytes = ty.row_bytes(n_per_row as u64).map(|b| b as usize);
+    let shape_ok = n_per_row > 0
+        && src.len() % n_per_row == 0
+        && row_bytes.is_some_and(|rb| rb.checked_mul(src.len() / n_per_row) == Some(dst.len()));
+    let (Some(row_bytes), true) = (row_bytes, shape_ok) else {
+        return Err(QuantError::BadRowShape {
+            ty,
+            n_per_row,
+            src: src.len(),
+            dst: dst.len(),
+        });
+    };
+    if !can_quantize(ty) {
+        return Err(QuantError::UnsupportedEncode(ty));
+    }
+    if ty.info().imatrix == crate::types::ImatrixNeed::Required && importance.is_none() {
+        return Err(QuantError::NeedsImatrix(ty));
+    }
+    let ones;
+    let weights = match importance {
+        Some(w) => {
+            if w.len() != n_per_row {
+                return Err(QuantError::BadRowShape {
+                    ty,
+                    n_per_row,
+                    src: w.len(),
+                    dst: dst.len(),
+                });
+            }
+            if let Some((col, &value)) = w
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+            {
+                return Err(QuantError::BadImportance { col, value });
+            }
+            w
+        }
+        None => {
+            ones = vec![1f32; n_per_row];
+            &ones
+        }
+    };
+    for (row, (x, out)) in src
+        .chunks_exact(n_per_row)
+        .zip(dst.chunks_exact_mut(row_bytes))
+        .enumerate()
+    {
+        if let Some((col, &value)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(QuantError::NonFiniteInput { row, col, value });
+        }
+        match ty {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+                let mut buf = Vec::with_capacity(out.len());
+                encode_float(ty, x, &mut buf)?;
+                out.copy_from_slice(&buf);
+            }
+            GgmlType::Q4_0 => legacy::quantize_symmetric(x, weights, out, 8),
+            GgmlType::Q5_0 => legacy::quantize_symmetric(x, weights, out, 16),
+            GgmlType::Q4_1 => legacy::quantize_affine(x, weights, out, 15),
+            GgmlType::Q5_1 => legacy::quantize_affine(x, weights, out, 31),
+            GgmlType::Q8_0 => legacy::quantize_q8_0(x, out),
+            other => return Err(QuantError::UnsupportedEncode(other)),
+        }
+        if !blocks_are_valid(ty, out) {
+            return Err(QuantError::InvalidBlock { ty, row });
+        }
+    }
+    Ok(())
+}
+
+/// Whether every block's f16 scale fields are finite (ggml's `ggml_validate_row_data` rule).
+pub fn blocks_are_valid(ty: GgmlType, data: &[u8]) -> bool {
+    let finite_half = |b: &[u8], at: usize| {
+        let bits = u16::from_le_bytes([b[at], b[at + 1]]);
+        bits & 0x7c00 != 0x7c00
+    };
+    let size = ty.type_size() as usize;
+    let scale_offsets: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 => &[0, 2],
+        // Float rows may legitimately hold infinities only if the input did; inputs are
+        // checked to be finite, so an overflow to inf here means out of range.
+        GgmlType::F16 | GgmlType::BF16 => {
+            let inf_mask = if ty == GgmlType::F16 { 0x7c00 } else { 0x7f80 };
+            return data
+                .chunks_exact(2)
+                .all(|c| u16::from_le_bytes([c[0], c[1]]) & inf_mask != inf_mask);
+        }
+        _ => &[],
+    };
+    data.chunks_exact(size)
+        .all(|b| scale_offsets.iter().all(|&o| finite_half(b, o)))
 }
 
 /// Encodes f32 values as a plain float type (F32, F16 or BF16, round to nearest even),

@@ -1,0 +1,260 @@
+//! Our quantized blocks against real ggml (node-llama-cpp's `libggml-base.so`, llama.cpp
+//! 80fb11ac): valid per `ggml_validate_row_data`, read back by ggml's `to_float` exactly as we
+//! read them, and with an importance-weighted error no worse than `ggml_quantize_chunk`'s on
+//! real weights (`smollm2-768` with its real imatrix). Needs `GGML_BASE_LIB` and
+//! `DYNQUANT_TEST_MODELS`; fails loudly without them unless `DYNQUANT_SKIP_ORACLES=1`.
+
+use std::ffi::c_void;
+use std::path::PathBuf;
+
+use dynquant_core::gguf::{Access, GgufModel};
+use dynquant_core::imatrix::Imatrix;
+use dynquant_core::quants::{dequantize, quantize_rows};
+use dynquant_core::types::GgmlType;
+
+#[repr(C)]
+struct TypeTraits {
+    type_name: *const std::ffi::c_char,
+    blck_size: i64,
+    blck_size_interleave: i64,
+    type_size: usize,
+    is_quantized: bool,
+    to_float: Option<unsafe extern "C" fn(*const c_void, *mut f32, i64)>,
+    from_float_ref: Option<unsafe extern "C" fn(*const f32, *mut c_void, i64)>,
+}
+
+struct Ggml(libloading::Library);
+
+impl Ggml {
+    fn load() -> Option<Ggml> {
+        let Some(path) = std::env::var_os("GGML_BASE_LIB") else {
+            if std::env::var("DYNQUANT_SKIP_ORACLES").as_deref() == Ok("1") {
+                return None;
+            }
+            panic!("GGML_BASE_LIB is not set: source .oracle/env.sh (scripts/prepare-oracles.sh)");
+        };
+        // SAFETY: loading ggml runs no initialisers with preconditions.
+        Some(Ggml(
+            unsafe { libloading::Library::new(path) }.expect("load libggml-base"),
+        ))
+    }
+
+    fn to_float(&self, ty: GgmlType, src: &[u8], n: usize) -> Vec<f32> {
+        // SAFETY: a static traits table; src holds whole blocks for n values.
+        unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn(i32) -> *const TypeTraits> =
+                self.0.get(b"ggml_get_type_traits").unwrap();
+            let to_float = (*f(ty.id() as i32)).to_float.expect("to_float");
+            let mut out = vec![0f32; n];
+            to_float(src.as_ptr().cast(), out.as_mut_ptr(), n as i64);
+            out
+        }
+    }
+
+    fn validate(&self, ty: GgmlType, data: &[u8]) -> bool {
+        // SAFETY: data is a readable buffer of the given size.
+        unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn(i32, *const c_void, usize) -> bool> =
+                self.0.get(b"ggml_validate_row_data").unwrap();
+            f(ty.id() as i32, data.as_ptr().cast(), data.len())
+        }
+    }
+
+    /// `ggml_quantize_chunk` of whole rows, with an optional per-column imatrix.
+    fn quantize(
+        &self,
+        ty: GgmlType,
+        src: &[f32],
+        n_per_row: usize,
+        imatrix: Option<&[f32]>,
+    ) -> Vec<u8> {
+        let rows = src.len() / n_per_row;
+        let mut out = vec![0u8; rows * ty.row_bytes(n_per_row as u64).unwrap() as usize];
+        // SAFETY: buffers sized for `rows` rows; imatrix has n_per_row values when given.
+        unsafe {
+            let f: libloading::Symbol<
+                unsafe extern "C" fn(
+                    i32,
+                    *const f32,
+                    *mut c_void,
+                    i64,
+                    i64,
+                    i64,
+                    *const f32,
+                ) -> usize,
+            > = self.0.get(b"ggml_quantize_chunk").unwrap();
+            let im = imatrix.map_or(std::ptr::null(), |m| m.as_ptr());
+            f(
+                ty.id() as i32,
+                src.as_ptr(),
+                out.as_mut_ptr().cast(),
+                0,
+                rows as i64,
+                n_per_row as i64,
+                im,
+            );
+        }
+        out
+    }
+}
+
+const LEGACY: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+];
+
+fn rows_for_test(seed: u64) -> Vec<f32> {
+    // Rows of 256: ordinary, zero, tiny, huge, one outlier, constant.
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    };
+    let mut v = Vec::new();
+    for kind in 0..6 {
+        for j in 0..256 {
+            let r = next();
+            v.push(match kind {
+                0 => r,
+                1 => 0.0,
+                2 => r * 1e-30,
+                3 => r * 6e4,
+                4 => {
+                    if j == 7 {
+                        50.0
+                    } else {
+                        r * 0.01
+                    }
+                }
+                _ => 0.25,
+            });
+        }
+    }
+    v
+}
+
+#[test]
+fn our_blocks_are_valid_ggml_and_read_back_identically() {
+    let Some(g) = Ggml::load() else { return };
+    let x = rows_for_test(3);
+    for ty in LEGACY.into_iter().chain([GgmlType::F16, GgmlType::BF16]) {
+        let n = 256;
+        let mut out = vec![0u8; x.len() / n * ty.row_bytes(n as u64).unwrap() as usize];
+        quantize_rows(ty, &x, n, None, &mut out).unwrap();
+        assert!(g.validate(ty, &out), "{ty}: ggml rejects our blocks");
+        let mut ours = vec![0f32; x.len()];
+        dequantize(ty, &out, &mut ours).unwrap();
+        let theirs = g.to_float(ty, &out, x.len());
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_eq!(a.to_bits(), b.to_bits(), "{ty}");
+        }
+    }
+}
+
+#[test]
+fn q8_0_matches_ggml_byte_for_byte() {
+    let Some(g) = Ggml::load() else { return };
+    let x = rows_for_test(9);
+    let mut ours = vec![0u8; x.len() / 32 * 34];
+    quantize_rows(GgmlType::Q8_0, &x, 256, None, &mut ours).unwrap();
+    assert_eq!(ours, g.quantize(GgmlType::Q8_0, &x, 256, None));
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    use dynquant_core::quants::QuantError;
+    let mut x = vec![0.5f32; 64];
+    x[40] = f32::NAN;
+    let mut out = vec![0u8; 2 * 18];
+    assert!(matches!(
+        quantize_rows(GgmlType::Q4_0, &x, 32, None, &mut out),
+        Err(QuantError::NonFiniteInput { row: 1, col: 8, .. })
+    ));
+    let x = vec![1e9f32; 32];
+    assert!(matches!(
+        quantize_rows(GgmlType::Q4_0, &x, 32, None, &mut out[..18]),
+        Err(QuantError::InvalidBlock { row: 0, .. })
+    ));
+    assert!(matches!(
+        quantize_rows(GgmlType::Q4_0, &x, 33, None, &mut out),
+        Err(QuantError::BadRowShape { .. })
+    ));
+    assert!(matches!(
+        quantize_rows(
+            GgmlType::Q4_0,
+            &x[..32],
+            32,
+            Some(&[-1.0; 32]),
+            &mut out[..18]
+        ),
+        Err(QuantError::BadImportance { col: 0, .. })
+    ));
+}
+
+/// Importance-weighted squared error of `blocks` against `x`.
+fn weighted_error(ty: GgmlType, x: &[f32], blocks: &[u8], n: usize, w: &[f32]) -> f64 {
+    let mut y = vec![0f32; x.len()];
+    dequantize(ty, blocks, &mut y).unwrap();
+    x.iter()
+        .zip(&y)
+        .enumerate()
+        .map(|(i, (a, b))| f64::from(w[i % n]) * f64::from(a - b).powi(2))
+        .sum()
+}
+
+#[test]
+fn error_is_at_most_ggmls_on_real_weights_with_real_imatrix() {
+    let Some(g) = Ggml::load() else { return };
+    let dir =
+        PathBuf::from(std::env::var_os("DYNQUANT_TEST_MODELS").expect("DYNQUANT_TEST_MODELS"));
+    let model = GgufModel::open(dir.join("smollm2-768.gguf"), Access::Mmap).unwrap();
+    let imatrix = Imatrix::read(dir.join("smollm2-768.imatrix.gguf")).unwrap();
+    // Every tensor class, in early, middle and late layers.
+    let picked: Vec<_> = model
+        .tensors()
+        .filter(|t| t.info.shape.len() == 2 && t.info.name.starts_with("blk."))
+        .filter(|t| {
+            ["blk.0.", "blk.14.", "blk.29."]
+                .iter()
+                .any(|p| t.info.name.starts_with(p))
+        })
+        .collect();
+    assert_eq!(picked.len(), 21);
+    println!("type   | ours/ggml weighted error | worst tensor");
+    for ty in LEGACY {
+        let (mut ours_total, mut ggml_total, mut worst) = (0f64, 0f64, (0f64, String::new()));
+        for t in &picked {
+            let n = t.info.shape[0] as usize;
+            let mut x = vec![0f32; t.info.n_elements() as usize];
+            dequantize(t.info.ggml_type, &model.tensor_data(t).unwrap(), &mut x).unwrap();
+            let w = imatrix.get(&t.info.name).unwrap().weights(0);
+            let theirs = g.quantize(ty, &x, n, Some(&w));
+            let mut ours = vec![0u8; theirs.len()];
+            quantize_rows(ty, &x, n, Some(&w), &mut ours).unwrap();
+            let (eo, eg) = (
+                weighted_error(ty, &x, &ours, n, &w),
+                weighted_error(ty, &x, &theirs, n, &w),
+            );
+            ours_total += eo;
+            ggml_total += eg;
+            let ratio = if eg > 0.0 { eo / eg } else { 1.0 };
+            if ratio > worst.0 {
+                worst = (ratio, t.info.name.clone());
+            }
+        }
+        let ratio = ours_total / ggml_total;
+        println!("{ty:<6} | {ratio:.4} | {:.4} ({})", worst.0, worst.1);
+        assert!(ratio <= 1.0, "{ty}: aggregate error ratio {ratio}");
+        assert!(
+            worst.0 <= 1.02,
+            "{ty}: {} has error ratio {}",
+            worst.1,
+            worst.0
+        );
+    }
+}
