@@ -54,11 +54,79 @@ impl Ggml {
                 .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
                 .collect();
         }
-        let f = self.traits(ty).to_float.expect("to_float");
+        let f = match self.traits(ty).to_float {
+            Some(f) => f,
+            // Types whose traits have no to_float (Q8_K): call the exported row function.
+            None => *self.dequantize_row_symbol(ty),
+        };
         let mut out = vec![0f32; n];
         // SAFETY: src holds n/blck whole blocks; out has n floats.
         unsafe { f(src.as_ptr().cast(), out.as_mut_ptr(), n as i64) };
         out
+    }
+
+    fn dequantize_row_symbol(
+        &self,
+        ty: GgmlType,
+    ) -> libloading::Symbol<'_, unsafe extern "C" fn(*const c_void, *mut f32, i64)> {
+        let name = format!("dequantize_row_{}", ty.name());
+        // SAFETY: ggml's dequantize_row_* all have the to_float signature.
+        unsafe { self.lib.get(name.as_bytes()) }.unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// `ggml_validate_row_data`: whether ggml accepts these blocks (finite scales).
+    fn validate(&self, ty: GgmlType, data: &[u8]) -> bool {
+        // SAFETY: data is a readable buffer of data.len() bytes of whole blocks.
+        unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn(i32, *const c_void, usize) -> bool> =
+                self.lib.get(b"ggml_validate_row_data").unwrap();
+            f(ty.id() as i32, data.as_ptr().cast(), data.len())
+        }
+    }
+
+    /// `ggml_quantize_requires_imatrix` (IQ2_XXS, IQ2_XS, IQ1_S at the pinned commit).
+    fn requires_imatrix(&self, ty: GgmlType) -> bool {
+        // SAFETY: a pure query on a type id.
+        unsafe {
+            let f: libloading::Symbol<unsafe extern "C" fn(i32) -> bool> =
+                self.lib.get(b"ggml_quantize_requires_imatrix").unwrap();
+            f(ty.id() as i32)
+        }
+    }
+
+    /// `ggml_quantize_chunk` on `src.len() / n_per_row` whole rows.
+    fn quantize_chunk(
+        &self,
+        ty: GgmlType,
+        src: &[f32],
+        n_per_row: usize,
+        imatrix: Option<&[f32]>,
+    ) -> Vec<u8> {
+        let nrows = src.len() / n_per_row;
+        let row_bytes = ty.row_bytes(n_per_row as u64).unwrap() as usize;
+        let mut dst = vec![0u8; nrows * row_bytes];
+        if let Some(w) = imatrix {
+            assert_eq!(w.len(), n_per_row);
+        }
+        type QuantizeChunk =
+            unsafe extern "C" fn(i32, *const f32, *mut c_void, i64, i64, i64, *const f32) -> usize;
+        // SAFETY: src has nrows·n_per_row floats, dst the row bytes ggml writes, imatrix is
+        // null or n_per_row floats. Never called for Q8_1/Q8_K (ggml aborts).
+        let written = unsafe {
+            let f: libloading::Symbol<QuantizeChunk> =
+                self.lib.get(b"ggml_quantize_chunk").unwrap();
+            f(
+                ty.id() as i32,
+                src.as_ptr(),
+                dst.as_mut_ptr().cast(),
+                0,
+                nrows as i64,
+                n_per_row as i64,
+                imatrix.map_or(std::ptr::null(), |w| w.as_ptr()),
+            )
+        };
+        assert_eq!(written, dst.len(), "{ty}");
+        dst
     }
 }
 
@@ -89,30 +157,107 @@ fn assert_bits_eq(a: &[f32], b: &[f32], what: &str) {
     }
 }
 
-/// Random blocks with finite scales (ggml's validator rejects non-finite ones), including
-/// zero, tiny (subnormal) and huge scales.
+/// Xorshift64 stream (deterministic test data).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// Where a block keeps its scales, which must be finite for ggml to accept it.
+enum Scales {
+    /// fp16 scales at these byte offsets.
+    F16(&'static [usize]),
+    /// One f32 scale at this offset (Q8_K).
+    F32(usize),
+    /// IQ1_M: an fp16 spread over the top nibbles of the four u16 words at this offset.
+    Iq1m(usize),
+    /// Byte-sized scales (E8M0, UE4M3): every value is acceptable, these are edge cases.
+    Bytes(&'static [usize], &'static [u8]),
+}
+
+/// The scale fields of each quantized type (`ggml/src/ggml-common.h` block structs).
+fn scale_fields(ty: GgmlType) -> Scales {
+    use GgmlType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 | Q1_0 | Q2_0 | IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S
+        | IQ4_NL | IQ4_XS => Scales::F16(&[0]),
+        Q4_1 | Q5_1 | Q4_K | Q5_K => Scales::F16(&[0, 2]),
+        Q2_K => Scales::F16(&[80, 82]),
+        Q3_K => Scales::F16(&[108]),
+        Q6_K => Scales::F16(&[208]),
+        TQ1_0 => Scales::F16(&[52]),
+        TQ2_0 => Scales::F16(&[64]),
+        Q8_K => Scales::F32(0),
+        IQ1_M => Scales::Iq1m(48),
+        // E8M0 255 is NaN: ggml rejects it.
+        MXFP4 => Scales::Bytes(&[0], &[0, 1, 2, 127, 128, 200, 254]),
+        NVFP4 => Scales::Bytes(
+            &[0, 1, 2, 3],
+            &[0x00, 0x01, 0x07, 0x38, 0x7e, 0x7f, 0x80, 0xff],
+        ),
+        other => panic!("no scale layout known for {other}: add it here"),
+    }
+}
+
+/// Edge-case fp16 scales: zeros, smallest and largest subnormals, one, largest finite, both
+/// signs, a typical small scale.
+const F16_SCALES: [u16; 10] = [
+    0x0000, 0x8000, 0x0001, 0x03ff, 0x3c00, 0x7bff, 0xfbff, 0x8001, 0x2e66, 0xa1e0,
+];
+
+/// Random blocks whose scale fields are edge cases or random finite values; ggml must
+/// accept them (`ggml_validate_row_data`, checked by the caller).
 fn random_blocks(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
+    let mut rng = Rng(seed | 1);
     let size = ty.type_size() as usize;
-    let scales = [
-        0x0000u16, 0x0001, 0x03ff, 0x3c00, 0x7bff, 0xfbff, 0x8001, 0x2e66,
-    ];
-    let mut out = Vec::with_capacity(n_blocks * size);
-    for b in 0..n_blocks {
-        let start = out.len();
-        out.extend((0..size).map(|_| next() as u8));
-        // Scale fields (d, and m for the _1 types) sit at the start of legacy blocks.
-        let d = scales[b % scales.len()];
-        out[start..start + 2].copy_from_slice(&d.to_le_bytes());
-        if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
-            let m = scales[(b * 3 + 1) % scales.len()];
-            out[start + 2..start + 4].copy_from_slice(&m.to_le_bytes());
+    let mut out: Vec<u8> = (0..n_blocks * size).map(|_| rng.next() as u8).collect();
+    let fields = scale_fields(ty);
+    for (b, block) in out.chunks_exact_mut(size).enumerate() {
+        let mut f16_scale = |k: usize| {
+            let i = b * 3 + k * 5;
+            if i % 13 < F16_SCALES.len() {
+                F16_SCALES[i % 13]
+            } else {
+                // Random finite: anything but exponent 31.
+                (rng.next() as u16) & 0xfbff
+            }
+        };
+        match fields {
+            Scales::F16(offsets) => {
+                for (k, &at) in offsets.iter().enumerate() {
+                    block[at..at + 2].copy_from_slice(&f16_scale(k).to_le_bytes());
+                }
+            }
+            Scales::F32(at) => {
+                let edge = [0.0f32, -0.0, 1e-40, f32::MAX, -3.5, 1.0 / 1024.0];
+                let d = edge.get(b % 8).copied().unwrap_or(rng.unit() * 1e3);
+                block[at..at + 4].copy_from_slice(&d.to_le_bytes());
+            }
+            Scales::Iq1m(at) => {
+                let d = f16_scale(0);
+                for i in 0..4 {
+                    let w = &mut block[at + 2 * i..at + 2 * i + 2];
+                    let word = u16::from_le_bytes([w[0], w[1]]) & 0x0fff;
+                    let word = word | (((d >> (4 * i)) & 0xf) << 12);
+                    w.copy_from_slice(&word.to_le_bytes());
+                }
+            }
+            Scales::Bytes(offsets, edges) => {
+                for (k, &at) in offsets.iter().enumerate() {
+                    block[at] = edges[(b + 3 * k) % edges.len()];
+                }
+            }
         }
     }
     out
@@ -121,11 +266,18 @@ fn random_blocks(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
 #[test]
 fn dequantization_is_bit_exact_with_ggml_on_random_blocks() {
     let Some(g) = Ggml::load() else { return };
+    let mut checked = Vec::new();
     for info in TYPE_TABLE.iter().filter(|t| can_dequantize(t.ty)) {
         for n_blocks in [1usize, 3, 17] {
             let n = n_blocks * info.block_size as usize;
             let src = if info.quantized {
-                random_blocks(info.ty, n_blocks, 7 + n_blocks as u64)
+                let src = random_blocks(info.ty, n_blocks, 7 + n_blocks as u64 + info.id as u64);
+                assert!(
+                    g.validate(info.ty, &src),
+                    "{}: ggml rejects the blocks",
+                    info.name
+                );
+                src
             } else {
                 // Plain floats: every bit pattern, including NaN and infinities.
                 (0..n * info.type_size as usize)
@@ -137,7 +289,80 @@ fn dequantization_is_bit_exact_with_ggml_on_random_blocks() {
             let theirs = g.to_float(info.ty, &src, n);
             assert_bits_eq(&ours, &theirs, info.name);
         }
+        checked.push(info.name);
     }
+    // Every stored type but Q8_1 (an activation format ggml cannot dequantize) and the
+    // plain integer types.
+    let missing: Vec<_> = TYPE_TABLE
+        .iter()
+        .filter(|t| (t.quantized || t.weight_type) && !can_dequantize(t.ty))
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(missing, ["q8_1"], "checked {checked:?}");
+}
+
+/// Rows of `n_per_row` values that stress the quantizers: ordinary, zero, tiny, huge,
+/// outliers, one sign only.
+fn test_rows(n_per_row: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng(seed | 1);
+    let mut rows = Vec::new();
+    let kinds: [fn(&mut Rng, usize) -> f32; 8] = [
+        |r, _| r.unit() + r.unit() + r.unit(),
+        |_, _| 0.0,
+        |r, _| r.unit() * 1e-6,
+        |r, _| r.unit() * 1e-30,
+        |r, _| r.unit() * 3e4,
+        |r, i| {
+            if i % 97 == 5 {
+                r.unit() * 500.0
+            } else {
+                r.unit() * 0.01
+            }
+        },
+        |r, _| r.unit().abs() + 0.25,
+        |r, i| if i % 2 == 0 { -r.unit().abs() } else { 0.0 },
+    ];
+    for kind in kinds {
+        rows.extend((0..n_per_row).map(|i| kind(&mut rng, i)));
+    }
+    rows
+}
+
+#[test]
+fn dequantization_is_bit_exact_with_ggml_on_blocks_ggml_quantized() {
+    let Some(g) = Ggml::load() else { return };
+    let n_per_row = 768; // 3 super-blocks; a multiple of every block size.
+    let src = test_rows(n_per_row, 0x5eed);
+    let mut rng = Rng(0x1a7);
+    let imatrix: Vec<f32> = (0..n_per_row).map(|_| rng.unit().abs() + 0.01).collect();
+    let (mut checked, mut expected) = (0, 0);
+    // Weight types only: ggml aborts when asked to quantize to Q8_1/Q8_K.
+    for info in TYPE_TABLE
+        .iter()
+        .filter(|t| t.quantized && t.weight_type && can_dequantize(t.ty))
+    {
+        let weightings: &[Option<&[f32]>] = if g.requires_imatrix(info.ty) {
+            &[Some(&imatrix)]
+        } else {
+            &[None, Some(&imatrix)]
+        };
+        expected += weightings.len();
+        for &w in weightings {
+            let blocks = g.quantize_chunk(info.ty, &src, n_per_row, w);
+            let what = format!("{} (imatrix: {})", info.name, w.is_some());
+            assert!(
+                g.validate(info.ty, &blocks),
+                "{what}: ggml rejects its own blocks"
+            );
+            let mut ours = vec![0f32; src.len()];
+            dequantize(info.ty, &blocks, &mut ours).unwrap();
+            let theirs = g.to_float(info.ty, &blocks, src.len());
+            assert_bits_eq(&ours, &theirs, &what);
+            checked += 1;
+        }
+    }
+    // 25 weight types, with and without an imatrix where ggml allows both.
+    assert_eq!((checked, expected), (47, 47));
 }
 
 #[test]
