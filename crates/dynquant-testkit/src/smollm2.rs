@@ -204,18 +204,22 @@ pub fn values_768(src: &GgufModel, name: &str) -> Result<(Vec<u64>, Vec<f32>)> {
 pub fn write_768(src: &GgufModel, out: &Path) -> Result<()> {
     check_source(src)?;
     let md = metadata_768(src, "(768-padded)")?;
-    let mut planned = Vec::new();
-    for t in src.tensors() {
-        let name = t.info.name.clone();
-        let shape = shape_768(&t.info.name, &t.info.shape)?;
-        planned.push(Planned::new(
-            name.clone(),
-            shape,
-            reference_type(&name),
-            move || values_768(src, &name).map(|(_, v)| v),
-        )?);
-    }
+    let planned = src
+        .tensors()
+        .map(|t| planned_768(src, &t.info.name, &t.info.shape))
+        .collect::<Result<Vec<_>>>()?;
     write_model(out, md, planned)
+}
+
+/// A tensor of the dense 768 form, as stored (F16 weights, F32 norms).
+fn planned_768<'a>(src: &'a GgufModel, name: &str, shape: &[u64]) -> Result<Planned<'a>> {
+    let owned = name.to_string();
+    Planned::new(
+        name,
+        shape_768(name, shape)?,
+        reference_type(name),
+        move || values_768(src, &owned).map(|(_, v)| v),
+    )
 }
 
 /// Shapes of the 768 form, without touching data.
@@ -286,15 +290,7 @@ pub fn write_768_moe(src: &GgufModel, out: &Path) -> Result<()> {
                     Ok(out)
                 },
             )?),
-            _ => {
-                let shape = shape_768(&name, &t.info.shape)?;
-                planned.push(Planned::new(
-                    name.clone(),
-                    shape,
-                    reference_type(&name),
-                    move || values_768(src, &name).map(|(_, v)| v),
-                )?);
-            }
+            _ => planned.push(planned_768(src, &name, &t.info.shape)?),
         }
     }
     write_model(out, md, planned)

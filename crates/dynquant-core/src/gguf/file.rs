@@ -50,11 +50,7 @@ impl GgufFile {
     /// Opens `path` with positioned reads. Always safe.
     pub fn open_pread(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| GgufError::io("open", path, e))?;
-        let file_len = file
-            .metadata()
-            .map_err(|e| GgufError::io("stat", path, e))?
-            .len();
+        let (file, file_len) = open_with_len(path)?;
         let header = parse_header(BufReader::with_capacity(1 << 20, &file), file_len)
             .map_err(|e| with_path(e, path))?;
         Ok(GgufFile {
@@ -73,11 +69,7 @@ impl GgufFile {
     /// dynquant never writes to its inputs (writers refuse to overwrite an input path).
     pub unsafe fn open_mmap(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| GgufError::io("open", path, e))?;
-        let file_len = file
-            .metadata()
-            .map_err(|e| GgufError::io("stat", path, e))?
-            .len();
+        let (file, file_len) = open_with_len(path)?;
         if file_len == 0 {
             // An empty file cannot be mapped; report it as what it is.
             return Self::from_bytes(path, Vec::new());
@@ -221,6 +213,15 @@ impl GgufFile {
         }
         Ok(())
     }
+}
+
+fn open_with_len(path: &Path) -> Result<(File, u64)> {
+    let file = File::open(path).map_err(|e| GgufError::io("open", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| GgufError::io("stat", path, e))?
+        .len();
+    Ok((file, len))
 }
 
 fn with_path(e: GgufError, path: &Path) -> GgufError {
