@@ -15,32 +15,17 @@
 // node-llama-cpp is resolved from $DYNQUANT_NODE_DIR (default: <repo>/oracle-node), so the script
 // can be run from any directory. llama.cpp logs (warnings and errors) go to stderr.
 // Exit codes: 0 ok, 1 model load / generation failure (message on stderr), 2 usage error.
-import { createRequire } from "node:module";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { fail, loadGetLlama } from "./_llama.mjs";
+import { resolve } from "node:path";
 
 const usage = "usage: node generate.mjs MODEL_PATH N_TOKENS PROMPT...";
-
-function fail(code, msg) {
-    process.stderr.write(msg.endsWith("\n") ? msg : msg + "\n");
-    process.exit(code);
-}
 
 const [modelPath, nArg, ...prompts] = process.argv.slice(2);
 const nTokens = Number(nArg);
 if (!modelPath || !Number.isInteger(nTokens) || nTokens < 0 || prompts.length === 0)
     fail(2, usage);
 
-const here = dirname(fileURLToPath(import.meta.url));
-const nodeDir = resolve(process.env.DYNQUANT_NODE_DIR || join(here, "..", "..", "oracle-node"));
-
-let getLlama;
-try {
-    const entry = createRequire(join(nodeDir, "package.json")).resolve("node-llama-cpp");
-    ({ getLlama } = await import(pathToFileURL(entry).href));
-} catch (e) {
-    fail(2, `error: cannot load node-llama-cpp from ${nodeDir} (run scripts/prepare-oracles.sh): ${e?.message ?? e}`);
-}
+const getLlama = await loadGetLlama();
 
 function writeLine(obj) {
     return new Promise((res) => process.stdout.write(JSON.stringify(obj) + "\n", res));

@@ -36,19 +36,13 @@
 //
 // node-llama-cpp is resolved from $DYNQUANT_NODE_DIR (default: <repo>/oracle-node).
 // Exit codes: 0 ok, 1 model load / evaluation failure (message on stderr), 2 usage error.
-import { createRequire } from "node:module";
+import { fail, loadGetLlama } from "./_llama.mjs";
 import { readFileSync, writeFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { resolve } from "node:path";
 
 const usage =
     "usage: node perplexity.mjs MODEL TEXT_FILE [--ctx 512] [--chunks N] [--max-tokens T] " +
     "[--dump-logprobs OUT.bin] [--top1 OUT.json] [--entropy-only]";
-
-function fail(code, msg) {
-    process.stderr.write(msg.endsWith("\n") ? msg : msg + "\n");
-    process.exit(code);
-}
 
 function parseArgs(argv) {
     const pos = [];
@@ -83,16 +77,7 @@ function parseArgs(argv) {
 
 const args = parseArgs(process.argv.slice(2));
 
-const here = dirname(fileURLToPath(import.meta.url));
-const nodeDir = resolve(process.env.DYNQUANT_NODE_DIR || join(here, "..", "..", "oracle-node"));
-
-let getLlama;
-try {
-    const entry = createRequire(join(nodeDir, "package.json")).resolve("node-llama-cpp");
-    ({ getLlama } = await import(pathToFileURL(entry).href));
-} catch (e) {
-    fail(2, `error: cannot load node-llama-cpp from ${nodeDir} (run scripts/prepare-oracles.sh): ${e?.message ?? e}`);
-}
+const getLlama = await loadGetLlama();
 
 function info(msg) {
     process.stderr.write(`perplexity: ${msg}\n`);

@@ -1,0 +1,23 @@
+// Shared by the node oracle scripts: resolves node-llama-cpp from $DYNQUANT_NODE_DIR (default:
+// <repo>/oracle-node), so the scripts run from any directory, and reports usage-level failures.
+import { createRequire } from "node:module";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+/** Writes `msg` to stderr and exits with `code`. */
+export function fail(code, msg) {
+    process.stderr.write(msg.endsWith("\n") ? msg : msg + "\n");
+    process.exit(code);
+}
+
+/** node-llama-cpp's `getLlama`, or exit 2 with a hint when it is not installed. */
+export async function loadGetLlama() {
+    const here = dirname(fileURLToPath(import.meta.url));
+    const nodeDir = resolve(process.env.DYNQUANT_NODE_DIR || join(here, "..", "..", "oracle-node"));
+    try {
+        const entry = createRequire(join(nodeDir, "package.json")).resolve("node-llama-cpp");
+        return (await import(pathToFileURL(entry).href)).getLlama;
+    } catch (e) {
+        fail(2, `error: cannot load node-llama-cpp from ${nodeDir} (run scripts/prepare-oracles.sh): ${e?.message ?? e}`);
+    }
+}
