@@ -77,6 +77,54 @@ fn malformed_files_fail_cleanly() {
         dynquant(args!["inspect", dir.path().join("missing.gguf")]),
         "missing file",
     );
+    // Hand-made headers for the tensor-table failures.
+    let hand_made: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "unknown type id",
+            one_tensor_file(&[(b"t", 8, 4, 0)], 64),
+            "unknown ggml type id 4",
+        ),
+        (
+            "overlapping tensors",
+            one_tensor_file(&[(b"a", 16, 0, 0), (b"b", 8, 0, 32)], 128),
+            "overlap",
+        ),
+        (
+            "misaligned offset",
+            one_tensor_file(&[(b"t", 8, 0, 8)], 64),
+            "not a multiple",
+        ),
+        (
+            "offset past EOF",
+            one_tensor_file(&[(b"t", 8, 0, 4096)], 64),
+            "past the end",
+        ),
+    ];
+    for (what, bytes, expect) in hand_made {
+        let p = dir.path().join("bad.gguf");
+        std::fs::write(&p, &bytes).unwrap();
+        let msg = clean_failure(dynquant(args!["inspect", p]), what);
+        assert!(msg.contains(expect), "{what}: {msg}");
+    }
+}
+
+/// A GGUF v3 file with no metadata and 1-D tensors `(name, elements, type id, offset)`,
+/// followed by `data` bytes of (padded) data section.
+fn one_tensor_file(tensors: &[(&[u8], u64, u32, u64)], data: usize) -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend((tensors.len() as u64).to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    for (name, n, ty, offset) in tensors {
+        b.extend((name.len() as u64).to_le_bytes());
+        b.extend_from_slice(name);
+        b.extend(1u32.to_le_bytes());
+        b.extend(n.to_le_bytes());
+        b.extend(ty.to_le_bytes());
+        b.extend(offset.to_le_bytes());
+    }
+    b.resize(b.len().div_ceil(32) * 32 + data, 0);
+    b
 }
 
 #[test]
