@@ -10,6 +10,12 @@ use clap::Parser;
 
 fn main() {
     let cli = args::Cli::parse();
+    // Ctrl-C: remove the temporary outputs being written (final names are only ever given to
+    // complete files), then exit as interrupted processes do.
+    let _ = ctrlc::set_handler(|| {
+        eprintln!("error: interrupted; no output was written");
+        dynquant_core::gguf::remove_temporary_outputs_and_exit(130);
+    });
     if let Err(err) = commands::run(cli) {
         eprintln!("error: {err:#}");
         std::process::exit(1);

@@ -243,3 +243,47 @@ fn metadata_edge_cases_match_gguf_py_and_round_trip() {
         "{msg}"
     );
 }
+
+#[test]
+fn ctrl_c_leaves_neither_final_nor_temporary_files() {
+    let Some(o) = oracle() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut interrupted = false;
+    // The signal must land while the copy runs; retry with shorter delays if it finished.
+    for delay_ms in [150u64, 60, 20, 5] {
+        let prefix = dir.path().join("smol");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dynquant"))
+            .args(["split", "--no-mmap", "--split-max-size", "20M"])
+            .arg(o.smollm2())
+            .arg(&prefix)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        Command::new("kill")
+            .arg("-INT")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        if out.status.code() == Some(130) {
+            assert!(left.is_empty(), "interrupted split left {left:?}");
+            assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+            interrupted = true;
+            break;
+        }
+        // It completed before the signal: start over in a clean folder.
+        assert!(out.status.success());
+        for f in left {
+            std::fs::remove_file(dir.path().join(f)).unwrap();
+        }
+    }
+    assert!(
+        interrupted,
+        "the split always finished before Ctrl-C arrived"
+    );
+}

@@ -142,6 +142,29 @@ pub fn parse_size(s: &str) -> Option<u64> {
     (bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
+/// Temporary outputs currently being written, so that an interrupted process can remove
+/// them before exiting (see [`remove_temporary_outputs_and_exit`]); `true` once that began.
+static LIVE_TEMPORARIES: std::sync::Mutex<(Vec<PathBuf>, bool)> =
+    std::sync::Mutex::new((Vec::new(), false));
+
+fn live_temporaries() -> std::sync::MutexGuard<'static, (Vec<PathBuf>, bool)> {
+    // A poisoned list is still a valid list of paths.
+    LIVE_TEMPORARIES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes every temporary output this process is writing and exits with `code`, for signal
+/// handlers (Ctrl-C): nothing half-written is left behind and no final name was ever used.
+/// The registry stays locked until the process is gone, so no new temporary can appear in
+/// between (temporaries are created under the same lock).
+pub fn remove_temporary_outputs_and_exit(code: i32) -> ! {
+    let mut live = live_temporaries();
+    live.1 = true;
+    for p in live.0.drain(..) {
+        let _ = std::fs::remove_file(p);
+    }
+    std::process::exit(code)
+}
+
 /// A temporary file that becomes `final_path` on [`TempOutput::commit`] and is removed if
 /// dropped uncommitted.
 struct TempOutput {
@@ -161,7 +184,21 @@ impl TempOutput {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "out.gguf".into());
         let tmp_path = dir.join(format!(".{name}.{}.dynquant-tmp", std::process::id()));
-        let file = File::create(&tmp_path).map_err(|e| GgufError::io("create", &tmp_path, e))?;
+        // Created and registered under one lock: see remove_temporary_outputs_and_exit.
+        let file = {
+            let mut live = live_temporaries();
+            if live.1 {
+                return Err(GgufError::io(
+                    "create",
+                    &tmp_path,
+                    std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"),
+                ));
+            }
+            let file =
+                File::create(&tmp_path).map_err(|e| GgufError::io("create", &tmp_path, e))?;
+            live.0.push(tmp_path.clone());
+            file
+        };
         Ok((
             TempOutput {
                 tmp_path,
@@ -182,6 +219,7 @@ impl TempOutput {
 
 impl Drop for TempOutput {
     fn drop(&mut self) {
+        live_temporaries().0.retain(|p| p != &self.tmp_path);
         if !self.committed {
             let _ = std::fs::remove_file(&self.tmp_path);
         }
