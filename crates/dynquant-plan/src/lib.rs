@@ -4,9 +4,18 @@
 //!   in both DeepSeek layouts, dense and routed and shared FFNs, router, norms...), with the
 //!   layer index and whether the layer is dense or MoE.
 //!
+//! * [`inventory`]: tensor lists without data, from GGUF headers or Hugging Face configs.
+//! * [`recipe`]: recipes as data (TOML rules, first match wins) and the shipped presets.
+//! * [`planner`]: the pure planning function and its precedence.
+//!
 //! Everything here is a pure function of its inputs: no I/O, no printing.
 #![deny(missing_docs)]
 
+pub mod inventory;
+pub mod planner;
+pub mod recipe;
 pub mod role;
 
+pub use planner::{plan, Decision, Plan, PlanError, PlanOptions, TensorPlan};
+pub use recipe::{preset, Recipe, RecipeError};
 pub use role::{classify, parse_name, LayerKind, Role, TensorClass};

@@ -6,7 +6,6 @@
 //!   form `smollm2-768-moe`, and the matching importance matrices derived from llama.cpp's.
 //! * [`synth`]: synthetic MoE models with trained-looking weights: `deepseek2` in both
 //!   attention layouts and `qwen3moe`.
-//! * [`r1`]: the DeepSeek-R1 tensor inventory (real shapes, no data) for planning.
 //! * [`build`]: the idempotent, checksummed build of all of them into one folder, and
 //!   [`TestModels`], the one place tests get their paths from.
 //! * [`oracle`]: the registry-package oracles (gguf-py, node-llama-cpp) for tests.
@@ -14,7 +13,6 @@
 
 pub mod build;
 pub mod oracle;
-pub mod r1;
 pub mod rng;
 pub mod smollm2;
 pub mod synth;

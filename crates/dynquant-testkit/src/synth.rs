@@ -69,14 +69,7 @@ impl Default for WeightStyle {
     }
 }
 
-/// deepseek2 attention layouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MlaLayout {
-    /// `attn_k_b` + `attn_v_b` (llama.cpp PR #12801 and later).
-    Mla,
-    /// `attn_kv_b` (files converted before PR #12801).
-    Legacy,
-}
+pub use dynquant_plan::inventory::MlaLayout;
 
 /// Shape of a synthetic deepseek2 model (defaults: 4 layers, the first dense).
 #[derive(Debug, Clone, Copy)]

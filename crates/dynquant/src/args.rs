@@ -32,6 +32,13 @@ pub enum Command {
     #[command(after_help = "Example:\n  \
         dynquant merge out/model-00001-of-00004.gguf model.gguf")]
     Merge(MergeArgs),
+    /// Plan a type for every tensor from a recipe, before any work: sizes, bpw, reasons.
+    #[command(after_help = "Examples:\n  \
+        dynquant plan ../shared/data/configs/deepseek-r1/config.json --recipe ud-iq1_s\n  \
+        dynquant plan model.gguf --recipe basic-q4_k --tensor-type 'ffn_down=q6_k' --json\n  \
+        dynquant plan model.gguf --recipe my-recipe.toml --tensors\n\
+        Presets: ud-iq1_s, ud-iq1_m, ud-iq2_xxs, ud-q2_k_xl, basic-<type> (e.g. basic-iq1_s).")]
+    Plan(PlanArgs),
     /// Run the built-in demonstration on a model dynquant makes itself (no download).
     #[command(after_help = "Example:\n  dynquant demo\n  dynquant demo --out-dir /tmp/dq")]
     Demo(DemoArgs),
@@ -119,6 +126,44 @@ pub struct MergeArgs {
     pub force: bool,
     #[command(flatten)]
     pub read: ReadArgs,
+}
+
+/// `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// A GGUF file (header only is read; a split set from its first shard) or a Hugging Face
+    /// `config.json` (DeepSeek-V3/R1 family) to plan without any weights.
+    pub model: PathBuf,
+    /// Preset name (ud-iq1_s, ud-iq1_m, ud-iq2_xxs, ud-q2_k_xl, basic-<type>) or a recipe file.
+    #[arg(long)]
+    pub recipe: String,
+    /// Override: tensors whose name matches REGEX get TYPE (repeatable; first match wins).
+    #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
+    pub tensor_type: Vec<String>,
+    /// Type of the token embedding.
+    #[arg(long)]
+    pub token_embedding_type: Option<String>,
+    /// Type of the output (LM head) tensor.
+    #[arg(long)]
+    pub output_tensor_type: Option<String>,
+    /// For a DeepSeek config: attention layout to plan (the other is summarised too).
+    #[arg(long, value_enum, default_value = "mla")]
+    pub layout: LayoutArg,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print every tensor (the default prints the summaries only for more than 400 tensors).
+    #[arg(long)]
+    pub tensors: bool,
+}
+
+/// deepseek2 attention layout.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LayoutArg {
+    /// attn_k_b + attn_v_b (llama.cpp since PR #12801).
+    Mla,
+    /// attn_kv_b (older files).
+    Legacy,
 }
 
 /// `demo`.

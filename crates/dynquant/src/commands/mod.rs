@@ -3,6 +3,7 @@
 mod demo;
 mod dev;
 mod inspect;
+mod plan;
 mod split;
 
 use anyhow::Result;
@@ -17,6 +18,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Split(a) => split::split(&a),
         Command::Merge(a) => split::merge(&a),
         Command::Demo(a) => demo::run(&a),
+        Command::Plan(a) => plan::run(&a),
         Command::Dev(c) => dev::run(&c),
     }
 }

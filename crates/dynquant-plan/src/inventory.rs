@@ -1,5 +1,9 @@
-//! The DeepSeek-R1 tensor inventory: every tensor's real name, shape and source type, from the
-//! Hugging Face `config.json`, without any data. Planner tests and size estimates read it.
+//! Tensor inventories: a model's tensor list (names, shapes, source types) and architecture
+//! keys without data. From a GGUF header, or derived from a Hugging Face `config.json` so a
+//! user can plan a 700 GB model before downloading it.
+//!
+//! DeepSeek-V3/R1 (`model_type` `deepseek_v3`/`deepseek_v2`): every tensor's real name, shape
+//! and source type, as llama.cpp's converter would write them.
 //!
 //! Names and shapes follow llama.cpp's converter (`formats.md` §14): legacy files hold
 //! `attn_kv_b` (1025 tensors for R1), MLA files `attn_k_b` + `attn_v_b` (1086 tensors). MTP
@@ -12,8 +16,47 @@ use dynquant_core::gguf::{keys, Metadata, TensorInfo, Value};
 use dynquant_core::types::GgmlType;
 use serde::Deserialize;
 
-use crate::synth::MlaLayout;
-use crate::{Result, TestkitError};
+use dynquant_core::gguf::{GgufError, GgufModel};
+
+/// deepseek2 attention layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MlaLayout {
+    /// `attn_k_b` + `attn_v_b` (llama.cpp PR #12801 and later).
+    Mla,
+    /// `attn_kv_b` (files converted before PR #12801).
+    Legacy,
+}
+
+/// Errors building an inventory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InventoryError {
+    /// Reading a GGUF header.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// Reading a file.
+    #[error("read {path}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A config that cannot be used.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A tensor shape that is not valid.
+    #[error("bad tensor shape: {0}")]
+    Shape(String),
+}
+
+type Result<T, E = InventoryError> = std::result::Result<T, E>;
 
 /// The fields of a DeepSeek-V3/R1 `config.json` the inventory needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,12 +89,11 @@ pub struct DeepseekConfig {
 impl DeepseekConfig {
     /// Reads `config.json`.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| TestkitError::Io {
-            op: "read",
+        let text = std::fs::read_to_string(path).map_err(|e| InventoryError::Io {
             path: path.to_path_buf(),
             source: e,
         })?;
-        serde_json::from_str(&text).map_err(|e| TestkitError::Json {
+        serde_json::from_str(&text).map_err(|e| InventoryError::Config {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })
@@ -68,6 +110,21 @@ pub struct Inventory {
 }
 
 impl Inventory {
+    /// The inventory of a GGUF model (header only; no tensor data is read).
+    pub fn from_gguf(model: &GgufModel) -> Self {
+        Inventory {
+            metadata: model.merged_metadata(),
+            tensors: model.tensors().map(|t| t.info.clone()).collect(),
+        }
+    }
+
+    /// Architecture name (`general.architecture`).
+    pub fn architecture(&self) -> Option<&str> {
+        self.metadata
+            .get(keys::general::ARCHITECTURE)
+            .and_then(Value::as_str)
+    }
+
     /// Total parameters.
     pub fn n_params(&self) -> u64 {
         self.tensors.iter().map(TensorInfo::n_elements).sum()
@@ -133,7 +190,9 @@ pub fn deepseek_inventory(c: &DeepseekConfig, layout: MlaLayout) -> Result<Inven
     let f32 = GgmlType::F32;
     let mut t = Vec::new();
     let mut push = |name: String, shape: Vec<u64>, ty: GgmlType| -> Result<()> {
-        t.push(TensorInfo::new(name, shape, ty)?);
+        let info =
+            TensorInfo::new(name, shape, ty).map_err(|e| InventoryError::Shape(e.to_string()))?;
+        t.push(info);
         Ok(())
     };
     push("token_embd.weight".into(), vec![e, c.vocab_size], bf16)?;

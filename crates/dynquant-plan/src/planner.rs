@@ -1,0 +1,328 @@
+//! The planner: a pure function from an inventory, a recipe and overrides to a type per
+//! tensor, each with the reason.
+//!
+//! Precedence, first decision wins:
+//! 1. **Deny-list** (llama.cpp's `tensor_allows_quantization`): tensors with fewer than 2
+//!    dimensions, names not ending in `weight`, norms, the MoE router (`ffn_gate_inp`) and
+//!    the expert bias keep their source type.
+//! 2. **User overrides** (`--tensor-type REGEX=TYPE`, first match wins, llama.cpp semantics),
+//!    then `--token-embedding-type` / `--output-tensor-type`.
+//! 3. **Recipe rules**, first match wins; then the recipe default.
+//! 4. **Shape fallback** from the type table when the row length does not divide the block
+//!    (llama.cpp's `tensor_type_fallback`), recorded on the row.
+
+use dynquant_core::types::GgmlType;
+use regex::Regex;
+
+use crate::inventory::Inventory;
+use crate::recipe::Recipe;
+use crate::role::{classify, Role};
+
+/// Why a tensor got its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Never quantized (deny-list); the text says which rule.
+    Kept(&'static str),
+    /// A user override (index into `PlanOptions::overrides`).
+    Override(usize),
+    /// `--token-embedding-type` / `--output-tensor-type`.
+    SpecialOverride,
+    /// A recipe rule (index into `Recipe::rules`).
+    Rule(usize),
+    /// The recipe default.
+    Default,
+}
+
+/// User overrides, applied before the recipe.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// `--tensor-type REGEX=TYPE`, in order.
+    pub overrides: Vec<(Regex, GgmlType)>,
+    /// `--token-embedding-type`.
+    pub token_embedding_type: Option<GgmlType>,
+    /// `--output-tensor-type`.
+    pub output_tensor_type: Option<GgmlType>,
+}
+
+/// One tensor's plan.
+#[derive(Debug, Clone)]
+pub struct TensorPlan {
+    /// Tensor name.
+    pub name: String,
+    /// Shape (ggml order).
+    pub shape: Vec<u64>,
+    /// Role.
+    pub role: Role,
+    /// Block index.
+    pub layer: Option<u32>,
+    /// Stored type in the source.
+    pub source: GgmlType,
+    /// Type asked for by the decision, before the shape fallback.
+    pub requested: GgmlType,
+    /// Type that will be written.
+    pub target: GgmlType,
+    /// Bytes at the target type.
+    pub bytes: u64,
+    /// Why.
+    pub decision: Decision,
+    /// Human-readable reason (the rule's `why`).
+    pub why: String,
+}
+
+/// A whole plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The recipe's name.
+    pub recipe: String,
+    /// Per tensor, in inventory order.
+    pub tensors: Vec<TensorPlan>,
+    /// Total bytes of tensor data.
+    pub total_bytes: u64,
+    /// Total parameters.
+    pub total_params: u64,
+    /// Recipe rules that matched no tensor (1-based lines).
+    pub unused_rules: Vec<usize>,
+}
+
+impl Plan {
+    /// Bits per weight over all tensors.
+    pub fn bpw(&self) -> f64 {
+        if self.total_params == 0 {
+            0.0
+        } else {
+            self.total_bytes as f64 * 8.0 / self.total_params as f64
+        }
+    }
+}
+
+/// Planning errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// A row length that no type (not even the fallbacks) can store.
+    #[error("tensor '{name}': rows of {row} elements cannot be stored as {ty} and llama.cpp defines no fallback")]
+    NoFallback {
+        /// Tensor.
+        name: String,
+        /// Row length.
+        row: u64,
+        /// Requested type.
+        ty: GgmlType,
+    },
+    /// A type that cannot hold weights (Q8_1, Q8_K, integer types).
+    #[error("tensor '{name}': {ty} cannot hold weights")]
+    NotAWeightType {
+        /// Tensor.
+        name: String,
+        /// Type.
+        ty: GgmlType,
+    },
+}
+
+/// llama.cpp's `tensor_allows_quantization`, as far as the architectures we read need it.
+pub fn deny_reason(name: &str, shape: &[u64], role: Role) -> Option<&'static str> {
+    if shape.len() < 2 {
+        return Some("1-D tensors are never quantized");
+    }
+    if !name.ends_with("weight") {
+        return Some("only weights are quantized");
+    }
+    match role {
+        Role::Norm => Some("norms stay in full precision"),
+        Role::Router => Some("the MoE router stays in full precision"),
+        Role::RouterBias | Role::Bias => Some("biases stay in full precision"),
+        _ => None,
+    }
+}
+
+/// Plans every tensor of `inv` with `recipe` and `opts`.
+pub fn plan(inv: &Inventory, recipe: &Recipe, opts: &PlanOptions) -> Result<Plan, PlanError> {
+    let classes = classify(&inv.tensors);
+    let n_layer = classes
+        .iter()
+        .filter_map(|c| c.layer)
+        .max()
+        .map_or(0, |l| l + 1);
+    let mut used = vec![false; recipe.rules.len()];
+    let mut tensors = Vec::with_capacity(inv.tensors.len());
+    for (t, class) in inv.tensors.iter().zip(&classes) {
+        let (requested, decision, why) =
+            if let Some(reason) = deny_reason(&t.name, &t.shape, class.role) {
+                (t.ggml_type, Decision::Kept(reason), reason.to_string())
+            } else if let Some((i, (_, ty))) = opts
+                .overrides
+                .iter()
+                .enumerate()
+                .find(|(_, (re, _))| re.is_match(&t.name))
+            {
+                (
+                    *ty,
+                    Decision::Override(i),
+                    format!("--tensor-type override #{}", i + 1),
+                )
+            } else if let Some(ty) = match class.role {
+                Role::TokenEmbd => opts.token_embedding_type,
+                Role::Output => opts.output_tensor_type,
+                _ => None,
+            } {
+                (
+                    ty,
+                    Decision::SpecialOverride,
+                    "token-embedding/output type override".into(),
+                )
+            } else if let Some((i, rule)) = recipe
+                .rules
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.matcher.matches(&t.name, class, n_layer))
+            {
+                used[i] = true;
+                (rule.ty, Decision::Rule(i), rule.why.clone())
+            } else {
+                (recipe.default, Decision::Default, "recipe default".into())
+            };
+        if !requested.info().weight_type {
+            return Err(PlanError::NotAWeightType {
+                name: t.name.clone(),
+                ty: requested,
+            });
+        }
+        let row = t.row_len();
+        let target = if matches!(decision, Decision::Kept(_)) {
+            requested
+        } else {
+            requested
+                .fallback_for_row(row)
+                .ok_or_else(|| PlanError::NoFallback {
+                    name: t.name.clone(),
+                    row,
+                    ty: requested,
+                })?
+        };
+        // Fallback types always divide the row; the byte count cannot overflow for shapes that
+        // passed TensorInfo's checks at a wider type.
+        let bytes = target
+            .row_bytes(row)
+            .unwrap_or(0)
+            .saturating_mul(t.n_rows());
+        tensors.push(TensorPlan {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            role: class.role,
+            layer: class.layer,
+            source: t.ggml_type,
+            requested,
+            target,
+            bytes,
+            decision,
+            why,
+        });
+    }
+    let total_bytes = tensors.iter().map(|t| t.bytes).sum();
+    let total_params = inv.tensors.iter().map(|t| t.n_elements()).sum();
+    let unused_rules = recipe
+        .rules
+        .iter()
+        .zip(&used)
+        .filter(|(_, u)| !**u)
+        .map(|(r, _)| r.line)
+        .collect();
+    Ok(Plan {
+        recipe: recipe.name.clone(),
+        tensors,
+        total_bytes,
+        total_params,
+        unused_rules,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{deepseek_inventory, DeepseekConfig, MlaLayout};
+    use crate::recipe::preset;
+    use dynquant_core::gguf::{Metadata, TensorInfo};
+
+    fn inv(tensors: Vec<TensorInfo>) -> Inventory {
+        Inventory {
+            metadata: Metadata::new(),
+            tensors,
+        }
+    }
+
+    fn t(name: &str, shape: Vec<u64>) -> TensorInfo {
+        TensorInfo::new(name, shape, GgmlType::F16).unwrap()
+    }
+
+    #[test]
+    fn precedence_deny_list_override_rule_default_fallback() {
+        let recipe = Recipe::parse(
+            "name = \"t\"\ndefault = \"q4_K\"\n[[rules]]\nroles = [\"attn_q\"]\ntype = \"q6_K\"\nwhy = \"q\"\n[[rules]]\nroles = [\"ffn_up\"]\ntype = \"iq1_s\"\nwhy = \"never used\"\n",
+            "t",
+        )
+        .unwrap();
+        let model = inv(vec![
+            t("blk.0.attn_norm.weight", vec![512]),
+            t("blk.0.attn_q.weight", vec![512, 512]),
+            t("blk.0.attn_k.weight", vec![512, 128]),
+            t("blk.0.attn_v.weight", vec![576, 128]),
+            t("blk.0.ffn_gate_inp.weight", vec![512, 8]),
+            t("token_embd.weight", vec![512, 100]),
+        ]);
+        let opts = PlanOptions {
+            overrides: vec![(Regex::new("attn_k").unwrap(), GgmlType::Q8_0)],
+            token_embedding_type: Some(GgmlType::Q5_K),
+            output_tensor_type: None,
+        };
+        let p = plan(&model, &recipe, &opts).unwrap();
+        let d: Vec<_> = p
+            .tensors
+            .iter()
+            .map(|t| (t.target, t.decision.clone()))
+            .collect();
+        assert_eq!(d[0].0, GgmlType::F16);
+        assert!(matches!(d[0].1, Decision::Kept(_)));
+        assert_eq!(d[1], (GgmlType::Q6_K, Decision::Rule(0)));
+        assert_eq!(d[2], (GgmlType::Q8_0, Decision::Override(0)));
+        // Default Q4_K on a 576-wide row falls back to Q5_0.
+        assert_eq!(d[3], (GgmlType::Q5_0, Decision::Default));
+        assert_eq!(p.tensors[3].requested, GgmlType::Q4_K);
+        assert!(matches!(d[4].1, Decision::Kept(_)));
+        assert_eq!(d[5], (GgmlType::Q5_K, Decision::SpecialOverride));
+        assert_eq!(p.unused_rules, vec![7]);
+    }
+
+    fn r1(layout: MlaLayout) -> Inventory {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/data/configs/deepseek-r1/config.json");
+        deepseek_inventory(&DeepseekConfig::read(&p).unwrap(), layout).unwrap()
+    }
+
+    #[test]
+    fn deepseek_r1_dynamic_sizes_match_the_published_ones() {
+        // Published sizes (GiB) of Unsloth's DeepSeek-R1 dynamic quants; within 3%.
+        let published = [
+            ("ud-iq1_s", 131.0),
+            ("ud-iq1_m", 158.0),
+            ("ud-iq2_xxs", 183.0),
+            ("ud-q2_k_xl", 212.0),
+        ];
+        for layout in [MlaLayout::Mla, MlaLayout::Legacy] {
+            let inv = r1(layout);
+            for (name, gib) in published {
+                let recipe = preset(name).unwrap().unwrap();
+                let p = plan(&inv, &recipe, &PlanOptions::default()).unwrap();
+                let got = p.total_bytes as f64 / (1u64 << 30) as f64;
+                assert!(
+                    (got / gib - 1.0).abs() < 0.03,
+                    "{name} {layout:?}: {got:.1} GiB vs {gib}"
+                );
+                assert!(
+                    p.unused_rules.is_empty(),
+                    "{name}: unused rules {:?}",
+                    p.unused_rules
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Recipes are data: an ordered list of rules, first match wins, each with a `why`.
+//!
+//! Format (TOML):
+//!
+//! ```toml
+//! name = "ud-iq1_s"
+//! description = "DeepSeek-R1 1.58-bit dynamic quant"
+//! default = "q4_K"            # type of quantizable tensors no rule matches
+//!
+//! [[rules]]
+//! roles = ["ffn_down_exps"]   # any of these roles (see `Role::name`)
+//! moe_layers = "0-2"          # the first three MoE layers (index among MoE layers)
+//! type = "iq2_xxs"
+//! why = "down_proj is the most sensitive projection, most of all early"
+//! ```
+//!
+//! Match fields (all optional; every field given must match): `roles` (list of role names),
+//! `name` (regex on the tensor name), `layers` (block indices: `"0-2"`, `"3-"`, `"-5"`, `"7"`,
+//! or comma lists of those), `moe_layers` (the same over the index among MoE layers),
+//! `depth` (fraction of depth `"0.0-0.25"`, half-open, of `layer / block_count`). Errors name
+//! the line.
+
+use std::ops::RangeInclusive;
+
+use dynquant_core::types::GgmlType;
+use regex::Regex;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::role::{Role, TensorClass};
+
+/// A recipe error, pointing at its line.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}:{line}: {message}")]
+pub struct RecipeError {
+    /// File name or preset name.
+    pub source_name: String,
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// One set of layer indices: a union of inclusive ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSet(Vec<RangeInclusive<u32>>);
+
+impl LayerSet {
+    /// Parses `"0-2"`, `"3-"`, `"-5"`, `"7"`, `"0-2,10,20-"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut ranges = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let num = |t: &str| -> Result<u32, String> {
+                t.trim().parse::<u32>().map_err(|_| {
+                    format!("bad layer range '{s}' (expected e.g. \"0-2\", \"3-\", \"-5\", \"7\")")
+                })
+            };
+            let r = match part.split_once('-') {
+                Some(("", hi)) => 0..=num(hi)?,
+                Some((lo, "")) => num(lo)?..=u32::MAX,
+                Some((lo, hi)) => num(lo)?..=num(hi)?,
+                None => {
+                    let n = num(part)?;
+                    n..=n
+                }
+            };
+            if r.start() > r.end() {
+                return Err(format!("empty layer range '{part}'"));
+            }
+            ranges.push(r);
+        }
+        Ok(LayerSet(ranges))
+    }
+
+    /// Whether `l` is in the set.
+    pub fn contains(&self, l: u32) -> bool {
+        self.0.iter().any(|r| r.contains(&l))
+    }
+}
+
+/// What a rule matches.
+#[derive(Debug, Clone, Default)]
+pub struct Match {
+    /// Any of these roles.
+    pub roles: Option<Vec<Role>>,
+    /// Tensor-name regex.
+    pub name: Option<Regex>,
+    /// Block indices.
+    pub layers: Option<LayerSet>,
+    /// Indices among MoE blocks.
+    pub moe_layers: Option<LayerSet>,
+    /// Fraction of depth `[lo, hi)`.
+    pub depth: Option<(f64, f64)>,
+}
+
+impl Match {
+    /// Whether a tensor matches.
+    pub fn matches(&self, name: &str, class: &TensorClass, n_layer: u32) -> bool {
+        if let Some(roles) = &self.roles {
+            if !roles.contains(&class.role) {
+                return false;
+            }
+        }
+        if let Some(re) = &self.name {
+            if !re.is_match(name) {
+                return false;
+            }
+        }
+        if let Some(set) = &self.layers {
+            if !class.layer.is_some_and(|l| set.contains(l)) {
+                return false;
+            }
+        }
+        if let Some(set) = &self.moe_layers {
+            if !class.moe_index.is_some_and(|l| set.contains(l)) {
+                return false;
+            }
+        }
+        if let Some((lo, hi)) = self.depth {
+            let Some(l) = class.layer else { return false };
+            let f = f64::from(l) / f64::from(n_layer.max(1));
+            if !(f >= lo && f < hi) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// One rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// What it matches.
+    pub matcher: Match,
+    /// The type it assigns.
+    pub ty: GgmlType,
+    /// Why (printed in plans).
+    pub why: String,
+    /// 1-based line in the recipe source.
+    pub line: usize,
+}
+
+/// A parsed recipe.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// Name.
+    pub name: String,
+    /// One-line description.
+    pub description: String,
+    /// Type for quantizable tensors no rule matches.
+    pub default: GgmlType,
+    /// Rules, in order; first match wins.
+    pub rules: Vec<Rule>,
+    /// The recipe text it was parsed from (hashed into output metadata).
+    pub source: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecipe {
+    name: String,
+    #[serde(default)]
+    description: String,
+    default: Spanned<String>,
+    #[serde(default)]
+    rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    roles: Option<Vec<Spanned<String>>>,
+    name: Option<Spanned<String>>,
+    layers: Option<Spanned<String>>,
+    moe_layers: Option<Spanned<String>>,
+    depth: Option<Spanned<String>>,
+    #[serde(rename = "type")]
+    ty: Spanned<String>,
+    why: String,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn parse_depth(s: &str) -> Result<(f64, f64), String> {
+    let bad = || format!("bad depth '{s}' (expected e.g. \"0.0-0.25\")");
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let (lo, hi): (f64, f64) = (
+        lo.trim().parse().map_err(|_| bad())?,
+        hi.trim().parse().map_err(|_| bad())?,
+    );
+    if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo >= hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+impl Recipe {
+    /// Parses a recipe; `source_name` is used in error messages.
+    pub fn parse(text: &str, source_name: &str) -> Result<Recipe, RecipeError> {
+        let err = |offset: usize, message: String| RecipeError {
+            source_name: source_name.to_string(),
+            line: line_of(text, offset),
+            message,
+        };
+        let raw: RawRecipe = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            err(offset, e.message().to_string())
+        })?;
+        let parse_type = |s: &Spanned<String>| {
+            s.get_ref()
+                .parse::<GgmlType>()
+                .map_err(|e| err(s.span().start, e.to_string()))
+        };
+        let default = parse_type(&raw.default)?;
+        let mut rules = Vec::with_capacity(raw.rules.len());
+        for spanned in &raw.rules {
+            let r = spanned.get_ref();
+            let mut m = Match::default();
+            if let Some(roles) = &r.roles {
+                let mut out = Vec::new();
+                for role in roles {
+                    out.push(Role::from_name(role.get_ref()).ok_or_else(|| {
+                        let known: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
+                        err(
+                            role.span().start,
+                            format!(
+                                "unknown role '{}' (known: {})",
+                                role.get_ref(),
+                                known.join(", ")
+                            ),
+                        )
+                    })?);
+                }
+                m.roles = Some(out);
+            }
+            if let Some(re) = &r.name {
+                m.name = Some(
+                    Regex::new(re.get_ref())
+                        .map_err(|e| err(re.span().start, format!("bad regex: {e}")))?,
+                );
+            }
+            if let Some(l) = &r.layers {
+                m.layers = Some(LayerSet::parse(l.get_ref()).map_err(|e| err(l.span().start, e))?);
+            }
+            if let Some(l) = &r.moe_layers {
+                m.moe_layers =
+                    Some(LayerSet::parse(l.get_ref()).map_err(|e| err(l.span().start, e))?);
+            }
+            if let Some(d) = &r.depth {
+                m.depth = Some(parse_depth(d.get_ref()).map_err(|e| err(d.span().start, e))?);
+            }
+            rules.push(Rule {
+                matcher: m,
+                ty: parse_type(&r.ty)?,
+                why: r.why.clone(),
+                line: line_of(text, spanned.span().start),
+            });
+        }
+        Ok(Recipe {
+            name: raw.name,
+            description: raw.description,
+            default,
+            rules,
+            source: text.to_string(),
+        })
+    }
+
+    /// `basic-<type>`: every quantizable tensor at one type (llama-quantize's `--pure`).
+    pub fn basic(ty: GgmlType) -> Recipe {
+        let name = format!("basic-{}", ty.name().to_lowercase());
+        Recipe {
+            source: format!("name = \"{name}\"\ndefault = \"{}\"\n", ty.name()),
+            description: format!("every quantizable tensor at {ty} (llama-quantize --pure)"),
+            name,
+            default: ty,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// The recipes shipped in the binary.
+pub const PRESETS: [(&str, &str); 4] = [
+    ("ud-iq1_s", include_str!("../presets/ud-iq1_s.toml")),
+    ("ud-iq1_m", include_str!("../presets/ud-iq1_m.toml")),
+    ("ud-iq2_xxs", include_str!("../presets/ud-iq2_xxs.toml")),
+    ("ud-q2_k_xl", include_str!("../presets/ud-q2_k_xl.toml")),
+];
+
+/// A preset by name (`ud-iq1_s`, `basic-q4_k`...).
+pub fn preset(name: &str) -> Option<Result<Recipe, RecipeError>> {
+    let lower = name.to_ascii_lowercase();
+    if let Some(ty) = lower.strip_prefix("basic-") {
+        return ty.parse::<GgmlType>().ok().map(|t| Ok(Recipe::basic(t)));
+    }
+    PRESETS
+        .iter()
+        .find(|(n, _)| *n == lower)
+        .map(|(n, text)| Recipe::parse(text, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_sets() {
+        let s = LayerSet::parse("0-2, 7,10-").unwrap();
+        assert!(s.contains(0) && s.contains(2) && s.contains(7) && s.contains(99));
+        assert!(!s.contains(3) && !s.contains(9));
+        assert!(LayerSet::parse("-5").unwrap().contains(5));
+        for bad in ["", "a-b", "5-2", "1-2-3"] {
+            assert!(LayerSet::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn presets_parse() {
+        for (name, _) in PRESETS {
+            let r = preset(name).unwrap().unwrap();
+            assert_eq!(r.name, name);
+            assert!(!r.rules.is_empty());
+        }
+        assert_eq!(
+            preset("basic-iq1_s").unwrap().unwrap().default,
+            GgmlType::IQ1_S
+        );
+        assert!(preset("nope").is_none());
+    }
+
+    #[test]
+    fn errors_point_at_the_line() {
+        let cases = [
+            ("name = \"x\"\ndefault = \"q4_K\"\n[[rules]]\ntype = \"q9_k\"\nwhy = \"\"\n", 4, "unknown ggml type"),
+            ("name = \"x\"\ndefault = \"q4_K\"\n[[rules]]\nname = \"(\"\ntype = \"q4_0\"\nwhy = \"\"\n", 4, "bad regex"),
+            ("name = \"x\"\ndefault = \"q4_K\"\n[[rules]]\nroles = [\"attn\"]\ntype = \"q4_0\"\nwhy = \"\"\n", 4, "unknown role"),
+            ("name = \"x\"\ndefault = \"q4_K\"\n[[rules]]\nlayers = \"5-2\"\ntype = \"q4_0\"\nwhy = \"\"\n", 4, "empty layer range"),
+            ("name = \"x\"\ndefault = \"q4_K\"\n[[rules]]\nlayer = \"1\"\ntype = \"q4_0\"\nwhy = \"\"\n", 4, "unknown field"),
+        ];
+        for (text, line, msg) in cases {
+            let e = Recipe::parse(text, "r.toml").unwrap_err();
+            assert_eq!(e.line, line, "{e}");
+            assert!(e.to_string().contains(msg), "{e}");
+            assert!(e.to_string().starts_with(&format!("r.toml:{line}:")), "{e}");
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! `plan`: a type per tensor from a recipe, with sizes and reasons, before any work.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::{bail, Context, Result};
+use dynquant_core::gguf::{Access, GgufModel};
+use dynquant_core::types::{GgmlType, ImatrixNeed};
+use dynquant_plan::inventory::{deepseek_inventory, DeepseekConfig, Inventory, MlaLayout};
+use dynquant_plan::{plan, preset, Decision, Plan, PlanOptions, Recipe};
+use serde_json::json;
+
+use super::human_bytes;
+use crate::args::{LayoutArg, PlanArgs};
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn load_recipe(spec: &str) -> Result<Recipe> {
+    if let Some(r) = preset(spec) {
+        return Ok(r?);
+    }
+    let path = std::path::Path::new(spec);
+    if !path.exists() {
+        bail!("'{spec}' is neither a preset (ud-iq1_s, ud-iq1_m, ud-iq2_xxs, ud-q2_k_xl, basic-<type>) nor a recipe file");
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {spec}"))?;
+    Ok(Recipe::parse(&text, spec)?)
+}
+
+fn parse_type(s: &str) -> Result<GgmlType> {
+    Ok(s.parse::<GgmlType>()?)
+}
+
+fn options(a: &PlanArgs) -> Result<PlanOptions> {
+    let mut overrides = Vec::new();
+    for spec in &a.tensor_type {
+        let (re, ty) = spec
+            .rsplit_once('=')
+            .with_context(|| format!("--tensor-type '{spec}': expected REGEX=TYPE"))?;
+        let re =
+            regex::Regex::new(re).with_context(|| format!("--tensor-type '{spec}': bad regex"))?;
+        overrides.push((re, parse_type(ty)?));
+    }
+    Ok(PlanOptions {
+        overrides,
+        token_embedding_type: a
+            .token_embedding_type
+            .as_deref()
+            .map(parse_type)
+            .transpose()?,
+        output_tensor_type: a
+            .output_tensor_type
+            .as_deref()
+            .map(parse_type)
+            .transpose()?,
+    })
+}
+
+/// Inventories to plan: the model, or for a DeepSeek config both layouts (chosen first).
+fn inventories(a: &PlanArgs) -> Result<Vec<(String, Inventory)>> {
+    let is_config = a.model.extension().is_some_and(|e| e == "json");
+    if !is_config {
+        let model = GgufModel::open(&a.model, Access::Pread)
+            .with_context(|| format!("reading {}", a.model.display()))?;
+        return Ok(vec![(String::new(), Inventory::from_gguf(&model))]);
+    }
+    let config = DeepseekConfig::read(&a.model).with_context(|| {
+        format!(
+            "{}: only DeepSeek-V3/R1 configs are supported for now",
+            a.model.display()
+        )
+    })?;
+    let order = match a.layout {
+        LayoutArg::Mla => [MlaLayout::Mla, MlaLayout::Legacy],
+        LayoutArg::Legacy => [MlaLayout::Legacy, MlaLayout::Mla],
+    };
+    order
+        .into_iter()
+        .map(|l| {
+            let name = match l {
+                MlaLayout::Mla => "MLA layout (attn_k_b/attn_v_b)",
+                MlaLayout::Legacy => "legacy layout (attn_kv_b)",
+            };
+            Ok((name.to_string(), deepseek_inventory(&config, l)?))
+        })
+        .collect()
+}
+
+fn warnings(p: &Plan) -> Vec<String> {
+    let mut w = Vec::new();
+    let mut needing: BTreeMap<GgmlType, usize> = BTreeMap::new();
+    for t in &p.tensors {
+        if t.target.info().imatrix != ImatrixNeed::Optional
+            && !matches!(t.decision, Decision::Kept(_))
+        {
+            *needing.entry(t.target).or_default() += 1;
+        }
+    }
+    for (ty, n) in needing {
+        w.push(format!(
+            "{n} tensors at {ty} need an importance matrix (--imatrix) to quantize well"
+        ));
+    }
+    for line in &p.unused_rules {
+        w.push(format!("recipe rule at line {line} matches no tensor"));
+    }
+    w
+}
+
+fn rule_label(p: &Plan, t: &dynquant_plan::TensorPlan, recipe: &Recipe) -> String {
+    let _ = p;
+    match &t.decision {
+        Decision::Kept(_) => "keep".into(),
+        Decision::Override(i) => format!("override#{}", i + 1),
+        Decision::SpecialOverride => "override".into(),
+        Decision::Rule(i) => format!("line {}", recipe.rules[*i].line),
+        Decision::Default => "default".into(),
+    }
+}
+
+fn summary_by<K: Ord + ToString>(
+    p: &Plan,
+    key: impl Fn(&dynquant_plan::TensorPlan) -> K,
+) -> BTreeMap<K, (usize, u64, u64)> {
+    let mut m: BTreeMap<K, (usize, u64, u64)> = BTreeMap::new();
+    for t in &p.tensors {
+        let e = m.entry(key(t)).or_default();
+        e.0 += 1;
+        e.1 += t.shape.iter().product::<u64>();
+        e.2 += t.bytes;
+    }
+    m
+}
+
+fn to_json(p: &Plan, recipe: &Recipe, layout: &str) -> serde_json::Value {
+    let tensors: Vec<_> = p
+        .tensors
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name, "shape": t.shape, "role": t.role.name(), "layer": t.layer,
+                "source": t.source.name(), "requested": t.requested.name(), "type": t.target.name(),
+                "fallback": t.requested != t.target && !matches!(t.decision, Decision::Kept(_)),
+                "bytes": t.bytes, "rule": rule_label(p, t, recipe), "why": t.why,
+            })
+        })
+        .collect();
+    let by_type: serde_json::Map<_, _> = summary_by(p, |t| t.target.name())
+        .into_iter()
+        .map(|(k, (n, e, b))| {
+            (
+                k.to_string(),
+                json!({"tensors": n, "params": e, "bytes": b}),
+            )
+        })
+        .collect();
+    let by_role: serde_json::Map<_, _> = summary_by(p, |t| t.role.name())
+        .into_iter()
+        .map(|(k, (n, e, b))| {
+            (
+                k.to_string(),
+                json!({"tensors": n, "params": e, "bytes": b}),
+            )
+        })
+        .collect();
+    json!({
+        "recipe": p.recipe, "layout": layout, "total_bytes": p.total_bytes,
+        "total_gib": p.total_bytes as f64 / GIB, "total_gb": p.total_bytes as f64 / 1e9,
+        "total_params": p.total_params, "bpw": p.bpw(), "tensors": tensors,
+        "by_type": by_type, "by_role": by_role, "warnings": warnings(p),
+    })
+}
+
+fn to_text(p: &Plan, recipe: &Recipe, layout: &str, all: bool) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "recipe {}: {}", recipe.name, recipe.description);
+    if !layout.is_empty() {
+        let _ = writeln!(s, "{layout}");
+    }
+    if all || p.tensors.len() <= 400 {
+        let w = p.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4);
+        let _ = writeln!(
+            s,
+            "\n{:<w$}  {:<16} {:<14} {:<7} {:<8} {:>12}  {:<9} why",
+            "tensor", "shape", "role", "source", "type", "bytes", "rule"
+        );
+        for t in &p.tensors {
+            let ty = if t.requested != t.target && !matches!(t.decision, Decision::Kept(_)) {
+                format!("{}*", t.target.name())
+            } else {
+                t.target.name().to_string()
+            };
+            let _ = writeln!(
+                s,
+                "{:<w$}  {:<16} {:<14} {:<7} {:<8} {:>12}  {:<9} {}",
+                t.name,
+                format!("{:?}", t.shape),
+                t.role.name(),
+                t.source.name(),
+                ty,
+                t.bytes,
+                rule_label(p, t, recipe),
+                t.why
+            );
+        }
+        let _ = writeln!(
+            s,
+            "(* = llama.cpp's fallback: the row length does not fit the requested type's block)"
+        );
+    }
+    for (title, table) in [
+        ("by type", summary_by(p, |t| t.target.name().to_string())),
+        ("by role", summary_by(p, |t| t.role.name().to_string())),
+    ] {
+        let _ = writeln!(s, "\n{title}:");
+        for (k, (n, e, b)) in table {
+            let bpw = if e == 0 {
+                0.0
+            } else {
+                b as f64 * 8.0 / e as f64
+            };
+            let _ = writeln!(
+                s,
+                "  {k:<16} {n:>6} tensors {:>14} params {:>12} {bpw:>7.3} bpw",
+                e,
+                human_bytes(b)
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\ntotal: {} bytes = {:.2} GB = {:.2} GiB, {} params, {:.3} bpw",
+        p.total_bytes,
+        p.total_bytes as f64 / 1e9,
+        p.total_bytes as f64 / GIB,
+        p.total_params,
+        p.bpw()
+    );
+    for w in warnings(p) {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    s
+}
+
+pub fn run(a: &PlanArgs) -> Result<()> {
+    let recipe = load_recipe(&a.recipe)?;
+    let opts = options(a)?;
+    let invs = inventories(a)?;
+    let mut plans = Vec::new();
+    for (layout, inv) in &invs {
+        plans.push((layout.clone(), plan(inv, &recipe, &opts)?));
+    }
+    let (layout, main) = &plans[0];
+    let out = if a.json {
+        let mut v = to_json(main, &recipe, layout);
+        if let Some((other_layout, other)) = plans.get(1) {
+            v["other_layout"] = json!({"layout": other_layout, "total_bytes": other.total_bytes, "total_gib": other.total_bytes as f64 / GIB, "bpw": other.bpw()});
+        }
+        serde_json::to_string_pretty(&v)? + "\n"
+    } else {
+        let mut s = to_text(main, &recipe, layout, a.tensors);
+        if let Some((other_layout, other)) = plans.get(1) {
+            let _ = writeln!(
+                s,
+                "{other_layout}: {:.2} GiB, {:.3} bpw",
+                other.total_bytes as f64 / GIB,
+                other.bpw()
+            );
+        }
+        s
+    };
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
