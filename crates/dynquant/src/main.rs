@@ -17,7 +17,10 @@ fn main() {
         dynquant_core::gguf::remove_temporary_outputs_and_exit(130);
     });
     if let Err(err) = commands::run(cli) {
-        eprintln!("error: {err:#}");
+        // One line, whatever the causes print (regex errors, for one, span several lines).
+        let msg = format!("{err:#}");
+        let one_line: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        eprintln!("error: {}", one_line.join(" "));
         std::process::exit(1);
     }
 }

@@ -1,0 +1,126 @@
+//! `dynquant plan` on DeepSeek-R1's config and on GGUF files.
+
+mod common;
+
+use common::{clean_failure, dynquant, ok, repo_root};
+
+fn r1_config() -> std::path::PathBuf {
+    repo_root().join("../shared/data/configs/deepseek-r1/config.json")
+}
+
+#[test]
+fn r1_sizes_in_json_and_both_layouts() {
+    let published = [
+        ("ud-iq1_s", 131.0),
+        ("ud-iq1_m", 158.0),
+        ("ud-iq2_xxs", 183.0),
+        ("ud-q2_k_xl", 212.0),
+    ];
+    for (recipe, gib) in published {
+        let out = ok(
+            dynquant(args!["plan", r1_config(), "--recipe", recipe, "--json"]),
+            "plan",
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let got = v["total_gib"].as_f64().unwrap();
+        assert!(
+            (got / gib - 1.0).abs() < 0.03,
+            "{recipe}: {got} GiB vs {gib}"
+        );
+        assert_eq!(v["tensors"].as_array().unwrap().len(), 1086);
+        assert_eq!(v["total_params"], 671_026_419_200u64);
+        assert!(v["bpw"].as_f64().unwrap() > 1.5);
+        assert!(v["other_layout"]["total_gib"].as_f64().unwrap() > 0.0);
+        let t = &v["tensors"][0];
+        for key in ["name", "shape", "type", "bytes", "rule", "why", "role"] {
+            assert!(!t[key].is_null(), "{key} missing in {t}");
+        }
+    }
+    let out = ok(
+        dynquant(args![
+            "plan",
+            r1_config(),
+            "--recipe",
+            "ud-iq1_s",
+            "--layout",
+            "legacy"
+        ]),
+        "plan",
+    );
+    assert!(out.contains("legacy layout"), "{out}");
+    assert!(
+        out.contains("warning: 171 tensors at iq1_s need an importance matrix"),
+        "{out}"
+    );
+}
+
+#[test]
+fn overrides_and_fallbacks_on_a_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dynquant(args!["demo", "--out-dir", dir.path()]), "demo");
+    let model = dir.path().join("demo-f32.gguf");
+    let out = ok(
+        dynquant(args![
+            "plan",
+            model,
+            "--recipe",
+            "basic-q4_k",
+            "--tensor-type",
+            "ffn_down=q8_0",
+            "--output-tensor-type",
+            "q6_k",
+            "--json"
+        ]),
+        "plan",
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for t in v["tensors"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        let ty = t["type"].as_str().unwrap();
+        match name {
+            n if n.ends_with("_norm.weight") => assert_eq!(ty, "f32", "{n}"),
+            n if n.contains("ffn_down") => assert_eq!(ty, "q8_0", "{n}"),
+            "output.weight" => assert_eq!(ty, "q6_K"),
+            n => assert_eq!(ty, "q4_K", "{n}"),
+        }
+    }
+}
+
+#[test]
+fn malformed_recipes_point_at_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, "name = \"r\"\ndefault = \"q4_K\"\n\n[[rules]]\nroles = [\"ffn_down_exps\"]\ntype = \"q9_k\"\nwhy = \"x\"\n").unwrap();
+    let msg = clean_failure(
+        dynquant(args!["plan", r1_config(), "--recipe", recipe]),
+        "bad type",
+    );
+    assert!(
+        msg.contains("r.toml:6:") && msg.contains("unknown ggml type name 'q9_k'"),
+        "{msg}"
+    );
+    std::fs::write(&recipe, "name = \"r\"\ndefault = \"q4_K\"\n[[rules]]\nroles = [\"attn_out\"]\ntype = \"q6_k\"\nwhy = \"x\"\n").unwrap();
+    let msg = clean_failure(
+        dynquant(args!["plan", r1_config(), "--recipe", recipe]),
+        "bad role",
+    );
+    assert!(
+        msg.contains("r.toml:4:") && msg.contains("unknown role 'attn_out'"),
+        "{msg}"
+    );
+    clean_failure(
+        dynquant(args!["plan", r1_config(), "--recipe", "no-such-recipe"]),
+        "unknown recipe",
+    );
+    clean_failure(
+        dynquant(args![
+            "plan",
+            r1_config(),
+            "--recipe",
+            "ud-iq1_s",
+            "--tensor-type",
+            "(=q4_0"
+        ]),
+        "bad regex",
+    );
+}
