@@ -140,6 +140,14 @@ pub struct PlanArgs {
     /// Override: tensors whose name matches REGEX get TYPE (repeatable; first match wins).
     #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
     pub tensor_type: Vec<String>,
+    /// More overrides from a file of `REGEX=TYPE` tokens separated by spaces or newlines
+    /// (llama-quantize's `--tensor-type-file`), tried after the `--tensor-type` ones.
+    #[arg(long, value_name = "FILE")]
+    pub tensor_type_file: Option<PathBuf>,
+    /// Write the plan as a llama-quantize `--tensor-type-file` (one exact-name pattern per
+    /// quantized tensor), so llama-quantize users can reproduce it.
+    #[arg(long, value_name = "FILE")]
+    pub export_tensor_types: Option<PathBuf>,
     /// Type of the token embedding.
     #[arg(long)]
     pub token_embedding_type: Option<String>,

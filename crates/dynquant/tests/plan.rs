@@ -124,3 +124,31 @@ fn malformed_recipes_point_at_the_line() {
         "bad regex",
     );
 }
+
+#[test]
+fn exported_tensor_types_reproduce_the_plan_as_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("types.txt");
+    let config = r1_config();
+    let plan = |extra: &[&std::ffi::OsStr]| {
+        let mut a: Vec<&std::ffi::OsStr> = args!["plan", config, "--json"].to_vec();
+        a.extend_from_slice(extra);
+        let v: serde_json::Value = serde_json::from_str(&ok(dynquant(&a), "plan")).unwrap();
+        v["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["type"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let dynamic = plan(args!["--recipe", "ud-iq1_s", "--export-tensor-types", file]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == r"^blk\.3\.ffn_down_exps\.weight$=iq2_xxs"),
+        "{text}"
+    );
+    // Feeding the file back as llama-quantize would read it, on top of a uniform recipe.
+    let replayed = plan(args!["--recipe", "basic-q8_0", "--tensor-type-file", file]);
+    assert_eq!(dynamic, replayed);
+}

@@ -32,8 +32,14 @@ fn parse_type(s: &str) -> Result<GgmlType> {
 }
 
 fn options(a: &PlanArgs) -> Result<PlanOptions> {
+    let mut specs = a.tensor_type.clone();
+    if let Some(path) = &a.tensor_type_file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        specs.extend(text.split_whitespace().map(String::from));
+    }
     let mut overrides = Vec::new();
-    for spec in &a.tensor_type {
+    for spec in &specs {
         let (re, ty) = spec
             .rsplit_once('=')
             .with_context(|| format!("--tensor-type '{spec}': expected REGEX=TYPE"))?;
@@ -242,6 +248,23 @@ fn to_text(p: &Plan, recipe: &Recipe, layout: &str, all: bool) -> String {
     s
 }
 
+/// Writes `^name$=type` for every quantized tensor: a llama-quantize `--tensor-type-file` that
+/// pins every type of this plan (its shape fallback then changes nothing, as ours already ran).
+fn export_tensor_types(p: &Plan, path: &std::path::Path) -> Result<()> {
+    let mut text = String::new();
+    for t in p
+        .tensors
+        .iter()
+        .filter(|t| !matches!(t.decision, Decision::Kept(_)))
+    {
+        let _ = writeln!(text, "^{}$={}", regex::escape(&t.name), t.target.name());
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 pub fn run(a: &PlanArgs) -> Result<()> {
     let recipe = load_recipe(&a.recipe)?;
     let opts = options(a)?;
@@ -251,6 +274,9 @@ pub fn run(a: &PlanArgs) -> Result<()> {
         plans.push((layout.clone(), plan(inv, &recipe, &opts)?));
     }
     let (layout, main) = &plans[0];
+    if let Some(path) = &a.export_tensor_types {
+        export_tensor_types(main, path)?;
+    }
     let out = if a.json {
         let mut v = to_json(main, &recipe, layout);
         if let Some((other_layout, other)) = plans.get(1) {
