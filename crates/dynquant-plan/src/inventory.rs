@@ -278,3 +278,120 @@ mod tests {
         assert_eq!(k_b.shape, vec![128, 512, 128]);
     }
 }
+
+/// The inventory of a Hugging Face model from its `config.json` alone (a folder holding one,
+/// or the file): tensor names and shapes as llama.cpp's converter writes them, source types
+/// from `torch_dtype` (1-D tensors and MoE routers F32, as the converter stores them).
+/// Supported `model_type`s: llama, mistral, qwen2, qwen3, qwen3_moe, mixtral, deepseek_v2,
+/// deepseek_v3 (MLA layout; see [`deepseek_inventory`] for the legacy one).
+pub fn from_hf_config(path: &Path) -> Result<Inventory> {
+    let file = if path.is_dir() {
+        path.join("config.json")
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| InventoryError::Io {
+        path: file.clone(),
+        source: e,
+    })?;
+    let c: serde_json::Value = serde_json::from_str(&text).map_err(|e| InventoryError::Config {
+        path: file.clone(),
+        reason: e.to_string(),
+    })?;
+    let bad = |reason: String| InventoryError::Config {
+        path: file.clone(),
+        reason,
+    };
+    let model_type = c["model_type"].as_str().unwrap_or("").to_string();
+    if model_type.starts_with("deepseek_v") {
+        let cfg: DeepseekConfig =
+            serde_json::from_value(c.clone()).map_err(|e| bad(e.to_string()))?;
+        return deepseek_inventory(&cfg, MlaLayout::Mla);
+    }
+    let arch = match model_type.as_str() {
+        "llama" | "mistral" | "mixtral" => "llama",
+        "qwen2" => "qwen2",
+        "qwen3" => "qwen3",
+        "qwen3_moe" => "qwen3moe",
+        other => return Err(bad(format!("model_type '{other}' is not supported yet"))),
+    };
+    let num = |k: &str| {
+        c[k].as_u64()
+            .ok_or_else(|| bad(format!("config lacks '{k}'")))
+    };
+    let h = num("hidden_size")?;
+    let n_layer = num("num_hidden_layers")?;
+    let n_head = num("num_attention_heads")?;
+    let n_kv = c["num_key_value_heads"].as_u64().unwrap_or(n_head);
+    let head_dim = c["head_dim"].as_u64().unwrap_or(h / n_head.max(1));
+    let vocab = num("vocab_size")?;
+    let tied = c["tie_word_embeddings"].as_bool().unwrap_or(false);
+    let wt = match c["torch_dtype"].as_str().unwrap_or("bfloat16") {
+        "float32" => GgmlType::F32,
+        "float16" => GgmlType::F16,
+        _ => GgmlType::BF16,
+    };
+    let (n_expert, ff_expert) = match model_type.as_str() {
+        "mixtral" => (num("num_local_experts")?, num("intermediate_size")?),
+        "qwen3_moe" => (num("num_experts")?, num("moe_intermediate_size")?),
+        _ => (0, 0),
+    };
+    let mut md = Metadata::new();
+    md.set(keys::general::ARCHITECTURE, Value::String(arch.into()));
+    let a = |k: &str| format!("{arch}.{k}");
+    let u = |x: u64| Value::U32(x as u32);
+    md.set(a("block_count"), u(n_layer));
+    md.set(a("embedding_length"), u(h));
+    md.set(a("attention.head_count"), u(n_head));
+    md.set(a("attention.head_count_kv"), u(n_kv));
+    md.set(a("vocab_size"), u(vocab));
+    if n_expert > 0 {
+        md.set(a("expert_count"), u(n_expert));
+        md.set(a("expert_used_count"), u(num("num_experts_per_tok")?));
+    }
+    let f32t = GgmlType::F32;
+    let mut t = Vec::new();
+    let mut push = |name: String, shape: Vec<u64>, ty: GgmlType| -> Result<()> {
+        t.push(TensorInfo::new(name, shape, ty).map_err(|e| InventoryError::Shape(e.to_string()))?);
+        Ok(())
+    };
+    push("token_embd.weight".into(), vec![h, vocab], wt)?;
+    push("output_norm.weight".into(), vec![h], f32t)?;
+    if !tied {
+        push("output.weight".into(), vec![h, vocab], wt)?;
+    }
+    let (q, kv) = (n_head * head_dim, n_kv * head_dim);
+    for l in 0..n_layer {
+        let b = |n: &str| format!("blk.{l}.{n}.weight");
+        push(b("attn_norm"), vec![h], f32t)?;
+        push(b("attn_q"), vec![h, q], wt)?;
+        push(b("attn_k"), vec![h, kv], wt)?;
+        push(b("attn_v"), vec![h, kv], wt)?;
+        push(b("attn_output"), vec![q, h], wt)?;
+        if arch == "qwen2" {
+            for (n, len) in [("attn_q", q), ("attn_k", kv), ("attn_v", kv)] {
+                push(format!("blk.{l}.{n}.bias"), vec![len], f32t)?;
+            }
+        }
+        if arch.starts_with("qwen3") {
+            push(b("attn_q_norm"), vec![head_dim], f32t)?;
+            push(b("attn_k_norm"), vec![head_dim], f32t)?;
+        }
+        push(b("ffn_norm"), vec![h], f32t)?;
+        if n_expert > 0 {
+            push(b("ffn_gate_inp"), vec![h, n_expert], f32t)?;
+            push(b("ffn_gate_exps"), vec![h, ff_expert, n_expert], wt)?;
+            push(b("ffn_up_exps"), vec![h, ff_expert, n_expert], wt)?;
+            push(b("ffn_down_exps"), vec![ff_expert, h, n_expert], wt)?;
+        } else {
+            let ff = num("intermediate_size")?;
+            push(b("ffn_gate"), vec![h, ff], wt)?;
+            push(b("ffn_up"), vec![h, ff], wt)?;
+            push(b("ffn_down"), vec![ff, h], wt)?;
+        }
+    }
+    Ok(Inventory {
+        metadata: md,
+        tensors: t,
+    })
+}

@@ -131,8 +131,9 @@ pub struct MergeArgs {
 /// `plan`.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// A GGUF file (header only is read; a split set from its first shard) or a Hugging Face
-    /// `config.json` (DeepSeek-V3/R1 family) to plan without any weights.
+    /// A GGUF file (header only is read; a split set from its first shard), or a Hugging Face
+    /// model folder or `config.json` (llama, mistral, mixtral, qwen2, qwen3, qwen3_moe,
+    /// deepseek_v2/v3) to plan without any weights.
     pub model: PathBuf,
     /// Preset name (ud-iq1_s, ud-iq1_m, ud-iq2_xxs, ud-q2_k_xl, basic-<type>) or a recipe file.
     #[arg(long)]

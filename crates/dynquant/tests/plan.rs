@@ -152,3 +152,16 @@ fn exported_tensor_types_reproduce_the_plan_as_overrides() {
     let replayed = plan(args!["--recipe", "basic-q8_0", "--tensor-type-file", file]);
     assert_eq!(dynamic, replayed);
 }
+
+#[test]
+fn hugging_face_folders_plan_without_weights() {
+    for (name, tensors) in [("qwen3moe", 27), ("mixtral", 23), ("llama-spm", 20)] {
+        let folder = repo_root().join("../shared/golden/hf").join(name);
+        let out = ok(
+            dynquant(args!["plan", folder, "--recipe", "basic-q8_0", "--json"]),
+            name,
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["tensors"].as_array().unwrap().len(), tensors, "{name}");
+    }
+}

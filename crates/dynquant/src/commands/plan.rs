@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use anyhow::{bail, Context, Result};
 use dynquant_core::gguf::{Access, GgufModel};
 use dynquant_core::types::{GgmlType, ImatrixNeed};
-use dynquant_plan::inventory::{deepseek_inventory, DeepseekConfig, Inventory, MlaLayout};
+use dynquant_plan::inventory::{
+    deepseek_inventory, from_hf_config, DeepseekConfig, Inventory, MlaLayout,
+};
 use dynquant_plan::{plan, preset, Decision, Plan, PlanOptions, Recipe};
 use serde_json::json;
 
@@ -64,18 +66,29 @@ fn options(a: &PlanArgs) -> Result<PlanOptions> {
 
 /// Inventories to plan: the model, or for a DeepSeek config both layouts (chosen first).
 fn inventories(a: &PlanArgs) -> Result<Vec<(String, Inventory)>> {
-    let is_config = a.model.extension().is_some_and(|e| e == "json");
+    let is_config = a.model.is_dir() || a.model.extension().is_some_and(|e| e == "json");
     if !is_config {
         let model = GgufModel::open(&a.model, Access::Pread)
             .with_context(|| format!("reading {}", a.model.display()))?;
         return Ok(vec![(String::new(), Inventory::from_gguf(&model))]);
     }
-    let config = DeepseekConfig::read(&a.model).with_context(|| {
-        format!(
-            "{}: only DeepSeek-V3/R1 configs are supported for now",
-            a.model.display()
-        )
-    })?;
+    let config_path = if a.model.is_dir() {
+        a.model.join("config.json")
+    } else {
+        a.model.clone()
+    };
+    let is_deepseek = std::fs::read_to_string(&config_path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["model_type"].as_str().map(|m| m.starts_with("deepseek_v")))
+        .unwrap_or(false);
+    if !is_deepseek {
+        let inv = from_hf_config(&config_path)
+            .with_context(|| format!("planning from {}", config_path.display()))?;
+        return Ok(vec![(String::new(), inv)]);
+    }
+    let config = DeepseekConfig::read(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
     let order = match a.layout {
         LayoutArg::Mla => [MlaLayout::Mla, MlaLayout::Legacy],
         LayoutArg::Legacy => [MlaLayout::Legacy, MlaLayout::Mla],
