@@ -6,6 +6,7 @@
 
 use std::ffi::c_void;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use dynquant_core::gguf::{Access, GgufModel};
 use dynquant_core::imatrix::Imatrix;
@@ -106,6 +107,17 @@ const LEGACY: [GgmlType; 5] = [
     GgmlType::Q8_0,
 ];
 
+/// Codebook i-quants (`iq_codebook_quant.rs`); they need an importance vector.
+const CODEBOOK: [GgmlType; 7] = [
+    GgmlType::IQ2_XXS,
+    GgmlType::IQ1_S,
+    GgmlType::IQ3_XXS,
+    GgmlType::IQ2_XS,
+    GgmlType::IQ1_M,
+    GgmlType::IQ2_S,
+    GgmlType::IQ3_S,
+];
+
 fn rows_for_test(seed: u64) -> Vec<f32> {
     // Rows of 256: ordinary, zero, tiny, huge, one outlier, constant.
     let mut s = seed | 1;
@@ -142,10 +154,16 @@ fn rows_for_test(seed: u64) -> Vec<f32> {
 fn our_blocks_are_valid_ggml_and_read_back_identically() {
     let Some(g) = Ggml::load() else { return };
     let x = rows_for_test(3);
-    for ty in LEGACY.into_iter().chain([GgmlType::F16, GgmlType::BF16]) {
+    let imp: Vec<f32> = (0..256).map(|j| 0.5 + ((j * 37) % 11) as f32).collect();
+    for ty in LEGACY
+        .into_iter()
+        .chain([GgmlType::F16, GgmlType::BF16])
+        .chain(CODEBOOK)
+    {
         let n = 256;
         let mut out = vec![0u8; x.len() / n * ty.row_bytes(n as u64).unwrap() as usize];
-        quantize_rows(ty, &x, n, None, &mut out).unwrap();
+        let importance = CODEBOOK.contains(&ty).then_some(&imp[..]);
+        quantize_rows(ty, &x, n, importance, &mut out).unwrap();
         assert!(g.validate(ty, &out), "{ty}: ggml rejects our blocks");
         let mut ours = vec![0f32; x.len()];
         dequantize(ty, &out, &mut ours).unwrap();
@@ -225,17 +243,28 @@ fn error_is_at_most_ggmls_on_real_weights_with_real_imatrix() {
         })
         .collect();
     assert_eq!(picked.len(), 21);
-    println!("type   | ours/ggml weighted error | worst tensor");
-    for ty in LEGACY {
+    println!("type   | ours/ggml weighted error | worst tensor | speed ours/ggml (1 thread)");
+    for ty in LEGACY.into_iter().chain(CODEBOOK) {
         let (mut ours_total, mut ggml_total, mut worst) = (0f64, 0f64, (0f64, String::new()));
+        let (mut ours_time, mut ggml_time) = (Duration::ZERO, Duration::ZERO);
+        // ggml builds its grid maps on a type's first call (seconds for IQ1/IQ2): untimed.
+        if let Some(t) = picked.first() {
+            let n = t.info.shape[0] as usize;
+            let w = imatrix.get(&t.info.name).unwrap().weights(0);
+            g.quantize(ty, &vec![0.5f32; n], n, Some(&w));
+        }
         for t in &picked {
             let n = t.info.shape[0] as usize;
             let mut x = vec![0f32; t.info.n_elements() as usize];
             dequantize(t.info.ggml_type, &model.tensor_data(t).unwrap(), &mut x).unwrap();
             let w = imatrix.get(&t.info.name).unwrap().weights(0);
+            let start = Instant::now();
             let theirs = g.quantize(ty, &x, n, Some(&w));
+            ggml_time += start.elapsed();
+            let start = Instant::now();
             let mut ours = vec![0u8; theirs.len()];
             quantize_rows(ty, &x, n, Some(&w), &mut ours).unwrap();
+            ours_time += start.elapsed();
             let (eo, eg) = (
                 weighted_error(ty, &x, &ours, n, &w),
                 weighted_error(ty, &x, &theirs, n, &w),
@@ -248,7 +277,12 @@ fn error_is_at_most_ggmls_on_real_weights_with_real_imatrix() {
             }
         }
         let ratio = ours_total / ggml_total;
-        println!("{ty:<6} | {ratio:.4} | {:.4} ({})", worst.0, worst.1);
+        // Throughput ratio (> 1: ours is faster); printed only, never asserted.
+        let speed = ggml_time.as_secs_f64() / ours_time.as_secs_f64();
+        println!(
+            "{ty:<6} | {ratio:.4} | {:.4} ({}) | {speed:.2}x",
+            worst.0, worst.1
+        );
         assert!(ratio <= 1.0, "{ty}: aggregate error ratio {ratio}");
         assert!(
             worst.0 <= 1.02,

@@ -7,6 +7,7 @@
 
 mod float;
 mod fp4;
+mod iq_codebook_quant;
 mod iquants;
 mod kquants;
 mod legacy;
@@ -170,6 +171,10 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
 pub fn can_quantize(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
+        || matches!(
+            ty,
+            IQ2_XXS | IQ1_S | IQ3_XXS | IQ2_XS | IQ1_M | IQ2_S | IQ3_S
+        )
 }
 
 /// Quantizes rows of `n_per_row` values from `src` into `dst` (whole rows of `ty`), choosing
@@ -246,6 +251,13 @@ pub fn quantize_rows(
             GgmlType::Q4_1 => legacy::quantize_affine(x, weights, out, 15),
             GgmlType::Q5_1 => legacy::quantize_affine(x, weights, out, 31),
             GgmlType::Q8_0 => legacy::quantize_q8_0(x, out),
+            GgmlType::IQ2_XXS => iq_codebook_quant::quantize_iq2_xxs(x, weights, out),
+            GgmlType::IQ2_XS => iq_codebook_quant::quantize_iq2_xs(x, weights, out),
+            GgmlType::IQ2_S => iq_codebook_quant::quantize_iq2_s(x, weights, out),
+            GgmlType::IQ3_XXS => iq_codebook_quant::quantize_iq3_xxs(x, weights, out),
+            GgmlType::IQ3_S => iq_codebook_quant::quantize_iq3_s(x, weights, out),
+            GgmlType::IQ1_S => iq_codebook_quant::quantize_iq1_s(x, weights, out),
+            GgmlType::IQ1_M => iq_codebook_quant::quantize_iq1_m(x, weights, out),
             other => return Err(QuantError::UnsupportedEncode(other)),
         }
         if !blocks_are_valid(ty, out) {
@@ -265,6 +277,22 @@ pub fn blocks_are_valid(ty: GgmlType, data: &[u8]) -> bool {
     let scale_offsets: &[usize] = match ty {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL => &[0],
         GgmlType::Q4_1 | GgmlType::Q5_1 => &[0, 2],
+        // Codebook i-quants: f16 `d` first (IQ1_M: spread over the scale words, below).
+        GgmlType::IQ2_XXS
+        | GgmlType::IQ2_XS
+        | GgmlType::IQ2_S
+        | GgmlType::IQ3_XXS
+        | GgmlType::IQ3_S
+        | GgmlType::IQ1_S => &[0],
+        // IQ1_M: the f16 super-scale is the top nibbles of the four u16 scale words at 48..56
+        // (ggml's `ggml_validate_row_data` rejects it when not finite).
+        GgmlType::IQ1_M => {
+            return data.chunks_exact(size).all(|b| {
+                let top = |i: usize| u16::from_le_bytes([b[48 + 2 * i], b[49 + 2 * i]]) >> 12;
+                let bits = top(0) | (top(1) << 4) | (top(2) << 8) | (top(3) << 12);
+                bits & 0x7c00 != 0x7c00
+            })
+        }
         // Float rows may legitimately hold infinities only if the input did; inputs are
         // checked to be finite, so an overflow to inf here means out of range.
         GgmlType::F16 | GgmlType::BF16 => {
