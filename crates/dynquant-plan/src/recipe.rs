@@ -288,9 +288,13 @@ pub const PRESETS: [(&str, &str); 4] = [
     ("ud-q2_k_xl", include_str!("../presets/ud-q2_k_xl.toml")),
 ];
 
-/// A preset by name (`ud-iq1_s`, `basic-q4_k`...).
+/// A preset by name (`ud-iq1_s`, `basic-q4_k`...). A llama.cpp ftype name (`q4_k_m`) gives
+/// that mix's marker recipe; plan it with [`crate::llamacpp::plan_recipe`].
 pub fn preset(name: &str) -> Option<Result<Recipe, RecipeError>> {
     let lower = name.to_ascii_lowercase();
+    if let Some(ftype) = crate::llamacpp::Ftype::from_name(&lower) {
+        return Some(Ok(crate::llamacpp::mix_recipe(ftype)));
+    }
     if let Some(ty) = lower.strip_prefix("basic-") {
         return ty.parse::<GgmlType>().ok().map(|t| Ok(Recipe::basic(t)));
     }
