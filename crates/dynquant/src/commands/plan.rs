@@ -9,7 +9,7 @@ use dynquant_core::types::{GgmlType, ImatrixNeed};
 use dynquant_plan::inventory::{
     deepseek_inventory, from_hf_config, DeepseekConfig, Inventory, MlaLayout,
 };
-use dynquant_plan::{plan, preset, Decision, Plan, PlanOptions, Recipe};
+use dynquant_plan::{plan_recipe, preset, Decision, Plan, PlanOptions, Recipe};
 use serde_json::json;
 
 use super::human_bytes;
@@ -23,7 +23,7 @@ fn load_recipe(spec: &str) -> Result<Recipe> {
     }
     let path = std::path::Path::new(spec);
     if !path.exists() {
-        bail!("'{spec}' is neither a preset (ud-iq1_s, ud-iq1_m, ud-iq2_xxs, ud-q2_k_xl, basic-<type>) nor a recipe file");
+        bail!("'{spec}' is neither a preset (ud-iq1_s, ud-iq1_m, ud-iq2_xxs, ud-q2_k_xl, basic-<type>, or a llama.cpp mix: q4_k_m, iq1_s, ...) nor a recipe file");
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {spec}"))?;
     Ok(Recipe::parse(&text, spec)?)
@@ -284,7 +284,7 @@ pub fn run(a: &PlanArgs) -> Result<()> {
     let invs = inventories(a)?;
     let mut plans = Vec::new();
     for (layout, inv) in &invs {
-        plans.push((layout.clone(), plan(inv, &recipe, &opts)?));
+        plans.push((layout.clone(), plan_recipe(inv, &recipe, &opts)?));
     }
     let (layout, main) = &plans[0];
     if let Some(path) = &a.export_tensor_types {
