@@ -249,36 +249,6 @@ pub fn deepseek_inventory(c: &DeepseekConfig, layout: MlaLayout) -> Result<Inven
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn r1() -> DeepseekConfig {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/data/configs/deepseek-r1/config.json");
-        DeepseekConfig::read(&p).unwrap()
-    }
-
-    #[test]
-    fn r1_inventory_matches_published_counts_and_parameters() {
-        let legacy = deepseek_inventory(&r1(), MlaLayout::Legacy).unwrap();
-        let mla = deepseek_inventory(&r1(), MlaLayout::Mla).unwrap();
-        // llama.cpp issues #13305/#13916: 1025 tensors (legacy) and 1086 (MLA).
-        assert_eq!(legacy.tensors.len(), 1025);
-        assert_eq!(mla.tensors.len(), 1086);
-        // dynamic-quants.md 8.3: 671.03B parameters; both layouts hold the same count.
-        let n = legacy.n_params();
-        assert!((n as f64 / 1e9 - 671.03).abs() < 0.01, "{n}");
-        assert_eq!(n, mla.n_params());
-        let k_b = mla
-            .tensors
-            .iter()
-            .find(|t| t.name == "blk.0.attn_k_b.weight")
-            .unwrap();
-        assert_eq!(k_b.shape, vec![128, 512, 128]);
-    }
-}
-
 /// The inventory of a Hugging Face model from its `config.json` alone (a folder holding one,
 /// or the file): tensor names and shapes as llama.cpp's converter writes them, source types
 /// from `torch_dtype` (1-D tensors and MoE routers F32, as the converter stores them).
@@ -394,4 +364,34 @@ pub fn from_hf_config(path: &Path) -> Result<Inventory> {
         metadata: md,
         tensors: t,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r1() -> DeepseekConfig {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/data/configs/deepseek-r1/config.json");
+        DeepseekConfig::read(&p).unwrap()
+    }
+
+    #[test]
+    fn r1_inventory_matches_published_counts_and_parameters() {
+        let legacy = deepseek_inventory(&r1(), MlaLayout::Legacy).unwrap();
+        let mla = deepseek_inventory(&r1(), MlaLayout::Mla).unwrap();
+        // llama.cpp issues #13305/#13916: 1025 tensors (legacy) and 1086 (MLA).
+        assert_eq!(legacy.tensors.len(), 1025);
+        assert_eq!(mla.tensors.len(), 1086);
+        // dynamic-quants.md 8.3: 671.03B parameters; both layouts hold the same count.
+        let n = legacy.n_params();
+        assert!((n as f64 / 1e9 - 671.03).abs() < 0.01, "{n}");
+        assert_eq!(n, mla.n_params());
+        let k_b = mla
+            .tensors
+            .iter()
+            .find(|t| t.name == "blk.0.attn_k_b.weight")
+            .unwrap();
+        assert_eq!(k_b.shape, vec![128, 512, 128]);
+    }
 }

@@ -155,6 +155,10 @@ pub struct PlanArgs {
     /// Type of the output (LM head) tensor.
     #[arg(long)]
     pub output_tensor_type: Option<String>,
+    /// Importance matrix (llama.cpp GGUF format) the quantization would use: the plan then
+    /// warns about tensors or experts it does not cover.
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
     /// For a DeepSeek config: attention layout to plan (the other is summarised too).
     #[arg(long, value_enum, default_value = "mla")]
     pub layout: LayoutArg,

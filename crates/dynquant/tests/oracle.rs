@@ -252,7 +252,7 @@ fn ctrl_c_leaves_neither_final_nor_temporary_files() {
     // The signal must land while the copy runs; retry with shorter delays if it finished.
     for delay_ms in [150u64, 60, 20, 5] {
         let prefix = dir.path().join("smol");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dynquant"))
+        let child = Command::new(env!("CARGO_BIN_EXE_dynquant"))
             .args(["split", "--no-mmap", "--split-max-size", "20M"])
             .arg(o.smollm2())
             .arg(&prefix)

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use anyhow::{bail, Context, Result};
 use dynquant_core::gguf::{Access, GgufModel};
+use dynquant_core::imatrix::Imatrix;
 use dynquant_core::types::{GgmlType, ImatrixNeed};
 use dynquant_plan::inventory::{
     deepseek_inventory, from_hf_config, DeepseekConfig, Inventory, MlaLayout,
@@ -80,7 +81,11 @@ fn inventories(a: &PlanArgs) -> Result<Vec<(String, Inventory)>> {
     let is_deepseek = std::fs::read_to_string(&config_path)
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["model_type"].as_str().map(|m| m.starts_with("deepseek_v")))
+        .and_then(|v| {
+            v["model_type"]
+                .as_str()
+                .map(|m| m.starts_with("deepseek_v"))
+        })
         .unwrap_or(false);
     if !is_deepseek {
         let inv = from_hf_config(&config_path)
@@ -105,19 +110,53 @@ fn inventories(a: &PlanArgs) -> Result<Vec<(String, Inventory)>> {
         .collect()
 }
 
-fn warnings(p: &Plan) -> Vec<String> {
+fn warnings(p: &Plan, imatrix: Option<&Imatrix>) -> Vec<String> {
     let mut w = Vec::new();
     let mut needing: BTreeMap<GgmlType, usize> = BTreeMap::new();
+    let mut missing = Vec::new();
     for t in &p.tensors {
-        if t.target.info().imatrix != ImatrixNeed::Optional
-            && !matches!(t.decision, Decision::Kept(_))
+        if t.target.info().imatrix == ImatrixNeed::Optional
+            || matches!(t.decision, Decision::Kept(_))
         {
-            *needing.entry(t.target).or_default() += 1;
+            continue;
+        }
+        *needing.entry(t.target).or_default() += 1;
+        let Some(im) = imatrix else { continue };
+        let n_mat = t.shape.get(2).copied().unwrap_or(1) as usize;
+        match im.get(&t.name) {
+            None => missing.push(t.name.clone()),
+            Some(e) if e.n_per_mat as u64 != t.shape[0] || e.n_mat() != n_mat => w.push(format!(
+                "imatrix entry for {} has {}x{} values, the tensor needs {}x{}",
+                t.name,
+                e.n_mat(),
+                e.n_per_mat,
+                n_mat,
+                t.shape[0]
+            )),
+            Some(e) => {
+                let unseen = e.counts.iter().filter(|c| **c == 0.0).count();
+                if unseen > 0 {
+                    w.push(format!(
+                        "{}: {unseen} of {} experts saw no calibration tokens (they get neutral weights)",
+                        t.name,
+                        e.n_mat()
+                    ));
+                }
+            }
         }
     }
-    for (ty, n) in needing {
+    if imatrix.is_none() {
+        for (ty, n) in needing {
+            w.push(format!(
+                "{n} tensors at {ty} need an importance matrix (--imatrix) to quantize well"
+            ));
+        }
+    }
+    if !missing.is_empty() {
         w.push(format!(
-            "{n} tensors at {ty} need an importance matrix (--imatrix) to quantize well"
+            "the imatrix has no entry for {} tensors that need one: {}",
+            missing.len(),
+            missing.join(", ")
         ));
     }
     for line in &p.unused_rules {
@@ -151,7 +190,12 @@ fn summary_by<K: Ord + ToString>(
     m
 }
 
-fn to_json(p: &Plan, recipe: &Recipe, layout: &str) -> serde_json::Value {
+fn to_json(
+    p: &Plan,
+    recipe: &Recipe,
+    layout: &str,
+    imatrix: Option<&Imatrix>,
+) -> serde_json::Value {
     let tensors: Vec<_> = p
         .tensors
         .iter()
@@ -186,11 +230,17 @@ fn to_json(p: &Plan, recipe: &Recipe, layout: &str) -> serde_json::Value {
         "recipe": p.recipe, "layout": layout, "total_bytes": p.total_bytes,
         "total_gib": p.total_bytes as f64 / GIB, "total_gb": p.total_bytes as f64 / 1e9,
         "total_params": p.total_params, "bpw": p.bpw(), "tensors": tensors,
-        "by_type": by_type, "by_role": by_role, "warnings": warnings(p),
+        "by_type": by_type, "by_role": by_role, "warnings": warnings(p, imatrix),
     })
 }
 
-fn to_text(p: &Plan, recipe: &Recipe, layout: &str, all: bool) -> String {
+fn to_text(
+    p: &Plan,
+    recipe: &Recipe,
+    layout: &str,
+    all: bool,
+    imatrix: Option<&Imatrix>,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "recipe {}: {}", recipe.name, recipe.description);
     if !layout.is_empty() {
@@ -255,7 +305,7 @@ fn to_text(p: &Plan, recipe: &Recipe, layout: &str, all: bool) -> String {
         p.total_params,
         p.bpw()
     );
-    for w in warnings(p) {
+    for w in warnings(p, imatrix) {
         let _ = writeln!(s, "warning: {w}");
     }
     s
@@ -282,6 +332,11 @@ pub fn run(a: &PlanArgs) -> Result<()> {
     let recipe = load_recipe(&a.recipe)?;
     let opts = options(a)?;
     let invs = inventories(a)?;
+    let imatrix = a
+        .imatrix
+        .as_ref()
+        .map(|p| Imatrix::read(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
     let mut plans = Vec::new();
     for (layout, inv) in &invs {
         plans.push((layout.clone(), plan_recipe(inv, &recipe, &opts)?));
@@ -291,13 +346,13 @@ pub fn run(a: &PlanArgs) -> Result<()> {
         export_tensor_types(main, path)?;
     }
     let out = if a.json {
-        let mut v = to_json(main, &recipe, layout);
+        let mut v = to_json(main, &recipe, layout, imatrix.as_ref());
         if let Some((other_layout, other)) = plans.get(1) {
             v["other_layout"] = json!({"layout": other_layout, "total_bytes": other.total_bytes, "total_gib": other.total_bytes as f64 / GIB, "bpw": other.bpw()});
         }
         serde_json::to_string_pretty(&v)? + "\n"
     } else {
-        let mut s = to_text(main, &recipe, layout, a.tensors);
+        let mut s = to_text(main, &recipe, layout, a.tensors, imatrix.as_ref());
         if let Some((other_layout, other)) = plans.get(1) {
             let _ = writeln!(
                 s,
