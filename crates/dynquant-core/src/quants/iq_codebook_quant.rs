@@ -22,9 +22,10 @@
 //! IQ1 types have no signs; their values are `dl·(g + δ)` with `δ = ±1/8` per sub-block
 //! (IQ1_S) or per group of 8 (IQ1_M); both deltas are tried.
 //!
-//! **Scales.** Phase 1, per scale unit (32 or 16 weights): sweep trial scales around
-//! `max|x| / top level`, assign grid entries at each, re-fit the scale by weighted least
-//! squares for that assignment and keep the re-fit with the least predicted error. Phase 2,
+//! **Scales.** Phase 1, per scale unit (32 or 16 weights): sweep 16 trial scales that map
+//! `max|x|` to 0.6–2.1 × the top level (clipping the largest weights often pays), assign
+//! grid entries at each, re-fit the scale by weighted least squares for that assignment and
+//! keep the re-fit with the least predicted error. Phase 2,
 //! per super-block: candidate super-scales `d` (the largest unit scale mapped to the top code,
 //! shrunk by a few ratios, plus a least-squares re-fit of `d` for the best assignment), each
 //! rounded to f16; for each unit the two codes bracketing its phase-1 scale are tried with a
@@ -408,7 +409,7 @@ fn assign_unit(spec: &Spec, x: &[f32], w: &[f32], sigma: f32, flips: usize) -> U
 
 /// Phase 1: the least-squares scale of a unit over a sweep of trial scales (0 if all zero).
 fn fit_unit(spec: &Spec, x: &[f32], w: &[f32]) -> f32 {
-    const STEPS: usize = 12;
+    const STEPS: usize = 16;
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     if amax == 0.0 {
         return 0.0;
@@ -513,7 +514,7 @@ fn quantize_superblock(spec: &Spec, x: &[f32], w: &[f32]) -> SuperBlock {
             }
         }
     };
-    for r in [1.0, 0.96, 0.92, 0.88] {
+    for r in [1.0, 0.94, 0.88] {
         consider(d0 * r, &mut best);
     }
     if let Some((_, _, codes, fits)) = best.clone() {
