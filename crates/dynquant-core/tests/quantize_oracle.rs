@@ -118,6 +118,15 @@ const CODEBOOK: [GgmlType; 7] = [
     GgmlType::IQ3_S,
 ];
 
+/// Non-linear 4-bit, ternary and FP4 types (`iq4_quant.rs`, `small_quant.rs`).
+const IQ4_TQ_MXFP4: [GgmlType; 5] = [
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
+    GgmlType::TQ1_0,
+    GgmlType::TQ2_0,
+    GgmlType::MXFP4,
+];
+
 fn rows_for_test(seed: u64) -> Vec<f32> {
     // Rows of 256: ordinary, zero, tiny, huge, one outlier, constant.
     let mut s = seed | 1;
@@ -157,6 +166,7 @@ fn our_blocks_are_valid_ggml_and_read_back_identically() {
     let imp: Vec<f32> = (0..256).map(|j| 0.5 + ((j * 37) % 11) as f32).collect();
     for ty in LEGACY
         .into_iter()
+        .chain(IQ4_TQ_MXFP4)
         .chain([GgmlType::F16, GgmlType::BF16])
         .chain(CODEBOOK)
     {
@@ -214,6 +224,25 @@ fn bad_input_is_a_typed_error() {
     ));
 }
 
+#[test]
+fn out_of_range_iq4_tq_blocks_are_typed_errors() {
+    use dynquant_core::quants::QuantError;
+    let x = vec![1e9f32; 256];
+    for ty in IQ4_TQ_MXFP4 {
+        let mut out = vec![0u8; ty.row_bytes(256).unwrap() as usize];
+        let r = quantize_rows(ty, &x, 256, None, &mut out);
+        if ty == GgmlType::MXFP4 {
+            // E8M0 covers every finite f32: never invalid.
+            r.unwrap();
+        } else {
+            assert!(
+                matches!(r, Err(QuantError::InvalidBlock { row: 0, .. })),
+                "{ty}: {r:?}"
+            );
+        }
+    }
+}
+
 /// Importance-weighted squared error of `blocks` against `x`.
 fn weighted_error(ty: GgmlType, x: &[f32], blocks: &[u8], n: usize, w: &[f32]) -> f64 {
     let mut y = vec![0f32; x.len()];
@@ -244,7 +273,7 @@ fn error_is_at_most_ggmls_on_real_weights_with_real_imatrix() {
         .collect();
     assert_eq!(picked.len(), 21);
     println!("type   | ours/ggml weighted error | worst tensor | speed ours/ggml (1 thread)");
-    for ty in LEGACY.into_iter().chain(CODEBOOK) {
+    for ty in LEGACY.into_iter().chain(IQ4_TQ_MXFP4).chain(CODEBOOK) {
         let (mut ours_total, mut ggml_total, mut worst) = (0f64, 0f64, (0f64, String::new()));
         let (mut ours_time, mut ggml_time) = (Duration::ZERO, Duration::ZERO);
         // ggml builds its grid maps on a type's first call (seconds for IQ1/IQ2): untimed.

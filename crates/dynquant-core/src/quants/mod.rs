@@ -7,10 +7,12 @@
 
 mod float;
 mod fp4;
+mod iq4_quant;
 mod iq_codebook_quant;
 mod iquants;
 mod kquants;
 mod legacy;
+mod small_quant;
 mod tables;
 mod ternary;
 
@@ -171,6 +173,7 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
 pub fn can_quantize(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
+        || matches!(ty, IQ4_NL | IQ4_XS | TQ1_0 | TQ2_0 | MXFP4)
         || matches!(
             ty,
             IQ2_XXS | IQ1_S | IQ3_XXS | IQ2_XS | IQ1_M | IQ2_S | IQ3_S
@@ -251,6 +254,11 @@ pub fn quantize_rows(
             GgmlType::Q4_1 => legacy::quantize_affine(x, weights, out, 15),
             GgmlType::Q5_1 => legacy::quantize_affine(x, weights, out, 31),
             GgmlType::Q8_0 => legacy::quantize_q8_0(x, out),
+            GgmlType::IQ4_NL => iq4_quant::quantize_iq4_nl(x, weights, out),
+            GgmlType::IQ4_XS => iq4_quant::quantize_iq4_xs(x, weights, out),
+            GgmlType::TQ1_0 => small_quant::quantize_tq1_0(x, weights, out),
+            GgmlType::TQ2_0 => small_quant::quantize_tq2_0(x, weights, out),
+            GgmlType::MXFP4 => small_quant::quantize_mxfp4(x, weights, out),
             GgmlType::IQ2_XXS => iq_codebook_quant::quantize_iq2_xxs(x, weights, out),
             GgmlType::IQ2_XS => iq_codebook_quant::quantize_iq2_xs(x, weights, out),
             GgmlType::IQ2_S => iq_codebook_quant::quantize_iq2_s(x, weights, out),
@@ -277,6 +285,12 @@ pub fn blocks_are_valid(ty: GgmlType, data: &[u8]) -> bool {
     let scale_offsets: &[usize] = match ty {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL => &[0],
         GgmlType::Q4_1 | GgmlType::Q5_1 => &[0, 2],
+        GgmlType::IQ4_XS => &[0],
+        // Ternary blocks keep their f16 `d` at the end.
+        GgmlType::TQ1_0 => &[52],
+        GgmlType::TQ2_0 => &[64],
+        // MXFP4's E8M0 scale byte: ggml rejects 0xFF (E8M0 NaN).
+        GgmlType::MXFP4 => return data.chunks_exact(size).all(|b| b[0] != 0xff),
         // Codebook i-quants: f16 `d` first (IQ1_M: spread over the scale words, below).
         GgmlType::IQ2_XXS
         | GgmlType::IQ2_XS
