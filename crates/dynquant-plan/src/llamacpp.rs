@@ -730,14 +730,9 @@ pub fn plan_llamacpp_with(
                 format!("{} default type", ftype.name()),
                 false,
             )
-        } else if let Some((k, (_, ty))) = opts
-            .overrides
-            .iter()
-            .enumerate()
-            .find(|(_, (re, _))| re.is_match(&t.name))
-        {
+        } else if let Some((k, ty)) = opts.override_for(&t.name) {
             (
-                *ty,
+                ty,
                 Decision::Override(k),
                 format!("--tensor-type override #{}", k + 1),
                 true,

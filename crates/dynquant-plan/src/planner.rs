@@ -44,6 +44,17 @@ pub struct PlanOptions {
     pub output_tensor_type: Option<GgmlType>,
 }
 
+impl PlanOptions {
+    /// The first `--tensor-type` override matching `name`: its index and type.
+    pub fn override_for(&self, name: &str) -> Option<(usize, GgmlType)> {
+        self.overrides
+            .iter()
+            .enumerate()
+            .find(|(_, (re, _))| re.is_match(name))
+            .map(|(i, (_, ty))| (i, *ty))
+    }
+}
+
 /// One tensor's plan.
 #[derive(Debug, Clone)]
 pub struct TensorPlan {
@@ -149,14 +160,9 @@ pub fn plan(inv: &Inventory, recipe: &Recipe, opts: &PlanOptions) -> Result<Plan
         let (requested, decision, why) =
             if let Some(reason) = deny_reason(&t.name, &t.shape, class.role) {
                 (t.ggml_type, Decision::Kept(reason), reason.to_string())
-            } else if let Some((i, (_, ty))) = opts
-                .overrides
-                .iter()
-                .enumerate()
-                .find(|(_, (re, _))| re.is_match(&t.name))
-            {
+            } else if let Some((i, ty)) = opts.override_for(&t.name) {
                 (
-                    *ty,
+                    ty,
                     Decision::Override(i),
                     format!("--tensor-type override #{}", i + 1),
                 )
