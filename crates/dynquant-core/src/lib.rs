@@ -5,6 +5,7 @@
 //!   touched), streaming writing (temp file + rename), split sets and merging.
 //! * [`quants`]: row conversions between f32 and stored ggml types.
 //! * [`imatrix`]: llama.cpp importance-matrix files.
+//! * [`pipeline`]: the streaming, parallel, deterministic quantization of a whole model.
 //!
 //! Invariants: libraries print nothing and never panic on bad input; every size, count and
 //! offset read from a file is checked with checked arithmetic against the file length before
@@ -14,6 +15,7 @@
 
 pub mod gguf;
 pub mod imatrix;
+pub mod pipeline;
 pub mod quants;
 pub mod types;
 

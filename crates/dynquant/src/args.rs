@@ -39,6 +39,12 @@ pub enum Command {
         dynquant plan model.gguf --recipe my-recipe.toml --tensors\n\
         Presets: ud-iq1_s, ud-iq1_m, ud-iq2_xxs, ud-q2_k_xl, basic-<type> (e.g. basic-iq1_s).")]
     Plan(PlanArgs),
+    /// Quantize a model with a recipe: streaming, parallel, deterministic.
+    #[command(after_help = "Examples:\n  \
+        dynquant quantize model-f16.gguf model-q4_k_m.gguf --recipe q4_k_m\n  \
+        dynquant quantize r1-bf16-00001-of-00030.gguf r1-ud-iq1_s.gguf --recipe ud-iq1_s --imatrix r1.imatrix.gguf --split-max-size 50G\n  \
+        dynquant quantize model.gguf out.gguf --recipe basic-iq4_xs --threads 8 --json")]
+    Quantize(QuantizeArgs),
     /// Run the built-in demonstration on a model dynquant makes itself (no download).
     #[command(after_help = "Example:\n  dynquant demo\n  dynquant demo --out-dir /tmp/dq")]
     Demo(DemoArgs),
@@ -135,26 +141,12 @@ pub struct PlanArgs {
     /// model folder or `config.json` (llama, mistral, mixtral, qwen2, qwen3, qwen3_moe,
     /// deepseek_v2/v3) to plan without any weights.
     pub model: PathBuf,
-    /// Preset name (ud-iq1_s, ud-iq1_m, ud-iq2_xxs, ud-q2_k_xl, basic-<type>) or a recipe file.
-    #[arg(long)]
-    pub recipe: String,
-    /// Override: tensors whose name matches REGEX get TYPE (repeatable; first match wins).
-    #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
-    pub tensor_type: Vec<String>,
-    /// More overrides from a file of `REGEX=TYPE` tokens separated by spaces or newlines
-    /// (llama-quantize's `--tensor-type-file`), tried after the `--tensor-type` ones.
-    #[arg(long, value_name = "FILE")]
-    pub tensor_type_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
     /// Write the plan as a llama-quantize `--tensor-type-file` (one exact-name pattern per
     /// quantized tensor), so llama-quantize users can reproduce it.
     #[arg(long, value_name = "FILE")]
     pub export_tensor_types: Option<PathBuf>,
-    /// Type of the token embedding.
-    #[arg(long)]
-    pub token_embedding_type: Option<String>,
-    /// Type of the output (LM head) tensor.
-    #[arg(long)]
-    pub output_tensor_type: Option<String>,
     /// Importance matrix (llama.cpp GGUF format) the quantization would use: the plan then
     /// warns about tensors or experts it does not cover.
     #[arg(long)]
@@ -168,6 +160,72 @@ pub struct PlanArgs {
     /// Print every tensor (the default prints the summaries only for more than 400 tensors).
     #[arg(long)]
     pub tensors: bool,
+}
+
+/// A recipe and llama.cpp-compatible overrides (shared by `plan` and `quantize`).
+#[derive(Debug, Args)]
+pub struct RecipeArgs {
+    /// Preset name (ud-iq1_s, ud-iq1_m, ud-iq2_xxs, ud-q2_k_xl, basic-<type>, or a
+    /// llama.cpp mix such as q4_k_m) or a recipe file.
+    #[arg(long)]
+    pub recipe: String,
+    /// Override: tensors whose name matches REGEX get TYPE (repeatable; first match wins).
+    #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
+    pub tensor_type: Vec<String>,
+    /// More overrides from a file of `REGEX=TYPE` tokens separated by spaces or newlines
+    /// (llama-quantize's `--tensor-type-file`), tried after the `--tensor-type` ones.
+    #[arg(long, value_name = "FILE")]
+    pub tensor_type_file: Option<PathBuf>,
+    /// Type of the token embedding.
+    #[arg(long)]
+    pub token_embedding_type: Option<String>,
+    /// Type of the output (LM head) tensor.
+    #[arg(long)]
+    pub output_tensor_type: Option<String>,
+}
+
+/// `quantize`.
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// Input GGUF (F32, F16, BF16, Q8_0; other quantized types with --allow-requantize); a
+    /// split set from its first shard.
+    pub input: PathBuf,
+    /// Output GGUF (with --split-max-size/--split-max-tensors: the shard prefix).
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+    /// Importance matrix (llama.cpp's GGUF imatrix format).
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
+    /// Quantize types that need an imatrix with uniform weights where it has no entry.
+    #[arg(long)]
+    pub imatrix_fallback: bool,
+    /// Worker threads (default: all cores). The output does not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Split the output: most tensor bytes per shard (e.g. 50G).
+    #[arg(long, value_parser = parse_size_arg)]
+    pub split_max_size: Option<u64>,
+    /// Split the output: most tensors per shard.
+    #[arg(long)]
+    pub split_max_tensors: Option<usize>,
+    /// Accept already quantized inputs (dequantized to f32 first).
+    #[arg(long)]
+    pub allow_requantize: bool,
+    /// Plan and check everything, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Replace an existing output (never an input).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub read: ReadArgs,
 }
 
 /// deepseek2 attention layout.

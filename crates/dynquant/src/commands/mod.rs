@@ -4,6 +4,7 @@ mod demo;
 mod dev;
 mod inspect;
 mod plan;
+mod quantize;
 mod split;
 
 use anyhow::Result;
@@ -19,6 +20,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Merge(a) => split::merge(&a),
         Command::Demo(a) => demo::run(&a),
         Command::Plan(a) => plan::run(&a),
+        Command::Quantize(a) => quantize::run(&a),
         Command::Dev(c) => dev::run(&c),
     }
 }

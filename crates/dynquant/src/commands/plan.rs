@@ -14,11 +14,11 @@ use dynquant_plan::{plan_recipe, preset, Decision, Plan, PlanOptions, Recipe};
 use serde_json::json;
 
 use super::human_bytes;
-use crate::args::{LayoutArg, PlanArgs};
+use crate::args::{LayoutArg, PlanArgs, RecipeArgs};
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-fn load_recipe(spec: &str) -> Result<Recipe> {
+pub fn load_recipe(spec: &str) -> Result<Recipe> {
     if let Some(r) = preset(spec) {
         return Ok(r?);
     }
@@ -34,7 +34,7 @@ fn parse_type(s: &str) -> Result<GgmlType> {
     Ok(s.parse::<GgmlType>()?)
 }
 
-fn options(a: &PlanArgs) -> Result<PlanOptions> {
+pub fn options(a: &RecipeArgs) -> Result<PlanOptions> {
     let mut specs = a.tensor_type.clone();
     if let Some(path) = &a.tensor_type_file {
         let text =
@@ -329,8 +329,8 @@ fn export_tensor_types(p: &Plan, path: &std::path::Path) -> Result<()> {
 }
 
 pub fn run(a: &PlanArgs) -> Result<()> {
-    let recipe = load_recipe(&a.recipe)?;
-    let opts = options(a)?;
+    let recipe = load_recipe(&a.recipe.recipe)?;
+    let opts = options(&a.recipe)?;
     let invs = inventories(a)?;
     let imatrix = a
         .imatrix
