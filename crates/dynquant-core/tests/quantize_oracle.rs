@@ -107,6 +107,15 @@ const LEGACY: [GgmlType; 5] = [
     GgmlType::Q8_0,
 ];
 
+/// K-quants (`kquants_quant.rs`).
+const KQUANTS: [GgmlType; 5] = [
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
 /// Codebook i-quants (`iq_codebook_quant.rs`); they need an importance vector.
 const CODEBOOK: [GgmlType; 7] = [
     GgmlType::IQ2_XXS,
@@ -166,6 +175,7 @@ fn our_blocks_are_valid_ggml_and_read_back_identically() {
     let imp: Vec<f32> = (0..256).map(|j| 0.5 + ((j * 37) % 11) as f32).collect();
     for ty in LEGACY
         .into_iter()
+        .chain(KQUANTS)
         .chain(IQ4_TQ_MXFP4)
         .chain([GgmlType::F16, GgmlType::BF16])
         .chain(CODEBOOK)
@@ -273,7 +283,12 @@ fn error_is_at_most_ggmls_on_real_weights_with_real_imatrix() {
         .collect();
     assert_eq!(picked.len(), 21);
     println!("type   | ours/ggml weighted error | worst tensor | speed ours/ggml (1 thread)");
-    for ty in LEGACY.into_iter().chain(IQ4_TQ_MXFP4).chain(CODEBOOK) {
+    for ty in LEGACY
+        .into_iter()
+        .chain(KQUANTS)
+        .chain(IQ4_TQ_MXFP4)
+        .chain(CODEBOOK)
+    {
         let (mut ours_total, mut ggml_total, mut worst) = (0f64, 0f64, (0f64, String::new()));
         let (mut ours_time, mut ggml_time) = (Duration::ZERO, Duration::ZERO);
         // ggml builds its grid maps on a type's first call (seconds for IQ1/IQ2): untimed.

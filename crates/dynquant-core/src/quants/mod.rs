@@ -11,6 +11,7 @@ mod iq4_quant;
 mod iq_codebook_quant;
 mod iquants;
 mod kquants;
+mod kquants_quant;
 mod legacy;
 mod small_quant;
 mod tables;
@@ -173,6 +174,7 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
 pub fn can_quantize(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
+        || matches!(ty, Q2_K | Q3_K | Q4_K | Q5_K | Q6_K)
         || matches!(ty, IQ4_NL | IQ4_XS | TQ1_0 | TQ2_0 | MXFP4)
         || matches!(
             ty,
@@ -254,6 +256,11 @@ pub fn quantize_rows(
             GgmlType::Q4_1 => legacy::quantize_affine(x, weights, out, 15),
             GgmlType::Q5_1 => legacy::quantize_affine(x, weights, out, 31),
             GgmlType::Q8_0 => legacy::quantize_q8_0(x, out),
+            GgmlType::Q2_K => kquants_quant::quantize_q2_k(x, weights, out),
+            GgmlType::Q3_K => kquants_quant::quantize_q3_k(x, weights, out),
+            GgmlType::Q4_K => kquants_quant::quantize_q4_k(x, weights, out),
+            GgmlType::Q5_K => kquants_quant::quantize_q5_k(x, weights, out),
+            GgmlType::Q6_K => kquants_quant::quantize_q6_k(x, weights, out),
             GgmlType::IQ4_NL => iq4_quant::quantize_iq4_nl(x, weights, out),
             GgmlType::IQ4_XS => iq4_quant::quantize_iq4_xs(x, weights, out),
             GgmlType::TQ1_0 => small_quant::quantize_tq1_0(x, weights, out),
@@ -285,6 +292,11 @@ pub fn blocks_are_valid(ty: GgmlType, data: &[u8]) -> bool {
     let scale_offsets: &[usize] = match ty {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL => &[0],
         GgmlType::Q4_1 | GgmlType::Q5_1 => &[0, 2],
+        // K-quants: d (and dmin), see the layouts in kquants.rs.
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
         GgmlType::IQ4_XS => &[0],
         // Ternary blocks keep their f16 `d` at the end.
         GgmlType::TQ1_0 => &[52],
