@@ -97,8 +97,8 @@ pub struct QuantizeJob<'a> {
 pub const DEFAULT_SLAB_VALUES: usize = 16 << 20;
 
 /// The per-matrix importance weights of a tensor, checked against its shape.
-fn importance_of<'a>(
-    imatrix: Option<&'a Imatrix>,
+fn importance_of(
+    imatrix: Option<&Imatrix>,
     t: &TensorInfo,
 ) -> Result<Option<Vec<Vec<f32>>>, PipelineError> {
     let Some(entry) = imatrix.and_then(|im| im.get(&t.name)) else {

@@ -2,7 +2,8 @@
 //!
 //! Builds a small llama-shaped F32 model deterministically, writes it as GGUF, inspects it,
 //! splits it into shards and merges them back, and checks the round trip is byte-identical.
-//! (As quantization and evaluation land, the demo grows to quantize and measure it.)
+//! Then it quantizes the model with llama.cpp's Q4_K_M mix and a uniform IQ4_XS baseline.
+//! (As evaluation lands, the demo grows to measure them.)
 
 use anyhow::{ensure, Context, Result};
 use dynquant_core::gguf::{
@@ -176,5 +177,33 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         "4. merged back into {}: byte-identical to the original",
         merged_path.display()
     );
+
+    // 5. Plan and quantize it with llama.cpp's Q4_K_M mix, then a uniform IQ4_XS baseline.
+    for recipe in ["q4_k_m", "basic-iq4_xs"] {
+        let out = dir.join(format!("demo-{recipe}.gguf"));
+        println!("\n5. quantize --recipe {recipe}:");
+        super::quantize::run(&crate::args::QuantizeArgs {
+            input: model_path.clone(),
+            output: out,
+            recipe: crate::args::RecipeArgs {
+                recipe: recipe.to_string(),
+                tensor_type: Vec::new(),
+                tensor_type_file: None,
+                token_embedding_type: None,
+                output_tensor_type: None,
+            },
+            imatrix: None,
+            imatrix_fallback: false,
+            threads: None,
+            split_max_size: None,
+            split_max_tensors: None,
+            allow_requantize: false,
+            dry_run: false,
+            json: false,
+            quiet: true,
+            force: true,
+            read: crate::args::ReadArgs { no_mmap: false },
+        })?;
+    }
     Ok(())
 }
