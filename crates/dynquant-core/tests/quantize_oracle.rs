@@ -4,7 +4,6 @@
 //! real weights (`smollm2-768` with its real imatrix). Needs `GGML_BASE_LIB` and
 //! `DYNQUANT_TEST_MODELS`; fails loudly without them unless `DYNQUANT_SKIP_ORACLES=1`.
 
-use std::ffi::c_void;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -13,91 +12,9 @@ use dynquant_core::imatrix::Imatrix;
 use dynquant_core::quants::{dequantize, quantize_rows};
 use dynquant_core::types::GgmlType;
 
-#[repr(C)]
-struct TypeTraits {
-    type_name: *const std::ffi::c_char,
-    blck_size: i64,
-    blck_size_interleave: i64,
-    type_size: usize,
-    is_quantized: bool,
-    to_float: Option<unsafe extern "C" fn(*const c_void, *mut f32, i64)>,
-    from_float_ref: Option<unsafe extern "C" fn(*const f32, *mut c_void, i64)>,
-}
+mod common;
 
-struct Ggml(libloading::Library);
-
-impl Ggml {
-    fn load() -> Option<Ggml> {
-        let Some(path) = std::env::var_os("GGML_BASE_LIB") else {
-            if std::env::var("DYNQUANT_SKIP_ORACLES").as_deref() == Ok("1") {
-                return None;
-            }
-            panic!("GGML_BASE_LIB is not set: source .oracle/env.sh (scripts/prepare-oracles.sh)");
-        };
-        // SAFETY: loading ggml runs no initialisers with preconditions.
-        Some(Ggml(
-            unsafe { libloading::Library::new(path) }.expect("load libggml-base"),
-        ))
-    }
-
-    fn to_float(&self, ty: GgmlType, src: &[u8], n: usize) -> Vec<f32> {
-        // SAFETY: a static traits table; src holds whole blocks for n values.
-        unsafe {
-            let f: libloading::Symbol<unsafe extern "C" fn(i32) -> *const TypeTraits> =
-                self.0.get(b"ggml_get_type_traits").unwrap();
-            let to_float = (*f(ty.id() as i32)).to_float.expect("to_float");
-            let mut out = vec![0f32; n];
-            to_float(src.as_ptr().cast(), out.as_mut_ptr(), n as i64);
-            out
-        }
-    }
-
-    fn validate(&self, ty: GgmlType, data: &[u8]) -> bool {
-        // SAFETY: data is a readable buffer of the given size.
-        unsafe {
-            let f: libloading::Symbol<unsafe extern "C" fn(i32, *const c_void, usize) -> bool> =
-                self.0.get(b"ggml_validate_row_data").unwrap();
-            f(ty.id() as i32, data.as_ptr().cast(), data.len())
-        }
-    }
-
-    /// `ggml_quantize_chunk` of whole rows, with an optional per-column imatrix.
-    fn quantize(
-        &self,
-        ty: GgmlType,
-        src: &[f32],
-        n_per_row: usize,
-        imatrix: Option<&[f32]>,
-    ) -> Vec<u8> {
-        let rows = src.len() / n_per_row;
-        let mut out = vec![0u8; rows * ty.row_bytes(n_per_row as u64).unwrap() as usize];
-        // SAFETY: buffers sized for `rows` rows; imatrix has n_per_row values when given.
-        unsafe {
-            let f: libloading::Symbol<
-                unsafe extern "C" fn(
-                    i32,
-                    *const f32,
-                    *mut c_void,
-                    i64,
-                    i64,
-                    i64,
-                    *const f32,
-                ) -> usize,
-            > = self.0.get(b"ggml_quantize_chunk").unwrap();
-            let im = imatrix.map_or(std::ptr::null(), |m| m.as_ptr());
-            f(
-                ty.id() as i32,
-                src.as_ptr(),
-                out.as_mut_ptr().cast(),
-                0,
-                rows as i64,
-                n_per_row as i64,
-                im,
-            );
-        }
-        out
-    }
-}
+use common::Ggml;
 
 const LEGACY: [GgmlType; 5] = [
     GgmlType::Q4_0,
@@ -200,7 +117,7 @@ fn q8_0_matches_ggml_byte_for_byte() {
     let x = rows_for_test(9);
     let mut ours = vec![0u8; x.len() / 32 * 34];
     quantize_rows(GgmlType::Q8_0, &x, 256, None, &mut ours).unwrap();
-    assert_eq!(ours, g.quantize(GgmlType::Q8_0, &x, 256, None));
+    assert_eq!(ours, g.quantize_chunk(GgmlType::Q8_0, &x, 256, None));
 }
 
 #[test]
@@ -295,7 +212,7 @@ fn error_is_at_most_ggmls_on_real_weights_with_real_imatrix() {
         if let Some(t) = picked.first() {
             let n = t.info.shape[0] as usize;
             let w = imatrix.get(&t.info.name).unwrap().weights(0);
-            g.quantize(ty, &vec![0.5f32; n], n, Some(&w));
+            g.quantize_chunk(ty, &vec![0.5f32; n], n, Some(&w));
         }
         for t in &picked {
             let n = t.info.shape[0] as usize;
@@ -303,7 +220,7 @@ fn error_is_at_most_ggmls_on_real_weights_with_real_imatrix() {
             dequantize(t.info.ggml_type, &model.tensor_data(t).unwrap(), &mut x).unwrap();
             let w = imatrix.get(&t.info.name).unwrap().weights(0);
             let start = Instant::now();
-            let theirs = g.quantize(ty, &x, n, Some(&w));
+            let theirs = g.quantize_chunk(ty, &x, n, Some(&w));
             ggml_time += start.elapsed();
             let start = Instant::now();
             let mut ours = vec![0u8; theirs.len()];
