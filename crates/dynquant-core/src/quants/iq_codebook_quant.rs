@@ -28,10 +28,9 @@
 //! (IQ3_XXS, IQ3_S, IQ2_XS, IQ1_M) try six coarse `f` in 0.6, 0.9, …, 2.1, then the best
 //! `f ± 0.1`; the slow ones (large neighbour lists or two deltas per trial) try only the four
 //! coarse `f` that win most often (IQ2_XXS, IQ2_S: 0.9–1.8; IQ1_S: 1.2–2.1), which costs
-//! ~0.02–0.04 of error ratio. Each trial assigns grid
-//! entries with the short neighbour lists and one sign-flip candidate, re-fits the scale by
-//! weighted least squares for that assignment, and the re-fit with the least predicted error
-//! is kept. Phase 2, per super-block: two candidate super-scales `d`, each rounded to f16:
+//! ~0.02–0.04 of error ratio. Each trial assigns grid entries with the short neighbour
+//! lists and one sign-flip candidate, re-fits the scale by weighted least squares for that
+//! assignment, and the re-fit with the least predicted error is kept. Phase 2, per super-block: two candidate super-scales `d`, each rounded to f16:
 //! the largest unit scale mapped to the top code, then the least-squares re-fit of `d` for
 //! that assignment (it wins ~93% of super-blocks; shrunk ratios of the first candidate won
 //! too rarely to pay for their evaluation). For each unit the two codes bracketing its
