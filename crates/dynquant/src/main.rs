@@ -19,7 +19,11 @@ fn main() {
     if let Err(err) = commands::run(cli) {
         // One line, whatever the causes print (regex errors, for one, span several lines).
         let msg = format!("{err:#}");
-        let one_line: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let one_line: Vec<&str> = msg
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         eprintln!("error: {}", one_line.join(" "));
         std::process::exit(1);
     }

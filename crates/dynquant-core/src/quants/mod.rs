@@ -1,9 +1,16 @@
 //! Conversions between f32 rows and stored ggml types.
 //!
-//! This module grows one family at a time (see the "Quantization formats" issue). Present:
-//! the plain float types (F32, F16, BF16) both ways, and dequantization of the legacy
-//! 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), bit-exact with ggml's
-//! `dequantize_row_*` (`ggml/src/ggml-quants.c` at the pinned reference).
+//! * Dequantization of every stored ggml type ([`dequantize`]), bit-exact with ggml's
+//!   `to_float` at the pinned reference (llama.cpp 80fb11ac): `float`, `legacy`, `kquants`,
+//!   `iquants` (+ `tables`, the grids), `ternary`, `fp4`.
+//! * Quantization ([`quantize_rows`]) for every weight type: our own importance-weighted
+//!   searches, scored on exactly what ggml will dequantize (f16-rounded scales), producing
+//!   blocks ggml validates: `legacy`, `kquants_quant`, `iq4_quant`, `iq_codebook_quant`,
+//!   `small_quant` (TQ1_0, TQ2_0, MXFP4). Every algorithm is described at the top of its file.
+//! * Input rows are checked (NaN/Inf is a typed error naming row and column), every produced
+//!   block is checked like `ggml_validate_row_data`, and types that need an importance matrix
+//!   refuse to run without one ([`QuantError::NeedsImatrix`]); a caller may opt into uniform
+//!   weights explicitly by passing them (the pipeline's `--imatrix-fallback`).
 
 mod float;
 mod fp4;
