@@ -89,6 +89,13 @@ pub(super) fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
 
 use super::float::f32_to_f16;
 
+/// Round to nearest (ties to even) by the 1.5·2²³ trick, as ggml's `nearest_int`: valid for
+/// |x| <= 2²², and unlike `f32::round` it compiles to two adds the compiler can vectorize.
+#[inline]
+fn fast_round(x: f32) -> f32 {
+    (x + 12_582_912.0) - 12_582_912.0
+}
+
 /// Weighted squared error of a reconstruction.
 fn weighted_err(x: &[f32], w: &[f32], recon: impl Fn(usize) -> f32) -> f64 {
     x.iter()
@@ -107,6 +114,11 @@ fn stored(d: f32) -> f32 {
 }
 
 /// Symmetric block (Q4_0: levels -8..7, Q5_0: -16..15). Returns (d, levels + nmax).
+///
+/// Each candidate scale costs one pass: levels are assigned and the weighted least-squares
+/// sums gathered together, which gives the candidate's refitted error in closed form
+/// (`Σwx² − (Σwxq)²/Σwq²`). Only the best refitted candidate and ggml's reference scale are
+/// then evaluated exactly, on the f16-stored scale.
 fn search_symmetric(x: &[f32], w: &[f32], nmax: i32) -> (f32, [u8; QK]) {
     let (mut amax, mut max) = (0f32, 0f32);
     for &v in x {
@@ -122,53 +134,67 @@ fn search_symmetric(x: &[f32], w: &[f32], nmax: i32) -> (f32, [u8; QK]) {
     let quantize = |d: f32, q: &mut [u8; QK]| {
         let id = 1.0 / d;
         for (qj, &v) in q.iter_mut().zip(x) {
-            *qj = ((v * id).round() as i32)
-                .clamp(-nmax, nmax - 1)
-                .wrapping_add(nmax) as u8;
+            let l = fast_round((v * id).clamp(-(nmax as f32), (nmax - 1) as f32));
+            *qj = (l as i32 + nmax) as u8;
         }
     };
     let err_of = |d: f32, q: &[u8; QK]| {
         let ds = stored(d);
         weighted_err(x, w, |j| (q[j] as i32 - nmax) as f32 * ds)
     };
-    // ggml's reference scale first; it also seeds the "best" so we never do worse.
+    // ggml's reference scale: it seeds the best, so a block is never worse than ggml's ref.
     let mut best_d = max / -(nmax as f32);
     quantize(best_d, &mut best_q);
     let mut best_err = err_of(best_d, &best_q);
-    let mut q = [0u8; QK];
-    // Candidates: the extreme value mapped to fractional levels near the ends, and to every
-    // whole level down to nmax/2 (blocks already on a coarser grid), both signs; each is
-    // re-fitted by least squares for the levels it picks.
-    let fractional = (0..=24).map(|step| nmax as f32 - 2.0 + step as f32 * 0.125);
-    let whole = ((nmax / 2)..(nmax - 2)).map(|k| k as f32);
+    // Candidates: the extreme value mapped to fractional levels near the ends, and (for the
+    // 5-bit type) to whole levels down to nmax/2, which finds blocks already on a coarser
+    // grid; both signs.
+    let fractional = (0..=8).map(|step| nmax as f32 - 2.0 + step as f32 * 0.375);
+    let whole = (if nmax > 8 { nmax / 2 } else { nmax }..(nmax - 2)).map(|k| k as f32);
+    // The three best refits by closed-form gain (the refitted error is Σwx² − sxq²/sqq).
+    let mut top = [(f32::NEG_INFINITY, 0f32); 3];
     for t in fractional.chain(whole) {
-        for &sign in &[-1f32, 1.0] {
-            let d0 = sign * amax / t;
-            quantize(d0, &mut q);
-            let (mut sxq, mut sqq) = (0f64, 0f64);
-            for j in 0..QK {
-                let l = f64::from(q[j] as i32 - nmax);
-                sxq += f64::from(w[j]) * f64::from(x[j]) * l;
-                sqq += f64::from(w[j]) * l * l;
+        for sign in [-1f32, 1.0] {
+            let id = sign * t / amax;
+            let (mut sxq, mut sqq) = (0f32, 0f32);
+            for (&v, &wj) in x.iter().zip(w) {
+                let l = fast_round((v * id).clamp(-(nmax as f32), (nmax - 1) as f32));
+                sxq += wj * v * l;
+                sqq += wj * l * l;
             }
-            for d in [d0, if sqq > 0.0 { (sxq / sqq) as f32 } else { d0 }] {
-                if d == 0.0 || !d.is_finite() {
-                    continue;
-                }
-                quantize(d, &mut q);
-                let e = err_of(d, &q);
-                if e < best_err {
-                    best_err = e;
-                    best_d = d;
-                    best_q = q;
+            if sqq > 0.0 {
+                let c = (sxq * sxq / sqq, sxq / sqq);
+                if let Some(pos) = top.iter().position(|t| c.0 > t.0) {
+                    top[pos..].rotate_right(1);
+                    top[pos] = c;
                 }
             }
+        }
+    }
+    let mut q = [0u8; QK];
+    for (_, d) in top {
+        if d == 0.0 || !d.is_finite() {
+            continue;
+        }
+        quantize(d, &mut q);
+        let e = err_of(d, &q);
+        if e < best_err {
+            best_err = e;
+            best_d = d;
+            best_q = q;
         }
     }
     (best_d, best_q)
 }
 
 /// Affine block (Q4_1: levels 0..15, Q5_1: 0..31): x ≈ d·q + m. Returns (d, m, levels).
+///
+/// Candidate ranges: (a) the full range shrunk from either end; (b) the range split into
+/// k < nmax steps anchored at the minimum or the maximum, which finds blocks already on a
+/// coarser grid (weights once quantized with fewer bits). Each candidate costs one pass
+/// (levels and least-squares sums together; refitted error in closed form); the six best are
+/// refined once more, and ggml's reference range is always evaluated, exactly, on the
+/// f16-stored scale and offset.
 fn search_affine(x: &[f32], w: &[f32], nmax: i32) -> (f32, f32, [u8; QK]) {
     let min = x.iter().copied().fold(f32::INFINITY, f32::min);
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -179,28 +205,48 @@ fn search_affine(x: &[f32], w: &[f32], nmax: i32) -> (f32, f32, [u8; QK]) {
     let quantize = |d: f32, m: f32, q: &mut [u8; QK]| {
         let id = 1.0 / d;
         for (qj, &v) in q.iter_mut().zip(x) {
-            *qj = (((v - m) * id).round() as i32).clamp(0, nmax) as u8;
+            *qj = fast_round(((v - m) * id).clamp(0.0, nmax as f32)) as u8;
         }
     };
     let err_of = |d: f32, m: f32, q: &[u8; QK]| {
         let (ds, ms) = (stored(d), stored(m));
         weighted_err(x, w, |j| q[j] as f32 * ds + ms)
     };
+    // One pass: levels for (d, m), then the weighted least-squares (d', m') and the gain
+    // d'·Σwxq + m'·Σwx (the refitted error is Σwx² minus it).
+    // f64 sums: the ranking compares gains that differ far below f32 precision when a block
+    // already lies on a grid.
+    let fit = |d: f32, m: f32| -> Option<(f64, f32, f32)> {
+        let id = 1.0 / d;
+        let (mut sw, mut sq, mut sqq, mut sx, mut sxq) = (0f64, 0f64, 0f64, 0f64, 0f64);
+        for (&v, &wj) in x.iter().zip(w) {
+            let l = f64::from(fast_round(((v - m) * id).clamp(0.0, nmax as f32)));
+            let (wj, v) = (f64::from(wj), f64::from(v));
+            sw += wj;
+            sq += wj * l;
+            sqq += wj * l * l;
+            sx += wj * v;
+            sxq += wj * v * l;
+        }
+        let det = sw * sqq - sq * sq;
+        if det <= 0.0 {
+            return None;
+        }
+        let d2 = (sw * sxq - sq * sx) / det;
+        let m2 = (sqq * sx - sq * sxq) / det;
+        let gain = d2 * sxq + m2 * sx;
+        (d2 > 0.0 && d2.is_finite() && m2.is_finite()).then_some((gain, d2 as f32, m2 as f32))
+    };
     // ggml's reference: the full range.
-    let mut best = (((max - min) / nmax as f32), min);
+    let mut best = ((max - min) / nmax as f32, min);
     quantize(best.0, best.1, &mut best_q);
     let mut best_err = err_of(best.0, best.1, &best_q);
-    let mut q = [0u8; QK];
-    // Candidates: (a) ranges shrunk from either end; (b) the full range split into k < nmax
-    // steps, anchored at the minimum or at the maximum, which finds blocks that already lie
-    // on a coarser grid (e.g. weights that were once quantized with fewer bits). Each is
-    // refined by alternating weighted least squares for x ≈ d·q + m.
     let span = max - min;
-    let mut starts: Vec<(f32, f32)> = Vec::with_capacity(40);
-    for lo in 0..4 {
-        for hi in 0..4 {
-            let m0 = min + span * lo as f32 * 0.04;
-            let top = max - span * hi as f32 * 0.04;
+    let mut starts: Vec<(f32, f32)> = Vec::with_capacity(48);
+    for lo in 0..3 {
+        for hi in 0..3 {
+            let m0 = min + span * lo as f32 * 0.05;
+            let top = max - span * hi as f32 * 0.05;
             starts.push(((top - m0) / nmax as f32, m0));
         }
     }
@@ -209,12 +255,20 @@ fn search_affine(x: &[f32], w: &[f32], nmax: i32) -> (f32, f32, [u8; QK]) {
         starts.push((d, min));
         starts.push((d, max - nmax as f32 * d));
     }
+    // Keep the two best refits, refine each once, then evaluate exactly.
+    let mut top: [(f64, f32, f32); 6] = [(f64::NEG_INFINITY, 0.0, 0.0); 6];
     for (d0, m0) in starts {
-        let (mut d, mut m) = (d0, m0);
-        for _ in 0..3 {
-            if d <= 0.0 || !d.is_finite() || !m.is_finite() {
-                break;
+        if let Some(c) = fit(d0, m0) {
+            if let Some(pos) = top.iter().position(|t| c.0 > t.0) {
+                top[pos..].rotate_right(1);
+                top[pos] = c;
             }
+        }
+    }
+    let mut q = [0u8; QK];
+    for (_, d1, m1) in top.into_iter().filter(|c| c.0.is_finite()) {
+        let refined = fit(d1, m1).map(|(_, d2, m2)| (d2, m2));
+        for (d, m) in std::iter::once((d1, m1)).chain(refined) {
             quantize(d, m, &mut q);
             let e = err_of(d, m, &q);
             if e < best_err {
@@ -222,22 +276,6 @@ fn search_affine(x: &[f32], w: &[f32], nmax: i32) -> (f32, f32, [u8; QK]) {
                 best = (d, m);
                 best_q = q;
             }
-            // Weighted least squares for x ≈ d·q + m.
-            let (mut sw, mut sq, mut sqq, mut sx, mut sxq) = (0f64, 0f64, 0f64, 0f64, 0f64);
-            for j in 0..QK {
-                let (wj, qj, xj) = (f64::from(w[j]), f64::from(q[j]), f64::from(x[j]));
-                sw += wj;
-                sq += wj * qj;
-                sqq += wj * qj * qj;
-                sx += wj * xj;
-                sxq += wj * xj * qj;
-            }
-            let det = sw * sqq - sq * sq;
-            if det <= 0.0 {
-                break;
-            }
-            d = ((sw * sxq - sq * sx) / det) as f32;
-            m = ((sqq * sx - sq * sxq) / det) as f32;
         }
     }
     (best.0, best.1, best_q)
