@@ -30,7 +30,7 @@ use dynquant_core::types::{file_type_by_id, GgmlType};
 use regex::Regex;
 
 use crate::inventory::Inventory;
-use crate::planner::{plan, Decision, Plan, PlanError, PlanOptions, TensorPlan};
+use crate::planner::{fallback_target, plan, Decision, Plan, PlanError, PlanOptions, TensorPlan};
 use crate::recipe::{Match, Recipe, Rule};
 use crate::role::parse_name;
 
@@ -835,13 +835,7 @@ pub fn plan_llamacpp_with(
             }
         };
         let target = if fallback {
-            requested
-                .fallback_for_row(row)
-                .ok_or_else(|| PlanError::NoFallback {
-                    name: t.name.clone(),
-                    row,
-                    ty: requested,
-                })?
+            fallback_target(&t.name, requested, row)?
         } else {
             requested
         };

@@ -146,6 +146,18 @@ pub fn deny_reason(name: &str, shape: &[u64], role: Role) -> Option<&'static str
     }
 }
 
+/// llama.cpp's shape fallback for a tensor of `name` with rows of `row` elements: the
+/// requested type when it fits, else its fallback chain, or an error when none is defined.
+pub fn fallback_target(name: &str, requested: GgmlType, row: u64) -> Result<GgmlType, PlanError> {
+    requested
+        .fallback_for_row(row)
+        .ok_or_else(|| PlanError::NoFallback {
+            name: name.to_string(),
+            row,
+            ty: requested,
+        })
+}
+
 /// Plans every tensor of `inv` with `recipe` and `opts`.
 pub fn plan(inv: &Inventory, recipe: &Recipe, opts: &PlanOptions) -> Result<Plan, PlanError> {
     let classes = classify(&inv.tensors);
@@ -197,13 +209,7 @@ pub fn plan(inv: &Inventory, recipe: &Recipe, opts: &PlanOptions) -> Result<Plan
         let target = if matches!(decision, Decision::Kept(_)) {
             requested
         } else {
-            requested
-                .fallback_for_row(row)
-                .ok_or_else(|| PlanError::NoFallback {
-                    name: t.name.clone(),
-                    row,
-                    ty: requested,
-                })?
+            fallback_target(&t.name, requested, row)?
         };
         // Fallback types always divide the row; the byte count cannot overflow for shapes that
         // passed TensorInfo's checks at a wider type.
