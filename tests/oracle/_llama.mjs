@@ -21,3 +21,27 @@ export async function loadGetLlama() {
         fail(2, `error: cannot load node-llama-cpp from ${nodeDir} (run scripts/prepare-oracles.sh): ${e?.message ?? e}`);
     }
 }
+
+/**
+ * Real llama.cpp on the CPU with one thread (more threads spin against each other on small
+ * machines), warnings and errors to stderr, and the model at `modelPath` loaded. A model that
+ * fails to load throws an Error with exitCode 1.
+ */
+export async function openModel(modelPath) {
+    const getLlama = await loadGetLlama();
+    const llama = await getLlama({
+        gpu: false,
+        build: "never",
+        maxThreads: 1,
+        logLevel: "warn",
+        logger: (level, message) => process.stderr.write(`[llama.cpp ${level}] ${message.endsWith("\n") ? message : message + "\n"}`),
+    });
+    try {
+        const model = await llama.loadModel({ modelPath: resolve(modelPath) });
+        return { llama, model };
+    } catch (e) {
+        const err = new Error(`failed to load model ${modelPath}: ${e?.message ?? e}`);
+        err.exitCode = 1;
+        throw err;
+    }
+}

@@ -15,8 +15,7 @@
 // node-llama-cpp is resolved from $DYNQUANT_NODE_DIR (default: <repo>/oracle-node), so the script
 // can be run from any directory. llama.cpp logs (warnings and errors) go to stderr.
 // Exit codes: 0 ok, 1 model load / generation failure (message on stderr), 2 usage error.
-import { fail, loadGetLlama } from "./_llama.mjs";
-import { resolve } from "node:path";
+import { fail, openModel } from "./_llama.mjs";
 
 const usage = "usage: node generate.mjs MODEL_PATH N_TOKENS PROMPT...";
 
@@ -25,26 +24,13 @@ const nTokens = Number(nArg);
 if (!modelPath || !Number.isInteger(nTokens) || nTokens < 0 || prompts.length === 0)
     fail(2, usage);
 
-const getLlama = await loadGetLlama();
 
 function writeLine(obj) {
     return new Promise((res) => process.stdout.write(JSON.stringify(obj) + "\n", res));
 }
 
 async function main() {
-    const llama = await getLlama({
-        gpu: false,
-        build: "never",
-        maxThreads: 1,
-        logLevel: "warn",
-        logger: (level, message) => process.stderr.write(`[llama.cpp ${level}] ${message.endsWith("\n") ? message : message + "\n"}`),
-    });
-    let model;
-    try {
-        model = await llama.loadModel({ modelPath: resolve(modelPath) });
-    } catch (e) {
-        throw new Error(`failed to load model ${modelPath}: ${e?.message ?? e}`);
-    }
+    const { llama, model } = await openModel(modelPath);
     const context = await model.createContext({ contextSize: 512, threads: 1 });
     const seq = context.getSequence();
     const bos = model.tokens.bos;

@@ -36,9 +36,8 @@
 //
 // node-llama-cpp is resolved from $DYNQUANT_NODE_DIR (default: <repo>/oracle-node).
 // Exit codes: 0 ok, 1 model load / evaluation failure (message on stderr), 2 usage error.
-import { fail, loadGetLlama } from "./_llama.mjs";
+import { fail, openModel } from "./_llama.mjs";
 import { readFileSync, writeFileSync } from "node:fs";
-import { resolve } from "node:path";
 
 const usage =
     "usage: node perplexity.mjs MODEL TEXT_FILE [--ctx 512] [--chunks N] [--max-tokens T] " +
@@ -77,7 +76,6 @@ function parseArgs(argv) {
 
 const args = parseArgs(process.argv.slice(2));
 
-const getLlama = await loadGetLlama();
 
 function info(msg) {
     process.stderr.write(`perplexity: ${msg}\n`);
@@ -93,21 +91,7 @@ async function main() {
     }
     if (text.endsWith("\n")) text = text.slice(0, -1); // llama.cpp's -f drops one trailing newline
 
-    const llama = await getLlama({
-        gpu: false,
-        build: "never",
-        maxThreads: 1,
-        logLevel: "warn",
-        logger: (level, message) => process.stderr.write(`[llama.cpp ${level}] ${message.endsWith("\n") ? message : message + "\n"}`),
-    });
-    let model;
-    try {
-        model = await llama.loadModel({ modelPath: resolve(args.modelPath) });
-    } catch (e) {
-        const err = new Error(`failed to load model ${args.modelPath}: ${e?.message ?? e}`);
-        err.exitCode = 1;
-        throw err;
-    }
+    const { llama, model } = await openModel(args.modelPath);
     const ctx = args.ctx;
     const bos = model.tokens.bos;
     const addBos = model.tokens.shouldPrependBosToken && bos != null;
