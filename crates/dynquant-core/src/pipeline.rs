@@ -105,16 +105,50 @@ fn importance_of(
         return Ok(None);
     };
     let need_mats = t.shape.get(2).copied().unwrap_or(1) * t.shape.get(3).copied().unwrap_or(1);
-    if entry.n_per_mat as u64 != t.row_len() || entry.n_mat() as u64 != need_mats {
-        return Err(PipelineError::ImatrixShape {
+    entry
+        .weights_for(t.row_len() as usize, need_mats as usize)
+        .map(Some)
+        .ok_or_else(|| PipelineError::ImatrixShape {
             name: t.name.clone(),
             got: entry.n_per_mat,
             mats: entry.n_mat(),
             need: t.row_len(),
             need_mats,
-        });
-    }
-    Ok(Some((0..entry.n_mat()).map(|m| entry.weights(m)).collect()))
+        })
+}
+
+/// A tensor whose imatrix entry has experts that saw no calibration tokens: those experts
+/// are quantized with neutral (all-ones) weights, as llama-quantize does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnseenExperts {
+    /// Tensor name.
+    pub tensor: String,
+    /// Experts without data.
+    pub unseen: usize,
+    /// Experts in the tensor.
+    pub total: usize,
+}
+
+/// Tensors to be quantized whose imatrix entry has experts with a zero count, for a warning
+/// before the run.
+pub fn unseen_experts(job: &QuantizeJob<'_>) -> Vec<UnseenExperts> {
+    let Some(im) = job.imatrix else {
+        return Vec::new();
+    };
+    job.model
+        .tensors()
+        .zip(&job.targets)
+        .filter(|(t, &target)| target != t.info.ggml_type)
+        .filter_map(|(t, _)| {
+            let e = im.get(&t.info.name)?;
+            let unseen = e.unseen_matrices();
+            (unseen > 0).then(|| UnseenExperts {
+                tensor: t.info.name.clone(),
+                unseen,
+                total: e.n_mat(),
+            })
+        })
+        .collect()
 }
 
 /// Checks, before any work, that every tensor whose target needs an importance matrix has one.
@@ -169,6 +203,7 @@ pub fn quantize_model(
                 progress.advanced(chunk.len() as u64);
                 writer.write(&info.name, chunk)
             })?;
+            job.model.release_tensor_pages(&t, 0, info.n_bytes)?;
             continue;
         }
         if info.ggml_type.info().quantized && !job.allow_requantize {
@@ -186,16 +221,21 @@ pub fn quantize_model(
         let mats = importance.as_ref().map_or(1, Vec::len);
         let src_row_bytes = info.ggml_type.row_bytes(row as u64).unwrap_or(0) as usize;
         let dst_row_bytes = ty.row_bytes(row as u64).unwrap_or(0) as usize;
-        let data = job.model.tensor_data(&t)?;
         let slab_rows = (job.slab_values / row.max(1)).max(1);
         let qerr = |source| PipelineError::Quant {
             tensor: info.name.clone(),
             source,
         };
+        // One slab of source bytes at a time (copied out of the map or read), its pages
+        // released afterwards: memory stays at a slab whatever the tensor and model size.
+        let mut src = Vec::new();
         let mut out = Vec::new();
         for first in (0..n_rows).step_by(slab_rows) {
             let rows = slab_rows.min(n_rows - first);
-            let src = &data[first * src_row_bytes..(first + rows) * src_row_bytes];
+            let from = (first * src_row_bytes) as u64;
+            src.resize(rows * src_row_bytes, 0);
+            job.model.read_tensor_bytes(&t, from, &mut src)?;
+            job.model.release_tensor_pages(&t, from, src.len() as u64)?;
             out.resize(rows * dst_row_bytes, 0);
             // Rows in parallel; each row's bytes depend only on the row and its weights.
             out.par_chunks_mut(dst_row_bytes)

@@ -10,7 +10,6 @@
 //! GGUF check that the dry-run types are the written ones.
 
 use std::collections::BTreeMap;
-use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -20,124 +19,56 @@ use dynquant_core::types::GgmlType;
 use dynquant_plan::inventory::Inventory;
 use dynquant_plan::llamacpp::{plan_llamacpp_with, Ftype, MixOptions};
 use dynquant_plan::PlanOptions;
+use dynquant_testkit::llama_quantize::{LlamaLib, QuantizeParams};
 
-/// `struct llama_model_quantize_params` (`include/llama.h` @80fb11ac, `oracles.md` §6).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct QuantizeParams {
-    nthread: i32,
-    ftype: i32,
-    output_tensor_type: i32,
-    token_embedding_type: i32,
-    allow_requantize: bool,
-    quantize_output_tensor: bool,
-    only_copy: bool,
-    pure: bool,
-    keep_split: bool,
-    dry_run: bool,
-    imatrix: *const ImatrixEntry,
-    kv_overrides: *const c_void,
-    tt_overrides: *const c_void,
-    prune_layers: *const i32,
-    max_buf_size: usize,
-}
-
-/// `struct llama_model_imatrix_data`.
-#[repr(C)]
-struct ImatrixEntry {
-    name: *const c_char,
-    data: *const f32,
-    size: usize,
-}
-
-static LOG: Mutex<String> = Mutex::new(String::new());
-
-/// The log is process-global: the tests take turns.
+/// The tests take turns (one llama.cpp run at a time).
 static SERIAL: Mutex<()> = Mutex::new(());
 
-extern "C" fn log_cb(_level: i32, text: *const c_char, _ud: *mut c_void) {
-    if text.is_null() {
-        return;
-    }
-    // SAFETY: llama.cpp passes a NUL-terminated string.
-    let s = unsafe { CStr::from_ptr(text) }.to_string_lossy();
-    LOG.lock().unwrap().push_str(&s);
-}
-
 struct Llama {
-    lib: libloading::Library,
+    lib: LlamaLib,
 }
 
 impl Llama {
     fn load() -> Option<Llama> {
-        let Some(path) = std::env::var_os("LLAMA_LIB") else {
+        if std::env::var_os("LLAMA_LIB").is_none() {
             if std::env::var("DYNQUANT_SKIP_ORACLES").as_deref() == Ok("1") {
                 return None;
             }
             panic!("LLAMA_LIB is not set: source .oracle/env.sh (scripts/prepare-oracles.sh)");
-        };
-        // SAFETY: loading libllama runs only its static initialisers.
-        let lib = unsafe { libloading::Library::new(path) }.expect("load libllama");
-        // SAFETY: documented C API signatures (include/llama.h).
-        unsafe {
-            let set: libloading::Symbol<
-                unsafe extern "C" fn(extern "C" fn(i32, *const c_char, *mut c_void), *mut c_void),
-            > = lib.get(b"llama_log_set").unwrap();
-            set(log_cb, std::ptr::null_mut());
-            let init: libloading::Symbol<unsafe extern "C" fn()> =
-                lib.get(b"llama_backend_init").unwrap();
-            init();
         }
-        Some(Llama { lib })
+        Some(Llama {
+            lib: LlamaLib::from_env().expect("load libllama"),
+        })
     }
 
     fn default_params(&self) -> QuantizeParams {
-        // SAFETY: returns the struct by value; layout per llama.h.
-        unsafe {
-            let f: libloading::Symbol<unsafe extern "C" fn() -> QuantizeParams> = self
-                .lib
-                .get(b"llama_model_quantize_default_params")
-                .unwrap();
-            f()
-        }
+        self.lib.default_params().unwrap()
     }
 
-    /// Runs `llama_model_quantize`; returns the rc and the captured log.
-    fn quantize(&self, input: &Path, output: &Path, p: &QuantizeParams) -> (u32, String) {
-        let inp = CString::new(input.to_str().unwrap()).unwrap();
-        let out = CString::new(output.to_str().unwrap()).unwrap();
-        LOG.lock().unwrap().clear();
-        // SAFETY: valid paths and params (pointers null or to live terminated lists).
-        let rc = unsafe {
-            let f: libloading::Symbol<
-                unsafe extern "C" fn(*const c_char, *const c_char, *const QuantizeParams) -> u32,
-            > = self.lib.get(b"llama_model_quantize").unwrap();
-            f(inp.as_ptr(), out.as_ptr(), p)
-        };
-        (rc, std::mem::take(&mut *LOG.lock().unwrap()))
+    /// Runs `llama_model_quantize`; returns the captured log, panicking on failure.
+    fn quantize(
+        &self,
+        input: &Path,
+        output: &Path,
+        p: &QuantizeParams,
+        has_imatrix: bool,
+    ) -> String {
+        self.lib
+            .quantize(input, output, *p, None, has_imatrix)
+            .unwrap_or_else(|e| panic!("{}: {e}", input.display()))
     }
 
     /// llama.cpp's type per tensor for `ftype` (dry run).
     fn types(&self, model: &Path, ftype: Ftype, has_imatrix: bool) -> BTreeMap<String, GgmlType> {
-        let empty = [ImatrixEntry {
-            name: std::ptr::null(),
-            data: std::ptr::null(),
-            size: 0,
-        }];
         let mut p = self.default_params();
         p.nthread = 1;
         p.ftype = ftype.id() as i32;
         p.dry_run = true;
-        if has_imatrix {
-            p.imatrix = empty.as_ptr();
-        }
-        let (rc, log) = self.quantize(model, Path::new("/nonexistent/dry-run.gguf"), &p);
-        assert_eq!(
-            rc,
-            0,
-            "{} {}: llama_model_quantize failed:\n{log}",
-            model.display(),
-            ftype.name()
+        let log = self.quantize(
+            model,
+            Path::new("/nonexistent/dry-run.gguf"),
+            &p,
+            has_imatrix,
         );
         parse_dry_run(&log)
     }
@@ -281,8 +212,7 @@ fn dry_run_types_are_the_written_types() {
         let mut p = llama.default_params();
         p.nthread = 1;
         p.ftype = ftype.id() as i32;
-        let (rc, log) = llama.quantize(&input, &out, &p);
-        assert_eq!(rc, 0, "{model} {}: {log}", ftype.name());
+        llama.quantize(&input, &out, &p, false);
         let written: BTreeMap<String, GgmlType> = GgufModel::open(&out, Access::Pread)
             .unwrap()
             .tensors()

@@ -9,9 +9,11 @@
 //! * [`build`]: the idempotent, checksummed build of all of them into one folder, and
 //!   [`TestModels`], the one place tests get their paths from.
 //! * [`oracle`]: the registry-package oracles (gguf-py, node-llama-cpp) for tests.
+//! * [`llama_quantize`]: real llama.cpp quantization (`llama_model_quantize` from libllama).
 #![deny(missing_docs)]
 
 pub mod build;
+pub mod llama_quantize;
 pub mod oracle;
 pub mod rng;
 pub mod smollm2;

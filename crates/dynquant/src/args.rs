@@ -59,6 +59,45 @@ pub enum DevCommand {
     /// Build every test model (idempotent, cached, checksummed) into a folder.
     #[command(after_help = "Example:\n  dynquant dev test-models --out .oracle/test-models")]
     TestModels(TestModelsArgs),
+    /// Quantize with real llama.cpp (`llama_model_quantize` from $LLAMA_LIB), for comparisons.
+    #[command(
+        after_help = "Example:\n  dynquant dev llama-quantize in.gguf out.gguf --ftype q4_k_m --imatrix im.gguf --threads 1"
+    )]
+    LlamaQuantize(LlamaQuantizeArgs),
+    /// Write a synthetic F32 llama model with one large FFN pair, for memory measurements.
+    #[command(
+        after_help = "Example:\n  dynquant dev big-model --out /tmp/big.gguf --ffn-mib 1024"
+    )]
+    BigModel(BigModelArgs),
+}
+
+/// `dev llama-quantize`.
+#[derive(Debug, Args)]
+pub struct LlamaQuantizeArgs {
+    /// Input GGUF.
+    pub input: PathBuf,
+    /// Output GGUF.
+    pub output: PathBuf,
+    /// llama.cpp file type name (q4_k_m, iq2_xxs, ...).
+    #[arg(long)]
+    pub ftype: String,
+    /// Importance matrix (GGUF or legacy .dat).
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
+    /// Threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: i32,
+}
+
+/// `dev big-model`.
+#[derive(Debug, Args)]
+pub struct BigModelArgs {
+    /// Output GGUF.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Size of each of the two FFN matrices as f32, in MiB (rounded to whole rows).
+    #[arg(long, default_value_t = 1024)]
+    pub ffn_mib: u64,
 }
 
 /// `dev test-models`.

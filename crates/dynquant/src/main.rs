@@ -16,6 +16,13 @@ fn main() {
         eprintln!("error: interrupted; no output was written");
         dynquant_core::gguf::remove_temporary_outputs_and_exit(130);
     });
+    // A file-size limit (`ulimit -f`) must surface as a write error ("File too large") that
+    // removes the temporary output, not as a signal that kills the process mid-write.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     if let Err(err) = commands::run(cli) {
         // One line, whatever the causes print (regex errors, for one, span several lines).
         let msg = format!("{err:#}");

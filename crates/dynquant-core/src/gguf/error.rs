@@ -221,6 +221,16 @@ pub enum GgufError {
     /// The writer would replace one of its own inputs.
     #[error("refusing to overwrite input file {0}")]
     WouldOverwriteInput(PathBuf),
+    /// The output folder's file system has less free space than the outputs need.
+    #[error("not enough disk space for {path}: {need} bytes needed, {available} available")]
+    NoSpace {
+        /// Output folder.
+        path: PathBuf,
+        /// Bytes the outputs in that folder will take.
+        need: u64,
+        /// Bytes available to this user there.
+        available: u64,
+    },
     /// The output exists and overwriting was not allowed.
     #[error("output {0} already exists (pass --force to replace it)")]
     OutputExists(PathBuf),

@@ -192,6 +192,36 @@ impl GgufFile {
         Ok(())
     }
 
+    /// Tells the kernel that the mapped pages of bytes `from..from + len` of tensor `index`
+    /// are no longer needed, so a streaming pass over a model larger than memory keeps its
+    /// resident set at what it is working on. Data stays correct: a later access reads the
+    /// file again. A no-op without a memory map.
+    pub fn release_tensor_pages(&self, index: usize, from: u64, len: u64) -> Result<()> {
+        let t = self.tensor(index)?;
+        let (start, end) = self.range_of(t);
+        let lo = start.saturating_add(from).min(end);
+        let hi = lo.saturating_add(len).min(end);
+        if let Source::Mmap(m) = &self.source {
+            #[cfg(unix)]
+            {
+                // SAFETY: the map is a read-only mapping of a file (never anonymous or
+                // copy-on-write modified), so dropping pages only discards clean cached copies
+                // that are faulted in again from the file; no data can change. Failure only
+                // costs memory, so it is ignored.
+                let _ = unsafe {
+                    m.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        lo as usize,
+                        (hi - lo) as usize,
+                    )
+                };
+            }
+            #[cfg(not(unix))]
+            let _ = (m, lo, hi);
+        }
+        Ok(())
+    }
+
     /// Streams tensor `index`'s data to `sink` in pieces of at most [`COPY_CHUNK`] bytes (a
     /// single borrowed piece when mapped), so copying never holds a whole tensor.
     pub fn stream_tensor(

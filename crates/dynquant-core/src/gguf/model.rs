@@ -204,6 +204,17 @@ impl GgufModel {
         self.parts[t.part].tensor_data(t.index)
     }
 
+    /// Reads `buf.len()` bytes of a tensor's data starting `from` bytes in.
+    pub fn read_tensor_bytes(&self, t: &ModelTensor<'_>, from: u64, buf: &mut [u8]) -> Result<()> {
+        self.parts[t.part].read_tensor_bytes(t.index, from, buf)
+    }
+
+    /// Drops mapped pages of a tensor's byte range that are no longer needed (see
+    /// [`GgufFile::release_tensor_pages`]).
+    pub fn release_tensor_pages(&self, t: &ModelTensor<'_>, from: u64, len: u64) -> Result<()> {
+        self.parts[t.part].release_tensor_pages(t.index, from, len)
+    }
+
     /// Streams a tensor's data to `sink` in bounded pieces.
     pub fn stream_tensor(
         &self,

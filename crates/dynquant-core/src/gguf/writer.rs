@@ -175,10 +175,7 @@ struct TempOutput {
 
 impl TempOutput {
     fn create(final_path: &Path) -> Result<(Self, File)> {
-        let dir = match final_path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = output_dir(final_path);
         let name = final_path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -223,6 +220,49 @@ impl Drop for TempOutput {
         if !self.committed {
             let _ = std::fs::remove_file(&self.tmp_path);
         }
+    }
+}
+
+/// Bytes of a file with this header: header, data and padding.
+fn shard_bytes(h: &GgufHeader) -> u64 {
+    let data: u64 = h
+        .tensors
+        .last()
+        .map(|t| align_up(t.offset + t.n_bytes, h.alignment).unwrap_or(0))
+        .unwrap_or(0);
+    h.data_offset + data
+}
+
+/// The folder a file is written in.
+fn output_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Bytes an unprivileged writer may still put on the file system holding `dir`, or `None`
+/// when that cannot be asked (the write itself then reports a full disk).
+fn available_space(dir: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of
+        // the right type; statvfs fills it on success only, which is checked before use.
+        let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+        if rc != 0 {
+            return None;
+        }
+        // SAFETY: statvfs returned 0, so it initialised the struct.
+        let st = unsafe { st.assume_init() };
+        (st.f_bavail as u64).checked_mul(st.f_frsize as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
     }
 }
 
@@ -304,11 +344,39 @@ impl GgufWriter {
         for s in &shards {
             check_target(&s.path, opts)?;
         }
-        Ok(GgufWriter {
+        let writer = GgufWriter {
             shards,
             current: None,
             completed: Vec::new(),
-        })
+        };
+        writer.check_free_space()?;
+        Ok(writer)
+    }
+
+    /// Refuses to start when a target folder's file system cannot hold the outputs planned
+    /// there (sizes are exact, known from the headers), instead of failing hours later.
+    fn check_free_space(&self) -> Result<()> {
+        let mut need: Vec<(PathBuf, u64)> = Vec::new();
+        for s in &self.shards {
+            let dir = output_dir(&s.path);
+            let bytes = shard_bytes(&s.header);
+            match need.iter_mut().find(|(d, _)| *d == dir) {
+                Some((_, n)) => *n = n.saturating_add(bytes),
+                None => need.push((dir, bytes)),
+            }
+        }
+        for (dir, need) in need {
+            if let Some(available) = available_space(&dir) {
+                if need > available {
+                    return Err(GgufError::NoSpace {
+                        path: dir,
+                        need,
+                        available,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The headers that will be written, in shard order, with their final paths.
@@ -318,18 +386,7 @@ impl GgufWriter {
 
     /// Total bytes the outputs will take (headers, data and padding), known before writing.
     pub fn planned_bytes(&self) -> u64 {
-        self.shards
-            .iter()
-            .map(|s| {
-                let data: u64 = s
-                    .header
-                    .tensors
-                    .last()
-                    .map(|t| align_up(t.offset + t.n_bytes, s.header.alignment).unwrap_or(0))
-                    .unwrap_or(0);
-                s.header.data_offset + data
-            })
-            .sum()
+        self.shards.iter().map(|s| shard_bytes(&s.header)).sum()
     }
 
     fn open_shard(&self, index: usize) -> Result<OpenShard> {

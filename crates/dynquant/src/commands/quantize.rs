@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use dynquant_core::gguf::{keys, GgufModel, OutputTarget, SplitSpec, Value, WriteOptions};
 use dynquant_core::imatrix::Imatrix;
 use dynquant_core::pipeline::{
-    check_imatrix_coverage, quantize_model, Progress, QuantizeJob, DEFAULT_SLAB_VALUES,
+    check_imatrix_coverage, quantize_model, unseen_experts, Progress, QuantizeJob,
+    DEFAULT_SLAB_VALUES,
 };
 use dynquant_core::types::{file_type_by_name, GgmlType, FILE_TYPE_TABLE};
 use dynquant_plan::inventory::Inventory;
@@ -110,6 +111,13 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         slab_values: DEFAULT_SLAB_VALUES,
     };
     check_imatrix_coverage(&job)?;
+    let unseen = unseen_experts(&job);
+    for u in &unseen {
+        eprintln!(
+            "warning: {}: {} of {} experts saw no calibration tokens in the imatrix; they get neutral weights",
+            u.tensor, u.unseen, u.total
+        );
+    }
     let spec = SplitSpec {
         max_bytes: a.split_max_size,
         max_tensors: a.split_max_tensors,
@@ -131,6 +139,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
             "recipe": recipe.name, "dry_run": dry, "outputs": paths, "bytes": bytes,
             "tensor_bytes": plan.total_bytes, "params": plan.total_params, "bpw": plan.bpw(),
             "types": type_counts, "seconds": started.elapsed().as_secs_f64(),
+            "unseen_experts": unseen.iter().map(|u| json!({"tensor": u.tensor, "unseen": u.unseen, "total": u.total})).collect::<Vec<_>>(),
         })
     };
     if a.dry_run {
@@ -187,7 +196,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
             "{}",
             serde_json::to_string_pretty(&summary_json(paths, summary.bytes, false))?
         );
-    } else {
+    } else if !a.quiet {
         for p in &paths {
             println!("wrote {p}");
         }
