@@ -257,7 +257,7 @@ pub struct QuantizeArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
-    /// No progress bar.
+    /// No progress bar and no summary (warnings and errors still go to stderr).
     #[arg(long)]
     pub quiet: bool,
     /// Replace an existing output (never an input).

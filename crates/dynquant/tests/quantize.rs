@@ -207,3 +207,214 @@ fn refusals_are_clean_and_write_nothing() {
     assert!(msg.contains("refusing to overwrite input"), "{msg}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// A small synthetic F32 llama model (`dev big-model`, 16 MiB FFN matrices).
+fn small_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("small.gguf");
+    ok(
+        dynquant(args!["dev", "big-model", "--out", path, "--ffn-mib", "16"]),
+        "dev big-model",
+    );
+    path
+}
+
+/// Files left in `dir` besides `keep`.
+fn leftovers(dir: &std::path::Path, keep: &[&std::path::Path]) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !keep.contains(&p.as_path()))
+        .collect()
+}
+
+#[test]
+fn bad_inputs_and_failing_outputs_are_clean_errors_without_partial_files() {
+    let Some(o) = oracle() else { return };
+    let m = o.test_models();
+    let dir = tempfile::tempdir().unwrap();
+    let model = small_model(dir.path());
+    let out = dir.path().join("out.gguf");
+    let keep = [model.as_path()];
+
+    // An imatrix made for another model: same tensor names, other widths (576 vs 768).
+    let golden = repo_root().join("../shared/golden/smollm2-135m.imatrix.gguf");
+    let msg = clean_failure(
+        dynquant(args![
+            "quantize",
+            m.smollm2_768(),
+            out,
+            "--recipe",
+            "basic-iq2_xxs",
+            "--imatrix",
+            golden
+        ]),
+        "imatrix of another model",
+    );
+    assert!(
+        msg.contains("imatrix entry for") && msg.contains("576"),
+        "{msg}"
+    );
+
+    // NaN in the weights: the error names tensor, row and column.
+    let nan_model = dir.path().join("nan.gguf");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let file =
+        dynquant_core::gguf::GgufFile::open(&model, dynquant_core::gguf::Access::Pread).unwrap();
+    let h = file.header();
+    let t = h
+        .tensors
+        .iter()
+        .find(|t| t.name == "blk.0.ffn_down.weight")
+        .unwrap();
+    // Row 3, column 5 of a row of ne0 f32 values.
+    let at = (h.data_offset + t.offset) as usize + (3 * t.shape[0] as usize + 5) * 4;
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&nan_model, bytes).unwrap();
+    let msg = clean_failure(
+        dynquant(args!["quantize", nan_model, out, "--recipe", "basic-q4_k"]),
+        "NaN weights",
+    );
+    assert!(
+        msg.contains("blk.0.ffn_down.weight") && msg.contains("row 3") && msg.contains("NaN"),
+        "{msg}"
+    );
+    std::fs::remove_file(&nan_model).unwrap();
+
+    // Unwritable output: its folder is a regular file.
+    let msg = clean_failure(
+        dynquant(args![
+            "quantize",
+            model,
+            model.join("out.gguf"),
+            "--recipe",
+            "basic-q8_0"
+        ]),
+        "unwritable output",
+    );
+    assert!(msg.contains("small.gguf"), "{msg}");
+
+    // A file-size limit hit in the middle of writing: a write error, no file left.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 2048 && exec '{}' quantize '{}' '{}' --recipe basic-q8_0 --quiet",
+            env!("CARGO_BIN_EXE_dynquant"),
+            model.display(),
+            out.display()
+        ))
+        .output()
+        .unwrap();
+    let msg = clean_failure(status, "file size limit");
+    assert!(msg.contains("File too large"), "{msg}");
+    assert!(leftovers(dir.path(), &keep).is_empty());
+
+    // A full disk, known before any work: a 4 MiB tmpfs in a private mount namespace.
+    let tmpfs = dir.path().join("tiny");
+    std::fs::create_dir(&tmpfs).unwrap();
+    let probe = std::process::Command::new("unshare")
+        .args(["-r", "-m", "true"])
+        .output();
+    if probe.map(|o| o.status.success()).unwrap_or(false) {
+        let run = std::process::Command::new("unshare")
+            .args(["-r", "-m", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs -o size=4m tmpfs '{t}' && '{}' quantize '{}' '{t}/out.gguf' --recipe basic-q8_0; rc=$?; ls -A '{t}' >&2; exit $rc",
+                env!("CARGO_BIN_EXE_dynquant"),
+                model.display(),
+                t = tmpfs.display()
+            ))
+            .output()
+            .unwrap();
+        let msg = clean_failure(run, "disk full");
+        assert!(msg.contains("not enough disk space"), "{msg}");
+    } else {
+        eprintln!("unshare -r -m is not permitted here: the tmpfs disk-full case was not run");
+    }
+    std::fs::remove_dir(&tmpfs).unwrap();
+    assert!(leftovers(dir.path(), &keep).is_empty());
+}
+
+#[test]
+fn legacy_dat_imatrix_works_and_unseen_experts_are_warned_about() {
+    let Some(o) = oracle() else { return };
+    let m = o.test_models();
+    let dir = tempfile::tempdir().unwrap();
+    let mut im = dynquant_core::imatrix::Imatrix::read(m.smollm2_768_moe_imatrix()).unwrap();
+    // Experts 1 and 4 (of 6) of one tensor never saw a token.
+    let e = im
+        .entries
+        .iter_mut()
+        .find(|e| e.name == "blk.0.ffn_up_exps.weight")
+        .unwrap();
+    for x in [1, 4] {
+        e.counts[x] = 0.0;
+        e.in_sum2[x * e.n_per_mat..(x + 1) * e.n_per_mat].fill(0.0);
+    }
+    let gguf = dir.path().join("im.gguf");
+    im.write(&gguf, &Default::default()).unwrap();
+    let dat = dir.path().join("im.dat");
+    std::fs::write(&dat, im.to_legacy_bytes()).unwrap();
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, RECIPE).unwrap();
+    let mut outputs = Vec::new();
+    for imatrix in [&gguf, &dat] {
+        let out = dir.path().join(format!(
+            "out-{}.gguf",
+            imatrix.extension().unwrap().to_string_lossy()
+        ));
+        let run = dynquant(args![
+            "quantize",
+            m.smollm2_768_moe(),
+            out,
+            "--recipe",
+            recipe,
+            "--imatrix",
+            imatrix,
+            "--json"
+        ]);
+        let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+        let summary: serde_json::Value = serde_json::from_str(&ok(run, "quantize")).unwrap();
+        if imatrix == &gguf {
+            // The GGUF imatrix keeps per-expert counts, so the two unseen experts are named.
+            assert!(
+                stderr.contains("warning: blk.0.ffn_up_exps.weight: 2 of 6 experts"),
+                "{stderr}"
+            );
+            assert_eq!(summary["unseen_experts"][0]["unseen"], 2);
+        }
+        outputs.push(out);
+    }
+    // The .dat weights equal the GGUF ones up to the rounding of value / ncall (llama.cpp's
+    // format stores means times ncall), so nearly every block comes out the same.
+    let (a, b) = (
+        std::fs::read(&outputs[0]).unwrap(),
+        std::fs::read(&outputs[1]).unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+    let share = same as f64 / a.len() as f64;
+    eprintln!("gguf vs dat imatrix: {:.4}% identical bytes", 100.0 * share);
+    assert!(share > 0.95, "{share}");
+    // And the .dat-made file runs in llama.cpp.
+    let tokens = o.greedy_tokens(&outputs[1], 10, &["The capital of France is"]);
+    assert_eq!(tokens[0].len(), 10);
+}
+
+#[test]
+fn peak_memory_stays_within_the_bound_on_a_model_larger_than_it() {
+    if oracle().is_none() {
+        return;
+    }
+    let out = std::process::Command::new(repo_root().join("scripts/measure-rss.sh"))
+        .env("DYNQUANT_BIN", env!("CARGO_BIN_EXE_dynquant"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "measure-rss.sh failed");
+    assert_eq!(
+        stdout.lines().filter(|l| l.ends_with(" ok")).count(),
+        2,
+        "{stdout}"
+    );
+}

@@ -257,6 +257,8 @@ fn available_space(dir: &Path) -> Option<u64> {
         }
         // SAFETY: statvfs returned 0, so it initialised the struct.
         let st = unsafe { st.assume_init() };
+        // The field types differ between platforms (32-bit on some).
+        #[allow(clippy::unnecessary_cast)]
         (st.f_bavail as u64).checked_mul(st.f_frsize as u64)
     }
     #[cfg(not(unix))]
