@@ -467,9 +467,10 @@ fn detect_special_by_text(
     const FIM_REP: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
     const FIM_SEP: &[&str] = &["<|file_sep|>"];
     const EOG: &[&str] = &[
-        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>",
-        "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
-        "<end_of_utterance>",
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+        "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+        "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+        "<｜end▁of▁sentence｜>", "[e~[",
     ];
 
     let mut force_control = |id: u32| tokens[id as usize].attr |= ATTR_CONTROL;
@@ -506,14 +507,22 @@ fn detect_special_by_text(
     }
     eog.sort_unstable();
     eog.dedup();
-    // o200k_harmony: "<|end|>" is not end-of-generation when "<|return|>" and "<|call|>" exist.
-    let has = |t: &str| token_to_id.get(t).is_some_and(|id| eog.contains(id));
-    if has("<|return|>") && has("<|call|>") {
+    let has = |eog: &[u32], t: &str| token_to_id.get(t).is_some_and(|id| eog.contains(id));
+    // o200k_harmony / solar-open: "<|end|>" is not end-of-generation next to these.
+    if (has(&eog, "<|return|>") || has(&eog, "<|flush|>"))
+        && (has(&eog, "<|call|>") || has(&eog, "<|calls|>"))
+        && has(&eog, "<|end|>")
+    {
         if let Some(&end) = token_to_id.get("<|end|>") {
-            if eog.contains(&end) {
-                eog.retain(|&x| x != end);
-                tokens[end as usize].attr = ATTR_USER_DEFINED;
-            }
+            eog.retain(|&x| x != end);
+            tokens[end as usize].attr = ATTR_USER_DEFINED;
+        }
+    }
+    // gemma4 / paddleocr: "</s>" is a normal token when "<|tool_response>" exists.
+    if has(&eog, "<|tool_response>") && has(&eog, "</s>") {
+        if let Some(&s) = token_to_id.get("</s>") {
+            eog.retain(|&x| x != s);
+            tokens[s as usize].attr = ATTR_NORMAL;
         }
     }
     eog
@@ -547,7 +556,8 @@ impl Bpe {
         let mut ranks = HashMap::with_capacity(merges.len());
         for (rank, m) in merges.iter().enumerate() {
             // llama.cpp splits at the first space after the first byte; no space: ("", "").
-            let (a, b) = match m.get(1..).and_then(|rest| rest.find(' ')) {
+            // (Byte positions: the first character may be multi-byte.)
+            let (a, b) = match m.bytes().skip(1).position(|c| c == b' ') {
                 Some(p) => (&m[..p + 1], &m[p + 2..]),
                 None => ("", ""),
             };
