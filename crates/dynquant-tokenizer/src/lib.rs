@@ -124,6 +124,42 @@ fn attr_of_type(t: i64) -> u32 {
 
 const SPACE_ESCAPE: &str = "\u{2581}";
 
+/// FxHash (rustc's hasher): much faster than SipHash for the many short-string lookups of
+/// tokenization; keys are vocabulary strings, not attacker-chosen, and lookups stay exact.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
 #[derive(Debug, Clone)]
 struct TokenData {
     text: String,
@@ -142,9 +178,9 @@ struct Bpe {
     steps: Vec<pretok::Step>,
     ignore_merges: bool,
     /// Every token text and every merge half, interned.
-    pieces: HashMap<String, u32>,
+    pieces: FxMap<String, u32>,
     /// (left piece, right piece) -> merge rank (first occurrence wins, as llama.cpp's emplace).
-    ranks: HashMap<(u32, u32), u32>,
+    ranks: FxMap<(u32, u32), u32>,
     byte_chars: [char; 256],
     unicode_to_byte: HashMap<char, u8>,
 }
@@ -155,7 +191,7 @@ pub struct Tokenizer {
     model: Model,
     pre: Option<PreType>,
     tokens: Vec<TokenData>,
-    token_to_id: HashMap<String, u32>,
+    token_to_id: FxMap<String, u32>,
     /// CONTROL | USER_DEFINED | UNKNOWN tokens, longest text first.
     special_cache: Vec<u32>,
     /// Finds which special tokens occur in a text at all (an exact pre-filter).
@@ -304,7 +340,7 @@ impl Tokenizer {
         }
 
         let mut tokens = Vec::with_capacity(n);
-        let mut token_to_id: HashMap<String, u32> = HashMap::with_capacity(n);
+        let mut token_to_id: FxMap<String, u32> = FxMap::with_capacity_and_hasher(n, Default::default());
         for (i, text) in texts.iter().enumerate() {
             let id = i as u32;
             // llama.cpp renames empty tokens so that they cannot match anything.
@@ -446,7 +482,7 @@ impl Tokenizer {
 /// lowest id is taken here (only `eot()` can differ; the EOG set is the same).
 fn detect_special_by_text(
     tokens: &mut [TokenData],
-    token_to_id: &HashMap<String, u32>,
+    token_to_id: &FxMap<String, u32>,
     eot: &mut Option<u32>,
     bos: Option<u64>,
     eos: Option<u64>,
@@ -531,7 +567,7 @@ fn detect_special_by_text(
 impl Bpe {
     fn new(
         meta: &Metadata,
-        token_to_id: &HashMap<String, u32>,
+        token_to_id: &FxMap<String, u32>,
         pre: PreType,
         ignore_merges: bool,
     ) -> Result<Self> {
@@ -540,12 +576,13 @@ impl Bpe {
             Some(a) => return Err(bad_array("tokenizer.ggml.merges", a, "array of string")),
             None => return Err(TokenizerError::MissingKey("tokenizer.ggml.merges")),
         };
-        let mut pieces: HashMap<String, u32> = HashMap::with_capacity(token_to_id.len() + 16);
+        let mut pieces: FxMap<String, u32> =
+            FxMap::with_capacity_and_hasher(token_to_id.len() + 16, Default::default());
         for t in token_to_id.keys() {
             let next = pieces.len() as u32;
             pieces.insert(t.clone(), next);
         }
-        let intern = |s: &str, pieces: &mut HashMap<String, u32>| -> u32 {
+        let intern = |s: &str, pieces: &mut FxMap<String, u32>| -> u32 {
             if let Some(&p) = pieces.get(s) {
                 return p;
             }
@@ -553,7 +590,7 @@ impl Bpe {
             pieces.insert(s.to_owned(), next);
             next
         };
-        let mut ranks = HashMap::with_capacity(merges.len());
+        let mut ranks = FxMap::with_capacity_and_hasher(merges.len(), Default::default());
         for (rank, m) in merges.iter().enumerate() {
             // llama.cpp splits at the first space after the first byte; no space: ("", "").
             // (Byte positions: the first character may be multi-byte.)
@@ -625,7 +662,7 @@ impl Tokenizer {
                 }
             }
             Model::Bpe(bpe) => {
-                let mut cache: HashMap<&str, Vec<u32>> = HashMap::new();
+                let mut cache: FxMap<&str, Vec<u32>> = FxMap::default();
                 for f in frags {
                     match f {
                         Frag::Text(s, e) => self.bpe_tokenize(bpe, &text[s..e], &mut cache, &mut out),
@@ -700,7 +737,7 @@ impl Tokenizer {
         &self,
         bpe: &Bpe,
         text: &'t str,
-        cache: &mut HashMap<&'t str, Vec<u32>>,
+        cache: &mut FxMap<&'t str, Vec<u32>>,
         out: &mut Vec<u32>,
     ) {
         for word in pretok::split(text, &bpe.steps) {
@@ -1036,6 +1073,11 @@ impl Tokenizer {
     /// Whether `encode(.., add_special = true, ..)` appends EOS.
     pub fn add_eos(&self) -> bool {
         self.add_eos
+    }
+    /// Whether a space is put before the text (SentencePiece `add_space_prefix`); `decode`
+    /// removes it again from the first piece, streaming callers should do the same.
+    pub fn add_space_prefix(&self) -> bool {
+        self.add_space_prefix
     }
     /// Whether generating `id` ends generation (llama.cpp `llama_vocab_is_eog`).
     pub fn is_eog(&self, id: u32) -> bool {
