@@ -332,3 +332,38 @@ fn golden_vocabularies_match_llama_cpp() {
         check_model(&oracle, &dir.join(format!("{name}.llamacpp.gguf")), name, opts);
     }
 }
+
+/// Every supported pre-tokenizer, through real llama.cpp: the llama-bpe fixture's vocabulary
+/// and merges written into vocabulary-only GGUFs (no tensors; llama.cpp loads them with
+/// `vocab_only`) whose `tokenizer.ggml.pre` names each family, some without
+/// `add_bos_token` so that llama.cpp's per-family default applies.
+#[test]
+fn pre_tokenizers_match_llama_cpp() {
+    use dynquant_core::gguf::{build_header, encode_header, Value};
+    let Some(oracle) = Oracle::get() else { return };
+    let src = shared_dir().join("golden/hf/llama-bpe.llamacpp.gguf");
+    let base = GgufModel::open(&src, Access::Mmap).expect("open fixture").metadata().clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (pre, keep_add_bos) in [
+        ("llama-bpe", false),
+        ("qwen2", false),
+        ("default", true),
+        ("smollm", true),
+        ("starcoder", false),
+    ] {
+        let mut meta = base.clone();
+        meta.replace("tokenizer.ggml.pre", Value::String(pre.to_owned()));
+        if !keep_add_bos {
+            meta.remove("tokenizer.ggml.add_bos_token");
+        }
+        let header = build_header(meta, Vec::new()).expect("header");
+        let path = dir.path().join(format!("{pre}.gguf"));
+        std::fs::write(&path, encode_header(&header)).expect("write gguf");
+        let opts = Opts {
+            wiki: false,
+            lossless: false,
+            template: None,
+        };
+        check_model(&oracle, &path, &format!("pre={pre}"), opts);
+    }
+}
