@@ -43,11 +43,27 @@ fn strftime_now(fmt: String) -> Result<String, Error> {
 /// A small `strftime` for UTC times: %Y %m %d %e %H %M %S %B %b %A %a %j %p %I %y %%.
 pub(crate) fn strftime_utc(fmt: &str, unix_secs: u64) -> String {
     const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September",
-        "October", "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     const DAYS: [&str; 7] = [
-        "Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
     ];
     let days = unix_secs / 86_400;
     let rem = unix_secs % 86_400;

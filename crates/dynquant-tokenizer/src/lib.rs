@@ -340,7 +340,8 @@ impl Tokenizer {
         }
 
         let mut tokens = Vec::with_capacity(n);
-        let mut token_to_id: FxMap<String, u32> = FxMap::with_capacity_and_hasher(n, Default::default());
+        let mut token_to_id: FxMap<String, u32> =
+            FxMap::with_capacity_and_hasher(n, Default::default());
         for (i, text) in texts.iter().enumerate() {
             let id = i as u32;
             // llama.cpp renames empty tokens so that they cannot match anything.
@@ -365,13 +366,27 @@ impl Tokenizer {
         }
 
         // Per-type defaults (llama-vocab.cpp, load): ids, flags.
-        let (model, pre, mut bos, mut eos, mut add_bos, mut add_eos, mut add_space_prefix, clean_spaces);
+        let (
+            model,
+            pre,
+            mut bos,
+            mut eos,
+            mut add_bos,
+            mut add_eos,
+            mut add_space_prefix,
+            clean_spaces,
+        );
         let mut unk: Option<u64>;
         match model_name {
             "gpt2" => {
                 let (pre_type, ignore_merges, def_bos, clean) = pre_type_of(pre_name)
                     .ok_or_else(|| TokenizerError::UnsupportedPre(pre_name.to_owned()))?;
-                model = Model::Bpe(Box::new(Bpe::new(meta, &token_to_id, pre_type, ignore_merges)?));
+                model = Model::Bpe(Box::new(Bpe::new(
+                    meta,
+                    &token_to_id,
+                    pre_type,
+                    ignore_merges,
+                )?));
                 pre = Some(pre_type);
                 bos = Some(11u64);
                 eos = Some(11u64);
@@ -418,14 +433,18 @@ impl Tokenizer {
             add_eos = v;
         }
         if add_bos && bos.is_none() {
-            return Err(TokenizerError::MissingSpecialToken("tokenizer.ggml.add_bos_token"));
+            return Err(TokenizerError::MissingSpecialToken(
+                "tokenizer.ggml.add_bos_token",
+            ));
         }
         if add_eos && eos.is_none() {
-            return Err(TokenizerError::MissingSpecialToken("tokenizer.ggml.add_eos_token"));
+            return Err(TokenizerError::MissingSpecialToken(
+                "tokenizer.ggml.add_eos_token",
+            ));
         }
 
         let mut eot = eot.map(|x| x as u32);
-        let eog = detect_special_by_text(&mut tokens, &token_to_id, &mut eot, bos, eos);
+        let eog = detect_special_by_text(&mut tokens, &token_to_id, &mut eot, eos);
 
         let mut special_cache: Vec<u32> = (0..n as u32)
             .filter(|&id| {
@@ -441,10 +460,19 @@ impl Tokenizer {
             for &id in &special_cache {
                 tokens[id as usize].attr |= ATTR_RSTRIP;
             }
-            for (t, on) in [("</s>", true), ("<unk>", false), ("<s>", false), ("<|endoftext|>", false)] {
+            for (t, on) in [
+                ("</s>", true),
+                ("<unk>", false),
+                ("<s>", false),
+                ("<|endoftext|>", false),
+            ] {
                 if let Some(&id) = token_to_id.get(t) {
                     let a = &mut tokens[id as usize].attr;
-                    *a = if on { *a | ATTR_RSTRIP } else { *a & !ATTR_RSTRIP };
+                    *a = if on {
+                        *a | ATTR_RSTRIP
+                    } else {
+                        *a & !ATTR_RSTRIP
+                    };
                 }
             }
         }
@@ -452,7 +480,12 @@ impl Tokenizer {
         let special_matcher = if special_cache.is_empty() {
             None
         } else {
-            AhoCorasick::new(special_cache.iter().map(|&id| tokens[id as usize].text.as_str())).ok()
+            AhoCorasick::new(
+                special_cache
+                    .iter()
+                    .map(|&id| tokens[id as usize].text.as_str()),
+            )
+            .ok()
         };
 
         let chat_template = get_str(meta, "tokenizer.chat_template")?.map(str::to_owned);
@@ -484,29 +517,90 @@ fn detect_special_by_text(
     tokens: &mut [TokenData],
     token_to_id: &FxMap<String, u32>,
     eot: &mut Option<u32>,
-    bos: Option<u64>,
     eos: Option<u64>,
 ) -> Vec<u32> {
-    let _ = bos;
     let find = |names: &[&str]| -> Option<u32> {
-        names.iter().filter_map(|t| token_to_id.get(*t).copied()).min()
+        names
+            .iter()
+            .filter_map(|t| token_to_id.get(*t).copied())
+            .min()
     };
     const EOT: &[&str] = &[
-        "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
-        "<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>",
+        "<|eot_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<end_of_turn>",
+        "<|endoftext|>",
+        "<|end_of_text|>",
+        "<EOT>",
+        "_<EOT>",
+        "[EOT]",
+        "<｜end▁of▁sentence｜>",
+        "<end_of_utterance>",
     ];
     const EOM: &[&str] = &["<|eom_id|>"];
-    const FIM_PRE: &[&str] = &["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>"];
-    const FIM_SUF: &[&str] = &["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>"];
-    const FIM_MID: &[&str] = &["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>", "<|middle|>"];
+    const FIM_PRE: &[&str] = &[
+        "<|fim_prefix|>",
+        "<fim-prefix>",
+        "<fim_prefix>",
+        "<｜fim▁begin｜>",
+        "<PRE>",
+        "▁<PRE>",
+        "<|code_prefix|>",
+        "<|prefix|>",
+    ];
+    const FIM_SUF: &[&str] = &[
+        "<|fim_suffix|>",
+        "<fim-suffix>",
+        "<fim_suffix>",
+        "<｜fim▁hole｜>",
+        "<SUF>",
+        "▁<SUF>",
+        "<|code_suffix|>",
+        "<|suffix|>",
+    ];
+    const FIM_MID: &[&str] = &[
+        "<|fim_middle|>",
+        "<fim-middle>",
+        "<fim_middle>",
+        "<｜fim▁end｜>",
+        "<MID>",
+        "▁<MID>",
+        "<|code_middle|>",
+        "<|middle|>",
+    ];
     const FIM_PAD: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-    const FIM_REP: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
+    const FIM_REP: &[&str] = &[
+        "<|fim_repo|>",
+        "<|repo_name|>",
+        "<fim-repo>",
+        "<REPO>",
+        "<reponame>",
+    ];
     const FIM_SEP: &[&str] = &["<|file_sep|>"];
     const EOG: &[&str] = &[
-        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
-        "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
-        "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
-        "<｜end▁of▁sentence｜>", "[e~[",
+        "<|eot_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<|return|>",
+        "<|call|>",
+        "<|flush|>",
+        "<|calls|>",
+        "<end_of_turn>",
+        "<|endoftext|>",
+        "</s>",
+        "<|eom_id|>",
+        "<EOT>",
+        "_<EOT>",
+        "[EOT]",
+        "[EOS]",
+        "<|end_of_text|>",
+        "<end_of_utterance>",
+        "<eos>",
+        "<turn|>",
+        "<|tool_response>",
+        "<｜end▁of▁sentence｜>",
+        "[e~[",
     ];
 
     let mut force_control = |id: u32| tokens[id as usize].attr |= ATTR_CONTROL;
@@ -602,7 +696,11 @@ impl Bpe {
             ranks.entry(key).or_insert(rank as u32);
         }
         let byte_chars = pretok::byte_to_unicode_table();
-        let unicode_to_byte = byte_chars.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
+        let unicode_to_byte = byte_chars
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect();
         Ok(Bpe {
             steps: pretok::steps_for(pre),
             ignore_merges,
@@ -616,6 +714,9 @@ impl Bpe {
 
 // ---------------------------------------------------------------------------------------------
 // Encoding
+
+/// Pending BPE merges: (rank, left, right, left len, right len), smallest rank then leftmost first.
+type BpeQueue = BinaryHeap<Reverse<(u32, usize, usize, usize, usize)>>;
 
 /// A piece of the input after special-token partitioning.
 #[derive(Clone, Copy, Debug)]
@@ -637,7 +738,10 @@ impl Tokenizer {
         };
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && self.add_bos {
-            out.push(self.bos.ok_or(TokenizerError::MissingSpecialToken("add_bos_token"))?);
+            out.push(
+                self.bos
+                    .ok_or(TokenizerError::MissingSpecialToken("add_bos_token"))?,
+            );
         }
         match &self.model {
             Model::Spm => {
@@ -665,14 +769,19 @@ impl Tokenizer {
                 let mut cache: FxMap<&str, Vec<u32>> = FxMap::default();
                 for f in frags {
                     match f {
-                        Frag::Text(s, e) => self.bpe_tokenize(bpe, &text[s..e], &mut cache, &mut out),
+                        Frag::Text(s, e) => {
+                            self.bpe_tokenize(bpe, &text[s..e], &mut cache, &mut out)
+                        }
                         Frag::Token(id) => out.push(id),
                     }
                 }
             }
         }
         if add_special && self.add_eos {
-            out.push(self.eos.ok_or(TokenizerError::MissingSpecialToken("add_eos_token"))?);
+            out.push(
+                self.eos
+                    .ok_or(TokenizerError::MissingSpecialToken("add_eos_token"))?,
+            );
         }
         Ok(out)
     }
@@ -709,7 +818,8 @@ impl Tokenizer {
                     let m = s + rel;
                     let mut left_end = m;
                     if tok.attr & ATTR_LSTRIP != 0 {
-                        while left_end > s && text.as_bytes()[left_end - 1].is_ascii_whitespace_c() {
+                        while left_end > s && text.as_bytes()[left_end - 1].is_ascii_whitespace_c()
+                        {
                             left_end -= 1;
                         }
                     }
@@ -783,8 +893,7 @@ impl Tokenizer {
         for (i, s) in syms.iter_mut().enumerate() {
             s.next = (i + 1 < count).then_some(i + 1);
         }
-        // Heap of (rank, left, right, left len, right len), smallest rank then leftmost first.
-        let mut heap: BinaryHeap<Reverse<(u32, usize, usize, usize, usize)>> = BinaryHeap::new();
+        let mut heap: BpeQueue = BinaryHeap::new();
         let push = |heap: &mut BinaryHeap<_>, syms: &[Sym], l: usize, r: usize| {
             let (Some(a), Some(b)) = (syms[l].piece, syms[r].piece) else {
                 return;
@@ -828,7 +937,10 @@ impl Tokenizer {
                     // only ASCII bytes can match.
                     for b in piece.bytes().filter(u8::is_ascii) {
                         let mut buf = [0u8; 4];
-                        if let Some(&id) = self.token_to_id.get(char::from(b).encode_utf8(&mut buf) as &str) {
+                        if let Some(&id) = self
+                            .token_to_id
+                            .get(char::from(b).encode_utf8(&mut buf) as &str)
+                        {
                             out.push(id);
                         }
                     }
@@ -1008,7 +1120,9 @@ impl Tokenizer {
         }
         if attr & ATTR_BYTE != 0 {
             let hex = tok.text.get(3..5).unwrap_or("");
-            return u8::from_str_radix(hex, 16).map(|b| vec![b]).unwrap_or_default();
+            return u8::from_str_radix(hex, 16)
+                .map(|b| vec![b])
+                .unwrap_or_default();
         }
         Vec::new()
     }

@@ -49,7 +49,11 @@ impl Flags {
             _ => Self::UNDEFINED,
         };
         // llama.cpp's whitespace set is Unicode's White_Space property (9-13, 32, 0x85, 0xA0, ...).
-        let ws = if c.is_whitespace() { Self::WHITESPACE } else { 0 };
+        let ws = if c.is_whitespace() {
+            Self::WHITESPACE
+        } else {
+            0
+        };
         Flags(cat | ws)
     }
     fn any(self) -> bool {
@@ -155,8 +159,8 @@ fn apply(step: Step, cpts: &[char], flags: &[Flags], lens: &[usize]) -> Vec<usiz
         match step {
             Step::Gpt2 => piece.gpt2(&mut out),
             Step::Llama3 { max_digits } => piece.llama3(max_digits, &mut out),
-            Step::EachNumber => piece.class_matches(&mut out, |c, f| collapsed_number(c, f), false),
-            Step::NumberRuns => piece.class_matches(&mut out, |c, f| collapsed_number(c, f), true),
+            Step::EachNumber => piece.class_matches(&mut out, collapsed_number, false),
+            Step::NumberRuns => piece.class_matches(&mut out, collapsed_number, true),
             Step::PunctRuns => piece.class_matches(&mut out, collapsed_punct_or_listed, true),
             Step::AsciiDigitTriples => piece.ascii_digit_triples(&mut out),
         }
@@ -427,7 +431,8 @@ pub(crate) fn byte_to_unicode_table() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut n = 0u32;
     for b in 0u32..256 {
-        let keep = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let keep =
+            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
         let cp = if keep {
             b
         } else {
@@ -458,7 +463,10 @@ mod tests {
 
     #[test]
     fn smollm_splits_digits_first() {
-        assert_eq!(words("a 123", &steps_for(PreType::Smollm)), ["a", " ", "1", "2", "3"]);
+        assert_eq!(
+            words("a 123", &steps_for(PreType::Smollm)),
+            ["a", " ", "1", "2", "3"]
+        );
     }
 
     #[test]
