@@ -41,9 +41,12 @@ fn small_bpe_vocabulary_works() {
     assert!(tok.decode(&[999]).is_empty());
 }
 
+/// A metadata edit and the error it must produce.
+type Case = (Box<dyn Fn(&mut Metadata)>, fn(&TokenizerError) -> bool);
+
 #[test]
 fn bad_metadata_is_a_typed_error() {
-    let cases: Vec<(Box<dyn Fn(&mut Metadata)>, fn(&TokenizerError) -> bool)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Box::new(|m| {
                 m.remove("tokenizer.ggml.model");
