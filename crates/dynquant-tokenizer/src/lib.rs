@@ -29,7 +29,7 @@
 mod chat;
 mod pretok;
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use aho_corasick::AhoCorasick;
@@ -86,6 +86,9 @@ pub enum TokenizerError {
     /// BOS/EOS is to be added but its id is not set.
     #[error("{0} is true but the token id is not set")]
     MissingSpecialToken(&'static str),
+    /// A text fragment longer than 4 GiB was given to the SentencePiece tokenizer.
+    #[error("text of {0} bytes is too long to tokenize in one piece")]
+    TextTooLong(usize),
     /// The vocabulary is too large for 32-bit token ids.
     #[error("vocabulary of {0} tokens is too large")]
     VocabTooLarge(usize),
@@ -961,28 +964,6 @@ impl Tokenizer {
             prev: Option<usize>,
             next: Option<usize>,
         }
-        #[derive(PartialEq)]
-        struct Bigram {
-            score: f32,
-            left: usize,
-            right: usize,
-            size: usize,
-        }
-        impl Eq for Bigram {}
-        impl PartialOrd for Bigram {
-            fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-                Some(self.cmp(o))
-            }
-        }
-        impl Ord for Bigram {
-            fn cmp(&self, o: &Self) -> Ordering {
-                // Max-heap: higher score first, then smaller left index.
-                self.score
-                    .partial_cmp(&o.score)
-                    .unwrap_or(Ordering::Equal)
-                    .then_with(|| o.left.cmp(&self.left))
-            }
-        }
         let mut syms: Vec<Sym> = Vec::with_capacity(text.len());
         for (i, (start, c)) in text.char_indices().enumerate() {
             syms.push(Sym {
@@ -996,25 +977,28 @@ impl Tokenizer {
         for (i, s) in syms.iter_mut().enumerate() {
             s.next = (i + 1 < count).then_some(i + 1);
         }
-        let mut heap = BinaryHeap::new();
-        let try_add = |heap: &mut BinaryHeap<Bigram>, syms: &[Sym], l: usize, r: usize| {
+        if u32::try_from(text.len()).is_err() {
+            return Err(TokenizerError::TextTooLong(text.len()));
+        }
+        // Max-heap of (score key, right, size): the score key orders by score, then by the
+        // smaller left index (llama.cpp's llm_bigram_spm comparator) in one integer compare.
+        let mut heap: BinaryHeap<(u64, u32, u32)> = BinaryHeap::new();
+        let try_add = |heap: &mut BinaryHeap<(u64, u32, u32)>, syms: &[Sym], l: usize, r: usize| {
             let start = syms[l].start;
             let size = syms[l].len + syms[r].len;
             if let Some(&id) = self.token_to_id.get(&text[start..start + size]) {
-                heap.push(Bigram {
-                    score: self.tokens[id as usize].score,
-                    left: l,
-                    right: r,
-                    size,
-                });
+                let key = (u64::from(ordered_score(self.tokens[id as usize].score)) << 32)
+                    | u64::from(u32::MAX - l as u32);
+                heap.push((key, r as u32, size as u32));
             }
         };
         for i in 1..count {
             try_add(&mut heap, &syms, i - 1, i);
         }
-        while let Some(b) = heap.pop() {
-            let (l, r) = (b.left, b.right);
-            if syms[l].len == 0 || syms[r].len == 0 || syms[l].len + syms[r].len != b.size {
+        while let Some((key, r, size)) = heap.pop() {
+            let l = (u32::MAX - (key & 0xFFFF_FFFF) as u32) as usize;
+            let r = r as usize;
+            if syms[l].len == 0 || syms[r].len == 0 || syms[l].len + syms[r].len != size as usize {
                 continue;
             }
             syms[l].len += syms[r].len;
@@ -1061,6 +1045,16 @@ impl Tokenizer {
             }
         }
         Err(TokenizerError::MissingByteToken(b))
+    }
+}
+
+/// An `f32` as a `u32` with the same order (-0.0 and 0.0 equal, as C++'s `<` sees them).
+fn ordered_score(f: f32) -> u32 {
+    let b = if f == 0.0 { 0.0f32 } else { f }.to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
     }
 }
 
