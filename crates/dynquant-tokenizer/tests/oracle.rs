@@ -250,6 +250,14 @@ fn check_model(oracle: &Oracle, model: &Path, label: &str, opts: Opts<'_>) {
         ids(&info["eog"]).as_slice(),
         "{label}: EOG set"
     );
+    eprintln!(
+        "{label}: bos {:?} eos {:?} eot {:?} add_bos {} EOG {:?}",
+        tok.bos(),
+        tok.eos(),
+        tok.eot(),
+        tok.add_bos(),
+        tok.eog_tokens()
+    );
     let eog0 = tok.eog_tokens()[0];
     assert!(tok.is_eog(eog0) && !tok.is_eog(u32::MAX));
     assert_eq!(
