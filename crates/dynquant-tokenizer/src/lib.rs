@@ -1170,7 +1170,10 @@ impl Tokenizer {
     pub fn eos(&self) -> Option<u32> {
         self.eos
     }
-    /// End-of-turn token (`tokenizer.ggml.eot_token_id`, or found by its text).
+    /// End-of-turn token: `tokenizer.ggml.eot_token_id`, else the token named like one
+    /// (`<|im_end|>`, `<end_of_turn>`, `<|endoftext|>`, ...). When several names are present
+    /// llama.cpp's pick depends on its hash-map order; this takes the lowest id. Both are in the
+    /// end-of-generation set, which is what stopping should use ([`Tokenizer::is_eog`]).
     pub fn eot(&self) -> Option<u32> {
         self.eot
     }

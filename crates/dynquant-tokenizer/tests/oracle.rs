@@ -27,6 +27,7 @@ const EDGE: &[&str] = &[
     "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
     "a<|im_start|>b <|endoftext|><|endoftext|> <start_of_turn>user\n<end_of_turn><bos><eos></s>",
     "<|im_start|",
+    "user <user_tok> defined<user_tok>x <|im_end|> \n\t y",
     "tabs\tand\u{a0}nbsp\u{2003}em space\u{3000}ideographic",
     "x\u{0}y\u{1f}z \u{200b}zero width",
     "    indented code\n        more = 1 + 2 ** 3 // 4\n",
@@ -234,7 +235,17 @@ fn check_model(oracle: &Oracle, model: &Path, label: &str, opts: Opts<'_>) {
     let opt = |v: &Value| v.as_u64().map(|x| x as u32);
     assert_eq!(tok.bos(), opt(&info["bos"]), "{label}: bos");
     assert_eq!(tok.eos(), opt(&info["eos"]), "{label}: eos");
-    assert_eq!(tok.eot(), opt(&info["eot"]), "{label}: eot");
+    // With several end-of-turn-named tokens llama.cpp's pick follows its hash-map order; ours is
+    // the lowest id. Either way it is one of the end-of-generation tokens.
+    let their_eot = opt(&info["eot"]);
+    if tok.eot() != their_eot {
+        let (ours, theirs) = (tok.eot().expect("eot"), their_eot.expect("llama.cpp eot"));
+        assert!(
+            tok.is_eog(ours) && tok.is_eog(theirs) && ours < theirs,
+            "{label}: eot {ours} vs llama.cpp {theirs}"
+        );
+        eprintln!("{label}: several EOT candidates; llama.cpp took {theirs}, we take {ours}");
+    }
     assert_eq!(
         tok.add_bos(),
         info["add_bos"].as_bool().expect("add_bos"),
@@ -420,7 +431,7 @@ fn golden_vocabularies_match_llama_cpp() {
 /// `add_bos_token` so that llama.cpp's per-family default applies.
 #[test]
 fn pre_tokenizers_match_llama_cpp() {
-    use dynquant_core::gguf::{build_header, encode_header, Value};
+    use dynquant_core::gguf::{build_header, encode_header, Array, Value};
     let Some(oracle) = Oracle::get() else { return };
     let src = shared_dir().join("golden/hf/llama-bpe.llamacpp.gguf");
     let base = GgufModel::open(&src, Access::Mmap)
@@ -450,4 +461,35 @@ fn pre_tokenizers_match_llama_cpp() {
         };
         check_model(&oracle, &path, &format!("pre={pre}"), opts);
     }
+
+    // Phi-3 (found by general.name): llama.cpp makes every special token swallow the whitespace
+    // to its right, except <unk>, <s> and <|endoftext|> (which must exist); a user-defined token
+    // is cut out of the text even without parse_special.
+    let mut meta = base.clone();
+    meta.replace("general.name", Value::String("Phi-3 Mini Fixture".into()));
+    let Some(Value::Array(Array::String(tokens))) = meta.get("tokenizer.ggml.tokens").cloned()
+    else {
+        panic!("fixture tokens")
+    };
+    let Some(Value::Array(Array::I32(types))) = meta.get("tokenizer.ggml.token_type").cloned()
+    else {
+        panic!("fixture token types")
+    };
+    let (mut tokens, mut types) = (tokens, types);
+    for (t, ty) in [("<unk>", 2), ("<|endoftext|>", 3), ("<user_tok>", 4)] {
+        tokens.push(t.to_owned());
+        types.push(ty);
+    }
+    meta.replace("llama.vocab_size", Value::U32(tokens.len() as u32));
+    meta.replace("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+    meta.replace("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+    let header = build_header(meta, Vec::new()).expect("header");
+    let path = dir.path().join("phi3.gguf");
+    std::fs::write(&path, encode_header(&header)).expect("write gguf");
+    let opts = Opts {
+        wiki: false,
+        lossless: false,
+        template: None,
+    };
+    check_model(&oracle, &path, "phi-3 strip rules", opts);
 }
