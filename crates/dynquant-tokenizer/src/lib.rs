@@ -92,6 +92,9 @@ pub enum TokenizerError {
     /// The vocabulary is too large for 32-bit token ids.
     #[error("vocabulary of {0} tokens is too large")]
     VocabTooLarge(usize),
+    /// The special-token matcher could not be built (pattern set beyond aho-corasick's limits).
+    #[error("cannot index the special tokens: {0}")]
+    SpecialTokens(String),
     /// The model has no `tokenizer.chat_template`.
     #[error("the model has no chat template (tokenizer.chat_template)")]
     NoChatTemplate,
@@ -379,7 +382,6 @@ impl Tokenizer {
             mut add_space_prefix,
             clean_spaces,
         );
-        let mut unk: Option<u64>;
         match model_name {
             "gpt2" => {
                 let (pre_type, ignore_merges, def_bos, clean) = pre_type_of(pre_name)
@@ -393,7 +395,6 @@ impl Tokenizer {
                 pre = Some(pre_type);
                 bos = Some(11u64);
                 eos = Some(11u64);
-                unk = None;
                 add_bos = def_bos;
                 add_eos = false;
                 add_space_prefix = false;
@@ -404,7 +405,6 @@ impl Tokenizer {
                 pre = None;
                 bos = Some(1);
                 eos = Some(2);
-                unk = Some(0);
                 add_bos = true;
                 add_eos = false;
                 add_space_prefix = true;
@@ -422,7 +422,6 @@ impl Tokenizer {
             ("tokenizer.ggml.bos_token_id", &mut bos),
             ("tokenizer.ggml.eos_token_id", &mut eos),
             ("tokenizer.ggml.eot_token_id", &mut eot),
-            ("tokenizer.ggml.unknown_token_id", &mut unk),
         ] {
             *slot = in_range(*slot);
             if let Some(id) = in_range(get_id(meta, key)?) {
@@ -483,12 +482,13 @@ impl Tokenizer {
         let special_matcher = if special_cache.is_empty() {
             None
         } else {
-            AhoCorasick::new(
-                special_cache
-                    .iter()
-                    .map(|&id| tokens[id as usize].text.as_str()),
+            let texts = special_cache
+                .iter()
+                .map(|&id| tokens[id as usize].text.as_str());
+            Some(
+                AhoCorasick::new(texts)
+                    .map_err(|e| TokenizerError::SpecialTokens(e.to_string()))?,
             )
-            .ok()
         };
 
         let chat_template = get_str(meta, "tokenizer.chat_template")?.map(str::to_owned);
