@@ -24,7 +24,7 @@
 
 use std::path::Path;
 
-use dynquant_core::gguf::{keys, Array, GgufModel, Metadata, Value};
+use dynquant_core::gguf::{keys, Array, Metadata, Value};
 use dynquant_core::types::GgmlType;
 
 use crate::rng::Rng;
@@ -285,14 +285,14 @@ impl Gen {
 }
 
 /// Tokenizer and general keys copied from SmolLM2 (its vocabulary is the synthetic models').
-fn base_metadata(tokenizer_source: &GgufModel, arch: &str, name: &str) -> (Metadata, usize) {
+fn base_metadata(tokenizer_source: &Metadata, arch: &str, name: &str) -> (Metadata, usize) {
     let mut md = Metadata::new();
     md.set(keys::general::ARCHITECTURE, Value::String(arch.into()));
     md.set(keys::general::TYPE, Value::String("model".into()));
     md.set(keys::general::NAME, Value::String(name.into()));
     md.set(keys::general::FILE_TYPE, Value::U32(1));
     let mut n_vocab = 0;
-    for (k, v) in tokenizer_source.metadata().entries() {
+    for (k, v) in tokenizer_source.entries() {
         if k.starts_with("tokenizer.") {
             if k == keys::tokenizer::TOKENS {
                 n_vocab = v.as_array().map_or(0, Array::len);
@@ -444,7 +444,7 @@ fn moe<'a>(
 pub fn write_deepseek2(
     spec: &Deepseek2Spec,
     layout: MlaLayout,
-    tokenizer_source: &GgufModel,
+    tokenizer_source: &Metadata,
     out: &Path,
 ) -> Result<()> {
     let s = *spec;
@@ -600,7 +600,7 @@ fn split_v_b(kv_b: &[f32], s: &Deepseek2Spec) -> Vec<f32> {
 }
 
 /// Writes a synthetic qwen3moe model.
-pub fn write_qwen3moe(spec: &Qwen3MoeSpec, tokenizer_source: &GgufModel, out: &Path) -> Result<()> {
+pub fn write_qwen3moe(spec: &Qwen3MoeSpec, tokenizer_source: &Metadata, out: &Path) -> Result<()> {
     let s = *spec;
     let g = Gen::new(s.seed, s.style, s.n_embd);
     let (mut md, n_vocab) = base_metadata(tokenizer_source, "qwen3moe", "synthetic qwen3moe");
@@ -678,4 +678,44 @@ mod tests {
         let max = d.iter().fold(0f32, |a, x| a.max(x.abs()));
         assert!(max >= (80.0 / 16.0) as f32 * 0.99, "super weight {max}");
     }
+}
+
+/// Tokenizer metadata for synthetic models when no real vocabulary is at hand (the demo on a
+/// fresh machine): GPT-2's 256 byte-level symbols (its byte-to-unicode table, `bytes_to_unicode`
+/// in OpenAI's `encoder.py`) and no merges, so every byte is one token.
+pub fn byte_level_tokenizer() -> Metadata {
+    let mut printable: Vec<u32> = (u32::from(b'!')..=u32::from(b'~'))
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut symbols = vec![String::new(); 256];
+    for &b in &printable {
+        symbols[b as usize] = char::from_u32(b).expect("latin-1").to_string();
+    }
+    let mut next = 256;
+    for b in 0..256u32 {
+        if !printable.contains(&b) {
+            symbols[b as usize] = char::from_u32(next).expect("valid").to_string();
+            next += 1;
+            printable.push(b);
+        }
+    }
+    let mut md = Metadata::new();
+    md.set(keys::tokenizer::MODEL, Value::String("gpt2".into()));
+    md.set("tokenizer.ggml.pre", Value::String("gpt-2".into()));
+    md.set(
+        keys::tokenizer::TOKENS,
+        Value::Array(Array::String(symbols)),
+    );
+    md.set(
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(vec![1; 256])),
+    );
+    md.set(
+        "tokenizer.ggml.merges",
+        Value::Array(Array::String(Vec::new())),
+    );
+    md.set("tokenizer.ggml.bos_token_id", Value::U32(u32::from(b'\n')));
+    md.set("tokenizer.ggml.eos_token_id", Value::U32(u32::from(b'\n')));
+    md
 }

@@ -449,7 +449,11 @@ fn ud_and_basic_iq1_s_of_every_moe_model_run_in_llama_cpp_and_dequantize_like_gg
         ("synth-deepseek2-mla", m.deepseek2_mla(), None),
         ("synth-deepseek2-legacy", m.deepseek2_legacy(), None),
         ("synth-qwen3moe", m.qwen3moe(), None),
-        ("smollm2-768-moe", m.smollm2_768_moe(), Some(m.smollm2_768_moe_imatrix())),
+        (
+            "smollm2-768-moe",
+            m.smollm2_768_moe(),
+            Some(m.smollm2_768_moe_imatrix()),
+        ),
     ];
     for (name, input, imatrix) in &models {
         for recipe in ["ud-iq1_s", "basic-iq1_s"] {
@@ -462,26 +466,28 @@ fn ud_and_basic_iq1_s_of_every_moe_model_run_in_llama_cpp_and_dequantize_like_gg
                 recipe.into(),
                 "--json".into(),
             ];
-            match imatrix {
-                Some(im) => a.extend(["--imatrix".into(), im.into()]),
-                // No imatrix exists for the synthetic models yet (the engine computes one):
-                // the documented uniform-weight fallback.
-                None => a.push("--imatrix-fallback".into()),
+            if let Some(im) = imatrix {
+                a.extend(["--imatrix".into(), im.into()]);
             }
+            // No imatrix exists for the synthetic models yet (the engine computes one), and
+            // none has token_embd (llama.cpp never collects it): the documented uniform-weight
+            // fallback for what is missing.
+            a.push("--imatrix-fallback".into());
             let args: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
             let summary: serde_json::Value =
                 serde_json::from_str(&ok(dynquant(&args), &format!("{name} {recipe}"))).unwrap();
             assert!(summary["types"]["iq1_s"].as_u64().unwrap() > 0, "{summary}");
+            // gguf-py's digests are computed while llama.cpp generates.
+            let digests = Command::new(&o.python)
+                .arg(repo_root().join("tests/oracle/dequant_digest.py"))
+                .arg(&out)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
             let tokens = o.greedy_tokens(&out, 8, &["The capital of France is"]);
             assert_eq!(tokens[0].len(), 8, "{name} {recipe}");
-            let py = ok(
-                Command::new(&o.python)
-                    .arg(repo_root().join("tests/oracle/dequant_digest.py"))
-                    .arg(&out)
-                    .output()
-                    .unwrap(),
-                "dequant_digest.py",
-            );
+            let py = ok(digests.wait_with_output().unwrap(), "dequant_digest.py");
             let theirs: std::collections::BTreeMap<String, String> =
                 serde_json::from_str(&py).unwrap();
             let ours = our_dequant_digests(&out);
