@@ -638,6 +638,46 @@ pub fn write_qwen3moe(spec: &Qwen3MoeSpec, tokenizer_source: &Metadata, out: &Pa
     write_model(out, md, t)
 }
 
+/// Tokenizer metadata for synthetic models when no real vocabulary is at hand (the demo on a
+/// fresh machine): GPT-2's 256 byte-level symbols (its byte-to-unicode table, `bytes_to_unicode`
+/// in OpenAI's `encoder.py`) and no merges, so every byte is one token.
+pub fn byte_level_tokenizer() -> Metadata {
+    let mut printable: Vec<u32> = (u32::from(b'!')..=u32::from(b'~'))
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut symbols = vec![String::new(); 256];
+    for &b in &printable {
+        symbols[b as usize] = char::from_u32(b).expect("latin-1").to_string();
+    }
+    let mut next = 256;
+    for b in 0..256u32 {
+        if !printable.contains(&b) {
+            symbols[b as usize] = char::from_u32(next).expect("valid").to_string();
+            next += 1;
+            printable.push(b);
+        }
+    }
+    let mut md = Metadata::new();
+    md.set(keys::tokenizer::MODEL, Value::String("gpt2".into()));
+    md.set("tokenizer.ggml.pre", Value::String("gpt-2".into()));
+    md.set(
+        keys::tokenizer::TOKENS,
+        Value::Array(Array::String(symbols)),
+    );
+    md.set(
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(vec![1; 256])),
+    );
+    md.set(
+        "tokenizer.ggml.merges",
+        Value::Array(Array::String(Vec::new())),
+    );
+    md.set("tokenizer.ggml.bos_token_id", Value::U32(u32::from(b'\n')));
+    md.set("tokenizer.ggml.eos_token_id", Value::U32(u32::from(b'\n')));
+    md
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -678,44 +718,4 @@ mod tests {
         let max = d.iter().fold(0f32, |a, x| a.max(x.abs()));
         assert!(max >= (80.0 / 16.0) as f32 * 0.99, "super weight {max}");
     }
-}
-
-/// Tokenizer metadata for synthetic models when no real vocabulary is at hand (the demo on a
-/// fresh machine): GPT-2's 256 byte-level symbols (its byte-to-unicode table, `bytes_to_unicode`
-/// in OpenAI's `encoder.py`) and no merges, so every byte is one token.
-pub fn byte_level_tokenizer() -> Metadata {
-    let mut printable: Vec<u32> = (u32::from(b'!')..=u32::from(b'~'))
-        .chain(0xA1..=0xAC)
-        .chain(0xAE..=0xFF)
-        .collect();
-    let mut symbols = vec![String::new(); 256];
-    for &b in &printable {
-        symbols[b as usize] = char::from_u32(b).expect("latin-1").to_string();
-    }
-    let mut next = 256;
-    for b in 0..256u32 {
-        if !printable.contains(&b) {
-            symbols[b as usize] = char::from_u32(next).expect("valid").to_string();
-            next += 1;
-            printable.push(b);
-        }
-    }
-    let mut md = Metadata::new();
-    md.set(keys::tokenizer::MODEL, Value::String("gpt2".into()));
-    md.set("tokenizer.ggml.pre", Value::String("gpt-2".into()));
-    md.set(
-        keys::tokenizer::TOKENS,
-        Value::Array(Array::String(symbols)),
-    );
-    md.set(
-        "tokenizer.ggml.token_type",
-        Value::Array(Array::I32(vec![1; 256])),
-    );
-    md.set(
-        "tokenizer.ggml.merges",
-        Value::Array(Array::String(Vec::new())),
-    );
-    md.set("tokenizer.ggml.bos_token_id", Value::U32(u32::from(b'\n')));
-    md.set("tokenizer.ggml.eos_token_id", Value::U32(u32::from(b'\n')));
-    md
 }
