@@ -199,12 +199,17 @@ fn error_is_at_most_ggmls_on_real_weights_with_real_imatrix() {
         })
         .collect();
     assert_eq!(picked.len(), 21);
+    // DYNQUANT_QUANT_TYPES=q4_0,tq1_0 restricts the run to those types (for iterating).
+    let only: Option<Vec<GgmlType>> = std::env::var("DYNQUANT_QUANT_TYPES")
+        .ok()
+        .map(|s| s.split(',').map(|t| t.trim().parse().unwrap()).collect());
     println!("type   | ours/ggml weighted error | worst tensor | speed ours/ggml (1 thread)");
     for ty in LEGACY
         .into_iter()
         .chain(KQUANTS)
         .chain(IQ4_TQ_MXFP4)
         .chain(CODEBOOK)
+        .filter(|ty| only.as_ref().is_none_or(|o| o.contains(ty)))
     {
         let (mut ours_total, mut ggml_total, mut worst) = (0f64, 0f64, (0f64, String::new()));
         let (mut ours_time, mut ggml_time) = (Duration::ZERO, Duration::ZERO);

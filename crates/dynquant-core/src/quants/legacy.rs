@@ -86,26 +86,51 @@ pub(super) fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
 // and keep the one whose *stored* reconstruction (scales rounded to f16, exactly as ggml
 // dequantizes) has the lowest weighted squared error. ggml's reference choice (`d = max/-8`
 // etc.) is always among the candidates, so a block is never worse than ggml's reference path.
+//
+// Speed: every pass over a block accumulates in `LANES` independent partial sums, combined in
+// a fixed order at the end, with branch-free min/max selects, so that the compiler turns each
+// pass into a few vector instructions. The row functions are compiled twice from the same
+// source: plain (SSE2) and, picked at run time, with AVX2 enabled. Both perform the same IEEE
+// operations in the same order (Rust never contracts to FMA), so they give identical bytes;
+// a unit test checks it.
 
 use super::float::f32_to_f16;
 
-/// Round to nearest (ties to even) by the 1.5·2²³ trick, as ggml's `nearest_int`: valid for
-/// |x| <= 2²², and unlike `f32::round` it compiles to two adds the compiler can vectorize.
-#[inline]
-fn fast_round(x: f32) -> f32 {
-    (x + 12_582_912.0) - 12_582_912.0
+/// Independent partial sums per pass (one AVX2 vector of f32).
+const LANES: usize = 8;
+type Lanes = [f32; LANES];
+
+/// Sum of the lanes in a fixed order.
+#[inline(always)]
+fn hsum(a: Lanes) -> f32 {
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
-/// Weighted squared error of a reconstruction.
-fn weighted_err(x: &[f32], w: &[f32], recon: impl Fn(usize) -> f32) -> f64 {
-    x.iter()
-        .zip(w)
-        .enumerate()
-        .map(|(j, (&xj, &wj))| {
-            let e = f64::from(xj - recon(j));
-            f64::from(wj) * e * e
-        })
-        .sum()
+/// `a > b ? a : b`: one `maxps`, unlike `f32::max` (whose NaN rule costs a blend).
+#[inline(always)]
+fn max_f(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// `a < b ? a : b`: one `minps`.
+#[inline(always)]
+fn min_f(a: f32, b: f32) -> f32 {
+    if a < b {
+        a
+    } else {
+        b
+    }
+}
+
+/// Round to nearest (ties to even) by the 1.5·2²³ trick, as ggml's `nearest_int`: valid for
+/// |x| <= 2²², and unlike `f32::round` it compiles to two adds the compiler can vectorize.
+#[inline(always)]
+fn fast_round(x: f32) -> f32 {
+    (x + 12_582_912.0) - 12_582_912.0
 }
 
 /// Stored value of a scale: what ggml will read back.
@@ -113,78 +138,104 @@ fn stored(d: f32) -> f32 {
     f16_to_f32(f32_to_f16(d))
 }
 
+/// Keeps `top` sorted by descending score, inserting `c` if it ranks.
+#[inline(always)]
+fn insert_top<T: Copy, const N: usize>(top: &mut [(f64, T); N], c: (f64, T)) {
+    if let Some(pos) = top.iter().position(|t| c.0 > t.0) {
+        top[pos..].rotate_right(1);
+        top[pos] = c;
+    }
+}
+
 /// Symmetric block (Q4_0: levels -8..7, Q5_0: -16..15). Returns (d, levels + nmax).
 ///
 /// Each candidate scale costs one pass: levels are assigned and the weighted least-squares
 /// sums gathered together, which gives the candidate's refitted error in closed form
-/// (`Σwx² − (Σwxq)²/Σwq²`). Only the best refitted candidate and ggml's reference scale are
+/// (`Σwx² − (Σwxq)²/Σwq²`). Only the best refitted candidates and ggml's reference scale are
 /// then evaluated exactly, on the f16-stored scale.
-fn search_symmetric(x: &[f32], w: &[f32], nmax: i32) -> (f32, [u8; QK]) {
+#[inline(always)]
+fn search_symmetric(x: &[f32; QK], w: &[f32; QK], nmax: i32) -> (f32, [u8; QK]) {
+    // The largest magnitude and its signed value, per lane, then across lanes.
+    let (mut la, mut lm) = ([0f32; LANES], [0f32; LANES]);
+    let mut wx = [0f32; QK];
+    for c in 0..QK / LANES {
+        for k in 0..LANES {
+            let j = c * LANES + k;
+            let a = x[j].abs();
+            let gt = a > la[k];
+            la[k] = if gt { a } else { la[k] };
+            lm[k] = if gt { x[j] } else { lm[k] };
+            wx[j] = w[j] * x[j];
+        }
+    }
     let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
+    for k in 0..LANES {
+        if la[k] > amax {
+            amax = la[k];
+            max = lm[k];
         }
     }
-    let mut best_q = [nmax as u8; QK];
     if amax == 0.0 {
-        return (0.0, best_q);
+        return (0.0, [nmax as u8; QK]);
     }
-    let quantize = |d: f32, q: &mut [u8; QK]| {
-        let id = 1.0 / d;
-        for (qj, &v) in q.iter_mut().zip(x) {
-            let l = fast_round((v * id).clamp(-(nmax as f32), (nmax - 1) as f32));
-            *qj = (l as i32 + nmax) as u8;
+    let (lo, hi) = (-(nmax as f32), (nmax - 1) as f32);
+    let level = |v: f32, id: f32| fast_round(min_f(max_f(v * id, lo), hi));
+    // Exact weighted error of scale d with the levels it gives, on the f16-stored scale.
+    let exact = |d: f32| {
+        let (id, ds) = (1.0 / d, stored(d));
+        let mut acc = [0f32; LANES];
+        for c in 0..QK / LANES {
+            for k in 0..LANES {
+                let j = c * LANES + k;
+                let e = x[j] - level(x[j], id) * ds;
+                acc[k] += w[j] * e * e;
+            }
         }
+        hsum(acc)
     };
-    let err_of = |d: f32, q: &[u8; QK]| {
-        let ds = stored(d);
-        weighted_err(x, w, |j| (q[j] as i32 - nmax) as f32 * ds)
-    };
-    // ggml's reference scale: it seeds the best, so a block is never worse than ggml's ref.
-    let mut best_d = max / -(nmax as f32);
-    quantize(best_d, &mut best_q);
-    let mut best_err = err_of(best_d, &best_q);
     // Candidates: the extreme value mapped to fractional levels near the ends, and (for the
     // 5-bit type) to whole levels down to nmax/2, which finds blocks already on a coarser
-    // grid; both signs.
+    // grid; both signs. The three best refits by closed-form gain (sxq²/sqq) are kept.
     let fractional = (0..=8).map(|step| nmax as f32 - 2.0 + step as f32 * 0.375);
     let whole = (if nmax > 8 { nmax / 2 } else { nmax }..(nmax - 2)).map(|k| k as f32);
-    // The three best refits by closed-form gain (the refitted error is Σwx² − sxq²/sqq).
-    let mut top = [(f32::NEG_INFINITY, 0f32); 3];
+    let mut top = [(f64::NEG_INFINITY, 0f32); 3];
     for t in fractional.chain(whole) {
         for sign in [-1f32, 1.0] {
             let id = sign * t / amax;
-            let (mut sxq, mut sqq) = (0f32, 0f32);
-            for (&v, &wj) in x.iter().zip(w) {
-                let l = fast_round((v * id).clamp(-(nmax as f32), (nmax - 1) as f32));
-                sxq += wj * v * l;
-                sqq += wj * l * l;
-            }
-            if sqq > 0.0 {
-                let c = (sxq * sxq / sqq, sxq / sqq);
-                if let Some(pos) = top.iter().position(|t| c.0 > t.0) {
-                    top[pos..].rotate_right(1);
-                    top[pos] = c;
+            let (mut sxq, mut sqq) = ([0f32; LANES], [0f32; LANES]);
+            for c in 0..QK / LANES {
+                for k in 0..LANES {
+                    let j = c * LANES + k;
+                    let l = level(x[j], id);
+                    sxq[k] += wx[j] * l;
+                    sqq[k] += w[j] * l * l;
                 }
+            }
+            let (sxq, sqq) = (hsum(sxq), hsum(sqq));
+            if sqq > 0.0 {
+                insert_top(&mut top, (f64::from(sxq * sxq / sqq), sxq / sqq));
             }
         }
     }
-    let mut q = [0u8; QK];
+    // ggml's reference scale seeds the best, so a block is never worse than ggml's ref.
+    let mut best_d = max / -(nmax as f32);
+    let mut best_err = exact(best_d);
     for (_, d) in top {
         if d == 0.0 || !d.is_finite() {
             continue;
         }
-        quantize(d, &mut q);
-        let e = err_of(d, &q);
+        let e = exact(d);
         if e < best_err {
             best_err = e;
             best_d = d;
-            best_q = q;
         }
     }
-    (best_d, best_q)
+    let id = 1.0 / best_d;
+    let mut q = [0u8; QK];
+    for (qj, &v) in q.iter_mut().zip(x) {
+        *qj = (level(v, id) as i32 + nmax) as u8;
+    }
+    (best_d, q)
 }
 
 /// Affine block (Q4_1: levels 0..15, Q5_1: 0..31): x ≈ d·q + m. Returns (d, m, levels).
@@ -195,39 +246,49 @@ fn search_symmetric(x: &[f32], w: &[f32], nmax: i32) -> (f32, [u8; QK]) {
 /// (levels and least-squares sums together; refitted error in closed form); the six best are
 /// refined once more, and ggml's reference range is always evaluated, exactly, on the
 /// f16-stored scale and offset.
-fn search_affine(x: &[f32], w: &[f32], nmax: i32) -> (f32, f32, [u8; QK]) {
-    let min = x.iter().copied().fold(f32::INFINITY, f32::min);
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut best_q = [0u8; QK];
-    if max == min {
-        return (0.0, min, best_q);
+#[inline(always)]
+fn search_affine(x: &[f32; QK], w: &[f32; QK], nmax: i32) -> (f32, f32, [u8; QK]) {
+    let (mut lmin, mut lmax) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
+    let (mut lw, mut lwx) = ([0f32; LANES], [0f32; LANES]);
+    let mut wx = [0f32; QK];
+    for c in 0..QK / LANES {
+        for k in 0..LANES {
+            let j = c * LANES + k;
+            lmin[k] = min_f(x[j], lmin[k]);
+            lmax[k] = max_f(x[j], lmax[k]);
+            wx[j] = w[j] * x[j];
+            lw[k] += w[j];
+            lwx[k] += wx[j];
+        }
     }
-    let quantize = |d: f32, m: f32, q: &mut [u8; QK]| {
-        let id = 1.0 / d;
-        for (qj, &v) in q.iter_mut().zip(x) {
-            *qj = fast_round(((v - m) * id).clamp(0.0, nmax as f32)) as u8;
-        }
-    };
-    let err_of = |d: f32, m: f32, q: &[u8; QK]| {
-        let (ds, ms) = (stored(d), stored(m));
-        weighted_err(x, w, |j| q[j] as f32 * ds + ms)
-    };
+    let min = lmin.iter().fold(f32::INFINITY, |a, &b| min_f(b, a));
+    let max = lmax.iter().fold(f32::NEG_INFINITY, |a, &b| max_f(b, a));
+    if max == min {
+        return (0.0, min, [0u8; QK]);
+    }
+    let (sw, sx) = (f64::from(hsum(lw)), f64::from(hsum(lwx)));
+    let top_level = nmax as f32;
+    let level = |v: f32, m: f32, id: f32| fast_round(min_f(max_f((v - m) * id, 0.0), top_level));
     // One pass: levels for (d, m), then the weighted least-squares (d', m') and the gain
-    // d'·Σwxq + m'·Σwx (the refitted error is Σwx² minus it).
-    // f64 sums: the ranking compares gains that differ far below f32 precision when a block
-    // already lies on a grid.
-    let fit = |d: f32, m: f32| -> Option<(f64, f32, f32)> {
+    // d'·Σwxq + m'·Σwx (the refitted error is Σwx² minus it), solved in f64.
+    let fit = |d: f32, m: f32| -> Option<(f64, (f32, f32))> {
         let id = 1.0 / d;
-        let (mut sw, mut sq, mut sqq, mut sx, mut sxq) = (0f64, 0f64, 0f64, 0f64, 0f64);
-        for (&v, &wj) in x.iter().zip(w) {
-            let l = f64::from(fast_round(((v - m) * id).clamp(0.0, nmax as f32)));
-            let (wj, v) = (f64::from(wj), f64::from(v));
-            sw += wj;
-            sq += wj * l;
-            sqq += wj * l * l;
-            sx += wj * v;
-            sxq += wj * v * l;
+        let (mut lq, mut lqq, mut lxq) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+        for c in 0..QK / LANES {
+            for k in 0..LANES {
+                let j = c * LANES + k;
+                let l = level(x[j], m, id);
+                let wl = w[j] * l;
+                lq[k] += wl;
+                lqq[k] += wl * l;
+                lxq[k] += wx[j] * l;
+            }
         }
+        let (sq, sqq, sxq) = (
+            f64::from(hsum(lq)),
+            f64::from(hsum(lqq)),
+            f64::from(hsum(lxq)),
+        );
         let det = sw * sqq - sq * sq;
         if det <= 0.0 {
             return None;
@@ -235,50 +296,58 @@ fn search_affine(x: &[f32], w: &[f32], nmax: i32) -> (f32, f32, [u8; QK]) {
         let d2 = (sw * sxq - sq * sx) / det;
         let m2 = (sqq * sx - sq * sxq) / det;
         let gain = d2 * sxq + m2 * sx;
-        (d2 > 0.0 && d2.is_finite() && m2.is_finite()).then_some((gain, d2 as f32, m2 as f32))
+        (d2 > 0.0 && d2.is_finite() && m2.is_finite()).then_some((gain, (d2 as f32, m2 as f32)))
     };
-    // ggml's reference: the full range.
-    let mut best = ((max - min) / nmax as f32, min);
-    quantize(best.0, best.1, &mut best_q);
-    let mut best_err = err_of(best.0, best.1, &best_q);
+    let exact = |d: f32, m: f32| {
+        let (id, ds, ms) = (1.0 / d, stored(d), stored(m));
+        let mut acc = [0f32; LANES];
+        for c in 0..QK / LANES {
+            for k in 0..LANES {
+                let j = c * LANES + k;
+                let e = x[j] - (level(x[j], m, id) * ds + ms);
+                acc[k] += w[j] * e * e;
+            }
+        }
+        hsum(acc)
+    };
     let span = max - min;
-    let mut starts: Vec<(f32, f32)> = Vec::with_capacity(48);
+    let mut top = [(f64::NEG_INFINITY, (0f32, 0f32)); 6];
     for lo in 0..3 {
         for hi in 0..3 {
             let m0 = min + span * lo as f32 * 0.05;
-            let top = max - span * hi as f32 * 0.05;
-            starts.push(((top - m0) / nmax as f32, m0));
+            let top_v = max - span * hi as f32 * 0.05;
+            if let Some(c) = fit((top_v - m0) / nmax as f32, m0) {
+                insert_top(&mut top, c);
+            }
         }
     }
     for k in (nmax / 2).max(1)..nmax {
         let d = span / k as f32;
-        starts.push((d, min));
-        starts.push((d, max - nmax as f32 * d));
-    }
-    // Keep the two best refits, refine each once, then evaluate exactly.
-    let mut top: [(f64, f32, f32); 6] = [(f64::NEG_INFINITY, 0.0, 0.0); 6];
-    for (d0, m0) in starts {
-        if let Some(c) = fit(d0, m0) {
-            if let Some(pos) = top.iter().position(|t| c.0 > t.0) {
-                top[pos..].rotate_right(1);
-                top[pos] = c;
+        for m0 in [min, max - nmax as f32 * d] {
+            if let Some(c) = fit(d, m0) {
+                insert_top(&mut top, c);
             }
         }
     }
-    let mut q = [0u8; QK];
-    for (_, d1, m1) in top.into_iter().filter(|c| c.0.is_finite()) {
-        let refined = fit(d1, m1).map(|(_, d2, m2)| (d2, m2));
+    // ggml's reference: the full range. Then the best refits, each refined once.
+    let mut best = ((max - min) / nmax as f32, min);
+    let mut best_err = exact(best.0, best.1);
+    for (_, (d1, m1)) in top.into_iter().filter(|c| c.0.is_finite()) {
+        let refined = fit(d1, m1).map(|(_, dm)| dm);
         for (d, m) in std::iter::once((d1, m1)).chain(refined) {
-            quantize(d, m, &mut q);
-            let e = err_of(d, m, &q);
+            let e = exact(d, m);
             if e < best_err {
                 best_err = e;
                 best = (d, m);
-                best_q = q;
             }
         }
     }
-    (best.0, best.1, best_q)
+    let id = 1.0 / best.0;
+    let mut q = [0u8; QK];
+    for (qj, &v) in q.iter_mut().zip(x) {
+        *qj = level(v, best.1, id) as u8;
+    }
+    (best.0, best.1, q)
 }
 
 fn put_nibbles(out: &mut [u8], q: &[u8; QK]) {
@@ -291,14 +360,20 @@ fn fifth_bit_word(q: &[u8; QK]) -> u32 {
     (0..QK).fold(0u32, |acc, j| acc | (u32::from(q[j] >> 4 & 1) << j))
 }
 
-/// Quantizes one row to Q4_0 (`nmax = 8`) or Q5_0 (`nmax = 16`).
-pub(super) fn quantize_symmetric(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
-    let size = if nmax == 8 { 18 } else { 22 };
-    for ((xb, wb), out) in x
-        .chunks_exact(QK)
+/// Blocks of a row as fixed-size arrays (the row lengths are multiples of 32).
+fn blocks<'a>(
+    x: &'a [f32],
+    w: &'a [f32],
+) -> impl Iterator<Item = (&'a [f32; QK], &'a [f32; QK])> + 'a {
+    x.chunks_exact(QK)
         .zip(w.chunks_exact(QK))
-        .zip(dst.chunks_exact_mut(size))
-    {
+        .filter_map(|(xb, wb)| Some((xb.try_into().ok()?, wb.try_into().ok()?)))
+}
+
+#[inline(always)]
+fn symmetric_rows(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+    let size = if nmax == 8 { 18 } else { 22 };
+    for ((xb, wb), out) in blocks(x, w).zip(dst.chunks_exact_mut(size)) {
         let (d, q) = search_symmetric(xb, wb, nmax);
         out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
         if nmax == 8 {
@@ -310,14 +385,10 @@ pub(super) fn quantize_symmetric(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32
     }
 }
 
-/// Quantizes one row to Q4_1 (`nmax = 15`) or Q5_1 (`nmax = 31`).
-pub(super) fn quantize_affine(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+#[inline(always)]
+fn affine_rows(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
     let size = if nmax == 15 { 20 } else { 24 };
-    for ((xb, wb), out) in x
-        .chunks_exact(QK)
-        .zip(w.chunks_exact(QK))
-        .zip(dst.chunks_exact_mut(size))
-    {
+    for ((xb, wb), out) in blocks(x, w).zip(dst.chunks_exact_mut(size)) {
         let (d, m, q) = search_affine(xb, wb, nmax);
         out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
         out[2..4].copy_from_slice(&f32_to_f16(m).to_le_bytes());
@@ -328,6 +399,38 @@ pub(super) fn quantize_affine(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
             put_nibbles(&mut out[8..24], &q);
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn symmetric_rows_avx2(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+    symmetric_rows(x, w, dst, nmax)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn affine_rows_avx2(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+    affine_rows(x, w, dst, nmax)
+}
+
+/// Quantizes one row to Q4_0 (`nmax = 8`) or Q5_0 (`nmax = 16`).
+pub(super) fn quantize_symmetric(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { symmetric_rows_avx2(x, w, dst, nmax) };
+    }
+    symmetric_rows(x, w, dst, nmax)
+}
+
+/// Quantizes one row to Q4_1 (`nmax = 15`) or Q5_1 (`nmax = 31`).
+pub(super) fn quantize_affine(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { affine_rows_avx2(x, w, dst, nmax) };
+    }
+    affine_rows(x, w, dst, nmax)
 }
 
 /// Q8_0 exactly as ggml's reference: `d = amax/127`, `q = roundf(x/d)` (half away from zero).
