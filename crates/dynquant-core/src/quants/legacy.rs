@@ -147,14 +147,60 @@ fn insert_top<T: Copy, const N: usize>(top: &mut [(f64, T); N], c: (f64, T)) {
     }
 }
 
-/// Symmetric block (Q4_0: levels -8..7, Q5_0: -16..15). Returns (d, levels + nmax).
+/// Symmetric candidate sums, candidate-major: for the scales `1/id[k]`, the levels'
+/// `(Σw·x·q, Σw·q²)`. The lanes are the candidates, so each step over the elements is a few
+/// vector operations with no horizontal sum.
+#[inline(always)]
+fn symmetric_sums<const N: usize>(
+    x: &[f32; QK],
+    w: &[f32; QK],
+    wx: &[f32; QK],
+    id: &[f32; N],
+    (lo, hi): (f32, f32),
+) -> ([f32; N], [f32; N]) {
+    let (mut sxq, mut sqq) = ([0f32; N], [0f32; N]);
+    for j in 0..QK {
+        let (xj, wj, wxj) = (x[j], w[j], wx[j]);
+        for k in 0..N {
+            let l = fast_round(min_f(max_f(xj * id[k], lo), hi));
+            sxq[k] += wxj * l;
+            sqq[k] += wj * l * l;
+        }
+    }
+    (sxq, sqq)
+}
+
+/// Exact weighted errors of symmetric candidates: levels from `id[k]`, reconstruction with
+/// the stored scale `ds[k]`.
+#[inline(always)]
+fn symmetric_errors<const N: usize>(
+    x: &[f32; QK],
+    w: &[f32; QK],
+    id: &[f32; N],
+    ds: &[f32; N],
+    (lo, hi): (f32, f32),
+) -> [f32; N] {
+    let mut err = [0f32; N];
+    for j in 0..QK {
+        let (xj, wj) = (x[j], w[j]);
+        for k in 0..N {
+            let l = fast_round(min_f(max_f(xj * id[k], lo), hi));
+            let e = xj - l * ds[k];
+            err[k] += wj * e * e;
+        }
+    }
+    err
+}
+
+/// Symmetric block (Q4_0: levels -8..7, Q5_0: -16..15) with `N` candidate scales. Returns
+/// (d, levels + nmax).
 ///
 /// Each candidate scale costs one pass: levels are assigned and the weighted least-squares
 /// sums gathered together, which gives the candidate's refitted error in closed form
-/// (`Σwx² − (Σwxq)²/Σwq²`). Only the best refitted candidates and ggml's reference scale are
-/// then evaluated exactly, on the f16-stored scale.
+/// (`Σwx² − (Σwxq)²/Σwq²`). Only the three best refitted candidates and ggml's reference
+/// scale are then evaluated exactly, on the f16-stored scale.
 #[inline(always)]
-fn search_symmetric(x: &[f32; QK], w: &[f32; QK], nmax: i32) -> (f32, [u8; QK]) {
+fn search_symmetric<const N: usize>(x: &[f32; QK], w: &[f32; QK], nmax: i32) -> (f32, [u8; QK]) {
     // The largest magnitude and its signed value, per lane, then across lanes.
     let (mut la, mut lm) = ([0f32; LANES], [0f32; LANES]);
     let mut wx = [0f32; QK];
@@ -178,76 +224,133 @@ fn search_symmetric(x: &[f32; QK], w: &[f32; QK], nmax: i32) -> (f32, [u8; QK]) 
     if amax == 0.0 {
         return (0.0, [nmax as u8; QK]);
     }
-    let (lo, hi) = (-(nmax as f32), (nmax - 1) as f32);
-    let level = |v: f32, id: f32| fast_round(min_f(max_f(v * id, lo), hi));
-    // Exact weighted error of scale d with the levels it gives, on the f16-stored scale.
-    let exact = |d: f32| {
-        let (id, ds) = (1.0 / d, stored(d));
-        let mut acc = [0f32; LANES];
-        for c in 0..QK / LANES {
-            for k in 0..LANES {
-                let j = c * LANES + k;
-                let e = x[j] - level(x[j], id) * ds;
-                acc[k] += w[j] * e * e;
-            }
-        }
-        hsum(acc)
-    };
-    // Candidates: the extreme value mapped to fractional levels near the ends, and (for the
-    // 5-bit type) to whole levels down to nmax/2, which finds blocks already on a coarser
-    // grid; both signs. The three best refits by closed-form gain (sxq²/sqq) are kept.
-    let fractional = (0..=8).map(|step| nmax as f32 - 2.0 + step as f32 * 0.375);
-    let whole = (if nmax > 8 { nmax / 2 } else { nmax }..(nmax - 2)).map(|k| k as f32);
-    let mut top = [(f64::NEG_INFINITY, 0f32); 3];
-    for t in fractional.chain(whole) {
-        for sign in [-1f32, 1.0] {
-            let id = sign * t / amax;
-            let (mut sxq, mut sqq) = ([0f32; LANES], [0f32; LANES]);
-            for c in 0..QK / LANES {
-                for k in 0..LANES {
-                    let j = c * LANES + k;
-                    let l = level(x[j], id);
-                    sxq[k] += wx[j] * l;
-                    sqq[k] += w[j] * l * l;
-                }
-            }
-            let (sxq, sqq) = (hsum(sxq), hsum(sqq));
-            if sqq > 0.0 {
-                insert_top(&mut top, (f64::from(sxq * sxq / sqq), sxq / sqq));
+    let range = (-(nmax as f32), (nmax - 1) as f32);
+    // Candidates: the extreme value mapped to fractional levels near the ends (steps of 3/7
+    // from nmax − 2 up), and for the 5-bit type to whole levels from nmax/2 − 2 up, which
+    // finds blocks already on a coarser grid; negative signs in the first half of the lanes.
+    let half = N / 2;
+    let n_frac = if nmax > 8 { 8 } else { half };
+    let mut id = [0f32; N];
+    for (i, t) in (0..n_frac)
+        .map(|s| nmax as f32 - 2.0 + s as f32 * (3.0 / 7.0))
+        .chain((nmax / 2 - 2..).map(|k| k as f32))
+        .take(half)
+        .enumerate()
+    {
+        id[i] = -t / amax;
+        id[half + i] = t / amax;
+    }
+    let (sxq, sqq) = symmetric_sums(x, w, &wx, &id, range);
+    // The three best refits by closed-form gain (sxq²/sqq).
+    let mut top = [(f32::NEG_INFINITY, 0f32); 3];
+    for k in 0..N {
+        if sqq[k] > 0.0 {
+            let c = (sxq[k] * sxq[k] / sqq[k], sxq[k] / sqq[k]);
+            if let Some(pos) = top.iter().position(|t| c.0 > t.0) {
+                top[pos..].rotate_right(1);
+                top[pos] = c;
             }
         }
     }
-    // ggml's reference scale seeds the best, so a block is never worse than ggml's ref.
-    let mut best_d = max / -(nmax as f32);
-    let mut best_err = exact(best_d);
-    for (_, d) in top {
-        if d == 0.0 || !d.is_finite() {
-            continue;
-        }
-        let e = exact(d);
-        if e < best_err {
-            best_err = e;
-            best_d = d;
+    // ggml's reference scale first: it wins ties, so a block is never worse than ggml's ref.
+    let mut d = [max / -(nmax as f32); 4];
+    for (dk, &(_, dt)) in d[1..].iter_mut().zip(&top) {
+        if dt != 0.0 && dt.is_finite() {
+            *dk = dt;
         }
     }
-    let id = 1.0 / best_d;
+    let (mut idd, mut ds) = ([0f32; 4], [0f32; 4]);
+    for k in 0..4 {
+        idd[k] = 1.0 / d[k];
+        ds[k] = stored(d[k]);
+    }
+    let err = symmetric_errors(x, w, &idd, &ds, range);
+    let mut best = 0;
+    for k in 1..4 {
+        if err[k] < err[best] {
+            best = k;
+        }
+    }
     let mut q = [0u8; QK];
     for (qj, &v) in q.iter_mut().zip(x) {
-        *qj = (level(v, id) as i32 + nmax) as u8;
+        let l = fast_round(min_f(max_f(v * idd[best], range.0), range.1));
+        *qj = (l as i32 + nmax) as u8;
     }
-    (best_d, q)
+    (d[best], q)
 }
 
-/// Affine block (Q4_1: levels 0..15, Q5_1: 0..31): x ≈ d·q + m. Returns (d, m, levels).
-///
-/// Candidate ranges: (a) the full range shrunk from either end; (b) the range split into
-/// k < nmax steps anchored at the minimum or the maximum, which finds blocks already on a
-/// coarser grid (weights once quantized with fewer bits). Each candidate costs one pass
-/// (levels and least-squares sums together; refitted error in closed form); the six best are
-/// refined once more, and ggml's reference range is always evaluated, exactly, on the
-/// f16-stored scale and offset.
+/// Affine candidate sums, candidate-major: levels for `(1/id[k], m[k])`, then
+/// `(Σw·q, Σw·q², Σw·x·q)`.
 #[inline(always)]
-fn search_affine(x: &[f32; QK], w: &[f32; QK], nmax: i32) -> (f32, f32, [u8; QK]) {
+fn affine_sums<const N: usize>(
+    x: &[f32; QK],
+    w: &[f32; QK],
+    wx: &[f32; QK],
+    id: &[f32; N],
+    m: &[f32; N],
+    top_level: f32,
+) -> [[f32; N]; 3] {
+    let (mut sq, mut sqq, mut sxq) = ([0f32; N], [0f32; N], [0f32; N]);
+    for j in 0..QK {
+        let (xj, wj, wxj) = (x[j], w[j], wx[j]);
+        for k in 0..N {
+            let l = fast_round(min_f(max_f((xj - m[k]) * id[k], 0.0), top_level));
+            let wl = wj * l;
+            sq[k] += wl;
+            sqq[k] += wl * l;
+            sxq[k] += wxj * l;
+        }
+    }
+    [sq, sqq, sxq]
+}
+
+/// Exact weighted errors of affine candidates: levels from `(id[k], m[k])`, reconstruction
+/// `q·ds[k] + ms[k]` with the stored scale and offset.
+#[inline(always)]
+fn affine_errors<const N: usize>(
+    x: &[f32; QK],
+    w: &[f32; QK],
+    (id, m): (&[f32; N], &[f32; N]),
+    (ds, ms): (&[f32; N], &[f32; N]),
+    top_level: f32,
+) -> [f32; N] {
+    let mut err = [0f32; N];
+    for j in 0..QK {
+        let (xj, wj) = (x[j], w[j]);
+        for k in 0..N {
+            let l = fast_round(min_f(max_f((xj - m[k]) * id[k], 0.0), top_level));
+            let e = xj - (l * ds[k] + ms[k]);
+            err[k] += wj * e * e;
+        }
+    }
+    err
+}
+
+/// Weighted least-squares refit of one affine candidate from its sums: `(gain, (d', m'))`,
+/// where the refitted error is `Σwx²` minus the gain `d'·Σwxq + m'·Σwx`. Solved in f64.
+fn affine_refit(sw: f64, sx: f64, sq: f32, sqq: f32, sxq: f32) -> Option<(f64, (f32, f32))> {
+    let (sq, sqq, sxq) = (f64::from(sq), f64::from(sqq), f64::from(sxq));
+    let det = sw * sqq - sq * sq;
+    if det <= 0.0 {
+        return None;
+    }
+    let d2 = (sw * sxq - sq * sx) / det;
+    let m2 = (sqq * sx - sq * sxq) / det;
+    let gain = d2 * sxq + m2 * sx;
+    (d2 > 0.0 && d2.is_finite() && m2.is_finite()).then_some((gain, (d2 as f32, m2 as f32)))
+}
+
+/// Affine block (Q4_1: levels 0..15, Q5_1: 0..31), x ≈ d·q + m, with `N = 8 + 2·⌈nmax/2⌉`
+/// candidate ranges. Returns (d, m, levels).
+///
+/// Candidate ranges: (a) the full range shrunk from either end (8 ways); (b) the range split
+/// into k < nmax steps anchored at the minimum or the maximum, which finds blocks already on
+/// a coarser grid (weights once quantized with fewer bits). Each candidate costs one pass
+/// (levels and least-squares sums together; refitted error in closed form); the six best are
+/// refined once more, and those twelve and ggml's reference range are evaluated exactly, on
+/// the f16-stored scale and offset.
+#[inline(always)]
+fn search_affine<const N: usize>(x: &[f32; QK], w: &[f32; QK], nmax: i32) -> (f32, f32, [u8; QK]) {
     let (mut lmin, mut lmax) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
     let (mut lw, mut lwx) = ([0f32; LANES], [0f32; LANES]);
     let mut wx = [0f32; QK];
@@ -268,86 +371,69 @@ fn search_affine(x: &[f32; QK], w: &[f32; QK], nmax: i32) -> (f32, f32, [u8; QK]
     }
     let (sw, sx) = (f64::from(hsum(lw)), f64::from(hsum(lwx)));
     let top_level = nmax as f32;
-    let level = |v: f32, m: f32, id: f32| fast_round(min_f(max_f((v - m) * id, 0.0), top_level));
-    // One pass: levels for (d, m), then the weighted least-squares (d', m') and the gain
-    // d'·Σwxq + m'·Σwx (the refitted error is Σwx² minus it), solved in f64.
-    let fit = |d: f32, m: f32| -> Option<(f64, (f32, f32))> {
-        let id = 1.0 / d;
-        let (mut lq, mut lqq, mut lxq) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
-        for c in 0..QK / LANES {
-            for k in 0..LANES {
-                let j = c * LANES + k;
-                let l = level(x[j], m, id);
-                let wl = w[j] * l;
-                lq[k] += wl;
-                lqq[k] += wl * l;
-                lxq[k] += wx[j] * l;
-            }
-        }
-        let (sq, sqq, sxq) = (
-            f64::from(hsum(lq)),
-            f64::from(hsum(lqq)),
-            f64::from(hsum(lxq)),
-        );
-        let det = sw * sqq - sq * sq;
-        if det <= 0.0 {
-            return None;
-        }
-        let d2 = (sw * sxq - sq * sx) / det;
-        let m2 = (sqq * sx - sq * sxq) / det;
-        let gain = d2 * sxq + m2 * sx;
-        (d2 > 0.0 && d2.is_finite() && m2.is_finite()).then_some((gain, (d2 as f32, m2 as f32)))
-    };
-    let exact = |d: f32, m: f32| {
-        let (id, ds, ms) = (1.0 / d, stored(d), stored(m));
-        let mut acc = [0f32; LANES];
-        for c in 0..QK / LANES {
-            for k in 0..LANES {
-                let j = c * LANES + k;
-                let e = x[j] - (level(x[j], m, id) * ds + ms);
-                acc[k] += w[j] * e * e;
-            }
-        }
-        hsum(acc)
-    };
     let span = max - min;
-    let mut top = [(f64::NEG_INFINITY, (0f32, 0f32)); 6];
-    for lo in 0..3 {
-        for hi in 0..3 {
-            let m0 = min + span * lo as f32 * 0.05;
-            let top_v = max - span * hi as f32 * 0.05;
-            if let Some(c) = fit((top_v - m0) / nmax as f32, m0) {
-                insert_top(&mut top, c);
-            }
-        }
+    let (mut id, mut m) = ([0f32; N], [0f32; N]);
+    let mut n = 0;
+    for (lo, hi) in (0..9).filter(|&i| i != 8).map(|i| (i / 3, i % 3)) {
+        let m0 = min + span * lo as f32 * 0.05;
+        let top_v = max - span * hi as f32 * 0.05;
+        id[n] = 1.0 / ((top_v - m0) / top_level);
+        m[n] = m0;
+        n += 1;
     }
     for k in (nmax / 2).max(1)..nmax {
         let d = span / k as f32;
-        for m0 in [min, max - nmax as f32 * d] {
-            if let Some(c) = fit(d, m0) {
-                insert_top(&mut top, c);
+        for m0 in [min, max - top_level * d] {
+            if n < N {
+                id[n] = 1.0 / d;
+                m[n] = m0;
+                n += 1;
             }
         }
     }
-    // ggml's reference: the full range. Then the best refits, each refined once.
-    let mut best = ((max - min) / nmax as f32, min);
-    let mut best_err = exact(best.0, best.1);
-    for (_, (d1, m1)) in top.into_iter().filter(|c| c.0.is_finite()) {
-        let refined = fit(d1, m1).map(|(_, dm)| dm);
-        for (d, m) in std::iter::once((d1, m1)).chain(refined) {
-            let e = exact(d, m);
-            if e < best_err {
-                best_err = e;
-                best = (d, m);
-            }
+    let [sq, sqq, sxq] = affine_sums(x, w, &wx, &id, &m, top_level);
+    let mut top = [(f64::NEG_INFINITY, (0f32, 0f32)); 6];
+    for k in 0..n {
+        if let Some(c) = affine_refit(sw, sx, sq[k], sqq[k], sxq[k]) {
+            insert_top(&mut top, c);
         }
     }
-    let id = 1.0 / best.0;
+    // Exact candidates: ggml's reference (the full range; first, so it wins ties), the six
+    // best refits, and each of those refined once more (one more candidate-major pass).
+    let reference = (span / top_level, min);
+    let mut cand = [reference; 16];
+    let (mut rid, mut rm) = ([0f32; LANES], [0f32; LANES]);
+    for (i, &(gain, dm)) in top.iter().enumerate() {
+        let dm = if gain.is_finite() { dm } else { reference };
+        cand[1 + i] = dm;
+        rid[i] = 1.0 / dm.0;
+        rm[i] = dm.1;
+    }
+    let [rq, rqq, rxq] = affine_sums(x, w, &wx, &rid, &rm, top_level);
+    for i in 0..6 {
+        if let Some((_, dm)) = affine_refit(sw, sx, rq[i], rqq[i], rxq[i]) {
+            cand[7 + i] = dm;
+        }
+    }
+    let (mut cid, mut cm, mut cds, mut cms) = ([0f32; 16], [0f32; 16], [0f32; 16], [0f32; 16]);
+    for (k, &(d, mk)) in cand.iter().enumerate() {
+        cid[k] = 1.0 / d;
+        cm[k] = mk;
+        cds[k] = stored(d);
+        cms[k] = stored(mk);
+    }
+    let err = affine_errors(x, w, (&cid, &cm), (&cds, &cms), top_level);
+    let mut best = 0;
+    for k in 1..16 {
+        if err[k] < err[best] {
+            best = k;
+        }
+    }
     let mut q = [0u8; QK];
     for (qj, &v) in q.iter_mut().zip(x) {
-        *qj = level(v, best.1, id) as u8;
+        *qj = fast_round(min_f(max_f((v - cm[best]) * cid[best], 0.0), top_level)) as u8;
     }
-    (best.0, best.1, q)
+    (cand[best].0, cand[best].1, q)
 }
 
 fn put_nibbles(out: &mut [u8], q: &[u8; QK]) {
@@ -374,7 +460,11 @@ fn blocks<'a>(
 fn symmetric_rows(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
     let size = if nmax == 8 { 18 } else { 22 };
     for ((xb, wb), out) in blocks(x, w).zip(dst.chunks_exact_mut(size)) {
-        let (d, q) = search_symmetric(xb, wb, nmax);
+        let (d, q) = if nmax == 8 {
+            search_symmetric::<16>(xb, wb, nmax)
+        } else {
+            search_symmetric::<32>(xb, wb, nmax)
+        };
         out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
         if nmax == 8 {
             put_nibbles(&mut out[2..18], &q);
@@ -389,7 +479,11 @@ fn symmetric_rows(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
 fn affine_rows(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
     let size = if nmax == 15 { 20 } else { 24 };
     for ((xb, wb), out) in blocks(x, w).zip(dst.chunks_exact_mut(size)) {
-        let (d, m, q) = search_affine(xb, wb, nmax);
+        let (d, m, q) = if nmax == 15 {
+            search_affine::<24>(xb, wb, nmax)
+        } else {
+            search_affine::<40>(xb, wb, nmax)
+        };
         out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
         out[2..4].copy_from_slice(&f32_to_f16(m).to_le_bytes());
         if nmax == 15 {
