@@ -48,9 +48,14 @@ fn stored(d: f32) -> f32 {
 // ---------------------------------------------------------------------------------------------
 // Ternary.
 
-const BINS: usize = 32;
-/// Independent accumulators per pass, so that the compiler can vectorise the sums.
+/// Independent accumulators per pass: one AVX2 vector of f32.
 const LANES: usize = 8;
+type Lanes = [f32; LANES];
+/// Lloyd steps after the start.
+const LLOYD_STEPS: usize = 3;
+/// Start scale as a multiple of the weighted mean magnitude (between the optimum's ratio
+/// for Gaussian rows, about 1.53, and for Laplacian rows, 2).
+const START: f32 = 1.7;
 
 /// `v` if `on`, else 0, without a branch (the conditions here are data-dependent coin flips
 /// that a branch predictor cannot learn).
@@ -59,15 +64,198 @@ fn keep(v: f32, on: bool) -> f32 {
     f32::from_bits(v.to_bits() & 0u32.wrapping_sub(u32::from(on)))
 }
 
-/// Best ternary block: `(d, trits + 1)` with trits in {0, 1, 2}.
-fn ternary_block(x: &[f32; QK_K], w: &[f32; QK_K]) -> (f32, [u8; QK_K]) {
-    let mut lane_max = [0f32; LANES];
-    for c in x.chunks_exact(LANES) {
-        for k in 0..LANES {
-            let a = c[k].abs();
-            lane_max[k] = if a > lane_max[k] { a } else { lane_max[k] };
+/// Lanes summed in a fixed order.
+#[inline(always)]
+fn hsum(a: Lanes) -> f32 {
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+/// The three passes of the ternary search, each returning per-lane partial results (lane
+/// `k` takes elements `8c + k` in order of `c`). [`Scalar`] and the AVX2 implementation
+/// perform the same IEEE operations in the same order, so they agree bit for bit.
+trait TernaryPasses: Copy {
+    /// Per lane: max |x|, Σw, Σw|x|.
+    fn stats(self, x: &[f32; QK_K], w: &[f32; QK_K]) -> [Lanes; 3];
+    /// Per lane: Σw and Σw|x| over the elements with `|x| > tau`.
+    fn above(self, x: &[f32; QK_K], w: &[f32; QK_K], tau: f32) -> [Lanes; 2];
+    /// Per lane: the weighted squared errors of `|x| ≈ d` where `|x| > half` (else 0), and
+    /// of `|x| ≈ g` where `|x| >= ghalf` (else 0).
+    fn errors(self, x: &[f32; QK_K], w: &[f32; QK_K], dh: (f32, f32), gh: (f32, f32))
+        -> [Lanes; 2];
+}
+
+/// Portable passes (the compiler vectorizes what it can).
+#[derive(Clone, Copy)]
+struct Scalar;
+
+impl TernaryPasses for Scalar {
+    #[inline(always)]
+    fn stats(self, x: &[f32; QK_K], w: &[f32; QK_K]) -> [Lanes; 3] {
+        let (mut m, mut sw, mut sa) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+        for (xc, wc) in x.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
+            for k in 0..LANES {
+                let a = xc[k].abs();
+                m[k] = if a > m[k] { a } else { m[k] };
+                sw[k] += wc[k];
+                sa[k] += wc[k] * a;
+            }
         }
+        [m, sw, sa]
     }
+
+    #[inline(always)]
+    fn above(self, x: &[f32; QK_K], w: &[f32; QK_K], tau: f32) -> [Lanes; 2] {
+        let (mut sw, mut sa) = ([0f32; LANES], [0f32; LANES]);
+        for (xc, wc) in x.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
+            for k in 0..LANES {
+                let a = xc[k].abs();
+                let on = a > tau;
+                sw[k] += keep(wc[k], on);
+                sa[k] += keep(wc[k] * a, on);
+            }
+        }
+        [sw, sa]
+    }
+
+    #[inline(always)]
+    fn errors(
+        self,
+        x: &[f32; QK_K],
+        w: &[f32; QK_K],
+        (d, half): (f32, f32),
+        (g, ghalf): (f32, f32),
+    ) -> [Lanes; 2] {
+        let (mut err, mut gerr) = ([0f32; LANES], [0f32; LANES]);
+        for (xc, wc) in x.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
+            for k in 0..LANES {
+                let a = xc[k].abs();
+                let e = a - keep(d, a > half);
+                err[k] += wc[k] * e * e;
+                let ge = a - keep(g, a >= ghalf);
+                gerr[k] += wc[k] * ge * ge;
+            }
+        }
+        [err, gerr]
+    }
+}
+
+/// AVX2 passes. Only constructed after `is_x86_feature_detected!("avx2")`.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Avx2(());
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Lanes, LANES, QK_K};
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    fn load(v: &[f32; QK_K], c: usize) -> __m256 {
+        let s = &v[c * LANES..c * LANES + LANES];
+        // SAFETY: `s` holds 8 floats; the load is unaligned.
+        unsafe { _mm256_loadu_ps(s.as_ptr()) }
+    }
+
+    #[inline(always)]
+    fn lanes(v: __m256) -> Lanes {
+        let mut out = [0f32; LANES];
+        // SAFETY: `out` holds 8 floats; the store is unaligned.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+        out
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn stats(x: &[f32; QK_K], w: &[f32; QK_K]) -> [Lanes; 3] {
+        let sign = _mm256_set1_ps(-0.0);
+        let (mut m, mut sw, mut sa) = (
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+        );
+        for c in 0..QK_K / LANES {
+            let (xv, wv) = (load(x, c), load(w, c));
+            let a = _mm256_andnot_ps(sign, xv);
+            // maxps(a, m) = a > m ? a : m.
+            m = _mm256_max_ps(a, m);
+            sw = _mm256_add_ps(sw, wv);
+            sa = _mm256_add_ps(sa, _mm256_mul_ps(wv, a));
+        }
+        [lanes(m), lanes(sw), lanes(sa)]
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn above(x: &[f32; QK_K], w: &[f32; QK_K], tau: f32) -> [Lanes; 2] {
+        let sign = _mm256_set1_ps(-0.0);
+        let t = _mm256_set1_ps(tau);
+        let (mut sw, mut sa) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for c in 0..QK_K / LANES {
+            let (xv, wv) = (load(x, c), load(w, c));
+            let a = _mm256_andnot_ps(sign, xv);
+            let on = _mm256_cmp_ps::<_CMP_GT_OQ>(a, t);
+            sw = _mm256_add_ps(sw, _mm256_and_ps(wv, on));
+            sa = _mm256_add_ps(sa, _mm256_and_ps(_mm256_mul_ps(wv, a), on));
+        }
+        [lanes(sw), lanes(sa)]
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn errors(
+        x: &[f32; QK_K],
+        w: &[f32; QK_K],
+        (d, half): (f32, f32),
+        (g, ghalf): (f32, f32),
+    ) -> [Lanes; 2] {
+        let sign = _mm256_set1_ps(-0.0);
+        let (d, half, g, ghalf) = (
+            _mm256_set1_ps(d),
+            _mm256_set1_ps(half),
+            _mm256_set1_ps(g),
+            _mm256_set1_ps(ghalf),
+        );
+        let (mut err, mut gerr) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for c in 0..QK_K / LANES {
+            let (xv, wv) = (load(x, c), load(w, c));
+            let a = _mm256_andnot_ps(sign, xv);
+            let e = _mm256_sub_ps(a, _mm256_and_ps(d, _mm256_cmp_ps::<_CMP_GT_OQ>(a, half)));
+            err = _mm256_add_ps(err, _mm256_mul_ps(_mm256_mul_ps(wv, e), e));
+            let ge = _mm256_sub_ps(a, _mm256_and_ps(g, _mm256_cmp_ps::<_CMP_GE_OQ>(a, ghalf)));
+            gerr = _mm256_add_ps(gerr, _mm256_mul_ps(_mm256_mul_ps(wv, ge), ge));
+        }
+        [lanes(err), lanes(gerr)]
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl TernaryPasses for Avx2 {
+    #[inline(always)]
+    fn stats(self, x: &[f32; QK_K], w: &[f32; QK_K]) -> [Lanes; 3] {
+        // SAFETY: an `Avx2` exists only where the CPU supports AVX2.
+        unsafe { avx2::stats(x, w) }
+    }
+
+    #[inline(always)]
+    fn above(self, x: &[f32; QK_K], w: &[f32; QK_K], tau: f32) -> [Lanes; 2] {
+        // SAFETY: as above.
+        unsafe { avx2::above(x, w, tau) }
+    }
+
+    #[inline(always)]
+    fn errors(
+        self,
+        x: &[f32; QK_K],
+        w: &[f32; QK_K],
+        dh: (f32, f32),
+        gh: (f32, f32),
+    ) -> [Lanes; 2] {
+        // SAFETY: as above.
+        unsafe { avx2::errors(x, w, dh, gh) }
+    }
+}
+
+/// Best ternary block: `(d, trits + 1)` with trits in {0, 1, 2}.
+#[inline(always)]
+fn ternary_block<P: TernaryPasses>(p: P, x: &[f32; QK_K], w: &[f32; QK_K]) -> (f32, [u8; QK_K]) {
+    let [lane_max, lw, la] = p.stats(x, w);
     let amax = lane_max
         .iter()
         .fold(0f32, |m, &a| if a > m { a } else { m });
@@ -75,55 +263,33 @@ fn ternary_block(x: &[f32; QK_K], w: &[f32; QK_K]) -> (f32, [u8; QK_K]) {
     if amax == 0.0 {
         return (0.0, t);
     }
-    // Histogram of |x|/amax rounded to multiples of 1/BINS (bins 0..=BINS): Σw and Σw|x|
-    // per bin, in two interleaved copies (independent read-modify-write chains). Adding
-    // 1.5·2^23 leaves the rounded integer in the low mantissa bits (no conversion needed).
-    let mut h = [[[0f32; 2]; BINS + 1]; 2];
-    let scale = BINS as f32 / amax;
-    for (xc, wc) in x.chunks_exact(2).zip(w.chunks_exact(2)) {
-        for k in 0..2 {
-            let a = xc[k].abs();
-            let b = ((a * scale + 12_582_912.0).to_bits() & 0x7f) as usize;
-            let bin = &mut h[k][b.min(BINS)];
-            bin[0] += wc[k];
-            bin[1] += wc[k] * a;
-        }
+    // Lloyd iteration on the scale: the non-zero set is {|x| > d/2}, and the best scale for
+    // a set is its weighted mean magnitude S/W. Every set visited is scored by its closed-form
+    // gain S²/W (the error is Σwx² minus it), compared by cross-multiplication.
+    let (sw, sa) = (hsum(lw), hsum(la));
+    let mut d = if sw > 0.0 { START * sa / sw } else { amax };
+    if !(d < amax) {
+        d = amax;
     }
-    // Best boundary: everything at or above bin b is non-zero; maximise cs²/cw, compared
-    // by cross-multiplication (no division in the loop).
-    let (mut cw, mut cs) = (0f32, 0f32);
     let (mut bw, mut bs) = (0f32, 0f32);
-    for b in (0..=BINS).rev() {
-        cw += h[0][b][0] + h[1][b][0];
-        cs += h[0][b][1] + h[1][b][1];
-        let better = (cs * cs * bw >= bs * bs * cw) & (cw > 0.0);
-        bw = keep(cw, better) + keep(bw, !better);
-        bs = keep(cs, better) + keep(bs, !better);
+    for _ in 0..LLOYD_STEPS {
+        let [cw, cs] = p.above(x, w, 0.5 * d).map(hsum);
+        if !(cw > 0.0) {
+            break;
+        }
+        if bw == 0.0 || cs * cs * bw >= bs * bs * cw {
+            (bw, bs) = (cw, cs);
+        }
+        d = cs / cw;
     }
     let d = if bw > 0.0 { bs / bw } else { amax };
-    // Final pass: ours with the stored scale, and ggml's reference, by exact error.
+    // Ours with the stored scale, and ggml's reference (`lroundf(x/amax)` is ±1 from
+    // |x| >= amax/2 on), by exact error.
     let d16 = stored(d);
     let g16 = stored(amax);
-    let (half, ghalf) = (0.5 * d16, 0.5 * amax);
-    let (mut err, mut gerr) = ([0f32; LANES], [0f32; LANES]);
-    for ((xc, wc), tc) in x
-        .chunks_exact(LANES)
-        .zip(w.chunks_exact(LANES))
-        .zip(t.chunks_exact_mut(LANES))
-    {
-        for k in 0..LANES {
-            let a = xc[k].abs();
-            let on = a > half;
-            let e = a - keep(d16, on);
-            err[k] += wc[k] * e * e;
-            // ggml: lroundf(x/amax) is ±1 from |x| >= amax/2 on.
-            let ge = a - keep(g16, a >= ghalf);
-            gerr[k] += wc[k] * ge * ge;
-            let neg = xc[k] < 0.0;
-            tc[k] = 1 + u8::from(on & !neg) - u8::from(on & neg);
-        }
-    }
-    let (err, gerr) = (err.iter().sum::<f32>(), gerr.iter().sum::<f32>());
+    let [err, gerr] = p
+        .errors(x, w, (d16, 0.5 * d16), (g16, 0.5 * amax))
+        .map(hsum);
     if gerr < err || err.is_nan() {
         let id = 1.0 / amax;
         for (&xj, tj) in x.iter().zip(t.iter_mut()) {
@@ -131,10 +297,18 @@ fn ternary_block(x: &[f32; QK_K], w: &[f32; QK_K]) -> (f32, [u8; QK_K]) {
         }
         return (amax, t);
     }
+    let half = 0.5 * d16;
+    for (&xj, tj) in x.iter().zip(t.iter_mut()) {
+        let on = xj.abs() > half;
+        let neg = xj < 0.0;
+        *tj = 1 + u8::from(on & !neg) - u8::from(on & neg);
+    }
     (d16, t)
 }
 
-fn ternary_rows<const BYTES: usize>(
+#[inline(always)]
+fn ternary_rows<const BYTES: usize, P: TernaryPasses>(
+    p: P,
     x: &[f32],
     w: &[f32],
     dst: &mut [u8],
@@ -146,51 +320,74 @@ fn ternary_rows<const BYTES: usize>(
         .zip(w.chunks_exact(QK_K))
         .zip(dst.chunks_exact_mut(BYTES))
     {
-        let xb: &[f32; QK_K] = xb.try_into().expect("block");
+        let (Ok(xb), Ok(wb)) = (<&[f32; QK_K]>::try_from(xb), <&[f32; QK_K]>::try_from(wb)) else {
+            continue;
+        };
         let wb = if wb.iter().all(|&v| v == 0.0) {
             &ones
         } else {
-            wb.try_into().expect("block")
+            wb
         };
-        let (d, t) = ternary_block(xb, wb);
+        let (d, t) = ternary_block(p, xb, wb);
         pack(&t, out);
         out[BYTES - 2..].copy_from_slice(&f32_to_f16(d).to_le_bytes());
     }
 }
 
-/// Packs trits (0, 1, 2) most significant first as ggml's base-3 fixed point byte:
-/// `⌈v·256/243⌉` for the 5-trit value `v`.
-fn trit_byte(trits: impl Iterator<Item = u8>) -> u8 {
-    let v = trits.fold(0u16, |v, t| v * 3 + u16::from(t));
-    ((v * 256).div_ceil(243)) as u8
+/// Base-3 fixed point byte of ggml's TQ1_0 for the 5-trit value `v` (trits most significant
+/// first): `⌈v·256/243⌉`.
+#[inline(always)]
+fn trit_byte(v: u16) -> u8 {
+    ((u32::from(v) * 256).div_ceil(243)) as u8
 }
 
-/// TQ1_0: one row. Layout: elements `m + 32n` (n < 5) in byte `m` of `qs[0..32]`, elements
-/// `160 + m + 16n` in `qs[32 + m]`, elements `240 + j + 4m` (m < 4) in `qh[j]` (fifth trit 0).
-pub(super) fn quantize_tq1_0(x: &[f32], w: &[f32], dst: &mut [u8]) {
-    ternary_rows::<TQ1_BYTES>(x, w, dst, |t, out| {
+/// TQ1_0 trits of one block into `out[..52]`. Layout: elements `m + 32n` (n < 5) in byte `m`
+/// of `qs[0..32]`, elements `160 + m + 16n` in `qs[32 + m]`, elements `240 + j + 4m` (m < 4)
+/// in `qh[j]` (fifth trit 0).
+#[inline(always)]
+fn pack_tq1(t: &[u8; QK_K], out: &mut [u8]) {
+    let five =
+        |e: usize, stride: usize| (0..5).fold(0u16, |v, n| v * 3 + u16::from(t[e + stride * n]));
+    for m in 0..32 {
+        out[m] = trit_byte(five(m, 32));
+    }
+    for m in 0..16 {
+        out[32 + m] = trit_byte(five(160 + m, 16));
+    }
+    for j in 0..4 {
+        let v = (0..4).fold(0u16, |v, m| v * 3 + u16::from(t[240 + j + 4 * m]));
+        out[48 + j] = trit_byte(v * 3);
+    }
+}
+
+/// TQ2_0 trits of one block into `out[..64]`: element `128c + 32l + m` is bits `2l` of byte
+/// `32c + m`.
+#[inline(always)]
+fn pack_tq2(t: &[u8; QK_K], out: &mut [u8]) {
+    for c in 0..2 {
         for m in 0..32 {
-            out[m] = trit_byte((0..5).map(|n| t[m + 32 * n]));
+            let e = 128 * c + m;
+            out[32 * c + m] = t[e] | (t[e + 32] << 2) | (t[e + 64] << 4) | (t[e + 96] << 6);
         }
-        for m in 0..16 {
-            out[32 + m] = trit_byte((0..5).map(|n| t[160 + m + 16 * n]));
-        }
-        for j in 0..4 {
-            out[48 + j] = trit_byte((0..5).map(|m| if m < 4 { t[240 + j + 4 * m] } else { 0 }));
-        }
-    });
+    }
 }
 
-/// TQ2_0: one row. Element `128c + 32l + m` is bits `2l` of byte `32c + m`.
+/// TQ1_0: one row, with the AVX2 passes where the CPU has them (same bytes either way).
+pub(super) fn quantize_tq1_0(x: &[f32], w: &[f32], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        return ternary_rows::<TQ1_BYTES, _>(Avx2(()), x, w, dst, pack_tq1);
+    }
+    ternary_rows::<TQ1_BYTES, _>(Scalar, x, w, dst, pack_tq1)
+}
+
+/// TQ2_0: one row, with the AVX2 passes where the CPU has them (same bytes either way).
 pub(super) fn quantize_tq2_0(x: &[f32], w: &[f32], dst: &mut [u8]) {
-    ternary_rows::<TQ2_BYTES>(x, w, dst, |t, out| {
-        for c in 0..2 {
-            for m in 0..32 {
-                let e = 128 * c + m;
-                out[32 * c + m] = t[e] | (t[e + 32] << 2) | (t[e + 64] << 4) | (t[e + 96] << 6);
-            }
-        }
-    });
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        return ternary_rows::<TQ2_BYTES, _>(Avx2(()), x, w, dst, pack_tq2);
+    }
+    ternary_rows::<TQ2_BYTES, _>(Scalar, x, w, dst, pack_tq2)
 }
 
 // ---------------------------------------------------------------------------------------------
