@@ -581,6 +581,37 @@ mod tests {
             / 64.0
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_build_gives_the_same_bytes_as_the_portable_one() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 on this CPU: nothing to compare");
+            return;
+        }
+        let (x, ws) = super::super::small_quant::tests::varied_rows();
+        // Also blocks already on a 4-bit grid (the grid-finding candidates).
+        let grid: Vec<f32> = (0..256)
+            .map(|j| ((j * 7 + j / 32) % 16) as f32 * 0.0625 - 0.4 + (j / 32) as f32 * 0.01)
+            .collect();
+        let x: Vec<f32> = x.into_iter().chain(grid).collect();
+        let n_blocks = x.len() / QK;
+        for w in &ws {
+            let w: Vec<f32> = w.iter().copied().cycle().take(x.len()).collect();
+            for (nmax, size) in [(8, 18), (16, 22)] {
+                let (mut a, mut b) = (vec![0u8; n_blocks * size], vec![0u8; n_blocks * size]);
+                symmetric_rows(&x, &w, &mut a, nmax);
+                quantize_symmetric(&x, &w, &mut b, nmax);
+                assert_eq!(a, b, "nmax {nmax}");
+            }
+            for (nmax, size) in [(15, 20), (31, 24)] {
+                let (mut a, mut b) = (vec![0u8; n_blocks * size], vec![0u8; n_blocks * size]);
+                affine_rows(&x, &w, &mut a, nmax);
+                quantize_affine(&x, &w, &mut b, nmax);
+                assert_eq!(a, b, "nmax {nmax}");
+            }
+        }
+    }
+
     #[test]
     fn more_bits_give_less_error() {
         let (q4_0, q5_0) = (roundtrip_err(8, false), roundtrip_err(16, false));

@@ -537,13 +537,89 @@ pub(super) fn quantize_mxfp4(x: &[f32], w: &[f32], dst: &mut [u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn signal(n: usize) -> Vec<f32> {
         (0..n)
             .map(|i| ((i as f32 * 0.731).sin() * 1.3).powi(3))
             .collect()
+    }
+
+    /// Rows of 256 of varied shape: smooth, uniform, heavy-tailed, outliers, zero, tiny,
+    /// subnormal, huge, constant; and importance vectors: random, with zeros, all zero.
+    pub(crate) fn varied_rows() -> (Vec<f32>, Vec<Vec<f32>>) {
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        let mut x = Vec::new();
+        for kind in 0..12 {
+            for j in 0..256 {
+                let r = next();
+                x.push(match kind {
+                    0 => ((j as f32 * 0.731).sin() * 1.3).powi(3),
+                    1 | 2 => r,
+                    3 | 4 => r.powi(5) * 3.0,
+                    5 => (r * 8.0).round() * 0.125 + if j == 9 { 4.0 } else { 0.0 },
+                    6 => 0.0,
+                    7 => r * 1e-30,
+                    8 => r * 1e-40,
+                    9 => r * 6e4,
+                    10 => 0.25,
+                    _ => r * r * r * 0.02,
+                });
+            }
+        }
+        let w_rand: Vec<f32> = (0..256).map(|_| next().abs() * 3.0).collect();
+        let w_zeros: Vec<f32> = (0..256)
+            .map(|j| if j % 3 == 0 { 0.0 } else { 0.5 + next().abs() })
+            .collect();
+        (x, vec![w_rand, w_zeros, vec![0.0; 256], vec![1.0; 256]])
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_passes_give_the_same_bytes_as_portable_ones() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 on this CPU: nothing to compare");
+            return;
+        }
+        let (x, ws) = varied_rows();
+        let n = x.len() / QK_K;
+        for w in &ws {
+            let w: Vec<f32> = w.iter().copied().cycle().take(x.len()).collect();
+            let (mut a1, mut b1) = (vec![0u8; n * TQ1_BYTES], vec![0u8; n * TQ1_BYTES]);
+            ternary_rows::<TQ1_BYTES, _>(Scalar, &x, &w, &mut a1, pack_tq1);
+            ternary_rows::<TQ1_BYTES, _>(Avx2(()), &x, &w, &mut b1, pack_tq1);
+            assert_eq!(a1, b1);
+            let (mut a2, mut b2) = (vec![0u8; n * TQ2_BYTES], vec![0u8; n * TQ2_BYTES]);
+            ternary_rows::<TQ2_BYTES, _>(Scalar, &x, &w, &mut a2, pack_tq2);
+            ternary_rows::<TQ2_BYTES, _>(Avx2(()), &x, &w, &mut b2, pack_tq2);
+            assert_eq!(a2, b2);
+            // And every pass's lanes, bit for bit, on thresholds that split the blocks.
+            for (xb, wb) in x.chunks_exact(QK_K).zip(w.chunks_exact(QK_K)) {
+                let (xb, wb): (&[f32; QK_K], &[f32; QK_K]) =
+                    (xb.try_into().unwrap(), wb.try_into().unwrap());
+                let bits =
+                    |l: &[Lanes]| l.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&Scalar.stats(xb, wb)), bits(&Avx2(()).stats(xb, wb)));
+                for tau in [0.0, 0.1, 0.3, 1e-31] {
+                    assert_eq!(
+                        bits(&Scalar.above(xb, wb, tau)),
+                        bits(&Avx2(()).above(xb, wb, tau))
+                    );
+                    let dh = (2.0 * tau + 0.01, tau);
+                    assert_eq!(
+                        bits(&Scalar.errors(xb, wb, dh, (0.7, 0.35))),
+                        bits(&Avx2(()).errors(xb, wb, dh, (0.7, 0.35)))
+                    );
+                }
+            }
+        }
     }
 
     #[test]
