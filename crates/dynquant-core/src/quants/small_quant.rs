@@ -59,6 +59,7 @@ const START: f32 = 1.7;
 
 /// `v` if `on`, else 0, without a branch (the conditions here are data-dependent coin flips
 /// that a branch predictor cannot learn).
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 #[inline(always)]
 fn keep(v: f32, on: bool) -> f32 {
     f32::from_bits(v.to_bits() & 0u32.wrapping_sub(u32::from(on)))
@@ -84,7 +85,9 @@ trait TernaryPasses: Copy {
         -> [Lanes; 2];
 }
 
-/// Portable passes (the compiler vectorizes what it can).
+/// Portable passes (the compiler vectorizes what it can): used off x86_64, and in the tests
+/// as the reference the SIMD passes must reproduce bit for bit.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 #[derive(Clone, Copy)]
 struct Scalar;
 
@@ -252,6 +255,140 @@ impl TernaryPasses for Avx2 {
     }
 }
 
+/// SSE2 passes (always available on x86_64): each 8-lane vector as two halves.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Sse2;
+
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use super::{Lanes, LANES, QK_K};
+    use std::arch::x86_64::*;
+
+    type V = [__m128; 2];
+
+    #[inline(always)]
+    fn load(v: &[f32; QK_K], c: usize) -> V {
+        let s = &v[c * LANES..c * LANES + LANES];
+        // SAFETY: `s` holds 8 floats; the loads are unaligned.
+        unsafe { [_mm_loadu_ps(s.as_ptr()), _mm_loadu_ps(s[4..].as_ptr())] }
+    }
+
+    #[inline(always)]
+    fn lanes(v: V) -> Lanes {
+        let mut out = [0f32; LANES];
+        // SAFETY: `out` holds 8 floats; the stores are unaligned.
+        unsafe {
+            _mm_storeu_ps(out.as_mut_ptr(), v[0]);
+            _mm_storeu_ps(out[4..].as_mut_ptr(), v[1]);
+        }
+        out
+    }
+
+    /// One SSE intrinsic on both halves. SSE2 is part of the x86_64 baseline, so the
+    /// intrinsics are always available.
+    macro_rules! both {
+        ($name:ident, $op:ident) => {
+            #[inline(always)]
+            fn $name(a: V, b: V) -> V {
+                // SAFETY: SSE2 is part of the x86_64 baseline.
+                unsafe { [$op(a[0], b[0]), $op(a[1], b[1])] }
+            }
+        };
+    }
+    both!(add, _mm_add_ps);
+    both!(sub, _mm_sub_ps);
+    both!(mul, _mm_mul_ps);
+    both!(and, _mm_and_ps);
+    both!(andnot, _mm_andnot_ps);
+    // maxps(a, m) = a > m ? a : m.
+    both!(max, _mm_max_ps);
+    both!(gt, _mm_cmpgt_ps);
+    both!(ge, _mm_cmpge_ps);
+
+    #[inline(always)]
+    fn splat(v: f32) -> V {
+        // SAFETY: SSE2 is part of the x86_64 baseline.
+        unsafe { [_mm_set1_ps(v); 2] }
+    }
+
+    #[inline(always)]
+    fn abs(x: V) -> V {
+        andnot(splat(-0.0), x)
+    }
+
+    #[inline(always)]
+    pub(super) fn stats(x: &[f32; QK_K], w: &[f32; QK_K]) -> [Lanes; 3] {
+        let (mut m, mut sw, mut sa) = (splat(0.0), splat(0.0), splat(0.0));
+        for c in 0..QK_K / LANES {
+            let (xv, wv) = (load(x, c), load(w, c));
+            let a = abs(xv);
+            m = max(a, m);
+            sw = add(sw, wv);
+            sa = add(sa, mul(wv, a));
+        }
+        [lanes(m), lanes(sw), lanes(sa)]
+    }
+
+    #[inline(always)]
+    pub(super) fn above(x: &[f32; QK_K], w: &[f32; QK_K], tau: f32) -> [Lanes; 2] {
+        let t = splat(tau);
+        let (mut sw, mut sa) = (splat(0.0), splat(0.0));
+        for c in 0..QK_K / LANES {
+            let (xv, wv) = (load(x, c), load(w, c));
+            let a = abs(xv);
+            let on = gt(a, t);
+            sw = add(sw, and(wv, on));
+            sa = add(sa, and(mul(wv, a), on));
+        }
+        [lanes(sw), lanes(sa)]
+    }
+
+    #[inline(always)]
+    pub(super) fn errors(
+        x: &[f32; QK_K],
+        w: &[f32; QK_K],
+        (d, half): (f32, f32),
+        (g, ghalf): (f32, f32),
+    ) -> [Lanes; 2] {
+        let (d, half, g, ghalf) = (splat(d), splat(half), splat(g), splat(ghalf));
+        let (mut err, mut gerr) = (splat(0.0), splat(0.0));
+        for c in 0..QK_K / LANES {
+            let (xv, wv) = (load(x, c), load(w, c));
+            let a = abs(xv);
+            let e = sub(a, and(d, gt(a, half)));
+            err = add(err, mul(mul(wv, e), e));
+            let ge = sub(a, and(g, ge(a, ghalf)));
+            gerr = add(gerr, mul(mul(wv, ge), ge));
+        }
+        [lanes(err), lanes(gerr)]
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl TernaryPasses for Sse2 {
+    #[inline(always)]
+    fn stats(self, x: &[f32; QK_K], w: &[f32; QK_K]) -> [Lanes; 3] {
+        sse2::stats(x, w)
+    }
+
+    #[inline(always)]
+    fn above(self, x: &[f32; QK_K], w: &[f32; QK_K], tau: f32) -> [Lanes; 2] {
+        sse2::above(x, w, tau)
+    }
+
+    #[inline(always)]
+    fn errors(
+        self,
+        x: &[f32; QK_K],
+        w: &[f32; QK_K],
+        dh: (f32, f32),
+        gh: (f32, f32),
+    ) -> [Lanes; 2] {
+        sse2::errors(x, w, dh, gh)
+    }
+}
+
 /// Best ternary block: `(d, trits + 1)` with trits in {0, 1, 2}.
 #[inline(always)]
 fn ternary_block<P: TernaryPasses>(p: P, x: &[f32; QK_K], w: &[f32; QK_K]) -> (f32, [u8; QK_K]) {
@@ -378,6 +515,9 @@ pub(super) fn quantize_tq1_0(x: &[f32], w: &[f32], dst: &mut [u8]) {
     if std::arch::is_x86_feature_detected!("avx2") {
         return ternary_rows::<TQ1_BYTES, _>(Avx2(()), x, w, dst, pack_tq1);
     }
+    #[cfg(target_arch = "x86_64")]
+    return ternary_rows::<TQ1_BYTES, _>(Sse2, x, w, dst, pack_tq1);
+    #[cfg(not(target_arch = "x86_64"))]
     ternary_rows::<TQ1_BYTES, _>(Scalar, x, w, dst, pack_tq1)
 }
 
@@ -387,6 +527,9 @@ pub(super) fn quantize_tq2_0(x: &[f32], w: &[f32], dst: &mut [u8]) {
     if std::arch::is_x86_feature_detected!("avx2") {
         return ternary_rows::<TQ2_BYTES, _>(Avx2(()), x, w, dst, pack_tq2);
     }
+    #[cfg(target_arch = "x86_64")]
+    return ternary_rows::<TQ2_BYTES, _>(Sse2, x, w, dst, pack_tq2);
+    #[cfg(not(target_arch = "x86_64"))]
     ternary_rows::<TQ2_BYTES, _>(Scalar, x, w, dst, pack_tq2)
 }
 
@@ -596,6 +739,8 @@ pub(super) mod tests {
             ternary_rows::<TQ1_BYTES, _>(Scalar, &x, &w, &mut a1, pack_tq1);
             ternary_rows::<TQ1_BYTES, _>(Avx2(()), &x, &w, &mut b1, pack_tq1);
             assert_eq!(a1, b1);
+            ternary_rows::<TQ1_BYTES, _>(Sse2, &x, &w, &mut b1, pack_tq1);
+            assert_eq!(a1, b1);
             let (mut a2, mut b2) = (vec![0u8; n * TQ2_BYTES], vec![0u8; n * TQ2_BYTES]);
             ternary_rows::<TQ2_BYTES, _>(Scalar, &x, &w, &mut a2, pack_tq2);
             ternary_rows::<TQ2_BYTES, _>(Avx2(()), &x, &w, &mut b2, pack_tq2);
@@ -607,15 +752,24 @@ pub(super) mod tests {
                 let bits =
                     |l: &[Lanes]| l.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&Scalar.stats(xb, wb)), bits(&Avx2(()).stats(xb, wb)));
+                assert_eq!(bits(&Scalar.stats(xb, wb)), bits(&Sse2.stats(xb, wb)));
                 for tau in [0.0, 0.1, 0.3, 1e-31] {
                     assert_eq!(
                         bits(&Scalar.above(xb, wb, tau)),
                         bits(&Avx2(()).above(xb, wb, tau))
                     );
+                    assert_eq!(
+                        bits(&Scalar.above(xb, wb, tau)),
+                        bits(&Sse2.above(xb, wb, tau))
+                    );
                     let dh = (2.0 * tau + 0.01, tau);
                     assert_eq!(
                         bits(&Scalar.errors(xb, wb, dh, (0.7, 0.35))),
                         bits(&Avx2(()).errors(xb, wb, dh, (0.7, 0.35)))
+                    );
+                    assert_eq!(
+                        bits(&Scalar.errors(xb, wb, dh, (0.7, 0.35))),
+                        bits(&Sse2.errors(xb, wb, dh, (0.7, 0.35)))
                     );
                 }
             }
