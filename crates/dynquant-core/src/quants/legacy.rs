@@ -528,15 +528,32 @@ pub(super) fn quantize_affine(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
 }
 
 /// Q8_0 exactly as ggml's reference: `d = amax/127`, `q = roundf(x/d)` (half away from zero).
-/// Importance cannot improve a 255-level block noticeably; bytes match ggml's.
+/// Importance cannot improve a 255-level block noticeably; bytes match ggml's. Written so
+/// that both loops vectorize: lane maxima, and `roundf` as truncation plus a carry.
 pub(super) fn quantize_q8_0(x: &[f32], dst: &mut [u8]) {
     for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(34)) {
-        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let mut lm = [0f32; LANES];
+        for c in xb.chunks_exact(LANES) {
+            for k in 0..LANES {
+                lm[k] = max_f(c[k].abs(), lm[k]);
+            }
+        }
+        let amax = lm.iter().fold(0f32, |a, &b| max_f(b, a));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
         for (o, &v) in out[2..].iter_mut().zip(xb) {
-            *o = (v * id).round() as i8 as u8;
+            // |v·id| <= 127 (plus rounding), so the truncating conversion is exact and
+            // `roundf` is the truncation plus one away from zero from a fraction of 1/2 on.
+            // The clamp only matters where 1/d overflows (tiny subnormal blocks): ±inf
+            // saturates as before, NaN stays NaN and gives 0.
+            let y = v * id;
+            let y = if 127.0 < y { 127.0 } else { y };
+            let y = if y < -128.0 { -128.0 } else { y };
+            let t = y as i32;
+            let f = y - t as f32;
+            let q = t + i32::from(f >= 0.5) - i32::from(f <= -0.5);
+            *o = q as i8 as u8;
         }
     }
 }
@@ -609,6 +626,40 @@ mod tests {
                 quantize_affine(&x, &w, &mut b, nmax);
                 assert_eq!(a, b, "nmax {nmax}");
             }
+        }
+    }
+
+    #[test]
+    fn q8_0_rounds_as_roundf_and_survives_tiny_blocks() {
+        // The scalar reference: roundf, saturating casts.
+        let reference = |x: &[f32]| {
+            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let mut out = f32_to_f16(d).to_le_bytes().to_vec();
+            out.extend(x.iter().map(|&v| (v * id).round() as i8 as u8));
+            out
+        };
+        let blocks: Vec<Vec<f32>> = vec![
+            (0..32).map(|j| (j as f32 - 15.5) * 0.37).collect(),
+            (0..32).map(|j| (j as f32 - 16.0) * 127.0 / 16.0).collect(),
+            (0..32)
+                .map(|j| {
+                    if j == 3 {
+                        2.5
+                    } else {
+                        (j % 5) as f32 * 0.5 - 1.0
+                    }
+                })
+                .collect(),
+            (0..32).map(|j| (j as f32 - 7.0) * 1e-45).collect(),
+            (0..32).map(|j| (j as f32 - 7.0) * 1e-41).collect(),
+            vec![0.0; 32],
+        ];
+        for x in blocks {
+            let mut out = vec![0u8; 34];
+            quantize_q8_0(&x, &mut out);
+            assert_eq!(out, reference(&x), "{x:?}");
         }
     }
 
