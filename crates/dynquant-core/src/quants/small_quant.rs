@@ -405,13 +405,13 @@ fn ternary_block<P: TernaryPasses>(p: P, x: &[f32; QK_K], w: &[f32; QK_K]) -> (f
     // gain S²/W (the error is Σwx² minus it), compared by cross-multiplication.
     let (sw, sa) = (hsum(lw), hsum(la));
     let mut d = if sw > 0.0 { START * sa / sw } else { amax };
-    if !(d < amax) {
+    if d.is_nan() || d >= amax {
         d = amax;
     }
     let (mut bw, mut bs) = (0f32, 0f32);
     for _ in 0..LLOYD_STEPS {
         let [cw, cs] = p.above(x, w, 0.5 * d).map(hsum);
-        if !(cw > 0.0) {
+        if cw.is_nan() || cw <= 0.0 {
             break;
         }
         if bw == 0.0 || cs * cs * bw >= bs * bs * cw {
@@ -485,11 +485,11 @@ fn trit_byte(v: u16) -> u8 {
 fn pack_tq1(t: &[u8; QK_K], out: &mut [u8]) {
     let five =
         |e: usize, stride: usize| (0..5).fold(0u16, |v, n| v * 3 + u16::from(t[e + stride * n]));
-    for m in 0..32 {
-        out[m] = trit_byte(five(m, 32));
+    for (m, o) in out[..32].iter_mut().enumerate() {
+        *o = trit_byte(five(m, 32));
     }
-    for m in 0..16 {
-        out[32 + m] = trit_byte(five(160 + m, 16));
+    for (m, o) in out[32..48].iter_mut().enumerate() {
+        *o = trit_byte(five(160 + m, 16));
     }
     for j in 0..4 {
         let v = (0..4).fold(0u16, |v, m| v * 3 + u16::from(t[240 + j + 4 * m]));
