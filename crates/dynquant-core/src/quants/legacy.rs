@@ -134,17 +134,15 @@ fn fast_round(x: f32) -> f32 {
 }
 
 /// Stored value of a scale: what ggml will read back.
-fn stored(d: f32) -> f32 {
-    f16_to_f32(f32_to_f16(d))
-}
-
-/// Keeps `top` sorted by descending score, inserting `c` if it ranks.
 #[inline(always)]
-fn insert_top<T: Copy, const N: usize>(top: &mut [(f64, T); N], c: (f64, T)) {
-    if let Some(pos) = top.iter().position(|t| c.0 > t.0) {
-        top[pos..].rotate_right(1);
-        top[pos] = c;
+fn stored(d: f32) -> f32 {
+    let b = d.to_bits();
+    // f16 normal range below 2^15 (f32 exponents 113..=141): round the mantissa to 10 bits,
+    // to nearest even, in place (a carry into the exponent is the correct rounding up).
+    if (113..=141).contains(&((b >> 23) & 0xff)) {
+        return f32::from_bits((b + 0x0fff + ((b >> 13) & 1)) & !0x1fff);
     }
+    f16_to_f32(f32_to_f16(d))
 }
 
 /// Symmetric candidate sums, candidate-major: for the scales `1/id[k]`, the levels'
@@ -392,10 +390,35 @@ fn search_affine<const N: usize>(x: &[f32; QK], w: &[f32; QK], nmax: i32) -> (f3
         }
     }
     let [sq, sqq, sxq] = affine_sums(x, w, &wx, &id, &m, top_level);
+    // Closed-form refit gains of all candidates (a loop the compiler vectorizes), then the
+    // six best, refitted.
+    let mut gains = [f64::NEG_INFINITY; N];
+    for k in 0..N {
+        let (q, qq, xq) = (f64::from(sq[k]), f64::from(sqq[k]), f64::from(sxq[k]));
+        let det = sw * qq - q * q;
+        let num_d = sw * xq - q * sx;
+        let num_m = qq * sx - q * xq;
+        let g = (num_d * xq + num_m * sx) / det;
+        let ok = det > 0.0 && num_d > 0.0 && g.is_finite();
+        gains[k] = if ok { g } else { f64::NEG_INFINITY };
+    }
+    let mut best6 = [(f64::NEG_INFINITY, 0usize); 6];
+    for (k, &g) in gains.iter().enumerate().take(n) {
+        if g > best6[5].0 {
+            let mut pos = 5;
+            while pos > 0 && g > best6[pos - 1].0 {
+                best6[pos] = best6[pos - 1];
+                pos -= 1;
+            }
+            best6[pos] = (g, k);
+        }
+    }
     let mut top = [(f64::NEG_INFINITY, (0f32, 0f32)); 6];
-    for k in 0..n {
-        if let Some(c) = affine_refit(sw, sx, sq[k], sqq[k], sxq[k]) {
-            insert_top(&mut top, c);
+    for (t, &(g, k)) in top.iter_mut().zip(&best6) {
+        if g.is_finite() {
+            if let Some(c) = affine_refit(sw, sx, sq[k], sqq[k], sxq[k]) {
+                *t = c;
+            }
         }
     }
     // Exact candidates: ggml's reference (the full range; first, so it wins ties), the six
@@ -660,6 +683,32 @@ mod tests {
             let mut out = vec![0u8; 34];
             quantize_q8_0(&x, &mut out);
             assert_eq!(out, reference(&x), "{x:?}");
+        }
+    }
+
+    #[test]
+    fn fast_f16_rounding_is_halfs() {
+        let mut s = 0x9e37_79b9u32;
+        let mut check = |b: u32| {
+            let d = f32::from_bits(b);
+            if d.is_finite() {
+                let want = f16_to_f32(f32_to_f16(d));
+                assert_eq!(stored(d).to_bits(), want.to_bits(), "{d:e}");
+            }
+        };
+        for e in 110u32..=145 {
+            for m in [
+                0, 1, 0xfff, 0x1000, 0x1001, 0x1fff, 0x2000, 0x3000, 0x7f_f000, 0x7f_ffff,
+            ] {
+                check(e << 23 | m);
+                check(1 << 31 | e << 23 | m);
+            }
+        }
+        for _ in 0..200_000 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            check(s);
         }
     }
 
