@@ -689,7 +689,7 @@ mod tests {
     #[test]
     fn fast_f16_rounding_is_halfs() {
         let mut s = 0x9e37_79b9u32;
-        let mut check = |b: u32| {
+        let check = |b: u32| {
             let d = f32::from_bits(b);
             if d.is_finite() {
                 let want = f16_to_f32(f32_to_f16(d));
