@@ -3,8 +3,21 @@
 # on 21 tensors of smollm2-768 (every tensor class in layers 0, 14, 29) with the real imatrix.
 # Prints `type | ours/ggml error ratio | worst tensor | ours/ggml speed` and writes it into
 # docs/benchmarks.md between the quant-compare markers. Single thread, same data for both.
-# Usage: scripts/quant-compare.sh   (needs scripts/prepare-oracles.sh and the test models)
+# Usage: scripts/quant-compare.sh [--no-imatrix]   (needs scripts/prepare-oracles.sh and the
+# test models). --no-imatrix: both sides quantize without an importance vector (ggml takes its
+# reference paths), the error is the plain squared error, types that need an imatrix are
+# skipped; the table goes between the quant-compare-noimatrix markers.
 set -euo pipefail
+marker=quant-compare
+err_label="weighted error"
+if [ "${1:-}" = "--no-imatrix" ]; then
+  export DYNQUANT_QUANT_NO_IMATRIX=1
+  marker=quant-compare-noimatrix
+  err_label="squared error"
+else
+  unset DYNQUANT_QUANT_NO_IMATRIX
+fi
+unset DYNQUANT_QUANT_TYPES
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 # shellcheck source=/dev/null
@@ -18,17 +31,17 @@ if [ -z "$rows" ]; then
   exit 1
 fi
 table=$(
-  echo "| type | ours/ggml weighted error | worst tensor (ratio) | speed ours/ggml |"
+  echo "| type | ours/ggml $err_label | worst tensor (ratio) | speed ours/ggml |"
   echo "|---|---|---|---|"
   printf '%s\n' "$rows" | awk -F' \\| ' '{gsub(/ +$/, "", $1); print "| " $1 " | " $2 " | " $3 " | " $4 " |"}'
 )
 printf '%s\n' "$table"
-python3 - "$table" <<'PY'
+python3 - "$table" "$marker" <<'PY'
 import sys, re
-table = sys.argv[1]
+table, marker = sys.argv[1], sys.argv[2]
 p = "docs/benchmarks.md"
 s = open(p).read()
-start, end = "<!-- quant-compare:start -->", "<!-- quant-compare:end -->"
+start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
 block = f"{start}\n{table}\n{end}"
 if start in s:
     s = re.sub(re.escape(start) + ".*?" + re.escape(end), block, s, flags=re.S)

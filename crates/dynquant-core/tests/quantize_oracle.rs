@@ -199,12 +199,22 @@ fn error_is_at_most_ggmls_on_real_weights_with_real_imatrix() {
         })
         .collect();
     assert_eq!(picked.len(), 21);
+    // DYNQUANT_QUANT_TYPES=q4_0,tq1_0 restricts the run to those types (for iterating).
+    let only: Option<Vec<GgmlType>> = std::env::var("DYNQUANT_QUANT_TYPES")
+        .ok()
+        .map(|s| s.split(',').map(|t| t.trim().parse().unwrap()).collect());
+    // DYNQUANT_QUANT_NO_IMATRIX=1: both sides quantize without an importance vector (ggml
+    // then takes its reference paths) and the error is the plain squared error; the types
+    // that need an imatrix are skipped.
+    let no_imatrix = std::env::var_os("DYNQUANT_QUANT_NO_IMATRIX").is_some_and(|v| v == "1");
     println!("type   | ours/ggml weighted error | worst tensor | speed ours/ggml (1 thread)");
     for ty in LEGACY
         .into_iter()
         .chain(KQUANTS)
         .chain(IQ4_TQ_MXFP4)
         .chain(CODEBOOK)
+        .filter(|ty| only.as_ref().is_none_or(|o| o.contains(ty)))
+        .filter(|ty| !(no_imatrix && CODEBOOK.contains(ty)))
     {
         let (mut ours_total, mut ggml_total, mut worst) = (0f64, 0f64, (0f64, String::new()));
         let (mut ours_time, mut ggml_time) = (Duration::ZERO, Duration::ZERO);
@@ -218,13 +228,18 @@ fn error_is_at_most_ggmls_on_real_weights_with_real_imatrix() {
             let n = t.info.shape[0] as usize;
             let mut x = vec![0f32; t.info.n_elements() as usize];
             dequantize(t.info.ggml_type, &model.tensor_data(t).unwrap(), &mut x).unwrap();
-            let w = imatrix.get(&t.info.name).unwrap().weights(0);
+            let w = if no_imatrix {
+                vec![1f32; n]
+            } else {
+                imatrix.get(&t.info.name).unwrap().weights(0)
+            };
+            let importance = (!no_imatrix).then_some(&w[..]);
             let start = Instant::now();
-            let theirs = g.quantize_chunk(ty, &x, n, Some(&w));
+            let theirs = g.quantize_chunk(ty, &x, n, importance);
             ggml_time += start.elapsed();
             let start = Instant::now();
             let mut ours = vec![0u8; theirs.len()];
-            quantize_rows(ty, &x, n, Some(&w), &mut ours).unwrap();
+            quantize_rows(ty, &x, n, importance, &mut ours).unwrap();
             ours_time += start.elapsed();
             let (eo, eg) = (
                 weighted_error(ty, &x, &ours, n, &w),

@@ -86,199 +86,377 @@ pub(super) fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
 // and keep the one whose *stored* reconstruction (scales rounded to f16, exactly as ggml
 // dequantizes) has the lowest weighted squared error. ggml's reference choice (`d = max/-8`
 // etc.) is always among the candidates, so a block is never worse than ggml's reference path.
+//
+// Speed: every pass over a block accumulates in `LANES` independent partial sums, combined in
+// a fixed order at the end, with branch-free min/max selects, so that the compiler turns each
+// pass into a few vector instructions. The row functions are compiled twice from the same
+// source: plain (SSE2) and, picked at run time, with AVX2 enabled. Both perform the same IEEE
+// operations in the same order (Rust never contracts to FMA), so they give identical bytes;
+// a unit test checks it.
 
 use super::float::f32_to_f16;
 
+/// Independent partial sums per pass (one AVX2 vector of f32).
+const LANES: usize = 8;
+type Lanes = [f32; LANES];
+
+/// Sum of the lanes in a fixed order.
+#[inline(always)]
+fn hsum(a: Lanes) -> f32 {
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+/// `a > b ? a : b`: one `maxps`, unlike `f32::max` (whose NaN rule costs a blend).
+#[inline(always)]
+fn max_f(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// `a < b ? a : b`: one `minps`.
+#[inline(always)]
+fn min_f(a: f32, b: f32) -> f32 {
+    if a < b {
+        a
+    } else {
+        b
+    }
+}
+
 /// Round to nearest (ties to even) by the 1.5·2²³ trick, as ggml's `nearest_int`: valid for
 /// |x| <= 2²², and unlike `f32::round` it compiles to two adds the compiler can vectorize.
-#[inline]
+#[inline(always)]
 fn fast_round(x: f32) -> f32 {
     (x + 12_582_912.0) - 12_582_912.0
 }
 
-/// Weighted squared error of a reconstruction.
-fn weighted_err(x: &[f32], w: &[f32], recon: impl Fn(usize) -> f32) -> f64 {
-    x.iter()
-        .zip(w)
-        .enumerate()
-        .map(|(j, (&xj, &wj))| {
-            let e = f64::from(xj - recon(j));
-            f64::from(wj) * e * e
-        })
-        .sum()
-}
-
 /// Stored value of a scale: what ggml will read back.
+#[inline(always)]
 fn stored(d: f32) -> f32 {
+    let b = d.to_bits();
+    // f16 normal range below 2^15 (f32 exponents 113..=141): round the mantissa to 10 bits,
+    // to nearest even, in place (a carry into the exponent is the correct rounding up).
+    if (113..=141).contains(&((b >> 23) & 0xff)) {
+        return f32::from_bits((b + 0x0fff + ((b >> 13) & 1)) & !0x1fff);
+    }
     f16_to_f32(f32_to_f16(d))
 }
 
-/// Symmetric block (Q4_0: levels -8..7, Q5_0: -16..15). Returns (d, levels + nmax).
+/// Symmetric candidate sums, candidate-major: for the scales `1/id[k]`, the levels'
+/// `(Σw·x·q, Σw·q²)`. The lanes are the candidates, so each step over the elements is a few
+/// vector operations with no horizontal sum.
+#[inline(always)]
+fn symmetric_sums<const N: usize>(
+    x: &[f32; QK],
+    w: &[f32; QK],
+    wx: &[f32; QK],
+    id: &[f32; N],
+    (lo, hi): (f32, f32),
+) -> ([f32; N], [f32; N]) {
+    let (mut sxq, mut sqq) = ([0f32; N], [0f32; N]);
+    for j in 0..QK {
+        let (xj, wj, wxj) = (x[j], w[j], wx[j]);
+        for k in 0..N {
+            let l = fast_round(min_f(max_f(xj * id[k], lo), hi));
+            sxq[k] += wxj * l;
+            sqq[k] += wj * l * l;
+        }
+    }
+    (sxq, sqq)
+}
+
+/// Exact weighted errors of symmetric candidates: levels from `id[k]`, reconstruction with
+/// the stored scale `ds[k]`.
+#[inline(always)]
+fn symmetric_errors<const N: usize>(
+    x: &[f32; QK],
+    w: &[f32; QK],
+    id: &[f32; N],
+    ds: &[f32; N],
+    (lo, hi): (f32, f32),
+) -> [f32; N] {
+    let mut err = [0f32; N];
+    for j in 0..QK {
+        let (xj, wj) = (x[j], w[j]);
+        for k in 0..N {
+            let l = fast_round(min_f(max_f(xj * id[k], lo), hi));
+            let e = xj - l * ds[k];
+            err[k] += wj * e * e;
+        }
+    }
+    err
+}
+
+/// Symmetric block (Q4_0: levels -8..7, Q5_0: -16..15) with `N` candidate scales. Returns
+/// (d, levels + nmax).
 ///
 /// Each candidate scale costs one pass: levels are assigned and the weighted least-squares
 /// sums gathered together, which gives the candidate's refitted error in closed form
-/// (`Σwx² − (Σwxq)²/Σwq²`). Only the best refitted candidate and ggml's reference scale are
-/// then evaluated exactly, on the f16-stored scale.
-fn search_symmetric(x: &[f32], w: &[f32], nmax: i32) -> (f32, [u8; QK]) {
+/// (`Σwx² − (Σwxq)²/Σwq²`). Only the three best refitted candidates and ggml's reference
+/// scale are then evaluated exactly, on the f16-stored scale.
+#[inline(always)]
+fn search_symmetric<const N: usize>(x: &[f32; QK], w: &[f32; QK], nmax: i32) -> (f32, [u8; QK]) {
+    // The largest magnitude and its signed value, per lane, then across lanes.
+    let (mut la, mut lm) = ([0f32; LANES], [0f32; LANES]);
+    let mut wx = [0f32; QK];
+    for c in 0..QK / LANES {
+        for k in 0..LANES {
+            let j = c * LANES + k;
+            let a = x[j].abs();
+            let gt = a > la[k];
+            la[k] = if gt { a } else { la[k] };
+            lm[k] = if gt { x[j] } else { lm[k] };
+            wx[j] = w[j] * x[j];
+        }
+    }
     let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
+    for k in 0..LANES {
+        if la[k] > amax {
+            amax = la[k];
+            max = lm[k];
         }
     }
-    let mut best_q = [nmax as u8; QK];
     if amax == 0.0 {
-        return (0.0, best_q);
+        return (0.0, [nmax as u8; QK]);
     }
-    let quantize = |d: f32, q: &mut [u8; QK]| {
-        let id = 1.0 / d;
-        for (qj, &v) in q.iter_mut().zip(x) {
-            let l = fast_round((v * id).clamp(-(nmax as f32), (nmax - 1) as f32));
-            *qj = (l as i32 + nmax) as u8;
-        }
-    };
-    let err_of = |d: f32, q: &[u8; QK]| {
-        let ds = stored(d);
-        weighted_err(x, w, |j| (q[j] as i32 - nmax) as f32 * ds)
-    };
-    // ggml's reference scale: it seeds the best, so a block is never worse than ggml's ref.
-    let mut best_d = max / -(nmax as f32);
-    quantize(best_d, &mut best_q);
-    let mut best_err = err_of(best_d, &best_q);
-    // Candidates: the extreme value mapped to fractional levels near the ends, and (for the
-    // 5-bit type) to whole levels down to nmax/2, which finds blocks already on a coarser
-    // grid; both signs.
-    let fractional = (0..=8).map(|step| nmax as f32 - 2.0 + step as f32 * 0.375);
-    let whole = (if nmax > 8 { nmax / 2 } else { nmax }..(nmax - 2)).map(|k| k as f32);
-    // The three best refits by closed-form gain (the refitted error is Σwx² − sxq²/sqq).
+    let range = (-(nmax as f32), (nmax - 1) as f32);
+    // Candidates: the extreme value mapped to fractional levels near the ends (steps of 3/7
+    // from nmax − 2 up), and for the 5-bit type to whole levels from nmax/2 − 2 up, which
+    // finds blocks already on a coarser grid; negative signs in the first half of the lanes.
+    let half = N / 2;
+    let n_frac = if nmax > 8 { 8 } else { half };
+    let mut id = [0f32; N];
+    for (i, t) in (0..n_frac)
+        .map(|s| nmax as f32 - 2.0 + s as f32 * (3.0 / 7.0))
+        .chain((nmax / 2 - 2..).map(|k| k as f32))
+        .take(half)
+        .enumerate()
+    {
+        id[i] = -t / amax;
+        id[half + i] = t / amax;
+    }
+    let (sxq, sqq) = symmetric_sums(x, w, &wx, &id, range);
+    // The three best refits by closed-form gain (sxq²/sqq).
     let mut top = [(f32::NEG_INFINITY, 0f32); 3];
-    for t in fractional.chain(whole) {
-        for sign in [-1f32, 1.0] {
-            let id = sign * t / amax;
-            let (mut sxq, mut sqq) = (0f32, 0f32);
-            for (&v, &wj) in x.iter().zip(w) {
-                let l = fast_round((v * id).clamp(-(nmax as f32), (nmax - 1) as f32));
-                sxq += wj * v * l;
-                sqq += wj * l * l;
-            }
-            if sqq > 0.0 {
-                let c = (sxq * sxq / sqq, sxq / sqq);
-                if let Some(pos) = top.iter().position(|t| c.0 > t.0) {
-                    top[pos..].rotate_right(1);
-                    top[pos] = c;
-                }
-            }
-        }
-    }
-    let mut q = [0u8; QK];
-    for (_, d) in top {
-        if d == 0.0 || !d.is_finite() {
-            continue;
-        }
-        quantize(d, &mut q);
-        let e = err_of(d, &q);
-        if e < best_err {
-            best_err = e;
-            best_d = d;
-            best_q = q;
-        }
-    }
-    (best_d, best_q)
-}
-
-/// Affine block (Q4_1: levels 0..15, Q5_1: 0..31): x ≈ d·q + m. Returns (d, m, levels).
-///
-/// Candidate ranges: (a) the full range shrunk from either end; (b) the range split into
-/// k < nmax steps anchored at the minimum or the maximum, which finds blocks already on a
-/// coarser grid (weights once quantized with fewer bits). Each candidate costs one pass
-/// (levels and least-squares sums together; refitted error in closed form); the six best are
-/// refined once more, and ggml's reference range is always evaluated, exactly, on the
-/// f16-stored scale and offset.
-fn search_affine(x: &[f32], w: &[f32], nmax: i32) -> (f32, f32, [u8; QK]) {
-    let min = x.iter().copied().fold(f32::INFINITY, f32::min);
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut best_q = [0u8; QK];
-    if max == min {
-        return (0.0, min, best_q);
-    }
-    let quantize = |d: f32, m: f32, q: &mut [u8; QK]| {
-        let id = 1.0 / d;
-        for (qj, &v) in q.iter_mut().zip(x) {
-            *qj = fast_round(((v - m) * id).clamp(0.0, nmax as f32)) as u8;
-        }
-    };
-    let err_of = |d: f32, m: f32, q: &[u8; QK]| {
-        let (ds, ms) = (stored(d), stored(m));
-        weighted_err(x, w, |j| q[j] as f32 * ds + ms)
-    };
-    // One pass: levels for (d, m), then the weighted least-squares (d', m') and the gain
-    // d'·Σwxq + m'·Σwx (the refitted error is Σwx² minus it).
-    // f64 sums: the ranking compares gains that differ far below f32 precision when a block
-    // already lies on a grid.
-    let fit = |d: f32, m: f32| -> Option<(f64, f32, f32)> {
-        let id = 1.0 / d;
-        let (mut sw, mut sq, mut sqq, mut sx, mut sxq) = (0f64, 0f64, 0f64, 0f64, 0f64);
-        for (&v, &wj) in x.iter().zip(w) {
-            let l = f64::from(fast_round(((v - m) * id).clamp(0.0, nmax as f32)));
-            let (wj, v) = (f64::from(wj), f64::from(v));
-            sw += wj;
-            sq += wj * l;
-            sqq += wj * l * l;
-            sx += wj * v;
-            sxq += wj * v * l;
-        }
-        let det = sw * sqq - sq * sq;
-        if det <= 0.0 {
-            return None;
-        }
-        let d2 = (sw * sxq - sq * sx) / det;
-        let m2 = (sqq * sx - sq * sxq) / det;
-        let gain = d2 * sxq + m2 * sx;
-        (d2 > 0.0 && d2.is_finite() && m2.is_finite()).then_some((gain, d2 as f32, m2 as f32))
-    };
-    // ggml's reference: the full range.
-    let mut best = ((max - min) / nmax as f32, min);
-    quantize(best.0, best.1, &mut best_q);
-    let mut best_err = err_of(best.0, best.1, &best_q);
-    let span = max - min;
-    let mut starts: Vec<(f32, f32)> = Vec::with_capacity(48);
-    for lo in 0..3 {
-        for hi in 0..3 {
-            let m0 = min + span * lo as f32 * 0.05;
-            let top = max - span * hi as f32 * 0.05;
-            starts.push(((top - m0) / nmax as f32, m0));
-        }
-    }
-    for k in (nmax / 2).max(1)..nmax {
-        let d = span / k as f32;
-        starts.push((d, min));
-        starts.push((d, max - nmax as f32 * d));
-    }
-    // Keep the two best refits, refine each once, then evaluate exactly.
-    let mut top: [(f64, f32, f32); 6] = [(f64::NEG_INFINITY, 0.0, 0.0); 6];
-    for (d0, m0) in starts {
-        if let Some(c) = fit(d0, m0) {
+    for k in 0..N {
+        if sqq[k] > 0.0 {
+            let c = (sxq[k] * sxq[k] / sqq[k], sxq[k] / sqq[k]);
             if let Some(pos) = top.iter().position(|t| c.0 > t.0) {
                 top[pos..].rotate_right(1);
                 top[pos] = c;
             }
         }
     }
+    // ggml's reference scale first: it wins ties, so a block is never worse than ggml's ref.
+    let mut d = [max / -(nmax as f32); 4];
+    for (dk, &(_, dt)) in d[1..].iter_mut().zip(&top) {
+        if dt != 0.0 && dt.is_finite() {
+            *dk = dt;
+        }
+    }
+    let (mut idd, mut ds) = ([0f32; 4], [0f32; 4]);
+    for k in 0..4 {
+        idd[k] = 1.0 / d[k];
+        ds[k] = stored(d[k]);
+    }
+    let err = symmetric_errors(x, w, &idd, &ds, range);
+    let mut best = 0;
+    for k in 1..4 {
+        if err[k] < err[best] {
+            best = k;
+        }
+    }
     let mut q = [0u8; QK];
-    for (_, d1, m1) in top.into_iter().filter(|c| c.0.is_finite()) {
-        let refined = fit(d1, m1).map(|(_, d2, m2)| (d2, m2));
-        for (d, m) in std::iter::once((d1, m1)).chain(refined) {
-            quantize(d, m, &mut q);
-            let e = err_of(d, m, &q);
-            if e < best_err {
-                best_err = e;
-                best = (d, m);
-                best_q = q;
+    for (qj, &v) in q.iter_mut().zip(x) {
+        let l = fast_round(min_f(max_f(v * idd[best], range.0), range.1));
+        *qj = (l as i32 + nmax) as u8;
+    }
+    (d[best], q)
+}
+
+/// Affine candidate sums, candidate-major: levels for `(1/id[k], m[k])`, then
+/// `(Σw·q, Σw·q², Σw·x·q)`.
+#[inline(always)]
+fn affine_sums<const N: usize>(
+    x: &[f32; QK],
+    w: &[f32; QK],
+    wx: &[f32; QK],
+    id: &[f32; N],
+    m: &[f32; N],
+    top_level: f32,
+) -> [[f32; N]; 3] {
+    let (mut sq, mut sqq, mut sxq) = ([0f32; N], [0f32; N], [0f32; N]);
+    for j in 0..QK {
+        let (xj, wj, wxj) = (x[j], w[j], wx[j]);
+        for k in 0..N {
+            let l = fast_round(min_f(max_f((xj - m[k]) * id[k], 0.0), top_level));
+            let wl = wj * l;
+            sq[k] += wl;
+            sqq[k] += wl * l;
+            sxq[k] += wxj * l;
+        }
+    }
+    [sq, sqq, sxq]
+}
+
+/// Exact weighted errors of affine candidates: levels from `(id[k], m[k])`, reconstruction
+/// `q·ds[k] + ms[k]` with the stored scale and offset.
+#[inline(always)]
+fn affine_errors<const N: usize>(
+    x: &[f32; QK],
+    w: &[f32; QK],
+    (id, m): (&[f32; N], &[f32; N]),
+    (ds, ms): (&[f32; N], &[f32; N]),
+    top_level: f32,
+) -> [f32; N] {
+    let mut err = [0f32; N];
+    for j in 0..QK {
+        let (xj, wj) = (x[j], w[j]);
+        for k in 0..N {
+            let l = fast_round(min_f(max_f((xj - m[k]) * id[k], 0.0), top_level));
+            let e = xj - (l * ds[k] + ms[k]);
+            err[k] += wj * e * e;
+        }
+    }
+    err
+}
+
+/// Weighted least-squares refit of one affine candidate from its sums: `(gain, (d', m'))`,
+/// where the refitted error is `Σwx²` minus the gain `d'·Σwxq + m'·Σwx`. Solved in f64.
+fn affine_refit(sw: f64, sx: f64, sq: f32, sqq: f32, sxq: f32) -> Option<(f64, (f32, f32))> {
+    let (sq, sqq, sxq) = (f64::from(sq), f64::from(sqq), f64::from(sxq));
+    let det = sw * sqq - sq * sq;
+    if det <= 0.0 {
+        return None;
+    }
+    let d2 = (sw * sxq - sq * sx) / det;
+    let m2 = (sqq * sx - sq * sxq) / det;
+    let gain = d2 * sxq + m2 * sx;
+    (d2 > 0.0 && d2.is_finite() && m2.is_finite()).then_some((gain, (d2 as f32, m2 as f32)))
+}
+
+/// Affine block (Q4_1: levels 0..15, Q5_1: 0..31), x ≈ d·q + m, with `N = 8 + 2·⌈nmax/2⌉`
+/// candidate ranges. Returns (d, m, levels).
+///
+/// Candidate ranges: (a) the full range shrunk from either end (8 ways); (b) the range split
+/// into k < nmax steps anchored at the minimum or the maximum, which finds blocks already on
+/// a coarser grid (weights once quantized with fewer bits). Each candidate costs one pass
+/// (levels and least-squares sums together; refitted error in closed form); the six best are
+/// refined once more, and those twelve and ggml's reference range are evaluated exactly, on
+/// the f16-stored scale and offset.
+#[inline(always)]
+fn search_affine<const N: usize>(x: &[f32; QK], w: &[f32; QK], nmax: i32) -> (f32, f32, [u8; QK]) {
+    let (mut lmin, mut lmax) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
+    let (mut lw, mut lwx) = ([0f32; LANES], [0f32; LANES]);
+    let mut wx = [0f32; QK];
+    for c in 0..QK / LANES {
+        for k in 0..LANES {
+            let j = c * LANES + k;
+            lmin[k] = min_f(x[j], lmin[k]);
+            lmax[k] = max_f(x[j], lmax[k]);
+            wx[j] = w[j] * x[j];
+            lw[k] += w[j];
+            lwx[k] += wx[j];
+        }
+    }
+    let min = lmin.iter().fold(f32::INFINITY, |a, &b| min_f(b, a));
+    let max = lmax.iter().fold(f32::NEG_INFINITY, |a, &b| max_f(b, a));
+    if max == min {
+        return (0.0, min, [0u8; QK]);
+    }
+    let (sw, sx) = (f64::from(hsum(lw)), f64::from(hsum(lwx)));
+    let top_level = nmax as f32;
+    let span = max - min;
+    let (mut id, mut m) = ([0f32; N], [0f32; N]);
+    let mut n = 0;
+    for (lo, hi) in (0..9).filter(|&i| i != 8).map(|i| (i / 3, i % 3)) {
+        let m0 = min + span * lo as f32 * 0.05;
+        let top_v = max - span * hi as f32 * 0.05;
+        id[n] = 1.0 / ((top_v - m0) / top_level);
+        m[n] = m0;
+        n += 1;
+    }
+    for k in (nmax / 2).max(1)..nmax {
+        let d = span / k as f32;
+        for m0 in [min, max - top_level * d] {
+            if n < N {
+                id[n] = 1.0 / d;
+                m[n] = m0;
+                n += 1;
             }
         }
     }
-    (best.0, best.1, best_q)
+    let [sq, sqq, sxq] = affine_sums(x, w, &wx, &id, &m, top_level);
+    // Closed-form refit gains of all candidates (a loop the compiler vectorizes), then the
+    // six best, refitted.
+    let mut gains = [f64::NEG_INFINITY; N];
+    for k in 0..N {
+        let (q, qq, xq) = (f64::from(sq[k]), f64::from(sqq[k]), f64::from(sxq[k]));
+        let det = sw * qq - q * q;
+        let num_d = sw * xq - q * sx;
+        let num_m = qq * sx - q * xq;
+        let g = (num_d * xq + num_m * sx) / det;
+        let ok = det > 0.0 && num_d > 0.0 && g.is_finite();
+        gains[k] = if ok { g } else { f64::NEG_INFINITY };
+    }
+    let mut best6 = [(f64::NEG_INFINITY, 0usize); 6];
+    for (k, &g) in gains.iter().enumerate().take(n) {
+        if g > best6[5].0 {
+            let mut pos = 5;
+            while pos > 0 && g > best6[pos - 1].0 {
+                best6[pos] = best6[pos - 1];
+                pos -= 1;
+            }
+            best6[pos] = (g, k);
+        }
+    }
+    let mut top = [(f64::NEG_INFINITY, (0f32, 0f32)); 6];
+    for (t, &(g, k)) in top.iter_mut().zip(&best6) {
+        if g.is_finite() {
+            if let Some(c) = affine_refit(sw, sx, sq[k], sqq[k], sxq[k]) {
+                *t = c;
+            }
+        }
+    }
+    // Exact candidates: ggml's reference (the full range; first, so it wins ties), the six
+    // best refits, and each of those refined once more (one more candidate-major pass).
+    let reference = (span / top_level, min);
+    let mut cand = [reference; 16];
+    let (mut rid, mut rm) = ([0f32; LANES], [0f32; LANES]);
+    for (i, &(gain, dm)) in top.iter().enumerate() {
+        let dm = if gain.is_finite() { dm } else { reference };
+        cand[1 + i] = dm;
+        rid[i] = 1.0 / dm.0;
+        rm[i] = dm.1;
+    }
+    let [rq, rqq, rxq] = affine_sums(x, w, &wx, &rid, &rm, top_level);
+    for i in 0..6 {
+        if let Some((_, dm)) = affine_refit(sw, sx, rq[i], rqq[i], rxq[i]) {
+            cand[7 + i] = dm;
+        }
+    }
+    let (mut cid, mut cm, mut cds, mut cms) = ([0f32; 16], [0f32; 16], [0f32; 16], [0f32; 16]);
+    for (k, &(d, mk)) in cand.iter().enumerate() {
+        cid[k] = 1.0 / d;
+        cm[k] = mk;
+        cds[k] = stored(d);
+        cms[k] = stored(mk);
+    }
+    let err = affine_errors(x, w, (&cid, &cm), (&cds, &cms), top_level);
+    let mut best = 0;
+    for k in 1..16 {
+        if err[k] < err[best] {
+            best = k;
+        }
+    }
+    let mut q = [0u8; QK];
+    for (qj, &v) in q.iter_mut().zip(x) {
+        *qj = fast_round(min_f(max_f((v - cm[best]) * cid[best], 0.0), top_level)) as u8;
+    }
+    (cand[best].0, cand[best].1, q)
 }
 
 fn put_nibbles(out: &mut [u8], q: &[u8; QK]) {
@@ -291,15 +469,25 @@ fn fifth_bit_word(q: &[u8; QK]) -> u32 {
     (0..QK).fold(0u32, |acc, j| acc | (u32::from(q[j] >> 4 & 1) << j))
 }
 
-/// Quantizes one row to Q4_0 (`nmax = 8`) or Q5_0 (`nmax = 16`).
-pub(super) fn quantize_symmetric(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
-    let size = if nmax == 8 { 18 } else { 22 };
-    for ((xb, wb), out) in x
-        .chunks_exact(QK)
+/// Blocks of a row as fixed-size arrays (the row lengths are multiples of 32).
+fn blocks<'a>(
+    x: &'a [f32],
+    w: &'a [f32],
+) -> impl Iterator<Item = (&'a [f32; QK], &'a [f32; QK])> + 'a {
+    x.chunks_exact(QK)
         .zip(w.chunks_exact(QK))
-        .zip(dst.chunks_exact_mut(size))
-    {
-        let (d, q) = search_symmetric(xb, wb, nmax);
+        .filter_map(|(xb, wb)| Some((xb.try_into().ok()?, wb.try_into().ok()?)))
+}
+
+#[inline(always)]
+fn symmetric_rows(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+    let size = if nmax == 8 { 18 } else { 22 };
+    for ((xb, wb), out) in blocks(x, w).zip(dst.chunks_exact_mut(size)) {
+        let (d, q) = if nmax == 8 {
+            search_symmetric::<16>(xb, wb, nmax)
+        } else {
+            search_symmetric::<32>(xb, wb, nmax)
+        };
         out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
         if nmax == 8 {
             put_nibbles(&mut out[2..18], &q);
@@ -310,15 +498,15 @@ pub(super) fn quantize_symmetric(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32
     }
 }
 
-/// Quantizes one row to Q4_1 (`nmax = 15`) or Q5_1 (`nmax = 31`).
-pub(super) fn quantize_affine(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+#[inline(always)]
+fn affine_rows(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
     let size = if nmax == 15 { 20 } else { 24 };
-    for ((xb, wb), out) in x
-        .chunks_exact(QK)
-        .zip(w.chunks_exact(QK))
-        .zip(dst.chunks_exact_mut(size))
-    {
-        let (d, m, q) = search_affine(xb, wb, nmax);
+    for ((xb, wb), out) in blocks(x, w).zip(dst.chunks_exact_mut(size)) {
+        let (d, m, q) = if nmax == 15 {
+            search_affine::<24>(xb, wb, nmax)
+        } else {
+            search_affine::<40>(xb, wb, nmax)
+        };
         out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
         out[2..4].copy_from_slice(&f32_to_f16(m).to_le_bytes());
         if nmax == 15 {
@@ -330,16 +518,65 @@ pub(super) fn quantize_affine(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn symmetric_rows_avx2(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+    symmetric_rows(x, w, dst, nmax)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn affine_rows_avx2(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+    affine_rows(x, w, dst, nmax)
+}
+
+/// Quantizes one row to Q4_0 (`nmax = 8`) or Q5_0 (`nmax = 16`).
+pub(super) fn quantize_symmetric(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { symmetric_rows_avx2(x, w, dst, nmax) };
+    }
+    symmetric_rows(x, w, dst, nmax)
+}
+
+/// Quantizes one row to Q4_1 (`nmax = 15`) or Q5_1 (`nmax = 31`).
+pub(super) fn quantize_affine(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { affine_rows_avx2(x, w, dst, nmax) };
+    }
+    affine_rows(x, w, dst, nmax)
+}
+
 /// Q8_0 exactly as ggml's reference: `d = amax/127`, `q = roundf(x/d)` (half away from zero).
-/// Importance cannot improve a 255-level block noticeably; bytes match ggml's.
+/// Importance cannot improve a 255-level block noticeably; bytes match ggml's. Written so
+/// that both loops vectorize: lane maxima, and `roundf` as truncation plus a carry.
 pub(super) fn quantize_q8_0(x: &[f32], dst: &mut [u8]) {
     for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(34)) {
-        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let mut lm = [0f32; LANES];
+        for c in xb.chunks_exact(LANES) {
+            for k in 0..LANES {
+                lm[k] = max_f(c[k].abs(), lm[k]);
+            }
+        }
+        let amax = lm.iter().fold(0f32, |a, &b| max_f(b, a));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
         for (o, &v) in out[2..].iter_mut().zip(xb) {
-            *o = (v * id).round() as i8 as u8;
+            // |v·id| <= 127 (plus rounding), so the truncating conversion is exact and
+            // `roundf` is the truncation plus one away from zero from a fraction of 1/2 on.
+            // The clamp only matters where 1/d overflows (tiny subnormal blocks): ±inf
+            // saturates as before, NaN stays NaN and gives 0.
+            let y = v * id;
+            let y = if 127.0 < y { 127.0 } else { y };
+            let y = if y < -128.0 { -128.0 } else { y };
+            let t = y as i32;
+            let f = y - t as f32;
+            let q = t + i32::from(f >= 0.5) - i32::from(f <= -0.5);
+            *o = q as i8 as u8;
         }
     }
 }
@@ -382,6 +619,97 @@ mod tests {
             .map(|(a, b)| f64::from(a - b).powi(2))
             .sum::<f64>()
             / 64.0
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_build_gives_the_same_bytes_as_the_portable_one() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 on this CPU: nothing to compare");
+            return;
+        }
+        let (x, ws) = super::super::small_quant::tests::varied_rows();
+        // Also blocks already on a 4-bit grid (the grid-finding candidates).
+        let grid: Vec<f32> = (0..256)
+            .map(|j| ((j * 7 + j / 32) % 16) as f32 * 0.0625 - 0.4 + (j / 32) as f32 * 0.01)
+            .collect();
+        let x: Vec<f32> = x.into_iter().chain(grid).collect();
+        let n_blocks = x.len() / QK;
+        for w in &ws {
+            let w: Vec<f32> = w.iter().copied().cycle().take(x.len()).collect();
+            for (nmax, size) in [(8, 18), (16, 22)] {
+                let (mut a, mut b) = (vec![0u8; n_blocks * size], vec![0u8; n_blocks * size]);
+                symmetric_rows(&x, &w, &mut a, nmax);
+                quantize_symmetric(&x, &w, &mut b, nmax);
+                assert_eq!(a, b, "nmax {nmax}");
+            }
+            for (nmax, size) in [(15, 20), (31, 24)] {
+                let (mut a, mut b) = (vec![0u8; n_blocks * size], vec![0u8; n_blocks * size]);
+                affine_rows(&x, &w, &mut a, nmax);
+                quantize_affine(&x, &w, &mut b, nmax);
+                assert_eq!(a, b, "nmax {nmax}");
+            }
+        }
+    }
+
+    #[test]
+    fn q8_0_rounds_as_roundf_and_survives_tiny_blocks() {
+        // The scalar reference: roundf, saturating casts.
+        let reference = |x: &[f32]| {
+            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let mut out = f32_to_f16(d).to_le_bytes().to_vec();
+            out.extend(x.iter().map(|&v| (v * id).round() as i8 as u8));
+            out
+        };
+        let blocks: Vec<Vec<f32>> = vec![
+            (0..32).map(|j| (j as f32 - 15.5) * 0.37).collect(),
+            (0..32).map(|j| (j as f32 - 16.0) * 127.0 / 16.0).collect(),
+            (0..32)
+                .map(|j| {
+                    if j == 3 {
+                        2.5
+                    } else {
+                        (j % 5) as f32 * 0.5 - 1.0
+                    }
+                })
+                .collect(),
+            (0..32).map(|j| (j as f32 - 7.0) * 1e-45).collect(),
+            (0..32).map(|j| (j as f32 - 7.0) * 1e-41).collect(),
+            vec![0.0; 32],
+        ];
+        for x in blocks {
+            let mut out = vec![0u8; 34];
+            quantize_q8_0(&x, &mut out);
+            assert_eq!(out, reference(&x), "{x:?}");
+        }
+    }
+
+    #[test]
+    fn fast_f16_rounding_is_halfs() {
+        let mut s = 0x9e37_79b9u32;
+        let check = |b: u32| {
+            let d = f32::from_bits(b);
+            if d.is_finite() {
+                let want = f16_to_f32(f32_to_f16(d));
+                assert_eq!(stored(d).to_bits(), want.to_bits(), "{d:e}");
+            }
+        };
+        for e in 110u32..=145 {
+            for m in [
+                0, 1, 0xfff, 0x1000, 0x1001, 0x1fff, 0x2000, 0x3000, 0x7f_f000, 0x7f_ffff,
+            ] {
+                check(e << 23 | m);
+                check(1 << 31 | e << 23 | m);
+            }
+        }
+        for _ in 0..200_000 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            check(s);
+        }
     }
 
     #[test]

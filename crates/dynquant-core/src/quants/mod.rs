@@ -189,6 +189,21 @@ pub fn can_quantize(ty: GgmlType) -> bool {
         )
 }
 
+/// Whether every value is finite: exponent bits OR-ed over 8 lanes (vectorizes; no early
+/// exit, as the check almost always passes).
+fn all_finite(x: &[f32]) -> bool {
+    const EXP: u32 = 0x7f80_0000;
+    let mut acc = [0u32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] |= u32::from(c[k].to_bits() & EXP == EXP);
+        }
+    }
+    acc.iter().all(|&a| a == 0) && tail.iter().all(|v| v.is_finite())
+}
+
 /// Quantizes rows of `n_per_row` values from `src` into `dst` (whole rows of `ty`), choosing
 /// levels to minimise the squared error weighted by `importance` (one weight per column: the
 /// imatrix slice of this matrix or expert; uniform when `None`). Every input value is checked
@@ -249,8 +264,10 @@ pub fn quantize_rows(
         .zip(dst.chunks_exact_mut(row_bytes))
         .enumerate()
     {
-        if let Some((col, &value)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(QuantError::NonFiniteInput { row, col, value });
+        if !all_finite(x) {
+            if let Some((col, &value)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(QuantError::NonFiniteInput { row, col, value });
+            }
         }
         match ty {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
