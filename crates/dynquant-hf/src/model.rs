@@ -8,7 +8,7 @@ use dynquant_core::gguf::{
     GgufError, GgufWriter, Metadata, OutputTarget, TensorInfo, Value, WriteOptions, WriteSummary,
 };
 use dynquant_core::pipeline::{PipelineError, TensorSource};
-use dynquant_core::quants::{f32_to_bf16, quantize_rows};
+use dynquant_core::quants::{bf16_to_f32, f32_to_bf16, quantize_rows};
 use dynquant_core::GgmlType;
 
 use crate::arch::{generic_params, plan_tensors, ArchPlan, OutTensor, Transform};
@@ -476,7 +476,18 @@ impl TensorSource for HfModel {
         _allow_requantize: bool,
     ) -> std::result::Result<(), PipelineError> {
         // Output rows in GGUF order are the same rows as in PyTorch order (the row is the last
-        // PyTorch dimension = ne0).
-        self.read_rows(index, first_row, out).map_err(to_pipeline)
+        // PyTorch dimension = ne0). Values are those of the stored type, so quantizing a folder
+        // gives exactly what `convert` then `quantize` gives.
+        self.read_rows(index, first_row, out).map_err(to_pipeline)?;
+        match self.infos[index].ggml_type {
+            GgmlType::BF16 => out
+                .iter_mut()
+                .for_each(|v| *v = bf16_to_f32(f32_to_bf16(*v))),
+            GgmlType::F16 => out
+                .iter_mut()
+                .for_each(|v| *v = half::f16::from_f32(*v).to_f32()),
+            _ => {}
+        }
+        Ok(())
     }
 }
