@@ -1,0 +1,289 @@
+//! Conversion against llama.cpp's own converter: every fixture in `../shared/golden/hf`
+//! (tiny checkpoints with random weights and the GGUF that `convert_hf_to_gguf.py` made from
+//! each, see its README) converts to the same file, byte for byte; the FP8 checkpoint
+//! dequantizes to the stored f32 reference bit for bit.
+
+use std::path::{Path, PathBuf};
+
+use dynquant_core::gguf::{Access, GgufFile, OutputTarget, Value, WriteOptions};
+use dynquant_hf::safetensors::Checkpoint;
+use dynquant_hf::{ConvertOptions, HfModel, OutType};
+
+fn golden() -> PathBuf {
+    dynquant_testkit::oracle::shared_dir().join("golden/hf")
+}
+
+fn convert(dir: &Path, out: &Path) -> HfModel {
+    let m = HfModel::open(dir, &ConvertOptions::default()).expect("open");
+    m.write_gguf(
+        &OutputTarget::Single(out.to_path_buf()),
+        &WriteOptions::default(),
+    )
+    .expect("write");
+    m
+}
+
+fn value_eq(a: &Value, b: &Value) -> bool {
+    a == b && a.value_type() == b.value_type()
+}
+
+/// Structural differences (keys, values, tensor names/shapes/types/bytes), for a readable
+/// failure before the byte comparison.
+fn differences(ours: &Path, theirs: &Path, skip_keys: &[&str]) -> Vec<String> {
+    let a = GgufFile::open(ours, Access::Pread).expect("our output parses");
+    let b = GgufFile::open(theirs, Access::Pread).expect("golden parses");
+    let mut d = Vec::new();
+    let (ma, mb) = (&a.header().metadata, &b.header().metadata);
+    let keys = |m: &dynquant_core::gguf::Metadata| {
+        m.entries()
+            .iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| !skip_keys.contains(&k.as_str()))
+            .collect::<Vec<_>>()
+    };
+    if keys(ma) != keys(mb) {
+        d.push(format!(
+            "keys differ:\n ours   {:?}\n theirs {:?}",
+            keys(ma),
+            keys(mb)
+        ));
+    }
+    for (k, v) in mb.entries() {
+        if skip_keys.contains(&k.as_str()) {
+            continue;
+        }
+        match ma.get(k) {
+            Some(w) if value_eq(v, w) => {}
+            other => d.push(format!(
+                "{k}: ours {:?}, theirs {:?}",
+                other.map(|x| format!("{x:?}").chars().take(80).collect::<String>()),
+                format!("{v:?}").chars().take(80).collect::<String>()
+            )),
+        }
+    }
+    let (ta, tb) = (&a.header().tensors, &b.header().tensors);
+    let names = |t: &[dynquant_core::gguf::TensorInfo]| {
+        t.iter().map(|t| t.name.clone()).collect::<Vec<_>>()
+    };
+    if names(ta) != names(tb) {
+        d.push(format!(
+            "tensor order differs:\n ours   {:?}\n theirs {:?}",
+            names(ta),
+            names(tb)
+        ));
+    }
+    for (j, t) in tb.iter().enumerate() {
+        let Some(i) = a.header().tensor_index(&t.name) else {
+            d.push(format!("missing tensor {}", t.name));
+            continue;
+        };
+        let o = &ta[i];
+        if o.shape != t.shape || o.ggml_type != t.ggml_type {
+            d.push(format!(
+                "{}: ours {:?} {}, theirs {:?} {}",
+                t.name, o.shape, o.ggml_type, t.shape, t.ggml_type
+            ));
+            continue;
+        }
+        if a.tensor_data(i).unwrap() != b.tensor_data(j).unwrap() {
+            d.push(format!("{}: data differs", t.name));
+        }
+    }
+    d
+}
+
+#[test]
+fn every_fixture_converts_byte_identical_to_llama_cpp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = [
+        "llama-bpe",
+        "llama-spm",
+        "qwen2",
+        "qwen3",
+        "qwen3moe",
+        "mixtral",
+        "deepseek-v3-fp8",
+    ];
+    for f in fixtures {
+        let out = tmp.path().join(format!("{f}.gguf"));
+        let m = convert(&golden().join(f), &out);
+        let reference = golden().join(format!("{f}.llamacpp.gguf"));
+        let diffs = differences(&out, &reference, &[]);
+        assert!(diffs.is_empty(), "{f}:\n{}", diffs.join("\n"));
+        let (ours, theirs) = (
+            std::fs::read(&out).unwrap(),
+            std::fs::read(&reference).unwrap(),
+        );
+        assert!(ours == theirs, "{f}: same content but not the same bytes");
+        // The folder's tokenizer decides the path: SentencePiece only for llama-spm.
+        let spm = f == "llama-spm";
+        assert_eq!(
+            m.vocab_kind() == dynquant_hf::tokenizer::VocabKind::SentencePiece,
+            spm,
+            "{f}"
+        );
+        assert_eq!(
+            m.warnings().is_empty(),
+            spm,
+            "{f}: the BPE pre-tokenizer fallback warns"
+        );
+    }
+}
+
+#[test]
+fn sharded_bf16_deepseek_matches_the_fp8_conversion_except_its_name() {
+    // llama.cpp's output for the two-shard bf16 folder is not stored (README): its tensor data
+    // is identical to the FP8 conversion, only general.name/basename/version differ. dynquant
+    // writes no basename/version (docs/hf.md), so those are the documented exceptions.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ds.gguf");
+    let m = convert(&golden().join("deepseek-v3"), &out);
+    assert_eq!(m.input_paths().len(), 2);
+    let reference = golden().join("deepseek-v3-fp8.llamacpp.gguf");
+    let mut diffs = differences(&out, &reference, &["general.name"]);
+    // Shard order: shard 1's tensors (sorted), then shard 2's, as the converter iterates.
+    diffs.retain(|d| !d.starts_with("tensor order differs"));
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    let a = GgufFile::open(&out, Access::Pread).unwrap();
+    assert_eq!(
+        a.header()
+            .metadata
+            .get("general.name")
+            .and_then(Value::as_str),
+        Some("Deepseek v3")
+    );
+    let names: Vec<&str> = a.header().tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names[0], "token_embd.weight", "shard 1 holds embed_tokens");
+    assert_eq!(
+        names[names.len() - 1],
+        "output_norm.weight",
+        "model.norm sorts last in shard 2"
+    );
+    assert!(
+        names.iter().all(|n| !n.starts_with("blk.3.")),
+        "MTP layer dropped"
+    );
+}
+
+fn read_all(ck: &Checkpoint, name: &str) -> Vec<f32> {
+    let t = ck.get(name).unwrap_or_else(|| panic!("{name}"));
+    let mut v = vec![0f32; t.numel()];
+    ck.read_rows(name, 0, &mut v).unwrap();
+    v
+}
+
+#[test]
+fn fp8_dequantizes_bit_exact_to_the_f32_reference_and_its_bf16_sibling() {
+    let fp8 = Checkpoint::open(&golden().join("deepseek-v3-fp8"), Some([128, 128])).unwrap();
+    fp8.check_fp8().unwrap();
+    // The reference file sits next to the folder; read it as a one-file checkpoint.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        golden().join("deepseek-v3-fp8.dequant-ref.safetensors"),
+        tmp.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let reference = Checkpoint::open(tmp.path(), None).unwrap();
+    assert_eq!(reference.names().len(), 7);
+    for name in reference.names() {
+        let want = read_all(&reference, name);
+        let got = read_all(&fp8, name);
+        let bad = want
+            .iter()
+            .zip(&got)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(bad, 0, "{name}: {bad} of {} values differ", want.len());
+    }
+    // Partial edge blocks: kv_a_proj_with_mqa is [160, 256], its scale [2, 2].
+    let mtp = "model.layers.3.self_attn.kv_a_proj_with_mqa.weight";
+    assert!(reference.get(mtp).is_some());
+    // All 105 FP8 tensors: RNE-bf16 of the dequantized values is the bf16 checkpoint, and row
+    // windows that start inside a block read the same values as whole reads.
+    let bf16 = Checkpoint::open(&golden().join("deepseek-v3"), None).unwrap();
+    let mut n_fp8 = 0;
+    for name in fp8.names() {
+        let t = fp8.get(name).unwrap();
+        if t.dtype != dynquant_hf::safetensors::StDtype::F8E4M3 {
+            continue;
+        }
+        n_fp8 += 1;
+        let x = read_all(&fp8, name);
+        let y = read_all(&bf16, name);
+        let rounded: Vec<f32> = x
+            .iter()
+            .map(|v| dynquant_core::quants::bf16_to_f32(dynquant_core::quants::f32_to_bf16(*v)))
+            .collect();
+        assert!(
+            rounded
+                .iter()
+                .zip(&y)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}"
+        );
+        let row = t.row_len();
+        let (first, n) = (t.n_rows() / 3, (t.n_rows() / 2).max(1));
+        let n = n.min(t.n_rows() - first);
+        let mut part = vec![0f32; n * row];
+        fp8.read_rows(name, first, &mut part).unwrap();
+        assert_eq!(
+            part,
+            x[first * row..(first + n) * row],
+            "{name} rows {first}.."
+        );
+    }
+    assert_eq!(n_fp8, 105);
+}
+
+#[test]
+fn f32_f16_and_q8_0_outputs_hold_the_same_values() {
+    // Other output types: F32 keeps the bf16 values exactly; F16 is their RNE rounding; Q8_0
+    // matrices dequantize close to them. Read back with our GGUF reader.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = golden().join("qwen3");
+    let mut outs = Vec::new();
+    for (ty, name) in [
+        (OutType::F32, "f32"),
+        (OutType::F16, "f16"),
+        (OutType::Q8_0, "q8_0"),
+    ] {
+        let out = tmp.path().join(format!("{name}.gguf"));
+        let m = HfModel::open(
+            &dir,
+            &ConvertOptions {
+                outtype: ty,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        m.write_gguf(&OutputTarget::Single(out.clone()), &WriteOptions::default())
+            .unwrap();
+        outs.push((ty, GgufFile::open(&out, Access::Pread).unwrap()));
+    }
+    let golden_file = GgufFile::open(golden().join("qwen3.llamacpp.gguf"), Access::Pread).unwrap();
+    for (i, t) in golden_file.header().tensors.iter().enumerate() {
+        let mut want = vec![0f32; t.n_elements() as usize];
+        dynquant_core::quants::dequantize(
+            t.ggml_type,
+            &golden_file.tensor_data(i).unwrap(),
+            &mut want,
+        )
+        .unwrap();
+        for (ty, f) in &outs {
+            let j = f.header().tensor_index(&t.name).unwrap();
+            let o = &f.header().tensors[j];
+            let mut got = vec![0f32; want.len()];
+            dynquant_core::quants::dequantize(o.ggml_type, &f.tensor_data(j).unwrap(), &mut got)
+                .unwrap();
+            let max_abs = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (a, b) in want.iter().zip(&got) {
+                let ok = match ty {
+                    OutType::F32 => a.to_bits() == b.to_bits(),
+                    OutType::F16 => half::f16::from_f32(*a).to_f32().to_bits() == b.to_bits(),
+                    _ => (a - b).abs() <= max_abs / 127.0 + 1e-6,
+                };
+                assert!(ok, "{} as {ty:?}: {a} vs {b}", t.name);
+            }
+        }
+    }
+}
