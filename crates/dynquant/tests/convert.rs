@@ -1,0 +1,142 @@
+//! `dynquant convert`, and `plan` / `quantize` of a Hugging Face folder, end to end: the
+//! outputs equal llama.cpp's converter output, load and generate in real llama.cpp, and
+//! planning or quantizing the folder equals doing it on the converted GGUF.
+
+mod common;
+
+use common::{clean_failure, dynquant, ok, oracle};
+use dynquant_testkit::oracle::shared_dir;
+
+fn golden() -> std::path::PathBuf {
+    shared_dir().join("golden/hf")
+}
+
+const FIXTURES: [&str; 8] = [
+    "llama-bpe",
+    "llama-spm",
+    "qwen2",
+    "qwen3",
+    "qwen3moe",
+    "mixtral",
+    "deepseek-v3",
+    "deepseek-v3-fp8",
+];
+
+#[test]
+fn converted_fixtures_match_llama_cpp_and_generate_in_llama_cpp() {
+    let Some(o) = oracle() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for f in FIXTURES {
+        let out = tmp.path().join(format!("{f}.gguf"));
+        let stdout = ok(
+            dynquant(args!["convert", golden().join(f), out, "--outtype", "bf16"]),
+            &format!("convert {f}"),
+        );
+        assert!(stdout.contains("converted"), "{stdout}");
+        let reference = golden().join(format!("{f}.llamacpp.gguf"));
+        if reference.exists() {
+            assert!(
+                std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
+                "{f}: not byte-identical to llama.cpp's converter output"
+            );
+        }
+        // Real llama.cpp loads it and generates (random weights: the tokens are meaningless,
+        // but they must come from a model llama.cpp accepted).
+        let toks = o.greedy_tokens(&out, 4, &["The quick brown fox"]);
+        assert_eq!(toks.len(), 1, "{f}");
+        assert!(!toks[0].is_empty() && toks[0].len() <= 4, "{f}: {toks:?}");
+        assert!(toks[0].iter().all(|&t| t < 1000), "{f}: {toks:?}");
+    }
+}
+
+fn plan_json(model: &std::path::Path, recipe: &str) -> String {
+    ok(
+        dynquant(args![
+            "plan",
+            model,
+            "--recipe",
+            recipe,
+            "--json",
+            "--tensors"
+        ]),
+        "plan",
+    )
+}
+
+#[test]
+fn plan_and_quantize_of_a_folder_equal_those_of_its_conversion() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (f, recipe) in [
+        ("deepseek-v3-fp8", "ud-iq1_s"),
+        ("qwen3moe", "q4_k_m"),
+        ("llama-spm", "basic-q4_k"),
+    ] {
+        let dir = golden().join(f);
+        let gguf = tmp.path().join(format!("{f}.gguf"));
+        ok(dynquant(args!["convert", dir, gguf]), "convert");
+        assert_eq!(
+            plan_json(&dir, recipe),
+            plan_json(&gguf, recipe),
+            "{f}: plans differ"
+        );
+        let (a, b) = (
+            tmp.path().join(format!("{f}-a.gguf")),
+            tmp.path().join(format!("{f}-b.gguf")),
+        );
+        for (input, out) in [(&dir, &a), (&gguf, &b)] {
+            ok(
+                dynquant(args![
+                    "quantize",
+                    input,
+                    out,
+                    "--recipe",
+                    recipe,
+                    "--imatrix-fallback",
+                    "--quiet",
+                    "--threads",
+                    "2"
+                ]),
+                &format!("quantize {}", input.display()),
+            );
+        }
+        assert!(
+            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+            "{f}: quantizing the folder differs from quantizing its conversion"
+        );
+    }
+}
+
+#[test]
+fn bad_folders_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("x.gguf");
+    // Not a model folder at all.
+    let e = clean_failure(dynquant(args!["convert", tmp.path(), out]), "empty folder");
+    assert!(e.contains("config.json"), "{e}");
+    // An unknown architecture.
+    let d = tmp.path().join("m");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        r#"{"architectures": ["RwkvForCausalLM"]}"#,
+    )
+    .unwrap();
+    let e = clean_failure(dynquant(args!["convert", d, out]), "unknown arch");
+    assert!(
+        e.contains("RwkvForCausalLM") && e.contains("not supported"),
+        "{e}"
+    );
+    // A bad outtype.
+    let e = clean_failure(
+        dynquant(args![
+            "convert",
+            golden().join("qwen2"),
+            out,
+            "--outtype",
+            "q4_0"
+        ]),
+        "bad outtype",
+    );
+    assert!(e.contains("q4_0"), "{e}");
+    assert!(!out.exists());
+}
