@@ -50,7 +50,9 @@ fn write_shard(path: &Path, tensors: &[(&str, Vec<usize>)], seed: u64) -> std::i
 
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
-    let out = args.next().expect("usage: synth_checkpoint OUT_DIR [VOCAB]");
+    let out = args
+        .next()
+        .expect("usage: synth_checkpoint OUT_DIR [VOCAB]");
     let vocab: usize = args.next().map_or(262_144, |v| v.parse().expect("vocab"));
     let out = Path::new(&out);
     std::fs::create_dir_all(out)?;
@@ -69,7 +71,10 @@ fn main() -> std::io::Result<()> {
         (l("self_attn.v_proj.weight"), vec![kv * hd, hidden]),
         ("model.norm.weight".into(), vec![hidden]),
     ];
-    let shard2: Vec<(&str, Vec<usize>)> = names2.iter().map(|(n, s)| (n.as_str(), s.clone())).collect();
+    let shard2: Vec<(&str, Vec<usize>)> = names2
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.clone()))
+        .collect();
     let f1 = "model-00001-of-00002.safetensors";
     let f2 = "model-00002-of-00002.safetensors";
     let s1 = write_shard(&out.join(f1), &shard1, 1)?;
@@ -82,7 +87,10 @@ fn main() -> std::io::Result<()> {
         map.insert((*n).into(), f2.into());
     }
     let index = serde_json::json!({"metadata": {"total_size": s1 + s2}, "weight_map": map});
-    std::fs::write(out.join("model.safetensors.index.json"), serde_json::to_string_pretty(&index)?)?;
+    std::fs::write(
+        out.join("model.safetensors.index.json"),
+        serde_json::to_string_pretty(&index)?,
+    )?;
     let config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": hidden, "intermediate_size": ff, "num_hidden_layers": 1,
@@ -91,7 +99,10 @@ fn main() -> std::io::Result<()> {
         "vocab_size": vocab, "tie_word_embeddings": true, "bos_token_id": 0, "eos_token_id": 1,
         "torch_dtype": "bfloat16"
     });
-    std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config)?)?;
+    std::fs::write(
+        out.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
     // A minimal byte-level BPE tokenizer: ids past it are padded as [PAD<i>] by the converter.
     let mut vocab_map = serde_json::Map::new();
     vocab_map.insert("<s>".into(), 0.into());

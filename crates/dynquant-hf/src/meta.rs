@@ -85,14 +85,9 @@ pub fn size_label(tensors: &[OutTensor]) -> String {
         }
         total += size;
     }
-    if n_expert_tensors > 0 {
-        format!(
-            "{}x{}",
-            expert_sum / n_expert_tensors,
-            rounded(shared + expert)
-        )
-    } else {
-        rounded(total)
+    match expert_sum.checked_div(n_expert_tensors) {
+        Some(count) => format!("{count}x{}", rounded(shared + expert)),
+        None => rounded(total),
     }
 }
 

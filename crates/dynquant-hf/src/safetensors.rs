@@ -133,43 +133,43 @@ impl Checkpoint {
     pub fn open(dir: &Path, fp8_block: Option<[usize; 2]>) -> Result<Self> {
         let index = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
-        let (names, weight_map): (Vec<String>, Option<(PathBuf, BTreeMap<String, String>)>) =
-            if index.is_file() {
-                let v = crate::config::read_json(&index)?;
-                let map = v
-                    .get("weight_map")
-                    .and_then(|m| m.as_object())
-                    .ok_or_else(|| HfError::json(&index, "no 'weight_map' object"))?;
-                let mut wm = BTreeMap::new();
-                for (k, f) in map {
-                    let f = f.as_str().ok_or_else(|| {
-                        HfError::json(&index, format!("weight_map['{k}'] is not a file name"))
-                    })?;
-                    if f.contains('/') || f.contains('\\') || f == ".." {
-                        return Err(HfError::json(
-                            &index,
-                            format!("shard name '{f}' is not a plain file name"),
-                        ));
-                    }
-                    wm.insert(k.clone(), f.to_string());
+        type WeightMap = Option<(PathBuf, BTreeMap<String, String>)>;
+        let (names, weight_map): (Vec<String>, WeightMap) = if index.is_file() {
+            let v = crate::config::read_json(&index)?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| HfError::json(&index, "no 'weight_map' object"))?;
+            let mut wm = BTreeMap::new();
+            for (k, f) in map {
+                let f = f.as_str().ok_or_else(|| {
+                    HfError::json(&index, format!("weight_map['{k}'] is not a file name"))
+                })?;
+                if f.contains('/') || f.contains('\\') || f == ".." {
+                    return Err(HfError::json(
+                        &index,
+                        format!("shard name '{f}' is not a plain file name"),
+                    ));
                 }
-                let mut files: Vec<String> = wm.values().cloned().collect();
-                files.sort();
-                files.dedup();
-                for f in &files {
-                    if !dir.join(f).is_file() {
-                        return Err(HfError::MissingShard {
-                            index: index.clone(),
-                            shard: f.clone(),
-                        });
-                    }
+                wm.insert(k.clone(), f.to_string());
+            }
+            let mut files: Vec<String> = wm.values().cloned().collect();
+            files.sort();
+            files.dedup();
+            for f in &files {
+                if !dir.join(f).is_file() {
+                    return Err(HfError::MissingShard {
+                        index: index.clone(),
+                        shard: f.clone(),
+                    });
                 }
-                (files, Some((index, wm)))
-            } else if single.is_file() {
-                (vec!["model.safetensors".into()], None)
-            } else {
-                return Err(HfError::NoWeights(dir.to_path_buf()));
-            };
+            }
+            (files, Some((index, wm)))
+        } else if single.is_file() {
+            (vec!["model.safetensors".into()], None)
+        } else {
+            return Err(HfError::NoWeights(dir.to_path_buf()));
+        };
         let mut shards = Vec::new();
         let mut order = Vec::new();
         let mut tensors = HashMap::new();

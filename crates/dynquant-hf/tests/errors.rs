@@ -140,7 +140,7 @@ fn missing_shard_and_index_disagreements() {
 
     let dir = copy_fixture("deepseek-v3");
     std::fs::write(
-        &idx_of(dir.path()),
+        idx_of(dir.path()),
         r#"{"weight_map": {"a": "../x.safetensors"}}"#,
     )
     .unwrap();
@@ -282,7 +282,7 @@ fn fp8_without_or_with_wrong_block_scales() {
 fn unsupported_dtypes_are_named() {
     let dir = copy_fixture("qwen3");
     let p = dir.path().join("model.safetensors");
-    let data = vec![0u8; 8 * 4 * 4];
+    let data = [0u8; 8 * 4 * 4];
     let view = TensorView::new(Dtype::I32, vec![8, 4], &data[..]).unwrap();
     std::fs::remove_file(&p).unwrap();
     serialize_to_file(
