@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod meta;
 pub mod model;
+pub mod pretok;
 pub mod safetensors;
 pub mod tokenizer;
 

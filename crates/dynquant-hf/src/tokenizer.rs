@@ -12,9 +12,9 @@
 //!   added tokens) then `config.json`'s `<type>_token_id`; `add_bos`/`add_eos`/`add_sep` from
 //!   a `TemplateProcessing` post-processor and `tokenizer_config.json`; the chat template.
 //!
-//! The pre-tokenizer name: llama.cpp identifies BPE pre-tokenizers by hashing the token ids
-//! of a fixed text, which needs the tokenizer itself; dynquant does not tokenize, so the name
-//! comes from `--tokenizer-pre`, and otherwise falls back to `gpt-2` with a warning (the
+//! The pre-tokenizer name: as llama.cpp, by hashing the token ids of a fixed text (see
+//! [`crate::pretok`]) and looking the hash up in a table of known tokenizers; `--tokenizer-pre`
+//! overrides it, and an unrecognised tokenizer falls back to `gpt-2` with a warning (the
 //! behaviour the golden fixtures were made with).
 
 use std::path::Path;
@@ -127,12 +127,23 @@ pub fn write_vocab(
         })?;
         let pre = match &opts.pre {
             Some(p) => p.clone(),
-            None => {
-                warnings.push(
-                    "BPE pre-tokenizer not identified (dynquant does not run the tokenizer to hash it); writing 'gpt-2' (pass --tokenizer-pre NAME to name it)".into(),
-                );
-                "gpt-2".into()
-            }
+            None => match crate::pretok::chkhsh(&tj, tc.as_ref()) {
+                Ok(h) => match crate::pretok::name_for_hash(&h) {
+                    Some(name) => name.to_string(),
+                    None => {
+                        warnings.push(format!(
+                            "BPE pre-tokenizer not recognized (chkhsh {h}); writing 'gpt-2' (pass --tokenizer-pre NAME to name it)"
+                        ));
+                        "gpt-2".into()
+                    }
+                },
+                Err(what) => {
+                    warnings.push(format!(
+                        "BPE pre-tokenizer not identified (the tokenizer uses {what}, which dynquant cannot run to hash it); writing 'gpt-2' (pass --tokenizer-pre NAME to name it)"
+                    ));
+                    "gpt-2".into()
+                }
+            },
         };
         write_bpe(&tj_path, &tj, vocab_size, &pre, md)?;
         special_vocab(dir, tc.as_ref(), Some(&tj), None, true, md)?;

@@ -287,3 +287,56 @@ fn f32_f16_and_q8_0_outputs_hold_the_same_values() {
         }
     }
 }
+
+#[test]
+fn a_real_tokenizer_hashes_to_its_llama_cpp_pre_tokenizer() {
+    // SmolLM2-135M's byte-level BPE (49,152 tokens, 48,900 merges), rebuilt as a tokenizer.json
+    // from the oracle GGUF's vocabulary, merges and control tokens with SmolLM's pre-tokenizer
+    // (Digits + ByteLevel): its chkhsh is the table's "smollm" entry, which that GGUF names.
+    let Some(o) = dynquant_testkit::oracle::Oracle::get() else {
+        return;
+    };
+    let f = GgufFile::open(o.smollm2(), Access::Pread).unwrap();
+    let md = &f.header().metadata;
+    let strings = |k: &str| match md.get(k) {
+        Some(Value::Array(dynquant_core::gguf::Array::String(v))) => v.clone(),
+        other => panic!("{k}: {other:?}"),
+    };
+    let tokens = strings("tokenizer.ggml.tokens");
+    let merges = strings("tokenizer.ggml.merges");
+    let Some(Value::Array(dynquant_core::gguf::Array::I32(types))) =
+        md.get("tokenizer.ggml.token_type")
+    else {
+        panic!("token types")
+    };
+    let vocab: serde_json::Map<String, serde_json::Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i.into()))
+        .collect();
+    let added: Vec<serde_json::Value> = tokens
+        .iter()
+        .zip(types)
+        .enumerate()
+        .filter(|(_, (_, ty))| **ty == 3)
+        .map(|(i, (t, _))| serde_json::json!({"id": i, "content": t, "special": true}))
+        .collect();
+    let tj = serde_json::json!({
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
+        ]},
+        "post_processor": null,
+        "model": {"type": "BPE", "vocab": vocab, "merges": merges}
+    });
+    let h = dynquant_hf::pretok::chkhsh(&tj, None).unwrap();
+    assert_eq!(
+        h,
+        "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249"
+    );
+    let name = dynquant_hf::pretok::name_for_hash(&h);
+    assert_eq!(name, Some("smollm"));
+    assert_eq!(md.get("tokenizer.ggml.pre").and_then(Value::as_str), name);
+}

@@ -245,7 +245,8 @@ pub struct ConvertArgs {
     /// Type of the converted matrices: f32, f16, bf16, q8_0 (norms, biases and routers stay F32).
     #[arg(long, default_value = "bf16")]
     pub outtype: String,
-    /// BPE pre-tokenizer name for `tokenizer.ggml.pre` (default: `gpt-2`, with a warning).
+    /// BPE pre-tokenizer name for `tokenizer.ggml.pre` (default: identified from the tokenizer
+    /// as llama.cpp does; `gpt-2`, with a warning, when it is not recognised).
     #[arg(long, value_name = "NAME")]
     pub tokenizer_pre: Option<String>,
     /// `general.name` (default: derived from the folder name, as llama.cpp does).
