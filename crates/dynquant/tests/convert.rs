@@ -140,3 +140,38 @@ fn bad_folders_fail_cleanly() {
     assert!(e.contains("q4_0"), "{e}");
     assert!(!out.exists());
 }
+
+#[test]
+fn llama3_rope_scaling_writes_rope_freqs_that_llama_cpp_loads() {
+    let Some(o) = oracle() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("llama3-rope");
+    std::fs::create_dir(&dir).unwrap();
+    for e in std::fs::read_dir(golden().join("llama-bpe")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let cfg_path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["rope_scaling"] = serde_json::json!({
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 256
+    });
+    let mut p = std::fs::metadata(&cfg_path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    p.set_readonly(false);
+    std::fs::set_permissions(&cfg_path, p).unwrap();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let out = tmp.path().join("l3.gguf");
+    ok(dynquant(args!["convert", dir, out]), "convert");
+    let f = dynquant_core::gguf::GgufFile::open(&out, dynquant_core::gguf::Access::Pread).unwrap();
+    let t = &f.header().tensors[0];
+    assert_eq!(
+        (t.name.as_str(), t.shape.as_slice()),
+        ("rope_freqs.weight", &[32u64][..])
+    );
+    assert_eq!(t.ggml_type, dynquant_core::GgmlType::F32);
+    let toks = o.greedy_tokens(&out, 3, &["Hello"]);
+    assert!(!toks[0].is_empty());
+}

@@ -12,6 +12,9 @@ use crate::error::{HfError, Result};
 pub(crate) struct Mixtral;
 
 impl Arch for Mixtral {
+    fn generated(&self, cfg: &Config) -> Result<Vec<super::OutTensor>> {
+        super::llama::llama3_rope_freqs(cfg)
+    }
     fn gguf_arch(&self) -> &'static str {
         "llama"
     }

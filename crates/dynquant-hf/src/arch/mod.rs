@@ -60,6 +60,8 @@ pub struct OutTensor {
     pub transform: Transform,
     /// Result shape, PyTorch order (rows first; reversed in GGUF).
     pub shape: Vec<usize>,
+    /// Values computed by the converter itself (no source), e.g. Llama 3's `rope_freqs`.
+    pub values: Option<Vec<f32>>,
 }
 
 impl OutTensor {
@@ -124,6 +126,10 @@ pub(crate) trait Arch: Send + Sync {
     /// Number of experts (to know when a layer's set is complete).
     fn n_experts(&self, _cfg: &Config) -> Result<usize> {
         Ok(0)
+    }
+    /// Tensors the converter computes itself, written before the checkpoint's.
+    fn generated(&self, _cfg: &Config) -> Result<Vec<OutTensor>> {
+        Ok(Vec::new())
     }
     /// The llama family reads SentencePiece `tokenizer.model` when present.
     fn prefers_spm(&self) -> bool {
@@ -451,7 +457,7 @@ pub(crate) fn plan_tensors(cfg: &Config, ckpt: &Checkpoint) -> Result<ArchPlan> 
     // (layer) -> proj -> expert -> name
     let mut pending: std::collections::BTreeMap<usize, Vec<Vec<Option<String>>>> =
         Default::default();
-    let mut out = Vec::new();
+    let mut out = arch.generated(cfg)?;
     for name in ckpt.names() {
         if name.ends_with("_scale_inv") {
             // FP8 block scales are folded into their weights when read.
@@ -526,6 +532,7 @@ pub(crate) fn plan_tensors(cfg: &Config, ckpt: &Checkpoint) -> Result<ArchPlan> 
                         sources: vec![name.clone()],
                         transform: tr,
                         shape,
+                        values: None,
                     });
                 }
             }
@@ -575,6 +582,7 @@ pub(crate) fn plan_tensors(cfg: &Config, ckpt: &Checkpoint) -> Result<ArchPlan> 
                             sources: names,
                             transform: Transform::None,
                             shape,
+                            values: None,
                         });
                     }
                 }
