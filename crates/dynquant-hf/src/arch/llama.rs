@@ -154,14 +154,15 @@ mod tests {
         assert!(v[..29].iter().all(|&x| x == 1.0), "{v:?}");
         assert!(v[35..].iter().all(|&x| x == 8.0), "{v:?}");
         // The blended band, as numpy computes the same float32 expressions independently.
-        let numpy = [
-            1.2074838876724243f32,
+        let numpy: [f64; 6] = [
+            1.2074838876724243,
             1.5534145832061768,
             2.026313066482544,
             2.6945300102233887,
             3.684253215789795,
             5.257327079772949,
         ];
+        let numpy = numpy.map(|x| x as f32);
         assert_eq!(&v[29..35], &numpy);
     }
 }
