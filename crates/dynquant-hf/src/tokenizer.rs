@@ -89,6 +89,9 @@ fn looks_special(t: &str) -> bool {
         || (t.starts_with("<unused") && t.ends_with('>'))
 }
 
+/// Largest vocabulary accepted (guards allocations against absurd `vocab_size` values).
+pub const MAX_VOCAB: u64 = 1 << 24;
+
 /// Writes the vocabulary keys for `dir` into `md`, returning the kind and any warnings.
 pub fn write_vocab(
     dir: &Path,
@@ -96,6 +99,11 @@ pub fn write_vocab(
     opts: &VocabOptions,
     md: &mut Metadata,
 ) -> Result<(VocabKind, Vec<String>)> {
+    if let Some(v) = vocab_size.filter(|&v| v > MAX_VOCAB) {
+        return Err(HfError::Tokenizer(format!(
+            "config.json vocab_size {v} is above the supported {MAX_VOCAB}"
+        )));
+    }
     let mut warnings = Vec::new();
     let tc = json_opt(&dir.join("tokenizer_config.json"))?;
     if opts.add_space_prefix {

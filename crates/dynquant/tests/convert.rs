@@ -175,3 +175,57 @@ fn llama3_rope_scaling_writes_rope_freqs_that_llama_cpp_loads() {
     let toks = o.greedy_tokens(&out, 3, &["Hello"]);
     assert!(!toks[0].is_empty());
 }
+
+#[test]
+fn plan_of_a_folder_reads_headers_only() {
+    // A 64 GiB BF16 embedding in a sparse file: planning (and opening for quantize --dry-run)
+    // must not touch its data, so this finishes at once and allocates nothing of that size.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("huge");
+    std::fs::create_dir(&dir).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(golden().join("llama-bpe").join(f), dir.join(f)).unwrap();
+    }
+    let (vocab, hidden) = (65_536u64, 524_288u64);
+    let big = vocab * hidden * 2;
+    let header = serde_json::json!({
+        "model.embed_tokens.weight": {"dtype": "BF16", "shape": [vocab, hidden], "data_offsets": [0, big]},
+        "model.norm.weight": {"dtype": "BF16", "shape": [hidden], "data_offsets": [big, big + hidden * 2]},
+    })
+    .to_string();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    let st = dir.join("model.safetensors");
+    std::fs::write(&st, &bytes).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&st).unwrap();
+    f.set_len(bytes.len() as u64 + big + hidden * 2).unwrap(); // sparse: no data written
+    drop(f);
+    let cfg = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": hidden, "intermediate_size": 8,
+        "num_hidden_layers": 0, "num_attention_heads": 4096, "num_key_value_heads": 4096,
+        "vocab_size": vocab, "rms_norm_eps": 1e-5, "max_position_embeddings": 4096,
+        "tie_word_embeddings": true
+    });
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let out = ok(
+        dynquant(args!["plan", dir, "--recipe", "basic-q4_k", "--json"]),
+        "plan of a sparse 64 GiB folder",
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tensors = v["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), 2);
+    assert_eq!(tensors[0]["name"], "token_embd.weight");
+    let params = v["total_params"].as_u64().unwrap();
+    assert_eq!(params, vocab * hidden + hidden);
+    ok(
+        dynquant(args![
+            "quantize",
+            dir,
+            tmp.path().join("q.gguf"),
+            "--recipe",
+            "basic-q4_k",
+            "--dry-run"
+        ]),
+        "quantize --dry-run of the sparse folder",
+    );
+}

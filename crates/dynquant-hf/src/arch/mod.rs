@@ -510,17 +510,17 @@ pub(crate) fn plan_tensors(cfg: &Config, ckpt: &Checkpoint) -> Result<ArchPlan> 
                         }
                     };
                     if let Transform::RopePermute { n_head } = tr {
-                        if n_head == 0 || t.shape[0] % (2 * n_head) != 0 {
-                            return Err(shape_err(
-                                name,
-                                &t.shape,
-                                vec![2 * n_head.max(1) * (t.shape[0] / (2 * n_head.max(1))).max(1)],
-                            ));
+                        let rows = t.shape.first().copied().unwrap_or(0);
+                        if n_head == 0 || rows == 0 || rows % (2 * n_head) != 0 {
+                            let want = 2 * n_head.max(1) * (rows / (2 * n_head.max(1))).max(1);
+                            return Err(shape_err(name, &t.shape, vec![want]));
                         }
                     }
                     if gname == "token_embd.weight" || gname == "output.weight" {
                         let want = vec![
-                            params.n_vocab.map_or(t.shape[0], |v| v as usize),
+                            params
+                                .n_vocab
+                                .map_or(t.shape.first().copied().unwrap_or(0), |v| v as usize),
                             params.n_embd,
                         ];
                         if t.shape != want {
