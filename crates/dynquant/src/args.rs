@@ -194,7 +194,8 @@ pub struct RecipeArgs {
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
     /// Input GGUF (F32, F16, BF16, Q8_0; other quantized types with --allow-requantize); a
-    /// split set from its first shard.
+    /// split set from its first shard; or a Hugging Face safetensors folder (BF16/F16/F32 or
+    /// block-scaled FP8), streamed without an intermediate file.
     pub input: PathBuf,
     /// Output GGUF (with --split-max-size/--split-max-tensors: the shard prefix).
     pub output: PathBuf,
