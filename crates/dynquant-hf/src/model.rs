@@ -235,6 +235,11 @@ impl HfModel {
         &self.metadata
     }
 
+    /// The metadata, to edit before writing (e.g. provenance keys dynquant does not derive).
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.metadata
+    }
+
     /// Output tensors (GGUF names, shapes, types), in order.
     pub fn tensor_infos(&self) -> &[TensorInfo] {
         &self.infos

@@ -340,3 +340,37 @@ fn a_real_tokenizer_hashes_to_its_llama_cpp_pre_tokenizer() {
     assert_eq!(name, Some("smollm"));
     assert_eq!(md.get("tokenizer.ggml.pre").and_then(Value::as_str), name);
 }
+
+#[test]
+fn sharded_bf16_deepseek_is_byte_identical_once_the_name_keys_are_added() {
+    // The README records the size and sha256 of llama.cpp's output for the two-shard folder.
+    // dynquant derives neither general.basename nor general.version from folder names
+    // (docs/hf.md); with the values the converter derived ("deepseek", "v3") put where it puts
+    // them (after general.name: version, then basename), every other byte must agree, which
+    // checks the shard-by-shard tensor order too.
+    use sha2::Digest;
+    let mut m = HfModel::open(&golden().join("deepseek-v3"), &ConvertOptions::default()).unwrap();
+    let mut md = dynquant_core::gguf::Metadata::new();
+    for (k, v) in m.metadata().entries() {
+        md.set(k.clone(), v.clone());
+        if k == "general.name" {
+            md.set("general.version", Value::String("v3".into()));
+            md.set("general.basename", Value::String("deepseek".into()));
+        }
+    }
+    *m.metadata_mut() = md;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ds.gguf");
+    m.write_gguf(&OutputTarget::Single(out.clone()), &WriteOptions::default())
+        .unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(bytes.len(), 9_978_176);
+    let sha: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        sha,
+        "4f2f0fd3b3bd66bae67eece3a959da3a2218ea373b437216e07c39b1d6c7ff5c"
+    );
+}
