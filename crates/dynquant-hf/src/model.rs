@@ -14,7 +14,7 @@ use dynquant_core::GgmlType;
 use crate::arch::{generic_params, plan_tensors, ArchPlan, OutTensor, Transform};
 use crate::config::{read_json, Config};
 use crate::error::{HfError, Result};
-use crate::meta::{id_to_title, size_label};
+use crate::meta::{id_to_title, model_id_components, size_label, total_params, IdComponents};
 use crate::safetensors::Checkpoint;
 use crate::tokenizer::{write_vocab, VocabKind, VocabOptions};
 
@@ -187,23 +187,50 @@ impl HfModel {
         md.set("general.architecture", Value::String(arch.into()));
         md.set("general.type", Value::String("model".into()));
         sampling(dir, &mut md)?;
-        let name = match &opts.name {
-            Some(n) => n.clone(),
-            None => {
-                let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-                id_to_title(
-                    &canon
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                )
+        // general.*: from config.json's `_name_or_path` (when it is a model id, not a path) and
+        // then the folder name, each filling what is still unknown, as the converter does.
+        let total = total_params(&plan.tensors);
+        let folder = dir
+            .canonicalize()
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut ids: Vec<String> = Vec::new();
+        if let Some(n) = cfg
+            .str_of("_name_or_path")
+            .filter(|n| n.matches('/').count() <= 1)
+        {
+            ids.push(n.to_string());
+        }
+        ids.push(folder);
+        let mut name = opts.name.clone();
+        let mut c = IdComponents::default();
+        for id in &ids {
+            let full = id.split_once('/').map_or(id.as_str(), |(_, n)| n);
+            if name.is_none() && !full.is_empty() {
+                name = Some(id_to_title(full));
             }
-        };
-        md.set("general.name", Value::String(name));
-        md.set(
-            "general.size_label",
-            Value::String(size_label(&plan.tensors)),
-        );
+            let got = model_id_components(id, total);
+            c.organization = c.organization.or(got.organization.map(|o| id_to_title(&o)));
+            c.basename = c.basename.or(got.basename);
+            c.finetune = c.finetune.or(got.finetune);
+            c.version = c.version.or(got.version);
+            c.size_label = c.size_label.or(got.size_label);
+        }
+        md.set("general.name", Value::String(name.unwrap_or_default()));
+        for (k, v) in [
+            ("general.version", c.version),
+            ("general.organization", c.organization),
+            ("general.finetune", c.finetune),
+            ("general.basename", c.basename),
+        ] {
+            if let Some(v) = v {
+                md.set(k, Value::String(v));
+            }
+        }
+        let label = c.size_label.unwrap_or_else(|| size_label(&plan.tensors));
+        md.set("general.size_label", Value::String(label));
         let ov = plan.arch.generic_overrides(&cfg)?;
         generic_params(arch, &cfg, &ov, opts.outtype.file_type(), &mut md)?;
         plan.arch.extra_params(&cfg, &plan.params, &mut md)?;
@@ -233,11 +260,6 @@ impl HfModel {
     /// GGUF metadata of the conversion.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
-    }
-
-    /// The metadata, to edit before writing (e.g. provenance keys dynquant does not derive).
-    pub fn metadata_mut(&mut self) -> &mut Metadata {
-        &mut self.metadata
     }
 
     /// Output tensors (GGUF names, shapes, types), in order.

@@ -132,36 +132,51 @@ fn every_fixture_converts_byte_identical_to_llama_cpp() {
 
 #[test]
 fn sharded_bf16_deepseek_matches_the_fp8_conversion_except_its_name() {
-    // llama.cpp's output for the two-shard bf16 folder is not stored (README): its tensor data
-    // is identical to the FP8 conversion, only general.name/basename/version differ. dynquant
-    // writes no basename/version (docs/hf.md), so those are the documented exceptions.
+    // Tensor data identical to the FP8 conversion (README), only the name keys differ.
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("ds.gguf");
     let m = convert(&golden().join("deepseek-v3"), &out);
     assert_eq!(m.input_paths().len(), 2);
     let reference = golden().join("deepseek-v3-fp8.llamacpp.gguf");
-    let mut diffs = differences(&out, &reference, &["general.name"]);
+    let mut diffs = differences(
+        &out,
+        &reference,
+        &["general.name", "general.basename", "general.version"],
+    );
     // Shard order: shard 1's tensors (sorted), then shard 2's, as the converter iterates.
     diffs.retain(|d| !d.starts_with("tensor order differs"));
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
     let a = GgufFile::open(&out, Access::Pread).unwrap();
-    assert_eq!(
-        a.header()
-            .metadata
-            .get("general.name")
-            .and_then(Value::as_str),
-        Some("Deepseek v3")
-    );
+    let md = &a.header().metadata;
+    let get = |k: &str| md.get(k).and_then(Value::as_str);
+    assert_eq!(get("general.name"), Some("Deepseek v3"));
+    assert_eq!(get("general.basename"), Some("deepseek"));
+    assert_eq!(get("general.version"), Some("v3"));
     let names: Vec<&str> = a.header().tensors.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names[0], "token_embd.weight", "shard 1 holds embed_tokens");
-    assert_eq!(
-        names[names.len() - 1],
-        "output_norm.weight",
-        "model.norm sorts last in shard 2"
-    );
     assert!(
         names.iter().all(|n| !n.starts_with("blk.3.")),
         "MTP layer dropped"
+    );
+}
+
+#[test]
+fn sharded_bf16_deepseek_is_byte_identical_to_llama_cpp() {
+    // llama.cpp's output for the two-shard folder is not stored, but the README records its size
+    // and sha256: every byte must agree (metadata, shard-by-shard tensor order, data).
+    use sha2::Digest;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("deepseek-v3.gguf");
+    convert(&golden().join("deepseek-v3"), &out);
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(bytes.len(), 9_978_176);
+    let sha: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        sha,
+        "4f2f0fd3b3bd66bae67eece3a959da3a2218ea373b437216e07c39b1d6c7ff5c"
     );
 }
 
@@ -342,35 +357,71 @@ fn a_real_tokenizer_hashes_to_its_llama_cpp_pre_tokenizer() {
 }
 
 #[test]
-fn sharded_bf16_deepseek_is_byte_identical_once_the_name_keys_are_added() {
-    // The README records the size and sha256 of llama.cpp's output for the two-shard folder.
-    // dynquant derives neither general.basename nor general.version from folder names
-    // (docs/hf.md); with the values the converter derived ("deepseek", "v3") put where it puts
-    // them (after general.name: version, then basename), every other byte must agree, which
-    // checks the shard-by-shard tensor order too.
-    use sha2::Digest;
-    let mut m = HfModel::open(&golden().join("deepseek-v3"), &ConvertOptions::default()).unwrap();
-    let mut md = dynquant_core::gguf::Metadata::new();
-    for (k, v) in m.metadata().entries() {
-        md.set(k.clone(), v.clone());
-        if k == "general.name" {
-            md.set("general.version", Value::String("v3".into()));
-            md.set("general.basename", Value::String("deepseek".into()));
+fn model_id_heuristic_agrees_with_gguf_py() {
+    // general.basename / finetune / version / size_label / organization from a model id, as
+    // gguf-py's Metadata.get_model_id_components (the converter's) derives them.
+    let Some(o) = dynquant_testkit::oracle::Oracle::get() else {
+        return;
+    };
+    let ids = [
+        "deepseek-v3",
+        "deepseek-v3-fp8",
+        "llama-bpe",
+        "qwen3moe",
+        "Qwen2.5-0.5B-Instruct",
+        "DeepSeek-R1",
+        "Meta-Llama-3.1-8B-Instruct",
+        "SmolLM2-135M-Instruct",
+        "Mixtral-8x7B-v0.1",
+        "meta-llama/Llama-2-7b-hf",
+        "Qwen/Qwen3-30B-A3B",
+        "bigscience/bloom-7b1",
+        "gpt2-xl",
+        "Phi-3-mini-4k-instruct",
+        "gemma-2-9b-it",
+        "Mistral-7B-Instruct-v0.3",
+        "model-Q4_K_M",
+        "x-BF16-fp16",
+        "v1.5",
+        "iter3-chat",
+        "org/.hidden",
+        "a--b",
+        "Llama-3.2-1B",
+        "t5-small-large",
+    ];
+    let totals = [2_200_000u64, 7_000_000_000];
+    let script = format!(
+        "import json\nfrom gguf.metadata import Metadata\nfor t in {totals:?}:\n for i in {ids:?}:\n  print(json.dumps(Metadata.get_model_id_components(i, t)))\n"
+    );
+    let out = std::process::Command::new(&o.python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), ids.len() * totals.len());
+    let mut k = 0;
+    for t in totals {
+        for id in ids {
+            let want = &lines[k];
+            k += 1;
+            let c = dynquant_hf::meta::model_id_components(id, t);
+            let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
+            // (full name, org, basename, finetune, version, size_label)
+            assert_eq!(c.organization, s(&want[1]), "{id} ({t}): organization");
+            assert_eq!(c.basename, s(&want[2]), "{id} ({t}): basename");
+            assert_eq!(c.finetune, s(&want[3]), "{id} ({t}): finetune");
+            assert_eq!(c.version, s(&want[4]), "{id} ({t}): version");
+            assert_eq!(c.size_label, s(&want[5]), "{id} ({t}): size_label");
         }
     }
-    *m.metadata_mut() = md;
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("ds.gguf");
-    m.write_gguf(&OutputTarget::Single(out.clone()), &WriteOptions::default())
-        .unwrap();
-    let bytes = std::fs::read(&out).unwrap();
-    assert_eq!(bytes.len(), 9_978_176);
-    let sha: String = sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(
-        sha,
-        "4f2f0fd3b3bd66bae67eece3a959da3a2218ea373b437216e07c39b1d6c7ff5c"
-    );
 }
