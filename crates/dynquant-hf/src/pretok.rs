@@ -440,13 +440,13 @@ impl Encoder {
         let mut pieces = vec![s];
         for p in &self.pres {
             let mut next = Vec::new();
-            for (i, piece) in pieces.into_iter().enumerate() {
+            for piece in pieces {
                 match p {
                     Pre::ByteLevel {
                         prefix_space,
                         regex,
                     } => {
-                        let piece = if *prefix_space && i == 0 && !piece.starts_with(' ') {
+                        let piece = if *prefix_space && !piece.starts_with(' ') {
                             format!(" {piece}")
                         } else {
                             piece
