@@ -229,3 +229,69 @@ fn plan_of_a_folder_reads_headers_only() {
         "quantize --dry-run of the sparse folder",
     );
 }
+
+#[test]
+fn converting_a_512_mib_tensor_stays_far_below_its_size() {
+    // A sparse 512 MiB BF16 embedding (1 GiB as f32): peak RSS of `convert` must stay under a
+    // quarter of its f32 size, i.e. tensors are streamed, never materialised whole
+    // (scripts/hf-rss.sh measures the 1 GiB case; docs/benchmarks.md).
+    assert!(
+        std::path::Path::new("/usr/bin/time").exists(),
+        "/usr/bin/time is needed to measure peak RSS"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("big");
+    std::fs::create_dir(&dir).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(golden().join("llama-bpe").join(f), dir.join(f)).unwrap();
+    }
+    let (vocab, hidden) = (131_072u64, 2048u64);
+    let big = vocab * hidden * 2;
+    let header = serde_json::json!({
+        "model.embed_tokens.weight": {"dtype": "BF16", "shape": [vocab, hidden], "data_offsets": [0, big]},
+        "model.norm.weight": {"dtype": "BF16", "shape": [hidden], "data_offsets": [big, big + hidden * 2]},
+    })
+    .to_string();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    let st = dir.join("model.safetensors");
+    std::fs::write(&st, &bytes).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&st).unwrap();
+    f.set_len(bytes.len() as u64 + big + hidden * 2).unwrap();
+    drop(f);
+    let cfg = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": hidden, "intermediate_size": 8,
+        "num_hidden_layers": 0, "num_attention_heads": 16, "vocab_size": vocab,
+        "rms_norm_eps": 1e-5, "max_position_embeddings": 4096, "tie_word_embeddings": true
+    });
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let out = tmp.path().join("big.gguf");
+    let timing = tmp.path().join("time");
+    let status = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&timing)
+        .arg(env!("CARGO_BIN_EXE_dynquant"))
+        .args(["convert".as_ref(), dir.as_os_str(), out.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let peak_kib: u64 = std::fs::read_to_string(&timing)
+        .unwrap()
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let f32_kib = vocab * hidden * 4 / 1024;
+    assert!(
+        peak_kib < f32_kib / 4,
+        "peak RSS {peak_kib} KiB for a tensor of {f32_kib} KiB as f32"
+    );
+    eprintln!("convert peak RSS {peak_kib} KiB (tensor as f32: {f32_kib} KiB)");
+    assert!(std::fs::metadata(&out).unwrap().len() > big);
+}
