@@ -10,6 +10,7 @@ use dynquant_core::gguf::{
 use dynquant_core::pipeline::{PipelineError, TensorSource};
 use dynquant_core::quants::{bf16_to_f32, f32_to_bf16, quantize_rows};
 use dynquant_core::GgmlType;
+use rayon::prelude::*;
 
 use crate::arch::{generic_params, plan_tensors, ArchPlan, OutTensor, Transform};
 use crate::config::{read_json, Config};
@@ -412,22 +413,41 @@ impl HfModel {
     fn encode(&self, index: usize, x: &[f32], dst: &mut Vec<u8>) -> Result<()> {
         let info = &self.infos[index];
         dst.clear();
-        match info.ggml_type {
-            GgmlType::F32 => dst.extend(x.iter().flat_map(|v| v.to_le_bytes())),
-            GgmlType::F16 => dst.extend(
-                x.iter()
-                    .flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes()),
-            ),
-            GgmlType::BF16 => dst.extend(x.iter().flat_map(|v| f32_to_bf16(*v).to_le_bytes())),
-            ty => {
-                let row = info.row_len() as usize;
-                let rb = ty.row_bytes(row as u64).unwrap_or(0) as usize;
-                dst.resize(x.len() / row.max(1) * rb, 0);
-                quantize_rows(ty, x, row, None, dst).map_err(|source| HfError::Quant {
+        const PIECE: usize = 1 << 16;
+        let width = match info.ggml_type {
+            GgmlType::F32 => 4,
+            GgmlType::F16 | GgmlType::BF16 => 2,
+            _ => 0,
+        };
+        if width > 0 {
+            // Element-wise, in parallel pieces: the bytes do not depend on the split.
+            dst.resize(x.len() * width, 0);
+            let ty = info.ggml_type;
+            dst.par_chunks_mut(PIECE * width)
+                .zip(x.par_chunks(PIECE))
+                .for_each(|(d, v)| {
+                    for (o, v) in d.chunks_exact_mut(width).zip(v) {
+                        match ty {
+                            GgmlType::F32 => o.copy_from_slice(&v.to_le_bytes()),
+                            GgmlType::F16 => {
+                                o.copy_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes())
+                            }
+                            _ => o.copy_from_slice(&f32_to_bf16(*v).to_le_bytes()),
+                        }
+                    }
+                });
+        } else {
+            let ty = info.ggml_type;
+            let row = info.row_len() as usize;
+            let rb = ty.row_bytes(row as u64).unwrap_or(0) as usize;
+            dst.resize(x.len() / row.max(1) * rb, 0);
+            dst.par_chunks_mut(rb.max(1))
+                .zip(x.par_chunks(row.max(1)))
+                .try_for_each(|(d, v)| quantize_rows(ty, v, row, None, d))
+                .map_err(|source| HfError::Quant {
                     tensor: info.name.clone(),
                     source,
                 })?;
-            }
         }
         Ok(())
     }
