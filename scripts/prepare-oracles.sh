@@ -56,6 +56,13 @@ command -v sha256sum >/dev/null || die "sha256sum not found"
 
 mkdir -p "$ORACLE" "$DL" "$MODELS"
 
+# GNU time (/usr/bin/time): the HF conversion memory test measures a child's peak RSS with it.
+if [[ ! -x /usr/bin/time ]] && command -v apt-get >/dev/null; then
+  log "installing GNU time"
+  { apt-get install -y -qq time >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq time >/dev/null 2>&1; }; } \
+    || die "could not install GNU time (apt-get install time)"
+fi
+
 # One prepare at a time (parallel test runners may all call this script).
 if command -v flock >/dev/null; then
   exec 9>"$ORACLE/.lock"

@@ -7,6 +7,8 @@
 //! importance weights, so the output is byte-identical for any thread count. Memory is
 //! bounded by the slab size, not by the model.
 
+use std::path::PathBuf;
+
 use rayon::prelude::*;
 
 use crate::gguf::{
@@ -61,6 +63,99 @@ pub enum PipelineError {
     /// A source tensor dynquant cannot read as f32.
     #[error("tensor '{0}' is stored as {1}; re-quantizing it needs --allow-requantize")]
     Requantize(String, GgmlType),
+    /// Reading a non-GGUF source (a Hugging Face checkpoint) failed.
+    #[error(transparent)]
+    Source(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Where the pipeline's tensors come from: a GGUF model, or a converter that presents another
+/// format (safetensors) as GGUF tensors. Tensors are addressed by their index in model order.
+pub trait TensorSource: Sync {
+    /// Number of tensors.
+    fn n_tensors(&self) -> usize;
+    /// Name, shape (GGUF order) and stored type of tensor `index`.
+    fn info(&self, index: usize) -> &TensorInfo;
+    /// Files that must never be overwritten by the output.
+    fn input_paths(&self) -> Vec<PathBuf>;
+    /// Streams tensor `index`'s bytes in its stored type, in bounded pieces.
+    fn stream_raw(
+        &self,
+        index: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), GgufError>,
+    ) -> Result<(), PipelineError>;
+    /// Fills `out` (a whole number of rows) with rows `first_row..` of tensor `index` as f32.
+    /// `allow_requantize` permits dequantizing quantized stored types.
+    fn read_rows_f32(
+        &self,
+        index: usize,
+        first_row: usize,
+        out: &mut [f32],
+        allow_requantize: bool,
+    ) -> Result<(), PipelineError>;
+}
+
+impl TensorSource for GgufModel {
+    fn n_tensors(&self) -> usize {
+        GgufModel::n_tensors(self)
+    }
+
+    fn info(&self, index: usize) -> &TensorInfo {
+        self.tensors()
+            .nth(index)
+            .map(|t| t.info)
+            .expect("tensor index in range")
+    }
+
+    fn input_paths(&self) -> Vec<PathBuf> {
+        self.paths()
+    }
+
+    fn stream_raw(
+        &self,
+        index: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), GgufError>,
+    ) -> Result<(), PipelineError> {
+        let t = self.tensors().nth(index).expect("tensor index in range");
+        self.stream_tensor(&t, sink)?;
+        // Copied: its mapped pages are not needed again.
+        Ok(self.release_tensor_pages(&t, 0, t.info.n_bytes)?)
+    }
+
+    fn read_rows_f32(
+        &self,
+        index: usize,
+        first_row: usize,
+        out: &mut [f32],
+        allow_requantize: bool,
+    ) -> Result<(), PipelineError> {
+        let t = self.tensors().nth(index).expect("tensor index in range");
+        let info = t.info;
+        if info.ggml_type.info().quantized && !allow_requantize {
+            return Err(PipelineError::Requantize(info.name.clone(), info.ggml_type));
+        }
+        let row = info.row_len() as usize;
+        let src_row_bytes = info.ggml_type.row_bytes(row as u64).unwrap_or(0) as usize;
+        let rows = out.len() / row.max(1);
+        // The slab's bytes are copied out of the map (or read), and its mapped pages released
+        // afterwards, so a pass over a model larger than memory keeps only a slab resident.
+        let from = first_row
+            .checked_mul(src_row_bytes)
+            .ok_or(GgufError::TooMuchData {
+                name: info.name.clone(),
+                expected: info.n_bytes,
+                got: u64::MAX,
+            })? as u64;
+        let mut src = vec![0u8; rows * src_row_bytes];
+        self.read_tensor_bytes(&t, from, &mut src)?;
+        self.release_tensor_pages(&t, from, src.len() as u64)?;
+        out.par_chunks_mut(row.max(1))
+            .zip(src.par_chunks(src_row_bytes.max(1)))
+            .try_for_each(|(x, s)| dequantize(info.ggml_type, s, x))
+            .map_err(|source| PipelineError::Quant {
+                tensor: info.name.clone(),
+                source,
+            })
+    }
 }
 
 /// Progress reports (the library prints nothing; the CLI renders these).
@@ -77,8 +172,8 @@ impl Progress for NoProgress {}
 
 /// What to do.
 pub struct QuantizeJob<'a> {
-    /// The source model.
-    pub model: &'a GgufModel,
+    /// The source model (a [`GgufModel`], or any other [`TensorSource`]).
+    pub model: &'a dyn TensorSource,
     /// Target type per tensor, in `model.tensors()` order.
     pub targets: Vec<GgmlType>,
     /// Output metadata (complete: the caller sets file type, recipe keys, imatrix keys).
@@ -135,15 +230,17 @@ pub fn unseen_experts(job: &QuantizeJob<'_>) -> Vec<UnseenExperts> {
     let Some(im) = job.imatrix else {
         return Vec::new();
     };
-    job.model
-        .tensors()
+    (0..job.model.n_tensors())
         .zip(&job.targets)
-        .filter(|(t, &target)| target != t.info.ggml_type)
-        .filter_map(|(t, _)| {
-            let e = im.get(&t.info.name)?;
+        .filter_map(|(i, &target)| {
+            let info = job.model.info(i);
+            if target == info.ggml_type {
+                return None;
+            }
+            let e = im.get(&info.name)?;
             let unseen = e.unseen_matrices();
             (unseen > 0).then(|| UnseenExperts {
-                tensor: t.info.name.clone(),
+                tensor: info.name.clone(),
                 unseen,
                 total: e.n_mat(),
             })
@@ -154,12 +251,13 @@ pub fn unseen_experts(job: &QuantizeJob<'_>) -> Vec<UnseenExperts> {
 /// Checks, before any work, that every tensor whose target needs an importance matrix has one.
 pub fn check_imatrix_coverage(job: &QuantizeJob<'_>) -> Result<(), PipelineError> {
     let mut missing = Vec::new();
-    for (t, &target) in job.model.tensors().zip(&job.targets) {
-        if target == t.info.ggml_type || target.info().imatrix != ImatrixNeed::Required {
+    for (i, &target) in job.targets.iter().enumerate().take(job.model.n_tensors()) {
+        let info = job.model.info(i);
+        if target == info.ggml_type || target.info().imatrix != ImatrixNeed::Required {
             continue;
         }
-        if importance_of(job.imatrix, t.info)?.is_none() && !job.imatrix_fallback {
-            missing.push(t.info.name.clone());
+        if importance_of(job.imatrix, info)?.is_none() && !job.imatrix_fallback {
+            missing.push(info.name.clone());
         }
     }
     if missing.is_empty() {
@@ -185,25 +283,21 @@ pub fn quantize_model(
     }
     check_imatrix_coverage(job)?;
     let mut infos = Vec::with_capacity(n);
-    for (t, &ty) in job.model.tensors().zip(&job.targets) {
-        infos.push(TensorInfo::new(
-            t.info.name.clone(),
-            t.info.shape.clone(),
-            ty,
-        )?);
+    for (i, &ty) in job.targets.iter().enumerate() {
+        let info = job.model.info(i);
+        infos.push(TensorInfo::new(info.name.clone(), info.shape.clone(), ty)?);
     }
     let mut opts = write.clone();
-    opts.protected_inputs.extend(job.model.paths());
+    opts.protected_inputs.extend(job.model.input_paths());
     let mut writer = GgufWriter::create(target, job.metadata.clone(), infos, &opts)?;
-    for (index, (t, &ty)) in job.model.tensors().zip(&job.targets).enumerate() {
-        let info = t.info;
+    for (index, &ty) in job.targets.iter().enumerate() {
+        let info = job.model.info(index);
         progress.tensor_started(index, &info.name, info.ggml_type, ty);
         if ty == info.ggml_type {
-            job.model.stream_tensor(&t, &mut |chunk| {
+            job.model.stream_raw(index, &mut |chunk| {
                 progress.advanced(chunk.len() as u64);
                 writer.write(&info.name, chunk)
             })?;
-            job.model.release_tensor_pages(&t, 0, info.n_bytes)?;
             continue;
         }
         if info.ggml_type.info().quantized && !job.allow_requantize {
@@ -226,29 +320,25 @@ pub fn quantize_model(
             tensor: info.name.clone(),
             source,
         };
-        // One slab of source bytes at a time (copied out of the map or read), its pages
-        // released afterwards: memory stays at a slab whatever the tensor and model size.
-        let mut src = Vec::new();
+        // One slab of rows at a time: memory stays at a slab whatever the tensor and model size.
         let mut out = Vec::new();
+        let mut src = Vec::new();
         for first in (0..n_rows).step_by(slab_rows) {
             let rows = slab_rows.min(n_rows - first);
-            let from = (first * src_row_bytes) as u64;
-            src.resize(rows * src_row_bytes, 0);
-            job.model.read_tensor_bytes(&t, from, &mut src)?;
-            job.model.release_tensor_pages(&t, from, src.len() as u64)?;
+            src.resize(rows * row, 0f32);
+            job.model
+                .read_rows_f32(index, first, &mut src, job.allow_requantize)?;
             out.resize(rows * dst_row_bytes, 0);
             // Rows in parallel; each row's bytes depend only on the row and its weights.
             out.par_chunks_mut(dst_row_bytes)
-                .zip(src.par_chunks(src_row_bytes))
+                .zip(src.par_chunks(row.max(1)))
                 .enumerate()
-                .try_for_each(|(i, (dst, s))| -> Result<(), QuantError> {
+                .try_for_each(|(i, (dst, x))| -> Result<(), QuantError> {
                     let r = first + i;
-                    let mut x = vec![0f32; row];
-                    dequantize(info.ggml_type, s, &mut x)?;
                     let w = importance
                         .as_ref()
                         .map(|m| m[(r / rows_per_mat).min(mats - 1)].as_slice());
-                    quantize_rows(ty, &x, row, w, dst).map_err(|e| match e {
+                    quantize_rows(ty, x, row, w, dst).map_err(|e| match e {
                         QuantError::NonFiniteInput { col, value, .. } => {
                             QuantError::NonFiniteInput { row: r, col, value }
                         }

@@ -45,6 +45,12 @@ pub enum Command {
         dynquant quantize r1-bf16-00001-of-00030.gguf r1-ud-iq1_s.gguf --recipe ud-iq1_s --imatrix r1.imatrix.gguf --split-max-size 50G\n  \
         dynquant quantize model.gguf out.gguf --recipe basic-iq4_xs --threads 8 --json")]
     Quantize(QuantizeArgs),
+    /// Convert a Hugging Face safetensors folder (BF16/F16/F32 or block-scaled FP8) to GGUF.
+    #[command(after_help = "Examples:\n  \
+        dynquant convert ./Qwen3-0.6B qwen3-0.6b-bf16.gguf\n  \
+        dynquant convert ./DeepSeek-R1 r1-bf16.gguf --outtype bf16 --split-max-size 50G\n\
+        Architectures: llama, mistral, mixtral, qwen2, qwen3, qwen3_moe, deepseek_v2, deepseek_v3.")]
+    Convert(ConvertArgs),
     /// Run the built-in demonstration on a model dynquant makes itself (no download).
     #[command(after_help = "Example:\n  dynquant demo\n  dynquant demo --out-dir /tmp/dq")]
     Demo(DemoArgs),
@@ -227,7 +233,8 @@ pub struct RecipeArgs {
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
     /// Input GGUF (F32, F16, BF16, Q8_0; other quantized types with --allow-requantize); a
-    /// split set from its first shard.
+    /// split set from its first shard; or a Hugging Face safetensors folder (BF16/F16/F32 or
+    /// block-scaled FP8), streamed without an intermediate file.
     pub input: PathBuf,
     /// Output GGUF (with --split-max-size/--split-max-tensors: the shard prefix).
     pub output: PathBuf,
@@ -265,6 +272,35 @@ pub struct QuantizeArgs {
     pub force: bool,
     #[command(flatten)]
     pub read: ReadArgs,
+}
+
+/// `convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Hugging Face model folder (config.json, model.safetensors or
+    /// model.safetensors.index.json with its shards, tokenizer files).
+    pub input: PathBuf,
+    /// Output GGUF (with --split-max-size/--split-max-tensors: the shard prefix).
+    pub output: PathBuf,
+    /// Type of the converted matrices: f32, f16, bf16, q8_0 (norms, biases and routers stay F32).
+    #[arg(long, default_value = "bf16")]
+    pub outtype: String,
+    /// BPE pre-tokenizer name for `tokenizer.ggml.pre` (default: identified from the tokenizer
+    /// as llama.cpp does; `gpt-2`, with a warning, when it is not recognised).
+    #[arg(long, value_name = "NAME")]
+    pub tokenizer_pre: Option<String>,
+    /// `general.name` (default: derived from the folder name, as llama.cpp does).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Split the output: most tensor bytes per shard (e.g. 50G).
+    #[arg(long, value_parser = parse_size_arg)]
+    pub split_max_size: Option<u64>,
+    /// Split the output: most tensors per shard.
+    #[arg(long)]
+    pub split_max_tensors: Option<usize>,
+    /// Replace an existing output (never an input).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// deepseek2 attention layout.

@@ -503,3 +503,27 @@ fn ud_and_basic_iq1_s_of_every_moe_model_run_in_llama_cpp_and_dequantize_like_gg
         }
     }
 }
+
+#[test]
+fn q4_k_m_perplexity_is_at_most_llama_cpp_quantization_of_the_same_input() {
+    // The other mixes (q2_k, iq2_xxs, iq1_s, iq1_m) are measured by the same script into
+    // docs/benchmarks.md; one runs here to keep CI short.
+    if oracle().is_none() {
+        return;
+    }
+    let out = Command::new("python3")
+        .arg(repo_root().join("scripts/quantize-vs-llama.py"))
+        .args(["--mixes", "q4_k_m", "--no-write"])
+        .env("DYNQUANT_BIN", env!("CARGO_BIN_EXE_dynquant"))
+        .output()
+        .unwrap();
+    let stdout = ok(out, "quantize-vs-llama.py");
+    eprintln!("{stdout}");
+    let row: serde_json::Value = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .expect("a result row");
+    let ratio = row["ppl_ratio"].as_f64().unwrap();
+    assert!(ratio <= 1.005, "q4_k_m PPL ours/llama.cpp {ratio}: {row}");
+}

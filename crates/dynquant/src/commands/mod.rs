@@ -1,5 +1,6 @@
 //! One module per subcommand; each makes thin calls into the libraries.
 
+mod convert;
 mod demo;
 mod dev;
 mod inspect;
@@ -18,6 +19,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(&a),
         Command::Split(a) => split::split(&a),
         Command::Merge(a) => split::merge(&a),
+        Command::Convert(a) => convert::run(&a),
         Command::Demo(a) => demo::run(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Quantize(a) => quantize::run(&a),

@@ -67,6 +67,17 @@ pub fn options(a: &RecipeArgs) -> Result<PlanOptions> {
 
 /// Inventories to plan: the model, or for a DeepSeek config both layouts (chosen first).
 fn inventories(a: &PlanArgs) -> Result<Vec<(String, Inventory)>> {
+    if dynquant_hf::is_hf_dir(&a.model) {
+        // A checkpoint folder: plan exactly the tensors `convert` would write (headers and
+        // config only; no tensor data is read).
+        let hf = dynquant_hf::HfModel::open(&a.model, &dynquant_hf::ConvertOptions::default())
+            .with_context(|| format!("reading {}", a.model.display()))?;
+        let inv = Inventory {
+            metadata: hf.metadata().clone(),
+            tensors: hf.tensor_infos().to_vec(),
+        };
+        return Ok(vec![(String::new(), inv)]);
+    }
     let is_config = a.model.is_dir() || a.model.extension().is_some_and(|e| e == "json");
     if !is_config {
         let model = GgufModel::open(&a.model, Access::Pread)

@@ -7,10 +7,11 @@ use anyhow::{Context, Result};
 use dynquant_core::gguf::{keys, GgufModel, OutputTarget, SplitSpec, Value, WriteOptions};
 use dynquant_core::imatrix::Imatrix;
 use dynquant_core::pipeline::{
-    check_imatrix_coverage, quantize_model, unseen_experts, Progress, QuantizeJob,
+    check_imatrix_coverage, quantize_model, unseen_experts, Progress, QuantizeJob, TensorSource,
     DEFAULT_SLAB_VALUES,
 };
 use dynquant_core::types::{file_type_by_name, GgmlType, FILE_TYPE_TABLE};
+use dynquant_hf::{is_hf_dir, ConvertOptions, HfModel};
 use dynquant_plan::inventory::Inventory;
 use dynquant_plan::{plan_recipe, Plan};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -54,11 +55,28 @@ impl Progress for Bar {
 
 pub fn run(a: &QuantizeArgs) -> Result<()> {
     let started = Instant::now();
-    let model = GgufModel::open(&a.input, a.read.access())
-        .with_context(|| format!("reading {}", a.input.display()))?;
+    // A GGUF model, or a Hugging Face folder streamed straight from its safetensors.
+    let gguf_model;
+    let hf_model;
+    let (model, inv, input_md): (&dyn TensorSource, Inventory, _) = if is_hf_dir(&a.input) {
+        hf_model = HfModel::open(&a.input, &ConvertOptions::default())
+            .with_context(|| format!("reading {}", a.input.display()))?;
+        for w in hf_model.warnings() {
+            eprintln!("warning: {w}");
+        }
+        let inv = Inventory {
+            metadata: hf_model.metadata().clone(),
+            tensors: hf_model.tensor_infos().to_vec(),
+        };
+        (&hf_model, inv, hf_model.metadata().clone())
+    } else {
+        gguf_model = GgufModel::open(&a.input, a.read.access())
+            .with_context(|| format!("reading {}", a.input.display()))?;
+        let inv = Inventory::from_gguf(&gguf_model);
+        (&gguf_model, inv, gguf_model.merged_metadata())
+    };
     let recipe = load_recipe(&a.recipe.recipe)?;
     let opts = options(&a.recipe)?;
-    let inv = Inventory::from_gguf(&model);
     let plan = plan_recipe(&inv, &recipe, &opts)?;
     let imatrix = a
         .imatrix
@@ -67,7 +85,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         .transpose()?;
 
     // Output metadata: the input's, then llama-quantize's keys, then how dynquant made it.
-    let mut md = model.merged_metadata();
+    let mut md = input_md;
     md.set(keys::general::QUANTIZATION_VERSION, Value::U32(2));
     md.set(
         keys::general::FILE_TYPE,
@@ -102,7 +120,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
     }
 
     let job = QuantizeJob {
-        model: &model,
+        model,
         targets: plan.tensors.iter().map(|t| t.target).collect(),
         metadata: md,
         imatrix: imatrix.as_ref(),
@@ -159,7 +177,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         return Ok(());
     }
 
-    let total: u64 = model.tensor_bytes();
+    let total: u64 = inv.tensors.iter().map(|t| t.n_bytes).sum();
     let bar = if a.quiet || a.json {
         ProgressBar::hidden()
     } else {

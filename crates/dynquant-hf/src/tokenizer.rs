@@ -1,0 +1,694 @@
+//! Tokenizer metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`) from a model folder,
+//! with the keys and rules of llama.cpp's converter (`TextModel._set_vocab_gpt2`,
+//! `_create_vocab_sentencepiece` and gguf-py's `SpecialVocab`):
+//!
+//! * byte-level BPE from `tokenizer.json`: tokens by id (missing ids become `[PAD<i>]`,
+//!   UNUSED), types NORMAL / CONTROL (special or special-looking added tokens) /
+//!   USER_DEFINED, merges as `"a b"` strings (a space inside a part is written as U+0120);
+//! * SentencePiece from `tokenizer.model` (a protobuf `ModelProto`, read by a small
+//!   hand-written decoder): pieces, scores and types, then `added_tokens.json` and
+//!   `tokenizer_config.json`'s `added_tokens_decoder` (CONTROL or USER_DEFINED, score -1000);
+//! * special token ids from `tokenizer_config.json` (looked up among `tokenizer.json`'s
+//!   added tokens) then `config.json`'s `<type>_token_id`; `add_bos`/`add_eos`/`add_sep` from
+//!   a `TemplateProcessing` post-processor and `tokenizer_config.json`; the chat template.
+//!
+//! The pre-tokenizer name: as llama.cpp, by hashing the token ids of a fixed text (see
+//! [`crate::pretok`]) and looking the hash up in a table of known tokenizers; `--tokenizer-pre`
+//! overrides it, and an unrecognised tokenizer falls back to `gpt-2` with a warning (the
+//! behaviour the golden fixtures were made with).
+
+use std::path::Path;
+
+use dynquant_core::gguf::{Array, Metadata, Value};
+use serde_json::Value as Json;
+
+use crate::config::read_json;
+use crate::error::{HfError, Result};
+
+/// llama.cpp token types (`gguf.TokenType`).
+pub mod token_type {
+    /// Ordinary token.
+    pub const NORMAL: i32 = 1;
+    /// Unknown token.
+    pub const UNKNOWN: i32 = 2;
+    /// Control (special) token.
+    pub const CONTROL: i32 = 3;
+    /// User-defined added token.
+    pub const USER_DEFINED: i32 = 4;
+    /// Unused slot.
+    pub const UNUSED: i32 = 5;
+    /// Byte-fallback token.
+    pub const BYTE: i32 = 6;
+}
+use token_type::*;
+
+/// Special token kinds in SpecialVocab's order, with their GGUF id key.
+const SPECIAL_TYPES: [(&str, &str); 7] = [
+    ("bos", "tokenizer.ggml.bos_token_id"),
+    ("eos", "tokenizer.ggml.eos_token_id"),
+    ("unk", "tokenizer.ggml.unknown_token_id"),
+    ("sep", "tokenizer.ggml.seperator_token_id"),
+    ("pad", "tokenizer.ggml.padding_token_id"),
+    ("cls", "tokenizer.ggml.cls_token_id"),
+    ("mask", "tokenizer.ggml.mask_token_id"),
+];
+
+/// How the vocabulary was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VocabKind {
+    /// `tokenizer.json` byte-level BPE (`tokenizer.ggml.model = gpt2`).
+    Bpe,
+    /// `tokenizer.model` SentencePiece (`tokenizer.ggml.model = llama`).
+    SentencePiece,
+}
+
+/// Options for the vocabulary.
+#[derive(Debug, Clone, Default)]
+pub struct VocabOptions {
+    /// The BPE pre-tokenizer name to write; `None` falls back to `gpt-2` with a warning.
+    pub pre: Option<String>,
+    /// Prefer SentencePiece when `tokenizer.model` exists (the llama family does).
+    pub prefer_spm: bool,
+    /// Write `tokenizer.ggml.add_space_prefix` from `tokenizer_config.json`'s
+    /// `add_prefix_space` (llama family).
+    pub add_space_prefix: bool,
+}
+
+fn json_opt(path: &Path) -> Result<Option<Json>> {
+    if path.is_file() {
+        read_json(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn looks_special(t: &str) -> bool {
+    matches!(t, "<pad>" | "<mask>" | "<2mass>" | "[@BOS@]")
+        || (t.starts_with("<|") && t.ends_with("|>"))
+        || (t.starts_with("<｜") && t.ends_with("｜>"))
+        || (t.starts_with("<unused") && t.ends_with('>'))
+}
+
+/// Largest vocabulary accepted (guards allocations against absurd `vocab_size` values).
+pub const MAX_VOCAB: u64 = 1 << 24;
+
+/// Writes the vocabulary keys for `dir` into `md`, returning the kind and any warnings.
+pub fn write_vocab(
+    dir: &Path,
+    vocab_size: Option<u64>,
+    opts: &VocabOptions,
+    md: &mut Metadata,
+) -> Result<(VocabKind, Vec<String>)> {
+    if let Some(v) = vocab_size.filter(|&v| v > MAX_VOCAB) {
+        return Err(HfError::Tokenizer(format!(
+            "config.json vocab_size {v} is above the supported {MAX_VOCAB}"
+        )));
+    }
+    let mut warnings = Vec::new();
+    let tc = json_opt(&dir.join("tokenizer_config.json"))?;
+    if opts.add_space_prefix {
+        if let Some(b) = tc
+            .as_ref()
+            .and_then(|t| t.get("add_prefix_space"))
+            .and_then(Json::as_bool)
+        {
+            md.set("tokenizer.ggml.add_space_prefix", Value::Bool(b));
+        }
+    }
+    let spm_path = dir.join("tokenizer.model");
+    let kind = if opts.prefer_spm && spm_path.is_file() {
+        let n = write_spm(dir, &spm_path, vocab_size, tc.as_ref(), md)?;
+        special_vocab(dir, tc.as_ref(), None, Some(n), false, md)?;
+        VocabKind::SentencePiece
+    } else {
+        let tj_path = dir.join("tokenizer.json");
+        let tj = json_opt(&tj_path)?.ok_or_else(|| {
+            HfError::Tokenizer(format!(
+                "{}: no tokenizer.json{}",
+                dir.display(),
+                if opts.prefer_spm {
+                    " or tokenizer.model"
+                } else {
+                    ""
+                }
+            ))
+        })?;
+        let pre = match &opts.pre {
+            Some(p) => p.clone(),
+            None => match crate::pretok::chkhsh(&tj, tc.as_ref()) {
+                Ok(h) => match crate::pretok::name_for_hash(&h) {
+                    Some(name) => name.to_string(),
+                    None => {
+                        warnings.push(format!(
+                            "BPE pre-tokenizer not recognized (chkhsh {h}); writing 'gpt-2' (pass --tokenizer-pre NAME to name it)"
+                        ));
+                        "gpt-2".into()
+                    }
+                },
+                Err(what) => {
+                    warnings.push(format!(
+                        "BPE pre-tokenizer not identified (the tokenizer uses {what}, which dynquant cannot run to hash it); writing 'gpt-2' (pass --tokenizer-pre NAME to name it)"
+                    ));
+                    "gpt-2".into()
+                }
+            },
+        };
+        write_bpe(&tj_path, &tj, vocab_size, &pre, md)?;
+        special_vocab(dir, tc.as_ref(), Some(&tj), None, true, md)?;
+        VocabKind::Bpe
+    };
+    Ok((kind, warnings))
+}
+
+fn write_bpe(
+    path: &Path,
+    tj: &Json,
+    vocab_size: Option<u64>,
+    pre: &str,
+    md: &mut Metadata,
+) -> Result<()> {
+    let bad = |r: &str| HfError::Tokenizer(format!("{}: {r}", path.display()));
+    let model = tj.get("model").ok_or_else(|| bad("no 'model'"))?;
+    if model
+        .get("type")
+        .and_then(Json::as_str)
+        .is_some_and(|t| t != "BPE")
+    {
+        return Err(bad("model type is not BPE"));
+    }
+    let vocab = model
+        .get("vocab")
+        .and_then(Json::as_object)
+        .ok_or_else(|| bad("no model.vocab object"))?;
+    let mut by_id: Vec<Option<(String, i32)>> = Vec::new();
+    let put =
+        |id: u64, tok: String, ty: i32, by_id: &mut Vec<Option<(String, i32)>>| -> Result<()> {
+            let id = usize::try_from(id)
+                .ok()
+                .filter(|&i| i < 1 << 24)
+                .ok_or_else(|| bad("token id out of range"))?;
+            if by_id.len() <= id {
+                by_id.resize(id + 1, None);
+            }
+            by_id[id] = Some((tok, ty));
+            Ok(())
+        };
+    for (tok, id) in vocab {
+        let id = id
+            .as_u64()
+            .ok_or_else(|| bad("vocab id is not an integer"))?;
+        put(id, tok.clone(), NORMAL, &mut by_id)?;
+    }
+    if let Some(added) = tj.get("added_tokens").and_then(Json::as_array) {
+        for a in added {
+            let (Some(id), Some(content)) = (
+                a.get("id").and_then(Json::as_u64),
+                a.get("content").and_then(Json::as_str),
+            ) else {
+                return Err(bad("added token without id/content"));
+            };
+            let special = a.get("special").and_then(Json::as_bool).unwrap_or(false);
+            let ty = if special || looks_special(content) {
+                CONTROL
+            } else {
+                USER_DEFINED
+            };
+            let tok = if ty == USER_DEFINED {
+                content.replace('\u{2581}', " ")
+            } else {
+                content.to_string()
+            };
+            put(id, tok, ty, &mut by_id)?;
+        }
+    }
+    let n = match vocab_size {
+        Some(v) => {
+            if by_id.len() as u64 > v {
+                return Err(bad(&format!(
+                    "tokenizer has ids up to {}, config.json vocab_size is {v}",
+                    by_id.len() - 1
+                )));
+            }
+            v as usize
+        }
+        None => by_id.len(),
+    };
+    by_id.resize(n, None);
+    let mut tokens = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    for (i, t) in by_id.into_iter().enumerate() {
+        match t {
+            Some((tok, ty)) => {
+                tokens.push(tok);
+                types.push(ty);
+            }
+            None => {
+                tokens.push(format!("[PAD{i}]"));
+                types.push(UNUSED);
+            }
+        }
+    }
+    let merges = match model.get("merges").and_then(Json::as_array) {
+        None => Vec::new(),
+        Some(m) => m
+            .iter()
+            .map(|e| match e {
+                Json::String(s) => Ok(s.clone()),
+                Json::Array(p) if p.len() == 2 => {
+                    let part = |x: &Json| {
+                        x.as_str()
+                            .map(|s| s.replace(' ', "\u{0120}"))
+                            .ok_or_else(|| bad("merge part is not a string"))
+                    };
+                    Ok(format!("{} {}", part(&p[0])?, part(&p[1])?))
+                }
+                _ => Err(bad("unknown merges format")),
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
+    md.set("tokenizer.ggml.model", Value::String("gpt2".into()));
+    md.set("tokenizer.ggml.pre", Value::String(pre.into()));
+    md.set("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+    md.set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+    if !merges.is_empty() {
+        md.set("tokenizer.ggml.merges", Value::Array(Array::String(merges)));
+    }
+    Ok(())
+}
+
+/// One `SentencePiece` entry of a `ModelProto`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Piece {
+    /// The piece text.
+    pub piece: String,
+    /// Its score.
+    pub score: f32,
+    /// `sentencepiece_model.proto` type: 1 NORMAL, 2 UNKNOWN, 3 CONTROL, 4 USER_DEFINED,
+    /// 5 UNUSED, 6 BYTE.
+    pub kind: i32,
+}
+
+fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Skips one field of wire type `wt`; `None` on truncation or an unknown wire type.
+fn skip(b: &[u8], pos: &mut usize, wt: u64) -> Option<()> {
+    match wt {
+        0 => varint(b, pos).map(|_| ()),
+        1 => {
+            *pos = pos.checked_add(8).filter(|&p| p <= b.len())?;
+            Some(())
+        }
+        2 => {
+            let n = usize::try_from(varint(b, pos)?).ok()?;
+            *pos = pos.checked_add(n).filter(|&p| p <= b.len())?;
+            Some(())
+        }
+        5 => {
+            *pos = pos.checked_add(4).filter(|&p| p <= b.len())?;
+            Some(())
+        }
+        _ => None,
+    }
+}
+
+/// Decodes the `pieces` (field 1) of a SentencePiece `ModelProto`; other fields are skipped.
+pub fn parse_spm_pieces(b: &[u8]) -> Option<Vec<Piece>> {
+    let mut pieces = Vec::new();
+    let mut pos = 0;
+    while pos < b.len() {
+        let key = varint(b, &mut pos)?;
+        let (field, wt) = (key >> 3, key & 7);
+        if field == 1 && wt == 2 {
+            let n = usize::try_from(varint(b, &mut pos)?).ok()?;
+            let end = pos.checked_add(n).filter(|&e| e <= b.len())?;
+            let m = &b[pos..end];
+            pos = end;
+            let mut p = Piece {
+                piece: String::new(),
+                score: 0.0,
+                kind: 1,
+            };
+            let mut q = 0;
+            while q < m.len() {
+                let key = varint(m, &mut q)?;
+                match (key >> 3, key & 7) {
+                    (1, 2) => {
+                        let n = usize::try_from(varint(m, &mut q)?).ok()?;
+                        let e = q.checked_add(n).filter(|&e| e <= m.len())?;
+                        p.piece = String::from_utf8(m[q..e].to_vec()).ok()?;
+                        q = e;
+                    }
+                    (2, 5) => {
+                        let e = q.checked_add(4).filter(|&e| e <= m.len())?;
+                        p.score = f32::from_le_bytes(m[q..e].try_into().ok()?);
+                        q = e;
+                    }
+                    (3, 0) => p.kind = i32::try_from(varint(m, &mut q)?).ok()?,
+                    (_, wt) => skip(m, &mut q, wt)?,
+                }
+            }
+            pieces.push(p);
+        } else {
+            skip(b, &mut pos, wt)?;
+        }
+    }
+    Some(pieces)
+}
+
+fn write_spm(
+    dir: &Path,
+    path: &Path,
+    vocab_size: Option<u64>,
+    tc: Option<&Json>,
+    md: &mut Metadata,
+) -> Result<usize> {
+    let bytes = std::fs::read(path).map_err(|e| HfError::io("read", path, e))?;
+    let pieces = parse_spm_pieces(&bytes).ok_or_else(|| {
+        HfError::Tokenizer(format!(
+            "{}: not a valid SentencePiece model",
+            path.display()
+        ))
+    })?;
+    if pieces.is_empty() {
+        return Err(HfError::Tokenizer(format!("{}: no pieces", path.display())));
+    }
+    let n = vocab_size.map_or(pieces.len(), |v| v as usize);
+    let mut tokens: Vec<String> = (0..n).map(|i| format!("[PAD{i}]")).collect();
+    let mut scores = vec![-10000f32; n];
+    let mut types = vec![UNUSED; n];
+    for (i, p) in pieces.iter().enumerate().take(n) {
+        tokens[i] = p.piece.clone();
+        scores[i] = p.score;
+        // The converter asks IsUnknown / IsControl / IsUnused / IsByte; everything else
+        // (user-defined pieces included) is NORMAL.
+        types[i] = match p.kind {
+            2 => UNKNOWN,
+            3 => CONTROL,
+            5 => UNUSED,
+            6 => BYTE,
+            _ => NORMAL,
+        };
+    }
+    if let Some(added) = json_opt(&dir.join("added_tokens.json"))? {
+        if let Some(o) = added.as_object() {
+            for (k, id) in o {
+                if let Some(id) = id.as_u64().map(|i| i as usize).filter(|&i| i < n) {
+                    tokens[id] = k.clone();
+                    scores[id] = -1000.0;
+                    types[id] = USER_DEFINED;
+                }
+            }
+        }
+    }
+    if let Some(dec) = tc
+        .and_then(|t| t.get("added_tokens_decoder"))
+        .and_then(Json::as_object)
+    {
+        for (id, data) in dec {
+            let Some(id) = id.parse::<usize>().ok().filter(|&i| i < n) else {
+                continue;
+            };
+            let Some(content) = data.get("content").and_then(Json::as_str) else {
+                continue;
+            };
+            let special = data.get("special").and_then(Json::as_bool).unwrap_or(false);
+            if special || looks_special(content) {
+                types[id] = CONTROL;
+                tokens[id] = content.to_string();
+            } else {
+                types[id] = USER_DEFINED;
+                tokens[id] = content.replace('\u{2581}', " ");
+            }
+            scores[id] = -1000.0;
+        }
+    }
+    md.set("tokenizer.ggml.model", Value::String("llama".into()));
+    md.set("tokenizer.ggml.pre", Value::String("default".into()));
+    md.set("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+    md.set("tokenizer.ggml.scores", Value::Array(Array::F32(scores)));
+    md.set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+    Ok(n)
+}
+
+fn special_content(v: &Json) -> Option<&str> {
+    match v {
+        Json::String(s) => Some(s),
+        Json::Object(o) => o.get("content").and_then(Json::as_str),
+        _ => None,
+    }
+}
+
+/// SpecialVocab: special token ids, add_* flags, chat template.
+fn special_vocab(
+    dir: &Path,
+    tc: Option<&Json>,
+    tj: Option<&Json>,
+    n_vocab: Option<usize>,
+    _bpe: bool,
+    md: &mut Metadata,
+) -> Result<()> {
+    let mut ids: Vec<(&str, &str, u64)> = Vec::new();
+    let set_id = |typ: &'static str,
+                  key: &'static str,
+                  id: Option<u64>,
+                  ids: &mut Vec<(&str, &str, u64)>| {
+        if let Some(id) = id {
+            if n_vocab.is_none_or(|n| (id as usize) < n) && !ids.iter().any(|(t, _, _)| *t == typ) {
+                ids.push((typ, key, id));
+            }
+        }
+    };
+    let mut add: Vec<(&str, bool)> = Vec::new();
+    let set_add = |typ: &'static str, v: bool, add: &mut Vec<(&str, bool)>| match add
+        .iter_mut()
+        .find(|(t, _)| *t == typ)
+    {
+        Some(e) => e.1 = v,
+        None => add.push((typ, v)),
+    };
+    let tc_str = |k: &str| {
+        tc.and_then(|t| t.get(k))
+            .and_then(special_content)
+            .map(str::to_string)
+    };
+    let mut special_bos = tc_str("bos_token");
+    let special_cls = tc_str("cls_token");
+    let mut special_eos = tc_str("eos_token");
+    let special_sep = tc_str("sep_token");
+    if special_bos.is_none() {
+        special_bos = special_cls.clone();
+    }
+    if special_eos.is_none() {
+        special_eos = special_sep.clone();
+    }
+    let added: Vec<&Json> = tj
+        .and_then(|t| t.get("added_tokens"))
+        .and_then(Json::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    if let Some(pp) = tj
+        .and_then(|t| t.get("post_processor"))
+        .filter(|p| !p.is_null())
+    {
+        let procs: Vec<&Json> = match pp.get("processors").and_then(Json::as_array) {
+            Some(a) => a.iter().collect(),
+            None => vec![pp],
+        };
+        for p in procs {
+            match p.get("type").and_then(Json::as_str) {
+                Some("RobertaProcessing") => {
+                    set_add("bos", true, &mut add);
+                    set_add("eos", true, &mut add);
+                    set_add("sep", true, &mut add);
+                }
+                Some("TemplateProcessing") => {
+                    let sp = |e: &Json| {
+                        e.get("SpecialToken")
+                            .and_then(|s| s.get("id"))
+                            .and_then(Json::as_str)
+                            .map(str::to_string)
+                    };
+                    let seq = |e: &Json| {
+                        e.get("Sequence")
+                            .and_then(|s| s.get("id"))
+                            .and_then(Json::as_str)
+                            .map(str::to_string)
+                    };
+                    let single: Vec<&Json> = p
+                        .get("single")
+                        .and_then(Json::as_array)
+                        .map(|a| a.iter().collect())
+                        .unwrap_or_default();
+                    let pair: Vec<&Json> = p
+                        .get("pair")
+                        .and_then(Json::as_array)
+                        .map(|a| a.iter().collect())
+                        .unwrap_or_default();
+                    let mut first = None;
+                    let mut last = None;
+                    if single.len() > 1 {
+                        first = sp(single[0]);
+                        if let Some(f) = &first {
+                            if tc.is_none() {
+                                special_bos = Some(f.clone());
+                            }
+                            let b =
+                                Some(f) == special_bos.as_ref() || Some(f) == special_cls.as_ref();
+                            set_add("bos", b, &mut add);
+                        }
+                        last = sp(single[single.len() - 1]);
+                        if let Some(l) = &last {
+                            if tc.is_none() {
+                                special_eos = Some(l.clone());
+                            }
+                            set_add("eos", Some(l) == special_eos.as_ref(), &mut add);
+                        }
+                    }
+                    if !pair.is_empty() {
+                        let start = usize::from(first.is_some() && sp(pair[0]) == first);
+                        let stop = if last.is_some() && sp(pair[pair.len() - 1]) == last {
+                            pair.len() - 1
+                        } else {
+                            pair.len()
+                        };
+                        if start < stop {
+                            let mid = &pair[start..stop];
+                            let a = seq(mid[0]);
+                            let b = seq(mid[mid.len() - 1]);
+                            if a.as_deref() == Some("A")
+                                && b.as_deref() == Some("B")
+                                && mid.len() > 2
+                            {
+                                let inner = &mid[1..mid.len() - 1];
+                                let is_sep = |e: &Json| {
+                                    let s = sp(e);
+                                    s.is_some() && (s == special_sep || s == special_eos)
+                                };
+                                let mut add_sep = is_sep(inner[0]) && last.is_none();
+                                if inner.len() == 2 && is_sep(inner[1]) {
+                                    add_sep = true;
+                                }
+                                set_add("sep", add_sep, &mut add);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut chat_template = None;
+    if let Some(tc) = tc {
+        let jinja = dir.join("chat_template.jinja");
+        let alt = if jinja.is_file() {
+            Some(std::fs::read_to_string(&jinja).map_err(|e| HfError::io("read", &jinja, e))?)
+        } else {
+            json_opt(&dir.join("chat_template.json"))?.and_then(|j| {
+                j.get("chat_template")
+                    .and_then(Json::as_str)
+                    .map(str::to_string)
+            })
+        };
+        chat_template = match tc.get("chat_template") {
+            Some(Json::String(s)) => Some(s.clone()),
+            Some(Json::Array(list)) => list
+                .iter()
+                .find(|e| e.get("name").and_then(Json::as_str) == Some("default"))
+                .and_then(|e| e.get("template"))
+                .and_then(Json::as_str)
+                .map(str::to_string),
+            _ => alt,
+        };
+        for (typ, key) in SPECIAL_TYPES {
+            if let Some(b) = tc.get(format!("add_{typ}_token")).and_then(Json::as_bool) {
+                set_add(typ, b, &mut add);
+            }
+            let content = match typ {
+                "bos" => special_bos.clone(),
+                "eos" => special_eos.clone(),
+                _ => tc_str(&format!("{typ}_token")),
+            };
+            let Some(content) = content else { continue };
+            let id = added
+                .iter()
+                .find(|a| a.get("content").and_then(Json::as_str) == Some(content.as_str()))
+                .and_then(|a| a.get("id"))
+                .and_then(Json::as_u64);
+            set_id(typ, key, id, &mut ids);
+        }
+    }
+    if let Some(cfg) = json_opt(&dir.join("config.json"))? {
+        for (typ, key) in SPECIAL_TYPES {
+            let v = cfg.get(format!("{typ}_token_id")).or_else(|| {
+                cfg.get("text_config")
+                    .and_then(|t| t.get(format!("{typ}_token_id")))
+            });
+            set_id(typ, key, v.and_then(Json::as_u64), &mut ids);
+        }
+    }
+    for (_, key, id) in &ids {
+        let id = u32::try_from(*id)
+            .map_err(|_| HfError::Tokenizer(format!("special token id {id} out of range")))?;
+        md.set(*key, Value::U32(id));
+    }
+    // add_bos / add_eos are always written (false when nothing says otherwise), then the others
+    // that were determined, as in the reference files.
+    let get = |t: &str| add.iter().find(|(k, _)| *k == t).map(|(_, v)| *v);
+    md.set(
+        "tokenizer.ggml.add_bos_token",
+        Value::Bool(get("bos").unwrap_or(false)),
+    );
+    md.set(
+        "tokenizer.ggml.add_eos_token",
+        Value::Bool(get("eos").unwrap_or(false)),
+    );
+    for (typ, _) in SPECIAL_TYPES.iter().skip(2) {
+        if let Some(v) = get(typ) {
+            md.set(format!("tokenizer.ggml.add_{typ}_token"), Value::Bool(v));
+        }
+    }
+    if let Some(t) = chat_template {
+        md.set("tokenizer.chat_template", Value::String(t));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protobuf_reader_rejects_truncation_and_reads_pieces() {
+        // field 1 (len 9): piece "ab" (1), score 1.5 (2), type 3 (3)
+        let mut msg = vec![0x0a, 2, b'a', b'b', 0x15];
+        msg.extend_from_slice(&1.5f32.to_le_bytes());
+        msg.extend_from_slice(&[0x18, 3]);
+        let mut b = vec![0x0a, msg.len() as u8];
+        b.extend_from_slice(&msg);
+        // an unknown varint field 7 is skipped
+        b.extend_from_slice(&[0x38, 0x96, 0x01]);
+        let p = parse_spm_pieces(&b).expect("valid");
+        assert_eq!(
+            p,
+            vec![Piece {
+                piece: "ab".into(),
+                score: 1.5,
+                kind: 3
+            }]
+        );
+        for cut in 1..b.len() - 3 {
+            assert!(parse_spm_pieces(&b[..cut]).is_none(), "cut {cut}");
+        }
+    }
+}
