@@ -80,19 +80,69 @@ pub fn attend(
     exact: bool,
 ) -> Vec<f32> {
     let (dk, dv) = (c.head_dim_k, c.head_dim_v);
-    let group = c.n_head / c.n_head_kv;
     let od = c.n_head * dv;
     // f16 rounding of the query and the running accumulator (one-chunk path only).
     let round16 = !exact && n_tok < Q_TILE;
     let mut out = vec![0f32; n_tok * od];
+    let fma = crate::matmul::has_fma();
     out.par_chunks_mut(od).enumerate().for_each(|(t, orow)| {
-        let pos = p0 + t;
-        let lo = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let job = Row {
+            c,
+            q: &q[t * c.n_head * dk..(t + 1) * c.n_head * dk],
+            cache,
+            pos: p0 + t,
+            window,
+            round16,
+        };
+        if fma {
+            job.run_fma(orow)
+        } else {
+            job.run::<false>(orow)
+        }
+    });
+    out
+}
+
+/// One query token's attention over the cache.
+struct Row<'a> {
+    c: &'a Config,
+    q: &'a [f32],
+    cache: &'a KvCache,
+    pos: usize,
+    window: Option<usize>,
+    round16: bool,
+}
+
+impl Row<'_> {
+    fn run_fma(&self, orow: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn inner(r: &Row<'_>, orow: &mut [f32]) {
+                r.run::<true>(orow)
+            }
+            // SAFETY: `has_fma` checked AVX2 and FMA at runtime.
+            unsafe { inner(self, orow) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        self.run::<false>(orow)
+    }
+
+    #[inline(always)]
+    fn run<const FMA: bool>(&self, orow: &mut [f32]) {
+        let c = self.c;
+        let cache = self.cache;
+        let (dk, dv) = (c.head_dim_k, c.head_dim_v);
+        let group = c.n_head / c.n_head_kv;
+        let pos = self.pos;
+        let round16 = self.round16;
+        let madd = |a: f32, b: f32, acc: f32| if FMA { a.mul_add(b, acc) } else { a * b + acc };
+        let lo = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let mut qh = vec![0f32; dk];
         let mut acc = vec![0f32; dv];
         for head in 0..c.n_head {
             let kvh = head / group;
-            let qsrc = &q[t * c.n_head * dk + head * dk..][..dk];
+            let qsrc = &self.q[head * dk..(head + 1) * dk];
             for (d, &s) in qh.iter_mut().zip(qsrc) {
                 *d = if round16 { h(s) } else { s };
             }
@@ -101,9 +151,18 @@ pub fn attend(
             let mut sum = 0f32;
             for j in lo..=pos {
                 let kr = &cache.k[j * cache.k_dim + kvh * dk..][..dk];
-                let mut dot = 0f32;
-                for (a, b) in qh.iter().zip(kr) {
-                    dot = a.mul_add(*b, dot);
+                let mut lanes = [0f32; 8];
+                let mut i = 0;
+                while i + 8 <= dk {
+                    for l in 0..8 {
+                        lanes[l] = madd(qh[i + l], kr[i + l], lanes[l]);
+                    }
+                    i += 8;
+                }
+                let mut dot = lanes.iter().sum::<f32>();
+                while i < dk {
+                    dot = madd(qh[i], kr[i], dot);
+                    i += 1;
                 }
                 let s = dot * c.kq_scale;
                 let (mut ms, mut vs) = (1f32, 1f32);
@@ -118,9 +177,14 @@ pub fn attend(
                     vs = (s - m).exp();
                 }
                 let vr = &cache.v[j * cache.v_dim + kvh * dv..][..dv];
-                for (a, &x) in acc.iter_mut().zip(vr) {
-                    let y = x.mul_add(vs, *a);
-                    *a = if round16 { h(y) } else { y };
+                if round16 {
+                    for (a, &x) in acc.iter_mut().zip(vr) {
+                        *a = h(madd(x, vs, *a));
+                    }
+                } else {
+                    for (a, &x) in acc.iter_mut().zip(vr) {
+                        *a = madd(x, vs, *a);
+                    }
                 }
                 sum = sum * ms + vs;
             }
@@ -129,6 +193,5 @@ pub fn attend(
                 *o = a * inv;
             }
         }
-    });
-    out
+    }
 }

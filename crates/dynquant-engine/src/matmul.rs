@@ -185,13 +185,20 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
 
 type Kernel = fn(&[f32], &[f32], usize, usize, usize, &mut [f32]);
 
+/// Whether the CPU has AVX2 and FMA (the fast kernels' requirement).
+pub(crate) fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::env::var("NOFMA").is_err() && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 fn select_kernel() -> Kernel {
     #[cfg(target_arch = "x86_64")]
-    if std::env::var("NOFMA").is_err() {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return kernel_avx2;
-        }
+    if has_fma() {
+        return kernel_avx2;
     }
     kernel_plain
 }

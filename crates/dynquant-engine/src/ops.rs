@@ -4,10 +4,11 @@
 use half::f16;
 
 /// RMSNorm of each `n`-value row of `x` in place, then multiplied by `weight`:
-/// `x * 1/sqrt(mean(x^2) + eps)` with the mean summed in f64 (ggml_compute_forward_rms_norm_f32).
+/// `x * 1/sqrt(mean(x^2) + eps)` with the f32 squares summed in f64
+/// (ggml_compute_forward_rms_norm_f32).
 pub fn rms_norm(x: &mut [f32], n: usize, weight: &[f32], eps: f32) {
     for row in x.chunks_exact_mut(n) {
-        let sum: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
         let mean = (sum / n as f64) as f32;
         let scale = 1.0 / (mean + eps).sqrt();
         for (v, w) in row.iter_mut().zip(weight) {
