@@ -25,9 +25,10 @@ export async function loadGetLlama() {
 /**
  * Real llama.cpp on the CPU with one thread (more threads spin against each other on small
  * machines), warnings and errors to stderr, and the model at `modelPath` loaded. A model that
- * fails to load throws an Error with exitCode 1.
+ * fails to load throws an Error with exitCode 1. `options` are extra `loadModel` options (e.g.
+ * `{ vocabOnly: true }`).
  */
-export async function openModel(modelPath) {
+export async function openModel(modelPath, options = {}) {
     const getLlama = await loadGetLlama();
     const llama = await getLlama({
         gpu: false,
@@ -37,7 +38,7 @@ export async function openModel(modelPath) {
         logger: (level, message) => process.stderr.write(`[llama.cpp ${level}] ${message.endsWith("\n") ? message : message + "\n"}`),
     });
     try {
-        const model = await llama.loadModel({ modelPath: resolve(modelPath) });
+        const model = await llama.loadModel({ modelPath: resolve(modelPath), ...options });
         return { llama, model };
     } catch (e) {
         const err = new Error(`failed to load model ${modelPath}: ${e?.message ?? e}`);
