@@ -84,14 +84,31 @@ impl PplAccumulator {
     }
 }
 
-/// Evaluates every chunk and calls `on_scored(chunk, position j, logits after token j, next
-/// token)` for the scored positions j = ctx/2 .. ctx-2 of each chunk, then `on_chunk(chunk)`.
+/// What [`for_each_scored`] reports.
+#[derive(Debug)]
+pub enum Scored<'a> {
+    /// A scored position `j` of chunk `chunk`: the logits after token j and the next token.
+    Position {
+        /// Chunk index.
+        chunk: usize,
+        /// Position within the chunk.
+        j: usize,
+        /// Logits (n_vocab).
+        logits: &'a [f32],
+        /// The token that follows.
+        next: u32,
+    },
+    /// Chunk `0` is complete.
+    ChunkDone(usize),
+}
+
+/// Evaluates every chunk (each from an empty cache, one batch) and reports the scored positions
+/// j = ctx/2 .. ctx-2 of each chunk, then the chunk's end. Returns the number of chunks.
 pub fn for_each_scored(
     model: &Model<'_>,
     tokens: &[u32],
     opts: &ChunkOptions,
-    mut on_scored: impl FnMut(usize, usize, &[f32], u32) -> Result<()>,
-    mut on_chunk: impl FnMut(usize) -> Result<()>,
+    mut on: impl FnMut(Scored<'_>) -> Result<()>,
 ) -> Result<usize> {
     let n_chunks = opts.check(tokens.len())?;
     let first = opts.ctx / 2;
@@ -102,10 +119,14 @@ pub fn for_each_scored(
         s.clear();
         let logits = s.eval(&chunk, Logits::From(first), None)?;
         for j in first..opts.ctx - 1 {
-            let row = &logits[(j - first) * nv..(j - first + 1) * nv];
-            on_scored(i, j, row, chunk[j + 1])?;
+            on(Scored::Position {
+                chunk: i,
+                j,
+                logits: &logits[(j - first) * nv..(j - first + 1) * nv],
+                next: chunk[j + 1],
+            })?;
         }
-        on_chunk(i)?;
+        on(Scored::ChunkDone(i))?;
     }
     Ok(n_chunks)
 }
@@ -118,21 +139,13 @@ pub fn perplexity(
     mut progress: impl FnMut(usize, f64),
 ) -> Result<PplAccumulator> {
     let mut acc = PplAccumulator::default();
-    let acc_ref = std::cell::RefCell::new(&mut acc);
-    for_each_scored(
-        model,
-        tokens,
-        opts,
-        |_, _, logits, next| {
-            let lp = log_softmax(logits)[next as usize];
-            acc_ref.borrow_mut().add(lp);
-            Ok(())
-        },
-        |i| {
-            progress(i, acc_ref.borrow().ppl());
-            Ok(())
-        },
-    )?;
+    for_each_scored(model, tokens, opts, |ev| {
+        match ev {
+            Scored::Position { logits, next, .. } => acc.add(log_softmax(logits)[next as usize]),
+            Scored::ChunkDone(i) => progress(i, acc.ppl()),
+        }
+        Ok(())
+    })?;
     Ok(acc)
 }
 

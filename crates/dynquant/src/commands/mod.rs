@@ -2,9 +2,13 @@
 
 mod demo;
 mod dev;
+mod imatrix;
 mod inspect;
+mod kld;
+mod perplexity;
 mod plan;
 mod quantize;
+mod run;
 mod split;
 
 use anyhow::Result;
@@ -18,6 +22,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(&a),
         Command::Split(a) => split::split(&a),
         Command::Merge(a) => split::merge(&a),
+        Command::Perplexity(a) => perplexity::run(&a),
+        Command::Kld(a) => kld::run(&a),
+        Command::Imatrix(a) => imatrix::run(&a),
+        Command::Run(a) => run::run(&a),
         Command::Demo(a) => demo::run(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Quantize(a) => quantize::run(&a),
