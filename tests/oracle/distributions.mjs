@@ -2,7 +2,7 @@
 // Next-token distributions from real llama.cpp (node-llama-cpp 3.21.1 prebuilt, CPU, 1 thread) for
 // comparing an engine's forward pass against llama.cpp's.
 //
-// Usage: node distributions.mjs MODEL TEXT_FILE [--n-tokens 512] [--top-k 64] [--first 0]
+// Usage: node distributions.mjs MODEL TEXT_FILE [--n-tokens 512] [--top-k 64] [--first 0] [--single]
 //
 // The text is read like llama-perplexity reads it (one trailing "\n" dropped) and tokenized once,
 // without parsing special tokens, BOS prepended only if the vocabulary adds BOS. The first
@@ -11,6 +11,11 @@
 // position j >= --first the full-vocabulary next-token softmax (controlledEvaluate with
 // generateNext.probabilities; re-normalized with a float64 sum, see perplexity.mjs) is reduced to
 // its --top-k most probable tokens plus the remaining tail mass.
+//
+// --single: instead, every one of the --n-tokens tokens is evaluated alone from an empty cache
+// (a one-token batch: no attention mixing), and positions[i] is the distribution after tokens[i]
+// alone. This isolates the matrix-product numerics (llama.cpp's activation rounding) from the
+// chaotic growth of rounding differences over a long context.
 //
 // Output (stdout, one JSON object):
 //   {"tokens": [ids evaluated], "add_bos": bool, "n_vocab": n, "first": j0,
@@ -21,7 +26,7 @@ import { readFileSync } from "node:fs";
 
 const usage = "usage: node distributions.mjs MODEL TEXT_FILE [--n-tokens 512] [--top-k 64] [--first 0]";
 const pos = [];
-const opt = { nTokens: 512, topK: 64, first: 0 };
+const opt = { nTokens: 512, topK: 64, first: 0, single: false };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -33,6 +38,7 @@ for (let i = 0; i < argv.length; i++) {
     if (a === "--n-tokens") opt.nTokens = num();
     else if (a === "--top-k") opt.topK = num();
     else if (a === "--first") opt.first = num();
+    else if (a === "--single") opt.single = true;
     else if (a.startsWith("--")) fail(2, `error: unknown option ${a}\n${usage}`);
     else pos.push(a);
 }
@@ -93,15 +99,25 @@ async function main() {
             if (output?.next != null) output.next.probabilities = undefined;
         }
     };
-    const input = tokens.map((t, k) => (k >= opt.first ? [t, { generateNext: { probabilities: true } }] : t));
-    await seq.controlledEvaluate(input, { onTokenResult });
+    if (opt.single) {
+        for (let k = 0; k < n; k++) {
+            await seq.clearHistory();
+            await seq.controlledEvaluate([[tokens[k], { generateNext: { probabilities: true } }]], {
+                onTokenResult: (_j, output) => onTokenResult(k, output),
+            });
+            if (cbError != null) throw cbError;
+        }
+    } else {
+        const input = tokens.map((t, k) => (k >= opt.first ? [t, { generateNext: { probabilities: true } }] : t));
+        await seq.controlledEvaluate(input, { onTokenResult });
+    }
     if (cbError != null) throw cbError;
     const out = positions.slice(opt.first);
     if (out.some((p) => p == null)) throw new Error("missing positions");
     await context.dispose();
     await model.dispose();
     await llama.dispose();
-    const result = { tokens, add_bos: addBos, n_vocab: nVocab, first: opt.first, positions: out };
+    const result = { tokens, add_bos: addBos, n_vocab: nVocab, first: opt.first, single: opt.single, positions: out };
     await new Promise((res) => process.stdout.write(JSON.stringify(result) + "\n", res));
 }
 

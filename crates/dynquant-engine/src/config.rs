@@ -143,7 +143,9 @@ impl<'a> Hparams<'a> {
         let head_dim_v = self
             .usize_opt("attention.value_length")?
             .unwrap_or(n_embd / n_head);
-        let n_rot = self.usize_opt("rope.dimension_count")?.unwrap_or(head_dim_k);
+        let n_rot = self
+            .usize_opt("rope.dimension_count")?
+            .unwrap_or(head_dim_k);
         if n_rot > head_dim_k || n_rot % 2 != 0 {
             return Err(self.bad("rope.dimension_count", "odd or larger than the head"));
         }
@@ -151,7 +153,7 @@ impl<'a> Hparams<'a> {
             None | Some("none") => 1.0,
             Some("linear") => {
                 let f = self.f32_opt("rope.scaling.factor")?.unwrap_or(1.0);
-                if !(f > 0.0) {
+                if f.is_nan() || f <= 0.0 {
                     return Err(self.bad("rope.scaling.factor", "not positive"));
                 }
                 1.0 / f

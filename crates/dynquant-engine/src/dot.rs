@@ -137,7 +137,9 @@ mod tests {
 
     #[test]
     fn q8_0_rounding_matches_definition() {
-        let x: Vec<f32> = (0..64).map(|i| ((i * 37) % 23) as f32 * 0.13 - 1.4).collect();
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 37) % 23) as f32 * 0.13 - 1.4)
+            .collect();
         let mut out = vec![0.0; 64];
         let mut corr = Vec::new();
         round_row(DotType::Q8_1, &x, &mut out, &mut corr);

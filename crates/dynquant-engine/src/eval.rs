@@ -166,7 +166,11 @@ impl TopK {
     pub fn from_logprobs(logp: &[f64], k: usize) -> TopK {
         let mut idx: Vec<u32> = (0..logp.len() as u32).collect();
         let k = k.min(idx.len());
-        let cmp = |a: &u32, b: &u32| logp[*b as usize].total_cmp(&logp[*a as usize]).then(a.cmp(b));
+        let cmp = |a: &u32, b: &u32| {
+            logp[*b as usize]
+                .total_cmp(&logp[*a as usize])
+                .then(a.cmp(b))
+        };
         if k < idx.len() {
             idx.select_nth_unstable_by(k, cmp);
             idx.truncate(k);

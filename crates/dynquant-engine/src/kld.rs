@@ -161,7 +161,9 @@ impl BaseWriter {
     /// Appends one position.
     pub fn push(&mut self, p: &BasePosition) -> Result<()> {
         if p.top.ids.len() != self.top_k || p.top.logp.len() != self.top_k {
-            return Err(EngineError::Invalid("base position with the wrong top_k".into()));
+            return Err(EngineError::Invalid(
+                "base position with the wrong top_k".into(),
+            ));
         }
         let mut buf = Vec::with_capacity(8 * self.top_k + 8);
         for (&i, &l) in p.top.ids.iter().zip(&p.top.logp) {
@@ -249,7 +251,12 @@ impl Base {
             let mut ids = Vec::with_capacity(header.top_k);
             let mut logp = Vec::with_capacity(header.top_k);
             for i in 0..header.top_k {
-                let id = u32::from_le_bytes([buf[8 * i], buf[8 * i + 1], buf[8 * i + 2], buf[8 * i + 3]]);
+                let id = u32::from_le_bytes([
+                    buf[8 * i],
+                    buf[8 * i + 1],
+                    buf[8 * i + 2],
+                    buf[8 * i + 3],
+                ]);
                 if id as usize >= header.n_vocab {
                     return Err(bad("token id beyond the vocabulary"));
                 }

@@ -189,7 +189,7 @@ type Kernel = fn(&[f32], &[f32], usize, usize, usize, &mut [f32]);
 pub(crate) fn has_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::env::var("NOFMA").is_err() && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false

@@ -299,7 +299,7 @@ impl Session<'_, '_> {
                 row.iter_mut().for_each(|v| *v *= s);
             }
         }
-        let exact = m.numerics == Numerics::Exact || std::env::var("ATT_EXACT").is_ok();
+        let exact = m.numerics == Numerics::Exact;
         let p0 = self.n_past;
         for (il, l) in m.layers.iter().enumerate() {
             let mut h = x.clone();
@@ -353,13 +353,6 @@ impl Session<'_, '_> {
                 rms_norm(&mut d, e, pn, c.rms_eps);
             }
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
-            if std::env::var("DUMP").is_ok() {
-                for t in 0..nt.min(3) {
-                    let r = &x[t * e..(t + 1) * e];
-                    let amax = r.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    eprintln!("L{il} t{t} x0={:.6} x1={:.6} amax={amax:.3} att0={:.6}", r[0], r[1], att[t * e]);
-                }
-            }
         }
         self.n_past = wanted;
         let from = match logits {

@@ -69,7 +69,10 @@ impl Sampler {
         }
         let softmax = |c: &[(u32, f32)], t: f32| -> Vec<f64> {
             let m = c[0].1 as f64;
-            let e: Vec<f64> = c.iter().map(|x| ((x.1 as f64 - m) / t as f64).exp()).collect();
+            let e: Vec<f64> = c
+                .iter()
+                .map(|x| ((x.1 as f64 - m) / t as f64).exp())
+                .collect();
             let s: f64 = e.iter().sum();
             e.into_iter().map(|v| v / s).collect()
         };

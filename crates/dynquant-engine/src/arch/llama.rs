@@ -5,5 +5,5 @@ use crate::error::Result;
 use crate::ops::{Activation, RopeKind};
 
 pub(super) fn config(hp: &Hparams<'_>) -> Result<Config> {
-    hp.common(if std::env::var("NEOX").is_ok() { RopeKind::Neox } else { RopeKind::Normal }, Activation::SwiGlu)
+    hp.common(RopeKind::Normal, Activation::SwiGlu)
 }

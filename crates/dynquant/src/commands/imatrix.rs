@@ -20,9 +20,17 @@ pub fn run(a: &ImatrixArgs) -> Result<()> {
     let opts = chunk_options(&tok, a.ctx, a.chunks);
     let n_chunks = opts.n_chunks(tokens.len());
     if n_chunks == 0 {
-        anyhow::bail!("the text gives {} tokens, fewer than one chunk of {}", tokens.len(), a.ctx);
+        anyhow::bail!(
+            "the text gives {} tokens, fewer than one chunk of {}",
+            tokens.len(),
+            a.ctx
+        );
     }
-    eprintln!("imatrix: {} tokens, {n_chunks} chunks of {}", tokens.len(), a.ctx);
+    eprintln!(
+        "imatrix: {} tokens, {n_chunks} chunks of {}",
+        tokens.len(),
+        a.ctx
+    );
     // llama-imatrix leaves the output projection out unless asked (--process-output).
     let collector = Collector::new(vec!["output.weight".into(), "token_embd.weight".into()]);
     let t0 = std::time::Instant::now();
@@ -36,7 +44,10 @@ pub fn run(a: &ImatrixArgs) -> Result<()> {
         Ok(())
     })?;
     eprintln!(" {:.1} s", t0.elapsed().as_secs_f64());
-    let dataset = a.text.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    let dataset = a
+        .text
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
     let im = collector.to_imatrix(vec![dataset], n_chunks as u32, a.ctx as u32);
     im.write(
         &a.output,
@@ -46,7 +57,11 @@ pub fn run(a: &ImatrixArgs) -> Result<()> {
         },
     )
     .with_context(|| format!("writing {}", a.output.display()))?;
-    eprintln!("wrote {} ({} entries)", a.output.display(), im.entries.len());
+    eprintln!(
+        "wrote {} ({} entries)",
+        a.output.display(),
+        im.entries.len()
+    );
     if a.show_statistics {
         println!(
             "{:<40} {:>12} {:>10} {:>12} {:>10} {:>10} {:>6}",

@@ -22,7 +22,11 @@ pub fn run(a: &KldArgs) -> Result<()> {
         bos: if tok.add_bos() { tok.bos() } else { None },
     };
     if opts.n_chunks(base.tokens.len()) != h.chunks {
-        bail!("{}: token count does not give {} chunks", a.base.display(), h.chunks);
+        bail!(
+            "{}: token count does not give {} chunks",
+            a.base.display(),
+            h.chunks
+        );
     }
     eprintln!(
         "kld: {} vs base {} ({} chunks of {}, {} positions)",
