@@ -120,6 +120,9 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
         Numerics::Llama => w.dot,
         Numerics::Exact => DotType::F32,
     };
+    if dt == DotType::Q8_1 && w.ty == GgmlType::Q4_1 {
+        return Ok(q4_1::matmul(w, x, n_tok));
+    }
     // Activations as the dot product sees them (+ Q8_1 block-sum corrections).
     let nb32 = k / 32;
     let mut xr = vec![0f32; x.len()];
@@ -181,6 +184,148 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
         }
     });
     Ok(y)
+}
+
+/// Q4_1 weights times Q8_1 activations as ggml-cpu's x86 `ggml_vec_dot_q4_1_q8_1` computes them:
+/// per block an exact integer dot product in eight 4-element lanes, `acc[l] = fma(d_w * d_a,
+/// lane[l], acc[l])` over the blocks, the minimum term `m_w * s_a` summed separately, and
+/// `hsum_float_8(acc) + summs`. Bit-identical results keep llama.cpp's later 8-bit roundings from
+/// flipping.
+mod q4_1 {
+    use half::f16;
+    use rayon::prelude::*;
+
+    use super::Weight;
+
+    struct ActBlock {
+        d: f32,
+        s: f32,
+        q: [i8; 32],
+    }
+
+    fn quantize(x: &[f32]) -> Vec<ActBlock> {
+        x.chunks_exact(32)
+            .map(|xb| {
+                let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+                let mut q = [0i8; 32];
+                let mut sum = 0i32;
+                for (o, &v) in q.iter_mut().zip(xb) {
+                    let r = (v * id).round_ties_even() as i32;
+                    sum += r;
+                    *o = r as i8;
+                }
+                ActBlock {
+                    d: f16::from_f32(d).to_f32(),
+                    s: f16::from_f32(d * sum as f32).to_f32(),
+                    q,
+                }
+            })
+            .collect()
+    }
+
+    struct WeightBlock {
+        d: f32,
+        m: f32,
+        q: [u8; 32],
+    }
+
+    fn decode(row: &[u8]) -> Vec<WeightBlock> {
+        row.chunks_exact(20)
+            .map(|b| {
+                let mut q = [0u8; 32];
+                for j in 0..16 {
+                    q[j] = b[4 + j] & 0x0F;
+                    q[j + 16] = b[4 + j] >> 4;
+                }
+                WeightBlock {
+                    d: f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                    m: f16::from_le_bytes([b[2], b[3]]).to_f32(),
+                    q,
+                }
+            })
+            .collect()
+    }
+
+    #[inline(always)]
+    fn dot(w: &[WeightBlock], a: &[ActBlock]) -> f32 {
+        let mut acc = [0f32; 8];
+        let mut summs = 0f32;
+        for (wb, ab) in w.iter().zip(a) {
+            summs += wb.m * ab.s;
+            let dd = wb.d * ab.d;
+            let mut p = [0i16; 32];
+            for ((p, &x), &y) in p.iter_mut().zip(&wb.q).zip(&ab.q) {
+                *p = x as i16 * y as i16;
+            }
+            for (l, acc_l) in acc.iter_mut().enumerate() {
+                let q = &p[4 * l..4 * l + 4];
+                let lane = (q[0] as i32 + q[1] as i32) + (q[2] as i32 + q[3] as i32);
+                // fused, as _mm256_fmadd_ps
+                *acc_l = dd.mul_add(lane as f32, *acc_l);
+            }
+        }
+        let r: [f32; 4] = std::array::from_fn(|i| acc[i + 4] + acc[i]);
+        ((r[0] + r[2]) + (r[1] + r[3])) + summs
+    }
+
+    #[inline(always)]
+    fn tile_generic(
+        rows: &[Vec<WeightBlock>],
+        acts: &[Vec<ActBlock>],
+        n_tok: usize,
+        out: &mut [f32],
+    ) {
+        for (t, a) in acts.iter().enumerate() {
+            for (i, wb) in rows.iter().enumerate() {
+                out[i * n_tok + t] = dot(wb, a);
+            }
+        }
+    }
+
+    fn tile(rows: &[Vec<WeightBlock>], acts: &[Vec<ActBlock>], n_tok: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if super::has_fma() {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn fast(
+                rows: &[Vec<WeightBlock>],
+                acts: &[Vec<ActBlock>],
+                n_tok: usize,
+                out: &mut [f32],
+            ) {
+                tile_generic(rows, acts, n_tok, out)
+            }
+            // SAFETY: AVX2 and FMA were detected at runtime.
+            unsafe { fast(rows, acts, n_tok, out) };
+            return;
+        }
+        tile_generic(rows, acts, n_tok, out)
+    }
+
+    pub(super) fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+        let k = w.cols;
+        let acts: Vec<Vec<ActBlock>> = x.par_chunks(k).map(quantize).collect();
+        // tiles of 16 rows: each activation block is reused from cache for 16 weight rows
+        const TILE: usize = 16;
+        let mut yt = vec![0f32; w.rows * n_tok];
+        yt.par_chunks_mut(TILE * n_tok)
+            .enumerate()
+            .for_each(|(ti, out)| {
+                let r0 = ti * TILE;
+                let nr = out.len() / n_tok;
+                let rows: Vec<Vec<WeightBlock>> =
+                    (r0..r0 + nr).map(|r| decode(w.row_data(r))).collect();
+                tile(&rows, &acts, n_tok, out);
+            });
+        let mut y = vec![0f32; n_tok * w.rows];
+        y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yrow)| {
+            for (r, v) in yrow.iter_mut().enumerate() {
+                *v = yt[r * n_tok + t];
+            }
+        });
+        y
+    }
 }
 
 type Kernel = fn(&[f32], &[f32], usize, usize, usize, &mut [f32]);
