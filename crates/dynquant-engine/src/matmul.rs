@@ -120,8 +120,12 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
         Numerics::Llama => w.dot,
         Numerics::Exact => DotType::F32,
     };
-    if dt == DotType::Q8_1 && w.ty == GgmlType::Q4_1 {
-        return Ok(q4_1::matmul(w, x, n_tok));
+    if matches!(
+        w.ty,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0
+    ) && numerics == Numerics::Llama
+    {
+        return Ok(q0::matmul(w, x, n_tok));
     }
     // Activations as the dot product sees them (+ Q8_1 block-sum corrections).
     let nb32 = k / 32;
@@ -186,12 +190,14 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
     Ok(y)
 }
 
-/// Q4_1 weights times Q8_1 activations as ggml-cpu's x86 `ggml_vec_dot_q4_1_q8_1` computes them:
-/// per block an exact integer dot product in eight 4-element lanes, `acc[l] = fma(d_w * d_a,
-/// lane[l], acc[l])` over the blocks, the minimum term `m_w * s_a` summed separately, and
-/// `hsum_float_8(acc) + summs`. Bit-identical results keep llama.cpp's later 8-bit roundings from
-/// flipping.
-mod q4_1 {
+/// Q4_0, Q5_0, Q8_0 (times Q8_0 activations) and Q4_1 (times Q8_1) as ggml-cpu's x86 kernels
+/// (`ggml_vec_dot_q*_q8_*`, and llamafile's tinyBLAS for batches, which accumulates the same way)
+/// compute them: per block an exact integer dot product in eight 4-element lanes,
+/// `acc[l] = fma(d_w * d_a, lane[l], acc[l])` over the blocks, for Q4_1 the minimum term
+/// `m_w * s_a` summed separately, and `hsum_float_8(acc) (+ summs)`. Bit-identical results keep
+/// llama.cpp's later 8-bit roundings from flipping.
+mod q0 {
+    use dynquant_core::GgmlType;
     use half::f16;
     use rayon::prelude::*;
 
@@ -227,23 +233,50 @@ mod q4_1 {
 
     struct WeightBlock {
         d: f32,
+        /// Block minimum (Q4_1), 0 otherwise.
         m: f32,
-        q: [u8; 32],
+        q: [i8; 32],
     }
 
-    fn decode(row: &[u8]) -> Vec<WeightBlock> {
-        row.chunks_exact(20)
+    /// Integer values of one row's blocks (ggml's block layouts, see dynquant-core's quants).
+    fn decode(ty: GgmlType, row: &[u8]) -> Vec<WeightBlock> {
+        let h = |b: &[u8], o: usize| f16::from_le_bytes([b[o], b[o + 1]]).to_f32();
+        let bs = ty.type_size() as usize;
+        row.chunks_exact(bs)
             .map(|b| {
-                let mut q = [0u8; 32];
-                for j in 0..16 {
-                    q[j] = b[4 + j] & 0x0F;
-                    q[j + 16] = b[4 + j] >> 4;
+                let mut q = [0i8; 32];
+                let mut m = 0.0;
+                match ty {
+                    GgmlType::Q8_0 => {
+                        for (o, &v) in q.iter_mut().zip(&b[2..34]) {
+                            *o = v as i8;
+                        }
+                    }
+                    GgmlType::Q4_0 => {
+                        for j in 0..16 {
+                            q[j] = (b[2 + j] & 0x0F) as i8 - 8;
+                            q[j + 16] = (b[2 + j] >> 4) as i8 - 8;
+                        }
+                    }
+                    GgmlType::Q4_1 => {
+                        m = h(b, 2);
+                        for j in 0..16 {
+                            q[j] = (b[4 + j] & 0x0F) as i8;
+                            q[j + 16] = (b[4 + j] >> 4) as i8;
+                        }
+                    }
+                    _ => {
+                        // Q5_0: d, qh (u32), qs[16]; the fifth bit of element j is bit j of qh
+                        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                        for j in 0..16 {
+                            let h0 = (((qh >> j) << 4) & 0x10) as u8;
+                            let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+                            q[j] = ((b[6 + j] & 0x0F) | h0) as i8 - 16;
+                            q[j + 16] = ((b[6 + j] >> 4) | h1) as i8 - 16;
+                        }
+                    }
                 }
-                WeightBlock {
-                    d: f16::from_le_bytes([b[0], b[1]]).to_f32(),
-                    m: f16::from_le_bytes([b[2], b[3]]).to_f32(),
-                    q,
-                }
+                WeightBlock { d: h(b, 0), m, q }
             })
             .collect()
     }
@@ -253,7 +286,7 @@ mod q4_1 {
         let mut acc = [0f32; 8];
         let mut summs = 0f32;
         for (wb, ab) in w.iter().zip(a) {
-            summs += wb.m * ab.s;
+            summs += wb.m * ab.s; // 0 except for Q4_1
             let dd = wb.d * ab.d;
             let mut p = [0i16; 32];
             for ((p, &x), &y) in p.iter_mut().zip(&wb.q).zip(&ab.q) {
@@ -315,7 +348,7 @@ mod q4_1 {
                 let r0 = ti * TILE;
                 let nr = out.len() / n_tok;
                 let rows: Vec<Vec<WeightBlock>> =
-                    (r0..r0 + nr).map(|r| decode(w.row_data(r))).collect();
+                    (r0..r0 + nr).map(|r| decode(w.ty, w.row_data(r))).collect();
                 tile(&rows, &acts, n_tok, out);
             });
         let mut y = vec![0f32; n_tok * w.rows];
