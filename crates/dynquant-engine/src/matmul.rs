@@ -116,6 +116,9 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
             x.len()
         )));
     }
+    if n_tok == 0 || w.rows == 0 {
+        return Ok(Vec::new());
+    }
     let dt = match numerics {
         Numerics::Llama => w.dot,
         Numerics::Exact => DotType::F32,

@@ -278,6 +278,9 @@ impl Session<'_, '_> {
         let m = self.model;
         let c = &m.config;
         let nt = tokens.len();
+        if nt == 0 {
+            return Ok(Vec::new());
+        }
         let wanted = self.n_past + nt;
         if wanted > self.n_ctx {
             return Err(EngineError::ContextFull {
