@@ -51,6 +51,26 @@ pub enum Command {
         dynquant convert ./DeepSeek-R1 r1-bf16.gguf --outtype bf16 --split-max-size 50G\n\
         Architectures: llama, mistral, mixtral, qwen2, qwen3, qwen3_moe, deepseek_v2, deepseek_v3.")]
     Convert(ConvertArgs),
+    /// Perplexity over a text with llama-perplexity's method (llama.cpp's CPU numerics).
+    #[command(after_help = "Examples:\n  \
+        dynquant perplexity model-f16.gguf --text wiki.test.raw --chunks 40\n  \
+        dynquant perplexity model-f16.gguf --text wiki.test.raw --chunks 40 --save-logits f16.kldbase\n  \
+        dynquant perplexity model.gguf -f wiki.test.raw --ctx 512 --json")]
+    Perplexity(PerplexityArgs),
+    /// KL divergence of a model's next-token distributions from a base saved by `perplexity --save-logits`.
+    #[command(after_help = "Example:\n  \
+        dynquant perplexity model-f16.gguf --text wiki.test.raw --chunks 40 --save-logits f16.kldbase\n  \
+        dynquant kld model-q4_k_m.gguf --base f16.kldbase")]
+    Kld(KldArgs),
+    /// Importance matrix (sums of squared activations per input column) in llama.cpp's GGUF format.
+    #[command(after_help = "Example:\n  \
+        dynquant imatrix model-f16.gguf --text groups_merged.txt -o model.imatrix.gguf --chunks 100 --show-statistics")]
+    Imatrix(ImatrixArgs),
+    /// Generate text from a prompt, streaming.
+    #[command(after_help = "Examples:\n  \
+        dynquant run model.gguf -p \"The capital of France is\" -n 32 --temp 0\n  \
+        dynquant run model.gguf -p \"Write a haiku about rust\" --chat --seed 1")]
+    Run(RunArgs),
     /// Run the built-in demonstration on a model dynquant makes itself (no download).
     #[command(after_help = "Example:\n  dynquant demo\n  dynquant demo --out-dir /tmp/dq")]
     Demo(DemoArgs),
@@ -323,4 +343,121 @@ pub struct DemoArgs {
 fn parse_size_arg(s: &str) -> Result<u64, String> {
     dynquant_core::gguf::parse_size(s)
         .ok_or_else(|| format!("'{s}' is not a size (examples: 1000000, 500M, 50G, 4GiB)"))
+}
+
+/// Options of the commands that run a model.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct EngineArgs {
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// Keep activations in f32 instead of rounding them to each weight type's dot type as
+    /// llama.cpp's CPU backend does.
+    #[arg(long)]
+    pub exact: bool,
+}
+
+/// `perplexity`.
+#[derive(Debug, Args)]
+pub struct PerplexityArgs {
+    /// GGUF model.
+    pub model: PathBuf,
+    /// Text file (tokenized whole, as llama-perplexity does).
+    #[arg(long, short = 'f')]
+    pub text: PathBuf,
+    /// Tokens per chunk.
+    #[arg(long, short = 'c', default_value_t = 512)]
+    pub ctx: usize,
+    /// At most this many chunks (default: all).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Also write a KL-divergence base file (top-k log-probabilities per scored position).
+    #[arg(long, value_name = "BASE")]
+    pub save_logits: Option<PathBuf>,
+    /// Tokens kept per position in the base file.
+    #[arg(long, default_value_t = 32)]
+    pub top_k: usize,
+    /// Print {"ppl", "ppl_err", "tokens", ...} as JSON at the end.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `kld`.
+#[derive(Debug, Args)]
+pub struct KldArgs {
+    /// GGUF model to compare with the base.
+    pub model: PathBuf,
+    /// Base file written by `perplexity --save-logits`.
+    #[arg(long)]
+    pub base: PathBuf,
+    /// Print the statistics as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `imatrix`.
+#[derive(Debug, Args)]
+pub struct ImatrixArgs {
+    /// GGUF model.
+    pub model: PathBuf,
+    /// Calibration text.
+    #[arg(long, short = 'f')]
+    pub text: PathBuf,
+    /// Output imatrix (GGUF).
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Tokens per chunk.
+    #[arg(long, short = 'c', default_value_t = 512)]
+    pub ctx: usize,
+    /// At most this many chunks (default: all).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Print per-tensor statistics of the result.
+    #[arg(long)]
+    pub show_statistics: bool,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// GGUF model.
+    pub model: PathBuf,
+    /// Prompt.
+    #[arg(long, short = 'p')]
+    pub prompt: String,
+    /// Tokens to generate at most.
+    #[arg(long, short = 'n', default_value_t = 128)]
+    pub n_predict: usize,
+    /// Wrap the prompt in the model's chat template as a user turn.
+    #[arg(long)]
+    pub chat: bool,
+    /// Temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Top-k filter (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Top-p filter (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p filter (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Random seed (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Context size.
+    #[arg(long, short = 'c', default_value_t = 4096)]
+    pub ctx: usize,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }

@@ -3,9 +3,13 @@
 mod convert;
 mod demo;
 mod dev;
+mod imatrix;
 mod inspect;
+mod kld;
+mod perplexity;
 mod plan;
 mod quantize;
+mod run;
 mod split;
 
 use anyhow::Result;
@@ -20,6 +24,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Split(a) => split::split(&a),
         Command::Merge(a) => split::merge(&a),
         Command::Convert(a) => convert::run(&a),
+        Command::Perplexity(a) => perplexity::run(&a),
+        Command::Kld(a) => kld::run(&a),
+        Command::Imatrix(a) => imatrix::run(&a),
+        Command::Run(a) => run::run(&a),
         Command::Demo(a) => demo::run(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Quantize(a) => quantize::run(&a),

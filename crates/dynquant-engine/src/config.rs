@@ -1,0 +1,195 @@
+//! Typed hyper-parameters of a decoder-only transformer, shared by every architecture file in
+//! [`crate::arch`].
+
+use dynquant_core::gguf::{Metadata, Value};
+
+use crate::error::{EngineError, Result};
+use crate::ops::{Activation, RopeKind};
+
+/// Sliding-window attention layout (gemma3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlidingWindow {
+    /// Keys at distance >= `window` from the query are masked.
+    pub window: usize,
+    /// Per layer: whether it is a sliding-window layer.
+    pub layers: Vec<bool>,
+    /// RoPE frequency base of the sliding-window layers.
+    pub rope_base: f32,
+    /// RoPE position scale of the sliding-window layers.
+    pub rope_scale: f32,
+}
+
+/// Everything the forward pass needs to know about the model's shape and conventions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `general.architecture`.
+    pub arch: String,
+    /// Hidden size.
+    pub n_embd: usize,
+    /// Number of blocks.
+    pub n_layer: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (GQA when smaller than `n_head`).
+    pub n_head_kv: usize,
+    /// Key (and query) head size.
+    pub head_dim_k: usize,
+    /// Value head size.
+    pub head_dim_v: usize,
+    /// Feed-forward hidden size.
+    pub n_ff: usize,
+    /// Training context length.
+    pub n_ctx_train: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// RoPE pairing.
+    pub rope_kind: RopeKind,
+    /// Rotated dimensions per head.
+    pub n_rot: usize,
+    /// RoPE frequency base.
+    pub rope_base: f32,
+    /// RoPE position scale (1 / linear factor).
+    pub rope_scale: f32,
+    /// Feed-forward activation.
+    pub act: Activation,
+    /// Per-head RMSNorm of queries and keys before RoPE (qwen3, gemma3).
+    pub qk_norm: bool,
+    /// Biases on the q, k, v projections (qwen2).
+    pub qkv_bias: bool,
+    /// RMSNorm after the attention and feed-forward blocks, before the residual add (gemma3).
+    pub post_norms: bool,
+    /// Input embeddings multiplied by this (gemma3: sqrt(n_embd)).
+    pub embd_scale: Option<f32>,
+    /// Queries multiplied by this before attention (gemma3), 1 otherwise.
+    pub q_scale: f32,
+    /// Attention logit scale (1/sqrt(head_dim_k), or 1 when `q_scale` already holds it).
+    pub kq_scale: f32,
+    /// Sliding-window attention, if any.
+    pub swa: Option<SlidingWindow>,
+}
+
+/// Reads `{arch}.*` keys with types and checks.
+pub(crate) struct Hparams<'a> {
+    md: &'a Metadata,
+    arch: &'a str,
+}
+
+impl<'a> Hparams<'a> {
+    pub(crate) fn new(md: &'a Metadata, arch: &'a str) -> Self {
+        Hparams { md, arch }
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.arch)
+    }
+
+    fn bad(&self, suffix: &str, reason: &str) -> EngineError {
+        EngineError::BadHparam {
+            key: self.key(suffix),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn usize_opt(&self, suffix: &str) -> Result<Option<usize>> {
+        match self.md.get(&self.key(suffix)) {
+            None => Ok(None),
+            Some(Value::Array(_)) => Err(self.bad(suffix, "per-layer arrays are not supported")),
+            Some(v) => v
+                .as_u64()
+                .and_then(|v| usize::try_from(v).ok())
+                .map(Some)
+                .ok_or_else(|| self.bad(suffix, "not a non-negative integer")),
+        }
+    }
+
+    pub(crate) fn usize(&self, suffix: &str) -> Result<usize> {
+        self.usize_opt(suffix)?
+            .ok_or_else(|| self.bad(suffix, "missing"))
+    }
+
+    pub(crate) fn f32_opt(&self, suffix: &str) -> Result<Option<f32>> {
+        match self.md.get(&self.key(suffix)) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(|v| Some(v as f32))
+                .ok_or_else(|| self.bad(suffix, "not a number")),
+        }
+    }
+
+    pub(crate) fn str_opt(&self, suffix: &str) -> Option<&'a str> {
+        self.md.get(&self.key(suffix)).and_then(Value::as_str)
+    }
+
+    /// The hyper-parameters every architecture shares, with llama-like defaults; the
+    /// architecture file adjusts the conventions afterwards.
+    pub(crate) fn common(&self, rope_kind: RopeKind, act: Activation) -> Result<Config> {
+        let n_embd = self.usize("embedding_length")?;
+        let n_layer = self.usize("block_count")?;
+        let n_head = self.usize("attention.head_count")?;
+        let n_head_kv = self.usize_opt("attention.head_count_kv")?.unwrap_or(n_head);
+        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
+            return Err(self.bad(
+                "attention.head_count_kv",
+                &format!("{n_head_kv} does not divide {n_head} query heads"),
+            ));
+        }
+        if n_layer == 0 || n_embd == 0 {
+            return Err(self.bad("block_count", "zero-sized model"));
+        }
+        let head_dim_k = self
+            .usize_opt("attention.key_length")?
+            .unwrap_or(n_embd / n_head);
+        let head_dim_v = self
+            .usize_opt("attention.value_length")?
+            .unwrap_or(n_embd / n_head);
+        let n_rot = self
+            .usize_opt("rope.dimension_count")?
+            .unwrap_or(head_dim_k);
+        if n_rot > head_dim_k || n_rot % 2 != 0 {
+            return Err(self.bad("rope.dimension_count", "odd or larger than the head"));
+        }
+        let rope_scale = match self.str_opt("rope.scaling.type") {
+            None | Some("none") => 1.0,
+            Some("linear") => {
+                let f = self.f32_opt("rope.scaling.factor")?.unwrap_or(1.0);
+                if f.is_nan() || f <= 0.0 {
+                    return Err(self.bad("rope.scaling.factor", "not positive"));
+                }
+                1.0 / f
+            }
+            Some(other) => {
+                return Err(self.bad(
+                    "rope.scaling.type",
+                    &format!("'{other}' is not supported (none, linear)"),
+                ))
+            }
+        };
+        Ok(Config {
+            arch: self.arch.to_string(),
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim_k,
+            head_dim_v,
+            n_ff: self.usize("feed_forward_length")?,
+            n_ctx_train: self.usize_opt("context_length")?.unwrap_or(4096),
+            rms_eps: self
+                .f32_opt("attention.layer_norm_rms_epsilon")?
+                .unwrap_or(1e-5),
+            rope_kind,
+            n_rot,
+            rope_base: self.f32_opt("rope.freq_base")?.unwrap_or(10000.0),
+            rope_scale,
+            act,
+            qk_norm: false,
+            qkv_bias: false,
+            post_norms: false,
+            embd_scale: None,
+            q_scale: 1.0,
+            kq_scale: 1.0 / (head_dim_k as f32).sqrt(),
+            swa: None,
+        })
+    }
+}

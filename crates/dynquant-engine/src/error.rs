@@ -1,0 +1,79 @@
+//! Errors of the engine.
+
+use dynquant_core::gguf::GgufError;
+use dynquant_core::quants::QuantError;
+use dynquant_core::GgmlType;
+
+/// Everything that can go wrong loading or running a model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The GGUF container could not be read.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// A tensor could not be converted.
+    #[error(transparent)]
+    Quant(#[from] QuantError),
+    /// `general.architecture` names an architecture the engine does not run.
+    #[error("unsupported architecture '{0}' (supported: llama, qwen2, qwen3, gemma3)")]
+    UnsupportedArch(String),
+    /// A hyper-parameter is missing or has an impossible value.
+    #[error("hyper-parameter {key}: {reason}")]
+    BadHparam {
+        /// The GGUF key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor the architecture needs is absent.
+    #[error("tensor '{0}' is missing")]
+    MissingTensor(String),
+    /// A tensor has a shape the architecture does not expect.
+    #[error("tensor '{name}' has shape {shape:?}, expected {expected:?}")]
+    BadShape {
+        /// Tensor name.
+        name: String,
+        /// Its shape (ggml order, ne0 first).
+        shape: Vec<u64>,
+        /// The expected shape.
+        expected: Vec<u64>,
+    },
+    /// A weight type the matrix product cannot use.
+    #[error("tensor '{name}': type {ty} is not supported in matrix products")]
+    UnsupportedType {
+        /// Tensor name.
+        name: String,
+        /// Its type.
+        ty: GgmlType,
+    },
+    /// A token id outside the vocabulary.
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    BadToken {
+        /// The id.
+        id: u32,
+        /// Vocabulary size.
+        n_vocab: usize,
+    },
+    /// The context is full.
+    #[error("context of {n_ctx} tokens is full (asked for {wanted})")]
+    ContextFull {
+        /// Capacity.
+        n_ctx: usize,
+        /// Tokens that would be held.
+        wanted: usize,
+    },
+    /// Bad input to an evaluation (too few tokens, mismatched base file...).
+    #[error("{0}")]
+    Invalid(String),
+    /// I/O on an evaluation file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Result with [`EngineError`].
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

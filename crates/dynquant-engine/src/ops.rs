@@ -1,0 +1,166 @@
+//! Element-wise and per-row operations with ggml-cpu's numerics: RMSNorm (double sum),
+//! RoPE (iterated f32 angles), SwiGLU and GeGLU (GELU through an f16 table), softmax.
+
+use half::f16;
+
+/// RMSNorm of each `n`-value row of `x` in place, then multiplied by `weight`:
+/// `x * 1/sqrt(mean(x^2) + eps)` with the f32 squares summed in f64
+/// (ggml_compute_forward_rms_norm_f32).
+pub fn rms_norm(x: &mut [f32], n: usize, weight: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(n) {
+        let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / n as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for (v, w) in row.iter_mut().zip(weight) {
+            *v = (*v * scale) * w;
+        }
+    }
+}
+
+/// Which elements RoPE rotates together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeKind {
+    /// Adjacent pairs (x[2i], x[2i+1]) (llama).
+    Normal,
+    /// Halves (x[i], x[i + n_rot/2]) (GPT-NeoX: qwen2, qwen3, gemma3).
+    Neox,
+}
+
+/// Rotary position embedding parameters of one layer.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    /// Pairing.
+    pub kind: RopeKind,
+    /// Rotated dimensions per head.
+    pub n_rot: usize,
+    /// Frequency base.
+    pub freq_base: f32,
+    /// Position scale (1 / linear scaling factor).
+    pub freq_scale: f32,
+    /// Per-pair frequency divisors (`rope_freqs.weight`, llama 3), if any.
+    pub freq_factors: Option<Vec<f32>>,
+}
+
+impl Rope {
+    /// (cos, sin) per rotated pair at position `pos` (ggml_rope_cache_init: theta multiplied by
+    /// `freq_base^(-2/n_rot)` step by step in f32).
+    pub fn cache(&self, pos: usize) -> Vec<(f32, f32)> {
+        let theta_scale = self.freq_base.powf(-2.0 / self.n_rot as f32);
+        let mut theta = pos as f32;
+        (0..self.n_rot / 2)
+            .map(|i| {
+                let ff = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
+                let t = self.freq_scale * (theta / ff);
+                theta *= theta_scale;
+                (t.cos(), t.sin())
+            })
+            .collect()
+    }
+
+    /// Rotates every head (`head_dim` values each) of one token's `x` with `cache`.
+    pub fn apply(&self, x: &mut [f32], head_dim: usize, cache: &[(f32, f32)]) {
+        let half = self.n_rot / 2;
+        for h in x.chunks_exact_mut(head_dim) {
+            for (i, &(c, s)) in cache.iter().enumerate() {
+                let (a, b) = match self.kind {
+                    RopeKind::Normal => (2 * i, 2 * i + 1),
+                    RopeKind::Neox => (i, i + half),
+                };
+                let (x0, x1) = (h[a], h[b]);
+                h[a] = x0 * c - x1 * s;
+                h[b] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+/// Gated activation of the feed-forward block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// silu(gate) * up.
+    SwiGlu,
+    /// gelu_tanh(gate) * up, GELU evaluated as ggml-cpu does (f16 input, f16 table).
+    GeGlu,
+}
+
+fn gelu_f32(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+}
+
+/// ggml-cpu's GELU (GGML_GELU_FP16): 0 below -10, identity above 10, otherwise the input
+/// rounded to f16, GELU'd in f32, the result rounded to f16.
+pub fn gelu_ggml(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        let xh = f16::from_f32(x).to_f32();
+        f16::from_f32(gelu_f32(xh)).to_f32()
+    }
+}
+
+/// SiLU, x / (1 + e^-x).
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+impl Activation {
+    /// `gate = act(gate) * up`, element-wise.
+    pub fn apply(self, gate: &mut [f32], up: &[f32]) {
+        match self {
+            Activation::SwiGlu => {
+                for (g, u) in gate.iter_mut().zip(up) {
+                    *g = silu(*g) * u;
+                }
+            }
+            Activation::GeGlu => {
+                for (g, u) in gate.iter_mut().zip(up) {
+                    *g = gelu_ggml(*g) * u;
+                }
+            }
+        }
+    }
+}
+
+/// Natural-log softmax of `logits` in f64 (llama-perplexity's log_softmax).
+pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
+    let lse = max + sum.ln();
+    logits.iter().map(|&v| v as f64 - lse).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_preserves_norm_and_pos0_is_identity() {
+        let r = Rope {
+            kind: RopeKind::Neox,
+            n_rot: 8,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            freq_factors: None,
+        };
+        let x0: Vec<f32> = (0..16).map(|i| i as f32 - 3.0).collect();
+        let mut x = x0.clone();
+        r.apply(&mut x, 8, &r.cache(0));
+        assert_eq!(x, x0);
+        r.apply(&mut x, 8, &r.cache(7));
+        let n0: f32 = x0.iter().map(|v| v * v).sum();
+        let n1: f32 = x.iter().map(|v| v * v).sum();
+        assert!((n0 - n1).abs() < 1e-3);
+    }
+
+    #[test]
+    fn gelu_table_form_is_close_to_gelu() {
+        for i in -200..200 {
+            let x = i as f32 * 0.07;
+            assert!((gelu_ggml(x) - gelu_f32(x)).abs() < 2e-2, "{x}");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The engine's next-token distributions against real llama.cpp's (node-llama-cpp,
+//! `controlledEvaluate` probabilities, one thread) on the start of wiki.test.raw.
+//!
+//! * F16 models, 512-token context: mean KLD < 1e-3 and top-1 agreement > 99%.
+//! * Quantized models: llama.cpp rounds every matrix product's activations to 8 bits (Q8_0,
+//!   Q8_1, Q8_K); a last-bit difference anywhere (summation order, `expf`) flips some of those
+//!   roundings and the flips grow over a long context (measured: our engine against itself with
+//!   and without FMA gives a mean KLD of 3.3e-3 on SmolLM2 Q4_1 and 5.0e-3 on Gemma-3 Q4_K_M
+//!   over 512 tokens). Without bit-exact SIMD emulation, a long context cannot match to 1e-3, so
+//!   the matrix-product numerics are checked where they are not drowned: each token evaluated
+//!   alone (64 one-token contexts): the median KLD must be < 1e-3 (most Gemma tokens match
+//!   bit for bit; the mean is carried by a few tokens where a rounding flipped), top-1 > 95%,
+//!   and skipping llama.cpp's rounding (exact f32 activations) must be at least twice as far.
+
+use std::path::Path;
+
+use dynquant_core::gguf::{Access, GgufModel};
+use dynquant_engine::eval::TopK;
+use dynquant_engine::ops::log_softmax;
+use dynquant_engine::{Logits, Model, Numerics};
+use dynquant_testkit::oracle::{shared_dir, Oracle};
+
+struct Reference {
+    tokens: Vec<u32>,
+    positions: Vec<TopK>,
+}
+
+fn reference(o: &Oracle, model: &Path, n: usize, single: bool) -> Reference {
+    let text = shared_dir().join("data/text/wiki.test.raw");
+    let n = n.to_string();
+    let mut args = vec![
+        model.as_os_str(),
+        text.as_os_str(),
+        "--n-tokens".as_ref(),
+        n.as_ref(),
+        "--top-k".as_ref(),
+        "64".as_ref(),
+    ];
+    if single {
+        args.push("--single".as_ref());
+    }
+    let out = o.node("distributions.mjs", &args);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let ids = |a: &serde_json::Value| -> Vec<u32> {
+        a.as_array()
+            .expect("array")
+            .iter()
+            .map(|x| x.as_u64().expect("id") as u32)
+            .collect()
+    };
+    Reference {
+        tokens: ids(&v["tokens"]),
+        positions: v["positions"]
+            .as_array()
+            .expect("positions")
+            .iter()
+            .map(|p| TopK {
+                ids: ids(&p["ids"]),
+                logp: p["logp"]
+                    .as_array()
+                    .expect("logp")
+                    .iter()
+                    .map(|x| x.as_f64().expect("f") as f32)
+                    .collect(),
+                tail: p["tail"].as_f64().expect("tail") as f32,
+            })
+            .collect(),
+    }
+}
+
+/// (mean KLD, top-1 agreement, median KLD) of `logits` (one row per reference position).
+fn score(r: &Reference, logits: &[f32], nv: usize) -> (f64, f64, f64) {
+    let (mut kl, mut same) = (0.0, 0usize);
+    let mut all = Vec::new();
+    for (j, p) in r.positions.iter().enumerate() {
+        let lp = log_softmax(&logits[j * nv..(j + 1) * nv]);
+        let k = p.kld(&lp);
+        all.push(k);
+        kl += k;
+        let ours = lp
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i as u32);
+        same += usize::from(ours == Some(p.ids[0]));
+    }
+    let n = r.positions.len() as f64;
+    all.sort_by(f64::total_cmp);
+    (kl / n, same as f64 / n, all[all.len() / 2])
+}
+
+/// One 512-token context in one batch.
+fn check_context(path: &Path) {
+    let Some(o) = Oracle::get() else { return };
+    let r = reference(&o, path, 512, false);
+    let gguf = GgufModel::open(path, Access::Mmap).expect("open");
+    let model = Model::load(&gguf).expect("load");
+    let mut s = model.session(r.tokens.len());
+    let logits = s.eval(&r.tokens, Logits::From(0), None).expect("eval");
+    let (kl, top1, _) = score(&r, &logits, model.n_vocab);
+    eprintln!(
+        "{}: 512-token context: mean KLD {kl:.3e}, top-1 {:.2}%",
+        path.display(),
+        100.0 * top1
+    );
+    assert!(kl < 1e-3, "mean KLD {kl}");
+    assert!(top1 > 0.99, "top-1 agreement {top1}");
+}
+
+/// 64 one-token contexts, with llama.cpp's numerics and with exact activations.
+fn check_single(path: &Path) {
+    let Some(o) = Oracle::get() else { return };
+    let r = reference(&o, path, 64, true);
+    let gguf = GgufModel::open(path, Access::Mmap).expect("open");
+    let mut model = Model::load(&gguf).expect("load");
+    let run = |model: &Model<'_>| {
+        let mut s = model.session(1);
+        let mut all = Vec::new();
+        for &t in &r.tokens {
+            s.clear();
+            all.extend(s.eval(&[t], Logits::Last, None).expect("eval"));
+        }
+        score(&r, &all, model.n_vocab)
+    };
+    let (kl, top1, median) = run(&model);
+    model.numerics = Numerics::Exact;
+    let (kl_exact, _, _) = run(&model);
+    eprintln!(
+        "{}: 64 one-token contexts: mean KLD {kl:.3e}, median {median:.3e} (exact activations: mean {kl_exact:.3e}), top-1 {:.2}%",
+        path.display(),
+        100.0 * top1
+    );
+    assert!(median < 1e-3, "median KLD {median}");
+    assert!(top1 > 0.95, "top-1 agreement {top1}");
+    assert!(
+        kl_exact > 2.0 * kl,
+        "llama.cpp's activation rounding should matter: exact {kl_exact} vs {kl}"
+    );
+}
+
+#[test]
+fn smollm2_f16_matches_llamacpp() {
+    let Some(o) = Oracle::get() else { return };
+    check_context(&o.test_models().dir.join("smollm2-f16.gguf"));
+}
+
+#[test]
+fn smollm2_768_matches_llamacpp() {
+    let Some(o) = Oracle::get() else { return };
+    check_context(&o.test_models().dir.join("smollm2-768.gguf"));
+}
+
+#[test]
+fn smollm2_q4_1_matrix_products_match_llamacpp() {
+    let Some(o) = Oracle::get() else { return };
+    check_single(&o.smollm2());
+}
+
+#[test]
+fn gemma3_q4_k_m_matrix_products_match_llamacpp() {
+    let Some(o) = Oracle::get() else { return };
+    check_single(&o.gemma());
+}
+
+/// The tiny random-weight BF16 checkpoints llama.cpp's converter made (`shared/golden/hf`):
+/// architectures and conventions (qwen2 biases, qwen3 q/k norms, NeoX RoPE, untied output) over
+/// a 128-token context, where llama.cpp's BF16 activation rounding must bring us closer than
+/// exact f32 activations do.
+fn check_tiny(name: &str) {
+    let Some(o) = Oracle::get() else { return };
+    let path = shared_dir().join(format!("golden/hf/{name}.llamacpp.gguf"));
+    let r = reference(&o, &path, 128, false);
+    let gguf = GgufModel::open(&path, Access::Mmap).expect("open");
+    let mut model = Model::load(&gguf).expect("load");
+    let run = |model: &Model<'_>| {
+        let mut s = model.session(r.tokens.len());
+        let logits = s.eval(&r.tokens, Logits::From(0), None).expect("eval");
+        score(&r, &logits, model.n_vocab)
+    };
+    let (kl, top1, _) = run(&model);
+    model.numerics = Numerics::Exact;
+    let (kl_exact, _, _) = run(&model);
+    eprintln!("{name}: mean KLD {kl:.3e} (exact activations {kl_exact:.3e}), top-1 {top1}");
+    assert!(kl < 1e-6, "mean KLD {kl}");
+    assert!(top1 > 0.99, "top-1 {top1}");
+    assert!(kl < kl_exact, "{kl} vs exact {kl_exact}");
+}
+
+#[test]
+fn tiny_qwen2_matches_llamacpp() {
+    check_tiny("qwen2");
+}
+
+#[test]
+fn tiny_qwen3_matches_llamacpp() {
+    check_tiny("qwen3");
+}
+
+#[test]
+fn tiny_llama_untied_matches_llamacpp() {
+    check_tiny("llama-bpe");
+}
