@@ -275,10 +275,10 @@ pub fn quantize_rows(
                 encode_float(ty, x, &mut buf)?;
                 out.copy_from_slice(&buf);
             }
-            GgmlType::Q4_0 => legacy::quantize_symmetric(x, weights, out, 8),
-            GgmlType::Q5_0 => legacy::quantize_symmetric(x, weights, out, 16),
-            GgmlType::Q4_1 => legacy::quantize_affine(x, weights, out, 15),
-            GgmlType::Q5_1 => legacy::quantize_affine(x, weights, out, 31),
+            GgmlType::Q4_0 => legacy::quantize_symmetric(x, importance.map(|_| weights), out, 8),
+            GgmlType::Q5_0 => legacy::quantize_symmetric(x, importance.map(|_| weights), out, 16),
+            GgmlType::Q4_1 => legacy::quantize_affine(x, importance.map(|_| weights), out, 15),
+            GgmlType::Q5_1 => legacy::quantize_affine(x, importance.map(|_| weights), out, 31),
             GgmlType::Q8_0 => legacy::quantize_q8_0(x, out),
             GgmlType::Q2_K => kquants_quant::quantize_q2_k(x, weights, out),
             GgmlType::Q3_K => kquants_quant::quantize_q3_k(x, weights, out),
