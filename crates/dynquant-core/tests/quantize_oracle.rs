@@ -207,6 +207,12 @@ fn error_is_at_most_ggmls_on_real_weights_with_real_imatrix() {
     // then takes its reference paths) and the error is the plain squared error; the types
     // that need an imatrix are skipped.
     let no_imatrix = std::env::var_os("DYNQUANT_QUANT_NO_IMATRIX").is_some_and(|v| v == "1");
+    // DYNQUANT_QUANT_REPS=n: time each tensor n times per side and keep the fastest (1 here).
+    let reps: usize = std::env::var("DYNQUANT_QUANT_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     println!("type   | ours/ggml weighted error | worst tensor | speed ours/ggml (1 thread)");
     for ty in LEGACY
         .into_iter()
@@ -234,13 +240,20 @@ fn error_is_at_most_ggmls_on_real_weights_with_real_imatrix() {
                 imatrix.get(&t.info.name).unwrap().weights(0)
             };
             let importance = (!no_imatrix).then_some(&w[..]);
-            let start = Instant::now();
-            let theirs = g.quantize_chunk(ty, &x, n, importance);
-            ggml_time += start.elapsed();
-            let start = Instant::now();
-            let mut ours = vec![0u8; theirs.len()];
-            quantize_rows(ty, &x, n, importance, &mut ours).unwrap();
-            ours_time += start.elapsed();
+            // Each side's fastest of `reps` runs (alternating), against other jobs' noise.
+            let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+            let (mut best_ggml, mut best_ours) = (Duration::MAX, Duration::MAX);
+            for _ in 0..reps {
+                let start = Instant::now();
+                theirs = g.quantize_chunk(ty, &x, n, importance);
+                best_ggml = best_ggml.min(start.elapsed());
+                let start = Instant::now();
+                ours = vec![0u8; theirs.len()];
+                quantize_rows(ty, &x, n, importance, &mut ours).unwrap();
+                best_ours = best_ours.min(start.elapsed());
+            }
+            ggml_time += best_ggml;
+            ours_time += best_ours;
             let (eo, eg) = (
                 weighted_error(ty, &x, &ours, n, &w),
                 weighted_error(ty, &x, &theirs, n, &w),

@@ -145,6 +145,18 @@ fn stored(d: f32) -> f32 {
     f16_to_f32(f32_to_f16(d))
 }
 
+/// `f32_to_f16(d)`, with the rounding of [`stored`] done in place for the f16 normal range.
+#[inline(always)]
+fn f16_bits(d: f32) -> u16 {
+    let b = d.to_bits();
+    if (113..=141).contains(&((b >> 23) & 0xff)) {
+        let r = (b + 0x0fff + ((b >> 13) & 1)) & !0x1fff;
+        // Rebias the exponent (127 -> 15) and keep the top 10 mantissa bits.
+        return ((r >> 16 & 0x8000) | ((r >> 13) - (112 << 10)) & 0x7fff) as u16;
+    }
+    f32_to_f16(d)
+}
+
 /// Symmetric candidate sums, candidate-major: for the scales `1/id[k]`, the levels'
 /// `(Σw·x·q, Σw·q²)`. The lanes are the candidates, so each step over the elements is a few
 /// vector operations with no horizontal sum.
@@ -772,7 +784,8 @@ fn plain_symmetric<P: PlainPass>(x: &[f32; QK], nmax: i32) -> (f32, [f32; QK]) {
         if pass == 0 || err < best_err {
             (best, best_d, best_err) = (pass, d, err);
         }
-        if pass + 1 == PLAIN_PASSES {
+        // Nothing to gain (a block already on the grid), or no pass left.
+        if best_err == 0.0 || pass + 1 == PLAIN_PASSES {
             break;
         }
         let nd = sxq / sqq;
@@ -812,7 +825,8 @@ fn plain_affine<P: PlainPass>(x: &[f32; QK], nmax: i32) -> (f32, f32, [f32; QK])
         if pass == 0 || err < best_err {
             (best, best_dm, best_err) = (pass, (d, m), err);
         }
-        if pass + 1 == PLAIN_PASSES {
+        // Nothing to gain (a block already on the grid), or no pass left.
+        if best_err == 0.0 || pass + 1 == PLAIN_PASSES {
             break;
         }
         // Least-squares refit in f32: Σq and Σq² are sums of small integers, so the
@@ -867,7 +881,7 @@ fn symmetric_rows<P: PlainPass>(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nm
         for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(size)) {
             if let Ok(xb) = xb.try_into() {
                 let (d, l) = plain_symmetric::<P>(xb, nmax);
-                out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+                out[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
                 let mut nib = [0u8; 16];
                 let qh = P::pack(&l, nmax as f32, &mut nib);
                 if nmax == 8 {
@@ -907,8 +921,8 @@ fn affine_rows<P: PlainPass>(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax:
         for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(size)) {
             if let Ok(xb) = xb.try_into() {
                 let (d, m, l) = plain_affine::<P>(xb, nmax);
-                out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
-                out[2..4].copy_from_slice(&f32_to_f16(m).to_le_bytes());
+                out[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+                out[2..4].copy_from_slice(&f16_bits(m).to_le_bytes());
                 let mut nib = [0u8; 16];
                 let qh = P::pack(&l, 0.0, &mut nib);
                 if nmax == 15 {
@@ -1114,6 +1128,7 @@ mod tests {
             if d.is_finite() {
                 let want = f16_to_f32(f32_to_f16(d));
                 assert_eq!(stored(d).to_bits(), want.to_bits(), "{d:e}");
+                assert_eq!(f16_bits(d), f32_to_f16(d), "{d:e}");
             }
         };
         for e in 110u32..=145 {
