@@ -736,15 +736,24 @@ impl PlainPass for Avx2 {
         // SAFETY: AVX2 is enabled in every caller; the store writes 16 bytes into `nib`.
         unsafe {
             let (voff, sixteen) = (_mm256_set1_ps(off), _mm256_set1_ps(16.0));
-            let v: [__m256; 4] = core::array::from_fn(|c| _mm256_add_ps(avx2::load(l, c), voff));
+            let v = [
+                _mm256_add_ps(avx2::load(l, 0), voff),
+                _mm256_add_ps(avx2::load(l, 1), voff),
+                _mm256_add_ps(avx2::load(l, 2), voff),
+                _mm256_add_ps(avx2::load(l, 3), voff),
+            ];
             let mut qh = 0u32;
             for (c, &vc) in v.iter().enumerate() {
                 let ge = _mm256_cmp_ps::<_CMP_GE_OQ>(vc, sixteen);
                 qh |= (_mm256_movemask_ps(ge) as u32) << (8 * c);
             }
             let m15 = _mm256_set1_epi32(15);
-            let i: [__m256i; 4] =
-                core::array::from_fn(|c| _mm256_and_si256(_mm256_cvttps_epi32(v[c]), m15));
+            let i = [
+                _mm256_and_si256(_mm256_cvttps_epi32(v[0]), m15),
+                _mm256_and_si256(_mm256_cvttps_epi32(v[1]), m15),
+                _mm256_and_si256(_mm256_cvttps_epi32(v[2]), m15),
+                _mm256_and_si256(_mm256_cvttps_epi32(v[3]), m15),
+            ];
             let b0 = _mm256_or_si256(i[0], _mm256_slli_epi32::<4>(i[2]));
             let b1 = _mm256_or_si256(i[1], _mm256_slli_epi32::<4>(i[3]));
             let p = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(b0, b1));
@@ -756,14 +765,13 @@ impl PlainPass for Avx2 {
     }
 }
 
-/// Symmetric block without importance (plain squared error): ggml's reference scale
-/// `max/−nmax`, then up to two closed-form least-squares refits of the scale for the levels
-/// the previous scale chose, each re-rounded and evaluated exactly on the f16-stored scale.
-/// The reference is evaluated first and kept on ties, so a block is never worse than ggml's
-/// reference path. Element-major: one pass of a few vector operations per candidate, which
-/// also yields the refit sums. Returns (d, levels + nmax).
+/// Symmetric block without importance (plain squared error), written to `out` (Q4_0: 18
+/// bytes, Q5_0: 22). Two candidates: ggml's reference scale `max/−nmax`, and the closed-form
+/// least-squares refit of the scale for the levels the reference chose, re-rounded. Both are
+/// evaluated exactly on the f16-stored scale (one element-major pass each, which also yields
+/// the refit sums); the reference wins ties, so a block is never worse than ggml's reference.
 #[inline(always)]
-fn plain_symmetric<P: PlainPass>(x: &[f32; QK], nmax: i32) -> (f32, [f32; QK]) {
+fn plain_symmetric<P: PlainPass>(x: &[f32; QK], nmax: i32, out: &mut [u8]) {
     let (la, lm) = P::amax(x);
     let (mut amax, mut max) = (0f32, 0f32);
     for k in 0..LANES {
@@ -773,77 +781,87 @@ fn plain_symmetric<P: PlainPass>(x: &[f32; QK], nmax: i32) -> (f32, [f32; QK]) {
         }
     }
     if amax == 0.0 {
-        return (0.0, [0.0; QK]);
+        return put_symmetric::<P>(out, nmax, 0.0, &[0.0; QK]);
     }
     let (lo, hi) = (-(nmax as f32), (nmax - 1) as f32);
-    let mut d = max / -(nmax as f32);
-    let mut levels = [[0f32; QK]; PLAIN_PASSES];
-    let (mut best, mut best_d, mut best_err) = (0, d, f32::INFINITY);
-    for pass in 0..PLAIN_PASSES {
-        let [sxq, sqq, err] = P::symmetric(x, 1.0 / d, stored(d), lo, hi, &mut levels[pass]);
-        if pass == 0 || err < best_err {
-            (best, best_d, best_err) = (pass, d, err);
+    let d0 = max / -(nmax as f32);
+    let mut l0 = [0f32; QK];
+    let [sxq, sqq, e0] = P::symmetric(x, 1.0 / d0, stored(d0), lo, hi, &mut l0);
+    let d1 = sxq / sqq;
+    // Nothing to gain on a block already on the grid.
+    if e0 > 0.0 && d1.is_finite() && d1 != 0.0 && d1 != d0 {
+        let mut l1 = [0f32; QK];
+        let [_, _, e1] = P::symmetric(x, 1.0 / d1, stored(d1), lo, hi, &mut l1);
+        if e1 < e0 {
+            return put_symmetric::<P>(out, nmax, d1, &l1);
         }
-        // Nothing to gain (a block already on the grid), or no pass left.
-        if best_err == 0.0 || pass + 1 == PLAIN_PASSES {
-            break;
-        }
-        let nd = sxq / sqq;
-        if !nd.is_finite() || nd == 0.0 || nd == d {
-            break;
-        }
-        d = nd;
     }
-    (best_d, levels[best])
+    put_symmetric::<P>(out, nmax, d0, &l0)
 }
 
-/// Affine block without importance: ggml's reference range (`d = (max − min)/nmax`, `m = min`),
-/// then up to two closed-form least-squares refits of `(d, m)` for the levels the previous
-/// candidate chose, each evaluated exactly on the f16-stored scale and offset; the reference
-/// wins ties. One element-major pass per candidate. Returns (d, m, levels).
+/// Affine block without importance, written to `out` (Q4_1: 20 bytes, Q5_1: 24). Two
+/// candidates: ggml's reference range (`d = (max − min)/nmax`, `m = min`) and the closed-form
+/// least-squares refit of `(d, m)` for the levels the reference chose, re-rounded; both
+/// evaluated exactly on the f16-stored scale and offset, the reference winning ties.
 #[inline(always)]
-fn plain_affine<P: PlainPass>(x: &[f32; QK], nmax: i32) -> (f32, f32, [f32; QK]) {
+fn plain_affine<P: PlainPass>(x: &[f32; QK], nmax: i32, out: &mut [u8]) {
     let (lmin, lmax, lx) = P::min_max_sum(x);
     let min = lmin.iter().fold(f32::INFINITY, |a, &b| min_f(b, a));
     let max = lmax.iter().fold(f32::NEG_INFINITY, |a, &b| max_f(b, a));
     if max == min {
-        return (0.0, min, [0.0; QK]);
+        return put_affine::<P>(out, nmax, (0.0, min), &[0.0; QK]);
     }
     let (sw, sx) = (QK as f32, hsum(lx));
     let top = nmax as f32;
-    let (mut d, mut m) = ((max - min) / top, min);
-    let mut levels = [[0f32; QK]; PLAIN_PASSES];
-    let (mut best, mut best_dm, mut best_err) = (0, (d, m), f32::INFINITY);
-    for pass in 0..PLAIN_PASSES {
-        let [sq, sqq, sxq, err] = P::affine(
-            x,
-            (1.0 / d, m),
-            (stored(d), stored(m)),
-            top,
-            &mut levels[pass],
-        );
-        if pass == 0 || err < best_err {
-            (best, best_dm, best_err) = (pass, (d, m), err);
+    let (d0, m0) = ((max - min) / top, min);
+    let mut l0 = [0f32; QK];
+    let [sq, sqq, sxq, e0] = P::affine(x, (1.0 / d0, m0), (stored(d0), stored(m0)), top, &mut l0);
+    // Least-squares refit in f32: Σq and Σq² are sums of small integers, so the determinant
+    // is exact; the refit is only a candidate, evaluated exactly.
+    let det = sw * sqq - sq * sq;
+    let inv = 1.0 / det;
+    let (d1, m1) = ((sw * sxq - sq * sx) * inv, (sqq * sx - sq * sxq) * inv);
+    let useful = det > 0.0 && d1 > 0.0 && d1.is_finite() && m1.is_finite();
+    // Nothing to gain on a block already on the grid.
+    if e0 > 0.0 && useful && (d1, m1) != (d0, m0) {
+        let mut l1 = [0f32; QK];
+        let [_, _, _, e1] = P::affine(x, (1.0 / d1, m1), (stored(d1), stored(m1)), top, &mut l1);
+        if e1 < e0 {
+            return put_affine::<P>(out, nmax, (d1, m1), &l1);
         }
-        // Nothing to gain (a block already on the grid), or no pass left.
-        if best_err == 0.0 || pass + 1 == PLAIN_PASSES {
-            break;
-        }
-        // Least-squares refit in f32: Σq and Σq² are sums of small integers, so the
-        // determinant is exact; the refit is only a candidate, evaluated exactly.
-        let det = sw * sqq - sq * sq;
-        let inv = 1.0 / det;
-        let (nd, nm) = ((sw * sxq - sq * sx) * inv, (sqq * sx - sq * sxq) * inv);
-        if !(det > 0.0 && nd > 0.0 && nd.is_finite() && nm.is_finite()) || (nd, nm) == (d, m) {
-            break;
-        }
-        (d, m) = (nd, nm);
     }
-    (best_dm.0, best_dm.1, levels[best])
+    put_affine::<P>(out, nmax, (d0, m0), &l0)
 }
 
-/// Candidates of the no-importance paths: ggml's reference and its refits.
-const PLAIN_PASSES: usize = 2;
+/// Writes a Q4_0/Q5_0 block from its scale and signed levels. (A function, not a closure: a
+/// closure is not inlined into the AVX2 build reliably, and the intrinsics need that.)
+#[inline(always)]
+fn put_symmetric<P: PlainPass>(out: &mut [u8], nmax: i32, d: f32, l: &[f32; QK]) {
+    out[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+    let mut nib = [0u8; 16];
+    let qh = P::pack(l, nmax as f32, &mut nib);
+    if nmax == 8 {
+        out[2..18].copy_from_slice(&nib);
+    } else {
+        out[2..6].copy_from_slice(&qh.to_le_bytes());
+        out[6..22].copy_from_slice(&nib);
+    }
+}
+
+/// Writes a Q4_1/Q5_1 block from its scale, offset and levels.
+#[inline(always)]
+fn put_affine<P: PlainPass>(out: &mut [u8], nmax: i32, (d, m): (f32, f32), l: &[f32; QK]) {
+    out[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+    out[2..4].copy_from_slice(&f16_bits(m).to_le_bytes());
+    let mut nib = [0u8; 16];
+    let qh = P::pack(l, 0.0, &mut nib);
+    if nmax == 15 {
+        out[4..20].copy_from_slice(&nib);
+    } else {
+        out[4..8].copy_from_slice(&qh.to_le_bytes());
+        out[8..24].copy_from_slice(&nib);
+    }
+}
 
 fn put_nibbles(out: &mut [u8], q: &[u8; QK]) {
     for j in 0..16 {
@@ -880,16 +898,7 @@ fn symmetric_rows<P: PlainPass>(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nm
     let Some(w) = w else {
         for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(size)) {
             if let Ok(xb) = xb.try_into() {
-                let (d, l) = plain_symmetric::<P>(xb, nmax);
-                out[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
-                let mut nib = [0u8; 16];
-                let qh = P::pack(&l, nmax as f32, &mut nib);
-                if nmax == 8 {
-                    out[2..18].copy_from_slice(&nib);
-                } else {
-                    out[2..6].copy_from_slice(&qh.to_le_bytes());
-                    out[6..22].copy_from_slice(&nib);
-                }
+                plain_symmetric::<P>(xb, nmax, out);
             }
         }
         return;
@@ -920,17 +929,7 @@ fn affine_rows<P: PlainPass>(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax:
     let Some(w) = w else {
         for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(size)) {
             if let Ok(xb) = xb.try_into() {
-                let (d, m, l) = plain_affine::<P>(xb, nmax);
-                out[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
-                out[2..4].copy_from_slice(&f16_bits(m).to_le_bytes());
-                let mut nib = [0u8; 16];
-                let qh = P::pack(&l, 0.0, &mut nib);
-                if nmax == 15 {
-                    out[4..20].copy_from_slice(&nib);
-                } else {
-                    out[4..8].copy_from_slice(&qh.to_le_bytes());
-                    out[8..24].copy_from_slice(&nib);
-                }
+                plain_affine::<P>(xb, nmax, out);
             }
         }
         return;
