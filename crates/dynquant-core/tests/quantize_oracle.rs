@@ -130,6 +130,31 @@ fn bad_input_is_a_typed_error() {
         quantize_rows(GgmlType::Q4_0, &x, 32, None, &mut out),
         Err(QuantError::NonFiniteInput { row: 1, col: 8, .. })
     ));
+    // The legacy types check their input on the way when there is no importance: a NaN or
+    // infinity in a zero, constant or varied block, alone or with a huge finite value.
+    for ty in LEGACY.into_iter().filter(|&t| t != GgmlType::Q8_0) {
+        let size = ty.row_bytes(32).unwrap() as usize;
+        for base in [0.0f32, 0.5, -2.0, 7.0] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                for huge in [None, Some(3e38f32)] {
+                    let mut x: Vec<f32> = (0..64).map(|i| base * (1.0 + (i % 5) as f32)).collect();
+                    if base == 7.0 {
+                        x.iter_mut().for_each(|v| *v = base);
+                    }
+                    if let Some(h) = huge {
+                        x[41] = h;
+                    }
+                    x[40] = bad;
+                    let mut out = vec![0u8; 2 * size];
+                    let r = quantize_rows(ty, &x, 32, None, &mut out);
+                    assert!(
+                        matches!(r, Err(QuantError::NonFiniteInput { row: 1, col: 8, .. })),
+                        "{ty} {base} {bad} {huge:?}: {r:?}"
+                    );
+                }
+            }
+        }
+    }
     let x = vec![1e9f32; 32];
     assert!(matches!(
         quantize_rows(GgmlType::Q4_0, &x, 32, None, &mut out[..18]),

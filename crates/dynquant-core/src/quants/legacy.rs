@@ -106,6 +106,21 @@ fn hsum(a: Lanes) -> f32 {
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
+/// Minimum of the lanes by the tree `(k, k+4)`, `(k, k+2)`, `(0, 1)`, as the AVX2 reduction
+/// does (the order decides which of ±0 is kept).
+#[inline(always)]
+fn min_tree(a: Lanes) -> f32 {
+    let t: [f32; 4] = core::array::from_fn(|k| min_f(a[k], a[k + 4]));
+    min_f(min_f(t[0], t[2]), min_f(t[1], t[3]))
+}
+
+/// Maximum of the lanes, by the tree of [`min_tree`].
+#[inline(always)]
+fn max_tree(a: Lanes) -> f32 {
+    let t: [f32; 4] = core::array::from_fn(|k| max_f(a[k], a[k + 4]));
+    max_f(max_f(t[0], t[2]), max_f(t[1], t[3]))
+}
+
 /// `a > b ? a : b`: one `maxps`, unlike `f32::max` (whose NaN rule costs a blend).
 #[inline(always)]
 fn max_f(a: f32, b: f32) -> f32 {
@@ -477,8 +492,9 @@ fn search_affine<const N: usize>(x: &[f32; QK], w: &[f32; QK], nmax: i32) -> (f3
 trait PlainPass {
     /// Largest magnitude per lane and its signed value.
     fn amax(x: &[f32; QK]) -> (Lanes, Lanes);
-    /// Minimum, maximum and sum per lane.
-    fn min_max_sum(x: &[f32; QK]) -> (Lanes, Lanes, Lanes);
+    /// Minimum, maximum (reduced over the lanes by [`min_tree`]/[`max_tree`]) and sum (by
+    /// [`hsum`]).
+    fn min_max_sum(x: &[f32; QK]) -> (f32, f32, f32);
     /// Symmetric levels `round(clamp(x·id, lo, hi))` into `l`; `(Σxq, Σq², Σ(x − q·ds)²)`, each
     /// summed per lane and then over the lanes as [`hsum`] does.
     fn symmetric(x: &[f32; QK], id: f32, ds: f32, lo: f32, hi: f32, l: &mut [f32; QK]) -> [f32; 3];
@@ -516,7 +532,7 @@ impl PlainPass for Portable {
     }
 
     #[inline(always)]
-    fn min_max_sum(x: &[f32; QK]) -> (Lanes, Lanes, Lanes) {
+    fn min_max_sum(x: &[f32; QK]) -> (f32, f32, f32) {
         let (mut lmin, mut lmax) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
         let mut lx = [0f32; LANES];
         for c in 0..QK / LANES {
@@ -527,7 +543,7 @@ impl PlainPass for Portable {
                 lx[k] += x[j];
             }
         }
-        (lmin, lmax, lx)
+        (min_tree(lmin), max_tree(lmax), hsum(lx))
     }
 
     #[inline(always)]
@@ -649,7 +665,7 @@ impl PlainPass for Avx2 {
     }
 
     #[inline(always)]
-    fn min_max_sum(x: &[f32; QK]) -> (Lanes, Lanes, Lanes) {
+    fn min_max_sum(x: &[f32; QK]) -> (f32, f32, f32) {
         use std::arch::x86_64::*;
         // SAFETY: AVX2 is enabled in every caller.
         unsafe {
@@ -662,7 +678,20 @@ impl PlainPass for Avx2 {
                 lmax = _mm256_max_ps(v, lmax);
                 lx = _mm256_add_ps(lx, v);
             }
-            (avx2::lanes(lmin), avx2::lanes(lmax), avx2::lanes(lx))
+            // The same reduction trees as `min_tree`/`max_tree` (they decide ±0 ties).
+            let t = _mm_min_ps(
+                _mm256_castps256_ps128(lmin),
+                _mm256_extractf128_ps::<1>(lmin),
+            );
+            let u = _mm_min_ps(t, _mm_movehl_ps(t, t));
+            let min = _mm_cvtss_f32(_mm_min_ss(u, _mm_movehdup_ps(u)));
+            let t = _mm_max_ps(
+                _mm256_castps256_ps128(lmax),
+                _mm256_extractf128_ps::<1>(lmax),
+            );
+            let u = _mm_max_ps(t, _mm_movehl_ps(t, t));
+            let max = _mm_cvtss_f32(_mm_max_ss(u, _mm_movehdup_ps(u)));
+            (min, max, avx2::hsum(lx))
         }
     }
 
@@ -771,7 +800,7 @@ impl PlainPass for Avx2 {
 /// evaluated exactly on the f16-stored scale (one element-major pass each, which also yields
 /// the refit sums); the reference wins ties, so a block is never worse than ggml's reference.
 #[inline(always)]
-fn plain_symmetric<P: PlainPass>(x: &[f32; QK], nmax: i32, out: &mut [u8]) {
+fn plain_symmetric<P: PlainPass>(x: &[f32; QK], nmax: i32, out: &mut [u8]) -> bool {
     let (la, lm) = P::amax(x);
     let (mut amax, mut max) = (0f32, 0f32);
     for k in 0..LANES {
@@ -781,22 +810,26 @@ fn plain_symmetric<P: PlainPass>(x: &[f32; QK], nmax: i32, out: &mut [u8]) {
         }
     }
     if amax == 0.0 {
-        return put_symmetric::<P>(out, nmax, 0.0, &[0.0; QK]);
+        put_symmetric::<P>(out, nmax, 0.0, &[0.0; QK]);
+        // (A NaN is invisible to the maximum.)
+        return x.iter().all(|v| v.is_finite());
     }
     let (lo, hi) = (-(nmax as f32), (nmax - 1) as f32);
     let d0 = max / -(nmax as f32);
     let mut l0 = [0f32; QK];
     let [sxq, sqq, e0] = P::symmetric(x, 1.0 / d0, stored(d0), lo, hi, &mut l0);
-    let d1 = sxq / sqq;
-    // Nothing to gain on a block already on the grid.
-    if e0 > 0.0 && d1.is_finite() && d1 != 0.0 && d1 != d0 {
+    // (The inverse step as Σq²/Σxq, not 1/d: one division less on the critical path.)
+    let (d1, id1) = (sxq / sqq, sqq / sxq);
+    if !near_grid(e0, d0) && d1.is_finite() && id1.is_finite() && d1 != 0.0 && d1 != d0 {
         let mut l1 = [0f32; QK];
-        let [_, _, e1] = P::symmetric(x, 1.0 / d1, stored(d1), lo, hi, &mut l1);
+        let [_, _, e1] = P::symmetric(x, id1, stored(d1), lo, hi, &mut l1);
         if e1 < e0 {
-            return put_symmetric::<P>(out, nmax, d1, &l1);
+            put_symmetric::<P>(out, nmax, d1, &l1);
+            return true;
         }
     }
-    put_symmetric::<P>(out, nmax, d0, &l0)
+    put_symmetric::<P>(out, nmax, d0, &l0);
+    e0.is_finite()
 }
 
 /// Affine block without importance, written to `out` (Q4_1: 20 bytes, Q5_1: 24). Two
@@ -804,34 +837,49 @@ fn plain_symmetric<P: PlainPass>(x: &[f32; QK], nmax: i32, out: &mut [u8]) {
 /// least-squares refit of `(d, m)` for the levels the reference chose, re-rounded; both
 /// evaluated exactly on the f16-stored scale and offset, the reference winning ties.
 #[inline(always)]
-fn plain_affine<P: PlainPass>(x: &[f32; QK], nmax: i32, out: &mut [u8]) {
-    let (lmin, lmax, lx) = P::min_max_sum(x);
-    let min = lmin.iter().fold(f32::INFINITY, |a, &b| min_f(b, a));
-    let max = lmax.iter().fold(f32::NEG_INFINITY, |a, &b| max_f(b, a));
+fn plain_affine<P: PlainPass>(x: &[f32; QK], nmax: i32, out: &mut [u8]) -> bool {
+    let (min, max, sx) = P::min_max_sum(x);
     if max == min {
-        return put_affine::<P>(out, nmax, (0.0, min), &[0.0; QK]);
+        put_affine::<P>(out, nmax, (0.0, min), &[0.0; QK]);
+        // (A NaN is invisible to the minimum and maximum, not to the sum.)
+        return sx.is_finite();
     }
-    let (sw, sx) = (QK as f32, hsum(lx));
+    let sw = QK as f32;
     let top = nmax as f32;
     let (d0, m0) = ((max - min) / top, min);
     let mut l0 = [0f32; QK];
     let [sq, sqq, sxq, e0] = P::affine(x, (1.0 / d0, m0), (stored(d0), stored(m0)), top, &mut l0);
     // Least-squares refit in f32: Σq and Σq² are sums of small integers, so the determinant
     // is exact; the refit is only a candidate, evaluated exactly.
+    // (The inverse step comes straight from the determinant, not as 1/d: one division less
+    // on the block's critical path.)
     let det = sw * sqq - sq * sq;
-    let inv = 1.0 / det;
-    let (d1, m1) = ((sw * sxq - sq * sx) * inv, (sqq * sx - sq * sxq) * inv);
-    let useful = det > 0.0 && d1 > 0.0 && d1.is_finite() && m1.is_finite();
-    // Nothing to gain on a block already on the grid.
-    if e0 > 0.0 && useful && (d1, m1) != (d0, m0) {
+    let (num_d, inv) = (sw * sxq - sq * sx, 1.0 / det);
+    let (d1, m1, id1) = (num_d * inv, (sqq * sx - sq * sxq) * inv, det / num_d);
+    let useful = det > 0.0 && d1 > 0.0 && d1.is_finite() && m1.is_finite() && id1.is_finite();
+    if !near_grid(e0, d0) && useful && (d1, m1) != (d0, m0) {
         let mut l1 = [0f32; QK];
-        let [_, _, _, e1] = P::affine(x, (1.0 / d1, m1), (stored(d1), stored(m1)), top, &mut l1);
+        let [_, _, _, e1] = P::affine(x, (id1, m1), (stored(d1), stored(m1)), top, &mut l1);
         if e1 < e0 {
-            return put_affine::<P>(out, nmax, (d1, m1), &l1);
+            put_affine::<P>(out, nmax, (d1, m1), &l1);
+            return true;
         }
     }
-    put_affine::<P>(out, nmax, (d0, m0), &l0)
+    put_affine::<P>(out, nmax, (d0, m0), &l0);
+    e0.is_finite()
 }
+
+/// Whether a block's reference error `e` at step `d` is far below the rounding noise of
+/// values spread evenly between levels (`d²/12` per element): the block lies on (or very
+/// near) a grid of that step, and a refit has next to nothing to gain. The refit pass is
+/// skipped for such blocks, common in weights that were quantized before.
+#[inline(always)]
+fn near_grid(e: f32, d: f32) -> bool {
+    e <= NEAR_GRID * (QK as f32 / 12.0) * d * d
+}
+
+/// Fraction of the rounding noise below which a block counts as on the grid.
+const NEAR_GRID: f32 = 0.25;
 
 /// Writes a Q4_0/Q5_0 block from its scale and signed levels. (A function, not a closure: a
 /// closure is not inlined into the AVX2 build reliably, and the intrinsics need that.)
@@ -884,7 +932,7 @@ fn blocks<'a>(
 }
 
 #[inline(always)]
-fn symmetric_rows<P: PlainPass>(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) {
+fn symmetric_rows<P: PlainPass>(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) -> bool {
     let size = if nmax == 8 { 18 } else { 22 };
     let put = |out: &mut [u8], (d, q): (f32, [u8; QK])| {
         out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
@@ -896,12 +944,13 @@ fn symmetric_rows<P: PlainPass>(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nm
         }
     };
     let Some(w) = w else {
+        let mut finite = true;
         for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(size)) {
             if let Ok(xb) = xb.try_into() {
-                plain_symmetric::<P>(xb, nmax, out);
+                finite &= plain_symmetric::<P>(xb, nmax, out);
             }
         }
-        return;
+        return finite;
     };
     for ((xb, wb), out) in blocks(x, w).zip(dst.chunks_exact_mut(size)) {
         let dq = if nmax == 8 {
@@ -911,10 +960,11 @@ fn symmetric_rows<P: PlainPass>(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nm
         };
         put(out, dq);
     }
+    true
 }
 
 #[inline(always)]
-fn affine_rows<P: PlainPass>(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) {
+fn affine_rows<P: PlainPass>(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) -> bool {
     let size = if nmax == 15 { 20 } else { 24 };
     let put = |out: &mut [u8], (d, m, q): (f32, f32, [u8; QK])| {
         out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
@@ -927,12 +977,13 @@ fn affine_rows<P: PlainPass>(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax:
         }
     };
     let Some(w) = w else {
+        let mut finite = true;
         for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(size)) {
             if let Ok(xb) = xb.try_into() {
-                plain_affine::<P>(xb, nmax, out);
+                finite &= plain_affine::<P>(xb, nmax, out);
             }
         }
-        return;
+        return finite;
     };
     for ((xb, wb), out) in blocks(x, w).zip(dst.chunks_exact_mut(size)) {
         let dmq = if nmax == 15 {
@@ -942,23 +993,25 @@ fn affine_rows<P: PlainPass>(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax:
         };
         put(out, dmq);
     }
+    true
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn symmetric_rows_avx2(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) {
+fn symmetric_rows_avx2(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) -> bool {
     symmetric_rows::<Avx2>(x, w, dst, nmax)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn affine_rows_avx2(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) {
+fn affine_rows_avx2(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) -> bool {
     affine_rows::<Avx2>(x, w, dst, nmax)
 }
 
 /// Quantizes one row to Q4_0 (`nmax = 8`) or Q5_0 (`nmax = 16`); `w`: importance, `None` for
-/// the plain squared error.
-pub(super) fn quantize_symmetric(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) {
+/// the plain squared error. Without importance, returns false if the row may hold a
+/// non-finite value (the caller checks it then); with importance the caller checks first.
+pub(super) fn quantize_symmetric(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
@@ -968,8 +1021,8 @@ pub(super) fn quantize_symmetric(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], n
 }
 
 /// Quantizes one row to Q4_1 (`nmax = 15`) or Q5_1 (`nmax = 31`); `w`: importance, `None` for
-/// the plain squared error.
-pub(super) fn quantize_affine(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) {
+/// the plain squared error. Returns as [`quantize_symmetric`].
+pub(super) fn quantize_affine(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
