@@ -302,9 +302,18 @@ pub fn quantize_rows(
                 finite = legacy::quantize_affine(x, importance.map(|_| weights), out, 31)
             }
             GgmlType::Q8_0 => legacy::quantize_q8_0(x, out),
+            GgmlType::Q2_K if importance.is_none() => {
+                kquants_quant::quantize_q2_k_plain(x, weights, out)
+            }
             GgmlType::Q2_K => kquants_quant::quantize_q2_k(x, weights, out),
+            GgmlType::Q3_K if importance.is_none() => {
+                kquants_quant::quantize_q3_k_plain(x, weights, out)
+            }
             GgmlType::Q3_K => kquants_quant::quantize_q3_k(x, weights, out),
             GgmlType::Q4_K => kquants_quant::quantize_q4_k(x, weights, out),
+            GgmlType::Q5_K if importance.is_none() => {
+                kquants_quant::quantize_q5_k_plain(x, weights, out)
+            }
             GgmlType::Q5_K => kquants_quant::quantize_q5_k(x, weights, out),
             GgmlType::Q6_K => kquants_quant::quantize_q6_k(x, weights, out),
             GgmlType::IQ4_NL => iq4_quant::quantize_iq4_nl(x, weights, out),
