@@ -839,6 +839,17 @@ const Q5K: AffineSpec = AffineSpec {
     rounds: 2,
 };
 
+/// Q4_K without importance: fewer candidates.
+const Q4K_PLAIN: AffineSpec = AffineSpec {
+    nmax: 15.0,
+    lmax: 63.0,
+    steps: &[12.75, 13.88, 15.00, 16.13, 17.25],
+    polish: 1,
+    grid: &[62.0, 63.0, 63.5],
+    radius: 1,
+    rounds: 2,
+};
+
 /// Q5_K without importance: fewer candidates.
 const Q5K_PLAIN: AffineSpec = AffineSpec {
     nmax: 31.0,
@@ -1029,8 +1040,30 @@ fn pack_nibbles(q: &[u8; QK_K], out: &mut [u8]) {
 
 /// Quantizes one row to Q4_K (144-byte blocks).
 pub(super) fn quantize_q4_k(x: &[f32], w: &[f32], dst: &mut [u8]) {
+    q4_k_rows(x, w, dst, &Q4K)
+}
+
+/// Quantizes one row to Q4_K without importance (`w` all ones): the lighter search.
+pub(super) fn quantize_q4_k_plain(x: &[f32], w: &[f32], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { q4_k_rows_avx2(x, w, dst, &Q4K_PLAIN) };
+    }
+    q4_k_rows(x, w, dst, &Q4K_PLAIN)
+}
+
+/// [`q4_k_rows`] compiled with AVX2 enabled (same bytes, see [`q3_k_rows_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q4_k_rows_avx2(x: &[f32], w: &[f32], dst: &mut [u8], spec: &AffineSpec) {
+    q4_k_rows(x, w, dst, spec)
+}
+
+#[inline(always)]
+fn q4_k_rows(x: &[f32], w: &[f32], dst: &mut [u8], spec: &AffineSpec) {
     for (xb, wb, out) in super_blocks::<144>(x, w, dst) {
-        let b = quantize_affine_block::<32, 8>(xb, wb, &Q4K);
+        let b = quantize_affine_block::<32, 8>(xb, wb, spec);
         put_k4_common(out, &b);
         pack_nibbles(&b.q, &mut out[16..144]);
     }
@@ -1119,7 +1152,7 @@ mod tests {
         let w = vec![1f32; x.len()];
         let n = x.len() / QK_K;
         type Rows = (fn(&[f32], &[f32], &mut [u8]), usize);
-        let cases: [(Rows, Rows); 3] = [
+        let cases: [(Rows, Rows); 4] = [
             (
                 (quantize_q2_k_plain, 84),
                 (|x, w, d| q2_k_rows(x, w, d, &Q2K_PLAIN), 84),
@@ -1127,6 +1160,10 @@ mod tests {
             (
                 (quantize_q3_k_plain, 110),
                 (|x, w, d| q3_k_rows(x, w, d, &Q3K_PLAIN), 110),
+            ),
+            (
+                (quantize_q4_k_plain, 144),
+                (|x, w, d| q4_k_rows(x, w, d, &Q4K_PLAIN), 144),
             ),
             (
                 (quantize_q5_k_plain, 176),

@@ -310,6 +310,9 @@ pub fn quantize_rows(
                 kquants_quant::quantize_q3_k_plain(x, weights, out)
             }
             GgmlType::Q3_K => kquants_quant::quantize_q3_k(x, weights, out),
+            GgmlType::Q4_K if importance.is_none() => {
+                kquants_quant::quantize_q4_k_plain(x, weights, out)
+            }
             GgmlType::Q4_K => kquants_quant::quantize_q4_k(x, weights, out),
             GgmlType::Q5_K if importance.is_none() => {
                 kquants_quant::quantize_q5_k_plain(x, weights, out)
