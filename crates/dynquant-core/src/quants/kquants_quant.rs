@@ -42,7 +42,10 @@
 //!
 //! The candidate counts (the tables at the end) were tuned on `smollm2-768` with its imatrix
 //! and on synthetic heavy-tailed rows against `ggml_quantize_chunk` (error and single-thread
-//! speed; see `tests/quantize_oracle.rs`).
+//! speed; see `tests/quantize_oracle.rs`). Without importance (`quantize_q*_k_plain`, plain
+//! squared error) shorter lists (`Q*K_PLAIN`) keep us at least as fast as ggml's no-imatrix
+//! paths, and those rows run in a second build of the same code with AVX2 enabled, picked at
+//! run time (same operations in the same order, no FMA: identical bytes, tested).
 //!
 //! Everything is deterministic (fixed candidate lists, no threads, no randomness) and depends
 //! only on the row and its weights. Inner loops keep four independent accumulators so that

@@ -93,6 +93,10 @@ pub(super) fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
 // source: plain (SSE2) and, picked at run time, with AVX2 enabled. Both perform the same IEEE
 // operations in the same order (Rust never contracts to FMA), so they give identical bytes;
 // a unit test checks it.
+//
+// Without importance (plain squared error, `w = None`) the search is replaced by two
+// candidates per block, ggml's reference and its least-squares refit (`plain_symmetric`,
+// `plain_affine`), written with AVX2 intrinsics beside a portable version (`PlainPass`).
 
 use super::float::f32_to_f16;
 
