@@ -6,7 +6,8 @@
 # Usage: scripts/quant-compare.sh [--no-imatrix]   (needs scripts/prepare-oracles.sh and the
 # test models). --no-imatrix: both sides quantize without an importance vector (ggml takes its
 # reference paths), the error is the plain squared error, types that need an imatrix are
-# skipped; the table goes between the quant-compare-noimatrix markers.
+# skipped; the table goes between the quant-compare-noimatrix markers. DYNQUANT_QUANT_REPS
+# (default 5): timed runs per tensor and side, the fastest kept.
 set -euo pipefail
 marker=quant-compare
 err_label="weighted error"
@@ -18,6 +19,8 @@ else
   unset DYNQUANT_QUANT_NO_IMATRIX
 fi
 unset DYNQUANT_QUANT_TYPES
+# Each tensor is timed this many times per side and the fastest run kept (shared machine).
+export DYNQUANT_QUANT_REPS="${DYNQUANT_QUANT_REPS:-5}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 # shellcheck source=/dev/null

@@ -42,7 +42,10 @@
 //!
 //! The candidate counts (the tables at the end) were tuned on `smollm2-768` with its imatrix
 //! and on synthetic heavy-tailed rows against `ggml_quantize_chunk` (error and single-thread
-//! speed; see `tests/quantize_oracle.rs`).
+//! speed; see `tests/quantize_oracle.rs`). Without importance (`quantize_q*_k_plain`, plain
+//! squared error) shorter lists (`Q*K_PLAIN`) keep us at least as fast as ggml's no-imatrix
+//! paths, and those rows run in a second build of the same code with AVX2 enabled, picked at
+//! run time (same operations in the same order, no FMA: identical bytes, tested).
 //!
 //! Everything is deterministic (fixed candidate lists, no threads, no randomness) and depends
 //! only on the row and its weights. Inner loops keep four independent accumulators so that
@@ -209,6 +212,7 @@ impl Refit {
 
 /// Affine sub-block (`x ≈ s·q − m`, `q ∈ [0, nmax]`, `s > 0`, `m ≥ 0`: ggml stores offsets
 /// `≤ 0`). `steps` are the level counts the sub-block range is mapped onto.
+#[inline(always)]
 fn fit_affine<const N: usize>(
     x: &[f32; N],
     w: &[f32; N],
@@ -304,6 +308,7 @@ fn fit_affine<const N: usize>(
 /// Symmetric sub-block (`x ≈ s·q`, `q ∈ [-nh, nh − 1]`, either sign of `s`). `steps` are the
 /// signed levels the extreme value is mapped onto (negative: the long side of the range);
 /// `refine` offsets are then tried around the best of them.
+#[inline(always)]
 fn fit_symmetric<const N: usize>(
     x: &[f32; N],
     w: &[f32; N],
@@ -383,6 +388,7 @@ fn fit_symmetric<const N: usize>(
 /// Fits `t_j ≈ d·L_j` with integers `L_j ∈ [lmin, lmax]` and `d` stored as f16, minimising
 /// `Σ v_j (t_j − d·L_j)²`. `ks` are the levels the extreme target is mapped onto to seed
 /// the search (each seed is refitted by least squares). Returns the f16 bits of `d`.
+#[inline(always)]
 fn fit_grid<const M: usize>(
     t: &[f32; M],
     v: &[f32; M],
@@ -490,6 +496,7 @@ fn sub_mut<const N: usize>(x: &mut [f32; QK_K], j: usize) -> &mut [f32; N] {
     (&mut x[N * j..N * (j + 1)]).try_into().expect("sub-block")
 }
 
+#[inline(always)]
 fn quantize_affine_block<const N: usize, const NB: usize>(
     x: &[f32; QK_K],
     w: &[f32; QK_K],
@@ -675,6 +682,7 @@ struct SymBlock {
     q: [u8; QK_K],
 }
 
+#[inline(always)]
 fn quantize_symmetric_block(x: &[f32; QK_K], w: &[f32; QK_K], spec: &SymSpec) -> SymBlock {
     const N: usize = 16;
     const NB: usize = 16;
@@ -796,6 +804,18 @@ const Q2K: AffineSpec = AffineSpec {
     rounds: 3,
 };
 
+/// Q2_K without importance: fewer candidates (ggml's plain path is cheap; the error margin
+/// against it is wide).
+const Q2K_PLAIN: AffineSpec = AffineSpec {
+    nmax: 3.0,
+    lmax: 15.0,
+    steps: &[2.7, 3.0, 3.3, 3.6],
+    polish: 1,
+    grid: &[14.0, 15.0, 15.5],
+    radius: 1,
+    rounds: 2,
+};
+
 const Q4K: AffineSpec = AffineSpec {
     nmax: 15.0,
     lmax: 63.0,
@@ -822,6 +842,28 @@ const Q5K: AffineSpec = AffineSpec {
     rounds: 2,
 };
 
+/// Q4_K without importance: fewer candidates.
+const Q4K_PLAIN: AffineSpec = AffineSpec {
+    nmax: 15.0,
+    lmax: 63.0,
+    steps: &[12.75, 13.88, 15.00, 16.13, 17.25],
+    polish: 1,
+    grid: &[62.0, 63.0, 63.5],
+    radius: 1,
+    rounds: 2,
+};
+
+/// Q5_K without importance: fewer candidates.
+const Q5K_PLAIN: AffineSpec = AffineSpec {
+    nmax: 31.0,
+    lmax: 63.0,
+    steps: &[26.7, 28.5, 29.8, 31.0, 32.2, 33.5, 35.3],
+    polish: 1,
+    grid: &[62.0, 63.0, 63.5],
+    radius: 1,
+    rounds: 2,
+};
+
 const Q3K: SymSpec = SymSpec {
     nh: 4.0,
     lmin: -32.0,
@@ -832,6 +874,19 @@ const Q3K: SymSpec = SymSpec {
     grid: &[-30.0, -31.0, -32.0, -32.5, 30.0, 31.0, 31.5],
     radius: 1,
     rounds: 3,
+};
+
+/// Q3_K without importance: fewer candidates.
+const Q3K_PLAIN: SymSpec = SymSpec {
+    nh: 4.0,
+    lmin: -32.0,
+    lmax: 31.0,
+    steps: &[-4.6, -6.0],
+    refine: &[],
+    polish: 0,
+    grid: &[-31.0, -32.0, 31.0],
+    radius: 1,
+    rounds: 1,
 };
 
 const Q6K: SymSpec = SymSpec {
@@ -891,8 +946,30 @@ fn pack_k4_scales(ls: &[u8; 8], lm: &[u8; 8], out: &mut [u8]) {
 
 /// Quantizes one row to Q2_K (84-byte blocks).
 pub(super) fn quantize_q2_k(x: &[f32], w: &[f32], dst: &mut [u8]) {
+    q2_k_rows(x, w, dst, &Q2K)
+}
+
+/// Quantizes one row to Q2_K without importance (`w` all ones): the lighter search.
+pub(super) fn quantize_q2_k_plain(x: &[f32], w: &[f32], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { q2_k_rows_avx2(x, w, dst, &Q2K_PLAIN) };
+    }
+    q2_k_rows(x, w, dst, &Q2K_PLAIN)
+}
+
+/// [`q2_k_rows`] compiled with AVX2 enabled (same bytes, see [`q3_k_rows_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q2_k_rows_avx2(x: &[f32], w: &[f32], dst: &mut [u8], spec: &AffineSpec) {
+    q2_k_rows(x, w, dst, spec)
+}
+
+#[inline(always)]
+fn q2_k_rows(x: &[f32], w: &[f32], dst: &mut [u8], spec: &AffineSpec) {
     for (xb, wb, out) in super_blocks::<84>(x, w, dst) {
-        let b = quantize_affine_block::<16, 16>(xb, wb, &Q2K);
+        let b = quantize_affine_block::<16, 16>(xb, wb, spec);
         for ((o, &l), &m) in out[..16].iter_mut().zip(&b.ls).zip(&b.lm) {
             *o = l | (m << 4);
         }
@@ -904,8 +981,31 @@ pub(super) fn quantize_q2_k(x: &[f32], w: &[f32], dst: &mut [u8]) {
 
 /// Quantizes one row to Q3_K (110-byte blocks).
 pub(super) fn quantize_q3_k(x: &[f32], w: &[f32], dst: &mut [u8]) {
+    q3_k_rows(x, w, dst, &Q3K)
+}
+
+/// Quantizes one row to Q3_K without importance (`w` all ones): the lighter search.
+pub(super) fn quantize_q3_k_plain(x: &[f32], w: &[f32], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { q3_k_rows_avx2(x, w, dst, &Q3K_PLAIN) };
+    }
+    q3_k_rows(x, w, dst, &Q3K_PLAIN)
+}
+
+/// [`q3_k_rows`] compiled with AVX2 enabled: the same IEEE operations in the same order (no
+/// FMA), so the same bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q3_k_rows_avx2(x: &[f32], w: &[f32], dst: &mut [u8], spec: &SymSpec) {
+    q3_k_rows(x, w, dst, spec)
+}
+
+#[inline(always)]
+fn q3_k_rows(x: &[f32], w: &[f32], dst: &mut [u8], spec: &SymSpec) {
     for (xb, wb, out) in super_blocks::<110>(x, w, dst) {
-        let b = quantize_symmetric_block(xb, wb, &Q3K);
+        let b = quantize_symmetric_block(xb, wb, spec);
         // Levels 0..7: bit 2 of element e goes to hmask byte e % 32, bit e / 32.
         let hmask = &mut out[..32];
         hmask.fill(0);
@@ -943,8 +1043,30 @@ fn pack_nibbles(q: &[u8; QK_K], out: &mut [u8]) {
 
 /// Quantizes one row to Q4_K (144-byte blocks).
 pub(super) fn quantize_q4_k(x: &[f32], w: &[f32], dst: &mut [u8]) {
+    q4_k_rows(x, w, dst, &Q4K)
+}
+
+/// Quantizes one row to Q4_K without importance (`w` all ones): the lighter search.
+pub(super) fn quantize_q4_k_plain(x: &[f32], w: &[f32], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { q4_k_rows_avx2(x, w, dst, &Q4K_PLAIN) };
+    }
+    q4_k_rows(x, w, dst, &Q4K_PLAIN)
+}
+
+/// [`q4_k_rows`] compiled with AVX2 enabled (same bytes, see [`q3_k_rows_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q4_k_rows_avx2(x: &[f32], w: &[f32], dst: &mut [u8], spec: &AffineSpec) {
+    q4_k_rows(x, w, dst, spec)
+}
+
+#[inline(always)]
+fn q4_k_rows(x: &[f32], w: &[f32], dst: &mut [u8], spec: &AffineSpec) {
     for (xb, wb, out) in super_blocks::<144>(x, w, dst) {
-        let b = quantize_affine_block::<32, 8>(xb, wb, &Q4K);
+        let b = quantize_affine_block::<32, 8>(xb, wb, spec);
         put_k4_common(out, &b);
         pack_nibbles(&b.q, &mut out[16..144]);
     }
@@ -952,8 +1074,30 @@ pub(super) fn quantize_q4_k(x: &[f32], w: &[f32], dst: &mut [u8]) {
 
 /// Quantizes one row to Q5_K (176-byte blocks).
 pub(super) fn quantize_q5_k(x: &[f32], w: &[f32], dst: &mut [u8]) {
+    q5_k_rows(x, w, dst, &Q5K)
+}
+
+/// Quantizes one row to Q5_K without importance (`w` all ones): the lighter search.
+pub(super) fn quantize_q5_k_plain(x: &[f32], w: &[f32], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { q5_k_rows_avx2(x, w, dst, &Q5K_PLAIN) };
+    }
+    q5_k_rows(x, w, dst, &Q5K_PLAIN)
+}
+
+/// [`q5_k_rows`] compiled with AVX2 enabled (same bytes, see [`q3_k_rows_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q5_k_rows_avx2(x: &[f32], w: &[f32], dst: &mut [u8], spec: &AffineSpec) {
+    q5_k_rows(x, w, dst, spec)
+}
+
+#[inline(always)]
+fn q5_k_rows(x: &[f32], w: &[f32], dst: &mut [u8], spec: &AffineSpec) {
     for (xb, wb, out) in super_blocks::<176>(x, w, dst) {
-        let b = quantize_affine_block::<32, 8>(xb, wb, &Q5K);
+        let b = quantize_affine_block::<32, 8>(xb, wb, spec);
         put_k4_common(out, &b);
         let qh = &mut out[16..48];
         qh.fill(0);
@@ -996,6 +1140,46 @@ pub(super) fn quantize_q6_k(x: &[f32], w: &[f32], dst: &mut [u8]) {
 mod tests {
     use super::*;
     use crate::quants::kquants;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_plain_builds_give_the_same_bytes_as_the_portable_ones() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 on this CPU: nothing to compare");
+            return;
+        }
+        // Varied rows plus a block already on a 4-bit grid and a constant one.
+        let mut x: Vec<f32> = (0..4).flat_map(|s| row(QK_K, s)).collect();
+        x.extend((0..QK_K).map(|j| ((j * 7 + j / 32) % 16) as f32 * 0.0625 - 0.4));
+        x.extend(std::iter::repeat_n(0.25f32, QK_K));
+        let w = vec![1f32; x.len()];
+        let n = x.len() / QK_K;
+        type Rows = (fn(&[f32], &[f32], &mut [u8]), usize);
+        let cases: [(Rows, Rows); 4] = [
+            (
+                (quantize_q2_k_plain, 84),
+                (|x, w, d| q2_k_rows(x, w, d, &Q2K_PLAIN), 84),
+            ),
+            (
+                (quantize_q3_k_plain, 110),
+                (|x, w, d| q3_k_rows(x, w, d, &Q3K_PLAIN), 110),
+            ),
+            (
+                (quantize_q4_k_plain, 144),
+                (|x, w, d| q4_k_rows(x, w, d, &Q4K_PLAIN), 144),
+            ),
+            (
+                (quantize_q5_k_plain, 176),
+                (|x, w, d| q5_k_rows(x, w, d, &Q5K_PLAIN), 176),
+            ),
+        ];
+        for ((dispatched, size), (portable, _)) in cases {
+            let (mut a, mut b) = (vec![0u8; n * size], vec![0u8; n * size]);
+            dispatched(&x, &w, &mut a);
+            portable(&x, &w, &mut b);
+            assert_eq!(a, b, "block size {size}");
+        }
+    }
 
     fn row(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed | 1;

@@ -93,6 +93,10 @@ pub(super) fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
 // source: plain (SSE2) and, picked at run time, with AVX2 enabled. Both perform the same IEEE
 // operations in the same order (Rust never contracts to FMA), so they give identical bytes;
 // a unit test checks it.
+//
+// Without importance (plain squared error, `w = None`) the search is replaced by two
+// candidates per block, ggml's reference and its least-squares refit (`plain_symmetric`,
+// `plain_affine`), written with AVX2 intrinsics beside a portable version (`PlainPass`).
 
 use super::float::f32_to_f16;
 
@@ -104,6 +108,21 @@ type Lanes = [f32; LANES];
 #[inline(always)]
 fn hsum(a: Lanes) -> f32 {
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+/// Minimum of the lanes by the tree `(k, k+4)`, `(k, k+2)`, `(0, 1)`, as the AVX2 reduction
+/// does (the order decides which of ±0 is kept).
+#[inline(always)]
+fn min_tree(a: Lanes) -> f32 {
+    let t: [f32; 4] = core::array::from_fn(|k| min_f(a[k], a[k + 4]));
+    min_f(min_f(t[0], t[2]), min_f(t[1], t[3]))
+}
+
+/// Maximum of the lanes, by the tree of [`min_tree`].
+#[inline(always)]
+fn max_tree(a: Lanes) -> f32 {
+    let t: [f32; 4] = core::array::from_fn(|k| max_f(a[k], a[k + 4]));
+    max_f(max_f(t[0], t[2]), max_f(t[1], t[3]))
 }
 
 /// `a > b ? a : b`: one `maxps`, unlike `f32::max` (whose NaN rule costs a blend).
@@ -143,6 +162,18 @@ fn stored(d: f32) -> f32 {
         return f32::from_bits((b + 0x0fff + ((b >> 13) & 1)) & !0x1fff);
     }
     f16_to_f32(f32_to_f16(d))
+}
+
+/// `f32_to_f16(d)`, with the rounding of [`stored`] done in place for the f16 normal range.
+#[inline(always)]
+fn f16_bits(d: f32) -> u16 {
+    let b = d.to_bits();
+    if (113..=141).contains(&((b >> 23) & 0xff)) {
+        let r = (b + 0x0fff + ((b >> 13) & 1)) & !0x1fff;
+        // Rebias the exponent (127 -> 15) and keep the top 10 mantissa bits.
+        return ((r >> 16 & 0x8000) | ((r >> 13) - (112 << 10)) & 0x7fff) as u16;
+    }
+    f32_to_f16(d)
 }
 
 /// Symmetric candidate sums, candidate-major: for the scales `1/id[k]`, the levels'
@@ -459,6 +490,431 @@ fn search_affine<const N: usize>(x: &[f32; QK], w: &[f32; QK], nmax: i32) -> (f3
     (cand[best].0, cand[best].1, q)
 }
 
+/// One element-major pass of the no-importance paths over a block, for the lanes of one
+/// AVX2 vector: the portable reference and the AVX2 intrinsics version perform the same IEEE
+/// operations in the same order per lane (no FMA), so they give identical results.
+trait PlainPass {
+    /// Largest magnitude per lane and its signed value.
+    fn amax(x: &[f32; QK]) -> (Lanes, Lanes);
+    /// Minimum, maximum (reduced over the lanes by [`min_tree`]/[`max_tree`]) and sum (by
+    /// [`hsum`]).
+    fn min_max_sum(x: &[f32; QK]) -> (f32, f32, f32);
+    /// Symmetric levels `round(clamp(x·id, lo, hi))` into `l`; `(Σxq, Σq², Σ(x − q·ds)²)`, each
+    /// summed per lane and then over the lanes as [`hsum`] does.
+    fn symmetric(x: &[f32; QK], id: f32, ds: f32, lo: f32, hi: f32, l: &mut [f32; QK]) -> [f32; 3];
+    /// Affine levels `round(clamp((x − m)·id, 0, top))` into `l`;
+    /// `(Σq, Σq², Σxq, Σ(x − (q·ds + ms))²)`, summed as by `symmetric`.
+    fn affine(
+        x: &[f32; QK],
+        id_m: (f32, f32),
+        stored: (f32, f32),
+        top: f32,
+        l: &mut [f32; QK],
+    ) -> [f32; 4];
+    /// Packs levels `l + off` (integers in 0..32): nibble byte `j` holds elements `j` and
+    /// `j + 16`; returns the fifth bits (bit `j`: element `j` >= 16).
+    fn pack(l: &[f32; QK], off: f32, nib: &mut [u8; 16]) -> u32;
+}
+
+/// The portable passes (lane arrays).
+struct Portable;
+
+impl PlainPass for Portable {
+    #[inline(always)]
+    fn amax(x: &[f32; QK]) -> (Lanes, Lanes) {
+        let (mut la, mut lm) = ([0f32; LANES], [0f32; LANES]);
+        for c in 0..QK / LANES {
+            for k in 0..LANES {
+                let j = c * LANES + k;
+                let a = x[j].abs();
+                let gt = a > la[k];
+                la[k] = if gt { a } else { la[k] };
+                lm[k] = if gt { x[j] } else { lm[k] };
+            }
+        }
+        (la, lm)
+    }
+
+    #[inline(always)]
+    fn min_max_sum(x: &[f32; QK]) -> (f32, f32, f32) {
+        let (mut lmin, mut lmax) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
+        let mut lx = [0f32; LANES];
+        for c in 0..QK / LANES {
+            for k in 0..LANES {
+                let j = c * LANES + k;
+                lmin[k] = min_f(x[j], lmin[k]);
+                lmax[k] = max_f(x[j], lmax[k]);
+                lx[k] += x[j];
+            }
+        }
+        (min_tree(lmin), max_tree(lmax), hsum(lx))
+    }
+
+    #[inline(always)]
+    fn symmetric(x: &[f32; QK], id: f32, ds: f32, lo: f32, hi: f32, l: &mut [f32; QK]) -> [f32; 3] {
+        let (mut sxq, mut sqq, mut err) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+        for c in 0..QK / LANES {
+            for k in 0..LANES {
+                let j = c * LANES + k;
+                let v = fast_round(min_f(max_f(x[j] * id, lo), hi));
+                l[j] = v;
+                sxq[k] += x[j] * v;
+                sqq[k] += v * v;
+                let e = x[j] - v * ds;
+                err[k] += e * e;
+            }
+        }
+        [hsum(sxq), hsum(sqq), hsum(err)]
+    }
+
+    #[inline(always)]
+    fn affine(
+        x: &[f32; QK],
+        (id, m): (f32, f32),
+        (ds, ms): (f32, f32),
+        top: f32,
+        l: &mut [f32; QK],
+    ) -> [f32; 4] {
+        let (mut sq, mut sqq, mut sxq) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+        let mut err = [0f32; LANES];
+        for c in 0..QK / LANES {
+            for k in 0..LANES {
+                let j = c * LANES + k;
+                let v = fast_round(min_f(max_f((x[j] - m) * id, 0.0), top));
+                l[j] = v;
+                sq[k] += v;
+                sqq[k] += v * v;
+                sxq[k] += x[j] * v;
+                let e = x[j] - (v * ds + ms);
+                err[k] += e * e;
+            }
+        }
+        [hsum(sq), hsum(sqq), hsum(sxq), hsum(err)]
+    }
+
+    #[inline(always)]
+    fn pack(l: &[f32; QK], off: f32, nib: &mut [u8; 16]) -> u32 {
+        let mut qh = 0u32;
+        for j in 0..16 {
+            let (a, b) = ((l[j] + off) as u32, (l[j + 16] + off) as u32);
+            nib[j] = ((a & 15) | (b & 15) << 4) as u8;
+            qh |= (a >> 4 & 1) << j | (b >> 4 & 1) << (j + 16);
+        }
+        qh
+    }
+}
+
+/// The AVX2 passes (one `__m256` per lane array). Only used from functions compiled with
+/// AVX2 enabled, after the run-time check.
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Lanes, QK};
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    pub(super) fn load(x: &[f32; QK], c: usize) -> __m256 {
+        let v: &[f32; 8] = x[c * 8..c * 8 + 8].try_into().expect("8 lanes");
+        // SAFETY: reads 8 f32 from a reference to 8 f32.
+        unsafe { _mm256_loadu_ps(v.as_ptr()) }
+    }
+
+    #[inline(always)]
+    pub(super) fn store(l: &mut [f32; QK], c: usize, v: __m256) {
+        let o: &mut [f32; 8] = (&mut l[c * 8..c * 8 + 8]).try_into().expect("8 lanes");
+        // SAFETY: writes 8 f32 through a reference to 8 f32.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) }
+    }
+
+    /// [`super::hsum`] of the lanes, in the same order: `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`.
+    #[inline(always)]
+    pub(super) fn hsum(v: __m256) -> f32 {
+        // SAFETY: AVX is enabled in every caller.
+        unsafe {
+            let t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let u = _mm_add_ps(t, _mm_movehl_ps(t, t));
+            _mm_cvtss_f32(_mm_add_ss(u, _mm_movehdup_ps(u)))
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn lanes(v: __m256) -> Lanes {
+        let mut a = [0f32; 8];
+        // SAFETY: writes 8 f32 into an array of 8 f32.
+        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
+        a
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PlainPass for Avx2 {
+    #[inline(always)]
+    fn amax(x: &[f32; QK]) -> (Lanes, Lanes) {
+        use std::arch::x86_64::*;
+        // SAFETY: AVX2 is enabled in every caller (checked at run time before entry).
+        unsafe {
+            let sign = _mm256_set1_ps(-0.0);
+            let (mut la, mut lm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            for c in 0..QK / LANES {
+                let v = avx2::load(x, c);
+                let a = _mm256_andnot_ps(sign, v);
+                let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(a, la);
+                la = _mm256_blendv_ps(la, a, gt);
+                lm = _mm256_blendv_ps(lm, v, gt);
+            }
+            (avx2::lanes(la), avx2::lanes(lm))
+        }
+    }
+
+    #[inline(always)]
+    fn min_max_sum(x: &[f32; QK]) -> (f32, f32, f32) {
+        use std::arch::x86_64::*;
+        // SAFETY: AVX2 is enabled in every caller.
+        unsafe {
+            let mut lmin = _mm256_set1_ps(f32::INFINITY);
+            let mut lmax = _mm256_set1_ps(f32::NEG_INFINITY);
+            let mut lx = _mm256_setzero_ps();
+            for c in 0..QK / LANES {
+                let v = avx2::load(x, c);
+                lmin = _mm256_min_ps(v, lmin);
+                lmax = _mm256_max_ps(v, lmax);
+                lx = _mm256_add_ps(lx, v);
+            }
+            // The same reduction trees as `min_tree`/`max_tree` (they decide ±0 ties).
+            let t = _mm_min_ps(
+                _mm256_castps256_ps128(lmin),
+                _mm256_extractf128_ps::<1>(lmin),
+            );
+            let u = _mm_min_ps(t, _mm_movehl_ps(t, t));
+            let min = _mm_cvtss_f32(_mm_min_ss(u, _mm_movehdup_ps(u)));
+            let t = _mm_max_ps(
+                _mm256_castps256_ps128(lmax),
+                _mm256_extractf128_ps::<1>(lmax),
+            );
+            let u = _mm_max_ps(t, _mm_movehl_ps(t, t));
+            let max = _mm_cvtss_f32(_mm_max_ss(u, _mm_movehdup_ps(u)));
+            (min, max, avx2::hsum(lx))
+        }
+    }
+
+    #[inline(always)]
+    fn symmetric(x: &[f32; QK], id: f32, ds: f32, lo: f32, hi: f32, l: &mut [f32; QK]) -> [f32; 3] {
+        use std::arch::x86_64::*;
+        // SAFETY: AVX2 is enabled in every caller.
+        unsafe {
+            let (vid, vds) = (_mm256_set1_ps(id), _mm256_set1_ps(ds));
+            let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+            let magic = _mm256_set1_ps(12_582_912.0);
+            let (mut sxq, mut sqq, mut err) = (
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+            );
+            for c in 0..QK / LANES {
+                let xv = avx2::load(x, c);
+                let t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(xv, vid), vlo), vhi);
+                let v = _mm256_sub_ps(_mm256_add_ps(t, magic), magic);
+                avx2::store(l, c, v);
+                sxq = _mm256_add_ps(sxq, _mm256_mul_ps(xv, v));
+                sqq = _mm256_add_ps(sqq, _mm256_mul_ps(v, v));
+                let e = _mm256_sub_ps(xv, _mm256_mul_ps(v, vds));
+                err = _mm256_add_ps(err, _mm256_mul_ps(e, e));
+            }
+            [avx2::hsum(sxq), avx2::hsum(sqq), avx2::hsum(err)]
+        }
+    }
+
+    #[inline(always)]
+    fn affine(
+        x: &[f32; QK],
+        (id, m): (f32, f32),
+        (ds, ms): (f32, f32),
+        top: f32,
+        l: &mut [f32; QK],
+    ) -> [f32; 4] {
+        use std::arch::x86_64::*;
+        // SAFETY: AVX2 is enabled in every caller.
+        unsafe {
+            let (vid, vm) = (_mm256_set1_ps(id), _mm256_set1_ps(m));
+            let (vds, vms) = (_mm256_set1_ps(ds), _mm256_set1_ps(ms));
+            let (zero, vtop) = (_mm256_setzero_ps(), _mm256_set1_ps(top));
+            let magic = _mm256_set1_ps(12_582_912.0);
+            let (mut sq, mut sqq, mut sxq, mut err) = (zero, zero, zero, zero);
+            for c in 0..QK / LANES {
+                let xv = avx2::load(x, c);
+                let t = _mm256_mul_ps(_mm256_sub_ps(xv, vm), vid);
+                let t = _mm256_min_ps(_mm256_max_ps(t, zero), vtop);
+                let v = _mm256_sub_ps(_mm256_add_ps(t, magic), magic);
+                avx2::store(l, c, v);
+                sq = _mm256_add_ps(sq, v);
+                sqq = _mm256_add_ps(sqq, _mm256_mul_ps(v, v));
+                sxq = _mm256_add_ps(sxq, _mm256_mul_ps(xv, v));
+                let e = _mm256_sub_ps(xv, _mm256_add_ps(_mm256_mul_ps(v, vds), vms));
+                err = _mm256_add_ps(err, _mm256_mul_ps(e, e));
+            }
+            [
+                avx2::hsum(sq),
+                avx2::hsum(sqq),
+                avx2::hsum(sxq),
+                avx2::hsum(err),
+            ]
+        }
+    }
+
+    #[inline(always)]
+    fn pack(l: &[f32; QK], off: f32, nib: &mut [u8; 16]) -> u32 {
+        use std::arch::x86_64::*;
+        // SAFETY: AVX2 is enabled in every caller; the store writes 16 bytes into `nib`.
+        unsafe {
+            let (voff, sixteen) = (_mm256_set1_ps(off), _mm256_set1_ps(16.0));
+            let v = [
+                _mm256_add_ps(avx2::load(l, 0), voff),
+                _mm256_add_ps(avx2::load(l, 1), voff),
+                _mm256_add_ps(avx2::load(l, 2), voff),
+                _mm256_add_ps(avx2::load(l, 3), voff),
+            ];
+            let mut qh = 0u32;
+            for (c, &vc) in v.iter().enumerate() {
+                let ge = _mm256_cmp_ps::<_CMP_GE_OQ>(vc, sixteen);
+                qh |= (_mm256_movemask_ps(ge) as u32) << (8 * c);
+            }
+            let m15 = _mm256_set1_epi32(15);
+            let i = [
+                _mm256_and_si256(_mm256_cvttps_epi32(v[0]), m15),
+                _mm256_and_si256(_mm256_cvttps_epi32(v[1]), m15),
+                _mm256_and_si256(_mm256_cvttps_epi32(v[2]), m15),
+                _mm256_and_si256(_mm256_cvttps_epi32(v[3]), m15),
+            ];
+            let b0 = _mm256_or_si256(i[0], _mm256_slli_epi32::<4>(i[2]));
+            let b1 = _mm256_or_si256(i[1], _mm256_slli_epi32::<4>(i[3]));
+            let p = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(b0, b1));
+            let bytes =
+                _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256::<1>(p));
+            _mm_storeu_si128(nib.as_mut_ptr().cast(), bytes);
+            qh
+        }
+    }
+}
+
+/// Symmetric block without importance (plain squared error), written to `out` (Q4_0: 18
+/// bytes, Q5_0: 22). Two candidates: ggml's reference scale `max/−nmax`, and the closed-form
+/// least-squares refit of the scale for the levels the reference chose, re-rounded. Both are
+/// evaluated exactly on the f16-stored scale (one element-major pass each, which also yields
+/// the refit sums); the reference wins ties, so a block is never worse than ggml's reference.
+#[inline(always)]
+fn plain_symmetric<P: PlainPass>(x: &[f32; QK], nmax: i32, out: &mut [u8]) -> bool {
+    let (la, lm) = P::amax(x);
+    let (mut amax, mut max) = (0f32, 0f32);
+    for k in 0..LANES {
+        if la[k] > amax {
+            amax = la[k];
+            max = lm[k];
+        }
+    }
+    if amax == 0.0 {
+        put_symmetric::<P>(out, nmax, 0.0, &[0.0; QK]);
+        // (A NaN is invisible to the maximum.)
+        return x.iter().all(|v| v.is_finite());
+    }
+    let (lo, hi) = (-(nmax as f32), (nmax - 1) as f32);
+    let d0 = max / -(nmax as f32);
+    let mut l0 = [0f32; QK];
+    let [sxq, sqq, e0] = P::symmetric(x, 1.0 / d0, stored(d0), lo, hi, &mut l0);
+    // (The inverse step as Σq²/Σxq, not 1/d: one division less on the critical path.)
+    let (d1, id1) = (sxq / sqq, sqq / sxq);
+    if !near_grid(e0, d0) && d1.is_finite() && id1.is_finite() && d1 != 0.0 && d1 != d0 {
+        let mut l1 = [0f32; QK];
+        let [_, _, e1] = P::symmetric(x, id1, stored(d1), lo, hi, &mut l1);
+        if e1 < e0 {
+            put_symmetric::<P>(out, nmax, d1, &l1);
+            return true;
+        }
+    }
+    put_symmetric::<P>(out, nmax, d0, &l0);
+    e0.is_finite()
+}
+
+/// Affine block without importance, written to `out` (Q4_1: 20 bytes, Q5_1: 24). Two
+/// candidates: ggml's reference range (`d = (max − min)/nmax`, `m = min`) and the closed-form
+/// least-squares refit of `(d, m)` for the levels the reference chose, re-rounded; both
+/// evaluated exactly on the f16-stored scale and offset, the reference winning ties.
+#[inline(always)]
+fn plain_affine<P: PlainPass>(x: &[f32; QK], nmax: i32, out: &mut [u8]) -> bool {
+    let (min, max, sx) = P::min_max_sum(x);
+    if max == min {
+        put_affine::<P>(out, nmax, (0.0, min), &[0.0; QK]);
+        // (A NaN is invisible to the minimum and maximum, not to the sum.)
+        return sx.is_finite();
+    }
+    let sw = QK as f32;
+    let top = nmax as f32;
+    let (d0, m0) = ((max - min) / top, min);
+    let mut l0 = [0f32; QK];
+    let [sq, sqq, sxq, e0] = P::affine(x, (1.0 / d0, m0), (stored(d0), stored(m0)), top, &mut l0);
+    // Least-squares refit in f32: Σq and Σq² are sums of small integers, so the determinant
+    // is exact; the refit is only a candidate, evaluated exactly.
+    // (The inverse step comes straight from the determinant, not as 1/d: one division less
+    // on the block's critical path.)
+    let det = sw * sqq - sq * sq;
+    let (num_d, inv) = (sw * sxq - sq * sx, 1.0 / det);
+    let (d1, m1, id1) = (num_d * inv, (sqq * sx - sq * sxq) * inv, det / num_d);
+    let useful = det > 0.0 && d1 > 0.0 && d1.is_finite() && m1.is_finite() && id1.is_finite();
+    if !near_grid(e0, d0) && useful && (d1, m1) != (d0, m0) {
+        let mut l1 = [0f32; QK];
+        let [_, _, _, e1] = P::affine(x, (id1, m1), (stored(d1), stored(m1)), top, &mut l1);
+        if e1 < e0 {
+            put_affine::<P>(out, nmax, (d1, m1), &l1);
+            return true;
+        }
+    }
+    put_affine::<P>(out, nmax, (d0, m0), &l0);
+    e0.is_finite()
+}
+
+/// Whether a block's reference error `e` at step `d` is far below the rounding noise of
+/// values spread evenly between levels (`d²/12` per element): the block lies on (or very
+/// near) a grid of that step, and a refit has next to nothing to gain. The refit pass is
+/// skipped for such blocks, common in weights that were quantized before.
+#[inline(always)]
+fn near_grid(e: f32, d: f32) -> bool {
+    e <= NEAR_GRID * (QK as f32 / 12.0) * d * d
+}
+
+/// Fraction of the rounding noise below which a block counts as on the grid.
+const NEAR_GRID: f32 = 0.25;
+
+/// Writes a Q4_0/Q5_0 block from its scale and signed levels. (A function, not a closure: a
+/// closure is not inlined into the AVX2 build reliably, and the intrinsics need that.)
+#[inline(always)]
+fn put_symmetric<P: PlainPass>(out: &mut [u8], nmax: i32, d: f32, l: &[f32; QK]) {
+    out[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+    let mut nib = [0u8; 16];
+    let qh = P::pack(l, nmax as f32, &mut nib);
+    if nmax == 8 {
+        out[2..18].copy_from_slice(&nib);
+    } else {
+        out[2..6].copy_from_slice(&qh.to_le_bytes());
+        out[6..22].copy_from_slice(&nib);
+    }
+}
+
+/// Writes a Q4_1/Q5_1 block from its scale, offset and levels.
+#[inline(always)]
+fn put_affine<P: PlainPass>(out: &mut [u8], nmax: i32, (d, m): (f32, f32), l: &[f32; QK]) {
+    out[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+    out[2..4].copy_from_slice(&f16_bits(m).to_le_bytes());
+    let mut nib = [0u8; 16];
+    let qh = P::pack(l, 0.0, &mut nib);
+    if nmax == 15 {
+        out[4..20].copy_from_slice(&nib);
+    } else {
+        out[4..8].copy_from_slice(&qh.to_le_bytes());
+        out[8..24].copy_from_slice(&nib);
+    }
+}
+
 fn put_nibbles(out: &mut [u8], q: &[u8; QK]) {
     for j in 0..16 {
         out[j] = (q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4);
@@ -480,14 +936,9 @@ fn blocks<'a>(
 }
 
 #[inline(always)]
-fn symmetric_rows(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+fn symmetric_rows<P: PlainPass>(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) -> bool {
     let size = if nmax == 8 { 18 } else { 22 };
-    for ((xb, wb), out) in blocks(x, w).zip(dst.chunks_exact_mut(size)) {
-        let (d, q) = if nmax == 8 {
-            search_symmetric::<16>(xb, wb, nmax)
-        } else {
-            search_symmetric::<32>(xb, wb, nmax)
-        };
+    let put = |out: &mut [u8], (d, q): (f32, [u8; QK])| {
         out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
         if nmax == 8 {
             put_nibbles(&mut out[2..18], &q);
@@ -495,18 +946,31 @@ fn symmetric_rows(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
             out[2..6].copy_from_slice(&fifth_bit_word(&q).to_le_bytes());
             put_nibbles(&mut out[6..22], &q);
         }
+    };
+    let Some(w) = w else {
+        let mut finite = true;
+        for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(size)) {
+            if let Ok(xb) = xb.try_into() {
+                finite &= plain_symmetric::<P>(xb, nmax, out);
+            }
+        }
+        return finite;
+    };
+    for ((xb, wb), out) in blocks(x, w).zip(dst.chunks_exact_mut(size)) {
+        let dq = if nmax == 8 {
+            search_symmetric::<16>(xb, wb, nmax)
+        } else {
+            search_symmetric::<32>(xb, wb, nmax)
+        };
+        put(out, dq);
     }
+    true
 }
 
 #[inline(always)]
-fn affine_rows(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+fn affine_rows<P: PlainPass>(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) -> bool {
     let size = if nmax == 15 { 20 } else { 24 };
-    for ((xb, wb), out) in blocks(x, w).zip(dst.chunks_exact_mut(size)) {
-        let (d, m, q) = if nmax == 15 {
-            search_affine::<24>(xb, wb, nmax)
-        } else {
-            search_affine::<40>(xb, wb, nmax)
-        };
+    let put = |out: &mut [u8], (d, m, q): (f32, f32, [u8; QK])| {
         out[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
         out[2..4].copy_from_slice(&f32_to_f16(m).to_le_bytes());
         if nmax == 15 {
@@ -515,39 +979,60 @@ fn affine_rows(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
             out[4..8].copy_from_slice(&fifth_bit_word(&q).to_le_bytes());
             put_nibbles(&mut out[8..24], &q);
         }
+    };
+    let Some(w) = w else {
+        let mut finite = true;
+        for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(size)) {
+            if let Ok(xb) = xb.try_into() {
+                finite &= plain_affine::<P>(xb, nmax, out);
+            }
+        }
+        return finite;
+    };
+    for ((xb, wb), out) in blocks(x, w).zip(dst.chunks_exact_mut(size)) {
+        let dmq = if nmax == 15 {
+            search_affine::<24>(xb, wb, nmax)
+        } else {
+            search_affine::<40>(xb, wb, nmax)
+        };
+        put(out, dmq);
     }
+    true
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn symmetric_rows_avx2(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
-    symmetric_rows(x, w, dst, nmax)
+fn symmetric_rows_avx2(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) -> bool {
+    symmetric_rows::<Avx2>(x, w, dst, nmax)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn affine_rows_avx2(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
-    affine_rows(x, w, dst, nmax)
+fn affine_rows_avx2(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) -> bool {
+    affine_rows::<Avx2>(x, w, dst, nmax)
 }
 
-/// Quantizes one row to Q4_0 (`nmax = 8`) or Q5_0 (`nmax = 16`).
-pub(super) fn quantize_symmetric(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+/// Quantizes one row to Q4_0 (`nmax = 8`) or Q5_0 (`nmax = 16`); `w`: importance, `None` for
+/// the plain squared error. Without importance, returns false if the row may hold a
+/// non-finite value (the caller checks it then); with importance the caller checks first.
+pub(super) fn quantize_symmetric(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
         return unsafe { symmetric_rows_avx2(x, w, dst, nmax) };
     }
-    symmetric_rows(x, w, dst, nmax)
+    symmetric_rows::<Portable>(x, w, dst, nmax)
 }
 
-/// Quantizes one row to Q4_1 (`nmax = 15`) or Q5_1 (`nmax = 31`).
-pub(super) fn quantize_affine(x: &[f32], w: &[f32], dst: &mut [u8], nmax: i32) {
+/// Quantizes one row to Q4_1 (`nmax = 15`) or Q5_1 (`nmax = 31`); `w`: importance, `None` for
+/// the plain squared error. Returns as [`quantize_symmetric`].
+pub(super) fn quantize_affine(x: &[f32], w: Option<&[f32]>, dst: &mut [u8], nmax: i32) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
         return unsafe { affine_rows_avx2(x, w, dst, nmax) };
     }
-    affine_rows(x, w, dst, nmax)
+    affine_rows::<Portable>(x, w, dst, nmax)
 }
 
 /// Q8_0 exactly as ggml's reference: `d = amax/127`, `q = roundf(x/d)` (half away from zero).
@@ -600,14 +1085,14 @@ mod tests {
         let mut out = vec![0u8; 2 * size];
         let mut y = vec![0f32; 64];
         if affine {
-            quantize_affine(&x, &w, &mut out, nmax);
+            quantize_affine(&x, Some(&w), &mut out, nmax);
             if nmax == 15 {
                 dequantize_q4_1(&out, &mut y)
             } else {
                 dequantize_q5_1(&out, &mut y)
             }
         } else {
-            quantize_symmetric(&x, &w, &mut out, nmax);
+            quantize_symmetric(&x, Some(&w), &mut out, nmax);
             if nmax == 8 {
                 dequantize_q4_0(&out, &mut y)
             } else {
@@ -635,18 +1120,23 @@ mod tests {
             .collect();
         let x: Vec<f32> = x.into_iter().chain(grid).collect();
         let n_blocks = x.len() / QK;
+        let ws: Vec<Option<Vec<f32>>> = ws
+            .iter()
+            .map(|w| Some(w.iter().copied().cycle().take(x.len()).collect()))
+            .chain([None])
+            .collect();
         for w in &ws {
-            let w: Vec<f32> = w.iter().copied().cycle().take(x.len()).collect();
+            let w = w.as_deref();
             for (nmax, size) in [(8, 18), (16, 22)] {
                 let (mut a, mut b) = (vec![0u8; n_blocks * size], vec![0u8; n_blocks * size]);
-                symmetric_rows(&x, &w, &mut a, nmax);
-                quantize_symmetric(&x, &w, &mut b, nmax);
+                symmetric_rows::<Portable>(&x, w, &mut a, nmax);
+                quantize_symmetric(&x, w, &mut b, nmax);
                 assert_eq!(a, b, "nmax {nmax}");
             }
             for (nmax, size) in [(15, 20), (31, 24)] {
                 let (mut a, mut b) = (vec![0u8; n_blocks * size], vec![0u8; n_blocks * size]);
-                affine_rows(&x, &w, &mut a, nmax);
-                quantize_affine(&x, &w, &mut b, nmax);
+                affine_rows::<Portable>(&x, w, &mut a, nmax);
+                quantize_affine(&x, w, &mut b, nmax);
                 assert_eq!(a, b, "nmax {nmax}");
             }
         }
@@ -694,6 +1184,7 @@ mod tests {
             if d.is_finite() {
                 let want = f16_to_f32(f32_to_f16(d));
                 assert_eq!(stored(d).to_bits(), want.to_bits(), "{d:e}");
+                assert_eq!(f16_bits(d), f32_to_f16(d), "{d:e}");
             }
         };
         for e in 110u32..=145 {

@@ -264,25 +264,59 @@ pub fn quantize_rows(
         .zip(dst.chunks_exact_mut(row_bytes))
         .enumerate()
     {
-        if !all_finite(x) {
-            if let Some((col, &value)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(QuantError::NonFiniteInput { row, col, value });
+        let non_finite = |x: &[f32]| {
+            x.iter()
+                .enumerate()
+                .find(|(_, v)| !v.is_finite())
+                .map(|(col, &value)| QuantError::NonFiniteInput { row, col, value })
+        };
+        // The legacy types without importance check their input on the way (each block's
+        // error is non-finite if a value is); the others before quantizing.
+        let checked_on_the_way = importance.is_none()
+            && matches!(
+                ty,
+                GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q5_1
+            );
+        if !checked_on_the_way && !all_finite(x) {
+            if let Some(e) = non_finite(x) {
+                return Err(e);
             }
         }
+        let mut finite = true;
         match ty {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
                 let mut buf = Vec::with_capacity(out.len());
                 encode_float(ty, x, &mut buf)?;
                 out.copy_from_slice(&buf);
             }
-            GgmlType::Q4_0 => legacy::quantize_symmetric(x, weights, out, 8),
-            GgmlType::Q5_0 => legacy::quantize_symmetric(x, weights, out, 16),
-            GgmlType::Q4_1 => legacy::quantize_affine(x, weights, out, 15),
-            GgmlType::Q5_1 => legacy::quantize_affine(x, weights, out, 31),
+            GgmlType::Q4_0 => {
+                finite = legacy::quantize_symmetric(x, importance.map(|_| weights), out, 8)
+            }
+            GgmlType::Q5_0 => {
+                finite = legacy::quantize_symmetric(x, importance.map(|_| weights), out, 16)
+            }
+            GgmlType::Q4_1 => {
+                finite = legacy::quantize_affine(x, importance.map(|_| weights), out, 15)
+            }
+            GgmlType::Q5_1 => {
+                finite = legacy::quantize_affine(x, importance.map(|_| weights), out, 31)
+            }
             GgmlType::Q8_0 => legacy::quantize_q8_0(x, out),
+            GgmlType::Q2_K if importance.is_none() => {
+                kquants_quant::quantize_q2_k_plain(x, weights, out)
+            }
             GgmlType::Q2_K => kquants_quant::quantize_q2_k(x, weights, out),
+            GgmlType::Q3_K if importance.is_none() => {
+                kquants_quant::quantize_q3_k_plain(x, weights, out)
+            }
             GgmlType::Q3_K => kquants_quant::quantize_q3_k(x, weights, out),
+            GgmlType::Q4_K if importance.is_none() => {
+                kquants_quant::quantize_q4_k_plain(x, weights, out)
+            }
             GgmlType::Q4_K => kquants_quant::quantize_q4_k(x, weights, out),
+            GgmlType::Q5_K if importance.is_none() => {
+                kquants_quant::quantize_q5_k_plain(x, weights, out)
+            }
             GgmlType::Q5_K => kquants_quant::quantize_q5_k(x, weights, out),
             GgmlType::Q6_K => kquants_quant::quantize_q6_k(x, weights, out),
             GgmlType::IQ4_NL => iq4_quant::quantize_iq4_nl(x, weights, out),
@@ -298,6 +332,11 @@ pub fn quantize_rows(
             GgmlType::IQ1_S => iq_codebook_quant::quantize_iq1_s(x, weights, out),
             GgmlType::IQ1_M => iq_codebook_quant::quantize_iq1_m(x, weights, out),
             other => return Err(QuantError::UnsupportedEncode(other)),
+        }
+        if !finite {
+            if let Some(e) = non_finite(x) {
+                return Err(e);
+            }
         }
         if !blocks_are_valid(ty, out) {
             return Err(QuantError::InvalidBlock { ty, row });
