@@ -259,14 +259,14 @@ pub fn quantize_rows(
             &ones
         }
     };
-    let shape_kquant = importance.is_some() && is_kquant(ty);
+    let shape_kquant = is_kquant(ty);
     let mut shaped = Vec::new();
     for (row, (x, out)) in src
         .chunks_exact(n_per_row)
         .zip(dst.chunks_exact_mut(row_bytes))
         .enumerate()
     {
-        // K-quants with an imatrix search under shaped weights (see `shape_importance`).
+        // K-quants search under shaped weights (see `shape_importance`).
         let weights: &[f32] = if shape_kquant && all_finite(x) {
             shape_importance(x, weights, &mut shaped);
             &shaped
@@ -430,15 +430,15 @@ fn is_kquant(ty: GgmlType) -> bool {
     )
 }
 
-/// Importance shaping for the K-quant searches: each imatrix weight is multiplied by
-/// `sqrt(σ² + x²)`, with `σ²` twice the mean square of the 256-value super-block. The
-/// imatrix alone (mean squared activation per column) ignores the correlations between
-/// columns, and a search that follows it strictly moves error onto low-importance columns
-/// and small weights; this factor (the weighting ggml's K-quant searches use,
-/// `ggml-quants.c`) keeps relative precision on the larger weights. Measured on
-/// `smollm2-768` q4_k_m against llama.cpp's own file: PPL ratio 1.013 without it and 1.002
-/// with it (4096 tokens; `docs/benchmarks.md`), while the imatrix-weighted error stays
-/// below ggml's on every tensor.
+/// Importance shaping for the K-quant searches: each weight (the imatrix's, or 1 without one)
+/// is multiplied by `sqrt(σ² + x²)`, with `σ²` twice the mean square of the 256-value
+/// super-block. The imatrix alone (mean squared activation per column) ignores the
+/// correlations between columns, and a search that follows it strictly moves error onto
+/// low-importance columns and small weights; this factor (the weighting ggml's K-quant
+/// searches use with an imatrix, `ggml-quants.c`) keeps relative precision on the larger
+/// weights. Measured on `smollm2-768` q4_k_m against llama.cpp's own file over 16384 tokens:
+/// PPL ratio 1.0047 without it and 0.9999 with it (`docs/benchmarks.md`), while the
+/// imatrix-weighted error stays below ggml's on every tensor.
 fn shape_importance(x: &[f32], w: &[f32], out: &mut Vec<f32>) {
     out.clear();
     out.resize(x.len(), 0.0);
