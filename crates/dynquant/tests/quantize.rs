@@ -157,6 +157,10 @@ fn output_is_identical_for_any_thread_count_and_splits_load() {
         o.greedy_tokens(&first, 10, &prompts),
         o.greedy_tokens(&a, 10, &prompts)
     );
+    // Merged back, the split output is the single-file output byte for byte.
+    let merged = dir.path().join("merged.gguf");
+    ok(dynquant(args!["merge", first, merged]), "merge");
+    assert!(std::fs::read(&merged).unwrap() == std::fs::read(&a).unwrap());
 }
 
 #[test]
