@@ -265,13 +265,17 @@ fn with_path(e: GgufError, path: &Path) -> GgufError {
     }
 }
 
+/// Fills `buf` from `f` at `offset` with positioned reads (no shared file cursor, so threads
+/// can read one file concurrently); `UnexpectedEof` if the file ends first.
 #[cfg(unix)]
-fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+pub fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(f, buf, offset)
 }
 
+/// Fills `buf` from `f` at `offset` with positioned reads; `UnexpectedEof` if the file ends
+/// first.
 #[cfg(windows)]
-fn read_exact_at(f: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+pub fn read_exact_at(f: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
     use std::os::windows::fs::FileExt;
     while !buf.is_empty() {
         match f.seek_read(buf, offset)? {

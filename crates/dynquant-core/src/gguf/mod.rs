@@ -16,7 +16,7 @@ pub mod writer;
 
 pub use encode::{build_header, encode_header, encode_header_unpadded, layout, StreamEncoder};
 pub use error::{GgufError, Location, Result};
-pub use file::{Access, GgufFile, COPY_CHUNK};
+pub use file::{read_exact_at, Access, GgufFile, COPY_CHUNK};
 pub use header::{
     align_up, alignment_of, parse_header, GgufHeader, TensorInfo, MAX_ARRAY_LEN, MAX_DIMS, MAX_KV,
     MAX_NAME_LEN, MAX_NESTING, MAX_STRING_LEN, MAX_TENSORS,
