@@ -164,13 +164,9 @@ pub struct InspectArgs {
     pub read: ReadArgs,
 }
 
-/// `split`.
-#[derive(Debug, Args)]
-pub struct SplitArgs {
-    /// Input GGUF file (or the first shard of a split set, to re-split it).
-    pub input: PathBuf,
-    /// Output prefix; shards are written as <OUT_PREFIX>-00001-of-0000N.gguf.
-    pub out_prefix: PathBuf,
+/// Shard limits of an output split the way gguf-split splits (`split`, `quantize`, `convert`).
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct ShardLimits {
     /// Most tensor bytes per shard: a byte count or a size such as 500M, 50G (decimal, as
     /// gguf-split), or 4GiB.
     #[arg(long, value_parser = parse_size_arg)]
@@ -178,6 +174,40 @@ pub struct SplitArgs {
     /// Most tensors per shard.
     #[arg(long)]
     pub split_max_tensors: Option<usize>,
+}
+
+impl ShardLimits {
+    /// The limits as the writer takes them.
+    pub fn spec(&self) -> dynquant_core::gguf::SplitSpec {
+        dynquant_core::gguf::SplitSpec {
+            max_bytes: self.split_max_size,
+            max_tensors: self.split_max_tensors,
+        }
+    }
+
+    /// `output` as one file, or as the prefix of a split set when a limit is given.
+    pub fn target(&self, output: &std::path::Path) -> dynquant_core::gguf::OutputTarget {
+        let spec = self.spec();
+        if spec.is_active() {
+            dynquant_core::gguf::OutputTarget::Split {
+                prefix: output.to_path_buf(),
+                spec,
+            }
+        } else {
+            dynquant_core::gguf::OutputTarget::Single(output.to_path_buf())
+        }
+    }
+}
+
+/// `split`.
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// Input GGUF file (or the first shard of a split set, to re-split it).
+    pub input: PathBuf,
+    /// Output prefix; shards are written as <OUT_PREFIX>-00001-of-0000N.gguf.
+    pub out_prefix: PathBuf,
+    #[command(flatten)]
+    pub shards: ShardLimits,
     /// Replace existing output files (inputs are never replaced).
     #[arg(long)]
     pub force: bool,
@@ -269,12 +299,8 @@ pub struct QuantizeArgs {
     /// Worker threads (default: all cores). The output does not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Split the output: most tensor bytes per shard (e.g. 50G).
-    #[arg(long, value_parser = parse_size_arg)]
-    pub split_max_size: Option<u64>,
-    /// Split the output: most tensors per shard.
-    #[arg(long)]
-    pub split_max_tensors: Option<usize>,
+    #[command(flatten)]
+    pub shards: ShardLimits,
     /// Accept already quantized inputs (dequantized to f32 first).
     #[arg(long)]
     pub allow_requantize: bool,
@@ -312,12 +338,8 @@ pub struct ConvertArgs {
     /// `general.name` (default: derived from the folder name, as llama.cpp does).
     #[arg(long)]
     pub name: Option<String>,
-    /// Split the output: most tensor bytes per shard (e.g. 50G).
-    #[arg(long, value_parser = parse_size_arg)]
-    pub split_max_size: Option<u64>,
-    /// Split the output: most tensors per shard.
-    #[arg(long)]
-    pub split_max_tensors: Option<usize>,
+    #[command(flatten)]
+    pub shards: ShardLimits,
     /// Replace an existing output (never an input).
     #[arg(long)]
     pub force: bool,

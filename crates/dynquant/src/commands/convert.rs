@@ -1,7 +1,6 @@
 //! `convert`: a Hugging Face safetensors folder to GGUF, streamed tensor by tensor.
 
 use anyhow::{Context, Result};
-use dynquant_core::gguf::{OutputTarget, SplitSpec};
 use dynquant_hf::{ConvertOptions, HfModel, OutType};
 
 use super::{human_bytes, write_options};
@@ -19,18 +18,7 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
     for w in model.warnings() {
         eprintln!("warning: {w}");
     }
-    let spec = SplitSpec {
-        max_bytes: a.split_max_size,
-        max_tensors: a.split_max_tensors,
-    };
-    let target = if spec.is_active() {
-        OutputTarget::Split {
-            prefix: a.output.clone(),
-            spec,
-        }
-    } else {
-        OutputTarget::Single(a.output.clone())
-    };
+    let target = a.shards.target(&a.output);
     let summary = model
         .write_gguf(&target, &write_options(a.force))
         .with_context(|| format!("converting {}", a.input.display()))?;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use dynquant_core::gguf::{keys, GgufModel, OutputTarget, SplitSpec, Value, WriteOptions};
+use dynquant_core::gguf::{keys, GgufModel, Value, WriteOptions};
 use dynquant_core::imatrix::Imatrix;
 use dynquant_core::pipeline::{
     check_imatrix_coverage, quantize_model, unseen_experts, Progress, QuantizeJob, TensorSource,
@@ -136,18 +136,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
             u.tensor, u.unseen, u.total
         );
     }
-    let spec = SplitSpec {
-        max_bytes: a.split_max_size,
-        max_tensors: a.split_max_tensors,
-    };
-    let target = if spec.is_active() {
-        OutputTarget::Split {
-            prefix: a.output.clone(),
-            spec,
-        }
-    } else {
-        OutputTarget::Single(a.output.clone())
-    };
+    let target = a.shards.target(&a.output);
     let mut type_counts: BTreeMap<&str, usize> = BTreeMap::new();
     for t in &plan.tensors {
         *type_counts.entry(t.target.name()).or_default() += 1;

@@ -1,16 +1,13 @@
 //! `split` and `merge`.
 
 use anyhow::{bail, Context, Result};
-use dynquant_core::gguf::{copy_model, GgufModel, OutputTarget, SplitSpec};
+use dynquant_core::gguf::{copy_model, GgufModel, OutputTarget};
 
 use super::{human_bytes, write_options};
 use crate::args::{MergeArgs, SplitArgs};
 
 pub fn split(a: &SplitArgs) -> Result<()> {
-    let spec = SplitSpec {
-        max_bytes: a.split_max_size,
-        max_tensors: a.split_max_tensors,
-    };
+    let spec = a.shards.spec();
     if !spec.is_active() {
         bail!("give --split-max-size and/or --split-max-tensors");
     }
