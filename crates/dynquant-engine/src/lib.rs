@@ -19,6 +19,8 @@ pub mod config;
 pub mod dot;
 pub mod error;
 pub mod eval;
+mod ffn;
+mod gqa;
 pub mod imatrix;
 pub mod kld;
 pub mod matmul;

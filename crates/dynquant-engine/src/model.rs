@@ -3,13 +3,14 @@
 
 use dynquant_core::gguf::GgufModel;
 use dynquant_core::GgmlType;
-use rayon::prelude::*;
 
-use crate::attention::{attend, KvCache};
+use crate::attention::KvCache;
 use crate::config::Config;
 use crate::error::{EngineError, Result};
+use crate::ffn::FeedForward;
+use crate::gqa::GqaAttention;
 use crate::matmul::{matmul, Numerics, Weight};
-use crate::ops::{rms_norm, Rope};
+use crate::ops::rms_norm;
 
 /// Sees the input of every matrix product with a stored weight (imatrix collection).
 pub trait MatmulObserver: Sync {
@@ -17,27 +18,47 @@ pub trait MatmulObserver: Sync {
     fn observe(&self, w: &Weight<'_>, x: &[f32], n_tok: usize);
 }
 
-/// The weights of one block.
+/// The weights of one block: attention and feed-forward parts with their norms.
 #[derive(Debug)]
-pub struct Layer<'a> {
+pub(crate) struct Layer<'a> {
     attn_norm: Vec<f32>,
-    wq: Weight<'a>,
-    wk: Weight<'a>,
-    wv: Weight<'a>,
-    wo: Weight<'a>,
-    bq: Option<Vec<f32>>,
-    bk: Option<Vec<f32>>,
-    bv: Option<Vec<f32>>,
-    q_norm: Option<Vec<f32>>,
-    k_norm: Option<Vec<f32>>,
+    attn: Attention<'a>,
     attn_post_norm: Option<Vec<f32>>,
     ffn_norm: Vec<f32>,
-    gate: Weight<'a>,
-    up: Weight<'a>,
-    down: Weight<'a>,
+    ffn: FeedForward<'a>,
     ffn_post_norm: Option<Vec<f32>>,
-    rope: Rope,
-    window: Option<usize>,
+}
+
+/// The attention part of a block; one variant per attention family.
+#[derive(Debug)]
+pub(crate) enum Attention<'a> {
+    /// Multi-head / grouped-query attention with separate q, k, v projections.
+    Gqa(GqaAttention<'a>),
+}
+
+impl<'a> Attention<'a> {
+    fn load(ld: &Loader<'a>, c: &Config, il: usize, rope_freqs: &Option<Vec<f32>>) -> Result<Self> {
+        GqaAttention::load(ld, c, il, rope_freqs).map(Attention::Gqa)
+    }
+
+    /// Row sizes of this layer's cached keys and values.
+    fn cache_dims(&self, c: &Config) -> (usize, usize) {
+        match self {
+            Attention::Gqa(_) => (c.n_head_kv * c.head_dim_k, c.n_head_kv * c.head_dim_v),
+        }
+    }
+
+    fn forward(&self, ctx: &Ctx<'_, 'a>, h: &[f32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        match self {
+            Attention::Gqa(a) => a.forward(ctx, h, cache),
+        }
+    }
+
+    fn weights(&self) -> Vec<&Weight<'a>> {
+        match self {
+            Attention::Gqa(a) => a.weights(),
+        }
+    }
 }
 
 /// A model ready to run.
@@ -55,21 +76,27 @@ pub struct Model<'a> {
     pub numerics: Numerics,
 }
 
-struct Loader<'g> {
+/// Finds and checks tensors of a GGUF model by name.
+pub(crate) struct Loader<'g> {
     gguf: &'g GgufModel,
 }
 
 impl<'g> Loader<'g> {
-    fn find(&self, name: &str) -> Option<dynquant_core::gguf::ModelTensor<'g>> {
+    pub(crate) fn find(&self, name: &str) -> Option<dynquant_core::gguf::ModelTensor<'g>> {
         self.gguf.tensors().find(|t| t.info.name == name)
     }
 
-    fn weight(&self, name: &str, cols: usize, rows: usize) -> Result<Weight<'g>> {
+    pub(crate) fn weight(&self, name: &str, cols: usize, rows: usize) -> Result<Weight<'g>> {
         self.weight_opt(name, cols, rows)?
             .ok_or_else(|| EngineError::MissingTensor(name.into()))
     }
 
-    fn weight_opt(&self, name: &str, cols: usize, rows: usize) -> Result<Option<Weight<'g>>> {
+    pub(crate) fn weight_opt(
+        &self,
+        name: &str,
+        cols: usize,
+        rows: usize,
+    ) -> Result<Option<Weight<'g>>> {
         let Some(t) = self.find(name) else {
             return Ok(None);
         };
@@ -84,7 +111,7 @@ impl<'g> Loader<'g> {
         Weight::new(name, t.info.ggml_type, cols, rows, data).map(Some)
     }
 
-    fn vector_opt(&self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
+    pub(crate) fn vector_opt(&self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
         let Some(t) = self.find(name) else {
             return Ok(None);
         };
@@ -101,7 +128,7 @@ impl<'g> Loader<'g> {
         Ok(Some(out))
     }
 
-    fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+    pub(crate) fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
         self.vector_opt(name, n)?
             .ok_or_else(|| EngineError::MissingTensor(name.into()))
     }
@@ -133,53 +160,25 @@ impl<'a> Model<'a> {
             Some(w) => w,
             None => ld.weight("token_embd.weight", c.n_embd, n_vocab)?,
         };
-        let freq_factors = ld.vector_opt("rope_freqs.weight", c.n_rot / 2)?;
-        let (qd, kvd, vd) = (
-            c.n_head * c.head_dim_k,
-            c.n_head_kv * c.head_dim_k,
-            c.n_head_kv * c.head_dim_v,
-        );
+        let rope_freqs = ld.vector_opt("rope_freqs.weight", c.n_rot / 2)?;
         let mut layers = Vec::with_capacity(c.n_layer);
         for il in 0..c.n_layer {
             let n = |s: &str| format!("blk.{il}.{s}");
-            let swa = c.swa.as_ref().filter(|s| s.layers[il]);
-            let rope = Rope {
-                kind: c.rope_kind,
-                n_rot: c.n_rot,
-                freq_base: swa.map_or(c.rope_base, |s| s.rope_base),
-                freq_scale: swa.map_or(c.rope_scale, |s| s.rope_scale),
-                freq_factors: freq_factors.clone(),
-            };
-            let opt_norm = |s: &str, len: usize, on: bool| -> Result<Option<Vec<f32>>> {
+            let opt_norm = |s: &str, on: bool| -> Result<Option<Vec<f32>>> {
                 if on {
-                    ld.vector(&n(s), len).map(Some)
+                    ld.vector(&n(s), c.n_embd).map(Some)
                 } else {
                     Ok(None)
                 }
             };
             layers.push(Layer {
                 attn_norm: ld.vector(&n("attn_norm.weight"), c.n_embd)?,
-                wq: ld.weight(&n("attn_q.weight"), c.n_embd, qd)?,
-                wk: ld.weight(&n("attn_k.weight"), c.n_embd, kvd)?,
-                wv: ld.weight(&n("attn_v.weight"), c.n_embd, vd)?,
-                wo: ld.weight(&n("attn_output.weight"), c.n_head * c.head_dim_v, c.n_embd)?,
-                bq: ld.vector_opt(&n("attn_q.bias"), qd)?,
-                bk: ld.vector_opt(&n("attn_k.bias"), kvd)?,
-                bv: ld.vector_opt(&n("attn_v.bias"), vd)?,
-                q_norm: opt_norm("attn_q_norm.weight", c.head_dim_k, c.qk_norm)?,
-                k_norm: opt_norm("attn_k_norm.weight", c.head_dim_k, c.qk_norm)?,
-                attn_post_norm: opt_norm("post_attention_norm.weight", c.n_embd, c.post_norms)?,
+                attn: Attention::load(&ld, c, il, &rope_freqs)?,
+                attn_post_norm: opt_norm("post_attention_norm.weight", c.post_norms)?,
                 ffn_norm: ld.vector(&n("ffn_norm.weight"), c.n_embd)?,
-                gate: ld.weight(&n("ffn_gate.weight"), c.n_embd, c.n_ff)?,
-                up: ld.weight(&n("ffn_up.weight"), c.n_embd, c.n_ff)?,
-                down: ld.weight(&n("ffn_down.weight"), c.n_ff, c.n_embd)?,
-                ffn_post_norm: opt_norm("post_ffw_norm.weight", c.n_embd, c.post_norms)?,
-                rope,
-                window: swa.map(|s| s.window),
+                ffn: FeedForward::load(&ld, c, il)?,
+                ffn_post_norm: opt_norm("post_ffw_norm.weight", c.post_norms)?,
             });
-            if c.qkv_bias && layers[il].bq.is_none() {
-                return Err(EngineError::MissingTensor(n("attn_q.bias")));
-            }
         }
         let output_norm = ld.vector("output_norm.weight", c.n_embd)?;
         Ok(Model {
@@ -197,7 +196,11 @@ impl<'a> Model<'a> {
     pub fn weights(&self) -> impl Iterator<Item = &Weight<'a>> {
         self.layers
             .iter()
-            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down])
+            .flat_map(|l| {
+                let mut w = l.attn.weights();
+                w.extend(l.ffn.weights());
+                w
+            })
             .chain(std::iter::once(&self.output))
     }
 
@@ -211,25 +214,55 @@ impl<'a> Model<'a> {
         let c = &self.config;
         Session {
             model: self,
-            cache: (0..c.n_layer)
-                .map(|_| KvCache::new(c.n_head_kv * c.head_dim_k, c.n_head_kv * c.head_dim_v))
+            cache: self
+                .layers
+                .iter()
+                .map(|l| {
+                    let (k, v) = l.attn.cache_dims(c);
+                    KvCache::new(k, v)
+                })
                 .collect(),
             n_ctx,
             n_past: 0,
         }
     }
+}
 
-    fn mm(
-        &self,
-        w: &Weight<'_>,
-        x: &[f32],
-        n_tok: usize,
-        obs: Option<&dyn MatmulObserver>,
-    ) -> Result<Vec<f32>> {
-        if let Some(o) = obs {
-            o.observe(w, x, n_tok);
+/// What a block's parts need besides their own weights: the configuration, the numerics, the
+/// batch's first position and size, and the observer of matrix products.
+pub(crate) struct Ctx<'m, 'a> {
+    /// The model being run.
+    pub model: &'m Model<'a>,
+    /// Position of the batch's first token.
+    pub p0: usize,
+    /// Tokens in the batch.
+    pub n_tok: usize,
+    /// Sees every matrix product's input (imatrix collection).
+    pub obs: Option<&'m dyn MatmulObserver>,
+}
+
+impl Ctx<'_, '_> {
+    /// The model's configuration.
+    pub fn config(&self) -> &Config {
+        &self.model.config
+    }
+
+    /// Whether the exact f32 numerics are asked for.
+    pub fn exact(&self) -> bool {
+        self.model.numerics == Numerics::Exact
+    }
+
+    /// `w` times the `n_tok` rows of `x` (reported to the observer first).
+    pub fn mm(&self, w: &Weight<'_>, x: &[f32]) -> Result<Vec<f32>> {
+        self.mm_rows(w, x, self.n_tok)
+    }
+
+    /// `w` times `n` rows of `x` (reported to the observer first).
+    pub fn mm_rows(&self, w: &Weight<'_>, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        if let Some(o) = self.obs {
+            o.observe(w, x, n);
         }
-        matmul(w, x, n_tok, self.numerics)
+        matmul(w, x, n, self.model.numerics)
     }
 }
 
@@ -302,56 +335,23 @@ impl Session<'_, '_> {
                 row.iter_mut().for_each(|v| *v *= s);
             }
         }
-        let exact = m.numerics == Numerics::Exact;
-        let p0 = self.n_past;
-        for (il, l) in m.layers.iter().enumerate() {
+        let ctx = Ctx {
+            model: m,
+            p0: self.n_past,
+            n_tok: nt,
+            obs,
+        };
+        for (l, cache) in m.layers.iter().zip(&mut self.cache) {
             let mut h = x.clone();
             rms_norm(&mut h, e, &l.attn_norm, c.rms_eps);
-            let mut q = m.mm(&l.wq, &h, nt, obs)?;
-            let mut k = m.mm(&l.wk, &h, nt, obs)?;
-            let mut v = m.mm(&l.wv, &h, nt, obs)?;
-            for (t, b) in [(&mut q, &l.bq), (&mut k, &l.bk), (&mut v, &l.bv)] {
-                if let Some(b) = b {
-                    for row in t.chunks_exact_mut(b.len()) {
-                        row.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                    }
-                }
-            }
-            let (hk, qd, kd) = (
-                c.head_dim_k,
-                c.n_head * c.head_dim_k,
-                c.n_head_kv * c.head_dim_k,
-            );
-            q.par_chunks_mut(qd)
-                .zip(k.par_chunks_mut(kd))
-                .enumerate()
-                .for_each(|(t, (qr, kr))| {
-                    if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
-                        rms_norm(qr, hk, qn, c.rms_eps);
-                        rms_norm(kr, hk, kn, c.rms_eps);
-                    }
-                    let cache = l.rope.cache(p0 + t);
-                    l.rope.apply(qr, hk, &cache);
-                    l.rope.apply(kr, hk, &cache);
-                    if c.q_scale != 1.0 {
-                        qr.iter_mut().for_each(|v| *v *= c.q_scale);
-                    }
-                });
-            self.cache[il].append(&k, &v, exact);
-            let att = attend(c, &q, &self.cache[il], p0, nt, l.window, exact);
-            let mut o = m.mm(&l.wo, &att, nt, obs)?;
+            let mut o = l.attn.forward(&ctx, &h, cache)?;
             if let Some(pn) = &l.attn_post_norm {
                 rms_norm(&mut o, e, pn, c.rms_eps);
             }
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             let mut h = x.clone();
             rms_norm(&mut h, e, &l.ffn_norm, c.rms_eps);
-            let mut g = m.mm(&l.gate, &h, nt, obs)?;
-            let u = m.mm(&l.up, &h, nt, obs)?;
-            g.par_chunks_mut(c.n_ff)
-                .zip(u.par_chunks(c.n_ff))
-                .for_each(|(g, u)| c.act.apply(g, u));
-            let mut d = m.mm(&l.down, &g, nt, obs)?;
+            let mut d = l.ffn.forward(&ctx, &h)?;
             if let Some(pn) = &l.ffn_post_norm {
                 rms_norm(&mut d, e, pn, c.rms_eps);
             }
@@ -365,6 +365,6 @@ impl Session<'_, '_> {
         };
         let mut h = x[from * e..].to_vec();
         rms_norm(&mut h, e, &m.output_norm, c.rms_eps);
-        m.mm(&m.output, &h, nt - from, obs)
+        ctx.mm_rows(&m.output, &h, nt - from)
     }
 }
