@@ -360,6 +360,13 @@ pub struct DemoArgs {
     /// Folder for the demo's files (default: a folder under the system temp dir).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+    /// Stop after the small llama model's inspect/split/merge steps (skips the MoE model, its
+    /// quantization and evaluation).
+    #[arg(long)]
+    pub model_only: bool,
+    /// Worker threads for the evaluation steps (default: all cores).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {

@@ -6,7 +6,10 @@ use common::{clean_failure, dynquant, ok};
 
 /// Makes the demo model (a real GGUF written by dynquant) in `dir`.
 fn demo_model(dir: &std::path::Path) -> std::path::PathBuf {
-    let out = ok(dynquant(args!["demo", "--out-dir", dir]), "demo");
+    let out = ok(
+        dynquant(args!["demo", "--out-dir", dir, "--model-only"]),
+        "demo",
+    );
     assert!(out.contains("byte-identical"), "{out}");
     dir.join("demo-f32.gguf")
 }

@@ -57,7 +57,10 @@ fn r1_sizes_in_json_and_both_layouts() {
 #[test]
 fn overrides_and_fallbacks_on_a_gguf() {
     let dir = tempfile::tempdir().unwrap();
-    ok(dynquant(args!["demo", "--out-dir", dir.path()]), "demo");
+    ok(
+        dynquant(args!["demo", "--out-dir", dir.path(), "--model-only"]),
+        "demo",
+    );
     let model = dir.path().join("demo-f32.gguf");
     let out = ok(
         dynquant(args![

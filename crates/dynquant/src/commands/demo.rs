@@ -3,8 +3,10 @@
 //! Builds a small llama-shaped F32 model deterministically, writes it as GGUF, inspects it,
 //! splits it into shards and merges them back, and checks the round trip is byte-identical.
 //! Then it builds a small synthetic DeepSeek-style MoE model (from the test-model kit), shows
-//! the plans of the dynamic `ud-iq1_s` recipe and a uniform `basic-iq1_s`, quantizes both and
-//! prints their sizes side by side. (As evaluation lands, the demo grows to measure them.)
+//! the plans of the dynamic `ud-iq1_s` recipe and a uniform `basic-iq1_s`, computes an
+//! importance matrix with dynquant's own engine on an embedded text, quantizes both with it,
+//! and measures size, perplexity, KL divergence and top-1 agreement of each against the
+//! unquantized model.
 
 use anyhow::{ensure, Context, Result};
 use dynquant_core::gguf::{
@@ -19,8 +21,10 @@ use std::path::Path;
 use dynquant_plan::inventory::Inventory;
 use dynquant_plan::{plan_recipe, PlanOptions};
 
+use dynquant_testkit::synth::{Deepseek2Spec, MlaLayout};
+
 use super::{human_bytes, write_options};
-use crate::args::DemoArgs;
+use crate::args::{DemoArgs, EngineArgs, ImatrixArgs, KldArgs, PerplexityArgs};
 
 /// Hyper-parameters of the demo model: every row a multiple of 256, like real big models.
 const N_LAYER: u32 = 4;
@@ -184,30 +188,40 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         "4. merged back into {}: byte-identical to the original",
         merged_path.display()
     );
+    if a.model_only {
+        return Ok(());
+    }
 
     // 5. The dynamic idea on the architecture it was made for: a small synthetic DeepSeek-V3
     //    style model (MLA attention, 1 dense + 3 MoE layers, 16 routed experts + 1 shared),
     //    planned and quantized with the dynamic ud-iq1_s recipe and with plain IQ1_S.
-    dynamic_vs_basic(&dir)
+    dynamic_vs_basic(&dir, a.threads)
 }
 
-/// The tokenizer for the synthetic model: SmolLM2's real vocabulary when the oracle cache
-/// holds it, otherwise GPT-2's 256 byte symbols (nothing to download).
-fn demo_tokenizer() -> (Metadata, &'static str) {
-    let cached = std::env::var_os("DYNQUANT_ORACLE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(".oracle"))
-        .join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    match GgufModel::open(&cached, Access::Pread) {
-        Ok(m) => (m.metadata().clone(), "SmolLM2's vocabulary (cached)"),
-        Err(_) => (
-            dynquant_testkit::synth::byte_level_tokenizer(),
-            "a 256-symbol byte vocabulary",
-        ),
+/// The text the demo calibrates and evaluates on (original prose, ~4 KB: with the byte-level
+/// vocabulary that is 7 chunks of 512 tokens).
+const DEMO_TEXT: &str = include_str!("../../data/demo-text.txt");
+
+/// The demo's MoE model: the synthetic DeepSeek test model with 64 routed experts in 8 groups
+/// (4 groups and 6 experts used per token) and a 256-symbol byte vocabulary, so that, as in
+/// DeepSeek-R1 (97%), the routed experts hold most of the weights and the dynamic and the
+/// uniform quantization come out at about the same size.
+fn demo_spec() -> Deepseek2Spec {
+    Deepseek2Spec {
+        n_expert: 64,
+        n_used: 6,
+        n_group: 8,
+        n_group_used: 4,
+        ..Deepseek2Spec::default()
     }
 }
 
-fn quantize_args(input: &Path, output: &Path, recipe: &str) -> crate::args::QuantizeArgs {
+fn quantize_args(
+    input: &Path,
+    output: &Path,
+    recipe: &str,
+    imatrix: &Path,
+) -> crate::args::QuantizeArgs {
     crate::args::QuantizeArgs {
         input: input.to_path_buf(),
         output: output.to_path_buf(),
@@ -218,8 +232,8 @@ fn quantize_args(input: &Path, output: &Path, recipe: &str) -> crate::args::Quan
             token_embedding_type: None,
             output_tensor_type: None,
         },
-        imatrix: None,
-        imatrix_fallback: true,
+        imatrix: Some(imatrix.to_path_buf()),
+        imatrix_fallback: false,
         threads: None,
         shards: crate::args::ShardLimits::default(),
         allow_requantize: false,
@@ -231,34 +245,43 @@ fn quantize_args(input: &Path, output: &Path, recipe: &str) -> crate::args::Quan
     }
 }
 
-fn dynamic_vs_basic(dir: &Path) -> Result<()> {
+fn dynamic_vs_basic(dir: &Path, threads: Option<usize>) -> Result<()> {
     let model_path = dir.join("synth-deepseek2.gguf");
-    let (tokenizer, which) = demo_tokenizer();
+    let spec = demo_spec();
     dynquant_testkit::synth::write_deepseek2(
-        &dynquant_testkit::synth::Deepseek2Spec::default(),
-        dynquant_testkit::synth::MlaLayout::Mla,
-        &tokenizer,
+        &spec,
+        MlaLayout::Mla,
+        &dynquant_testkit::synth::byte_level_tokenizer(),
         &model_path,
     )
     .context("building the synthetic deepseek2 model")?;
     let model = GgufModel::open(&model_path, Access::Mmap)?;
     println!(
-        "\n5. built {} (deepseek2, MLA, 16 experts, {}; {} tensors, {})",
+        "\n5. built {} (deepseek2, MLA, {} layers of which {} dense, {} routed experts + {} shared, \
+         {} used per token; {} tensors, {})",
         model_path.display(),
-        which,
+        spec.n_layer,
+        spec.n_dense,
+        spec.n_expert,
+        spec.n_shared,
+        spec.n_used,
         model.n_tensors(),
         human_bytes(std::fs::metadata(&model_path)?.len())
     );
     let inv = Inventory::from_gguf(&model);
-    let recipes = ["ud-iq1_s", "basic-iq1_s"];
+    // The seed's comparison (uniform IQ1_S) and a uniform quant of about the dynamic one's
+    // size (IQ2_XXS).
+    let recipes = ["ud-iq1_s", "basic-iq1_s", "basic-iq2_xxs"];
     let mut plans = Vec::new();
     for r in recipes {
         let recipe = super::plan::load_recipe(r)?;
         plans.push(plan_recipe(&inv, &recipe, &PlanOptions::default())?);
     }
-    // Per role: the types each recipe gives it (and bytes).
+    // Per role: the types each recipe gives it.
     println!("\n6. plans side by side (types per tensor role):\n");
-    println!("   {:<18} {:<26} {:<26}", "role", recipes[0], recipes[1]);
+    print!("   {:<16}", "role");
+    recipes.iter().for_each(|r| print!(" {r:<24}"));
+    println!();
     let mut roles: Vec<String> = Vec::new();
     for t in &plans[0].tensors {
         let r = format!("{:?}", t.role);
@@ -267,67 +290,143 @@ fn dynamic_vs_basic(dir: &Path) -> Result<()> {
         }
     }
     for role in &roles {
-        let cell = |p: &dynquant_plan::Plan| {
-            let mut types: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+        print!("   {role:<16}");
+        for p in &plans {
+            let mut types: BTreeMap<String, usize> = BTreeMap::new();
             for t in p
                 .tensors
                 .iter()
                 .filter(|t| &format!("{:?}", t.role) == role)
             {
-                let e = types.entry(t.target.name().to_string()).or_default();
-                e.0 += 1;
-                e.1 += t.bytes;
+                *types.entry(t.target.name().to_string()).or_default() += 1;
             }
-            types
+            let cell = types
                 .iter()
-                .map(|(ty, (n, _))| format!("{ty} x{n}"))
+                .map(|(ty, n)| format!("{ty} x{n}"))
                 .collect::<Vec<_>>()
-                .join(", ")
-        };
-        println!(
-            "   {:<18} {:<26} {:<26}",
-            role,
-            cell(&plans[0]),
-            cell(&plans[1])
-        );
+                .join(", ");
+            print!(" {cell:<24}");
+        }
+        println!();
     }
-    println!(
-        "   {:<18} {:<26} {:<26}",
-        "total",
-        format!(
-            "{} ({:.2} bpw)",
-            human_bytes(plans[0].total_bytes),
-            plans[0].bpw()
-        ),
-        format!(
-            "{} ({:.2} bpw)",
-            human_bytes(plans[1].total_bytes),
-            plans[1].bpw()
-        )
-    );
-    println!(
-        "\n7. quantize both (importance: uniform fallback weights; no imatrix for this model yet):"
-    );
-    let mut sizes = Vec::new();
-    for r in recipes {
-        let out = dir.join(format!("synth-deepseek2-{r}.gguf"));
-        super::quantize::run(&quantize_args(&model_path, &out, r))?;
-        sizes.push((r, out.clone(), std::fs::metadata(&out)?.len()));
+    print!("   {:<16}", "total");
+    for p in &plans {
+        let cell = format!("{} ({:.2} bpw)", human_bytes(p.total_bytes), p.bpw());
+        print!(" {cell:<24}");
     }
     println!();
-    for (r, path, bytes) in &sizes {
+    let engine = EngineArgs {
+        threads,
+        exact: false,
+    };
+    let text_path = dir.join("demo-text.txt");
+    std::fs::write(&text_path, DEMO_TEXT)
+        .with_context(|| format!("writing {}", text_path.display()))?;
+    let imatrix_path = dir.join("synth-deepseek2.imatrix.gguf");
+    println!(
+        "\n7. importance matrix from dynquant's own engine on {} ({} bytes of text):",
+        text_path.display(),
+        DEMO_TEXT.len()
+    );
+    super::imatrix::run(&ImatrixArgs {
+        model: model_path.clone(),
+        text: text_path.clone(),
+        output: imatrix_path.clone(),
+        ctx: EVAL_CTX,
+        chunks: None,
+        show_statistics: false,
+        force: true,
+        engine,
+    })?;
+    println!("   wrote {}", imatrix_path.display());
+
+    println!("\n8. quantize both with it:");
+    let mut quants = Vec::new();
+    for (r, plan) in recipes.iter().zip(&plans) {
+        let out = dir.join(format!("synth-deepseek2-{r}.gguf"));
+        super::quantize::run(&quantize_args(&model_path, &out, r, &imatrix_path))?;
+        let bytes = std::fs::metadata(&out)?.len();
+        println!("   {:<12} {:>10}  {}", r, human_bytes(bytes), out.display());
+        quants.push((*r, out, bytes, plan.bpw()));
+    }
+
+    println!("\n9. quality against the unquantized model (same text, {EVAL_CTX}-token chunks):");
+    let base_path = dir.join("synth-deepseek2.kld-base");
+    let base = super::perplexity::measure(
+        &PerplexityArgs {
+            model: model_path.clone(),
+            text: text_path.clone(),
+            ctx: EVAL_CTX,
+            chunks: None,
+            save_logits: Some(base_path.clone()),
+            top_k: 64,
+            json: false,
+            engine,
+        },
+        false,
+    )?;
+    println!();
+    println!(
+        "   {:<12} {:>10} {:>6} {:>10} {:>22} {:>8}",
+        "model", "size", "bpw", "PPL", "mean KLD", "top-1"
+    );
+    println!(
+        "   {:<12} {:>10} {:>6.2} {:>10.3} {:>22} {:>8}",
+        "F16",
+        human_bytes(std::fs::metadata(&model_path)?.len()),
+        plans_f16_bpw(&inv),
+        base.ppl,
+        "-",
+        "-"
+    );
+    let mut klds = Vec::new();
+    for (r, path, bytes, bpw) in &quants {
+        let s = super::kld::measure(
+            &KldArgs {
+                model: path.clone(),
+                base: base_path.clone(),
+                json: false,
+                engine,
+            },
+            false,
+        )?;
         println!(
-            "   {:<12} {:>10}  {}",
+            "   {:<12} {:>10} {:>6.2} {:>10.3} {:>22} {:>7.2}%",
             r,
             human_bytes(*bytes),
-            path.display()
+            bpw,
+            s.ppl,
+            format!("{:.5} ± {:.5}", s.kld_mean, s.kld_err),
+            100.0 * s.same_top
         );
+        klds.push(s.kld_mean);
     }
     println!(
-        "\n   The dynamic recipe keeps attention, the dense layer, the shared expert and the \
-         router at higher precision and puts the routed experts at IQ1_S. On this small model \
-         those tensors are a large share of the weights, so it is bigger than plain IQ1_S; on \
-         DeepSeek-R1 (routed experts = 97% of weights) `dynquant plan` gives 131.8 GiB vs 122.6 GiB."
+        "\n   Uniform IQ1_S is {:.0}% of the dynamic quant's size and drifts {:.1}x as far from the \
+         original (mean KLD); uniform IQ2_XXS, {:.0}% of its size, drifts {:.1}x as far. The \
+         dynamic recipe keeps attention, the dense layer, the shared expert and the router at \
+         higher precision and puts the routed experts (most of the weights) at IQ1_S, their \
+         down projections in the first MoE layers at IQ2_XXS. On DeepSeek-R1 (58 MoE layers) \
+         `dynquant plan` gives 131.8 GiB for ud-iq1_s vs 122.6 GiB for basic-iq1_s.",
+        100.0 * quants[1].2 as f64 / quants[0].2 as f64,
+        klds[1] / klds[0],
+        100.0 * quants[2].2 as f64 / quants[0].2 as f64,
+        klds[2] / klds[0],
     );
     Ok(())
+}
+
+/// Context of the demo's imatrix and evaluation runs.
+const EVAL_CTX: usize = 512;
+
+/// Bits per weight of the unquantized model (all tensors).
+fn plans_f16_bpw(inv: &Inventory) -> f64 {
+    let (bytes, elems) = inv.tensors.iter().fold((0u64, 0u64), |(b, e), t| {
+        (
+            b + t.ggml_type.row_bytes(t.row_len()).unwrap_or(0)
+                * (t.n_elements() / t.row_len().max(1)),
+            e + t.n_elements(),
+        )
+    });
+    8.0 * bytes as f64 / elems.max(1) as f64
 }

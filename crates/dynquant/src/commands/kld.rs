@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use dynquant_engine::eval::{for_each_scored, ChunkOptions, Scored};
-use dynquant_engine::kld::{self, Base, KldAccumulator};
+use dynquant_engine::kld::{self, Base, KldAccumulator, KldStats};
 use dynquant_engine::ops::log_softmax;
 use dynquant_tokenizer::Tokenizer;
 
@@ -10,6 +10,28 @@ use super::perplexity::{load, open, pool};
 use crate::args::KldArgs;
 
 pub fn run(a: &KldArgs) -> Result<()> {
+    let s = measure(a, true)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&s)?);
+        return Ok(());
+    }
+    println!("Positions:       {}", s.positions);
+    println!("Mean PPL(Q):     {:.4}", s.ppl);
+    println!("Mean PPL(base):  {:.4}", s.ppl_base);
+    println!("PPL ratio:       {:.6}", s.ppl_ratio);
+    println!("Mean KLD:        {:.6} ± {:.6}", s.kld_mean, s.kld_err);
+    println!("Median KLD:      {:.6}", s.kld_median);
+    println!("90.0% KLD:       {:.6}", s.kld_p90);
+    println!("99.0% KLD:       {:.6}", s.kld_p99);
+    println!("99.9% KLD:       {:.6}", s.kld_p999);
+    println!("Maximum KLD:     {:.6}", s.kld_max);
+    println!("Same top p:      {:.3} %", 100.0 * s.same_top);
+    println!("RMS Δp:          {:.3} %", 100.0 * s.rms_dp);
+    Ok(())
+}
+
+/// Compares the model with the base file; `progress` prints the running mean to stderr.
+pub fn measure(a: &KldArgs, progress: bool) -> Result<KldStats> {
     let base = Base::read(&a.base).with_context(|| format!("reading {}", a.base.display()))?;
     let gguf = open(&a.model)?;
     let model = load(&gguf, &a.engine, &a.model)?;
@@ -28,14 +50,16 @@ pub fn run(a: &KldArgs) -> Result<()> {
             h.chunks
         );
     }
-    eprintln!(
-        "kld: {} vs base {} ({} chunks of {}, {} positions)",
-        a.model.display(),
-        h.model,
-        h.chunks,
-        h.ctx,
-        h.positions
-    );
+    if progress {
+        eprintln!(
+            "kld: {} vs base {} ({} chunks of {}, {} positions)",
+            a.model.display(),
+            h.model,
+            h.chunks,
+            h.ctx,
+            h.positions
+        );
+    }
     let mut acc = KldAccumulator::default();
     let mut k = 0usize;
     pool(&a.engine)?.install(|| {
@@ -51,7 +75,7 @@ pub fn run(a: &KldArgs) -> Result<()> {
                     k += 1;
                 }
                 Scored::ChunkDone(i) => {
-                    if let Some(s) = acc.stats() {
+                    if let Some(s) = acc.stats().filter(|_| progress) {
                         eprint!("[{}]{:.6},", i + 1, s.kld_mean);
                     }
                 }
@@ -59,23 +83,8 @@ pub fn run(a: &KldArgs) -> Result<()> {
             Ok(())
         })
     })?;
-    eprintln!();
-    let s = acc.stats().context("no positions compared")?;
-    if a.json {
-        println!("{}", serde_json::to_string(&s)?);
-        return Ok(());
+    if progress {
+        eprintln!();
     }
-    println!("Positions:       {}", s.positions);
-    println!("Mean PPL(Q):     {:.4}", s.ppl);
-    println!("Mean PPL(base):  {:.4}", s.ppl_base);
-    println!("PPL ratio:       {:.6}", s.ppl_ratio);
-    println!("Mean KLD:        {:.6} ± {:.6}", s.kld_mean, s.kld_err);
-    println!("Median KLD:      {:.6}", s.kld_median);
-    println!("90.0% KLD:       {:.6}", s.kld_p90);
-    println!("99.0% KLD:       {:.6}", s.kld_p99);
-    println!("99.9% KLD:       {:.6}", s.kld_p999);
-    println!("Maximum KLD:     {:.6}", s.kld_max);
-    println!("Same top p:      {:.3} %", 100.0 * s.same_top);
-    println!("RMS Δp:          {:.3} %", 100.0 * s.rms_dp);
-    Ok(())
+    acc.stats().context("no positions compared")
 }

@@ -59,19 +59,69 @@ pub(super) fn chunk_options(tok: &Tokenizer, ctx: usize, chunks: Option<usize>) 
     }
 }
 
+/// What a perplexity run measured.
+#[derive(Debug, Clone)]
+pub struct PplResult {
+    /// Perplexity over the scored tokens.
+    pub ppl: f64,
+    /// Its standard error (llama-perplexity's estimate), when defined.
+    pub ppl_err: Option<f64>,
+    /// Tokens evaluated (chunks x ctx).
+    pub tokens: usize,
+    /// Tokens scored (second half of each chunk).
+    pub scored: usize,
+    /// Chunks evaluated.
+    pub chunks: usize,
+    /// Perplexity after each chunk.
+    pub running: Vec<f64>,
+    /// Wall time of the evaluation.
+    pub seconds: f64,
+}
+
 pub fn run(a: &PerplexityArgs) -> Result<()> {
+    let r = measure(a, true)?;
+    eprintln!(
+        "Final estimate: PPL = {:.4} +/- {} ({} scored tokens, {:.1} s, {:.1} tokens/s)",
+        r.ppl,
+        r.ppl_err.map_or("n/a".into(), |e| format!("{e:.5}")),
+        r.scored,
+        r.seconds,
+        r.tokens as f64 / r.seconds
+    );
+    if a.json {
+        let v = serde_json::json!({
+            "ppl": r.ppl,
+            "ppl_err": r.ppl_err,
+            "tokens": r.tokens,
+            "scored": r.scored,
+            "chunks": r.chunks,
+            "ctx": a.ctx,
+            "running": r.running,
+            "seconds": r.seconds,
+            "tokens_per_second": r.tokens as f64 / r.seconds,
+        });
+        println!("{v}");
+    }
+    Ok(())
+}
+
+/// Runs the perplexity evaluation (and writes the base file when asked); `progress` prints
+/// the running value after each chunk to stderr.
+pub fn measure(a: &PerplexityArgs, progress: bool) -> Result<PplResult> {
     let gguf = open(&a.model)?;
     let model = load(&gguf, &a.engine, &a.model)?;
     let tok = Tokenizer::from_gguf(gguf.metadata()).context("reading the tokenizer")?;
     let (text_hash, tokens) = tokenize_text(&tok, &a.text)?;
     let opts = chunk_options(&tok, a.ctx, a.chunks);
     let n_chunks = opts.n_chunks(tokens.len());
-    eprintln!(
-        "perplexity: {} tokens, {n_chunks} chunks of {}, add_bos={}",
-        tokens.len(),
-        a.ctx,
-        opts.bos.is_some()
-    );
+    if progress {
+        eprintln!(
+            "perplexity: {} tokens, {n_chunks} chunks of {}, add_bos={}",
+            tokens.len(),
+            a.ctx,
+            opts.bos.is_some()
+        );
+    }
     let mut writer = match &a.save_logits {
         None => None,
         Some(p) => {
@@ -116,38 +166,27 @@ pub fn run(a: &PerplexityArgs) -> Result<()> {
                 Scored::ChunkDone(i) => {
                     let ppl = acc.ppl();
                     running.push(ppl);
-                    eprint!("[{}]{ppl:.4},", i + 1);
+                    if progress {
+                        eprint!("[{}]{ppl:.4},", i + 1);
+                    }
                 }
             }
             Ok(())
         })
     })?;
-    eprintln!();
+    if progress {
+        eprintln!();
+    }
     if let Some(w) = writer {
         w.finish()?;
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let scored = acc.count();
-    eprintln!(
-        "Final estimate: PPL = {:.4} +/- {} ({scored} scored tokens, {:.1} s, {:.1} tokens/s)",
-        acc.ppl(),
-        acc.ppl_err().map_or("n/a".into(), |e| format!("{e:.5}")),
-        secs,
-        (n_chunks * a.ctx) as f64 / secs
-    );
-    if a.json {
-        let v = serde_json::json!({
-            "ppl": acc.ppl(),
-            "ppl_err": acc.ppl_err(),
-            "tokens": n_chunks * a.ctx,
-            "scored": scored,
-            "chunks": n_chunks,
-            "ctx": a.ctx,
-            "running": running,
-            "seconds": secs,
-            "tokens_per_second": (n_chunks * a.ctx) as f64 / secs,
-        });
-        println!("{v}");
-    }
-    Ok(())
+    Ok(PplResult {
+        ppl: acc.ppl(),
+        ppl_err: acc.ppl_err(),
+        tokens: n_chunks * a.ctx,
+        scored: acc.count(),
+        chunks: n_chunks,
+        running,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
