@@ -4,7 +4,7 @@
 use dynquant_core::gguf::{Metadata, Value};
 
 use crate::error::{EngineError, Result};
-use crate::ops::{Activation, RopeKind};
+use crate::ops::{Activation, RopeKind, Yarn};
 
 /// Sliding-window attention layout (gemma3).
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +66,29 @@ pub struct Config {
     pub kq_scale: f32,
     /// Sliding-window attention, if any.
     pub swa: Option<SlidingWindow>,
+    /// YaRN RoPE scaling (`rope.scaling.type = yarn`), if any.
+    pub yarn: Option<Yarn>,
+    /// Multi-head latent attention (deepseek2), if any.
+    pub mla: Option<MlaConfig>,
+}
+
+/// Multi-head latent attention shapes (deepseek2; llama.cpp's `n_lora_q`, `n_lora_kv`,
+/// `n_embd_head_k_mla`, `n_embd_head_v_mla`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MlaConfig {
+    /// Rank of the query compression (`attn_q_a`, `attn_q_b`); `None`: one `attn_q` (lite models).
+    pub q_lora_rank: Option<usize>,
+    /// Rank of the compressed key/value latent.
+    pub kv_lora_rank: usize,
+    /// Per-head query/key dimensions without RoPE.
+    pub qk_nope: usize,
+    /// Per-head query/key dimensions with RoPE (shared by all heads on the key side).
+    pub qk_rope: usize,
+    /// Per-head value size after decompression.
+    pub v_head: usize,
+    /// `attn_k_b` / `attn_v_b` with the latent in the KV cache (`key_length_mla` present);
+    /// otherwise the legacy `attn_kv_b`, decompressed before attention.
+    pub absorbed: bool,
 }
 
 /// Reads `{arch}.*` keys with types and checks.
@@ -149,19 +172,47 @@ impl<'a> Hparams<'a> {
         if n_rot > head_dim_k || n_rot % 2 != 0 {
             return Err(self.bad("rope.dimension_count", "odd or larger than the head"));
         }
-        let rope_scale = match self.str_opt("rope.scaling.type") {
-            None | Some("none") => 1.0,
-            Some("linear") => {
-                let f = self.f32_opt("rope.scaling.factor")?.unwrap_or(1.0);
-                if f.is_nan() || f <= 0.0 {
-                    return Err(self.bad("rope.scaling.factor", "not positive"));
-                }
-                1.0 / f
+        let factor = || -> Result<f32> {
+            let f = self.f32_opt("rope.scaling.factor")?.unwrap_or(1.0);
+            if f.is_nan() || f <= 0.0 {
+                return Err(self.bad("rope.scaling.factor", "not positive"));
+            }
+            Ok(f)
+        };
+        let n_ctx_train = self.usize_opt("context_length")?.unwrap_or(4096);
+        let (rope_scale, yarn) = match self.str_opt("rope.scaling.type") {
+            None | Some("none") => (1.0, None),
+            Some("linear") => (1.0 / factor()?, None),
+            Some("yarn") => {
+                // llama-context.cpp: ext_factor 1; attn_factor = mscale(factor) cancelled by
+                // rope_yarn's own 1 + 0.1 ln(factor), times rope.scaling.attn_factor. The betas
+                // keep llama.cpp's defaults (32, 1): most architectures do not read them.
+                let f = factor()?;
+                let scale = 1.0 / f;
+                let inv = 1.0 / scale;
+                let mscale = if inv <= 1.0 {
+                    1.0
+                } else {
+                    0.1 * inv.ln() + 1.0
+                };
+                let attn = mscale
+                    * (1.0 / (1.0 + 0.1 * inv.ln()))
+                    * self.f32_opt("rope.scaling.attn_factor")?.unwrap_or(1.0);
+                let yarn = Yarn {
+                    ext_factor: 1.0,
+                    attn_factor: attn,
+                    beta_fast: 32.0,
+                    beta_slow: 1.0,
+                    n_ctx_orig: self
+                        .usize_opt("rope.scaling.original_context_length")?
+                        .unwrap_or(n_ctx_train),
+                };
+                (scale, Some(yarn))
             }
             Some(other) => {
                 return Err(self.bad(
                     "rope.scaling.type",
-                    &format!("'{other}' is not supported (none, linear)"),
+                    &format!("'{other}' is not supported (none, linear, yarn)"),
                 ))
             }
         };
@@ -174,7 +225,7 @@ impl<'a> Hparams<'a> {
             head_dim_k,
             head_dim_v,
             n_ff: self.usize("feed_forward_length")?,
-            n_ctx_train: self.usize_opt("context_length")?.unwrap_or(4096),
+            n_ctx_train,
             rms_eps: self
                 .f32_opt("attention.layer_norm_rms_epsilon")?
                 .unwrap_or(1e-5),
@@ -190,6 +241,8 @@ impl<'a> Hparams<'a> {
             q_scale: 1.0,
             kq_scale: 1.0 / (head_dim_k as f32).sqrt(),
             swa: None,
+            yarn,
+            mla: None,
         })
     }
 }

@@ -24,6 +24,7 @@ mod gqa;
 pub mod imatrix;
 pub mod kld;
 pub mod matmul;
+mod mla;
 pub mod model;
 pub mod ops;
 pub mod sample;

@@ -10,6 +10,7 @@ use crate::error::{EngineError, Result};
 use crate::ffn::FeedForward;
 use crate::gqa::GqaAttention;
 use crate::matmul::{matmul, Numerics, Weight};
+use crate::mla::MlaAttention;
 use crate::ops::rms_norm;
 
 /// Sees the input of every matrix product with a stored weight (imatrix collection).
@@ -34,29 +35,37 @@ pub(crate) struct Layer<'a> {
 pub(crate) enum Attention<'a> {
     /// Multi-head / grouped-query attention with separate q, k, v projections.
     Gqa(GqaAttention<'a>),
+    /// Multi-head latent attention (deepseek2).
+    Mla(MlaAttention<'a>),
 }
 
 impl<'a> Attention<'a> {
     fn load(ld: &Loader<'a>, c: &Config, il: usize, rope_freqs: &Option<Vec<f32>>) -> Result<Self> {
-        GqaAttention::load(ld, c, il, rope_freqs).map(Attention::Gqa)
+        match &c.mla {
+            Some(m) => MlaAttention::load(ld, c, m, il).map(Attention::Mla),
+            None => GqaAttention::load(ld, c, il, rope_freqs).map(Attention::Gqa),
+        }
     }
 
     /// Row sizes of this layer's cached keys and values.
     fn cache_dims(&self, c: &Config) -> (usize, usize) {
         match self {
             Attention::Gqa(_) => (c.n_head_kv * c.head_dim_k, c.n_head_kv * c.head_dim_v),
+            Attention::Mla(a) => a.cache_dims(c),
         }
     }
 
     fn forward(&self, ctx: &Ctx<'_, 'a>, h: &[f32], cache: &mut KvCache) -> Result<Vec<f32>> {
         match self {
             Attention::Gqa(a) => a.forward(ctx, h, cache),
+            Attention::Mla(a) => a.forward(ctx, h, cache),
         }
     }
 
     fn weights(&self) -> Vec<&Weight<'a>> {
         match self {
             Attention::Gqa(a) => a.weights(),
+            Attention::Mla(a) => a.weights(),
         }
     }
 }
@@ -78,7 +87,7 @@ pub struct Model<'a> {
 
 /// Finds and checks tensors of a GGUF model by name.
 pub(crate) struct Loader<'g> {
-    gguf: &'g GgufModel,
+    pub(crate) gguf: &'g GgufModel,
 }
 
 impl<'g> Loader<'g> {

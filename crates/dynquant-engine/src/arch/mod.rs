@@ -1,6 +1,7 @@
 //! One small file per architecture: each reads its typed hyper-parameters into a [`Config`]
 //! and states its conventions; the forward pass itself is shared ([`crate::model`]).
 
+mod deepseek2;
 mod gemma3;
 mod llama;
 mod qwen2;
@@ -26,6 +27,7 @@ pub fn config(md: &Metadata) -> Result<Config> {
         "qwen2" => qwen2::config(&hp),
         "qwen3" => qwen3::config(&hp),
         "gemma3" => gemma3::config(&hp),
+        "deepseek2" => deepseek2::config(&hp),
         other => Err(EngineError::UnsupportedArch(other.to_string())),
     }
 }
