@@ -200,3 +200,56 @@ fn run_generates_llamacpp_greedy_tokens() {
     eprintln!("ours: {out:?}, llama.cpp: {expected:?}");
     assert_eq!(out.trim_end_matches('\n'), expected);
 }
+
+/// Our perplexity (`dynquant perplexity --json`) and llama.cpp's on the same model, 2 chunks of
+/// 512 tokens.
+fn ppl_pair(o: &common::Oracle, model: &std::path::Path) -> (f64, f64) {
+    let theirs = o.perplexity(model, &wiki(), 1024, &["--chunks", "2"])["ppl"]
+        .as_f64()
+        .expect("ppl");
+    let out = ok(
+        dynquant(&[
+            OsStr::new("perplexity"),
+            model.as_os_str(),
+            OsStr::new("--text"),
+            wiki().as_os_str(),
+            OsStr::new("--chunks"),
+            OsStr::new("2"),
+            OsStr::new("--json"),
+        ]),
+        "perplexity",
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    (v["ppl"].as_f64().expect("ppl"), theirs)
+}
+
+/// The DeepSeek-V3 fixtures of `shared/golden/hf` (MLA attention with YaRN, sigmoid-routed
+/// group-limited MoE with a shared expert, one leading dense block): llama.cpp's conversion of
+/// the FP8 checkpoint and `dynquant convert` of the BF16 one have our perplexity within 0.5% of
+/// llama.cpp's.
+#[test]
+fn deepseek_v3_fixtures_perplexity_follows_llama_perplexity() {
+    let Some(o) = oracle() else { return };
+    let golden = shared_dir().join("golden/hf");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let converted = tmp.path().join("deepseek-v3.gguf");
+    ok(
+        dynquant(&[
+            OsStr::new("convert"),
+            golden.join("deepseek-v3").as_os_str(),
+            converted.as_os_str(),
+            OsStr::new("--outtype"),
+            OsStr::new("bf16"),
+        ]),
+        "convert deepseek-v3",
+    );
+    for model in [golden.join("deepseek-v3-fp8.llamacpp.gguf"), converted] {
+        let (ours, theirs) = ppl_pair(&o, &model);
+        eprintln!("{}: PPL ours {ours}, llama.cpp {theirs}", model.display());
+        assert!(
+            (ours / theirs - 1.0).abs() < 0.005,
+            "{}: PPL {ours} vs llama.cpp {theirs}",
+            model.display()
+        );
+    }
+}
