@@ -1,4 +1,5 @@
-//! dynquant-engine: a CPU inference engine for llama, qwen2, qwen3 and gemma3 GGUF models that
+//! dynquant-engine: a CPU inference engine for llama (dense or Mixtral-style experts), qwen2,
+//! qwen3, qwen3moe and gemma3 GGUF models that
 //! follows llama.cpp's CPU numerics, so that quality measured here (perplexity, KL divergence)
 //! predicts what llama.cpp users see.
 //!
@@ -6,7 +7,8 @@
 //! * [`matmul`]: products of mmap'd weights of any ggml type with batches of activations.
 //! * [`ops`], [`attention`]: RMSNorm, RoPE, GLU activations, flash-attention-style GQA.
 //! * [`config`] + [`arch`]: typed hyper-parameters, one small file per architecture.
-//! * [`model`]: the shared forward pass with a KV cache.
+//! * [`model`]: the shared forward pass with a KV cache; feed-forward blocks are dense GLUs or
+//!   mixtures of experts (`moe.rs`, llama.cpp's `build_moe_ffn` routing).
 //! * [`eval`]: perplexity, KL-divergence statistics and base files, imatrix collection.
 //! * [`sample`]: token sampling for generation.
 //!
@@ -26,6 +28,7 @@ pub mod kld;
 pub mod matmul;
 mod mla;
 pub mod model;
+mod moe;
 pub mod ops;
 pub mod sample;
 

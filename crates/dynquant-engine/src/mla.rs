@@ -15,13 +15,11 @@
 //! the value is the cached latent, and each head's attention output is decompressed by its
 //! `attn_v_b` matrix before `attn_output`.
 
-use std::borrow::Cow;
-
 use rayon::prelude::*;
 
 use crate::attention::{attend, KvCache};
 use crate::config::{Config, MlaConfig};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::matmul::Weight;
 use crate::model::{Ctx, Loader};
 use crate::ops::{rms_norm, Rope};
@@ -63,52 +61,6 @@ pub(crate) struct MlaAttention<'a> {
     m: MlaConfig,
 }
 
-/// The `n` matrices of a 3-D tensor `[cols, rows, n]` (ggml order), one [`Weight`] each, all
-/// named as the tensor (llama.cpp multiplies them as one batched `mul_mat`).
-fn matrices<'a>(
-    ld: &Loader<'a>,
-    name: &str,
-    cols: usize,
-    rows: usize,
-    n: usize,
-) -> Result<Vec<Weight<'a>>> {
-    let t = ld
-        .find(name)
-        .ok_or_else(|| EngineError::MissingTensor(name.into()))?;
-    let expected = vec![cols as u64, rows as u64, n as u64];
-    if t.info.shape != expected {
-        return Err(EngineError::BadShape {
-            name: name.into(),
-            shape: t.info.shape.clone(),
-            expected,
-        });
-    }
-    let ty = t.info.ggml_type;
-    let bad = || EngineError::BadShape {
-        name: name.into(),
-        shape: t.info.shape.clone(),
-        expected: vec![],
-    };
-    let size = ty
-        .row_bytes(cols as u64)
-        .and_then(|b| b.checked_mul(rows as u64))
-        .and_then(|b| usize::try_from(b).ok())
-        .ok_or_else(bad)?;
-    let data = ld.gguf.tensor_data(&t)?;
-    if size.checked_mul(n) != Some(data.len()) {
-        return Err(bad());
-    }
-    (0..n)
-        .map(|i| {
-            let part: Cow<'a, [u8]> = match &data {
-                Cow::Borrowed(d) => Cow::Borrowed(&d[i * size..(i + 1) * size]),
-                Cow::Owned(d) => Cow::Owned(d[i * size..(i + 1) * size].to_vec()),
-            };
-            Weight::new(name, ty, cols, rows, part)
-        })
-        .collect()
-}
-
 impl<'a> MlaAttention<'a> {
     pub(crate) fn load(ld: &Loader<'a>, c: &Config, m: &MlaConfig, il: usize) -> Result<Self> {
         let n = |s: &str| format!("blk.{il}.{s}");
@@ -124,8 +76,8 @@ impl<'a> MlaAttention<'a> {
         };
         let kv = if m.absorbed {
             KvProj::Absorbed {
-                k_b: matrices(ld, &n("attn_k_b.weight"), m.qk_nope, m.kv_lora_rank, nh)?,
-                v_b: matrices(ld, &n("attn_v_b.weight"), m.kv_lora_rank, m.v_head, nh)?,
+                k_b: ld.experts(&n("attn_k_b.weight"), m.qk_nope, m.kv_lora_rank, nh)?,
+                v_b: ld.experts(&n("attn_v_b.weight"), m.kv_lora_rank, m.v_head, nh)?,
             }
         } else {
             KvProj::Legacy(ld.weight(

@@ -17,6 +17,18 @@ use crate::ops::rms_norm;
 pub trait MatmulObserver: Sync {
     /// `x` holds `n_tok` rows of `w.cols` f32 activations about to be multiplied by `w`.
     fn observe(&self, w: &Weight<'_>, x: &[f32], n_tok: usize);
+
+    /// As [`observe`](Self::observe) for expert `expert` of the `n_expert` experts stored in
+    /// the 3-D tensor `w.name` (llama.cpp's `mul_mat_id`): `x` holds the `n_tok` rows routed
+    /// to this expert.
+    fn observe_expert(
+        &self,
+        w: &Weight<'_>,
+        expert: usize,
+        n_expert: usize,
+        x: &[f32],
+        n_tok: usize,
+    );
 }
 
 /// The weights of one block: attention and feed-forward parts with their norms.
@@ -87,7 +99,7 @@ pub struct Model<'a> {
 
 /// Finds and checks tensors of a GGUF model by name.
 pub(crate) struct Loader<'g> {
-    pub(crate) gguf: &'g GgufModel,
+    gguf: &'g GgufModel,
 }
 
 impl<'g> Loader<'g> {
@@ -118,6 +130,55 @@ impl<'g> Loader<'g> {
         }
         let data = self.gguf.tensor_data(&t)?;
         Weight::new(name, t.info.ggml_type, cols, rows, data).map(Some)
+    }
+
+    /// The `n` per-expert `rows` x `cols` matrices of the 3-D tensor `name` (ggml shape
+    /// `{cols, rows, n}`), each borrowing its slice of the stored bytes.
+    pub(crate) fn experts(
+        &self,
+        name: &str,
+        cols: usize,
+        rows: usize,
+        n: usize,
+    ) -> Result<Vec<Weight<'g>>> {
+        let t = self
+            .find(name)
+            .ok_or_else(|| EngineError::MissingTensor(name.into()))?;
+        let expected = vec![cols as u64, rows as u64, n as u64];
+        let bad = || EngineError::BadShape {
+            name: name.into(),
+            shape: t.info.shape.clone(),
+            expected: expected.clone(),
+        };
+        if t.info.shape != expected {
+            return Err(bad());
+        }
+        let per = t
+            .info
+            .ggml_type
+            .row_bytes(cols as u64)
+            .and_then(|b| b.checked_mul(rows as u64))
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(bad)?;
+        let data = self.gguf.tensor_data(&t)?;
+        if per.checked_mul(n) != Some(data.len()) {
+            return Err(bad());
+        }
+        let ty = t.info.ggml_type;
+        use std::borrow::Cow;
+        (0..n)
+            .map(|e| {
+                let range = e * per..(e + 1) * per;
+                let bytes = match &data {
+                    Cow::Borrowed(b) => {
+                        let b: &'g [u8] = b;
+                        Cow::Borrowed(&b[range])
+                    }
+                    Cow::Owned(v) => Cow::Owned(v[range].to_vec()),
+                };
+                Weight::new(name, ty, cols, rows, bytes)
+            })
+            .collect()
     }
 
     pub(crate) fn vector_opt(&self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {

@@ -5,7 +5,7 @@
 //! (80fb11ac) reads and uses them: src/models/deepseek2.cpp (`load_arch_hparams` and the graph)
 //! and llama-context.cpp (`yarn_attn_factor`).
 
-use crate::config::{Config, Hparams, MlaConfig};
+use crate::config::{Config, Hparams, MlaConfig, MoeRules};
 use crate::error::{EngineError, Result};
 use crate::ops::{Activation, RopeKind};
 
@@ -102,5 +102,14 @@ pub(super) fn config(hp: &Hparams<'_>) -> Result<Config> {
     let attn_factor_org = attn_factor * (1.0 + 0.1 * (1.0 / freq_scale).ln());
     let mscale = attn_factor_org * (1.0 + 0.1 * log_mul * (1.0 / freq_scale).ln());
     c.kq_scale = 1.0 * mscale * mscale / (head_k as f32).sqrt();
+    // Experts of expert_feed_forward_length units, gating, normalization and scale as the
+    // checkpoint says, leading_dense_block_count dense blocks first.
+    c.moe = hp.moe(
+        c.n_ff,
+        MoeRules {
+            expert_ff_is_ff: false,
+            fixed_norm: None,
+        },
+    )?;
     Ok(c)
 }

@@ -6,6 +6,7 @@ mod gemma3;
 mod llama;
 mod qwen2;
 mod qwen3;
+mod qwen3moe;
 
 use dynquant_core::gguf::Metadata;
 
@@ -26,6 +27,7 @@ pub fn config(md: &Metadata) -> Result<Config> {
         "llama" => llama::config(&hp),
         "qwen2" => qwen2::config(&hp),
         "qwen3" => qwen3::config(&hp),
+        "qwen3moe" => qwen3moe::config(&hp),
         "gemma3" => gemma3::config(&hp),
         "deepseek2" => deepseek2::config(&hp),
         other => Err(EngineError::UnsupportedArch(other.to_string())),
