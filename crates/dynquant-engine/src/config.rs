@@ -337,7 +337,7 @@ impl<'a> Hparams<'a> {
                 let scale = match self.f32_opt("expert_weights_scale")? {
                     // llama.cpp skips the scaling for 0 and 1.
                     None => 1.0,
-                    Some(s) if s == 0.0 => 1.0,
+                    Some(0.0) => 1.0,
                     Some(s) if s.is_finite() => s,
                     Some(_) => return Err(self.bad("expert_weights_scale", "not finite")),
                 };

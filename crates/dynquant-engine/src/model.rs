@@ -270,7 +270,8 @@ impl<'a> Model<'a> {
         })
     }
 
-    /// Every matrix weight with its name (for imatrix bookkeeping).
+    /// Every matrix weight with its name (for imatrix bookkeeping); an expert tensor appears as
+    /// one 2-D view per expert, each named after the 3-D tensor.
     pub fn weights(&self) -> impl Iterator<Item = &Weight<'a>> {
         self.layers
             .iter()

@@ -55,8 +55,9 @@ fn gap(v: &[f32], kept: &[usize]) -> f32 {
     low - high
 }
 
-/// Smallest normal f16, llama.cpp's clamp of the weight sum before normalizing.
-const MIN_WEIGHT_SUM: f32 = 6.103_515_625e-5;
+/// Smallest normal f16 (2^-14 = 6.103515625e-5), llama.cpp's clamp of the weight sum before
+/// normalizing.
+const MIN_WEIGHT_SUM: f32 = 1.0 / 16384.0;
 
 /// Indices of the `k` largest values, largest first, ties to the lower index.
 fn top_k(v: &[f32], k: usize) -> Vec<usize> {
@@ -131,8 +132,13 @@ impl<'a> MoeFfn<'a> {
         })?;
         let n = |s: &str| format!("blk.{il}.{s}");
         let (e, ff, ne) = (c.n_embd, m.n_ff_exp, m.n_expert);
-        let shared = if m.n_ff_shexp > 0 && ld.find(&n("ffn_gate_shexp.weight")).is_some() {
+        let shared = if m.n_ff_shexp > 0 {
             Some(DenseFfn::load(ld, c, il, "_shexp", m.n_ff_shexp)?)
+        } else if ld.find(&n("ffn_gate_shexp.weight")).is_some() {
+            return Err(EngineError::BadHparam {
+                key: format!("{}.expert_shared_count", c.arch),
+                reason: format!("missing or 0, but blk.{il} has shared experts"),
+            });
         } else {
             None
         };
@@ -216,26 +222,28 @@ impl<'a> MoeFfn<'a> {
                 self.mm_expert(ctx, &self.down[x], x, &g, n)
             })
             .collect::<Result<Vec<_>>>()?;
-        // Weighted expert outputs per (token, slot).
-        let mut slots = vec![0f32; nt * k * e];
+        // Where each (token, slot) output sits: (expert, row within its batch).
+        let mut at = vec![(0usize, 0usize); nt * k];
         for (x, rows) in assigned.iter().enumerate() {
             for (i, &(t, s)) in rows.iter().enumerate() {
-                let w = routes[t].weights[s];
-                let dst = &mut slots[(t * k + s) * e..(t * k + s + 1) * e];
-                dst.iter_mut()
-                    .zip(&outs[x][i * e..(i + 1) * e])
-                    .for_each(|(d, v)| *d = v * w);
+                at[t * k + s] = (x, i);
             }
         }
+        // Each expert output times its weight, added slot after slot (llama.cpp: ggml_mul by
+        // the weights, then the slot views summed in order).
         let mut out = vec![0f32; nt * e];
-        out.par_chunks_mut(e)
-            .zip(slots.par_chunks(k * e))
-            .for_each(|(o, sl)| {
-                o.copy_from_slice(&sl[..e]);
-                for s in sl.chunks_exact(e).skip(1) {
-                    o.iter_mut().zip(s).for_each(|(a, b)| *a += b);
+        out.par_chunks_mut(e).enumerate().for_each(|(t, o)| {
+            for s in 0..k {
+                let (x, i) = at[t * k + s];
+                let w = routes[t].weights[s];
+                let y = &outs[x][i * e..(i + 1) * e];
+                if s == 0 {
+                    o.iter_mut().zip(y).for_each(|(a, v)| *a = v * w);
+                } else {
+                    o.iter_mut().zip(y).for_each(|(a, v)| *a += v * w);
                 }
-            });
+            }
+        });
         if let Some(sh) = &self.shared {
             let d = sh.forward(ctx, h)?;
             out.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
