@@ -22,14 +22,17 @@ const FIXTURES: [&str; 8] = [
     "deepseek-v3-fp8",
 ];
 
-/// Fixtures whose architecture the evaluation engine runs (deepseek2 arrives with MLA).
-const ENGINE_FIXTURES: [&str; 6] = [
+/// Fixtures whose architecture the evaluation engine runs (deepseek-v3: deepseek2 with MLA,
+/// YaRN and sigmoid group-limited routing; its FP8 conversion equals llama.cpp's byte for byte).
+const ENGINE_FIXTURES: [&str; 8] = [
     "llama-bpe",
     "llama-spm",
     "qwen2",
     "qwen3",
     "qwen3moe",
     "mixtral",
+    "deepseek-v3",
+    "deepseek-v3-fp8",
 ];
 
 /// Our engine's perplexity of `model` (2 chunks of 512 on wiki.test.raw) against real
