@@ -22,6 +22,8 @@ struct Sums {
     n_per_mat: usize,
     /// Per matrix (expert); one for a dense weight.
     counts: Vec<u64>,
+    /// The matrices of a batched (not routed) product: one count for the tensor.
+    batched: bool,
 }
 
 impl Sums {
@@ -75,11 +77,23 @@ impl Collector {
             chunk_size,
             entries: sums
                 .iter()
-                .map(|(name, s)| ImatrixEntry {
-                    name: name.clone(),
-                    n_per_mat: s.n_per_mat,
-                    in_sum2: s.sum2.iter().map(|&v| v as f32).collect(),
-                    counts: s.counts.iter().map(|&c| c as f32).collect(),
+                .map(|(name, s)| {
+                    // llama-imatrix: a batched 3-D product is one entry of ne0 * n_mat sums
+                    // with a single count (tools/imatrix/imatrix.cpp, collect_imatrix).
+                    let one = s.batched && s.counts.windows(2).all(|c| c[0] == c[1]);
+                    ImatrixEntry {
+                        name: name.clone(),
+                        n_per_mat: if one { s.sum2.len() } else { s.n_per_mat },
+                        in_sum2: s.sum2.iter().map(|&v| v as f32).collect(),
+                        counts: if one {
+                            s.counts
+                                .first()
+                                .map(|&c| vec![c as f32])
+                                .unwrap_or_default()
+                        } else {
+                            s.counts.iter().map(|&c| c as f32).collect()
+                        },
+                    }
                 })
                 .collect(),
         }
@@ -102,7 +116,15 @@ impl Collector {
             .collect()
     }
 
-    fn record(&self, w: &Weight<'_>, mat: usize, n_mat: usize, x: &[f32], n_tok: usize) {
+    fn record(
+        &self,
+        w: &Weight<'_>,
+        mat: usize,
+        n_mat: usize,
+        batched: bool,
+        x: &[f32],
+        n_tok: usize,
+    ) {
         if self.skip.iter().any(|s| s == &w.name) {
             return;
         }
@@ -112,6 +134,7 @@ impl Collector {
             sum2: vec![0.0; k],
             n_per_mat: k,
             counts: vec![0],
+            batched: false,
         };
         local.add(0, x, n_tok);
         let mut sums = self.sums.lock().unwrap_or_else(|e| e.into_inner());
@@ -119,6 +142,7 @@ impl Collector {
             sum2: vec![0.0; k * n_mat],
             n_per_mat: k,
             counts: vec![0; n_mat],
+            batched,
         });
         if e.n_per_mat != k || e.counts.len() != n_mat {
             // A name seen with another shape: keep the first (names are unique per model).
@@ -134,7 +158,7 @@ impl Collector {
 
 impl MatmulObserver for Collector {
     fn observe(&self, w: &Weight<'_>, x: &[f32], n_tok: usize) {
-        self.record(w, 0, 1, x, n_tok);
+        self.record(w, 0, 1, false, x, n_tok);
     }
 
     fn observe_expert(
@@ -146,7 +170,13 @@ impl MatmulObserver for Collector {
         n_tok: usize,
     ) {
         if expert < n_expert {
-            self.record(w, expert, n_expert, x, n_tok);
+            self.record(w, expert, n_expert, false, x, n_tok);
+        }
+    }
+
+    fn observe_batched(&self, w: &Weight<'_>, mat: usize, n_mat: usize, x: &[f32], n_tok: usize) {
+        if mat < n_mat {
+            self.record(w, mat, n_mat, true, x, n_tok);
         }
     }
 }

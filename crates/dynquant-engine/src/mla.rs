@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use crate::attention::{attend, KvCache};
 use crate::config::{Config, MlaConfig};
 use crate::error::Result;
-use crate::matmul::Weight;
+use crate::matmul::{matmul, Weight};
 use crate::model::{Ctx, Loader};
 use crate::ops::{rms_norm, Rope};
 
@@ -59,6 +59,21 @@ pub(crate) struct MlaAttention<'a> {
     wo: Weight<'a>,
     rope: Rope,
     m: MlaConfig,
+}
+
+/// Matrix `mat` of a per-head 3-D tensor times the `ctx.n_tok` rows of `x`, reported to the
+/// observer as part of one batched product.
+fn batched(
+    ctx: &Ctx<'_, '_>,
+    w: &Weight<'_>,
+    mat: usize,
+    n_mat: usize,
+    x: &[f32],
+) -> Result<Vec<f32>> {
+    if let Some(o) = ctx.obs {
+        o.observe_batched(w, mat, n_mat, x, ctx.n_tok);
+    }
+    matmul(w, x, ctx.n_tok, ctx.model.numerics)
 }
 
 impl<'a> MlaAttention<'a> {
@@ -204,7 +219,7 @@ impl<'a> MlaAttention<'a> {
                             .flat_map(|r| &r[hd * head_k..hd * head_k + nope])
                             .copied()
                             .collect();
-                        ctx.mm(w, &qn)
+                        batched(ctx, w, hd, nh, &qn)
                     })
                     .collect::<Result<_>>()?;
                 let qd = lora + rope;
@@ -232,7 +247,7 @@ impl<'a> MlaAttention<'a> {
                         .flat_map(|r| &r[hd * lora..(hd + 1) * lora])
                         .copied()
                         .collect();
-                    let y = ctx.mm(w, &a)?;
+                    let y = batched(ctx, w, hd, nh, &a)?;
                     for (t, yr) in y.chunks_exact(vh).enumerate() {
                         o[t * nh * vh + hd * vh..][..vh].copy_from_slice(yr);
                     }

@@ -30,6 +30,15 @@ pub trait MatmulObserver: Sync {
         n_tok: usize,
     );
 
+    /// As [`observe`](Self::observe) for matrix `mat` of the `n_mat` matrices of the 3-D tensor
+    /// `w.name` multiplied as one batched product (llama.cpp's `mul_mat` with a batch
+    /// dimension, as deepseek2's per-head `attn_k_b` / `attn_v_b`): `x` holds the `n_tok` rows
+    /// multiplied by that matrix. llama-imatrix keeps one token count for such a tensor.
+    /// Defaults to [`observe_expert`](Self::observe_expert).
+    fn observe_batched(&self, w: &Weight<'_>, mat: usize, n_mat: usize, x: &[f32], n_tok: usize) {
+        self.observe_expert(w, mat, n_mat, x, n_tok)
+    }
+
     /// A mixture-of-experts block routed `margins.len()` tokens with router `router`: per
     /// token, the smallest gap between a kept and a dropped selection score (expert, or group
     /// when routing is group-limited). A small gap is a near tie that any last-bit difference
