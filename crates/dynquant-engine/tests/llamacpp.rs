@@ -346,8 +346,10 @@ fn synth_deepseek2_legacy_matches_llamacpp() {
 
 /// Writes `src` (a deepseek2 file) to `dst` with every block dense: the leading dense block's
 /// feed-forward tensors copied into every block in place of the routed experts, and
-/// `leading_dense_block_count` = block count. Without routing, nothing discrete is left.
-fn dense_ffn_variant(src: &Path, dst: &Path) {
+/// `leading_dense_block_count` = block count. Without routing, nothing discrete is left. With
+/// `lite`, the low-rank query projection becomes one `attn_q` (`q_lora_rank` 0, as
+/// DeepSeek-V2-Lite): row r of `attn_q` is row r of `attn_q_b` twice (any weights will do).
+fn dense_ffn_variant(src: &Path, dst: &Path, lite: bool) {
     use dynquant_core::gguf::{GgufWriter, OutputTarget, Value, WriteOptions};
     let g = GgufModel::open(src, Access::Mmap).expect("open");
     let mut md = g.merged_metadata();
@@ -359,6 +361,9 @@ fn dense_ffn_variant(src: &Path, dst: &Path) {
         "deepseek2.leading_dense_block_count",
         Value::U32(n_layer as u32),
     );
+    if lite {
+        md.set("deepseek2.attention.q_lora_rank", Value::U32(0));
+    }
     let dense = ["ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"];
     let layer0 = |s: &str| format!("blk.0.{s}");
     let routed = |name: &str| {
@@ -375,7 +380,14 @@ fn dense_ffn_variant(src: &Path, dst: &Path) {
     let mut plan = Vec::new();
     for t in g.tensors() {
         let name = &t.info.name;
-        if routed(name) {
+        if routed(name) || (lite && (name.contains(".attn_q_a") || name.contains(".attn_q_b"))) {
+            if lite && name.ends_with(".attn_q_b.weight") {
+                let mut info = t.info.clone();
+                info.name = name.replace(".attn_q_b.", ".attn_q.");
+                info.shape[0] *= 2;
+                info.n_bytes *= 2;
+                plan.push((info, name.clone()));
+            }
             continue;
         }
         plan.push((t.info.clone(), name.clone()));
@@ -408,14 +420,24 @@ fn dense_ffn_variant(src: &Path, dst: &Path) {
             .tensors()
             .find(|t| &t.info.name == src_name)
             .expect("tensor");
+        if info.name.ends_with(".attn_q.weight") {
+            let data = g.tensor_data(&t).expect("data");
+            let row = data.len() / t.info.shape[1] as usize;
+            for r in data.chunks_exact(row) {
+                w.write(&info.name, r).expect("write");
+                w.write(&info.name, r).expect("write");
+            }
+            continue;
+        }
         g.stream_tensor(&t, &mut |chunk| w.write(&info.name, chunk))
             .expect("write");
     }
     w.finish().expect("finish");
 }
 
-/// deepseek2 attention alone (both layouts; the experts replaced by dense blocks): one
-/// 512-token context, mean KLD < 1e-3 and top-1 > 99% as for the dense models.
+/// deepseek2 attention alone (the experts replaced by dense blocks): the MLA layout with one
+/// `attn_q` (lite), the legacy layout with the low-rank query; one 512-token context each,
+/// mean KLD < 1e-3 and top-1 > 99% as for the dense models.
 #[test]
 fn synth_deepseek2_attention_matches_llamacpp() {
     let Some(o) = Oracle::get() else { return };
@@ -426,7 +448,7 @@ fn synth_deepseek2_attention_matches_llamacpp() {
             .dir
             .join(format!("synth-deepseek2-{layout}.gguf"));
         let dense = dir.path().join(format!("deepseek2-{layout}-dense.gguf"));
-        dense_ffn_variant(&src, &dense);
+        dense_ffn_variant(&src, &dense, layout == "mla");
         check_context(&dense);
     }
 }
