@@ -1,11 +1,12 @@
 //! dynquant-engine: a CPU inference engine for llama (dense or Mixtral-style experts), qwen2,
-//! qwen3, qwen3moe and gemma3 GGUF models that
+//! qwen3, qwen3moe, gemma3 and deepseek2 (multi-head latent attention, `mla.rs`) GGUF models that
 //! follows llama.cpp's CPU numerics, so that quality measured here (perplexity, KL divergence)
 //! predicts what llama.cpp users see.
 //!
 //! * [`dot`]: activations rounded to each weight type's `vec_dot_type` (Q8_0, Q8_1, Q8_K, F16...).
 //! * [`matmul`]: products of mmap'd weights of any ggml type with batches of activations.
-//! * [`ops`], [`attention`]: RMSNorm, RoPE, GLU activations, flash-attention-style GQA.
+//! * [`ops`], [`attention`]: RMSNorm, RoPE (YaRN included), GLU activations,
+//!   flash-attention-style GQA.
 //! * [`config`] + [`arch`]: typed hyper-parameters, one small file per architecture.
 //! * [`model`]: the shared forward pass with a KV cache; feed-forward blocks are dense GLUs or
 //!   mixtures of experts (`moe.rs`, llama.cpp's `build_moe_ffn` routing).
