@@ -140,8 +140,8 @@ impl<'a> MlaAttention<'a> {
         w.push(&self.kv_a);
         match &self.kv {
             KvProj::Legacy(kv_b) => w.push(kv_b),
-            // one entry per tensor
-            KvProj::Absorbed { k_b, v_b } => w.extend(k_b.first().into_iter().chain(v_b.first())),
+            // one 2-D view per head, all named after the 3-D tensor
+            KvProj::Absorbed { k_b, v_b } => w.extend(k_b.iter().chain(v_b)),
         }
         w.push(&self.wo);
         w

@@ -211,6 +211,40 @@ mod tests {
     }
 
     #[test]
+    fn yarn_extrapolates_fast_dimensions_and_interpolates_slow_ones() {
+        let yarn = Yarn {
+            ext_factor: 1.0,
+            attn_factor: 1.0 / (1.0 + 0.1 * 4f32.ln()),
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            n_ctx_orig: 1024,
+        };
+        // 64 * ln(1024 / (beta * 2 pi)) / (2 ln 10000): 5.66 -> 5 and 17.70 -> 18
+        assert_eq!(yarn.corr_dims(64, 10000.0), [5.0, 18.0]);
+        let r = Rope {
+            kind: RopeKind::Normal,
+            n_rot: 64,
+            freq_base: 10000.0,
+            freq_scale: 0.25,
+            freq_factors: None,
+            yarn: Some(yarn),
+        };
+        let plain = Rope {
+            yarn: None,
+            ..r.clone()
+        };
+        let (c, p) = (r.cache(100), plain.cache(100));
+        let angle = |(cos, sin): (f32, f32)| sin.atan2(cos);
+        // fast pairs keep the unscaled angle (100 rad for pair 0), slow pairs the scaled one
+        assert!((angle(c[0]) - angle((100f32.cos(), 100f32.sin()))).abs() < 1e-4);
+        assert!((angle(c[31]) - angle(p[31])).abs() < 1e-6);
+        // magnitude: attn_factor cancels YaRN's 1 + 0.1 ln(4)
+        for &(cs, sn) in &c {
+            assert!(((cs * cs + sn * sn).sqrt() - 1.0).abs() < 1e-5);
+        }
+    }
+
+    #[test]
     fn gelu_table_form_is_close_to_gelu() {
         for i in -200..200 {
             let x = i as f32 * 0.07;

@@ -43,6 +43,18 @@ pub(super) fn config(hp: &Hparams<'_>) -> Result<Config> {
             format!("kv_lora_rank {kv_lora_rank}, key head {head_k}, RoPE part {qk_rope}"),
         ));
     }
+    // Every size the loader forms from these must fit.
+    let nh = c.n_head;
+    let sizes_fit = kv_lora_rank.checked_add(qk_rope).is_some()
+        && head_k.checked_mul(nh).is_some()
+        && v_head.checked_mul(nh).is_some()
+        && (head_k - qk_rope)
+            .checked_add(v_head)
+            .and_then(|d| d.checked_mul(nh))
+            .is_some();
+    if !sizes_fit {
+        return Err(bad("attention.kv_lora_rank", "sizes overflow".into()));
+    }
     if absorbed {
         // The cache holds the latent and the RoPE part as one key head shared by every query
         // head (MQA); the value is the latent.
@@ -112,4 +124,79 @@ pub(super) fn config(hp: &Hparams<'_>) -> Result<Config> {
         },
     )?;
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use dynquant_core::gguf::{Metadata, Value};
+
+    use crate::error::EngineError;
+
+    /// The synthetic MLA file's hyper-parameters, with `edit` applied.
+    fn md(edit: &[(&str, Value)]) -> Metadata {
+        let mut m = Metadata::new();
+        m.set("general.architecture", Value::String("deepseek2".into()));
+        let u = |v: u32| Value::U32(v);
+        for (k, v) in [
+            ("block_count", u(4)),
+            ("embedding_length", u(512)),
+            ("feed_forward_length", u(1536)),
+            ("attention.head_count", u(4)),
+            ("attention.head_count_kv", u(1)),
+            ("attention.key_length", u(320)),
+            ("attention.value_length", u(256)),
+            ("attention.key_length_mla", u(192)),
+            ("attention.value_length_mla", u(128)),
+            ("attention.q_lora_rank", u(256)),
+            ("attention.kv_lora_rank", u(256)),
+            ("rope.dimension_count", u(64)),
+            ("rope.scaling.type", Value::String("yarn".into())),
+            ("rope.scaling.factor", Value::F32(4.0)),
+            ("rope.scaling.original_context_length", u(1024)),
+            ("rope.scaling.yarn_log_multiplier", Value::F32(0.1)),
+        ] {
+            m.set(format!("deepseek2.{k}"), v);
+        }
+        for (k, v) in edit {
+            m.set(format!("deepseek2.{k}"), v.clone());
+        }
+        m
+    }
+
+    #[test]
+    fn mla_shapes_and_yarn() {
+        let c = crate::arch::config(&md(&[])).unwrap();
+        let m = c.mla.as_ref().unwrap();
+        assert!(m.absorbed);
+        assert_eq!((m.qk_nope, m.qk_rope, m.v_head), (128, 64, 128));
+        let y = c.yarn.as_ref().unwrap();
+        assert_eq!((y.n_ctx_orig, y.ext_factor), (1024, 1.0));
+        // YaRN's own 1 + 0.1 ln(4) is cancelled: cos/sin keep their magnitude
+        assert!((y.attn_factor * (1.0 + 0.1 * 4f32.ln()) - 1.0).abs() < 1e-6);
+        // logits scaled by mscale^2 / sqrt(192) with mscale = 1 + 0.1 ln(4)
+        let ms = 1.0 + 0.1 * 4f32.ln();
+        assert!((c.kq_scale - ms * ms / 192f32.sqrt()).abs() < 1e-6);
+        // legacy layout: no *_mla keys, multi-head cache
+        let legacy = md(&[
+            ("attention.head_count_kv", Value::U32(4)),
+            ("attention.key_length", Value::U32(192)),
+            ("attention.value_length", Value::U32(128)),
+            ("attention.key_length_mla", Value::U32(0)),
+        ]);
+        let c = crate::arch::config(&legacy).unwrap();
+        assert!(!c.mla.unwrap().absorbed);
+    }
+
+    #[test]
+    fn inconsistent_shapes_are_errors() {
+        for edit in [
+            ("attention.head_count_kv", Value::U32(4)),
+            ("attention.key_length", Value::U32(300)),
+            ("attention.kv_lora_rank", Value::U32(0)),
+            ("rope.dimension_count", Value::U32(192)),
+        ] {
+            let e = crate::arch::config(&md(&[edit.clone()])).unwrap_err();
+            assert!(matches!(e, EngineError::BadHparam { .. }), "{edit:?}: {e}");
+        }
+    }
 }
