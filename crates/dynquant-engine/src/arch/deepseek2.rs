@@ -195,7 +195,7 @@ mod tests {
             ("attention.kv_lora_rank", Value::U32(0)),
             ("rope.dimension_count", Value::U32(192)),
         ] {
-            let e = crate::arch::config(&md(&[edit.clone()])).unwrap_err();
+            let e = crate::arch::config(&md(std::slice::from_ref(&edit))).unwrap_err();
             assert!(matches!(e, EngineError::BadHparam { .. }), "{edit:?}: {e}");
         }
     }
