@@ -349,7 +349,8 @@ fn synth_deepseek2_legacy_matches_llamacpp() {
 /// `leading_dense_block_count` = block count. Without routing, nothing discrete is left. With
 /// `lite`, the low-rank query projection becomes one `attn_q` (`q_lora_rank` 0, as
 /// DeepSeek-V2-Lite): row r of `attn_q` is row r of `attn_q_b` twice (any weights will do).
-fn dense_ffn_variant(src: &Path, dst: &Path, lite: bool) {
+/// `log_mul` replaces `rope.scaling.yarn_log_multiplier` (0.1 * mscale_all_dim).
+fn dense_ffn_variant(src: &Path, dst: &Path, lite: bool, log_mul: f32) {
     use dynquant_core::gguf::{GgufWriter, OutputTarget, Value, WriteOptions};
     let g = GgufModel::open(src, Access::Mmap).expect("open");
     let mut md = g.merged_metadata();
@@ -364,6 +365,10 @@ fn dense_ffn_variant(src: &Path, dst: &Path, lite: bool) {
     if lite {
         md.set("deepseek2.attention.q_lora_rank", Value::U32(0));
     }
+    md.set(
+        "deepseek2.rope.scaling.yarn_log_multiplier",
+        Value::F32(log_mul),
+    );
     let dense = ["ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"];
     let layer0 = |s: &str| format!("blk.0.{s}");
     let routed = |name: &str| {
@@ -436,8 +441,9 @@ fn dense_ffn_variant(src: &Path, dst: &Path, lite: bool) {
 }
 
 /// deepseek2 attention alone (the experts replaced by dense blocks): the MLA layout with one
-/// `attn_q` (lite), the legacy layout with the low-rank query; one 512-token context each,
-/// mean KLD < 1e-3 and top-1 > 99% as for the dense models.
+/// `attn_q` (lite), the legacy layout with the low-rank query and DeepSeek-V2's YaRN
+/// mscale_all_dim; one 512-token context each, mean KLD < 1e-3 and top-1 > 99% as for the
+/// dense models.
 #[test]
 fn synth_deepseek2_attention_matches_llamacpp() {
     let Some(o) = Oracle::get() else { return };
@@ -448,7 +454,10 @@ fn synth_deepseek2_attention_matches_llamacpp() {
             .dir
             .join(format!("synth-deepseek2-{layout}.gguf"));
         let dense = dir.path().join(format!("deepseek2-{layout}-dense.gguf"));
-        dense_ffn_variant(&src, &dense, layout == "mla");
+        // the legacy one with DeepSeek-V2's mscale_all_dim 0.707 (llama.cpp then takes
+        // mscale = mscale_all_dim in attn_factor)
+        let log_mul = if layout == "mla" { 0.1 } else { 0.0707 };
+        dense_ffn_variant(&src, &dense, layout == "mla", log_mul);
         check_context(&dense);
     }
 }
