@@ -132,6 +132,11 @@ impl<'a> MlaAttention<'a> {
         }
     }
 
+    /// Whether the cached values are the leading (latent) part of the cached keys.
+    pub(crate) fn values_in_keys(&self) -> bool {
+        matches!(self.kv, KvProj::Absorbed { .. })
+    }
+
     pub(crate) fn weights(&self) -> Vec<&Weight<'a>> {
         let mut w = match &self.q {
             QueryProj::Lora { a, b, .. } => vec![a, b],
@@ -231,12 +236,8 @@ impl<'a> MlaAttention<'a> {
                         out[lora..].copy_from_slice(src);
                     }
                 }
-                let lat: Vec<f32> = kv
-                    .chunks_exact(lora + rope)
-                    .flat_map(|r| &r[..lora])
-                    .copied()
-                    .collect();
-                cache.append(&kv, &lat, exact);
+                // the values are the latent: the leading part of each cached key row
+                cache.append(&kv, &[], exact);
                 let att = attend(c, &qc, cache, p0, nt, None, exact);
                 // each head's latent output times its v_b matrix
                 let vh = m.v_head;

@@ -307,7 +307,10 @@ impl<'a> Model<'a> {
                 .iter()
                 .map(|l| {
                     let (k, v) = l.attn.cache_dims(c);
-                    KvCache::new(k, v)
+                    match &l.attn {
+                        Attention::Mla(a) if a.values_in_keys() => KvCache::values_in_keys(k, v),
+                        _ => KvCache::new(k, v),
+                    }
                 })
                 .collect(),
             n_ctx,
