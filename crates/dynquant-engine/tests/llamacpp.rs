@@ -461,3 +461,24 @@ fn synth_deepseek2_attention_matches_llamacpp() {
         check_context(&dense);
     }
 }
+
+/// The DeepSeek-V3 fixture as llama.cpp converts it (deepseek2: MLA with 160-dimension latent
+/// keys, YaRN factor 8, one dense block, 8 experts in 2 groups, sigmoid routing with
+/// `exp_probs_b`) over 128 tokens: mean KLD < 1e-6, top-1 > 99%. Unlike the shorter qwen
+/// chains, our BF16 rounding does not bring us measurably closer than exact activations here
+/// (measured 3.6e-7 vs 3.0e-7: both at the level where chained roundings stop tracking
+/// llama.cpp's, see `check_context_routed`), so that is not asserted.
+#[test]
+fn tiny_deepseek_v3_matches_llamacpp() {
+    let Some(o) = Oracle::get() else { return };
+    let path = shared_dir().join("golden/hf/deepseek-v3-fp8.llamacpp.gguf");
+    let r = reference(&o, &path, 128, false);
+    let gguf = GgufModel::open(&path, Access::Mmap).expect("open");
+    let model = Model::load(&gguf).expect("load");
+    let mut s = model.session(r.tokens.len());
+    let logits = s.eval(&r.tokens, Logits::From(0), None).expect("eval");
+    let (kl, top1, _) = score(&r, &logits, model.n_vocab, TIE);
+    eprintln!("deepseek-v3-fp8: mean KLD {kl:.3e}, top-1 {top1}");
+    assert!(kl < 1e-6, "mean KLD {kl}");
+    assert!(top1 > 0.99, "top-1 {top1}");
+}
