@@ -3,7 +3,8 @@
 # same number of threads, for SmolLM2-135M F16 and a Q4_K_M made from it; prints a markdown table
 # for docs/benchmarks.md.
 #
-# Usage: scripts/bench-engine.sh [CHUNKS=2] [THREADS=1]
+# Usage: scripts/bench-engine.sh [CHUNKS=2] [THREADS=1] [MODEL.gguf...]
+#   (MODEL arguments replace the default pair, e.g. $DYNQUANT_TEST_MODELS/smollm2-768-moe.gguf)
 # Needs: scripts/prepare-oracles.sh done (.oracle/env.sh), DYNQUANT_TEST_MODELS (smollm2-f16.gguf),
 # a release build (cargo build --release -p dynquant).
 set -euo pipefail
@@ -16,12 +17,18 @@ TEXT=../shared/data/text/wiki.test.raw
 BIN=target/release/dynquant
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-F16=$MODELS/smollm2-f16.gguf
-Q4KM=$TMP/smollm2-q4_k_m.gguf
-"$BIN" quantize "$F16" "$Q4KM" --recipe q4_k_m --quiet >/dev/null
+shift $(( $# < 2 ? $# : 2 ))
+if [ $# -gt 0 ]; then
+    LIST=("$@")
+else
+    F16=$MODELS/smollm2-f16.gguf
+    Q4KM=$TMP/smollm2-q4_k_m.gguf
+    "$BIN" quantize "$F16" "$Q4KM" --recipe q4_k_m --quiet >/dev/null
+    LIST=("$F16" "$Q4KM")
+fi
 echo "| model | chunks x ctx | threads | llama.cpp tokens/s | dynquant tokens/s | ratio | PPL llama.cpp | PPL dynquant |"
 echo "|---|---|---|---|---|---|---|---|"
-for m in "$F16" "$Q4KM"; do
+for m in "${LIST[@]}"; do
     # llama.cpp through node-llama-cpp (its perplexity.mjs uses one thread)
     ref=$(node tests/oracle/perplexity.mjs "$m" "$TEXT" --chunks "$CHUNKS" 2>/dev/null)
     ours=$("$BIN" perplexity "$m" --text "$TEXT" --chunks "$CHUNKS" --threads "$THREADS" --json 2>/dev/null)

@@ -61,7 +61,10 @@ async function main() {
     tokens = tokens.slice(0, opt.nTokens);
     if (addBos) tokens[0] = bos;
     const n = tokens.length;
-    const context = await model.createContext({ contextSize: Math.max(n, 64), threads: 1, sequences: 1 });
+    // One slot more than the tokens: with exactly n slots, node-llama-cpp's last next-token
+    // distribution does not come from the full context (measured: position 511 of 512 differs
+    // from the same position with 513 slots, which our engines match).
+    const context = await model.createContext({ contextSize: Math.max(n + 1, 64), threads: 1, sequences: 1 });
     const seq = context.getSequence();
     const positions = new Array(n).fill(null);
     let nVocab = 0;

@@ -17,6 +17,9 @@ pub struct KvCache {
     v_dim: usize,
     k: Vec<f32>,
     v: Vec<f32>,
+    /// Values are the first `v_dim` entries of each cached key row (MLA: the latent), not
+    /// stored separately (llama.cpp's K-only cache with V a view of K).
+    v_in_k: bool,
 }
 
 #[inline]
@@ -32,6 +35,16 @@ impl KvCache {
             v_dim,
             k: Vec::new(),
             v: Vec::new(),
+            v_in_k: false,
+        }
+    }
+
+    /// A cache whose values are the first `v_dim` entries of each key row of `k_dim`
+    /// (one key/value head); [`append`](Self::append) then takes no values.
+    pub fn values_in_keys(k_dim: usize, v_dim: usize) -> Self {
+        KvCache {
+            v_in_k: true,
+            ..KvCache::new(k_dim, v_dim.min(k_dim))
         }
     }
 
@@ -52,8 +65,9 @@ impl KvCache {
     }
 
     /// Appends rows of keys and values (rounded to f16 as llama.cpp's default cache stores
-    /// them, unless `exact`).
+    /// them, unless `exact`); `v` is ignored when the values live in the keys.
     pub fn append(&mut self, k: &[f32], v: &[f32], exact: bool) {
+        let v = if self.v_in_k { &[][..] } else { v };
         if exact {
             self.k.extend_from_slice(k);
             self.v.extend_from_slice(v);
@@ -176,7 +190,11 @@ impl Row<'_> {
                 } else {
                     vs = (s - m).exp();
                 }
-                let vr = &cache.v[j * cache.v_dim + kvh * dv..][..dv];
+                let vr = if cache.v_in_k {
+                    &cache.k[j * cache.k_dim + kvh * dk..][..dv]
+                } else {
+                    &cache.v[j * cache.v_dim + kvh * dv..][..dv]
+                };
                 if round16 {
                     for (a, &x) in acc.iter_mut().zip(vr) {
                         *a = h(madd(x, vs, *a));

@@ -1,4 +1,5 @@
-//! The feed-forward part of a block; one variant per family (dense GLU today).
+//! The feed-forward part of a block; one variant per family: a dense GLU, or a mixture of
+//! experts ([`crate::moe`]).
 
 use rayon::prelude::*;
 
@@ -6,12 +7,15 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::matmul::Weight;
 use crate::model::{Ctx, Loader};
+use crate::moe::MoeFfn;
 
 /// The feed-forward weights of one block.
 #[derive(Debug)]
 pub(crate) enum FeedForward<'a> {
     /// Gated linear unit: `down(act(gate(x)) * up(x))`.
     Dense(DenseFfn<'a>),
+    /// Routed experts (and shared experts), see [`crate::moe`].
+    Moe(MoeFfn<'a>),
 }
 
 /// A dense GLU feed-forward.
@@ -57,13 +61,21 @@ impl<'a> DenseFfn<'a> {
 }
 
 impl<'a> FeedForward<'a> {
+    /// Experts when the block has a router (`ffn_gate_inp`) and is not one of the leading
+    /// dense blocks, a dense GLU otherwise.
     pub(crate) fn load(ld: &Loader<'a>, c: &Config, il: usize) -> Result<Self> {
+        let dense_lead = c.moe.as_ref().map_or(0, |m| m.n_dense_lead);
+        if il >= dense_lead && ld.find(&format!("blk.{il}.ffn_gate_inp.weight")).is_some() {
+            return MoeFfn::load(ld, c, il).map(FeedForward::Moe);
+        }
         DenseFfn::load(ld, c, il, "", c.n_ff).map(FeedForward::Dense)
     }
 
+    /// Matrix weights (for experts: one 2-D view per expert, all named after the 3-D tensor).
     pub(crate) fn weights(&self) -> Vec<&Weight<'a>> {
         match self {
             FeedForward::Dense(d) => d.weights(),
+            FeedForward::Moe(m) => m.weights(),
         }
     }
 
@@ -71,6 +83,7 @@ impl<'a> FeedForward<'a> {
     pub(crate) fn forward(&self, ctx: &Ctx<'_, 'a>, h: &[f32]) -> Result<Vec<f32>> {
         match self {
             FeedForward::Dense(d) => d.forward(ctx, h),
+            FeedForward::Moe(m) => m.forward(ctx, h),
         }
     }
 }

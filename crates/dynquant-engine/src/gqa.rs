@@ -47,6 +47,7 @@ impl<'a> GqaAttention<'a> {
             freq_base: swa.map_or(c.rope_base, |s| s.rope_base),
             freq_scale: swa.map_or(c.rope_scale, |s| s.rope_scale),
             freq_factors: rope_freqs.clone(),
+            yarn: c.yarn.clone(),
         };
         let head_norm = |s: &str| -> Result<Option<Vec<f32>>> {
             if c.qk_norm {

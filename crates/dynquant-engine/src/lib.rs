@@ -1,12 +1,15 @@
-//! dynquant-engine: a CPU inference engine for llama, qwen2, qwen3 and gemma3 GGUF models that
+//! dynquant-engine: a CPU inference engine for llama (dense or Mixtral-style experts), qwen2,
+//! qwen3, qwen3moe, gemma3 and deepseek2 (multi-head latent attention, `mla.rs`) GGUF models that
 //! follows llama.cpp's CPU numerics, so that quality measured here (perplexity, KL divergence)
 //! predicts what llama.cpp users see.
 //!
 //! * [`dot`]: activations rounded to each weight type's `vec_dot_type` (Q8_0, Q8_1, Q8_K, F16...).
 //! * [`matmul`]: products of mmap'd weights of any ggml type with batches of activations.
-//! * [`ops`], [`attention`]: RMSNorm, RoPE, GLU activations, flash-attention-style GQA.
+//! * [`ops`], [`attention`]: RMSNorm, RoPE (YaRN included), GLU activations,
+//!   flash-attention-style GQA.
 //! * [`config`] + [`arch`]: typed hyper-parameters, one small file per architecture.
-//! * [`model`]: the shared forward pass with a KV cache.
+//! * [`model`]: the shared forward pass with a KV cache; feed-forward blocks are dense GLUs or
+//!   mixtures of experts (`moe.rs`, llama.cpp's `build_moe_ffn` routing).
 //! * [`eval`]: perplexity, KL-divergence statistics and base files, imatrix collection.
 //! * [`sample`]: token sampling for generation.
 //!
@@ -24,7 +27,9 @@ mod gqa;
 pub mod imatrix;
 pub mod kld;
 pub mod matmul;
+mod mla;
 pub mod model;
+mod moe;
 pub mod ops;
 pub mod sample;
 

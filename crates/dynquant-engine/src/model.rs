@@ -10,12 +10,42 @@ use crate::error::{EngineError, Result};
 use crate::ffn::FeedForward;
 use crate::gqa::GqaAttention;
 use crate::matmul::{matmul, Numerics, Weight};
+use crate::mla::MlaAttention;
 use crate::ops::rms_norm;
 
 /// Sees the input of every matrix product with a stored weight (imatrix collection).
 pub trait MatmulObserver: Sync {
     /// `x` holds `n_tok` rows of `w.cols` f32 activations about to be multiplied by `w`.
     fn observe(&self, w: &Weight<'_>, x: &[f32], n_tok: usize);
+
+    /// As [`observe`](Self::observe) for expert `expert` of the `n_expert` experts stored in
+    /// the 3-D tensor `w.name` (llama.cpp's `mul_mat_id`): `x` holds the `n_tok` rows routed
+    /// to this expert.
+    fn observe_expert(
+        &self,
+        w: &Weight<'_>,
+        expert: usize,
+        n_expert: usize,
+        x: &[f32],
+        n_tok: usize,
+    );
+
+    /// As [`observe`](Self::observe) for matrix `mat` of the `n_mat` matrices of the 3-D tensor
+    /// `w.name` multiplied as one batched product (llama.cpp's `mul_mat` with a batch
+    /// dimension, as deepseek2's per-head `attn_k_b` / `attn_v_b`): `x` holds the `n_tok` rows
+    /// multiplied by that matrix. llama-imatrix keeps one token count for such a tensor.
+    /// Defaults to [`observe_expert`](Self::observe_expert).
+    fn observe_batched(&self, w: &Weight<'_>, mat: usize, n_mat: usize, x: &[f32], n_tok: usize) {
+        self.observe_expert(w, mat, n_mat, x, n_tok)
+    }
+
+    /// A mixture-of-experts block routed `margins.len()` tokens with router `router`: per
+    /// token, the smallest gap between a kept and a dropped selection score (expert, or group
+    /// when routing is group-limited). A small gap is a near tie that any last-bit difference
+    /// can flip. Ignored by default.
+    fn observe_routing(&self, router: &Weight<'_>, margins: &[f32]) {
+        let _ = (router, margins);
+    }
 }
 
 /// The weights of one block: attention and feed-forward parts with their norms.
@@ -34,29 +64,37 @@ pub(crate) struct Layer<'a> {
 pub(crate) enum Attention<'a> {
     /// Multi-head / grouped-query attention with separate q, k, v projections.
     Gqa(GqaAttention<'a>),
+    /// Multi-head latent attention (deepseek2).
+    Mla(MlaAttention<'a>),
 }
 
 impl<'a> Attention<'a> {
     fn load(ld: &Loader<'a>, c: &Config, il: usize, rope_freqs: &Option<Vec<f32>>) -> Result<Self> {
-        GqaAttention::load(ld, c, il, rope_freqs).map(Attention::Gqa)
+        match &c.mla {
+            Some(m) => MlaAttention::load(ld, c, m, il).map(Attention::Mla),
+            None => GqaAttention::load(ld, c, il, rope_freqs).map(Attention::Gqa),
+        }
     }
 
     /// Row sizes of this layer's cached keys and values.
     fn cache_dims(&self, c: &Config) -> (usize, usize) {
         match self {
             Attention::Gqa(_) => (c.n_head_kv * c.head_dim_k, c.n_head_kv * c.head_dim_v),
+            Attention::Mla(a) => a.cache_dims(c),
         }
     }
 
     fn forward(&self, ctx: &Ctx<'_, 'a>, h: &[f32], cache: &mut KvCache) -> Result<Vec<f32>> {
         match self {
             Attention::Gqa(a) => a.forward(ctx, h, cache),
+            Attention::Mla(a) => a.forward(ctx, h, cache),
         }
     }
 
     fn weights(&self) -> Vec<&Weight<'a>> {
         match self {
             Attention::Gqa(a) => a.weights(),
+            Attention::Mla(a) => a.weights(),
         }
     }
 }
@@ -109,6 +147,55 @@ impl<'g> Loader<'g> {
         }
         let data = self.gguf.tensor_data(&t)?;
         Weight::new(name, t.info.ggml_type, cols, rows, data).map(Some)
+    }
+
+    /// The `n` per-expert `rows` x `cols` matrices of the 3-D tensor `name` (ggml shape
+    /// `{cols, rows, n}`), each borrowing its slice of the stored bytes.
+    pub(crate) fn experts(
+        &self,
+        name: &str,
+        cols: usize,
+        rows: usize,
+        n: usize,
+    ) -> Result<Vec<Weight<'g>>> {
+        let t = self
+            .find(name)
+            .ok_or_else(|| EngineError::MissingTensor(name.into()))?;
+        let expected = vec![cols as u64, rows as u64, n as u64];
+        let bad = || EngineError::BadShape {
+            name: name.into(),
+            shape: t.info.shape.clone(),
+            expected: expected.clone(),
+        };
+        if t.info.shape != expected {
+            return Err(bad());
+        }
+        let per = t
+            .info
+            .ggml_type
+            .row_bytes(cols as u64)
+            .and_then(|b| b.checked_mul(rows as u64))
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(bad)?;
+        let data = self.gguf.tensor_data(&t)?;
+        if per.checked_mul(n) != Some(data.len()) {
+            return Err(bad());
+        }
+        let ty = t.info.ggml_type;
+        use std::borrow::Cow;
+        (0..n)
+            .map(|e| {
+                let range = e * per..(e + 1) * per;
+                let bytes = match &data {
+                    Cow::Borrowed(b) => {
+                        let b: &'g [u8] = b;
+                        Cow::Borrowed(&b[range])
+                    }
+                    Cow::Owned(v) => Cow::Owned(v[range].to_vec()),
+                };
+                Weight::new(name, ty, cols, rows, bytes)
+            })
+            .collect()
     }
 
     pub(crate) fn vector_opt(&self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
@@ -192,7 +279,8 @@ impl<'a> Model<'a> {
         })
     }
 
-    /// Every matrix weight with its name (for imatrix bookkeeping).
+    /// Every matrix weight with its name (for imatrix bookkeeping); an expert tensor appears as
+    /// one 2-D view per expert, each named after the 3-D tensor.
     pub fn weights(&self) -> impl Iterator<Item = &Weight<'a>> {
         self.layers
             .iter()
@@ -219,7 +307,10 @@ impl<'a> Model<'a> {
                 .iter()
                 .map(|l| {
                     let (k, v) = l.attn.cache_dims(c);
-                    KvCache::new(k, v)
+                    match &l.attn {
+                        Attention::Mla(a) if a.values_in_keys() => KvCache::values_in_keys(k, v),
+                        _ => KvCache::new(k, v),
+                    }
                 })
                 .collect(),
             n_ctx,

@@ -39,20 +39,73 @@ pub struct Rope {
     pub freq_scale: f32,
     /// Per-pair frequency divisors (`rope_freqs.weight`, llama 3), if any.
     pub freq_factors: Option<Vec<f32>>,
+    /// YaRN extrapolation mix and magnitude scaling; `None` for plain RoPE.
+    pub yarn: Option<Yarn>,
+}
+
+/// YaRN RoPE parameters as ggml's `rope_ext` takes them (`ext_factor`, `attn_factor`,
+/// `beta_fast`, `beta_slow`, `n_ctx_orig`), with `attn_factor` already holding llama.cpp's
+/// context-level adjustments (llama-context.cpp: `cparams.yarn_attn_factor`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Yarn {
+    /// Weight of the extrapolated angle in the ramp region (1 for YaRN models).
+    pub ext_factor: f32,
+    /// Multiplier of cos and sin (before YaRN's own `1 + 0.1 ln(1/freq_scale)`).
+    pub attn_factor: f32,
+    /// Rotations per original context above which dimensions are extrapolated.
+    pub beta_fast: f32,
+    /// Rotations per original context below which dimensions are interpolated.
+    pub beta_slow: f32,
+    /// Original (pre-scaling) training context.
+    pub n_ctx_orig: usize,
+}
+
+impl Yarn {
+    /// First and last correction dimensions (ggml.c `ggml_rope_yarn_corr_dims`): where
+    /// `n_dims * ln(n_ctx_orig / (beta * 2 pi)) / (2 ln base)` falls for beta_fast (floored) and
+    /// beta_slow (ceiled), clamped to `0..=n_dims-1`.
+    pub fn corr_dims(&self, n_dims: usize, freq_base: f32) -> [f32; 2] {
+        let dim = |beta: f32| {
+            n_dims as f32 * (self.n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * freq_base.ln())
+        };
+        let start = dim(self.beta_fast).floor();
+        let end = dim(self.beta_slow).ceil();
+        [start.max(0.0), end.min(n_dims as f32 - 1.0)]
+    }
 }
 
 impl Rope {
     /// (cos, sin) per rotated pair at position `pos` (ggml_rope_cache_init: theta multiplied by
-    /// `freq_base^(-2/n_rot)` step by step in f32).
+    /// `freq_base^(-2/n_rot)` step by step in f32; with YaRN, ggml-cpu's `rope_yarn`: pair `i`
+    /// mixes the interpolated and extrapolated angles by a ramp over the correction dimensions,
+    /// and cos and sin are scaled by `attn_factor * (1 + 0.1 ln(1/freq_scale))`).
     pub fn cache(&self, pos: usize) -> Vec<(f32, f32)> {
         let theta_scale = self.freq_base.powf(-2.0 / self.n_rot as f32);
+        let yarn = self.yarn.as_ref().filter(|y| y.ext_factor != 0.0).map(|y| {
+            let corr = y.corr_dims(self.n_rot, self.freq_base);
+            let mscale = y.attn_factor * (1.0 + 0.1 * (1.0 / self.freq_scale).ln());
+            (y.ext_factor, corr, mscale)
+        });
         let mut theta = pos as f32;
         (0..self.n_rot / 2)
             .map(|i| {
                 let ff = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
-                let t = self.freq_scale * (theta / ff);
+                let extrap = theta / ff;
+                let interp = self.freq_scale * extrap;
                 theta *= theta_scale;
-                (t.cos(), t.sin())
+                match yarn {
+                    None => {
+                        let m = self.yarn.as_ref().map_or(1.0, |y| y.attn_factor);
+                        (interp.cos() * m, interp.sin() * m)
+                    }
+                    Some((ext, [lo, hi], mscale)) => {
+                        let y = (i as f32 - lo) / (hi - lo).max(0.001);
+                        let mix = (1.0 - y.clamp(0.0, 1.0)) * ext;
+                        let t = interp * (1.0 - mix) + extrap * mix;
+                        (t.cos() * mscale, t.sin() * mscale)
+                    }
+                }
             })
             .collect()
     }
@@ -145,6 +198,7 @@ mod tests {
             freq_base: 10000.0,
             freq_scale: 1.0,
             freq_factors: None,
+            yarn: None,
         };
         let x0: Vec<f32> = (0..16).map(|i| i as f32 - 3.0).collect();
         let mut x = x0.clone();
@@ -154,6 +208,40 @@ mod tests {
         let n0: f32 = x0.iter().map(|v| v * v).sum();
         let n1: f32 = x.iter().map(|v| v * v).sum();
         assert!((n0 - n1).abs() < 1e-3);
+    }
+
+    #[test]
+    fn yarn_extrapolates_fast_dimensions_and_interpolates_slow_ones() {
+        let yarn = Yarn {
+            ext_factor: 1.0,
+            attn_factor: 1.0 / (1.0 + 0.1 * 4f32.ln()),
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            n_ctx_orig: 1024,
+        };
+        // 64 * ln(1024 / (beta * 2 pi)) / (2 ln 10000): 5.66 -> 5 and 17.70 -> 18
+        assert_eq!(yarn.corr_dims(64, 10000.0), [5.0, 18.0]);
+        let r = Rope {
+            kind: RopeKind::Normal,
+            n_rot: 64,
+            freq_base: 10000.0,
+            freq_scale: 0.25,
+            freq_factors: None,
+            yarn: Some(yarn),
+        };
+        let plain = Rope {
+            yarn: None,
+            ..r.clone()
+        };
+        let (c, p) = (r.cache(100), plain.cache(100));
+        let angle = |(cos, sin): (f32, f32)| sin.atan2(cos);
+        // fast pairs keep the unscaled angle (100 rad for pair 0), slow pairs the scaled one
+        assert!((angle(c[0]) - angle((100f32.cos(), 100f32.sin()))).abs() < 1e-4);
+        assert!((angle(c[31]) - angle(p[31])).abs() < 1e-6);
+        // magnitude: attn_factor cancels YaRN's 1 + 0.1 ln(4)
+        for &(cs, sn) in &c {
+            assert!(((cs * cs + sn * sn).sqrt() - 1.0).abs() < 1e-5);
+        }
     }
 
     #[test]

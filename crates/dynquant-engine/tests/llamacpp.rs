@@ -1,7 +1,8 @@
 //! The engine's next-token distributions against real llama.cpp's (node-llama-cpp,
 //! `controlledEvaluate` probabilities, one thread) on the start of wiki.test.raw.
 //!
-//! * F16 models, 512-token context: mean KLD < 1e-3 and top-1 agreement > 99%.
+//! * F16 models, 512-token context: mean KLD < 1e-3 and top-1 agreement > 99% (dense and
+//!   mixture-of-experts: `smollm2-768-moe`, the synthetic qwen3moe).
 //! * Quantized models: llama.cpp rounds every matrix product's activations to 8 bits (Q8_0,
 //!   Q8_1, Q8_K); a last-bit difference anywhere (summation order, `expf`) flips some of those
 //!   roundings and the flips grow over a long context (measured: our engine against itself with
@@ -16,6 +17,8 @@ use std::path::Path;
 
 use dynquant_core::gguf::{Access, GgufModel};
 use dynquant_engine::eval::TopK;
+use dynquant_engine::matmul::Weight;
+use dynquant_engine::model::MatmulObserver;
 use dynquant_engine::ops::log_softmax;
 use dynquant_engine::{Logits, Model, Numerics};
 use dynquant_testkit::oracle::{shared_dir, Oracle};
@@ -68,8 +71,9 @@ fn reference(o: &Oracle, model: &Path, n: usize, single: bool) -> Reference {
     }
 }
 
-/// (mean KLD, top-1 agreement, median KLD) of `logits` (one row per reference position).
-fn score(r: &Reference, logits: &[f32], nv: usize) -> (f64, f64, f64) {
+/// (mean KLD, top-1 agreement, median KLD) of `logits` (one row per reference position); a
+/// top token that the reference puts within `tie` nats of its own top counts as agreeing.
+fn score(r: &Reference, logits: &[f32], nv: usize, tie: f64) -> (f64, f64, f64) {
     let (mut kl, mut same) = (0.0, 0usize);
     let mut all = Vec::new();
     for (j, p) in r.positions.iter().enumerate() {
@@ -82,7 +86,14 @@ fn score(r: &Reference, logits: &[f32], nv: usize) -> (f64, f64, f64) {
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
             .map(|(i, _)| i as u32);
-        same += usize::from(ours == Some(p.ids[0]));
+        // Agreement, or a near tie: the reference gives our top token within `tie` nats of
+        // its own top.
+        let agrees = ours == Some(p.ids[0])
+            || p.ids
+                .iter()
+                .zip(&p.logp)
+                .any(|(&i, &l)| Some(i) == ours && f64::from(p.logp[0] - l) <= tie);
+        same += usize::from(agrees);
     }
     let n = r.positions.len() as f64;
     all.sort_by(f64::total_cmp);
@@ -97,7 +108,7 @@ fn check_context(path: &Path) {
     let model = Model::load(&gguf).expect("load");
     let mut s = model.session(r.tokens.len());
     let logits = s.eval(&r.tokens, Logits::From(0), None).expect("eval");
-    let (kl, top1, _) = score(&r, &logits, model.n_vocab);
+    let (kl, top1, _) = score(&r, &logits, model.n_vocab, 0.0);
     eprintln!(
         "{}: 512-token context: mean KLD {kl:.3e}, top-1 {:.2}%",
         path.display(),
@@ -120,7 +131,7 @@ fn check_single(path: &Path) {
             s.clear();
             all.extend(s.eval(&[t], Logits::Last, None).expect("eval"));
         }
-        score(&r, &all, model.n_vocab)
+        score(&r, &all, model.n_vocab, 0.0)
     };
     let (kl, top1, median) = run(&model);
     model.numerics = Numerics::Exact;
@@ -150,6 +161,22 @@ fn smollm2_768_matches_llamacpp() {
     check_context(&o.test_models().dir.join("smollm2-768.gguf"));
 }
 
+/// llama.cpp's llama architecture with experts (the Mixtral layout): 6 experts of 256 units,
+/// all used, F32 expert tensors.
+#[test]
+fn smollm2_768_moe_matches_llamacpp() {
+    let Some(o) = Oracle::get() else { return };
+    check_context(&o.test_models().dir.join("smollm2-768-moe.gguf"));
+}
+
+/// qwen3moe: q/k norms, 16 experts with 4 used per token (routing matters: a different
+/// selection would move the distributions far beyond the bound).
+#[test]
+fn synth_qwen3moe_matches_llamacpp() {
+    let Some(o) = Oracle::get() else { return };
+    check_context(&o.test_models().dir.join("synth-qwen3moe.gguf"));
+}
+
 #[test]
 fn smollm2_q4_1_matrix_products_match_llamacpp() {
     let Some(o) = Oracle::get() else { return };
@@ -162,10 +189,15 @@ fn gemma3_q4_k_m_matrix_products_match_llamacpp() {
     check_single(&o.gemma());
 }
 
+/// Near-tie tolerance of the tiny checkpoints' top-1 agreement (nats).
+const TIE: f64 = 1e-3;
+
 /// The tiny random-weight BF16 checkpoints llama.cpp's converter made (`shared/golden/hf`):
 /// architectures and conventions (qwen2 biases, qwen3 q/k norms, NeoX RoPE, untied output) over
 /// a 128-token context, where llama.cpp's BF16 activation rounding must bring us closer than
-/// exact f32 activations do.
+/// exact f32 activations do. Random weights give nearly flat distributions (about 6.9 nats over
+/// 1000 tokens), where the top two tokens can be 1e-4 nats apart: top-1 agreement counts near
+/// ties within [`TIE`].
 fn check_tiny(name: &str) {
     let Some(o) = Oracle::get() else { return };
     let path = shared_dir().join(format!("golden/hf/{name}.llamacpp.gguf"));
@@ -175,7 +207,7 @@ fn check_tiny(name: &str) {
     let run = |model: &Model<'_>| {
         let mut s = model.session(r.tokens.len());
         let logits = s.eval(&r.tokens, Logits::From(0), None).expect("eval");
-        score(&r, &logits, model.n_vocab)
+        score(&r, &logits, model.n_vocab, TIE)
     };
     let (kl, top1, _) = run(&model);
     model.numerics = Numerics::Exact;
@@ -199,4 +231,254 @@ fn tiny_qwen3_matches_llamacpp() {
 #[test]
 fn tiny_llama_untied_matches_llamacpp() {
     check_tiny("llama-bpe");
+}
+
+/// qwen3moe from llama.cpp's converter: 8 BF16 experts, 2 used, renormalized weights.
+#[test]
+fn tiny_qwen3moe_matches_llamacpp() {
+    check_tiny("qwen3moe");
+}
+
+/// Mixtral from llama.cpp's converter (arch llama with `ffn_*_exps`): 4 experts, 2 used.
+#[test]
+fn tiny_mixtral_matches_llamacpp() {
+    check_tiny("mixtral");
+}
+
+/// Per token, the smallest routing margin over the mixture-of-experts blocks.
+struct Margins(std::sync::Mutex<Vec<f32>>);
+
+impl MatmulObserver for Margins {
+    fn observe(&self, _: &Weight<'_>, _: &[f32], _: usize) {}
+    fn observe_expert(&self, _: &Weight<'_>, _: usize, _: usize, _: &[f32], _: usize) {}
+    fn observe_routing(&self, _: &Weight<'_>, margins: &[f32]) {
+        let mut m = self.0.lock().expect("lock");
+        let n = m.len().max(margins.len());
+        m.resize(n, f32::INFINITY);
+        m.iter_mut().zip(margins).for_each(|(a, &b)| *a = a.min(b));
+    }
+}
+
+/// Next-token log-probabilities of `tokens` evaluated from an empty cache in batches of `batch`.
+fn eval_batches(
+    model: &Model<'_>,
+    tokens: &[u32],
+    batch: usize,
+    obs: Option<&dyn MatmulObserver>,
+) -> Vec<Vec<f64>> {
+    let mut s = model.session(tokens.len());
+    let mut out = Vec::new();
+    for b in tokens.chunks(batch) {
+        let l = s.eval(b, Logits::From(0), obs).expect("eval");
+        out.extend(l.chunks_exact(model.n_vocab).map(log_softmax));
+    }
+    out
+}
+
+/// A 512-token context of a model with group-limited sigmoid routing (deepseek2), where a
+/// near tie between two experts (or groups) flips under any last-bit difference. Not emulating
+/// ggml-cpu's SIMD summation orders bit for bit, our f16-rounded activations differ from
+/// llama.cpp's by rounding noise (a one-ulp difference grows to that level after a few chained
+/// f16 products), the same noise that separates our own numerics variants, so the plain mean
+/// KLD is carried by a few flipped selections (measured: 6.9e-3 MLA, 1.7e-3 legacy, each from
+/// 2-5 positions with KLD 0.1-1.5). Near ties are the positions where our routing margin
+/// (smallest gap between a kept and a dropped expert or group score, any MoE block) is < 1e-3,
+/// or whose distribution moves by a KLD > 0.01 under a variant of our own numerics (exact f32
+/// activations; batches of 32, which take ggml's one-chunk flash-attention path with f16
+/// queries and accumulators), i.e. flipped by a near tie at an earlier token. They must be rare
+/// (<= 6%), and everywhere else the distributions must match llama.cpp's: mean KLD < 1e-3.
+/// Top-1 agreement over all positions must exceed 99%.
+fn check_context_routed(path: &Path) {
+    let Some(o) = Oracle::get() else { return };
+    let r = reference(&o, path, 512, false);
+    let gguf = GgufModel::open(path, Access::Mmap).expect("open");
+    let mut model = Model::load(&gguf).expect("load");
+    let nv = model.n_vocab;
+    let margins = Margins(Default::default());
+    let main = eval_batches(&model, &r.tokens, 512, Some(&margins));
+    let margins = margins.0.into_inner().expect("margins");
+    let mut variants = vec![eval_batches(&model, &r.tokens, 32, None)];
+    model.numerics = Numerics::Exact;
+    variants.push(eval_batches(&model, &r.tokens, 512, None));
+    variants.push(eval_batches(&model, &r.tokens, 32, None));
+    let kl =
+        |p: &[f64], q: &[f64]| -> f64 { p.iter().zip(q).map(|(a, b)| a.exp() * (a - b)).sum() };
+    let near_tie: Vec<bool> = (0..main.len())
+        .map(|j| margins[j] < 1e-3 || variants.iter().any(|v| kl(&main[j], &v[j]) > 1e-2))
+        .collect();
+    let flat: Vec<f32> = main.iter().flatten().map(|&v| v as f32).collect();
+    let (kl_all, top1, _) = score(&r, &flat, nv, 0.0);
+    let kept: Vec<f64> = r
+        .positions
+        .iter()
+        .enumerate()
+        .filter(|&(j, _)| !near_tie[j])
+        .map(|(j, p)| p.kld(&main[j]))
+        .collect();
+    let kl_kept = kept.iter().sum::<f64>() / kept.len() as f64;
+    let ties = near_tie.iter().filter(|&&t| t).count();
+    eprintln!(
+        "{}: 512-token context: mean KLD {kl_all:.3e} over all positions, {kl_kept:.3e} over the {} without a routing near-tie ({ties} near ties), top-1 {:.2}%",
+        path.display(),
+        kept.len(),
+        100.0 * top1
+    );
+    assert!(ties * 100 <= 6 * main.len(), "{ties} near-tie positions");
+    assert!(kl_kept < 1e-3, "mean KLD {kl_kept} away from near ties");
+    assert!(top1 > 0.99, "top-1 agreement {top1}");
+}
+
+/// deepseek2 with MLA weights (`attn_k_b`, `attn_v_b`: the latent in the cache), YaRN, 1
+/// leading dense block, then 16 experts in 4 groups (2 used), 4 used per token, sigmoid
+/// routing with `exp_probs_b`, normalized and scaled weights, a shared expert.
+#[test]
+fn synth_deepseek2_mla_matches_llamacpp() {
+    let Some(o) = Oracle::get() else { return };
+    check_context_routed(&o.test_models().dir.join("synth-deepseek2-mla.gguf"));
+}
+
+/// The same deepseek2 in the legacy layout (`attn_kv_b`, decompressed multi-head attention).
+#[test]
+fn synth_deepseek2_legacy_matches_llamacpp() {
+    let Some(o) = Oracle::get() else { return };
+    check_context_routed(&o.test_models().dir.join("synth-deepseek2-legacy.gguf"));
+}
+
+/// Writes `src` (a deepseek2 file) to `dst` with every block dense: the leading dense block's
+/// feed-forward tensors copied into every block in place of the routed experts, and
+/// `leading_dense_block_count` = block count. Without routing, nothing discrete is left. With
+/// `lite`, the low-rank query projection becomes one `attn_q` (`q_lora_rank` 0, as
+/// DeepSeek-V2-Lite): row r of `attn_q` is row r of `attn_q_b` twice (any weights will do).
+/// `log_mul` replaces `rope.scaling.yarn_log_multiplier` (0.1 * mscale_all_dim).
+fn dense_ffn_variant(src: &Path, dst: &Path, lite: bool, log_mul: f32) {
+    use dynquant_core::gguf::{GgufWriter, OutputTarget, Value, WriteOptions};
+    let g = GgufModel::open(src, Access::Mmap).expect("open");
+    let mut md = g.merged_metadata();
+    let n_layer = md
+        .get("deepseek2.block_count")
+        .and_then(Value::as_u64)
+        .expect("block_count");
+    md.set(
+        "deepseek2.leading_dense_block_count",
+        Value::U32(n_layer as u32),
+    );
+    if lite {
+        md.set("deepseek2.attention.q_lora_rank", Value::U32(0));
+    }
+    md.set(
+        "deepseek2.rope.scaling.yarn_log_multiplier",
+        Value::F32(log_mul),
+    );
+    let dense = ["ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"];
+    let layer0 = |s: &str| format!("blk.0.{s}");
+    let routed = |name: &str| {
+        let mut p = name.splitn(3, '.');
+        let (b, il, rest) = (p.next(), p.next(), p.next().unwrap_or(""));
+        b == Some("blk")
+            && il != Some("0")
+            && (rest.contains("exps")
+                || rest.contains("shexp")
+                || rest.starts_with("ffn_gate_inp")
+                || rest.starts_with("exp_probs_b"))
+    };
+    // (output info, source tensor name)
+    let mut plan = Vec::new();
+    for t in g.tensors() {
+        let name = &t.info.name;
+        if routed(name) || (lite && (name.contains(".attn_q_a") || name.contains(".attn_q_b"))) {
+            if lite && name.ends_with(".attn_q_b.weight") {
+                let mut info = t.info.clone();
+                info.name = name.replace(".attn_q_b.", ".attn_q.");
+                info.shape[0] *= 2;
+                info.n_bytes *= 2;
+                plan.push((info, name.clone()));
+            }
+            continue;
+        }
+        plan.push((t.info.clone(), name.clone()));
+        if let Some(il) = name
+            .strip_prefix("blk.")
+            .and_then(|r| r.strip_suffix(".ffn_norm.weight"))
+            .filter(|il| *il != "0")
+        {
+            for d in dense {
+                let src_t = g
+                    .tensors()
+                    .find(|t| t.info.name == layer0(d))
+                    .expect("dense");
+                let mut info = src_t.info.clone();
+                info.name = format!("blk.{il}.{d}");
+                plan.push((info, layer0(d)));
+            }
+        }
+    }
+    let infos = plan.iter().map(|(i, _)| i.clone()).collect();
+    let mut w = GgufWriter::create(
+        &OutputTarget::Single(dst.to_path_buf()),
+        md,
+        infos,
+        &WriteOptions::default(),
+    )
+    .expect("create");
+    for (info, src_name) in &plan {
+        let t = g
+            .tensors()
+            .find(|t| &t.info.name == src_name)
+            .expect("tensor");
+        if info.name.ends_with(".attn_q.weight") {
+            let data = g.tensor_data(&t).expect("data");
+            let row = data.len() / t.info.shape[1] as usize;
+            for r in data.chunks_exact(row) {
+                w.write(&info.name, r).expect("write");
+                w.write(&info.name, r).expect("write");
+            }
+            continue;
+        }
+        g.stream_tensor(&t, &mut |chunk| w.write(&info.name, chunk))
+            .expect("write");
+    }
+    w.finish().expect("finish");
+}
+
+/// deepseek2 attention alone (the experts replaced by dense blocks): the MLA layout with one
+/// `attn_q` (lite), the legacy layout with the low-rank query and DeepSeek-V2's YaRN
+/// mscale_all_dim; one 512-token context each, mean KLD < 1e-3 and top-1 > 99% as for the
+/// dense models.
+#[test]
+fn synth_deepseek2_attention_matches_llamacpp() {
+    let Some(o) = Oracle::get() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    for layout in ["mla", "legacy"] {
+        let src = o
+            .test_models()
+            .dir
+            .join(format!("synth-deepseek2-{layout}.gguf"));
+        let dense = dir.path().join(format!("deepseek2-{layout}-dense.gguf"));
+        // the legacy one with DeepSeek-V2's mscale_all_dim 0.707 (llama.cpp then takes
+        // mscale = mscale_all_dim in attn_factor)
+        let log_mul = if layout == "mla" { 0.1 } else { 0.0707 };
+        dense_ffn_variant(&src, &dense, layout == "mla", log_mul);
+        check_context(&dense);
+    }
+}
+
+/// The DeepSeek-V3 fixture as llama.cpp converts it (deepseek2: MLA with 160-dimension latent
+/// keys, YaRN factor 8, one dense block, 8 experts in 2 groups, sigmoid routing with
+/// `exp_probs_b`) over 128 tokens: mean KLD < 1e-6, top-1 > 99%. Unlike the shorter qwen
+/// chains, our BF16 rounding does not bring us measurably closer than exact activations here
+/// (measured 3.6e-7 vs 3.0e-7: both at the level where chained roundings stop tracking
+/// llama.cpp's, see `check_context_routed`), so that is not asserted.
+#[test]
+fn tiny_deepseek_v3_matches_llamacpp() {
+    let Some(o) = Oracle::get() else { return };
+    let path = shared_dir().join("golden/hf/deepseek-v3-fp8.llamacpp.gguf");
+    let r = reference(&o, &path, 128, false);
+    let gguf = GgufModel::open(&path, Access::Mmap).expect("open");
+    let model = Model::load(&gguf).expect("load");
+    let mut s = model.session(r.tokens.len());
+    let logits = s.eval(&r.tokens, Logits::From(0), None).expect("eval");
+    let (kl, top1, _) = score(&r, &logits, model.n_vocab, TIE);
+    eprintln!("deepseek-v3-fp8: mean KLD {kl:.3e}, top-1 {top1}");
+    assert!(kl < 1e-6, "mean KLD {kl}");
+    assert!(top1 > 0.99, "top-1 {top1}");
 }

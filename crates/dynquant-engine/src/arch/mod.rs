@@ -1,10 +1,12 @@
 //! One small file per architecture: each reads its typed hyper-parameters into a [`Config`]
 //! and states its conventions; the forward pass itself is shared ([`crate::model`]).
 
+mod deepseek2;
 mod gemma3;
 mod llama;
 mod qwen2;
 mod qwen3;
+mod qwen3moe;
 
 use dynquant_core::gguf::Metadata;
 
@@ -25,7 +27,9 @@ pub fn config(md: &Metadata) -> Result<Config> {
         "llama" => llama::config(&hp),
         "qwen2" => qwen2::config(&hp),
         "qwen3" => qwen3::config(&hp),
+        "qwen3moe" => qwen3moe::config(&hp),
         "gemma3" => gemma3::config(&hp),
+        "deepseek2" => deepseek2::config(&hp),
         other => Err(EngineError::UnsupportedArch(other.to_string())),
     }
 }

@@ -44,6 +44,17 @@ pub fn run(a: &ImatrixArgs) -> Result<()> {
         Ok(())
     })?;
     eprintln!(" {:.1} s", t0.elapsed().as_secs_f64());
+    // As llama-imatrix's "partial data" warning: such experts are stored with zero sums and
+    // counts, which llama-quantize (and ours) turn into unit weights.
+    for u in collector.unused_experts() {
+        eprintln!(
+            "warning: {}: {} of {} experts saw no tokens ({:?}); they get unit weights",
+            u.name,
+            u.experts.len(),
+            u.n_expert,
+            u.experts
+        );
+    }
     let dataset = a
         .text
         .file_name()

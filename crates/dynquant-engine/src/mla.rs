@@ -1,0 +1,260 @@
+//! Multi-head latent attention (deepseek2), following llama.cpp's graph (src/models/deepseek2.cpp
+//! at 80fb11ac) op by op, so that the same products see the same rounded activations:
+//!
+//! * queries: `attn_q_a` → RMSNorm (`attn_q_a_norm`) → `attn_q_b`, or one `attn_q` (lite);
+//!   each head is `qk_nope` dimensions without RoPE then `qk_rope` with RoPE;
+//! * keys/values: `attn_kv_a_mqa` gives the `kv_lora_rank` latent (RMSNorm'd with
+//!   `attn_kv_a_norm`) and one `qk_rope`-dimension RoPE key shared by every head.
+//!
+//! Legacy layout (`attn_kv_b`): the latent is decompressed into per-head key (nope part) and
+//! value rows, and attention is ordinary multi-head attention over an f16 cache of those rows.
+//!
+//! MLA layout (`attn_k_b`, `attn_v_b`: one matrix per head): the key decompression is absorbed
+//! into the query (`q_nope` times head `h` of `attn_k_b`, a product with f16-rounded
+//! activations for f16 weights), the cache holds `[latent, rope key]` rows (one shared head, MQA),
+//! the value is the cached latent, and each head's attention output is decompressed by its
+//! `attn_v_b` matrix before `attn_output`.
+
+use rayon::prelude::*;
+
+use crate::attention::{attend, KvCache};
+use crate::config::{Config, MlaConfig};
+use crate::error::Result;
+use crate::matmul::{matmul, Weight};
+use crate::model::{Ctx, Loader};
+use crate::ops::{rms_norm, Rope};
+
+/// How queries are projected.
+#[derive(Debug)]
+enum QueryProj<'a> {
+    /// Low-rank: `b(norm(a(x)))`.
+    Lora {
+        a: Weight<'a>,
+        norm: Vec<f32>,
+        b: Weight<'a>,
+    },
+    /// One matrix (lite models).
+    Plain(Weight<'a>),
+}
+
+/// How the latent becomes keys and values.
+#[derive(Debug)]
+enum KvProj<'a> {
+    /// `attn_kv_b`: latent → per head `[k_nope, v]`.
+    Legacy(Weight<'a>),
+    /// `attn_k_b` (per head: `qk_nope` → latent) and `attn_v_b` (per head: latent → value).
+    Absorbed {
+        k_b: Vec<Weight<'a>>,
+        v_b: Vec<Weight<'a>>,
+    },
+}
+
+/// The attention weights of one deepseek2 block.
+#[derive(Debug)]
+pub(crate) struct MlaAttention<'a> {
+    q: QueryProj<'a>,
+    kv_a: Weight<'a>,
+    kv_a_norm: Vec<f32>,
+    kv: KvProj<'a>,
+    wo: Weight<'a>,
+    rope: Rope,
+    m: MlaConfig,
+}
+
+/// Matrix `mat` of a per-head 3-D tensor times the `ctx.n_tok` rows of `x`, reported to the
+/// observer as part of one batched product.
+fn batched(
+    ctx: &Ctx<'_, '_>,
+    w: &Weight<'_>,
+    mat: usize,
+    n_mat: usize,
+    x: &[f32],
+) -> Result<Vec<f32>> {
+    if let Some(o) = ctx.obs {
+        o.observe_batched(w, mat, n_mat, x, ctx.n_tok);
+    }
+    matmul(w, x, ctx.n_tok, ctx.model.numerics)
+}
+
+impl<'a> MlaAttention<'a> {
+    pub(crate) fn load(ld: &Loader<'a>, c: &Config, m: &MlaConfig, il: usize) -> Result<Self> {
+        let n = |s: &str| format!("blk.{il}.{s}");
+        let nh = c.n_head;
+        let head_k = m.qk_nope + m.qk_rope;
+        let q = match m.q_lora_rank {
+            Some(r) => QueryProj::Lora {
+                a: ld.weight(&n("attn_q_a.weight"), c.n_embd, r)?,
+                norm: ld.vector(&n("attn_q_a_norm.weight"), r)?,
+                b: ld.weight(&n("attn_q_b.weight"), r, nh * head_k)?,
+            },
+            None => QueryProj::Plain(ld.weight(&n("attn_q.weight"), c.n_embd, nh * head_k)?),
+        };
+        let kv = if m.absorbed {
+            KvProj::Absorbed {
+                k_b: ld.experts(&n("attn_k_b.weight"), m.qk_nope, m.kv_lora_rank, nh)?,
+                v_b: ld.experts(&n("attn_v_b.weight"), m.kv_lora_rank, m.v_head, nh)?,
+            }
+        } else {
+            KvProj::Legacy(ld.weight(
+                &n("attn_kv_b.weight"),
+                m.kv_lora_rank,
+                nh * (m.qk_nope + m.v_head),
+            )?)
+        };
+        Ok(MlaAttention {
+            q,
+            kv_a: ld.weight(
+                &n("attn_kv_a_mqa.weight"),
+                c.n_embd,
+                m.kv_lora_rank + m.qk_rope,
+            )?,
+            kv_a_norm: ld.vector(&n("attn_kv_a_norm.weight"), m.kv_lora_rank)?,
+            kv,
+            wo: ld.weight(&n("attn_output.weight"), nh * m.v_head, c.n_embd)?,
+            rope: Rope {
+                kind: c.rope_kind,
+                n_rot: m.qk_rope,
+                freq_base: c.rope_base,
+                freq_scale: c.rope_scale,
+                freq_factors: None,
+                yarn: c.yarn.clone(),
+            },
+            m: m.clone(),
+        })
+    }
+
+    /// Row sizes of the cached keys and values.
+    pub(crate) fn cache_dims(&self, c: &Config) -> (usize, usize) {
+        let m = &self.m;
+        match self.kv {
+            KvProj::Legacy(_) => (c.n_head * (m.qk_nope + m.qk_rope), c.n_head * m.v_head),
+            KvProj::Absorbed { .. } => (m.kv_lora_rank + m.qk_rope, m.kv_lora_rank),
+        }
+    }
+
+    /// Whether the cached values are the leading (latent) part of the cached keys.
+    pub(crate) fn values_in_keys(&self) -> bool {
+        matches!(self.kv, KvProj::Absorbed { .. })
+    }
+
+    pub(crate) fn weights(&self) -> Vec<&Weight<'a>> {
+        let mut w = match &self.q {
+            QueryProj::Lora { a, b, .. } => vec![a, b],
+            QueryProj::Plain(q) => vec![q],
+        };
+        w.push(&self.kv_a);
+        match &self.kv {
+            KvProj::Legacy(kv_b) => w.push(kv_b),
+            // one 2-D view per head, all named after the 3-D tensor
+            KvProj::Absorbed { k_b, v_b } => w.extend(k_b.iter().chain(v_b)),
+        }
+        w.push(&self.wo);
+        w
+    }
+
+    /// Attention output (before the residual) of the normed input `h`.
+    pub(crate) fn forward(
+        &self,
+        ctx: &Ctx<'_, 'a>,
+        h: &[f32],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>> {
+        let (c, m) = (ctx.config(), &self.m);
+        let (nt, nh, p0) = (ctx.n_tok, c.n_head, ctx.p0);
+        let (nope, rope, lora) = (m.qk_nope, m.qk_rope, m.kv_lora_rank);
+        let head_k = nope + rope;
+        let mut q = match &self.q {
+            QueryProj::Lora { a, norm, b } => {
+                let mut qa = ctx.mm(a, h)?;
+                rms_norm(&mut qa, a.rows, norm, c.rms_eps);
+                ctx.mm(b, &qa)?
+            }
+            QueryProj::Plain(w) => ctx.mm(w, h)?,
+        };
+        let mut kv = ctx.mm(&self.kv_a, h)?;
+        let caches: Vec<Vec<(f32, f32)>> = (0..nt).map(|t| self.rope.cache(p0 + t)).collect();
+        // RoPE on the shared key part, RMSNorm on the latent
+        kv.par_chunks_mut(lora + rope)
+            .zip(&caches)
+            .for_each(|(row, rc)| {
+                let (lat, pe) = row.split_at_mut(lora);
+                self.rope.apply(pe, rope, rc);
+                rms_norm(lat, lora, &self.kv_a_norm, c.rms_eps);
+            });
+        // RoPE on each query head's trailing part
+        q.par_chunks_mut(nh * head_k)
+            .zip(&caches)
+            .for_each(|(row, rc)| {
+                for hd in row.chunks_exact_mut(head_k) {
+                    self.rope.apply(&mut hd[nope..], rope, rc);
+                }
+            });
+        let exact = ctx.exact();
+        match &self.kv {
+            KvProj::Legacy(kv_b) => {
+                let lat: Vec<f32> = kv
+                    .chunks_exact(lora + rope)
+                    .flat_map(|r| &r[..lora])
+                    .copied()
+                    .collect();
+                let kvd = ctx.mm(kv_b, &lat)?;
+                let per = nope + m.v_head;
+                let mut k = Vec::with_capacity(nt * nh * head_k);
+                let mut v = Vec::with_capacity(nt * nh * m.v_head);
+                for (t, row) in kvd.chunks_exact(nh * per).enumerate() {
+                    let pe = &kv[t * (lora + rope) + lora..(t + 1) * (lora + rope)];
+                    for hd in row.chunks_exact(per) {
+                        k.extend_from_slice(&hd[..nope]);
+                        k.extend_from_slice(pe);
+                        v.extend_from_slice(&hd[nope..]);
+                    }
+                }
+                cache.append(&k, &v, exact);
+                let att = attend(c, &q, cache, p0, nt, None, exact);
+                ctx.mm(&self.wo, &att)
+            }
+            KvProj::Absorbed { k_b, v_b } => {
+                // q_nope of head hd times its k_b matrix: nt rows of `lora` each
+                let absorbed: Vec<Vec<f32>> = k_b
+                    .iter()
+                    .enumerate()
+                    .map(|(hd, w)| {
+                        let qn: Vec<f32> = q
+                            .chunks_exact(nh * head_k)
+                            .flat_map(|r| &r[hd * head_k..hd * head_k + nope])
+                            .copied()
+                            .collect();
+                        batched(ctx, w, hd, nh, &qn)
+                    })
+                    .collect::<Result<_>>()?;
+                let qd = lora + rope;
+                let mut qc = vec![0f32; nt * nh * qd];
+                for (t, row) in qc.chunks_exact_mut(nh * qd).enumerate() {
+                    for (hd, out) in row.chunks_exact_mut(qd).enumerate() {
+                        out[..lora].copy_from_slice(&absorbed[hd][t * lora..(t + 1) * lora]);
+                        let src = &q[t * nh * head_k + hd * head_k + nope..][..rope];
+                        out[lora..].copy_from_slice(src);
+                    }
+                }
+                // the values are the latent: the leading part of each cached key row
+                cache.append(&kv, &[], exact);
+                let att = attend(c, &qc, cache, p0, nt, None, exact);
+                // each head's latent output times its v_b matrix
+                let vh = m.v_head;
+                let mut o = vec![0f32; nt * nh * vh];
+                for (hd, w) in v_b.iter().enumerate() {
+                    let a: Vec<f32> = att
+                        .chunks_exact(nh * lora)
+                        .flat_map(|r| &r[hd * lora..(hd + 1) * lora])
+                        .copied()
+                        .collect();
+                    let y = batched(ctx, w, hd, nh, &a)?;
+                    for (t, yr) in y.chunks_exact(vh).enumerate() {
+                        o[t * nh * vh + hd * vh..][..vh].copy_from_slice(yr);
+                    }
+                }
+                ctx.mm(&self.wo, &o)
+            }
+        }
+    }
+}

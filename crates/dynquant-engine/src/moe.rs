@@ -1,0 +1,315 @@
+//! The mixture-of-experts feed-forward (llama's Mixtral layout, qwen3moe, deepseek2), with the
+//! routing of llama.cpp's `build_moe_ffn` (src/llama-graph.cpp):
+//!
+//! 1. router logits `ffn_gate_inp · h`, turned into probabilities by softmax or sigmoid;
+//! 2. selection scores = probabilities + `exp_probs_b` (the bias only steers selection);
+//! 3. group-limited routing: experts in `n_group` equal groups, a group scored by the sum of
+//!    its two best selection scores, all but the best `n_group_used` groups masked out;
+//! 4. the `n_expert_used` best experts; their weights are the unbiased probabilities,
+//!    optionally divided by their sum (clamped to 2^-14) and multiplied by a scale;
+//! 5. each selected expert's GLU, `down_e(act(gate_e(h)) * up_e(h))`, times its weight,
+//!    summed over the token's slots in selection order (as llama.cpp adds the slot views);
+//! 6. plus the shared experts' dense GLU when present (deepseek2).
+//!
+//! Expert tensors stay in their stored 3-D layout (ggml `{cols, rows, n_expert}`): each expert
+//! is a 2-D [`Weight`] view of its slice of the mapped bytes. Tokens are batched per expert (the
+//! rows routed to expert e gathered, one matrix product per expert), and every output value is
+//! computed in one fixed order, so results do not depend on the thread count.
+
+use rayon::prelude::*;
+
+use crate::config::{Config, Gating, MoeConfig};
+use crate::error::{EngineError, Result};
+use crate::ffn::DenseFfn;
+use crate::matmul::{matmul, Weight};
+use crate::model::{Ctx, Loader};
+
+/// The expert weights of one block.
+#[derive(Debug)]
+pub(crate) struct MoeFfn<'a> {
+    router: Weight<'a>,
+    probs_bias: Option<Vec<f32>>,
+    gate: Vec<Weight<'a>>,
+    up: Vec<Weight<'a>>,
+    down: Vec<Weight<'a>>,
+    shared: Option<DenseFfn<'a>>,
+}
+
+/// The experts a token goes to (selection order) and their weights.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Route {
+    pub experts: Vec<usize>,
+    pub weights: Vec<f32>,
+    /// Smallest gap between a kept and a dropped selection score (groups, then experts).
+    pub margin: f32,
+}
+
+/// Smallest of `v[kept] - v[dropped]` over the kept indices `kept` and the others.
+fn gap(v: &[f32], kept: &[usize]) -> f32 {
+    let low = kept.iter().map(|&i| v[i]).fold(f32::INFINITY, f32::min);
+    let high = (0..v.len())
+        .filter(|i| !kept.contains(i))
+        .map(|i| v[i])
+        .filter(|x| x.is_finite())
+        .fold(f32::NEG_INFINITY, f32::max);
+    low - high
+}
+
+/// Smallest normal f16 (2^-14 = 6.103515625e-5), llama.cpp's clamp of the weight sum before
+/// normalizing.
+const MIN_WEIGHT_SUM: f32 = 1.0 / 16384.0;
+
+/// Indices of the `k` largest values, largest first, ties to the lower index.
+fn top_k(v: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+/// ggml's f32 softmax: `exp(x - max)` in f32, summed in f64, times the f32 inverse sum.
+fn softmax(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut y: Vec<f32> = x.iter().map(|&v| (v - max).exp()).collect();
+    let sum: f64 = y.iter().map(|&v| v as f64).sum();
+    let inv = (1.0 / sum) as f32;
+    y.iter_mut().for_each(|v| *v *= inv);
+    y
+}
+
+/// Routing of one token from its router logits.
+pub(crate) fn route(m: &MoeConfig, logits: &[f32], bias: Option<&[f32]>) -> Route {
+    let probs: Vec<f32> = match m.gating {
+        Gating::Softmax => softmax(logits),
+        Gating::Sigmoid => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
+    };
+    let mut sel = probs.clone();
+    if let Some(b) = bias {
+        sel.iter_mut().zip(b).for_each(|(s, b)| *s += b);
+    }
+    let mut margin = f32::INFINITY;
+    if m.n_group > 1 {
+        let per = m.n_expert / m.n_group;
+        let scores: Vec<f32> = sel
+            .chunks_exact(per)
+            .map(|g| {
+                let t = top_k(g, 2);
+                g[t[0]] + g[t[1]]
+            })
+            .collect();
+        let keep = top_k(&scores, m.n_group_used);
+        margin = margin.min(gap(&scores, &keep));
+        for (gi, g) in sel.chunks_exact_mut(per).enumerate() {
+            if !keep.contains(&gi) {
+                g.iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
+            }
+        }
+    }
+    let experts = top_k(&sel, m.n_expert_used);
+    margin = margin.min(gap(&sel, &experts));
+    let mut weights: Vec<f32> = experts.iter().map(|&e| probs[e]).collect();
+    if m.norm_weights {
+        let sum = weights.iter().map(|&w| w as f64).sum::<f64>() as f32;
+        let sum = sum.max(MIN_WEIGHT_SUM);
+        weights.iter_mut().for_each(|w| *w /= sum);
+    }
+    if m.weights_scale != 1.0 {
+        weights.iter_mut().for_each(|w| *w *= m.weights_scale);
+    }
+    Route {
+        experts,
+        weights,
+        margin,
+    }
+}
+
+impl<'a> MoeFfn<'a> {
+    /// Binds block `il`'s router, experts, selection bias and shared experts.
+    pub(crate) fn load(ld: &Loader<'a>, c: &Config, il: usize) -> Result<Self> {
+        let m = c.moe.as_ref().ok_or_else(|| EngineError::BadHparam {
+            key: format!("{}.expert_count", c.arch),
+            reason: format!("missing, but blk.{il}.ffn_gate_inp.weight routes to experts"),
+        })?;
+        let n = |s: &str| format!("blk.{il}.{s}");
+        let (e, ff, ne) = (c.n_embd, m.n_ff_exp, m.n_expert);
+        let shared = if m.n_ff_shexp > 0 {
+            Some(DenseFfn::load(ld, c, il, "_shexp", m.n_ff_shexp)?)
+        } else if ld.find(&n("ffn_gate_shexp.weight")).is_some() {
+            return Err(EngineError::BadHparam {
+                key: format!("{}.expert_shared_count", c.arch),
+                reason: format!("missing or 0, but blk.{il} has shared experts"),
+            });
+        } else {
+            None
+        };
+        Ok(MoeFfn {
+            router: ld.weight(&n("ffn_gate_inp.weight"), e, ne)?,
+            probs_bias: ld.vector_opt(&n("exp_probs_b.bias"), ne)?,
+            gate: ld.experts(&n("ffn_gate_exps.weight"), e, ff, ne)?,
+            up: ld.experts(&n("ffn_up_exps.weight"), e, ff, ne)?,
+            down: ld.experts(&n("ffn_down_exps.weight"), ff, e, ne)?,
+            shared,
+        })
+    }
+
+    pub(crate) fn weights(&self) -> Vec<&Weight<'a>> {
+        let mut w = vec![&self.router];
+        w.extend(self.gate.iter().chain(&self.up).chain(&self.down));
+        if let Some(s) = &self.shared {
+            w.extend(s.weights());
+        }
+        w
+    }
+
+    /// Expert `x`'s product with `n` gathered rows, reported to the observer as expert `x`.
+    fn mm_expert(
+        &self,
+        ctx: &Ctx<'_, 'a>,
+        w: &Weight<'_>,
+        x: usize,
+        rows: &[f32],
+        n: usize,
+    ) -> Result<Vec<f32>> {
+        if let Some(o) = ctx.obs {
+            o.observe_expert(w, x, self.gate.len(), rows, n);
+        }
+        matmul(w, rows, n, ctx.model.numerics)
+    }
+
+    /// The block's feed-forward output for the `ctx.n_tok` normed rows of `h`.
+    pub(crate) fn forward(&self, ctx: &Ctx<'_, 'a>, h: &[f32]) -> Result<Vec<f32>> {
+        let c = ctx.config();
+        let m = c.moe.as_ref().ok_or_else(|| {
+            EngineError::Invalid("a mixture-of-experts block without its configuration".into())
+        })?;
+        let (e, nt, k) = (c.n_embd, ctx.n_tok, m.n_expert_used);
+        let logits = ctx.mm(&self.router, h)?;
+        let bias = self.probs_bias.as_deref();
+        let routes: Vec<Route> = logits
+            .par_chunks(m.n_expert)
+            .map(|l| route(m, l, bias))
+            .collect();
+        if let Some(o) = ctx.obs {
+            let margins: Vec<f32> = routes.iter().map(|r| r.margin).collect();
+            o.observe_routing(&self.router, &margins);
+        }
+        // (token, slot) pairs of each expert, in token order.
+        let mut assigned: Vec<Vec<(usize, usize)>> = vec![Vec::new(); m.n_expert];
+        for (t, r) in routes.iter().enumerate() {
+            for (s, &x) in r.experts.iter().enumerate() {
+                assigned[x].push((t, s));
+            }
+        }
+        let outs = assigned
+            .par_iter()
+            .enumerate()
+            .map(|(x, rows)| -> Result<Vec<f32>> {
+                if rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let n = rows.len();
+                let mut xin = Vec::with_capacity(n * e);
+                for &(t, _) in rows {
+                    xin.extend_from_slice(&h[t * e..(t + 1) * e]);
+                }
+                // llama.cpp runs the up product first, then the gate.
+                let u = self.mm_expert(ctx, &self.up[x], x, &xin, n)?;
+                let mut g = self.mm_expert(ctx, &self.gate[x], x, &xin, n)?;
+                let ff = self.gate[x].rows;
+                g.chunks_exact_mut(ff)
+                    .zip(u.chunks_exact(ff))
+                    .for_each(|(g, u)| c.act.apply(g, u));
+                self.mm_expert(ctx, &self.down[x], x, &g, n)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Where each (token, slot) output sits: (expert, row within its batch).
+        let mut at = vec![(0usize, 0usize); nt * k];
+        for (x, rows) in assigned.iter().enumerate() {
+            for (i, &(t, s)) in rows.iter().enumerate() {
+                at[t * k + s] = (x, i);
+            }
+        }
+        // Each expert output times its weight, added slot after slot (llama.cpp: ggml_mul by
+        // the weights, then the slot views summed in order).
+        let mut out = vec![0f32; nt * e];
+        out.par_chunks_mut(e).enumerate().for_each(|(t, o)| {
+            for s in 0..k {
+                let (x, i) = at[t * k + s];
+                let w = routes[t].weights[s];
+                let y = &outs[x][i * e..(i + 1) * e];
+                if s == 0 {
+                    o.iter_mut().zip(y).for_each(|(a, v)| *a = v * w);
+                } else {
+                    o.iter_mut().zip(y).for_each(|(a, v)| *a += v * w);
+                }
+            }
+        });
+        if let Some(sh) = &self.shared {
+            let d = sh.forward(ctx, h)?;
+            out.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> MoeConfig {
+        MoeConfig {
+            n_expert: 8,
+            n_expert_used: 2,
+            n_ff_exp: 4,
+            n_ff_shexp: 0,
+            gating: Gating::Softmax,
+            norm_weights: false,
+            weights_scale: 1.0,
+            n_group: 1,
+            n_group_used: 1,
+            n_dense_lead: 0,
+        }
+    }
+
+    #[test]
+    fn softmax_routing_picks_the_largest_and_normalizes() {
+        let mut m = cfg();
+        let logits = [0.0, 3.0, 1.0, 2.9, -1.0, 0.5, 0.0, 0.0];
+        let r = route(&m, &logits, None);
+        assert_eq!(r.experts, vec![1, 3]);
+        let p = softmax(&logits);
+        assert_eq!(r.weights, vec![p[1], p[3]]);
+        m.norm_weights = true;
+        m.weights_scale = 2.5;
+        let r = route(&m, &logits, None);
+        let s = p[1] + p[3];
+        assert!((r.weights[0] - 2.5 * p[1] / s).abs() < 1e-6);
+        assert!((r.weights[0] + r.weights[1] - 2.5).abs() < 1e-5);
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_index() {
+        let mut m = cfg();
+        m.n_expert_used = 8;
+        let r = route(&m, &[0.0; 8], None);
+        assert_eq!(r.experts, (0..8).collect::<Vec<_>>());
+        assert!(r.weights.iter().all(|&w| w == 0.125));
+    }
+
+    #[test]
+    fn bias_steers_selection_only_and_groups_mask() {
+        let mut m = cfg();
+        m.gating = Gating::Sigmoid;
+        let logits = [2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.5, 1.4];
+        let bias = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+        let r = route(&m, &logits, Some(&bias));
+        assert_eq!(r.experts, vec![7, 0]);
+        let sig = |x: f32| 1.0 / (1.0 + (-x).exp());
+        assert_eq!(r.weights, vec![sig(1.4), sig(2.0)]);
+        // 4 groups of 2: group scores 2.0+1.0 (g0), 0+0, 0+0, 1.5+1.4+1 (g3); keep 1 group.
+        m.n_group = 4;
+        m.n_group_used = 1;
+        let r = route(&m, &logits, Some(&bias));
+        assert_eq!(r.experts, vec![7, 6]);
+    }
+}
