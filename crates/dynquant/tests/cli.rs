@@ -186,3 +186,40 @@ fn split_and_merge_protect_files() {
         assert!(!name.contains("dynquant-tmp"), "{name}");
     }
 }
+
+/// The whole demo: the dynamic quant must drift less from the unquantized model than the
+/// uniform ones, including the one of the same size.
+#[test]
+fn demo_measures_dynamic_against_uniform_quants() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(
+        dynquant(args!["demo", "--out-dir", dir.path()]),
+        "full demo",
+    );
+    // Rows of the quality table: name, size, unit, bpw, PPL, KLD, ±, err, top-1.
+    let row = |name: &str| -> (f64, f64) {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name) && l.contains('±'))
+            .unwrap_or_else(|| panic!("no quality row for {name}:\n{out}"));
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let mib: f64 = f[1].parse().unwrap();
+        let kld: f64 = f[5].parse().unwrap();
+        assert!(kld.is_finite() && kld > 0.0, "{line}");
+        (mib, kld)
+    };
+    let (ud_size, ud_kld) = row("ud-iq1_s");
+    let (b1_size, b1_kld) = row("basic-iq1_s");
+    let (b2_size, b2_kld) = row("basic-iq2_xxs");
+    assert!(b1_size < ud_size, "{out}");
+    assert!((b2_size / ud_size - 1.0).abs() < 0.05, "{out}");
+    assert!(ud_kld < b1_kld && ud_kld < b2_kld, "{out}");
+    for f in [
+        "synth-deepseek2-ud-iq1_s.gguf",
+        "synth-deepseek2-basic-iq1_s.gguf",
+        "synth-deepseek2-basic-iq2_xxs.gguf",
+        "synth-deepseek2.imatrix.gguf",
+    ] {
+        assert!(dir.path().join(f).exists(), "{f} missing");
+    }
+}

@@ -233,7 +233,9 @@ fn quantize_args(
             output_tensor_type: None,
         },
         imatrix: Some(imatrix.to_path_buf()),
-        imatrix_fallback: false,
+        // token_embd and output are not in an imatrix (llama-imatrix leaves them out too), and
+        // the uniform IQ1_S/IQ2_XXS recipes give them types that want one.
+        imatrix_fallback: true,
         threads: None,
         shards: crate::args::ShardLimits::default(),
         allow_requantize: false,
@@ -338,15 +340,14 @@ fn dynamic_vs_basic(dir: &Path, threads: Option<usize>) -> Result<()> {
         force: true,
         engine,
     })?;
-    println!("   wrote {}", imatrix_path.display());
 
-    println!("\n8. quantize both with it:");
+    println!("\n8. quantize all three with it:");
     let mut quants = Vec::new();
     for (r, plan) in recipes.iter().zip(&plans) {
         let out = dir.join(format!("synth-deepseek2-{r}.gguf"));
         super::quantize::run(&quantize_args(&model_path, &out, r, &imatrix_path))?;
         let bytes = std::fs::metadata(&out)?.len();
-        println!("   {:<12} {:>10}  {}", r, human_bytes(bytes), out.display());
+        println!("   {:<14} {:>10}  {}", r, human_bytes(bytes), out.display());
         quants.push((*r, out, bytes, plan.bpw()));
     }
 
@@ -367,11 +368,11 @@ fn dynamic_vs_basic(dir: &Path, threads: Option<usize>) -> Result<()> {
     )?;
     println!();
     println!(
-        "   {:<12} {:>10} {:>6} {:>10} {:>22} {:>8}",
+        "   {:<14} {:>10} {:>6} {:>10} {:>22} {:>8}",
         "model", "size", "bpw", "PPL", "mean KLD", "top-1"
     );
     println!(
-        "   {:<12} {:>10} {:>6.2} {:>10.3} {:>22} {:>8}",
+        "   {:<14} {:>10} {:>6.2} {:>10.3} {:>22} {:>8}",
         "F16",
         human_bytes(std::fs::metadata(&model_path)?.len()),
         plans_f16_bpw(&inv),
@@ -391,7 +392,7 @@ fn dynamic_vs_basic(dir: &Path, threads: Option<usize>) -> Result<()> {
             false,
         )?;
         println!(
-            "   {:<12} {:>10} {:>6.2} {:>10.3} {:>22} {:>7.2}%",
+            "   {:<14} {:>10} {:>6.2} {:>10.3} {:>22} {:>7.2}%",
             r,
             human_bytes(*bytes),
             bpw,
