@@ -1,0 +1,127 @@
+//! Op by op against the real ggml CPU backend (the libggml-cpu variant ggml itself picks on
+//! this CPU, see `common/ggml.rs`): matrix products per weight type, batch sizes that take
+//! ggml's different paths (vec_dot, llamafile tinyBLAS, repacked gemm/gemv), and element-wise
+//! ops. Results must be bit-identical.
+
+mod common;
+
+use std::borrow::Cow;
+
+use common::ggml::Ggml;
+use dynquant_core::gguf::{Access, GgufModel};
+use dynquant_core::GgmlType;
+use dynquant_engine::matmul::{matmul, Weight};
+use dynquant_engine::Numerics;
+use dynquant_testkit::oracle::Oracle;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Roughly normal, with rare large outliers (as transformer activations have).
+    fn act(&mut self) -> f32 {
+        let u: f32 = (0..4).map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32).sum::<f32>() - 2.0;
+        if self.next() % 97 == 0 {
+            u * 60.0
+        } else {
+            u
+        }
+    }
+}
+
+fn acts(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = Rng(seed | 1);
+    (0..n).map(|_| r.act()).collect()
+}
+
+/// Number of differing values and the largest relative difference.
+fn diff(ours: &[f32], theirs: &[f32]) -> (usize, f32) {
+    let mut n = 0;
+    let mut worst = 0f32;
+    for (a, b) in ours.iter().zip(theirs) {
+        if a.to_bits() != b.to_bits() {
+            n += 1;
+            worst = worst.max((a - b).abs() / b.abs().max(1e-6));
+        }
+    }
+    (n, worst)
+}
+
+/// Whether ggml-cpu moves a weight of this type and row count into its repacked layout on
+/// this CPU (repack.cpp, ggml_repack_get_optimal_repack_type, x86 branches).
+fn repacked(ty: GgmlType, rows: usize) -> bool {
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    rows % 8 == 0
+        && match ty {
+            GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::IQ4_NL | GgmlType::MXFP4 => avx2,
+            GgmlType::Q2_K => avx512,
+            _ => false,
+        }
+}
+
+fn ggml_mul_mat(g: &Ggml, w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    let mut gr = g.graph();
+    let wt = gr.input(
+        w.ty.id() as i32,
+        &[w.cols as i64, w.rows as i64],
+        w.data.to_vec(),
+        repacked(w.ty, w.rows),
+    );
+    let xt = gr.f32(&[w.cols as i64, n_tok as i64], x);
+    let y = gr.mul_mat(wt, xt);
+    gr.compute(y, w.rows * n_tok)
+}
+
+/// One weight per type of `model`, products with 1..512 tokens.
+fn check_matmuls(model: &std::path::Path, report_only: bool) {
+    let Some(g) = Ggml::load() else { return };
+    let gguf = GgufModel::open(model, Access::Mmap).expect("open");
+    let mut seen = Vec::new();
+    let mut bad = Vec::new();
+    for t in gguf.tensors() {
+        let ty = t.info.ggml_type;
+        // one weight per type (token_embd too: it is the tied output)
+        if t.info.shape.len() != 2 || seen.contains(&ty) || ty == GgmlType::F32 {
+            continue;
+        }
+        seen.push(ty);
+        let (cols, rows) = (t.info.shape[0] as usize, t.info.shape[1] as usize);
+        // a slice of rows keeps the test fast
+        let rows = rows.min(256);
+        let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+        let all = gguf.tensor_data(&t).expect("data");
+        let data = &all[..rb * rows];
+        let w = Weight::new(&t.info.name, ty, cols, rows, Cow::Borrowed(data)).expect("weight");
+        for n_tok in [1usize, 3, 4, 16, 64, 65] {
+            let x = acts(cols * n_tok, 7 + n_tok as u64);
+            let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
+            let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
+            let (n, worst) = diff(&ours, &theirs);
+            eprintln!("{} {ty} {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})", g.variant, ours.len());
+            if n > 0 {
+                bad.push(format!("{ty} n_tok {n_tok}: {n} differ"));
+            }
+        }
+    }
+    if !report_only {
+        assert!(bad.is_empty(), "{bad:?}");
+    }
+}
+
+#[test]
+fn matmuls_smollm2_q4_1() {
+    let Some(o) = Oracle::get() else { return };
+    check_matmuls(&o.smollm2(), true);
+}
+
+#[test]
+fn matmuls_gemma3_q4_k_m() {
+    let Some(o) = Oracle::get() else { return };
+    check_matmuls(&o.gemma(), true);
+}
