@@ -27,6 +27,7 @@ pub mod matmul;
 pub mod model;
 pub mod ops;
 pub mod sample;
+pub mod simd_exp;
 
 pub use error::{EngineError, Result};
 pub use matmul::Numerics;

@@ -107,15 +107,17 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
+/// The vector-`exp` flavour of this CPU, detected once.
+pub(crate) fn flavor() -> crate::simd_exp::Flavor {
+    static F: std::sync::OnceLock<crate::simd_exp::Flavor> = std::sync::OnceLock::new();
+    *F.get_or_init(crate::simd_exp::Flavor::detect)
+}
+
 impl Activation {
     /// `gate = act(gate) * up`, element-wise.
     pub fn apply(self, gate: &mut [f32], up: &[f32]) {
         match self {
-            Activation::SwiGlu => {
-                for (g, u) in gate.iter_mut().zip(up) {
-                    *g = silu(*g) * u;
-                }
-            }
+            Activation::SwiGlu => crate::simd_exp::swiglu(flavor(), gate, up),
             Activation::GeGlu => {
                 for (g, u) in gate.iter_mut().zip(up) {
                     *g = gelu_ggml(*g) * u;

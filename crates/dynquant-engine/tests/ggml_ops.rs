@@ -125,3 +125,55 @@ fn matmuls_gemma3_q4_k_m() {
     let Some(o) = Oracle::get() else { return };
     check_matmuls(&o.gemma(), true);
 }
+
+#[test]
+fn rms_norm_times_weight() {
+    let Some(g) = Ggml::load() else { return };
+    let (n, rows) = (576usize, 8usize);
+    let mut x = acts(n * rows, 3);
+    x[5] = 800.0;
+    let w: Vec<f32> = acts(n, 5).iter().map(|v| 1.0 + 0.3 * v).collect();
+    let mut gr = g.graph();
+    let xt = gr.f32(&[n as i64, rows as i64], &x);
+    let wt = gr.f32(&[n as i64], &w);
+    let y = gr.rms_norm(xt, 1e-5);
+    let y = gr.mul(y, wt);
+    let theirs = gr.compute(y, n * rows);
+    let mut ours = x.clone();
+    dynquant_engine::ops::rms_norm(&mut ours, n, &w, 1e-5);
+    let (d, worst) = diff(&ours, &theirs);
+    eprintln!("rms_norm: {d} of {} differ (max rel {worst:.2e})", ours.len());
+    assert_eq!(d, 0);
+}
+
+fn glu(act: dynquant_engine::ops::Activation) {
+    let Some(g) = Ggml::load() else { return };
+    let (n, rows) = (1536usize, 4usize);
+    let gate: Vec<f32> = acts(n * rows, 11).iter().map(|v| v * 4.0).collect();
+    let up = acts(n * rows, 13);
+    let mut gr = g.graph();
+    let a = gr.f32(&[n as i64, rows as i64], &gate);
+    let b = gr.f32(&[n as i64, rows as i64], &up);
+    let y = match act {
+        dynquant_engine::ops::Activation::SwiGlu => gr.swiglu(a, b),
+        dynquant_engine::ops::Activation::GeGlu => gr.geglu(a, b),
+    };
+    let theirs = gr.compute(y, n * rows);
+    let mut ours = gate.clone();
+    for (o, u) in ours.chunks_mut(n).zip(up.chunks(n)) {
+        act.apply(o, u);
+    }
+    let (d, worst) = diff(&ours, &theirs);
+    eprintln!("{act:?}: {d} of {} differ (max rel {worst:.2e})", ours.len());
+    assert_eq!(d, 0);
+}
+
+#[test]
+fn swiglu() {
+    glu(dynquant_engine::ops::Activation::SwiGlu);
+}
+
+#[test]
+fn geglu() {
+    glu(dynquant_engine::ops::Activation::GeGlu);
+}
