@@ -86,7 +86,9 @@ pub enum Activation {
 fn gelu_f32(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     const COEF_A: f32 = 0.044715;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+    // ggml-cpu is compiled with floating-point contraction: `1 + A*x*x` is one fused
+    // multiply-add (it decides one entry of the f16 table, x = -1.999).
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (COEF_A * x).mul_add(x, 1.0)).tanh())
 }
 
 /// ggml-cpu's GELU (GGML_GELU_FP16): 0 below -10, identity above 10, otherwise the input
@@ -120,7 +122,8 @@ impl Activation {
             Activation::SwiGlu => crate::simd_exp::swiglu(flavor(), gate, up),
             Activation::GeGlu => {
                 for (g, u) in gate.iter_mut().zip(up) {
-                    *g = gelu_ggml(*g) * u;
+                    // ggml writes a plain 0 below -10 (not 0 * up, which may be -0)
+                    *g = if *g <= -10.0 { 0.0 } else { gelu_ggml(*g) * u };
                 }
             }
         }

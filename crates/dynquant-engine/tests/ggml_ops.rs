@@ -163,6 +163,11 @@ fn glu(act: dynquant_engine::ops::Activation) {
     for (o, u) in ours.chunks_mut(n).zip(up.chunks(n)) {
         act.apply(o, u);
     }
+    for i in 0..ours.len() {
+        if ours[i].to_bits() != theirs[i].to_bits() && std::env::var("SHOW").is_ok() {
+            eprintln!("x {} up {} ours {} ggml {}", gate[i], up[i], ours[i], theirs[i]);
+        }
+    }
     let (d, worst) = diff(&ours, &theirs);
     eprintln!("{act:?}: {d} of {} differ (max rel {worst:.2e})", ours.len());
     assert_eq!(d, 0);
@@ -176,4 +181,34 @@ fn swiglu() {
 #[test]
 fn geglu() {
     glu(dynquant_engine::ops::Activation::GeGlu);
+}
+
+/// ggml's GELU table over every f16 input in (-10, 10), read through GEGLU with up = 1.
+#[test]
+fn gelu_table() {
+    let Some(g) = Ggml::load() else { return };
+    let xs: Vec<f32> = (0..=u16::MAX)
+        .map(|b| half::f16::from_bits(b).to_f32())
+        .filter(|x| x.is_finite() && x.abs() < 10.0)
+        .collect();
+    let n = xs.len() / 16 * 16;
+    let xs = &xs[..n];
+    let ones = vec![1f32; n];
+    let mut gr = g.graph();
+    let a = gr.f32(&[n as i64], xs);
+    let b = gr.f32(&[n as i64], &ones);
+    let y = gr.geglu(a, b);
+    let theirs = gr.compute(y, n);
+    let mut ours = xs.to_vec();
+    dynquant_engine::ops::Activation::GeGlu.apply(&mut ours, &ones);
+    let mut shown = 0;
+    for i in 0..n {
+        if ours[i].to_bits() != theirs[i].to_bits() && shown < 10 && std::env::var("SHOW").is_ok() {
+            shown += 1;
+            eprintln!("x {} ours {} ggml {}", xs[i], ours[i], theirs[i]);
+        }
+    }
+    let (d, worst) = diff(&ours, &theirs);
+    eprintln!("gelu table: {d} of {n} differ (max rel {worst:.2e})");
+    assert_eq!(d, 0);
 }
