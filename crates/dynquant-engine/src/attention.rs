@@ -64,8 +64,7 @@ impl KvCache {
     }
 }
 
-/// Query rows from which ggml-cpu takes its tiled flash-attention path (`GGML_FA_TILE_Q`).
-pub const Q_TILE: usize = 64;
+pub use crate::fa::Q_TILE;
 
 /// Attention outputs (`n_tok` rows of `n_head * head_dim_v`) for queries `q` (`n_tok` rows of
 /// `n_head * head_dim_k`, RoPE applied) at positions `p0..p0 + n_tok`, whose keys and values
@@ -81,9 +80,23 @@ pub fn attend(
 ) -> Vec<f32> {
     let (dk, dv) = (c.head_dim_k, c.head_dim_v);
     let od = c.n_head * dv;
-    // f16 rounding of the query and the running accumulator (one-chunk path only).
-    let round16 = !exact && n_tok < Q_TILE;
     let mut out = vec![0f32; n_tok * od];
+    if !exact {
+        let shape = crate::fa::Shape {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            dk,
+            dv,
+            k_stride: cache.k_dim,
+            v_stride: cache.v_dim,
+            scale: c.kq_scale,
+            window,
+        };
+        let flavor = crate::ops::flavor();
+        crate::fa::attend(&shape, flavor, q, &cache.k, &cache.v, p0, n_tok, &mut out);
+        return out;
+    }
+    let round16 = false;
     let fma = crate::matmul::has_fma();
     out.par_chunks_mut(od).enumerate().for_each(|(t, orow)| {
         let job = Row {

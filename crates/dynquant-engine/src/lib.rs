@@ -19,6 +19,7 @@ pub mod config;
 pub mod dot;
 pub mod error;
 pub mod eval;
+mod fa;
 mod ffn;
 mod gqa;
 pub mod imatrix;

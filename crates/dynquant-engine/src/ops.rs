@@ -60,6 +60,7 @@ impl Rope {
     /// Rotates every head (`head_dim` values each) of one token's `x` with `cache`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, cache: &[(f32, f32)]) {
         let half = self.n_rot / 2;
+        let fused = contracted();
         for h in x.chunks_exact_mut(head_dim) {
             for (i, &(c, s)) in cache.iter().enumerate() {
                 let (a, b) = match self.kind {
@@ -67,8 +68,14 @@ impl Rope {
                     RopeKind::Neox => (i, i + half),
                 };
                 let (x0, x1) = (h[a], h[b]);
-                h[a] = x0 * c - x1 * s;
-                h[b] = x0 * s + x1 * c;
+                if fused {
+                    // ggml-cpu's FMA builds contract `x0*c - x1*s`: the first product is fused
+                    h[a] = x0.mul_add(c, -(x1 * s));
+                    h[b] = x0.mul_add(s, x1 * c);
+                } else {
+                    h[a] = x0 * c - x1 * s;
+                    h[b] = x0 * s + x1 * c;
+                }
             }
         }
     }
@@ -86,9 +93,14 @@ pub enum Activation {
 fn gelu_f32(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     const COEF_A: f32 = 0.044715;
-    // ggml-cpu is compiled with floating-point contraction: `1 + A*x*x` is one fused
-    // multiply-add (it decides one entry of the f16 table, x = -1.999).
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (COEF_A * x).mul_add(x, 1.0)).tanh())
+    // ggml-cpu's FMA builds contract `1 + A*x*x` into one fused multiply-add (it decides
+    // one entry of the f16 table, x = -1.999).
+    let inner = if contracted() {
+        (COEF_A * x).mul_add(x, 1.0)
+    } else {
+        1.0 + COEF_A * x * x
+    };
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh())
 }
 
 /// ggml-cpu's GELU (GGML_GELU_FP16): 0 below -10, identity above 10, otherwise the input
@@ -107,6 +119,15 @@ pub fn gelu_ggml(x: f32) -> f32 {
 /// SiLU, x / (1 + e^-x).
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
+}
+
+/// Whether the libggml-cpu variant of this CPU is built with FMA, which lets the compiler
+/// contract `a*b + c` in ggml's scalar code.
+pub(crate) fn contracted() -> bool {
+    matches!(
+        flavor(),
+        crate::simd_exp::Flavor::Avx512 | crate::simd_exp::Flavor::Avx2
+    )
 }
 
 /// The vector-`exp` flavour of this CPU, detected once.

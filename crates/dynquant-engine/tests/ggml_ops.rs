@@ -212,3 +212,122 @@ fn gelu_table() {
     eprintln!("gelu table: {d} of {n} differ (max rel {worst:.2e})");
     assert_eq!(d, 0);
 }
+
+fn attn_config(n_head: usize, n_head_kv: usize, d: usize) -> dynquant_engine::config::Config {
+    dynquant_engine::config::Config {
+        arch: "llama".into(),
+        n_embd: n_head * d,
+        n_layer: 1,
+        n_head,
+        n_head_kv,
+        head_dim_k: d,
+        head_dim_v: d,
+        n_ff: 4 * n_head * d,
+        n_ctx_train: 4096,
+        rms_eps: 1e-5,
+        rope_kind: dynquant_engine::ops::RopeKind::Normal,
+        n_rot: d,
+        rope_base: 10000.0,
+        rope_scale: 1.0,
+        act: dynquant_engine::ops::Activation::SwiGlu,
+        qk_norm: false,
+        qkv_bias: false,
+        post_norms: false,
+        embd_scale: None,
+        q_scale: 1.0,
+        kq_scale: 1.0 / (d as f32).sqrt(),
+        swa: None,
+    }
+}
+
+/// Causal flash attention of the last `n_q` of `n_kv` positions, f16 K/V as llama.cpp's
+/// cache stores them.
+fn check_attention(n_q: usize, n_kv: usize) -> (usize, f32) {
+    let Some(g) = Ggml::load() else { return (0, 0.0) };
+    let (nh, nkv, d) = (9usize, 3usize, 64usize);
+    let c = attn_config(nh, nkv, d);
+    let q: Vec<f32> = acts(n_q * nh * d, 21).iter().map(|v| v * 2.0).collect();
+    let k: Vec<f32> = acts(n_kv * nkv * d, 23).iter().map(|v| v * 2.0).collect();
+    let v = acts(n_kv * nkv * d, 25);
+    let p0 = n_kv - n_q;
+    let mut cache = dynquant_engine::attention::KvCache::new(nkv * d, nkv * d);
+    cache.append(&k, &v, false);
+    let ours = dynquant_engine::attention::attend(&c, &q, &cache, p0, n_q, None, false);
+    // ggml: q [d, n_q, nh], k/v [d, n_kv, nkv] (f16), mask [n_kv, n_q padded] (f16)
+    let perm = |x: &[f32], rows: usize, heads: usize| -> Vec<f32> {
+        let mut o = vec![0f32; x.len()];
+        for r in 0..rows {
+            for h in 0..heads {
+                o[(h * rows + r) * d..][..d].copy_from_slice(&x[(r * heads + h) * d..][..d]);
+            }
+        }
+        o
+    };
+    let pad = n_q.div_ceil(64) * 64;
+    let mut mask = vec![f32::NEG_INFINITY; pad * n_kv];
+    for i in 0..n_q {
+        for j in 0..=p0 + i {
+            mask[i * n_kv + j] = 0.0;
+        }
+    }
+    let mut gr = g.graph();
+    let qt = gr.f32(&[d as i64, n_q as i64, nh as i64], &perm(&q, n_q, nh));
+    let kt = gr.f16(&[d as i64, n_kv as i64, nkv as i64], &perm(&k, n_kv, nkv));
+    let vt = gr.f16(&[d as i64, n_kv as i64, nkv as i64], &perm(&v, n_kv, nkv));
+    let mt = gr.f16(&[n_kv as i64, pad as i64], &mask);
+    let y = gr.flash_attn(qt, kt, vt, mt, c.kq_scale);
+    let theirs = gr.compute(y, n_q * nh * d);
+    let (n, worst) = diff(&ours, &theirs);
+    eprintln!("attention n_q {n_q} n_kv {n_kv}: {n} of {} differ (max rel {worst:.2e})", ours.len());
+    (n, worst)
+}
+
+#[test]
+fn flash_attention_matches_ggml() {
+    let mut bad = Vec::new();
+    for (n_q, n_kv) in [(1, 1), (1, 50), (4, 90), (64, 64), (80, 80), (100, 300)] {
+        let (n, _) = check_attention(n_q, n_kv);
+        if n > 0 {
+            bad.push((n_q, n_kv, n));
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+fn check_rope(kind: dynquant_engine::ops::RopeKind, base: f32, n_tok: usize) -> usize {
+    let Some(g) = Ggml::load() else { return 0 };
+    let (d, nh) = (64usize, 3usize);
+    let x: Vec<f32> = acts(n_tok * nh * d, 31).iter().map(|v| v * 3.0).collect();
+    let r = dynquant_engine::ops::Rope {
+        kind,
+        n_rot: d,
+        freq_base: base,
+        freq_scale: 1.0,
+        freq_factors: None,
+    };
+    let mut ours = x.clone();
+    for (t, row) in ours.chunks_mut(nh * d).enumerate() {
+        r.apply(row, d, &r.cache(t));
+    }
+    let mode = match kind {
+        dynquant_engine::ops::RopeKind::Normal => 0,
+        dynquant_engine::ops::RopeKind::Neox => 2,
+    };
+    let mut gr = g.graph();
+    let xt = gr.f32(&[d as i64, nh as i64, n_tok as i64], &x);
+    let pos: Vec<u8> = (0..n_tok as i32).flat_map(|p| p.to_le_bytes()).collect();
+    let pt = gr.input(26, &[n_tok as i64], pos, false);
+    let y = gr.rope(xt, pt, d as i32, mode, base, 1.0);
+    let theirs = gr.compute(y, x.len());
+    let (n, worst) = diff(&ours, &theirs);
+    eprintln!("rope {kind:?} base {base}: {n} of {} differ (max rel {worst:.2e})", x.len());
+    n
+}
+
+#[test]
+fn rope_matches_ggml() {
+    use dynquant_engine::ops::RopeKind;
+    let a = check_rope(RopeKind::Normal, 100000.0, 300);
+    let b = check_rope(RopeKind::Neox, 10000.0, 300);
+    assert_eq!((a, b), (0, 0));
+}

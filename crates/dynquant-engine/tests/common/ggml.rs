@@ -197,6 +197,32 @@ impl Graph<'_> {
         unsafe { f(self.ctx, a, b) }
     }
 
+    /// `ggml_rope_ext(a, pos, NULL, n_dims, mode, 0, base, scale, 0, 1, 32, 1)`.
+    pub fn rope(&self, a: P, pos: P, n_dims: i32, mode: i32, base: f32, scale: f32) -> P {
+        #[allow(clippy::type_complexity)]
+        let f: unsafe extern "C" fn(
+            P, P, P, P, i32, i32, i32, f32, f32, f32, f32, f32, f32,
+        ) -> P = self.op(b"ggml_rope_ext");
+        // SAFETY: as above.
+        unsafe {
+            f(
+                self.ctx,
+                a,
+                pos,
+                std::ptr::null_mut(),
+                n_dims,
+                mode,
+                0,
+                base,
+                scale,
+                0.0,
+                1.0,
+                32.0,
+                1.0,
+            )
+        }
+    }
+
     /// `ggml_flash_attn_ext(q, k, v, mask, scale, 0, 0)` with f32 precision, output permuted
     /// to [head_dim, n_head, n_tok].
     pub fn flash_attn(&self, q: P, k: P, v: P, mask: P, scale: f32) -> P {
