@@ -164,7 +164,7 @@ pub(crate) fn attend(
 /// Runs `f` compiled with FMA instructions when the CPU has them (`mul_add` is then one
 /// instruction instead of a library call); the results are the same either way.
 #[inline(always)]
-fn with_fma<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_fma<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
         #[target_feature(enable = "fma,avx2")]

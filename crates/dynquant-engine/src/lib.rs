@@ -24,6 +24,7 @@ mod ffn;
 mod gqa;
 pub mod imatrix;
 pub mod kld;
+mod kquant;
 pub mod matmul;
 pub mod model;
 pub mod ops;

@@ -60,6 +60,7 @@ fn repacked(ty: GgmlType, rows: usize) -> bool {
     rows % 8 == 0
         && match ty {
             GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::IQ4_NL | GgmlType::MXFP4 => avx2,
+            GgmlType::Q6_K => avx2 && std::env::var("Q6REPACK").is_ok(),
             GgmlType::Q2_K => avx512,
             _ => false,
         }
@@ -93,12 +94,12 @@ fn check_matmuls(model: &std::path::Path, report_only: bool) {
         seen.push(ty);
         let (cols, rows) = (t.info.shape[0] as usize, t.info.shape[1] as usize);
         // a slice of rows keeps the test fast
-        let rows = rows.min(256);
+        let rows = if std::env::var("FULL").is_ok() { rows } else { rows.min(256) };
         let rb = ty.row_bytes(cols as u64).unwrap() as usize;
         let all = gguf.tensor_data(&t).expect("data");
         let data = &all[..rb * rows];
         let w = Weight::new(&t.info.name, ty, cols, rows, Cow::Borrowed(data)).expect("weight");
-        for n_tok in [1usize, 3, 4, 16, 64, 65] {
+        for n_tok in [1usize, 3, 4, 8, 16, 64, 65] {
             let x = acts(cols * n_tok, 7 + n_tok as u64);
             let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
             let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
@@ -285,7 +286,7 @@ fn check_attention(n_q: usize, n_kv: usize) -> (usize, f32) {
 #[test]
 fn flash_attention_matches_ggml() {
     let mut bad = Vec::new();
-    for (n_q, n_kv) in [(1, 1), (1, 50), (4, 90), (64, 64), (80, 80), (100, 300)] {
+    for (n_q, n_kv) in [(1, 1), (1, 50), (4, 90), (8, 520), (64, 64), (80, 80), (100, 300)] {
         let (n, _) = check_attention(n_q, n_kv);
         if n > 0 {
             bad.push((n_q, n_kv, n));

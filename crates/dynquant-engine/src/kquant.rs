@@ -1,0 +1,145 @@
+//! K-quant weights times Q8_K activations as ggml-cpu's x86 kernels compute them: an exact
+//! integer dot product per super-block, split into eight 32-bit lanes the way the AVX2 code
+//! splits it (lane `l` holds elements `4l..4l+3` of every 32-element group), then
+//! `acc[l] = fma(d_w * d_a, lane[l], acc[l])` over the super-blocks and `hsum_float_8`.
+//! Bit-identical results keep llama.cpp's later 8-bit roundings from flipping.
+
+use half::f16;
+
+/// Q8_K activations of one row: per 256 values an f32 scale and i8 values.
+pub(crate) struct Q8K {
+    pub d: f32,
+    pub q: [i8; 256],
+}
+
+/// `quantize_row_q8_K` (the reference form ggml's x86 build uses): the value of largest
+/// magnitude keeps its sign, `iscale = -127/max`, `q = min(127, nearest_int(iscale * x))`,
+/// `d = 1/iscale`.
+pub(crate) fn quantize_q8k(x: &[f32]) -> Vec<Q8K> {
+    x.chunks_exact(256)
+        .map(|xb| {
+            let mut amax = 0f32;
+            let mut max = 0f32;
+            for &v in xb {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            let mut q = [0i8; 256];
+            if amax == 0.0 {
+                return Q8K { d: 0.0, q };
+            }
+            let iscale = -127.0 / max;
+            for (o, &v) in q.iter_mut().zip(xb) {
+                *o = (iscale * v).round_ties_even().min(127.0) as i8;
+            }
+            Q8K { d: 1.0 / iscale, q }
+        })
+        .collect()
+}
+
+/// One Q6_K super-block in integer form.
+pub(crate) struct Q6Block {
+    d: f32,
+    sc: [i8; 16],
+    /// Values minus 32, in element order.
+    q: [i8; 256],
+}
+
+/// Integer values of a Q6_K row (block layout: ql[128], qh[64], scales[16] i8, d f16 —
+/// ggml-common.h `block_q6_K`).
+pub(crate) fn decode_q6k(row: &[u8]) -> Vec<Q6Block> {
+    row.chunks_exact(210)
+        .map(|b| {
+            let mut q = [0i8; 256];
+            for c in 0..2 {
+                let ql = &b[64 * c..64 * c + 64];
+                let qh = &b[128 + 32 * c..128 + 32 * c + 32];
+                for e in 0..128 {
+                    let (k, l) = (e / 32, e % 32);
+                    let low = (ql[32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0f;
+                    let high = (qh[l] >> (2 * k)) & 3;
+                    q[128 * c + e] = (low | (high << 4)) as i8 - 32;
+                }
+            }
+            let mut sc = [0i8; 16];
+            for (o, &v) in sc.iter_mut().zip(&b[192..208]) {
+                *o = v as i8;
+            }
+            Q6Block {
+                d: f16::from_le_bytes([b[208], b[209]]).to_f32(),
+                sc,
+                q,
+            }
+        })
+        .collect()
+}
+
+#[inline(always)]
+fn hsum8(acc: &[f32; 8]) -> f32 {
+    let r: [f32; 4] = std::array::from_fn(|i| acc[i + 4] + acc[i]);
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// `ggml_vec_dot_q6_K_q8_K` as the x86 build computes it: lane `l` takes the unsigned 6-bit
+/// values times the activations of elements `4l..4l+3` of every 32-element group, minus 32
+/// times the scaled activation sums of group `l` (the offset goes through Q8_K's 16-element
+/// sums, so it lands in a different lane than the products it corrects).
+#[inline(always)]
+pub(crate) fn dot_q6k(w: &[Q6Block], a: &[Q8K]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (wb, ab) in w.iter().zip(a) {
+        let mut lanes = [0i32; 8];
+        for (s, (wq, aq)) in wb.q.chunks_exact(16).zip(ab.q.chunks_exact(16)).enumerate() {
+            let sc = wb.sc[s] as i32;
+            let l0 = (s % 2) * 4;
+            let mut bsum = 0i32;
+            for g in 0..4 {
+                let mut p = 0i32;
+                for e in 4 * g..4 * g + 4 {
+                    // stored values are q - 32: add the 32 back for the unsigned product
+                    p += (wq[e] as i32 + 32) * aq[e] as i32;
+                    bsum += aq[e] as i32;
+                }
+                lanes[l0 + g] += sc * p;
+            }
+            lanes[s / 2] -= 32 * sc * bsum;
+        }
+        let d = ab.d * wb.d;
+        for (acc, &l) in acc.iter_mut().zip(&lanes) {
+            *acc = d.mul_add(l as f32, *acc);
+        }
+    }
+    hsum8(&acc)
+}
+
+/// Products of a Q6_K weight with `n_tok` rows of activations (tokens x rows result).
+pub(crate) fn matmul_q6k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let k = w.cols;
+    let acts: Vec<Vec<Q8K>> = x.par_chunks(k).map(quantize_q8k).collect();
+    const TILE: usize = 16;
+    let mut yt = vec![0f32; w.rows * n_tok];
+    yt.par_chunks_mut(TILE * n_tok)
+        .enumerate()
+        .for_each(|(ti, out)| {
+            let r0 = ti * TILE;
+            let nr = out.len() / n_tok;
+            let rows: Vec<Vec<Q6Block>> = (r0..r0 + nr).map(|r| decode_q6k(w.row_data(r))).collect();
+            crate::fa::with_fma(|| {
+                for (t, a) in acts.iter().enumerate() {
+                    for (i, wb) in rows.iter().enumerate() {
+                        out[i * n_tok + t] = dot_q6k(wb, a);
+                    }
+                }
+            });
+        });
+    let mut y = vec![0f32; n_tok * w.rows];
+    y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yrow)| {
+        for (r, v) in yrow.iter_mut().enumerate() {
+            *v = yt[r * n_tok + t];
+        }
+    });
+    y
+}
