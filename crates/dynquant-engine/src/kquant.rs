@@ -143,3 +143,117 @@ pub(crate) fn matmul_q6k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize)
     });
     y
 }
+
+/// One Q4_K super-block in integer form.
+pub(crate) struct Q4Block {
+    d: f32,
+    dmin: f32,
+    sc: [u8; 8],
+    m: [u8; 8],
+    /// 4-bit values in element order.
+    q: [u8; 256],
+}
+
+/// Integer values of a Q4_K row (block layout: d f16, dmin f16, scales[12], qs[128] —
+/// ggml-common.h `block_q4_K`; 6-bit scales and mins packed as `get_scale_min_k4`).
+pub(crate) fn decode_q4k(row: &[u8]) -> Vec<Q4Block> {
+    row.chunks_exact(144)
+        .map(|b| {
+            let s = &b[4..16];
+            let mut sc = [0u8; 8];
+            let mut m = [0u8; 8];
+            for j in 0..8 {
+                if j < 4 {
+                    sc[j] = s[j] & 63;
+                    m[j] = s[j + 4] & 63;
+                } else {
+                    sc[j] = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+                    m[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+                }
+            }
+            let mut q = [0u8; 256];
+            for c in 0..4 {
+                for l in 0..32 {
+                    let v = b[16 + 32 * c + l];
+                    q[64 * c + l] = v & 0x0f;
+                    q[64 * c + 32 + l] = v >> 4;
+                }
+            }
+            Q4Block {
+                d: f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                dmin: f16::from_le_bytes([b[2], b[3]]).to_f32(),
+                sc,
+                m,
+                q,
+            }
+        })
+        .collect()
+}
+
+/// Q4_K times Q8_K as ggml's repacked x86 kernels (`gemv/gemm_q4_K_8x8_q8_K`, the
+/// CPU_REPACK buffer llama.cpp puts Q4_K weights in) compute it: SIMD lanes are output rows,
+/// so every output is one chain of `acc = fma(sum, d_w * d_a, acc)` and
+/// `accm = fma(min_sum, dmin_w * d_a, accm)` over exact integer sums, then `acc - accm`.
+/// The gemv (single tokens) takes whole super-blocks (`group` 256); the gemm (groups of four
+/// tokens) takes pairs of sub-blocks (`group` 64).
+#[inline(always)]
+pub(crate) fn dot_q4k(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
+    let mut acc = 0f32;
+    let mut accm = 0f32;
+    for (wb, ab) in w.iter().zip(a) {
+        let dd = wb.d * ab.d;
+        let dm = wb.dmin * ab.d;
+        let per = group / 32;
+        for c in 0..8 / per {
+            let mut isum = 0i32;
+            let mut imin = 0i32;
+            for j in c * per..(c + 1) * per {
+                let mut p = 0i32;
+                let mut bs = 0i32;
+                for e in 32 * j..32 * j + 32 {
+                    p += wb.q[e] as i32 * ab.q[e] as i32;
+                    bs += ab.q[e] as i32;
+                }
+                isum += wb.sc[j] as i32 * p;
+                imin += wb.m[j] as i32 * bs;
+            }
+            acc = (isum as f32).mul_add(dd, acc);
+            accm = (imin as f32).mul_add(dm, accm);
+        }
+    }
+    acc - accm
+}
+
+/// Products of a Q4_K weight with `n_tok` rows of activations (tokens x rows result).
+pub(crate) fn matmul_q4k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let k = w.cols;
+    let acts: Vec<Vec<Q8K>> = x.par_chunks(k).map(quantize_q8k).collect();
+    const TILE: usize = 16;
+    let mut yt = vec![0f32; w.rows * n_tok];
+    yt.par_chunks_mut(TILE * n_tok)
+        .enumerate()
+        .for_each(|(ti, out)| {
+            let r0 = ti * TILE;
+            let nr = out.len() / n_tok;
+            let rows: Vec<Vec<Q4Block>> =
+                (r0..r0 + nr).map(|r| decode_q4k(w.row_data(r))).collect();
+            crate::fa::with_fma(|| {
+                for (t, a) in acts.iter().enumerate() {
+                    // ggml's repacked mul_mat: gemm for whole groups of 4 tokens, gemv after
+                    let group = if t < n_tok / 4 * 4 { 64 } else { 256 };
+                    for (i, wb) in rows.iter().enumerate() {
+                        out[i * n_tok + t] = dot_q4k(wb, a, group);
+                    }
+                }
+            });
+        });
+    let mut y = vec![0f32; n_tok * w.rows];
+    y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yrow)| {
+        for (r, v) in yrow.iter_mut().enumerate() {
+            *v = yt[r * n_tok + t];
+        }
+    });
+    y
+}
+

@@ -133,6 +133,9 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
     if w.ty == GgmlType::Q6_K && numerics == Numerics::Llama {
         return Ok(crate::kquant::matmul_q6k(w, x, n_tok));
     }
+    if w.ty == GgmlType::Q4_K && numerics == Numerics::Llama && w.rows % 8 == 0 {
+        return Ok(crate::kquant::matmul_q4k(w, x, n_tok));
+    }
     // Activations as the dot product sees them (+ Q8_1 block-sum corrections).
     let nb32 = k / 32;
     let mut xr = vec![0f32; x.len()];
