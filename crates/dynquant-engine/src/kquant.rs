@@ -10,6 +10,8 @@ use half::f16;
 pub(crate) struct Q8K {
     pub d: f32,
     pub q: [i8; 256],
+    /// Sums of the 16 values of each 16-element group (Q8_K's `bsums`).
+    pub bsums: [i32; 16],
 }
 
 /// `quantize_row_q8_K` (the reference form ggml's x86 build uses): the value of largest
@@ -28,13 +30,22 @@ pub(crate) fn quantize_q8k(x: &[f32]) -> Vec<Q8K> {
             }
             let mut q = [0i8; 256];
             if amax == 0.0 {
-                return Q8K { d: 0.0, q };
+                return Q8K {
+                    d: 0.0,
+                    q,
+                    bsums: [0; 16],
+                };
             }
             let iscale = -127.0 / max;
             for (o, &v) in q.iter_mut().zip(xb) {
                 *o = (iscale * v).round_ties_even().min(127.0) as i8;
             }
-            Q8K { d: 1.0 / iscale, q }
+            let bsums = std::array::from_fn(|g| q[16 * g..16 * g + 16].iter().map(|&v| v as i32).sum());
+            Q8K {
+                d: 1.0 / iscale,
+                q,
+                bsums,
+            }
         })
         .collect()
 }
@@ -43,8 +54,8 @@ pub(crate) fn quantize_q8k(x: &[f32]) -> Vec<Q8K> {
 pub(crate) struct Q6Block {
     d: f32,
     sc: [i8; 16],
-    /// Values minus 32, in element order.
-    q: [i8; 256],
+    /// Unsigned 6-bit values (0..64), in element order.
+    q: [u8; 256],
 }
 
 /// Integer values of a Q6_K row (block layout: ql[128], qh[64], scales[16] i8, d f16 —
@@ -52,7 +63,7 @@ pub(crate) struct Q6Block {
 pub(crate) fn decode_q6k(row: &[u8]) -> Vec<Q6Block> {
     row.chunks_exact(210)
         .map(|b| {
-            let mut q = [0i8; 256];
+            let mut q = [0u8; 256];
             for c in 0..2 {
                 let ql = &b[64 * c..64 * c + 64];
                 let qh = &b[128 + 32 * c..128 + 32 * c + 32];
@@ -60,7 +71,7 @@ pub(crate) fn decode_q6k(row: &[u8]) -> Vec<Q6Block> {
                     let (k, l) = (e / 32, e % 32);
                     let low = (ql[32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0f;
                     let high = (qh[l] >> (2 * k)) & 3;
-                    q[128 * c + e] = (low | (high << 4)) as i8 - 32;
+                    q[128 * c + e] = low | (high << 4);
                 }
             }
             let mut sc = [0i8; 16];
@@ -94,17 +105,14 @@ pub(crate) fn dot_q6k(w: &[Q6Block], a: &[Q8K]) -> f32 {
         for (s, (wq, aq)) in wb.q.chunks_exact(16).zip(ab.q.chunks_exact(16)).enumerate() {
             let sc = wb.sc[s] as i32;
             let l0 = (s % 2) * 4;
-            let mut bsum = 0i32;
             for g in 0..4 {
                 let mut p = 0i32;
                 for e in 4 * g..4 * g + 4 {
-                    // stored values are q - 32: add the 32 back for the unsigned product
-                    p += (wq[e] as i32 + 32) * aq[e] as i32;
-                    bsum += aq[e] as i32;
+                    p += wq[e] as i32 * aq[e] as i32;
                 }
                 lanes[l0 + g] += sc * p;
             }
-            lanes[s / 2] -= 32 * sc * bsum;
+            lanes[s / 2] -= 32 * sc * ab.bsums[s];
         }
         let d = ab.d * wb.d;
         for (acc, &l) in acc.iter_mut().zip(&lanes) {
@@ -130,7 +138,7 @@ pub(crate) fn matmul_q6k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize)
             crate::fa::with_fma(|| {
                 for (t, a) in acts.iter().enumerate() {
                     for (i, wb) in rows.iter().enumerate() {
-                        out[i * n_tok + t] = dot_q6k(wb, a);
+                        out[i * n_tok + t] = dot_q6k_best(wb, a);
                     }
                 }
             });
@@ -209,13 +217,11 @@ pub(crate) fn dot_q4k(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
             let mut imin = 0i32;
             for j in c * per..(c + 1) * per {
                 let mut p = 0i32;
-                let mut bs = 0i32;
                 for e in 32 * j..32 * j + 32 {
                     p += wb.q[e] as i32 * ab.q[e] as i32;
-                    bs += ab.q[e] as i32;
                 }
                 isum += wb.sc[j] as i32 * p;
-                imin += wb.m[j] as i32 * bs;
+                imin += wb.m[j] as i32 * (ab.bsums[2 * j] + ab.bsums[2 * j + 1]);
             }
             acc = (isum as f32).mul_add(dd, acc);
             accm = (imin as f32).mul_add(dm, accm);
@@ -243,7 +249,7 @@ pub(crate) fn matmul_q4k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize)
                     // ggml's repacked mul_mat: gemm for whole groups of 4 tokens, gemv after
                     let group = if t < n_tok / 4 * 4 { 64 } else { 256 };
                     for (i, wb) in rows.iter().enumerate() {
-                        out[i * n_tok + t] = dot_q4k(wb, a, group);
+                        out[i * n_tok + t] = dot_q4k_best(wb, a, group);
                     }
                 }
             });
@@ -257,3 +263,100 @@ pub(crate) fn matmul_q4k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize)
     y
 }
 
+
+/// AVX2 forms of the dot products above: the integer sums are computed with `maddubs`/`madd`
+/// (exact, so their order is free) and every float step is the scalar form's.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Q4Block, Q6Block, Q8K};
+
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> __m256i {
+        _mm256_loadu_si256(p.cast())
+    }
+
+    /// Sum of the eight i32 lanes.
+    #[inline(always)]
+    unsafe fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn dot_q4k(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
+        let mut acc = 0f32;
+        let mut accm = 0f32;
+        let per = group / 32;
+        for (wb, ab) in w.iter().zip(a) {
+            let dd = wb.d * ab.d;
+            let dm = wb.dmin * ab.d;
+            for c in 0..8 / per {
+                let mut iv = _mm256_setzero_si256();
+                let mut imin = 0i32;
+                for j in c * per..(c + 1) * per {
+                    let x = load(wb.q.as_ptr().add(32 * j));
+                    let y = load(ab.q.as_ptr().add(32 * j).cast());
+                    let p16 = _mm256_maddubs_epi16(x, y);
+                    iv = _mm256_add_epi32(iv, _mm256_madd_epi16(p16, _mm256_set1_epi16(wb.sc[j] as i16)));
+                    imin += wb.m[j] as i32 * (ab.bsums[2 * j] + ab.bsums[2 * j + 1]);
+                }
+                let isum = hsum_i32(iv);
+                acc = (isum as f32).mul_add(dd, acc);
+                accm = (imin as f32).mul_add(dm, accm);
+            }
+        }
+        acc - accm
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn dot_q6k(w: &[Q6Block], a: &[Q8K]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (wb, ab) in w.iter().zip(a) {
+            let mut lanes = _mm256_setzero_si256();
+            let mut off = [0i32; 8];
+            for g in 0..8 {
+                let x = load(wb.q.as_ptr().add(32 * g));
+                let y = load(ab.q.as_ptr().add(32 * g).cast());
+                let p16 = _mm256_maddubs_epi16(x, y);
+                let (s0, s1) = (wb.sc[2 * g] as i16, wb.sc[2 * g + 1] as i16);
+                let scale = _mm256_setr_epi16(
+                    s0, s0, s0, s0, s0, s0, s0, s0, s1, s1, s1, s1, s1, s1, s1, s1,
+                );
+                lanes = _mm256_add_epi32(lanes, _mm256_madd_epi16(p16, scale));
+                off[g] = 32 * (s0 as i32 * ab.bsums[2 * g] + s1 as i32 * ab.bsums[2 * g + 1]);
+            }
+            lanes = _mm256_sub_epi32(lanes, _mm256_loadu_si256(off.as_ptr().cast()));
+            let d = _mm256_set1_ps(ab.d * wb.d);
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc);
+        }
+        let mut l = [0f32; 8];
+        _mm256_storeu_ps(l.as_mut_ptr(), acc);
+        super::hsum8(&l)
+    }
+}
+
+/// [`dot_q4k`] with the fastest instructions this CPU has (same bits).
+#[inline(always)]
+fn dot_q4k_best(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::matmul::has_fma() {
+        // SAFETY: AVX2 and FMA were detected at runtime.
+        return unsafe { avx2::dot_q4k(w, a, group) };
+    }
+    dot_q4k(w, a, group)
+}
+
+/// [`dot_q6k`] with the fastest instructions this CPU has (same bits).
+#[inline(always)]
+fn dot_q6k_best(w: &[Q6Block], a: &[Q8K]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::matmul::has_fma() {
+        // SAFETY: AVX2 and FMA were detected at runtime.
+        return unsafe { avx2::dot_q6k(w, a) };
+    }
+    dot_q6k(w, a)
+}

@@ -118,13 +118,13 @@ fn check_matmuls(model: &std::path::Path, report_only: bool) {
 #[test]
 fn matmuls_smollm2_q4_1() {
     let Some(o) = Oracle::get() else { return };
-    check_matmuls(&o.smollm2(), true);
+    check_matmuls(&o.smollm2(), false);
 }
 
 #[test]
 fn matmuls_gemma3_q4_k_m() {
     let Some(o) = Oracle::get() else { return };
-    check_matmuls(&o.gemma(), true);
+    check_matmuls(&o.gemma(), false);
 }
 
 #[test]

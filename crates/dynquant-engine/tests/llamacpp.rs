@@ -1,22 +1,26 @@
 //! The engine's next-token distributions against real llama.cpp's (node-llama-cpp,
-//! `controlledEvaluate` probabilities, one thread) on the start of wiki.test.raw.
+//! `controlledEvaluate` probabilities, one thread) on the start of wiki.test.raw, 512-token
+//! context in one batch: mean KLD < 1e-3 and top-1 agreement > 99% for F16 and quantized models.
 //!
-//! * F16 models, 512-token context: mean KLD < 1e-3 and top-1 agreement > 99%.
-//! * Quantized models: llama.cpp rounds every matrix product's activations to 8 bits (Q8_0,
-//!   Q8_1, Q8_K); a last-bit difference anywhere (summation order, `expf`) flips some of those
-//!   roundings and the flips grow over a long context (measured: our engine against itself with
-//!   and without FMA gives a mean KLD of 3.3e-3 on SmolLM2 Q4_1 and 5.0e-3 on Gemma-3 Q4_K_M
-//!   over 512 tokens). Without bit-exact SIMD emulation, a long context cannot match to 1e-3, so
-//!   the matrix-product numerics are checked where they are not drowned: each token evaluated
-//!   alone (64 one-token contexts): the median KLD must be < 1e-3 (most Gemma tokens match
-//!   bit for bit; the mean is carried by a few tokens where a rounding flipped), top-1 > 95%,
-//!   and skipping llama.cpp's rounding (exact f32 activations) must be at least twice as far.
+//! llama.cpp rounds every matrix product's activations to 8 bits (Q8_0, Q8_1, Q8_K), so a
+//! last-bit difference anywhere flips roundings that grow over the context; the engine therefore
+//! reproduces ggml-cpu's arithmetic for the variant it loads on this CPU (integer block dots,
+//! repacked Q4_K, vector `exp`, flash-attention tiles, contracted RoPE; `tests/ggml_ops.rs`
+//! checks each op bit for bit). On the AVX-512 machines CI runs on, the distributions are then
+//! llama.cpp's up to the float noise of the reference's probabilities (mean KLD < 1e-6).
+//!
+//! The reference evaluates one token more than is compared: node-llama-cpp perturbs the
+//! distribution of the last position of a `controlledEvaluate` call (measured: with 513 or 520
+//! tokens evaluated, positions 0..511 match bit for bit while the last one is off by a KLD of
+//! 0.05-1.2). llama.cpp's batch size is 512, so the first 512 positions are computed exactly as
+//! for a 512-token context.
 
 use std::path::Path;
 
 use dynquant_core::gguf::{Access, GgufModel};
 use dynquant_engine::eval::TopK;
 use dynquant_engine::ops::log_softmax;
+use dynquant_engine::simd_exp::Flavor;
 use dynquant_engine::{Logits, Model, Numerics};
 use dynquant_testkit::oracle::{shared_dir, Oracle};
 
@@ -89,53 +93,29 @@ fn score(r: &Reference, logits: &[f32], nv: usize) -> (f64, f64, f64) {
     (kl / n, same as f64 / n, all[all.len() / 2])
 }
 
-/// One 512-token context in one batch.
+/// One 512-token context in one batch (reference: 513 tokens, the last dropped).
 fn check_context(path: &Path) {
     let Some(o) = Oracle::get() else { return };
-    let r = reference(&o, path, 512, false);
+    let mut r = reference(&o, path, 513, false);
+    r.tokens.truncate(512);
+    r.positions.truncate(512);
     let gguf = GgufModel::open(path, Access::Mmap).expect("open");
     let model = Model::load(&gguf).expect("load");
     let mut s = model.session(r.tokens.len());
     let logits = s.eval(&r.tokens, Logits::From(0), None).expect("eval");
     let (kl, top1, _) = score(&r, &logits, model.n_vocab);
+    let verified = dynquant_engine::simd_exp::Flavor::detect() == Flavor::Avx512;
     eprintln!(
-        "{}: 512-token context: mean KLD {kl:.3e}, top-1 {:.2}%",
+        "{}: 512-token context: mean KLD {kl:.3e}, top-1 {:.2}% (bit-exact variant: {verified})",
         path.display(),
         100.0 * top1
     );
     assert!(kl < 1e-3, "mean KLD {kl}");
     assert!(top1 > 0.99, "top-1 agreement {top1}");
-}
-
-/// 64 one-token contexts, with llama.cpp's numerics and with exact activations.
-fn check_single(path: &Path) {
-    let Some(o) = Oracle::get() else { return };
-    let r = reference(&o, path, 64, true);
-    let gguf = GgufModel::open(path, Access::Mmap).expect("open");
-    let mut model = Model::load(&gguf).expect("load");
-    let run = |model: &Model<'_>| {
-        let mut s = model.session(1);
-        let mut all = Vec::new();
-        for &t in &r.tokens {
-            s.clear();
-            all.extend(s.eval(&[t], Logits::Last, None).expect("eval"));
-        }
-        score(&r, &all, model.n_vocab)
-    };
-    let (kl, top1, median) = run(&model);
-    model.numerics = Numerics::Exact;
-    let (kl_exact, _, _) = run(&model);
-    eprintln!(
-        "{}: 64 one-token contexts: mean KLD {kl:.3e}, median {median:.3e} (exact activations: mean {kl_exact:.3e}), top-1 {:.2}%",
-        path.display(),
-        100.0 * top1
-    );
-    assert!(median < 1e-3, "median KLD {median}");
-    assert!(top1 > 0.95, "top-1 agreement {top1}");
-    assert!(
-        kl_exact > 2.0 * kl,
-        "llama.cpp's activation rounding should matter: exact {kl_exact} vs {kl}"
-    );
+    if verified {
+        // ggml's arithmetic reproduced: only the reference's float noise is left
+        assert!(kl < 1e-6, "mean KLD {kl}: not bit-exact any more");
+    }
 }
 
 #[test]
@@ -151,15 +131,15 @@ fn smollm2_768_matches_llamacpp() {
 }
 
 #[test]
-fn smollm2_q4_1_matrix_products_match_llamacpp() {
+fn smollm2_q4_1_matches_llamacpp() {
     let Some(o) = Oracle::get() else { return };
-    check_single(&o.smollm2());
+    check_context(&o.smollm2());
 }
 
 #[test]
-fn gemma3_q4_k_m_matrix_products_match_llamacpp() {
+fn gemma3_q4_k_m_matches_llamacpp() {
     let Some(o) = Oracle::get() else { return };
-    check_single(&o.gemma());
+    check_context(&o.gemma());
 }
 
 /// The tiny random-weight BF16 checkpoints llama.cpp's converter made (`shared/golden/hf`):
