@@ -194,42 +194,44 @@ fn one_chunk(
     out[..n_tok * od]
         .par_chunks_mut(dv)
         .enumerate()
-        .for_each(|(r, o)| with_fma(|| {
-            let (t, head) = (r / s.n_head, r % s.n_head);
-            let kvh = head / group;
-            let pos = p0 + t;
-            let qh: Vec<f32> = q[t * s.n_head * dk + head * dk..][..dk]
-                .iter()
-                .map(|&x| h(x))
-                .collect();
-            let mut acc = vec![0f32; dv];
-            let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-            for j in s.lo(pos)..=pos {
-                let kr = &k[j * s.k_stride + kvh * dk..][..dk];
-                // s*scale + mask (0 here), contracted by the compiler
-                let sc = dot_f16(flavor, kr, &qh).mul_add(s.scale, 0.0);
-                let (mut ms, mut vs) = (1f32, 1f32);
-                if sc > m {
-                    let old = m;
-                    m = sc;
-                    ms = (old - m).exp();
-                    for a in acc.iter_mut() {
-                        *a = h(*a * ms);
+        .for_each(|(r, o)| {
+            with_fma(|| {
+                let (t, head) = (r / s.n_head, r % s.n_head);
+                let kvh = head / group;
+                let pos = p0 + t;
+                let qh: Vec<f32> = q[t * s.n_head * dk + head * dk..][..dk]
+                    .iter()
+                    .map(|&x| h(x))
+                    .collect();
+                let mut acc = vec![0f32; dv];
+                let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+                for j in s.lo(pos)..=pos {
+                    let kr = &k[j * s.k_stride + kvh * dk..][..dk];
+                    // s*scale + mask (0 here), contracted by the compiler
+                    let sc = dot_f16(flavor, kr, &qh).mul_add(s.scale, 0.0);
+                    let (mut ms, mut vs) = (1f32, 1f32);
+                    if sc > m {
+                        let old = m;
+                        m = sc;
+                        ms = (old - m).exp();
+                        for a in acc.iter_mut() {
+                            *a = h(*a * ms);
+                        }
+                    } else {
+                        vs = (sc - m).exp();
                     }
-                } else {
-                    vs = (sc - m).exp();
+                    let vr = &v[j * s.v_stride + kvh * dv..][..dv];
+                    for (a, &x) in acc.iter_mut().zip(vr) {
+                        *a = h(x.mul_add(vs, *a));
+                    }
+                    sum = sum.mul_add(ms, vs);
                 }
-                let vr = &v[j * s.v_stride + kvh * dv..][..dv];
-                for (a, &x) in acc.iter_mut().zip(vr) {
-                    *a = h(x.mul_add(vs, *a));
+                let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+                for (o, a) in o.iter_mut().zip(&acc) {
+                    *o = a * inv;
                 }
-                sum = sum.mul_add(ms, vs);
-            }
-            let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-            for (o, a) in o.iter_mut().zip(&acc) {
-                *o = a * inv;
-            }
-        }));
+            })
+        });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -253,72 +255,86 @@ fn tiled(
         .collect();
     let results: Vec<Vec<f32>> = jobs
         .par_iter()
-        .map(|&(head, ti)| with_fma(|| {
-            let kvh = head / group;
-            let t0 = ti * Q_TILE;
-            let rows = Q_TILE.min(n_tok - t0);
-            let mut vkq = vec![0f32; rows * dv];
-            let mut ssum = [0f32; Q_TILE];
-            let mut mmax = [f32::NEG_INFINITY; Q_TILE];
-            let mut kq = vec![0f32; KV_TILE];
-            for ic in (0..n_kv).step_by(KV_TILE) {
-                let kv_tile = KV_TILE.min(n_kv - ic);
-                for tq in 0..rows {
-                    let pos = p0 + t0 + tq;
-                    let (lo, hi) = (s.lo(pos), pos);
-                    if hi < ic || lo >= ic + kv_tile {
-                        continue; // nothing visible in this tile for this row
+        .map(|&(head, ti)| {
+            with_fma(|| {
+                let kvh = head / group;
+                let t0 = ti * Q_TILE;
+                let rows = Q_TILE.min(n_tok - t0);
+                let mut vkq = vec![0f32; rows * dv];
+                let mut ssum = [0f32; Q_TILE];
+                let mut mmax = [f32::NEG_INFINITY; Q_TILE];
+                let mut kq = vec![0f32; KV_TILE];
+                // the key tile transposed (kt[d][tk], as ggml packs it): every score is the same
+                // chain over d, and 64 chains advance together in vector registers
+                let mut kt = vec![0f32; dk * KV_TILE];
+                let mut chains = vec![0f32; KV_TILE];
+                for ic in (0..n_kv).step_by(KV_TILE) {
+                    let kv_tile = KV_TILE.min(n_kv - ic);
+                    for tk in 0..kv_tile {
+                        let kr = &k[(ic + tk) * s.k_stride + kvh * dk..][..dk];
+                        for (d, &x) in kr.iter().enumerate() {
+                            kt[d * KV_TILE + tk] = x;
+                        }
                     }
-                    let qr = &q[(t0 + tq) * s.n_head * dk + head * dk..][..dk];
-                    kq.fill(f32::NEG_INFINITY);
-                    let mut tile_max = f32::NEG_INFINITY;
-                    for (tk, slot) in kq.iter_mut().enumerate().take(kv_tile) {
-                        let j = ic + tk;
-                        if j < lo || j > hi {
+                    for tq in 0..rows {
+                        let pos = p0 + t0 + tq;
+                        let (lo, hi) = (s.lo(pos), pos);
+                        if hi < ic || lo >= ic + kv_tile {
+                            continue; // nothing visible in this tile for this row
+                        }
+                        let qr = &q[(t0 + tq) * s.n_head * dk + head * dk..][..dk];
+                        chains.fill(0.0);
+                        for (d, &x) in qr.iter().enumerate() {
+                            let row = &kt[d * KV_TILE..(d + 1) * KV_TILE];
+                            for (c, &y) in chains.iter_mut().zip(row) {
+                                *c = x.mul_add(y, *c);
+                            }
+                        }
+                        kq.fill(f32::NEG_INFINITY);
+                        let mut tile_max = f32::NEG_INFINITY;
+                        for (tk, slot) in kq.iter_mut().enumerate().take(kv_tile) {
+                            let j = ic + tk;
+                            if j < lo || j > hi {
+                                continue;
+                            }
+                            let sc = chains[tk] * s.scale;
+                            *slot = sc;
+                            tile_max = tile_max.max(sc);
+                        }
+                        if tile_max == f32::NEG_INFINITY {
                             continue;
                         }
-                        let kr = &k[j * s.k_stride + kvh * dk..][..dk];
-                        let mut a = 0f32;
-                        for (x, y) in qr.iter().zip(kr) {
-                            a = x.mul_add(*y, a);
+                        let mold = mmax[tq];
+                        let mnew = mold.max(tile_max);
+                        let acc = &mut vkq[tq * dv..(tq + 1) * dv];
+                        if mnew > mold {
+                            let ms = (mold - mnew).exp();
+                            acc.iter_mut().for_each(|a| *a *= ms);
+                            ssum[tq] *= ms;
                         }
-                        let sc = a * s.scale;
-                        *slot = sc;
-                        tile_max = tile_max.max(sc);
-                    }
-                    if tile_max == f32::NEG_INFINITY {
-                        continue;
-                    }
-                    let mold = mmax[tq];
-                    let mnew = mold.max(tile_max);
-                    let acc = &mut vkq[tq * dv..(tq + 1) * dv];
-                    if mnew > mold {
-                        let ms = (mold - mnew).exp();
-                        acc.iter_mut().for_each(|a| *a *= ms);
-                        ssum[tq] *= ms;
-                    }
-                    mmax[tq] = mnew;
-                    let sm = soft_max(flavor, &mut kq, mnew);
-                    ssum[tq] = (ssum[tq] as f64 + sm) as f32;
-                    for (tk, &p) in kq.iter().enumerate().take(kv_tile) {
-                        if p == 0.0 {
-                            continue; // fma(0, v, acc) == acc
-                        }
-                        let vr = &v[(ic + tk) * s.v_stride + kvh * dv..][..dv];
-                        for (a, &x) in acc.iter_mut().zip(vr) {
-                            *a = p.mul_add(x, *a);
+                        mmax[tq] = mnew;
+                        let sm = soft_max(flavor, &mut kq, mnew);
+                        ssum[tq] = (ssum[tq] as f64 + sm) as f32;
+                        for (tk, &p) in kq.iter().enumerate().take(kv_tile) {
+                            if p == 0.0 {
+                                continue; // fma(0, v, acc) == acc
+                            }
+                            let vr = &v[(ic + tk) * s.v_stride + kvh * dv..][..dv];
+                            for (a, &x) in acc.iter_mut().zip(vr) {
+                                *a = p.mul_add(x, *a);
+                            }
                         }
                     }
                 }
-            }
-            for tq in 0..rows {
-                let inv = if ssum[tq] == 0.0 { 0.0 } else { 1.0 / ssum[tq] };
-                vkq[tq * dv..(tq + 1) * dv]
-                    .iter_mut()
-                    .for_each(|a| *a *= inv);
-            }
-            vkq
-        }))
+                for tq in 0..rows {
+                    let inv = if ssum[tq] == 0.0 { 0.0 } else { 1.0 / ssum[tq] };
+                    vkq[tq * dv..(tq + 1) * dv]
+                        .iter_mut()
+                        .for_each(|a| *a *= inv);
+                }
+                vkq
+            })
+        })
         .collect();
     let od = s.n_head * dv;
     for (&(head, ti), r) in jobs.iter().zip(&results) {

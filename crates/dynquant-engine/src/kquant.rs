@@ -40,7 +40,8 @@ pub(crate) fn quantize_q8k(x: &[f32]) -> Vec<Q8K> {
             for (o, &v) in q.iter_mut().zip(xb) {
                 *o = (iscale * v).round_ties_even().min(127.0) as i8;
             }
-            let bsums = std::array::from_fn(|g| q[16 * g..16 * g + 16].iter().map(|&v| v as i32).sum());
+            let bsums =
+                std::array::from_fn(|g| q[16 * g..16 * g + 16].iter().map(|&v| v as i32).sum());
             Q8K {
                 d: 1.0 / iscale,
                 q,
@@ -134,7 +135,8 @@ pub(crate) fn matmul_q6k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize)
         .for_each(|(ti, out)| {
             let r0 = ti * TILE;
             let nr = out.len() / n_tok;
-            let rows: Vec<Vec<Q6Block>> = (r0..r0 + nr).map(|r| decode_q6k(w.row_data(r))).collect();
+            let rows: Vec<Vec<Q6Block>> =
+                (r0..r0 + nr).map(|r| decode_q6k(w.row_data(r))).collect();
             crate::fa::with_fma(|| {
                 for (t, a) in acts.iter().enumerate() {
                     for (i, wb) in rows.iter().enumerate() {
@@ -263,7 +265,6 @@ pub(crate) fn matmul_q4k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize)
     y
 }
 
-
 /// AVX2 forms of the dot products above: the integer sums are computed with `maddubs`/`madd`
 /// (exact, so their order is free) and every float step is the scalar form's.
 #[cfg(target_arch = "x86_64")]
@@ -301,7 +302,10 @@ mod avx2 {
                     let x = load(wb.q.as_ptr().add(32 * j));
                     let y = load(ab.q.as_ptr().add(32 * j).cast());
                     let p16 = _mm256_maddubs_epi16(x, y);
-                    iv = _mm256_add_epi32(iv, _mm256_madd_epi16(p16, _mm256_set1_epi16(wb.sc[j] as i16)));
+                    iv = _mm256_add_epi32(
+                        iv,
+                        _mm256_madd_epi16(p16, _mm256_set1_epi16(wb.sc[j] as i16)),
+                    );
                     imin += wb.m[j] as i32 * (ab.bsums[2 * j] + ab.bsums[2 * j + 1]);
                 }
                 let isum = hsum_i32(iv);

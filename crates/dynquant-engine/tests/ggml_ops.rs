@@ -25,7 +25,10 @@ impl Rng {
     }
     /// Roughly normal, with rare large outliers (as transformer activations have).
     fn act(&mut self) -> f32 {
-        let u: f32 = (0..4).map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32).sum::<f32>() - 2.0;
+        let u: f32 = (0..4)
+            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
+            .sum::<f32>()
+            - 2.0;
         if self.next() % 97 == 0 {
             u * 60.0
         } else {
@@ -94,7 +97,11 @@ fn check_matmuls(model: &std::path::Path, report_only: bool) {
         seen.push(ty);
         let (cols, rows) = (t.info.shape[0] as usize, t.info.shape[1] as usize);
         // a slice of rows keeps the test fast
-        let rows = if std::env::var("FULL").is_ok() { rows } else { rows.min(256) };
+        let rows = if std::env::var("FULL").is_ok() {
+            rows
+        } else {
+            rows.min(256)
+        };
         let rb = ty.row_bytes(cols as u64).unwrap() as usize;
         let all = gguf.tensor_data(&t).expect("data");
         let data = &all[..rb * rows];
@@ -104,7 +111,11 @@ fn check_matmuls(model: &std::path::Path, report_only: bool) {
             let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
             let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
             let (n, worst) = diff(&ours, &theirs);
-            eprintln!("{} {ty} {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})", g.variant, ours.len());
+            eprintln!(
+                "{} {ty} {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
+                g.variant,
+                ours.len()
+            );
             if n > 0 {
                 bad.push(format!("{ty} n_tok {n_tok}: {n} differ"));
             }
@@ -143,7 +154,10 @@ fn rms_norm_times_weight() {
     let mut ours = x.clone();
     dynquant_engine::ops::rms_norm(&mut ours, n, &w, 1e-5);
     let (d, worst) = diff(&ours, &theirs);
-    eprintln!("rms_norm: {d} of {} differ (max rel {worst:.2e})", ours.len());
+    eprintln!(
+        "rms_norm: {d} of {} differ (max rel {worst:.2e})",
+        ours.len()
+    );
     assert_eq!(d, 0);
 }
 
@@ -166,11 +180,17 @@ fn glu(act: dynquant_engine::ops::Activation) {
     }
     for i in 0..ours.len() {
         if ours[i].to_bits() != theirs[i].to_bits() && std::env::var("SHOW").is_ok() {
-            eprintln!("x {} up {} ours {} ggml {}", gate[i], up[i], ours[i], theirs[i]);
+            eprintln!(
+                "x {} up {} ours {} ggml {}",
+                gate[i], up[i], ours[i], theirs[i]
+            );
         }
     }
     let (d, worst) = diff(&ours, &theirs);
-    eprintln!("{act:?}: {d} of {} differ (max rel {worst:.2e})", ours.len());
+    eprintln!(
+        "{act:?}: {d} of {} differ (max rel {worst:.2e})",
+        ours.len()
+    );
     assert_eq!(d, 0);
 }
 
@@ -244,7 +264,9 @@ fn attn_config(n_head: usize, n_head_kv: usize, d: usize) -> dynquant_engine::co
 /// Causal flash attention of the last `n_q` of `n_kv` positions, f16 K/V as llama.cpp's
 /// cache stores them.
 fn check_attention(n_q: usize, n_kv: usize) -> (usize, f32) {
-    let Some(g) = Ggml::load() else { return (0, 0.0) };
+    let Some(g) = Ggml::load() else {
+        return (0, 0.0);
+    };
     let (nh, nkv, d) = (9usize, 3usize, 64usize);
     let c = attn_config(nh, nkv, d);
     let q: Vec<f32> = acts(n_q * nh * d, 21).iter().map(|v| v * 2.0).collect();
@@ -279,14 +301,25 @@ fn check_attention(n_q: usize, n_kv: usize) -> (usize, f32) {
     let y = gr.flash_attn(qt, kt, vt, mt, c.kq_scale);
     let theirs = gr.compute(y, n_q * nh * d);
     let (n, worst) = diff(&ours, &theirs);
-    eprintln!("attention n_q {n_q} n_kv {n_kv}: {n} of {} differ (max rel {worst:.2e})", ours.len());
+    eprintln!(
+        "attention n_q {n_q} n_kv {n_kv}: {n} of {} differ (max rel {worst:.2e})",
+        ours.len()
+    );
     (n, worst)
 }
 
 #[test]
 fn flash_attention_matches_ggml() {
     let mut bad = Vec::new();
-    for (n_q, n_kv) in [(1, 1), (1, 50), (4, 90), (8, 520), (64, 64), (80, 80), (100, 300)] {
+    for (n_q, n_kv) in [
+        (1, 1),
+        (1, 50),
+        (4, 90),
+        (8, 520),
+        (64, 64),
+        (80, 80),
+        (100, 300),
+    ] {
         let (n, _) = check_attention(n_q, n_kv);
         if n > 0 {
             bad.push((n_q, n_kv, n));
@@ -321,7 +354,10 @@ fn check_rope(kind: dynquant_engine::ops::RopeKind, base: f32, n_tok: usize) -> 
     let y = gr.rope(xt, pt, d as i32, mode, base, 1.0);
     let theirs = gr.compute(y, x.len());
     let (n, worst) = diff(&ours, &theirs);
-    eprintln!("rope {kind:?} base {base}: {n} of {} differ (max rel {worst:.2e})", x.len());
+    eprintln!(
+        "rope {kind:?} base {base}: {n} of {} differ (max rel {worst:.2e})",
+        x.len()
+    );
     n
 }
 

@@ -93,8 +93,10 @@ fn score(r: &Reference, logits: &[f32], nv: usize) -> (f64, f64, f64) {
     (kl / n, same as f64 / n, all[all.len() / 2])
 }
 
-/// One 512-token context in one batch (reference: 513 tokens, the last dropped).
-fn check_context(path: &Path) {
+/// One 512-token context in one batch (reference: 513 tokens, the last dropped). With
+/// `bit_exact`, every matrix product of the model is one `tests/ggml_ops.rs` proves identical to
+/// ggml's on this CPU variant, and only the reference's float noise may remain.
+fn check_context(path: &Path, bit_exact: bool) {
     let Some(o) = Oracle::get() else { return };
     let mut r = reference(&o, path, 513, false);
     r.tokens.truncate(512);
@@ -104,13 +106,15 @@ fn check_context(path: &Path) {
     let mut s = model.session(r.tokens.len());
     let logits = s.eval(&r.tokens, Logits::From(0), None).expect("eval");
     let (kl, top1, _) = score(&r, &logits, model.n_vocab);
-    let verified = dynquant_engine::simd_exp::Flavor::detect() == Flavor::Avx512;
+    let verified = bit_exact && dynquant_engine::simd_exp::Flavor::detect() == Flavor::Avx512;
     eprintln!(
         "{}: 512-token context: mean KLD {kl:.3e}, top-1 {:.2}% (bit-exact variant: {verified})",
         path.display(),
         100.0 * top1
     );
     assert!(kl < 1e-3, "mean KLD {kl}");
+    // F16 models without bit-exact products: within 10x of the measured 2.2e-6
+    assert!(bit_exact || kl < 2e-5, "mean KLD {kl}");
     assert!(top1 > 0.99, "top-1 agreement {top1}");
     if verified {
         // ggml's arithmetic reproduced: only the reference's float noise is left
@@ -121,25 +125,26 @@ fn check_context(path: &Path) {
 #[test]
 fn smollm2_f16_matches_llamacpp() {
     let Some(o) = Oracle::get() else { return };
-    check_context(&o.test_models().dir.join("smollm2-f16.gguf"));
+    // F16 products are not bit-identical (llamafile's F16 tiles): measured 2.2e-6
+    check_context(&o.test_models().dir.join("smollm2-f16.gguf"), false);
 }
 
 #[test]
 fn smollm2_768_matches_llamacpp() {
     let Some(o) = Oracle::get() else { return };
-    check_context(&o.test_models().dir.join("smollm2-768.gguf"));
+    check_context(&o.test_models().dir.join("smollm2-768.gguf"), false);
 }
 
 #[test]
 fn smollm2_q4_1_matches_llamacpp() {
     let Some(o) = Oracle::get() else { return };
-    check_context(&o.smollm2());
+    check_context(&o.smollm2(), true);
 }
 
 #[test]
 fn gemma3_q4_k_m_matches_llamacpp() {
     let Some(o) = Oracle::get() else { return };
-    check_context(&o.gemma());
+    check_context(&o.gemma(), true);
 }
 
 /// The tiny random-weight BF16 checkpoints llama.cpp's converter made (`shared/golden/hf`):

@@ -156,7 +156,12 @@ impl Graph<'_> {
     }
 
     pub fn f32(&mut self, ne: &[i64], v: &[f32]) -> P {
-        self.input(F32, ne, v.iter().flat_map(|x| x.to_le_bytes()).collect(), false)
+        self.input(
+            F32,
+            ne,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            false,
+        )
     }
 
     pub fn f16(&mut self, ne: &[i64], v: &[f32]) -> P {
@@ -201,7 +206,19 @@ impl Graph<'_> {
     pub fn rope(&self, a: P, pos: P, n_dims: i32, mode: i32, base: f32, scale: f32) -> P {
         #[allow(clippy::type_complexity)]
         let f: unsafe extern "C" fn(
-            P, P, P, P, i32, i32, i32, f32, f32, f32, f32, f32, f32,
+            P,
+            P,
+            P,
+            P,
+            i32,
+            i32,
+            i32,
+            f32,
+            f32,
+            f32,
+            f32,
+            f32,
+            f32,
         ) -> P = self.op(b"ggml_rope_ext");
         // SAFETY: as above.
         unsafe {
