@@ -161,22 +161,6 @@ pub(crate) fn attend(
     }
 }
 
-/// Runs `f` compiled with FMA instructions when the CPU has them (`mul_add` is then one
-/// instruction instead of a library call); the results are the same either way.
-#[inline(always)]
-pub(crate) fn with_fma<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("fma") {
-        #[target_feature(enable = "fma,avx2")]
-        unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        // SAFETY: FMA and AVX2 were detected at runtime.
-        return unsafe { run(f) };
-    }
-    f()
-}
-
 #[allow(clippy::too_many_arguments)]
 fn one_chunk(
     s: &Shape,
@@ -188,50 +172,11 @@ fn one_chunk(
     n_tok: usize,
     out: &mut [f32],
 ) {
-    let (dk, dv) = (s.dk, s.dv);
-    let group = s.n_head / s.n_head_kv;
-    let od = s.n_head * dv;
+    let od = s.n_head * s.dv;
     out[..n_tok * od]
-        .par_chunks_mut(dv)
+        .par_chunks_mut(s.dv)
         .enumerate()
-        .for_each(|(r, o)| {
-            with_fma(|| {
-                let (t, head) = (r / s.n_head, r % s.n_head);
-                let kvh = head / group;
-                let pos = p0 + t;
-                let qh: Vec<f32> = q[t * s.n_head * dk + head * dk..][..dk]
-                    .iter()
-                    .map(|&x| h(x))
-                    .collect();
-                let mut acc = vec![0f32; dv];
-                let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-                for j in s.lo(pos)..=pos {
-                    let kr = &k[j * s.k_stride + kvh * dk..][..dk];
-                    // s*scale + mask (0 here), contracted by the compiler
-                    let sc = dot_f16(flavor, kr, &qh).mul_add(s.scale, 0.0);
-                    let (mut ms, mut vs) = (1f32, 1f32);
-                    if sc > m {
-                        let old = m;
-                        m = sc;
-                        ms = (old - m).exp();
-                        for a in acc.iter_mut() {
-                            *a = h(*a * ms);
-                        }
-                    } else {
-                        vs = (sc - m).exp();
-                    }
-                    let vr = &v[j * s.v_stride + kvh * dv..][..dv];
-                    for (a, &x) in acc.iter_mut().zip(vr) {
-                        *a = h(x.mul_add(vs, *a));
-                    }
-                    sum = sum.mul_add(ms, vs);
-                }
-                let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-                for (o, a) in o.iter_mut().zip(&acc) {
-                    *o = a * inv;
-                }
-            })
-        });
+        .for_each(|(r, o)| one_chunk_row(s, flavor, q, k, v, p0, r, o));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -245,96 +190,15 @@ fn tiled(
     n_tok: usize,
     out: &mut [f32],
 ) {
-    let (dk, dv) = (s.dk, s.dv);
-    let group = s.n_head / s.n_head_kv;
+    let dv = s.dv;
     let n_tiles = n_tok.div_ceil(Q_TILE);
-    let n_kv = p0 + n_tok;
     // one job per (head, query tile); results land in per-job buffers, then are scattered
     let jobs: Vec<(usize, usize)> = (0..s.n_head)
         .flat_map(|hd| (0..n_tiles).map(move |ti| (hd, ti)))
         .collect();
     let results: Vec<Vec<f32>> = jobs
         .par_iter()
-        .map(|&(head, ti)| {
-            with_fma(|| {
-                let kvh = head / group;
-                let t0 = ti * Q_TILE;
-                let rows = Q_TILE.min(n_tok - t0);
-                let mut vkq = vec![0f32; rows * dv];
-                let mut ssum = [0f32; Q_TILE];
-                let mut mmax = [f32::NEG_INFINITY; Q_TILE];
-                let mut kq = vec![0f32; KV_TILE];
-                // the key tile transposed (kt[d][tk], as ggml packs it): every score is the same
-                // chain over d, and 64 chains advance together in vector registers
-                let mut kt = vec![0f32; dk * KV_TILE];
-                let mut chains = vec![0f32; KV_TILE];
-                for ic in (0..n_kv).step_by(KV_TILE) {
-                    let kv_tile = KV_TILE.min(n_kv - ic);
-                    for tk in 0..kv_tile {
-                        let kr = &k[(ic + tk) * s.k_stride + kvh * dk..][..dk];
-                        for (d, &x) in kr.iter().enumerate() {
-                            kt[d * KV_TILE + tk] = x;
-                        }
-                    }
-                    for tq in 0..rows {
-                        let pos = p0 + t0 + tq;
-                        let (lo, hi) = (s.lo(pos), pos);
-                        if hi < ic || lo >= ic + kv_tile {
-                            continue; // nothing visible in this tile for this row
-                        }
-                        let qr = &q[(t0 + tq) * s.n_head * dk + head * dk..][..dk];
-                        chains.fill(0.0);
-                        for (d, &x) in qr.iter().enumerate() {
-                            let row = &kt[d * KV_TILE..(d + 1) * KV_TILE];
-                            for (c, &y) in chains.iter_mut().zip(row) {
-                                *c = x.mul_add(y, *c);
-                            }
-                        }
-                        kq.fill(f32::NEG_INFINITY);
-                        let mut tile_max = f32::NEG_INFINITY;
-                        for (tk, slot) in kq.iter_mut().enumerate().take(kv_tile) {
-                            let j = ic + tk;
-                            if j < lo || j > hi {
-                                continue;
-                            }
-                            let sc = chains[tk] * s.scale;
-                            *slot = sc;
-                            tile_max = tile_max.max(sc);
-                        }
-                        if tile_max == f32::NEG_INFINITY {
-                            continue;
-                        }
-                        let mold = mmax[tq];
-                        let mnew = mold.max(tile_max);
-                        let acc = &mut vkq[tq * dv..(tq + 1) * dv];
-                        if mnew > mold {
-                            let ms = (mold - mnew).exp();
-                            acc.iter_mut().for_each(|a| *a *= ms);
-                            ssum[tq] *= ms;
-                        }
-                        mmax[tq] = mnew;
-                        let sm = soft_max(flavor, &mut kq, mnew);
-                        ssum[tq] = (ssum[tq] as f64 + sm) as f32;
-                        for (tk, &p) in kq.iter().enumerate().take(kv_tile) {
-                            if p == 0.0 {
-                                continue; // fma(0, v, acc) == acc
-                            }
-                            let vr = &v[(ic + tk) * s.v_stride + kvh * dv..][..dv];
-                            for (a, &x) in acc.iter_mut().zip(vr) {
-                                *a = p.mul_add(x, *a);
-                            }
-                        }
-                    }
-                }
-                for tq in 0..rows {
-                    let inv = if ssum[tq] == 0.0 { 0.0 } else { 1.0 / ssum[tq] };
-                    vkq[tq * dv..(tq + 1) * dv]
-                        .iter_mut()
-                        .for_each(|a| *a *= inv);
-                }
-                vkq
-            })
-        })
+        .map(|&(head, ti)| tiled_job(s, flavor, q, k, v, p0, n_tok, head, ti))
         .collect();
     let od = s.n_head * dv;
     for (&(head, ti), r) in jobs.iter().zip(&results) {
@@ -344,3 +208,161 @@ fn tiled(
         }
     }
 }
+
+/// One (token, head) output row of the one-chunk path.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn one_chunk_row_impl(
+    s: &Shape,
+    flavor: Flavor,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    p0: usize,
+    r: usize,
+    o: &mut [f32],
+) {
+    let (dk, dv) = (s.dk, s.dv);
+    let group = s.n_head / s.n_head_kv;
+    let (t, head) = (r / s.n_head, r % s.n_head);
+    let kvh = head / group;
+    let pos = p0 + t;
+    let qh: Vec<f32> = q[t * s.n_head * dk + head * dk..][..dk]
+        .iter()
+        .map(|&x| h(x))
+        .collect();
+    let mut acc = vec![0f32; dv];
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    for j in s.lo(pos)..=pos {
+        let kr = &k[j * s.k_stride + kvh * dk..][..dk];
+        // s*scale + mask (0 here), contracted by the compiler
+        let sc = dot_f16(flavor, kr, &qh).mul_add(s.scale, 0.0);
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if sc > m {
+            let old = m;
+            m = sc;
+            ms = (old - m).exp();
+            for a in acc.iter_mut() {
+                *a = h(*a * ms);
+            }
+        } else {
+            vs = (sc - m).exp();
+        }
+        let vr = &v[j * s.v_stride + kvh * dv..][..dv];
+        for (a, &x) in acc.iter_mut().zip(vr) {
+            *a = h(x.mul_add(vs, *a));
+        }
+        sum = sum.mul_add(ms, vs);
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for (o, a) in o.iter_mut().zip(&acc) {
+        *o = a * inv;
+    }
+}
+
+fma_variant!(
+    one_chunk_row,
+    one_chunk_row_impl,
+    (s: &Shape, flavor: Flavor, q: &[f32], k: &[f32], v: &[f32], p0: usize, r: usize, o: &mut [f32]) -> ()
+);
+
+/// One (head, query tile) job of the tiled path: the tile's output rows.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn tiled_job_impl(
+    s: &Shape,
+    flavor: Flavor,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    p0: usize,
+    n_tok: usize,
+    head: usize,
+    ti: usize,
+) -> Vec<f32> {
+    let (dk, dv) = (s.dk, s.dv);
+    let group = s.n_head / s.n_head_kv;
+    let n_kv = p0 + n_tok;
+    let kvh = head / group;
+    let t0 = ti * Q_TILE;
+    let rows = Q_TILE.min(n_tok - t0);
+    let mut vkq = vec![0f32; rows * dv];
+    let mut ssum = [0f32; Q_TILE];
+    let mut mmax = [f32::NEG_INFINITY; Q_TILE];
+    let mut kq = vec![0f32; KV_TILE];
+    // the key tile transposed (kt[d][tk], as ggml packs it): every score is the same
+    // chain over d, and 64 chains advance together in vector registers
+    let mut kt = vec![0f32; dk * KV_TILE];
+    let mut chains = vec![0f32; KV_TILE];
+    for ic in (0..n_kv).step_by(KV_TILE) {
+        let kv_tile = KV_TILE.min(n_kv - ic);
+        for tk in 0..kv_tile {
+            let kr = &k[(ic + tk) * s.k_stride + kvh * dk..][..dk];
+            for (d, &x) in kr.iter().enumerate() {
+                kt[d * KV_TILE + tk] = x;
+            }
+        }
+        for tq in 0..rows {
+            let pos = p0 + t0 + tq;
+            let (lo, hi) = (s.lo(pos), pos);
+            if hi < ic || lo >= ic + kv_tile {
+                continue; // nothing visible in this tile for this row
+            }
+            let qr = &q[(t0 + tq) * s.n_head * dk + head * dk..][..dk];
+            chains.fill(0.0);
+            for (d, &x) in qr.iter().enumerate() {
+                let row = &kt[d * KV_TILE..(d + 1) * KV_TILE];
+                for (c, &y) in chains.iter_mut().zip(row) {
+                    *c = x.mul_add(y, *c);
+                }
+            }
+            kq.fill(f32::NEG_INFINITY);
+            let mut tile_max = f32::NEG_INFINITY;
+            for (tk, slot) in kq.iter_mut().enumerate().take(kv_tile) {
+                let j = ic + tk;
+                if j < lo || j > hi {
+                    continue;
+                }
+                let sc = chains[tk] * s.scale;
+                *slot = sc;
+                tile_max = tile_max.max(sc);
+            }
+            if tile_max == f32::NEG_INFINITY {
+                continue;
+            }
+            let mold = mmax[tq];
+            let mnew = mold.max(tile_max);
+            let acc = &mut vkq[tq * dv..(tq + 1) * dv];
+            if mnew > mold {
+                let ms = (mold - mnew).exp();
+                acc.iter_mut().for_each(|a| *a *= ms);
+                ssum[tq] *= ms;
+            }
+            mmax[tq] = mnew;
+            let sm = soft_max(flavor, &mut kq, mnew);
+            ssum[tq] = (ssum[tq] as f64 + sm) as f32;
+            for (tk, &p) in kq.iter().enumerate().take(kv_tile) {
+                if p == 0.0 {
+                    continue; // fma(0, v, acc) == acc
+                }
+                let vr = &v[(ic + tk) * s.v_stride + kvh * dv..][..dv];
+                for (a, &x) in acc.iter_mut().zip(vr) {
+                    *a = p.mul_add(x, *a);
+                }
+            }
+        }
+    }
+    for tq in 0..rows {
+        let inv = if ssum[tq] == 0.0 { 0.0 } else { 1.0 / ssum[tq] };
+        vkq[tq * dv..(tq + 1) * dv]
+            .iter_mut()
+            .for_each(|a| *a *= inv);
+    }
+    vkq
+}
+
+fma_variant!(
+    tiled_job,
+    tiled_job_impl,
+    (s: &Shape, flavor: Flavor, q: &[f32], k: &[f32], v: &[f32], p0: usize, n_tok: usize, head: usize, ti: usize) -> Vec<f32>
+);

@@ -17,7 +17,8 @@ pub(crate) struct Q8K {
 /// `quantize_row_q8_K` (the reference form ggml's x86 build uses): the value of largest
 /// magnitude keeps its sign, `iscale = -127/max`, `q = min(127, nearest_int(iscale * x))`,
 /// `d = 1/iscale`.
-pub(crate) fn quantize_q8k(x: &[f32]) -> Vec<Q8K> {
+#[inline(always)]
+fn quantize_q8k_impl(x: &[f32]) -> Vec<Q8K> {
     x.chunks_exact(256)
         .map(|xb| {
             let mut amax = 0f32;
@@ -38,7 +39,7 @@ pub(crate) fn quantize_q8k(x: &[f32]) -> Vec<Q8K> {
             }
             let iscale = -127.0 / max;
             for (o, &v) in q.iter_mut().zip(xb) {
-                *o = (iscale * v).round_ties_even().min(127.0) as i8;
+                *o = crate::dot::nearest_int(iscale * v).min(127) as i8;
             }
             let bsums =
                 std::array::from_fn(|g| q[16 * g..16 * g + 16].iter().map(|&v| v as i32).sum());
@@ -50,6 +51,8 @@ pub(crate) fn quantize_q8k(x: &[f32]) -> Vec<Q8K> {
         })
         .collect()
 }
+
+fma_variant!(quantize_q8k, quantize_q8k_impl, (x: &[f32]) -> Vec<Q8K>);
 
 /// One Q6_K super-block in integer form.
 pub(crate) struct Q6Block {
@@ -137,13 +140,11 @@ pub(crate) fn matmul_q6k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize)
             let nr = out.len() / n_tok;
             let rows: Vec<Vec<Q6Block>> =
                 (r0..r0 + nr).map(|r| decode_q6k(w.row_data(r))).collect();
-            crate::fa::with_fma(|| {
-                for (t, a) in acts.iter().enumerate() {
-                    for (i, wb) in rows.iter().enumerate() {
-                        out[i * n_tok + t] = dot_q6k_best(wb, a);
-                    }
+            for (t, a) in acts.iter().enumerate() {
+                for (i, wb) in rows.iter().enumerate() {
+                    out[i * n_tok + t] = dot_q6k_best(wb, a);
                 }
-            });
+            }
         });
     let mut y = vec![0f32; n_tok * w.rows];
     y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yrow)| {
@@ -246,15 +247,13 @@ pub(crate) fn matmul_q4k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize)
             let nr = out.len() / n_tok;
             let rows: Vec<Vec<Q4Block>> =
                 (r0..r0 + nr).map(|r| decode_q4k(w.row_data(r))).collect();
-            crate::fa::with_fma(|| {
-                for (t, a) in acts.iter().enumerate() {
-                    // ggml's repacked mul_mat: gemm for whole groups of 4 tokens, gemv after
-                    let group = if t < n_tok / 4 * 4 { 64 } else { 256 };
-                    for (i, wb) in rows.iter().enumerate() {
-                        out[i * n_tok + t] = dot_q4k_best(wb, a, group);
-                    }
+            for (t, a) in acts.iter().enumerate() {
+                // ggml's repacked mul_mat: gemm for whole groups of 4 tokens, gemv after
+                let group = if t < n_tok / 4 * 4 { 64 } else { 256 };
+                for (i, wb) in rows.iter().enumerate() {
+                    out[i * n_tok + t] = dot_q4k_best(wb, a, group);
                 }
-            });
+            }
         });
     let mut y = vec![0f32; n_tok * w.rows];
     y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yrow)| {

@@ -13,6 +13,27 @@
 //! Weights stay in their stored type; results do not depend on the number of threads.
 #![deny(missing_docs)]
 
+/// Defines `$name`, which runs `$inner` compiled with AVX2 and FMA when the CPU has them
+/// (`mul_add` is then one instruction instead of a library call); same results either way.
+macro_rules! fma_variant {
+    ($name:ident, $inner:ident, ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
+        #[allow(clippy::too_many_arguments, clippy::unused_unit)]
+        fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            if crate::matmul::has_fma() {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments, clippy::unused_unit)]
+                unsafe fn fast($($arg: $ty),*) -> $ret {
+                    $inner($($arg),*)
+                }
+                // SAFETY: AVX2 and FMA were detected at runtime.
+                return unsafe { fast($($arg),*) };
+            }
+            $inner($($arg),*)
+        }
+    };
+}
+
 pub mod arch;
 pub mod attention;
 pub mod config;

@@ -218,7 +218,10 @@ mod q0 {
         q: [i8; 32],
     }
 
-    fn quantize(x: &[f32]) -> Vec<ActBlock> {
+    fma_variant!(quantize, quantize_impl, (x: &[f32]) -> Vec<ActBlock>);
+
+    #[inline(always)]
+    fn quantize_impl(x: &[f32]) -> Vec<ActBlock> {
         x.chunks_exact(32)
             .map(|xb| {
                 let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -227,7 +230,7 @@ mod q0 {
                 let mut q = [0i8; 32];
                 let mut sum = 0i32;
                 for (o, &v) in q.iter_mut().zip(xb) {
-                    let r = (v * id).round_ties_even() as i32;
+                    let r = crate::dot::nearest_int(v * id);
                     sum += r;
                     *o = r as i8;
                 }

@@ -180,6 +180,7 @@ pub fn swiglu(flavor: Flavor, gate: &mut [f32], up: &[f32]) {
 
 /// One value of ggml's vector `exp` for `flavor` (the C library's `expf` for
 /// [`Flavor::Scalar`]).
+#[inline(always)]
 pub fn exp(flavor: Flavor, x: f32) -> f32 {
     match flavor {
         Flavor::Avx512 => exp_avx512(x),
