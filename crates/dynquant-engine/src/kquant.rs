@@ -363,3 +363,62 @@ fn dot_q6k_best(w: &[Q6Block], a: &[Q8K]) -> f32 {
     }
     dot_q6k(w, a)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            })
+            .collect()
+    }
+
+    fn acts(n: usize, seed: u64) -> Vec<f32> {
+        bytes(n, seed)
+            .iter()
+            .map(|&b| (b as f32 - 127.5) / 31.0)
+            .collect()
+    }
+
+    /// Blocks with finite f16 scales (random bytes elsewhere).
+    fn blocks(size: usize, n: usize, scale_at: &[usize], seed: u64) -> Vec<u8> {
+        let mut b = bytes(size * n, seed);
+        for blk in b.chunks_exact_mut(size) {
+            for &at in scale_at {
+                let v = f16::from_f32(0.001 + blk[at] as f32 * 1e-4).to_le_bytes();
+                blk[at..at + 2].copy_from_slice(&v);
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn avx2_and_portable_forms_give_the_same_bits() {
+        if !crate::matmul::has_fma() {
+            return;
+        }
+        for seed in 1..20u64 {
+            let nb = 1 + seed as usize % 6;
+            let a = quantize_q8k(&acts(256 * nb, seed * 7));
+            let w4 = decode_q4k(&blocks(144, nb, &[0, 2], seed));
+            let w6 = decode_q6k(&blocks(210, nb, &[208], seed + 100));
+            for group in [64, 256] {
+                let p = dot_q4k(&w4, &a, group);
+                // SAFETY: AVX2 and FMA detected above.
+                let v = unsafe { avx2::dot_q4k(&w4, &a, group) };
+                assert_eq!(p.to_bits(), v.to_bits(), "q4_K seed {seed} group {group}");
+            }
+            let p = dot_q6k(&w6, &a);
+            // SAFETY: as above.
+            let v = unsafe { avx2::dot_q6k(&w6, &a) };
+            assert_eq!(p.to_bits(), v.to_bits(), "q6_K seed {seed}");
+        }
+    }
+}

@@ -369,6 +369,49 @@ mod q0 {
         tile_generic(rows, acts, n_tok, out)
     }
 
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn avx2_and_portable_forms_give_the_same_bits() {
+            if !super::super::has_fma() {
+                return;
+            }
+            let mut s = 0x9e37_79b9_7f4a_7c15u64;
+            let mut next = move || {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s
+            };
+            for ty in [
+                GgmlType::Q4_0,
+                GgmlType::Q4_1,
+                GgmlType::Q5_0,
+                GgmlType::Q8_0,
+            ] {
+                for nb in [1usize, 3, 18] {
+                    let bs = ty.type_size() as usize;
+                    let mut row: Vec<u8> = (0..bs * nb).map(|_| next() as u8).collect();
+                    for b in row.chunks_exact_mut(bs) {
+                        b[..2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+                        if ty == GgmlType::Q4_1 {
+                            b[2..4].copy_from_slice(&f16::from_f32(-0.05).to_le_bytes());
+                        }
+                    }
+                    let x: Vec<f32> = (0..32 * nb)
+                        .map(|_| (next() % 2001) as f32 / 100.0 - 10.0)
+                        .collect();
+                    let (w, a) = (decode(ty, &row), quantize(&x));
+                    // SAFETY: AVX2 and FMA detected above.
+                    let v = unsafe { dot_avx2(&w, &a) };
+                    assert_eq!(dot(&w, &a).to_bits(), v.to_bits(), "{ty} {nb} blocks");
+                }
+            }
+        }
+    }
+
     pub(super) fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
         let k = w.cols;
         let acts: Vec<Vec<ActBlock>> = x.par_chunks(k).map(quantize).collect();

@@ -261,13 +261,13 @@ fn attn_config(n_head: usize, n_head_kv: usize, d: usize) -> dynquant_engine::co
     }
 }
 
-/// Causal flash attention of the last `n_q` of `n_kv` positions, f16 K/V as llama.cpp's
-/// cache stores them.
-fn check_attention(n_q: usize, n_kv: usize) -> (usize, f32) {
+/// Causal flash attention of the last `n_q` of `n_kv` positions (keys at distance >= `window`
+/// masked too), head size `d`, f16 K/V as llama.cpp's cache stores them.
+fn check_attention(n_q: usize, n_kv: usize, d: usize, window: Option<usize>) -> (usize, f32) {
     let Some(g) = Ggml::load() else {
         return (0, 0.0);
     };
-    let (nh, nkv, d) = (9usize, 3usize, 64usize);
+    let (nh, nkv) = if d > 128 { (4usize, 1usize) } else { (9, 3) };
     let c = attn_config(nh, nkv, d);
     let q: Vec<f32> = acts(n_q * nh * d, 21).iter().map(|v| v * 2.0).collect();
     let k: Vec<f32> = acts(n_kv * nkv * d, 23).iter().map(|v| v * 2.0).collect();
@@ -275,7 +275,7 @@ fn check_attention(n_q: usize, n_kv: usize) -> (usize, f32) {
     let p0 = n_kv - n_q;
     let mut cache = dynquant_engine::attention::KvCache::new(nkv * d, nkv * d);
     cache.append(&k, &v, false);
-    let ours = dynquant_engine::attention::attend(&c, &q, &cache, p0, n_q, None, false);
+    let ours = dynquant_engine::attention::attend(&c, &q, &cache, p0, n_q, window, false);
     // ggml: q [d, n_q, nh], k/v [d, n_kv, nkv] (f16), mask [n_kv, n_q padded] (f16)
     let perm = |x: &[f32], rows: usize, heads: usize| -> Vec<f32> {
         let mut o = vec![0f32; x.len()];
@@ -289,7 +289,8 @@ fn check_attention(n_q: usize, n_kv: usize) -> (usize, f32) {
     let pad = n_q.div_ceil(64) * 64;
     let mut mask = vec![f32::NEG_INFINITY; pad * n_kv];
     for i in 0..n_q {
-        for j in 0..=p0 + i {
+        let lo = window.map_or(0, |w| (p0 + i + 1).saturating_sub(w));
+        for j in lo..=p0 + i {
             mask[i * n_kv + j] = 0.0;
         }
     }
@@ -311,18 +312,23 @@ fn check_attention(n_q: usize, n_kv: usize) -> (usize, f32) {
 #[test]
 fn flash_attention_matches_ggml() {
     let mut bad = Vec::new();
-    for (n_q, n_kv) in [
-        (1, 1),
-        (1, 50),
-        (4, 90),
-        (8, 520),
-        (64, 64),
-        (80, 80),
-        (100, 300),
-    ] {
-        let (n, _) = check_attention(n_q, n_kv);
+    let cases = [
+        (1, 1, 64, None),
+        (1, 50, 64, None),
+        (4, 90, 64, None),
+        (8, 520, 64, None),
+        (64, 64, 64, None),
+        (80, 80, 64, None),
+        (100, 300, 64, None),
+        // gemma3: head size 256, one KV head, sliding window
+        (3, 200, 256, Some(64)),
+        (130, 200, 256, Some(100)),
+        (70, 70, 256, None),
+    ];
+    for (n_q, n_kv, d, window) in cases {
+        let (n, _) = check_attention(n_q, n_kv, d, window);
         if n > 0 {
-            bad.push((n_q, n_kv, n));
+            bad.push((n_q, n_kv, d, n));
         }
     }
     assert!(bad.is_empty(), "{bad:?}");
