@@ -68,7 +68,7 @@ fn reduce8(a: &[f32]) -> f32 {
 
 /// `ggml_vec_dot_f16` of two rows already widened from f16, in `flavor`'s order.
 #[inline(always)]
-fn dot_f16(flavor: Flavor, x: &[f32], y: &[f32]) -> f32 {
+pub(crate) fn dot_f16(flavor: Flavor, x: &[f32], y: &[f32]) -> f32 {
     let n = x.len();
     let (epr, arr) = match flavor {
         Flavor::Avx512 => (16, 4),

@@ -157,7 +157,7 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
     let n = w.rows;
     let tr = tile_rows(k);
     let mut yt = vec![0f32; n * n_tok]; // rows x tokens
-    let kernel = select_kernel();
+    let kernel = select_kernel(w.ty, k, n_tok);
     yt.par_chunks_mut(tr * n_tok)
         .enumerate()
         .try_for_each(|(ti, out)| -> Result<()> {
@@ -449,12 +449,109 @@ pub(crate) fn has_fma() -> bool {
     false
 }
 
-fn select_kernel() -> Kernel {
+fn select_kernel(ty: GgmlType, k: usize, n_tok: usize) -> Kernel {
     #[cfg(target_arch = "x86_64")]
     if has_fma() {
+        // F16 weights: llamafile's tinyBLAS (ggml's path for them) keeps one vector
+        // accumulator per output over k and reduces it at the end
+        if ty == GgmlType::F16 && n_tok == 1 {
+            // one token: ggml_vec_dot_f16 (four vector accumulators)
+            return kernel_vec_dot_f16;
+        }
+        if ty == GgmlType::F16 {
+            match crate::ops::flavor() {
+                crate::simd_exp::Flavor::Avx512 if k % 16 == 0 => return kernel_lanes::<16>,
+                crate::simd_exp::Flavor::Avx2 if k % 8 == 0 => return kernel_lanes::<8>,
+                _ => {}
+            }
+        }
         return kernel_avx2;
     }
     kernel_plain
+}
+
+/// `ggml_vec_dot_f16` per output (values already widened from f16).
+#[cfg(target_arch = "x86_64")]
+fn kernel_vec_dot_f16(w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn inner(w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) {
+        let flavor = crate::ops::flavor();
+        for r in 0..nr {
+            for t in 0..nt {
+                out[r * nt + t] =
+                    crate::fa::dot_f16(flavor, &w[r * k..(r + 1) * k], &x[t * k..(t + 1) * k]);
+            }
+        }
+    }
+    // SAFETY: only selected after runtime detection of AVX2 and FMA.
+    unsafe { inner(w, x, k, nr, nt, out) }
+}
+
+/// `out[r * nt + t]` = dot(w row r, x row t) as tinyBLAS computes it: `L` lanes, lane `l`
+/// accumulating elements `l, l + L, ...` with fused multiply-adds, then the horizontal sum of
+/// the vector (GCC's `_mm512_reduce_add_ps` for 16 lanes, `hsum_float_8`'s order for 8).
+/// Needs `k % L == 0`.
+#[cfg(target_arch = "x86_64")]
+fn kernel_lanes<const L: usize>(
+    w: &[f32],
+    x: &[f32],
+    k: usize,
+    nr: usize,
+    nt: usize,
+    out: &mut [f32],
+) {
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn inner<const L: usize>(
+        w: &[f32],
+        x: &[f32],
+        k: usize,
+        nr: usize,
+        nt: usize,
+        out: &mut [f32],
+    ) {
+        let reduce = |a: &[f32; L]| -> f32 {
+            if L == 16 {
+                let t3: [f32; 8] = std::array::from_fn(|i| a[8 + i] + a[i]);
+                let t6: [f32; 4] = std::array::from_fn(|i| t3[4 + i] + t3[i]);
+                (t6[0] + t6[2]) + (t6[1] + t6[3])
+            } else {
+                let r: [f32; 4] = std::array::from_fn(|i| a[i + 4] + a[i]);
+                (r[0] + r[2]) + (r[1] + r[3])
+            }
+        };
+        // 4 rows x 2 tokens at a time (each output keeps its own accumulator)
+        let mut r = 0;
+        while r < nr {
+            let rn = (nr - r).min(4);
+            let mut t = 0;
+            while t < nt {
+                let tn = (nt - t).min(2);
+                let mut acc = [[[0f32; L]; 2]; 4];
+                let mut off = 0;
+                while off < k {
+                    for i in 0..rn {
+                        let a: &[f32; L] = w[(r + i) * k + off..][..L].try_into().expect("L");
+                        for j in 0..tn {
+                            let b: &[f32; L] = x[(t + j) * k + off..][..L].try_into().expect("L");
+                            for l in 0..L {
+                                acc[i][j][l] = a[l].mul_add(b[l], acc[i][j][l]);
+                            }
+                        }
+                    }
+                    off += L;
+                }
+                for i in 0..rn {
+                    for j in 0..tn {
+                        out[(r + i) * nt + t + j] = reduce(&acc[i][j]);
+                    }
+                }
+                t += tn;
+            }
+            r += rn;
+        }
+    }
+    // SAFETY: only selected after runtime detection of AVX2 and FMA.
+    unsafe { inner::<L>(w, x, k, nr, nt, out) }
 }
 
 fn kernel_plain(w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) {

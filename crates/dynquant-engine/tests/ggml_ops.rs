@@ -106,7 +106,7 @@ fn check_matmuls(model: &std::path::Path, report_only: bool) {
         let all = gguf.tensor_data(&t).expect("data");
         let data = &all[..rb * rows];
         let w = Weight::new(&t.info.name, ty, cols, rows, Cow::Borrowed(data)).expect("weight");
-        for n_tok in [1usize, 3, 4, 8, 16, 64, 65] {
+        for n_tok in [1usize, 2, 3, 4, 8, 16, 64, 65] {
             let x = acts(cols * n_tok, 7 + n_tok as u64);
             let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
             let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
@@ -373,4 +373,10 @@ fn rope_matches_ggml() {
     let a = check_rope(RopeKind::Normal, 100000.0, 300);
     let b = check_rope(RopeKind::Neox, 10000.0, 300);
     assert_eq!((a, b), (0, 0));
+}
+
+#[test]
+fn matmuls_smollm2_f16() {
+    let Some(o) = Oracle::get() else { return };
+    check_matmuls(&o.test_models().dir.join("smollm2-f16.gguf"), false);
 }
