@@ -106,7 +106,7 @@ fn check_matmuls(model: &std::path::Path, report_only: bool) {
         let all = gguf.tensor_data(&t).expect("data");
         let data = &all[..rb * rows];
         let w = Weight::new(&t.info.name, ty, cols, rows, Cow::Borrowed(data)).expect("weight");
-        for n_tok in [1usize, 2, 3, 4, 8, 16, 64, 65] {
+        for n_tok in [1usize, 2, 3, 4, 8, 16, 64, 65, 512] {
             let x = acts(cols * n_tok, 7 + n_tok as u64);
             let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
             let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
@@ -379,4 +379,11 @@ fn rope_matches_ggml() {
 fn matmuls_smollm2_f16() {
     let Some(o) = Oracle::get() else { return };
     check_matmuls(&o.test_models().dir.join("smollm2-f16.gguf"), false);
+}
+
+/// Any model given in `GGML_OPS_MODEL` (a debugging aid; does nothing without it).
+#[test]
+fn matmuls_of_a_given_model() {
+    let Ok(p) = std::env::var("GGML_OPS_MODEL") else { return };
+    check_matmuls(std::path::Path::new(&p), false);
 }
