@@ -321,7 +321,7 @@ mod avx2 {
         for (wb, ab) in w.iter().zip(a) {
             let mut lanes = _mm256_setzero_si256();
             let mut off = [0i32; 8];
-            for g in 0..8 {
+            for (g, off_g) in off.iter_mut().enumerate() {
                 let x = load(wb.q.as_ptr().add(32 * g));
                 let y = load(ab.q.as_ptr().add(32 * g).cast());
                 let p16 = _mm256_maddubs_epi16(x, y);
@@ -330,7 +330,7 @@ mod avx2 {
                     s0, s0, s0, s0, s0, s0, s0, s0, s1, s1, s1, s1, s1, s1, s1, s1,
                 );
                 lanes = _mm256_add_epi32(lanes, _mm256_madd_epi16(p16, scale));
-                off[g] = 32 * (s0 as i32 * ab.bsums[2 * g] + s1 as i32 * ab.bsums[2 * g + 1]);
+                *off_g = 32 * (s0 as i32 * ab.bsums[2 * g] + s1 as i32 * ab.bsums[2 * g + 1]);
             }
             lanes = _mm256_sub_epi32(lanes, _mm256_loadu_si256(off.as_ptr().cast()));
             let d = _mm256_set1_ps(ab.d * wb.d);

@@ -369,6 +369,30 @@ mod q0 {
         tile_generic(rows, acts, n_tok, out)
     }
 
+    pub(super) fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+        let k = w.cols;
+        let acts: Vec<Vec<ActBlock>> = x.par_chunks(k).map(quantize).collect();
+        // tiles of 16 rows: each activation block is reused from cache for 16 weight rows
+        const TILE: usize = 16;
+        let mut yt = vec![0f32; w.rows * n_tok];
+        yt.par_chunks_mut(TILE * n_tok)
+            .enumerate()
+            .for_each(|(ti, out)| {
+                let r0 = ti * TILE;
+                let nr = out.len() / n_tok;
+                let rows: Vec<Vec<WeightBlock>> =
+                    (r0..r0 + nr).map(|r| decode(w.ty, w.row_data(r))).collect();
+                tile(&rows, &acts, n_tok, out);
+            });
+        let mut y = vec![0f32; n_tok * w.rows];
+        y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yrow)| {
+            for (r, v) in yrow.iter_mut().enumerate() {
+                *v = yt[r * n_tok + t];
+            }
+        });
+        y
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -410,30 +434,6 @@ mod q0 {
                 }
             }
         }
-    }
-
-    pub(super) fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
-        let k = w.cols;
-        let acts: Vec<Vec<ActBlock>> = x.par_chunks(k).map(quantize).collect();
-        // tiles of 16 rows: each activation block is reused from cache for 16 weight rows
-        const TILE: usize = 16;
-        let mut yt = vec![0f32; w.rows * n_tok];
-        yt.par_chunks_mut(TILE * n_tok)
-            .enumerate()
-            .for_each(|(ti, out)| {
-                let r0 = ti * TILE;
-                let nr = out.len() / n_tok;
-                let rows: Vec<Vec<WeightBlock>> =
-                    (r0..r0 + nr).map(|r| decode(w.ty, w.row_data(r))).collect();
-                tile(&rows, &acts, n_tok, out);
-            });
-        let mut y = vec![0f32; n_tok * w.rows];
-        y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yrow)| {
-            for (r, v) in yrow.iter_mut().enumerate() {
-                *v = yt[r * n_tok + t];
-            }
-        });
-        y
     }
 }
 
