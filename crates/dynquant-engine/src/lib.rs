@@ -3,8 +3,11 @@
 //! predicts what llama.cpp users see.
 //!
 //! * [`dot`]: activations rounded to each weight type's `vec_dot_type` (Q8_0, Q8_1, Q8_K, F16...).
-//! * [`matmul`]: products of mmap'd weights of any ggml type with batches of activations.
-//! * [`ops`], [`attention`]: RMSNorm, RoPE, GLU activations, flash-attention-style GQA.
+//! * [`matmul`]: products of mmap'd weights of any ggml type with batches of activations; for
+//!   F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K (repacked) and Q6_K bit-identical to ggml-cpu's kernels
+//!   (AVX2 integer code with a portable form giving the same bits).
+//! * [`ops`], [`attention`], [`simd_exp`]: RMSNorm, RoPE, GLU activations (ggml's vector `exp`),
+//!   GQA over ggml's flash-attention paths, bit-identical to the libggml-cpu variant of the CPU.
 //! * [`config`] + [`arch`]: typed hyper-parameters, one small file per architecture.
 //! * [`model`]: the shared forward pass with a KV cache.
 //! * [`eval`]: perplexity, KL-divergence statistics and base files, imatrix collection.
