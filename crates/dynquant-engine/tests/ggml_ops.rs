@@ -380,12 +380,3 @@ fn matmuls_smollm2_f16() {
     let Some(o) = Oracle::get() else { return };
     check_matmuls(&o.test_models().dir.join("smollm2-f16.gguf"), false);
 }
-
-/// Any model given in `GGML_OPS_MODEL` (a debugging aid; does nothing without it).
-#[test]
-fn matmuls_of_a_given_model() {
-    let Ok(p) = std::env::var("GGML_OPS_MODEL") else {
-        return;
-    };
-    check_matmuls(std::path::Path::new(&p), false);
-}

@@ -17,7 +17,10 @@ fn logits(model: &Model<'_>, tokens: &[u32], threads: usize) -> Vec<f32> {
             .eval(&tokens[..100], Logits::From(90), None)
             .expect("eval");
         for t in &tokens[100..] {
-            out.extend(s.eval(std::slice::from_ref(t), Logits::Last, None).expect("eval"));
+            out.extend(
+                s.eval(std::slice::from_ref(t), Logits::Last, None)
+                    .expect("eval"),
+            );
         }
         out
     })

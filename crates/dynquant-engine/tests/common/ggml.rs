@@ -50,6 +50,14 @@ impl Ggml {
         let dir = base_path.parent().expect("lib dir");
         let (variant, cpu) = best_cpu(dir);
         let g = Ggml { base, cpu, variant };
+        // ggml logs each repacked tensor: keep the test output quiet
+        extern "C" fn quiet(_level: i32, _text: *const std::ffi::c_char, _ud: *mut c_void) {}
+        let set_log: unsafe extern "C" fn(
+            Option<extern "C" fn(i32, *const std::ffi::c_char, *mut c_void)>,
+            *mut c_void,
+        ) = g.base_fn(b"ggml_log_set");
+        // SAFETY: a valid callback that ignores its arguments.
+        unsafe { set_log(Some(quiet), std::ptr::null_mut()) };
         // SAFETY: no arguments; fills ggml-cpu's tables.
         unsafe { g.cpu_fn::<unsafe extern "C" fn()>(b"ggml_cpu_init")() };
         Some(g)
