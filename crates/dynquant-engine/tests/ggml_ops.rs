@@ -370,7 +370,7 @@ fn check_rope(kind: dynquant_engine::ops::RopeKind, base: f32, n_tok: usize) -> 
 #[test]
 fn rope_matches_ggml() {
     use dynquant_engine::ops::RopeKind;
-    let a = check_rope(RopeKind::Normal, 100000.0, 300);
+    let a = check_rope(RopeKind::Normal, 100000.0, 2100);
     let b = check_rope(RopeKind::Neox, 10000.0, 300);
     assert_eq!((a, b), (0, 0));
 }
