@@ -21,8 +21,21 @@ pub enum Flavor {
 }
 
 impl Flavor {
-    /// The flavour of the libggml-cpu variant ggml would load on this CPU.
+    /// The flavour of the libggml-cpu variant ggml would load on this CPU, or the one named by
+    /// `DYNQUANT_CPU_FLAVOR` (`avx512`, `avx2`, `sse2`, `scalar`; for comparing with another
+    /// libggml-cpu variant on the same machine).
     pub fn detect() -> Flavor {
+        match std::env::var("DYNQUANT_CPU_FLAVOR").as_deref() {
+            Ok("avx512") => return Flavor::Avx512,
+            Ok("avx2") => return Flavor::Avx2,
+            Ok("sse2") => return Flavor::Sse2,
+            Ok("scalar") => return Flavor::Scalar,
+            _ => {}
+        }
+        Self::detect_cpu()
+    }
+
+    fn detect_cpu() -> Flavor {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;

@@ -48,7 +48,16 @@ impl Ggml {
         let base = unsafe { Library::open(Some(&base_path), RTLD_NOW | RTLD_GLOBAL) }
             .expect("load libggml-base");
         let dir = base_path.parent().expect("lib dir");
-        let (variant, cpu) = best_cpu(dir);
+        // GGML_CPU_VARIANT=haswell (say) loads that variant instead of the best-scoring one
+        let (variant, cpu) = match std::env::var("GGML_CPU_VARIANT") {
+            Ok(v) => {
+                let n = format!("libggml-cpu-{v}.so");
+                // SAFETY: as above.
+                let lib = unsafe { Library::open(Some(&dir.join(&n)), RTLD_NOW) }.expect("variant");
+                (n, lib)
+            }
+            Err(_) => best_cpu(dir),
+        };
         let g = Ggml { base, cpu, variant };
         // ggml logs each repacked tensor: keep the test output quiet
         extern "C" fn quiet(_level: i32, _text: *const std::ffi::c_char, _ud: *mut c_void) {}
