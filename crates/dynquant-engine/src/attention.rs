@@ -3,7 +3,8 @@
 //! ggml-cpu has two paths (ops.cpp, `ggml_compute_forward_flash_attn_ext_f16`): batches of at
 //! least [`Q_TILE`] queries take the tiled path (queries stay f32, f32 accumulators); smaller
 //! batches (generation) take the one-chunk path (queries rounded to f16, the value accumulator
-//! rounded to f16 after every step).
+//! rounded to f16 after every step). Both are reproduced bit for bit in `fa`; exact numerics
+//! (f32 cache) use a plain online softmax here.
 
 use half::f16;
 use rayon::prelude::*;
@@ -96,7 +97,6 @@ pub fn attend(
         crate::fa::attend(&shape, flavor, q, &cache.k, &cache.v, p0, n_tok, &mut out);
         return out;
     }
-    let round16 = false;
     let fma = crate::matmul::has_fma();
     out.par_chunks_mut(od).enumerate().for_each(|(t, orow)| {
         let job = Row {
@@ -105,7 +105,6 @@ pub fn attend(
             cache,
             pos: p0 + t,
             window,
-            round16,
         };
         if fma {
             job.run_fma(orow)
@@ -123,7 +122,6 @@ struct Row<'a> {
     cache: &'a KvCache,
     pos: usize,
     window: Option<usize>,
-    round16: bool,
 }
 
 impl Row<'_> {
@@ -148,7 +146,6 @@ impl Row<'_> {
         let (dk, dv) = (c.head_dim_k, c.head_dim_v);
         let group = c.n_head / c.n_head_kv;
         let pos = self.pos;
-        let round16 = self.round16;
         let madd = |a: f32, b: f32, acc: f32| if FMA { a.mul_add(b, acc) } else { a * b + acc };
         let lo = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let mut qh = vec![0f32; dk];
@@ -157,7 +154,7 @@ impl Row<'_> {
             let kvh = head / group;
             let qsrc = &self.q[head * dk..(head + 1) * dk];
             for (d, &s) in qh.iter_mut().zip(qsrc) {
-                *d = if round16 { h(s) } else { s };
+                *d = s;
             }
             acc.fill(0.0);
             let mut m = f32::NEG_INFINITY;
@@ -184,20 +181,14 @@ impl Row<'_> {
                     m = s;
                     ms = (old - m).exp();
                     for a in acc.iter_mut() {
-                        *a = if round16 { h(*a * ms) } else { *a * ms };
+                        *a *= ms;
                     }
                 } else {
                     vs = (s - m).exp();
                 }
                 let vr = &cache.v[j * cache.v_dim + kvh * dv..][..dv];
-                if round16 {
-                    for (a, &x) in acc.iter_mut().zip(vr) {
-                        *a = h(madd(x, vs, *a));
-                    }
-                } else {
-                    for (a, &x) in acc.iter_mut().zip(vr) {
-                        *a = madd(x, vs, *a);
-                    }
+                for (a, &x) in acc.iter_mut().zip(vr) {
+                    *a = madd(x, vs, *a);
                 }
                 sum = sum * ms + vs;
             }
