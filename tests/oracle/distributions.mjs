@@ -3,6 +3,8 @@
 // comparing an engine's forward pass against llama.cpp's.
 //
 // Usage: node distributions.mjs MODEL TEXT_FILE [--n-tokens 512] [--top-k 64] [--first 0] [--single]
+//        [--context-size N] (default: the number of tokens; node-llama-cpp keeps one cell free and
+//        decodes the last token of a context-filling call after a context shift)
 //
 // The text is read like llama-perplexity reads it (one trailing "\n" dropped) and tokenized once,
 // without parsing special tokens, BOS prepended only if the vocabulary adds BOS. The first
@@ -26,7 +28,7 @@ import { readFileSync } from "node:fs";
 
 const usage = "usage: node distributions.mjs MODEL TEXT_FILE [--n-tokens 512] [--top-k 64] [--first 0]";
 const pos = [];
-const opt = { nTokens: 512, topK: 64, first: 0, single: false };
+const opt = { nTokens: 512, topK: 64, first: 0, single: false, contextSize: 0 };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -39,6 +41,7 @@ for (let i = 0; i < argv.length; i++) {
     else if (a === "--top-k") opt.topK = num();
     else if (a === "--first") opt.first = num();
     else if (a === "--single") opt.single = true;
+    else if (a === "--context-size") opt.contextSize = num();
     else if (a.startsWith("--")) fail(2, `error: unknown option ${a}\n${usage}`);
     else pos.push(a);
 }
@@ -61,10 +64,10 @@ async function main() {
     tokens = tokens.slice(0, opt.nTokens);
     if (addBos) tokens[0] = bos;
     const n = tokens.length;
-    // One slot more than the tokens: with exactly n slots, node-llama-cpp's last next-token
-    // distribution does not come from the full context (measured: position 511 of 512 differs
-    // from the same position with 513 slots, which our engines match).
-    const context = await model.createContext({ contextSize: Math.max(n + 1, 64), threads: 1, sequences: 1 });
+    // At least one slot more than the tokens: with exactly n slots node-llama-cpp keeps a cell
+    // free and decodes the last token after a context shift, so the last distribution does not
+    // come from the full context. --context-size asks for more.
+    const context = await model.createContext({ contextSize: Math.max(n + 1, 64, opt.contextSize), threads: 1, sequences: 1 });
     const seq = context.getSequence();
     const positions = new Array(n).fill(null);
     let nVocab = 0;

@@ -40,6 +40,15 @@ fn main() {
             all.extend(s.eval(&[t], Logits::Last, None).unwrap());
         }
         all
+    } else if let Ok(b) = std::env::var("SPLITS") {
+        // consecutive batches of these sizes (e.g. "512,8": llama.cpp's n_batch split)
+        let mut l = Vec::new();
+        let mut at = 0;
+        for n in b.split(',').map(|x| x.parse::<usize>().unwrap()) {
+            l.extend(s.eval(&tokens[at..at + n], Logits::From(0), None).unwrap());
+            at += n;
+        }
+        l
     } else {
         s.eval(&tokens, Logits::From(0), None).unwrap()
     };

@@ -3,7 +3,8 @@
 //! ggml-cpu has two paths (ops.cpp, `ggml_compute_forward_flash_attn_ext_f16`): batches of at
 //! least [`Q_TILE`] queries take the tiled path (queries stay f32, f32 accumulators); smaller
 //! batches (generation) take the one-chunk path (queries rounded to f16, the value accumulator
-//! rounded to f16 after every step).
+//! rounded to f16 after every step). Both are reproduced bit for bit in `fa`; exact numerics
+//! (f32 cache) use a plain online softmax here.
 
 use half::f16;
 use rayon::prelude::*;
@@ -48,6 +49,15 @@ impl KvCache {
         }
     }
 
+    /// The cached values and their row stride (a view of the keys when they live there).
+    fn values(&self) -> (&[f32], usize) {
+        if self.v_in_k {
+            (&self.k, self.k_dim)
+        } else {
+            (&self.v, self.v_dim)
+        }
+    }
+
     /// Cached positions.
     pub fn len(&self) -> usize {
         self.k.len() / self.k_dim.max(1)
@@ -78,8 +88,7 @@ impl KvCache {
     }
 }
 
-/// Query rows from which ggml-cpu takes its tiled flash-attention path (`GGML_FA_TILE_Q`).
-pub const Q_TILE: usize = 64;
+pub use crate::fa::Q_TILE;
 
 /// Attention outputs (`n_tok` rows of `n_head * head_dim_v`) for queries `q` (`n_tok` rows of
 /// `n_head * head_dim_k`, RoPE applied) at positions `p0..p0 + n_tok`, whose keys and values
@@ -95,9 +104,23 @@ pub fn attend(
 ) -> Vec<f32> {
     let (dk, dv) = (c.head_dim_k, c.head_dim_v);
     let od = c.n_head * dv;
-    // f16 rounding of the query and the running accumulator (one-chunk path only).
-    let round16 = !exact && n_tok < Q_TILE;
     let mut out = vec![0f32; n_tok * od];
+    if !exact {
+        let (values, v_stride) = cache.values();
+        let shape = crate::fa::Shape {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            dk,
+            dv,
+            k_stride: cache.k_dim,
+            v_stride,
+            scale: c.kq_scale,
+            window,
+        };
+        let flavor = crate::ops::flavor();
+        crate::fa::attend(&shape, flavor, q, &cache.k, values, p0, n_tok, &mut out);
+        return out;
+    }
     let fma = crate::matmul::has_fma();
     out.par_chunks_mut(od).enumerate().for_each(|(t, orow)| {
         let job = Row {
@@ -106,7 +129,6 @@ pub fn attend(
             cache,
             pos: p0 + t,
             window,
-            round16,
         };
         if fma {
             job.run_fma(orow)
@@ -124,7 +146,6 @@ struct Row<'a> {
     cache: &'a KvCache,
     pos: usize,
     window: Option<usize>,
-    round16: bool,
 }
 
 impl Row<'_> {
@@ -149,7 +170,6 @@ impl Row<'_> {
         let (dk, dv) = (c.head_dim_k, c.head_dim_v);
         let group = c.n_head / c.n_head_kv;
         let pos = self.pos;
-        let round16 = self.round16;
         let madd = |a: f32, b: f32, acc: f32| if FMA { a.mul_add(b, acc) } else { a * b + acc };
         let lo = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let mut qh = vec![0f32; dk];
@@ -158,7 +178,7 @@ impl Row<'_> {
             let kvh = head / group;
             let qsrc = &self.q[head * dk..(head + 1) * dk];
             for (d, &s) in qh.iter_mut().zip(qsrc) {
-                *d = if round16 { h(s) } else { s };
+                *d = s;
             }
             acc.fill(0.0);
             let mut m = f32::NEG_INFINITY;
@@ -185,24 +205,15 @@ impl Row<'_> {
                     m = s;
                     ms = (old - m).exp();
                     for a in acc.iter_mut() {
-                        *a = if round16 { h(*a * ms) } else { *a * ms };
+                        *a *= ms;
                     }
                 } else {
                     vs = (s - m).exp();
                 }
-                let vr = if cache.v_in_k {
-                    &cache.k[j * cache.k_dim + kvh * dk..][..dv]
-                } else {
-                    &cache.v[j * cache.v_dim + kvh * dv..][..dv]
-                };
-                if round16 {
-                    for (a, &x) in acc.iter_mut().zip(vr) {
-                        *a = h(madd(x, vs, *a));
-                    }
-                } else {
-                    for (a, &x) in acc.iter_mut().zip(vr) {
-                        *a = madd(x, vs, *a);
-                    }
+                let (values, v_stride) = cache.values();
+                let vr = &values[j * v_stride + kvh * dv..][..dv];
+                for (a, &x) in acc.iter_mut().zip(vr) {
+                    *a = madd(x, vs, *a);
                 }
                 sum = sum * ms + vs;
             }

@@ -67,6 +67,14 @@ fn round_even(x: f32) -> f32 {
     x.round_ties_even()
 }
 
+/// Nearest integer, ties to even, for |x| < 2^22 (ggml's `nearest_int`: adding 1.5 * 2^23
+/// makes the float addition do the rounding). No library call, unlike `round_ties_even`
+/// without SSE4.1.
+#[inline(always)]
+pub(crate) fn nearest_int(x: f32) -> i32 {
+    ((x + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
 /// Writes into `out` the values `x` takes after conversion to `dt` (and back to f32). For
 /// [`DotType::Q8_1`] the per-block correction `s - f16(d) * sum(q)` is pushed to `corr`: ggml
 /// multiplies the weight's block minimum by the stored `s`, not by the sum of the rounded
@@ -154,6 +162,17 @@ mod tests {
             }
             assert!(corr[b].abs() < amax * 0.1);
         }
+    }
+
+    #[test]
+    fn nearest_int_rounds_ties_to_even() {
+        for i in -4000..4000 {
+            let x = i as f32 * 0.25 + 0.0001 * (i % 3) as f32;
+            assert_eq!(nearest_int(x), x.round_ties_even() as i32, "{x}");
+        }
+        assert_eq!(nearest_int(-127.0), -127);
+        assert_eq!(nearest_int(2.5), 2);
+        assert_eq!(nearest_int(-3.5), -4);
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! predicts what llama.cpp users see.
 //!
 //! * [`dot`]: activations rounded to each weight type's `vec_dot_type` (Q8_0, Q8_1, Q8_K, F16...).
-//! * [`matmul`]: products of mmap'd weights of any ggml type with batches of activations.
-//! * [`ops`], [`attention`]: RMSNorm, RoPE (YaRN included), GLU activations,
-//!   flash-attention-style GQA.
+//! * [`matmul`]: products of mmap'd weights of any ggml type with batches of activations; for
+//!   F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K (repacked) and Q6_K bit-identical to ggml-cpu's kernels
+//!   (AVX2 integer code with a portable form giving the same bits).
+//! * [`ops`], [`attention`], [`simd_exp`]: RMSNorm, RoPE (YaRN included), GLU activations
+//!   (ggml's vector `exp`), GQA over ggml's flash-attention paths, bit-identical to the
+//!   libggml-cpu variant of the CPU.
 //! * [`config`] + [`arch`]: typed hyper-parameters, one small file per architecture.
 //! * [`model`]: the shared forward pass with a KV cache; feed-forward blocks are dense GLUs or
 //!   mixtures of experts (`moe.rs`, llama.cpp's `build_moe_ffn` routing).
@@ -16,22 +19,46 @@
 //! Weights stay in their stored type; results do not depend on the number of threads.
 #![deny(missing_docs)]
 
+/// Defines `$name`, which runs `$inner` compiled with AVX2 and FMA when the CPU has them
+/// (`mul_add` is then one instruction instead of a library call); same results either way.
+macro_rules! fma_variant {
+    ($name:ident, $inner:ident, ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
+        #[allow(clippy::too_many_arguments, clippy::unused_unit)]
+        fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            if crate::matmul::has_fma() {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments, clippy::unused_unit)]
+                unsafe fn fast($($arg: $ty),*) -> $ret {
+                    $inner($($arg),*)
+                }
+                // SAFETY: AVX2 and FMA were detected at runtime.
+                return unsafe { fast($($arg),*) };
+            }
+            $inner($($arg),*)
+        }
+    };
+}
+
 pub mod arch;
 pub mod attention;
 pub mod config;
 pub mod dot;
 pub mod error;
 pub mod eval;
+mod fa;
 mod ffn;
 mod gqa;
 pub mod imatrix;
 pub mod kld;
+mod kquant;
 pub mod matmul;
 mod mla;
 pub mod model;
 mod moe;
 pub mod ops;
 pub mod sample;
+pub mod simd_exp;
 
 pub use error::{EngineError, Result};
 pub use matmul::Numerics;

@@ -130,6 +130,12 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
     {
         return Ok(q0::matmul(w, x, n_tok));
     }
+    if w.ty == GgmlType::Q6_K && numerics == Numerics::Llama {
+        return Ok(crate::kquant::matmul_q6k(w, x, n_tok));
+    }
+    if w.ty == GgmlType::Q4_K && numerics == Numerics::Llama && w.rows % 8 == 0 {
+        return Ok(crate::kquant::matmul_q4k(w, x, n_tok));
+    }
     // Activations as the dot product sees them (+ Q8_1 block-sum corrections).
     let nb32 = k / 32;
     let mut xr = vec![0f32; x.len()];
@@ -151,7 +157,7 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
     let n = w.rows;
     let tr = tile_rows(k);
     let mut yt = vec![0f32; n * n_tok]; // rows x tokens
-    let kernel = select_kernel();
+    let kernel = select_kernel(w.ty, k, n_tok);
     yt.par_chunks_mut(tr * n_tok)
         .enumerate()
         .try_for_each(|(ti, out)| -> Result<()> {
@@ -212,7 +218,10 @@ mod q0 {
         q: [i8; 32],
     }
 
-    fn quantize(x: &[f32]) -> Vec<ActBlock> {
+    fma_variant!(quantize, quantize_impl, (x: &[f32]) -> Vec<ActBlock>);
+
+    #[inline(always)]
+    fn quantize_impl(x: &[f32]) -> Vec<ActBlock> {
         x.chunks_exact(32)
             .map(|xb| {
                 let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -221,7 +230,7 @@ mod q0 {
                 let mut q = [0i8; 32];
                 let mut sum = 0i32;
                 for (o, &v) in q.iter_mut().zip(xb) {
-                    let r = (v * id).round_ties_even() as i32;
+                    let r = crate::dot::nearest_int(v * id);
                     sum += r;
                     *o = r as i8;
                 }
@@ -320,20 +329,41 @@ mod q0 {
         }
     }
 
+    /// The same dot product with AVX2 integer instructions: `maddubs` (|w| times sign-moved
+    /// activations, pairs) and `madd` (pairs of pairs) give exactly the eight 4-element lane
+    /// sums of [`dot`]; the float steps are the same operations in the same order.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_avx2(w: &[WeightBlock], a: &[ActBlock]) -> f32 {
+        use std::arch::x86_64::*;
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        let mut summs = 0f32;
+        for (wb, ab) in w.iter().zip(a) {
+            summs += wb.m * ab.s;
+            // SAFETY: both arrays hold 32 bytes; unaligned loads.
+            let x = _mm256_loadu_si256(wb.q.as_ptr().cast());
+            let y = _mm256_loadu_si256(ab.q.as_ptr().cast());
+            // activations are within [-127, 127], so the pair sums cannot saturate
+            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+            let p32 = _mm256_madd_epi16(p16, ones);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(wb.d * ab.d), _mm256_cvtepi32_ps(p32), acc);
+        }
+        let mut l = [0f32; 8];
+        _mm256_storeu_ps(l.as_mut_ptr(), acc);
+        let r: [f32; 4] = std::array::from_fn(|i| l[i + 4] + l[i]);
+        ((r[0] + r[2]) + (r[1] + r[3])) + summs
+    }
+
     fn tile(rows: &[Vec<WeightBlock>], acts: &[Vec<ActBlock>], n_tok: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if super::has_fma() {
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn fast(
-                rows: &[Vec<WeightBlock>],
-                acts: &[Vec<ActBlock>],
-                n_tok: usize,
-                out: &mut [f32],
-            ) {
-                tile_generic(rows, acts, n_tok, out)
+            for (t, a) in acts.iter().enumerate() {
+                for (i, wb) in rows.iter().enumerate() {
+                    // SAFETY: AVX2 and FMA were detected at runtime.
+                    out[i * n_tok + t] = unsafe { dot_avx2(wb, a) };
+                }
             }
-            // SAFETY: AVX2 and FMA were detected at runtime.
-            unsafe { fast(rows, acts, n_tok, out) };
             return;
         }
         tile_generic(rows, acts, n_tok, out)
@@ -362,6 +392,49 @@ mod q0 {
         });
         y
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn avx2_and_portable_forms_give_the_same_bits() {
+            if !super::super::has_fma() {
+                return;
+            }
+            let mut s = 0x9e37_79b9_7f4a_7c15u64;
+            let mut next = move || {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s
+            };
+            for ty in [
+                GgmlType::Q4_0,
+                GgmlType::Q4_1,
+                GgmlType::Q5_0,
+                GgmlType::Q8_0,
+            ] {
+                for nb in [1usize, 3, 18] {
+                    let bs = ty.type_size() as usize;
+                    let mut row: Vec<u8> = (0..bs * nb).map(|_| next() as u8).collect();
+                    for b in row.chunks_exact_mut(bs) {
+                        b[..2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+                        if ty == GgmlType::Q4_1 {
+                            b[2..4].copy_from_slice(&f16::from_f32(-0.05).to_le_bytes());
+                        }
+                    }
+                    let x: Vec<f32> = (0..32 * nb)
+                        .map(|_| (next() % 2001) as f32 / 100.0 - 10.0)
+                        .collect();
+                    let (w, a) = (decode(ty, &row), quantize(&x));
+                    // SAFETY: AVX2 and FMA detected above.
+                    let v = unsafe { dot_avx2(&w, &a) };
+                    assert_eq!(dot(&w, &a).to_bits(), v.to_bits(), "{ty} {nb} blocks");
+                }
+            }
+        }
+    }
 }
 
 type Kernel = fn(&[f32], &[f32], usize, usize, usize, &mut [f32]);
@@ -376,12 +449,109 @@ pub(crate) fn has_fma() -> bool {
     false
 }
 
-fn select_kernel() -> Kernel {
+fn select_kernel(ty: GgmlType, k: usize, n_tok: usize) -> Kernel {
     #[cfg(target_arch = "x86_64")]
     if has_fma() {
+        // F16 weights: llamafile's tinyBLAS (ggml's path for them) keeps one vector
+        // accumulator per output over k and reduces it at the end
+        if ty == GgmlType::F16 && n_tok == 1 {
+            // one token: ggml_vec_dot_f16 (four vector accumulators)
+            return kernel_vec_dot_f16;
+        }
+        if ty == GgmlType::F16 {
+            match crate::ops::flavor() {
+                crate::simd_exp::Flavor::Avx512 if k % 16 == 0 => return kernel_lanes::<16>,
+                crate::simd_exp::Flavor::Avx2 if k % 8 == 0 => return kernel_lanes::<8>,
+                _ => {}
+            }
+        }
         return kernel_avx2;
     }
     kernel_plain
+}
+
+/// `ggml_vec_dot_f16` per output (values already widened from f16).
+#[cfg(target_arch = "x86_64")]
+fn kernel_vec_dot_f16(w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn inner(w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) {
+        let flavor = crate::ops::flavor();
+        for r in 0..nr {
+            for t in 0..nt {
+                out[r * nt + t] =
+                    crate::fa::dot_f16(flavor, &w[r * k..(r + 1) * k], &x[t * k..(t + 1) * k]);
+            }
+        }
+    }
+    // SAFETY: only selected after runtime detection of AVX2 and FMA.
+    unsafe { inner(w, x, k, nr, nt, out) }
+}
+
+/// `out[r * nt + t]` = dot(w row r, x row t) as tinyBLAS computes it: `L` lanes, lane `l`
+/// accumulating elements `l, l + L, ...` with fused multiply-adds, then the horizontal sum of
+/// the vector (GCC's `_mm512_reduce_add_ps` for 16 lanes, `hsum_float_8`'s order for 8).
+/// Needs `k % L == 0`.
+#[cfg(target_arch = "x86_64")]
+fn kernel_lanes<const L: usize>(
+    w: &[f32],
+    x: &[f32],
+    k: usize,
+    nr: usize,
+    nt: usize,
+    out: &mut [f32],
+) {
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn inner<const L: usize>(
+        w: &[f32],
+        x: &[f32],
+        k: usize,
+        nr: usize,
+        nt: usize,
+        out: &mut [f32],
+    ) {
+        let reduce = |a: &[f32; L]| -> f32 {
+            if L == 16 {
+                let t3: [f32; 8] = std::array::from_fn(|i| a[8 + i] + a[i]);
+                let t6: [f32; 4] = std::array::from_fn(|i| t3[4 + i] + t3[i]);
+                (t6[0] + t6[2]) + (t6[1] + t6[3])
+            } else {
+                let r: [f32; 4] = std::array::from_fn(|i| a[i + 4] + a[i]);
+                (r[0] + r[2]) + (r[1] + r[3])
+            }
+        };
+        // 4 rows x 2 tokens at a time (each output keeps its own accumulator)
+        let mut r = 0;
+        while r < nr {
+            let rn = (nr - r).min(4);
+            let mut t = 0;
+            while t < nt {
+                let tn = (nt - t).min(2);
+                let mut acc = [[[0f32; L]; 2]; 4];
+                let mut off = 0;
+                while off < k {
+                    for i in 0..rn {
+                        let a: &[f32; L] = w[(r + i) * k + off..][..L].try_into().expect("L");
+                        for j in 0..tn {
+                            let b: &[f32; L] = x[(t + j) * k + off..][..L].try_into().expect("L");
+                            for l in 0..L {
+                                acc[i][j][l] = a[l].mul_add(b[l], acc[i][j][l]);
+                            }
+                        }
+                    }
+                    off += L;
+                }
+                for i in 0..rn {
+                    for j in 0..tn {
+                        out[(r + i) * nt + t + j] = reduce(&acc[i][j]);
+                    }
+                }
+                t += tn;
+            }
+            r += rn;
+        }
+    }
+    // SAFETY: only selected after runtime detection of AVX2 and FMA.
+    unsafe { inner::<L>(w, x, k, nr, nt, out) }
 }
 
 fn kernel_plain(w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) {

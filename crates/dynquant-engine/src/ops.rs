@@ -113,6 +113,7 @@ impl Rope {
     /// Rotates every head (`head_dim` values each) of one token's `x` with `cache`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, cache: &[(f32, f32)]) {
         let half = self.n_rot / 2;
+        let fused = contracted();
         for h in x.chunks_exact_mut(head_dim) {
             for (i, &(c, s)) in cache.iter().enumerate() {
                 let (a, b) = match self.kind {
@@ -120,8 +121,14 @@ impl Rope {
                     RopeKind::Neox => (i, i + half),
                 };
                 let (x0, x1) = (h[a], h[b]);
-                h[a] = x0 * c - x1 * s;
-                h[b] = x0 * s + x1 * c;
+                if fused {
+                    // ggml-cpu's FMA builds contract `x0*c - x1*s`: the first product is fused
+                    h[a] = x0.mul_add(c, -(x1 * s));
+                    h[b] = x0.mul_add(s, x1 * c);
+                } else {
+                    h[a] = x0 * c - x1 * s;
+                    h[b] = x0 * s + x1 * c;
+                }
             }
         }
     }
@@ -139,7 +146,14 @@ pub enum Activation {
 fn gelu_f32(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     const COEF_A: f32 = 0.044715;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+    // ggml-cpu's FMA builds contract `1 + A*x*x` into one fused multiply-add (it decides
+    // one entry of the f16 table, x = -1.999).
+    let inner = if contracted() {
+        (COEF_A * x).mul_add(x, 1.0)
+    } else {
+        1.0 + COEF_A * x * x
+    };
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh())
 }
 
 /// ggml-cpu's GELU (GGML_GELU_FP16): 0 below -10, identity above 10, otherwise the input
@@ -160,18 +174,30 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
+/// Whether the libggml-cpu variant of this CPU is built with FMA, which lets the compiler
+/// contract `a*b + c` in ggml's scalar code.
+pub(crate) fn contracted() -> bool {
+    matches!(
+        flavor(),
+        crate::simd_exp::Flavor::Avx512 | crate::simd_exp::Flavor::Avx2
+    )
+}
+
+/// The vector-`exp` flavour of this CPU, detected once.
+pub(crate) fn flavor() -> crate::simd_exp::Flavor {
+    static F: std::sync::OnceLock<crate::simd_exp::Flavor> = std::sync::OnceLock::new();
+    *F.get_or_init(crate::simd_exp::Flavor::detect)
+}
+
 impl Activation {
     /// `gate = act(gate) * up`, element-wise.
     pub fn apply(self, gate: &mut [f32], up: &[f32]) {
         match self {
-            Activation::SwiGlu => {
-                for (g, u) in gate.iter_mut().zip(up) {
-                    *g = silu(*g) * u;
-                }
-            }
+            Activation::SwiGlu => crate::simd_exp::swiglu(flavor(), gate, up),
             Activation::GeGlu => {
                 for (g, u) in gate.iter_mut().zip(up) {
-                    *g = gelu_ggml(*g) * u;
+                    // ggml writes a plain 0 below -10 (not 0 * up, which may be -0)
+                    *g = if *g <= -10.0 { 0.0 } else { gelu_ggml(*g) * u };
                 }
             }
         }

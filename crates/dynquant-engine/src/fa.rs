@@ -1,0 +1,369 @@
+//! ggml-cpu's flash attention over an f16 KV cache, operation for operation
+//! (ggml-cpu/ops.cpp, `ggml_compute_forward_flash_attn_ext_f16` and its two paths), so that
+//! the attention output carries the same bits as llama.cpp's:
+//!
+//! * **tiled** (a batch of at least [`Q_TILE`] queries): 64 queries x 64 keys per tile; scores
+//!   are f32 fused multiply-add chains over the head dimension (simd_gemm), scaled, masked;
+//!   each row keeps a running maximum per key tile (`expf` rescaling when it grows) and adds
+//!   the tile's `ggml_v_expf` softmax sum (16-lane sums, accumulated in f64); values are
+//!   accumulated with fused chains over the tile's keys.
+//! * **one chunk** (fewer queries): the query rounded to f16, f16 x f16 dot products in
+//!   ggml's SIMD order (`ggml_vec_dot_f16`), online softmax with the C library's `expf`, the
+//!   value accumulator kept in f16.
+//!
+//! The vector width and reduction order follow [`Flavor`] (the libggml-cpu variant of this
+//! CPU). Every output value is computed by one task in a fixed order, whatever the threads.
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::simd_exp::{self, Flavor};
+
+/// Query rows from which ggml-cpu takes its tiled path (`GGML_FA_TILE_Q`).
+pub const Q_TILE: usize = 64;
+/// Keys per tile of the tiled path (`GGML_FA_TILE_KV`).
+pub const KV_TILE: usize = 64;
+
+/// The shape of one attention call.
+pub(crate) struct Shape {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub dk: usize,
+    pub dv: usize,
+    /// Row strides of the cache (values per position).
+    pub k_stride: usize,
+    pub v_stride: usize,
+    pub scale: f32,
+    pub window: Option<usize>,
+}
+
+impl Shape {
+    /// First visible key position for a query at `pos`.
+    fn lo(&self, pos: usize) -> usize {
+        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
+    }
+}
+
+#[inline]
+fn h(v: f32) -> f32 {
+    f16::from_f32(v).to_f32()
+}
+
+/// `_mm512_reduce_add_ps` as GCC expands it: halves, quarters, then pairs.
+#[inline(always)]
+fn reduce16(a: &[f32]) -> f32 {
+    let t3: [f32; 8] = std::array::from_fn(|i| a[8 + i] + a[i]);
+    let t6: [f32; 4] = std::array::from_fn(|i| t3[4 + i] + t3[i]);
+    (t6[0] + t6[2]) + (t6[1] + t6[3])
+}
+
+/// The AVX2 horizontal sum (`extractf128 + add`, `movehl + add`, `movehdup + add_ss`).
+#[inline(always)]
+fn reduce8(a: &[f32]) -> f32 {
+    let t: [f32; 4] = std::array::from_fn(|i| a[4 + i] + a[i]);
+    let u0 = t[0] + t[2];
+    let u1 = t[1] + t[3];
+    u0 + u1
+}
+
+/// `ggml_vec_dot_f16` of two rows already widened from f16, in `flavor`'s order.
+#[inline(always)]
+pub(crate) fn dot_f16(flavor: Flavor, x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len();
+    let (epr, arr) = match flavor {
+        Flavor::Avx512 => (16, 4),
+        Flavor::Avx2 => (8, 4),
+        _ => (0, 0),
+    };
+    let mut sumf = 0f64;
+    let mut i = 0;
+    if epr > 0 {
+        let step = epr * arr;
+        let np = n / step * step;
+        let mut acc = [[0f32; 16]; 4];
+        while i < np {
+            for (j, a) in acc.iter_mut().enumerate() {
+                let o = i + j * epr;
+                for l in 0..epr {
+                    a[l] = x[o + l].mul_add(y[o + l], a[l]);
+                }
+            }
+            i += step;
+        }
+        // x0 += x2, x1 += x3, x0 += x1, then the horizontal sum
+        let mut r = [0f32; 16];
+        for l in 0..epr {
+            r[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+        }
+        sumf = if epr == 16 {
+            reduce16(&r) as f64
+        } else {
+            // _mm_hadd_ps twice on t0 = lo + hi
+            let t: [f32; 4] = std::array::from_fn(|l| r[l] + r[l + 4]);
+            ((t[0] + t[1]) + (t[2] + t[3])) as f64
+        };
+    }
+    for j in i..n {
+        sumf += (x[j] * y[j]) as f64;
+    }
+    sumf as f32
+}
+
+/// ggml_v_expf of `x - max` over 16/8 lanes, values stored, the sum as ggml returns it.
+#[inline(always)]
+fn soft_max(flavor: Flavor, row: &mut [f32], max: f32) -> f64 {
+    let lanes = match flavor {
+        Flavor::Avx512 => 16,
+        Flavor::Avx2 => 8,
+        _ => 0,
+    };
+    let mut sum = 0f64;
+    let mut i = 0;
+    if lanes > 0 {
+        while i + lanes <= row.len() {
+            let c = &mut row[i..i + lanes];
+            for v in c.iter_mut() {
+                *v = simd_exp::exp(flavor, *v - max);
+            }
+            sum += if lanes == 16 { reduce16(c) } else { reduce8(c) } as f64;
+            i += lanes;
+        }
+    }
+    for v in &mut row[i..] {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    sum
+}
+
+/// Whether the tiled path applies (ggml also needs DV to be a multiple of the vector width).
+pub(crate) fn tiled_applies(flavor: Flavor, n_tok: usize, dv: usize) -> bool {
+    n_tok >= Q_TILE && matches!(flavor, Flavor::Avx512 | Flavor::Avx2) && dv % flavor.lanes() == 0
+}
+
+/// Attention of `n_tok` queries at positions `p0..` (rows of `n_head * dk` in `q`) over the f16
+/// cache rows `k`, `v` (already widened), into `out` (rows of `n_head * dv`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend(
+    s: &Shape,
+    flavor: Flavor,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    p0: usize,
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    if tiled_applies(flavor, n_tok, s.dv) {
+        tiled(s, flavor, q, k, v, p0, n_tok, out)
+    } else {
+        one_chunk(s, flavor, q, k, v, p0, n_tok, out)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_chunk(
+    s: &Shape,
+    flavor: Flavor,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    p0: usize,
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    let od = s.n_head * s.dv;
+    out[..n_tok * od]
+        .par_chunks_mut(s.dv)
+        .enumerate()
+        .for_each(|(r, o)| one_chunk_row(s, flavor, q, k, v, p0, r, o));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tiled(
+    s: &Shape,
+    flavor: Flavor,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    p0: usize,
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    let dv = s.dv;
+    let n_tiles = n_tok.div_ceil(Q_TILE);
+    // one job per (head, query tile); results land in per-job buffers, then are scattered
+    let jobs: Vec<(usize, usize)> = (0..s.n_head)
+        .flat_map(|hd| (0..n_tiles).map(move |ti| (hd, ti)))
+        .collect();
+    let results: Vec<Vec<f32>> = jobs
+        .par_iter()
+        .map(|&(head, ti)| tiled_job(s, flavor, q, k, v, p0, n_tok, head, ti))
+        .collect();
+    let od = s.n_head * dv;
+    for (&(head, ti), r) in jobs.iter().zip(&results) {
+        for (tq, row) in r.chunks_exact(dv).enumerate() {
+            let t = ti * Q_TILE + tq;
+            out[t * od + head * dv..][..dv].copy_from_slice(row);
+        }
+    }
+}
+
+/// One (token, head) output row of the one-chunk path.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn one_chunk_row_impl(
+    s: &Shape,
+    flavor: Flavor,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    p0: usize,
+    r: usize,
+    o: &mut [f32],
+) {
+    let (dk, dv) = (s.dk, s.dv);
+    let group = s.n_head / s.n_head_kv;
+    let (t, head) = (r / s.n_head, r % s.n_head);
+    let kvh = head / group;
+    let pos = p0 + t;
+    let qh: Vec<f32> = q[t * s.n_head * dk + head * dk..][..dk]
+        .iter()
+        .map(|&x| h(x))
+        .collect();
+    let mut acc = vec![0f32; dv];
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    for j in s.lo(pos)..=pos {
+        let kr = &k[j * s.k_stride + kvh * dk..][..dk];
+        // s*scale + mask (0 here), contracted by the compiler
+        let sc = dot_f16(flavor, kr, &qh).mul_add(s.scale, 0.0);
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if sc > m {
+            let old = m;
+            m = sc;
+            ms = (old - m).exp();
+            for a in acc.iter_mut() {
+                *a = h(*a * ms);
+            }
+        } else {
+            vs = (sc - m).exp();
+        }
+        let vr = &v[j * s.v_stride + kvh * dv..][..dv];
+        for (a, &x) in acc.iter_mut().zip(vr) {
+            *a = h(x.mul_add(vs, *a));
+        }
+        // not contracted in ggml (measured: a fused form is 1 ulp off after a few hundred keys)
+        sum = sum * ms + vs;
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for (o, a) in o.iter_mut().zip(&acc) {
+        *o = a * inv;
+    }
+}
+
+fma_variant!(
+    one_chunk_row,
+    one_chunk_row_impl,
+    (s: &Shape, flavor: Flavor, q: &[f32], k: &[f32], v: &[f32], p0: usize, r: usize, o: &mut [f32]) -> ()
+);
+
+/// One (head, query tile) job of the tiled path: the tile's output rows.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn tiled_job_impl(
+    s: &Shape,
+    flavor: Flavor,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    p0: usize,
+    n_tok: usize,
+    head: usize,
+    ti: usize,
+) -> Vec<f32> {
+    let (dk, dv) = (s.dk, s.dv);
+    let group = s.n_head / s.n_head_kv;
+    let n_kv = p0 + n_tok;
+    let kvh = head / group;
+    let t0 = ti * Q_TILE;
+    let rows = Q_TILE.min(n_tok - t0);
+    let mut vkq = vec![0f32; rows * dv];
+    let mut ssum = [0f32; Q_TILE];
+    let mut mmax = [f32::NEG_INFINITY; Q_TILE];
+    let mut kq = vec![0f32; KV_TILE];
+    // the key tile transposed (kt[d][tk], as ggml packs it): every score is the same
+    // chain over d, and 64 chains advance together in vector registers
+    let mut kt = vec![0f32; dk * KV_TILE];
+    let mut chains = vec![0f32; KV_TILE];
+    for ic in (0..n_kv).step_by(KV_TILE) {
+        let kv_tile = KV_TILE.min(n_kv - ic);
+        for tk in 0..kv_tile {
+            let kr = &k[(ic + tk) * s.k_stride + kvh * dk..][..dk];
+            for (d, &x) in kr.iter().enumerate() {
+                kt[d * KV_TILE + tk] = x;
+            }
+        }
+        for tq in 0..rows {
+            let pos = p0 + t0 + tq;
+            let (lo, hi) = (s.lo(pos), pos);
+            if hi < ic || lo >= ic + kv_tile {
+                continue; // nothing visible in this tile for this row
+            }
+            let qr = &q[(t0 + tq) * s.n_head * dk + head * dk..][..dk];
+            chains.fill(0.0);
+            for (d, &x) in qr.iter().enumerate() {
+                let row = &kt[d * KV_TILE..(d + 1) * KV_TILE];
+                for (c, &y) in chains.iter_mut().zip(row) {
+                    *c = x.mul_add(y, *c);
+                }
+            }
+            kq.fill(f32::NEG_INFINITY);
+            let mut tile_max = f32::NEG_INFINITY;
+            for (tk, slot) in kq.iter_mut().enumerate().take(kv_tile) {
+                let j = ic + tk;
+                if j < lo || j > hi {
+                    continue;
+                }
+                let sc = chains[tk] * s.scale;
+                *slot = sc;
+                tile_max = tile_max.max(sc);
+            }
+            if tile_max == f32::NEG_INFINITY {
+                continue;
+            }
+            let mold = mmax[tq];
+            let mnew = mold.max(tile_max);
+            let acc = &mut vkq[tq * dv..(tq + 1) * dv];
+            if mnew > mold {
+                let ms = (mold - mnew).exp();
+                acc.iter_mut().for_each(|a| *a *= ms);
+                ssum[tq] *= ms;
+            }
+            mmax[tq] = mnew;
+            let sm = soft_max(flavor, &mut kq, mnew);
+            ssum[tq] = (ssum[tq] as f64 + sm) as f32;
+            for (tk, &p) in kq.iter().enumerate().take(kv_tile) {
+                if p == 0.0 {
+                    continue; // fma(0, v, acc) == acc
+                }
+                let vr = &v[(ic + tk) * s.v_stride + kvh * dv..][..dv];
+                for (a, &x) in acc.iter_mut().zip(vr) {
+                    *a = p.mul_add(x, *a);
+                }
+            }
+        }
+    }
+    for tq in 0..rows {
+        let inv = if ssum[tq] == 0.0 { 0.0 } else { 1.0 / ssum[tq] };
+        vkq[tq * dv..(tq + 1) * dv]
+            .iter_mut()
+            .for_each(|a| *a *= inv);
+    }
+    vkq
+}
+
+fma_variant!(
+    tiled_job,
+    tiled_job_impl,
+    (s: &Shape, flavor: Flavor, q: &[f32], k: &[f32], v: &[f32], p0: usize, n_tok: usize, head: usize, ti: usize) -> Vec<f32>
+);

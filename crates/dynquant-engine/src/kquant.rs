@@ -1,0 +1,424 @@
+//! K-quant weights times Q8_K activations as ggml-cpu's x86 kernels compute them: an exact
+//! integer dot product per super-block, split into eight 32-bit lanes the way the AVX2 code
+//! splits it (lane `l` holds elements `4l..4l+3` of every 32-element group), then
+//! `acc[l] = fma(d_w * d_a, lane[l], acc[l])` over the super-blocks and `hsum_float_8`.
+//! Bit-identical results keep llama.cpp's later 8-bit roundings from flipping.
+
+use half::f16;
+
+/// Q8_K activations of one row: per 256 values an f32 scale and i8 values.
+pub(crate) struct Q8K {
+    pub d: f32,
+    pub q: [i8; 256],
+    /// Sums of the 16 values of each 16-element group (Q8_K's `bsums`).
+    pub bsums: [i32; 16],
+}
+
+/// `quantize_row_q8_K` (the reference form ggml's x86 build uses): the value of largest
+/// magnitude keeps its sign, `iscale = -127/max`, `q = min(127, nearest_int(iscale * x))`,
+/// `d = 1/iscale`.
+#[inline(always)]
+fn quantize_q8k_impl(x: &[f32]) -> Vec<Q8K> {
+    x.chunks_exact(256)
+        .map(|xb| {
+            let mut amax = 0f32;
+            let mut max = 0f32;
+            for &v in xb {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            let mut q = [0i8; 256];
+            if amax == 0.0 {
+                return Q8K {
+                    d: 0.0,
+                    q,
+                    bsums: [0; 16],
+                };
+            }
+            let iscale = -127.0 / max;
+            for (o, &v) in q.iter_mut().zip(xb) {
+                *o = crate::dot::nearest_int(iscale * v).min(127) as i8;
+            }
+            let bsums =
+                std::array::from_fn(|g| q[16 * g..16 * g + 16].iter().map(|&v| v as i32).sum());
+            Q8K {
+                d: 1.0 / iscale,
+                q,
+                bsums,
+            }
+        })
+        .collect()
+}
+
+fma_variant!(quantize_q8k, quantize_q8k_impl, (x: &[f32]) -> Vec<Q8K>);
+
+/// One Q6_K super-block in integer form.
+pub(crate) struct Q6Block {
+    d: f32,
+    sc: [i8; 16],
+    /// Unsigned 6-bit values (0..64), in element order.
+    q: [u8; 256],
+}
+
+/// Integer values of a Q6_K row (block layout: ql[128], qh[64], scales[16] i8, d f16 —
+/// ggml-common.h `block_q6_K`).
+pub(crate) fn decode_q6k(row: &[u8]) -> Vec<Q6Block> {
+    row.chunks_exact(210)
+        .map(|b| {
+            let mut q = [0u8; 256];
+            for c in 0..2 {
+                let ql = &b[64 * c..64 * c + 64];
+                let qh = &b[128 + 32 * c..128 + 32 * c + 32];
+                for e in 0..128 {
+                    let (k, l) = (e / 32, e % 32);
+                    let low = (ql[32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0f;
+                    let high = (qh[l] >> (2 * k)) & 3;
+                    q[128 * c + e] = low | (high << 4);
+                }
+            }
+            let mut sc = [0i8; 16];
+            for (o, &v) in sc.iter_mut().zip(&b[192..208]) {
+                *o = v as i8;
+            }
+            Q6Block {
+                d: f16::from_le_bytes([b[208], b[209]]).to_f32(),
+                sc,
+                q,
+            }
+        })
+        .collect()
+}
+
+#[inline(always)]
+fn hsum8(acc: &[f32; 8]) -> f32 {
+    let r: [f32; 4] = std::array::from_fn(|i| acc[i + 4] + acc[i]);
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// `ggml_vec_dot_q6_K_q8_K` as the x86 build computes it: lane `l` takes the unsigned 6-bit
+/// values times the activations of elements `4l..4l+3` of every 32-element group, minus 32
+/// times the scaled activation sums of group `l` (the offset goes through Q8_K's 16-element
+/// sums, so it lands in a different lane than the products it corrects).
+#[inline(always)]
+pub(crate) fn dot_q6k(w: &[Q6Block], a: &[Q8K]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (wb, ab) in w.iter().zip(a) {
+        let mut lanes = [0i32; 8];
+        for (s, (wq, aq)) in wb.q.chunks_exact(16).zip(ab.q.chunks_exact(16)).enumerate() {
+            let sc = wb.sc[s] as i32;
+            let l0 = (s % 2) * 4;
+            for g in 0..4 {
+                let mut p = 0i32;
+                for e in 4 * g..4 * g + 4 {
+                    p += wq[e] as i32 * aq[e] as i32;
+                }
+                lanes[l0 + g] += sc * p;
+            }
+            lanes[s / 2] -= 32 * sc * ab.bsums[s];
+        }
+        let d = ab.d * wb.d;
+        for (acc, &l) in acc.iter_mut().zip(&lanes) {
+            *acc = d.mul_add(l as f32, *acc);
+        }
+    }
+    hsum8(&acc)
+}
+
+/// Products of a Q6_K weight with `n_tok` rows of activations (tokens x rows result).
+pub(crate) fn matmul_q6k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let k = w.cols;
+    let acts: Vec<Vec<Q8K>> = x.par_chunks(k).map(quantize_q8k).collect();
+    const TILE: usize = 16;
+    let mut yt = vec![0f32; w.rows * n_tok];
+    yt.par_chunks_mut(TILE * n_tok)
+        .enumerate()
+        .for_each(|(ti, out)| {
+            let r0 = ti * TILE;
+            let nr = out.len() / n_tok;
+            let rows: Vec<Vec<Q6Block>> =
+                (r0..r0 + nr).map(|r| decode_q6k(w.row_data(r))).collect();
+            for (t, a) in acts.iter().enumerate() {
+                for (i, wb) in rows.iter().enumerate() {
+                    out[i * n_tok + t] = dot_q6k_best(wb, a);
+                }
+            }
+        });
+    let mut y = vec![0f32; n_tok * w.rows];
+    y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yrow)| {
+        for (r, v) in yrow.iter_mut().enumerate() {
+            *v = yt[r * n_tok + t];
+        }
+    });
+    y
+}
+
+/// One Q4_K super-block in integer form.
+pub(crate) struct Q4Block {
+    d: f32,
+    dmin: f32,
+    sc: [u8; 8],
+    m: [u8; 8],
+    /// 4-bit values in element order.
+    q: [u8; 256],
+}
+
+/// Integer values of a Q4_K row (block layout: d f16, dmin f16, scales[12], qs[128] —
+/// ggml-common.h `block_q4_K`; 6-bit scales and mins packed as `get_scale_min_k4`).
+pub(crate) fn decode_q4k(row: &[u8]) -> Vec<Q4Block> {
+    row.chunks_exact(144)
+        .map(|b| {
+            let s = &b[4..16];
+            let mut sc = [0u8; 8];
+            let mut m = [0u8; 8];
+            for j in 0..8 {
+                if j < 4 {
+                    sc[j] = s[j] & 63;
+                    m[j] = s[j + 4] & 63;
+                } else {
+                    sc[j] = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+                    m[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+                }
+            }
+            let mut q = [0u8; 256];
+            for c in 0..4 {
+                for l in 0..32 {
+                    let v = b[16 + 32 * c + l];
+                    q[64 * c + l] = v & 0x0f;
+                    q[64 * c + 32 + l] = v >> 4;
+                }
+            }
+            Q4Block {
+                d: f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                dmin: f16::from_le_bytes([b[2], b[3]]).to_f32(),
+                sc,
+                m,
+                q,
+            }
+        })
+        .collect()
+}
+
+/// Q4_K times Q8_K as ggml's repacked x86 kernels (`gemv/gemm_q4_K_8x8_q8_K`, the
+/// CPU_REPACK buffer llama.cpp puts Q4_K weights in) compute it: SIMD lanes are output rows,
+/// so every output is one chain of `acc = fma(sum, d_w * d_a, acc)` and
+/// `accm = fma(min_sum, dmin_w * d_a, accm)` over exact integer sums, then `acc - accm`.
+/// The gemv (single tokens) takes whole super-blocks (`group` 256); the gemm (groups of four
+/// tokens) takes pairs of sub-blocks (`group` 64).
+#[inline(always)]
+pub(crate) fn dot_q4k(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
+    let mut acc = 0f32;
+    let mut accm = 0f32;
+    for (wb, ab) in w.iter().zip(a) {
+        let dd = wb.d * ab.d;
+        let dm = wb.dmin * ab.d;
+        let per = group / 32;
+        for c in 0..8 / per {
+            let mut isum = 0i32;
+            let mut imin = 0i32;
+            for j in c * per..(c + 1) * per {
+                let mut p = 0i32;
+                for e in 32 * j..32 * j + 32 {
+                    p += wb.q[e] as i32 * ab.q[e] as i32;
+                }
+                isum += wb.sc[j] as i32 * p;
+                imin += wb.m[j] as i32 * (ab.bsums[2 * j] + ab.bsums[2 * j + 1]);
+            }
+            acc = (isum as f32).mul_add(dd, acc);
+            accm = (imin as f32).mul_add(dm, accm);
+        }
+    }
+    acc - accm
+}
+
+/// Products of a Q4_K weight with `n_tok` rows of activations (tokens x rows result).
+pub(crate) fn matmul_q4k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let k = w.cols;
+    let acts: Vec<Vec<Q8K>> = x.par_chunks(k).map(quantize_q8k).collect();
+    const TILE: usize = 16;
+    let mut yt = vec![0f32; w.rows * n_tok];
+    yt.par_chunks_mut(TILE * n_tok)
+        .enumerate()
+        .for_each(|(ti, out)| {
+            let r0 = ti * TILE;
+            let nr = out.len() / n_tok;
+            let rows: Vec<Vec<Q4Block>> =
+                (r0..r0 + nr).map(|r| decode_q4k(w.row_data(r))).collect();
+            for (t, a) in acts.iter().enumerate() {
+                // ggml's repacked mul_mat: gemm for whole groups of 4 tokens, gemv after
+                let group = if t < n_tok / 4 * 4 { 64 } else { 256 };
+                for (i, wb) in rows.iter().enumerate() {
+                    out[i * n_tok + t] = dot_q4k_best(wb, a, group);
+                }
+            }
+        });
+    let mut y = vec![0f32; n_tok * w.rows];
+    y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yrow)| {
+        for (r, v) in yrow.iter_mut().enumerate() {
+            *v = yt[r * n_tok + t];
+        }
+    });
+    y
+}
+
+/// AVX2 forms of the dot products above: the integer sums are computed with `maddubs`/`madd`
+/// (exact, so their order is free) and every float step is the scalar form's.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Q4Block, Q6Block, Q8K};
+
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> __m256i {
+        _mm256_loadu_si256(p.cast())
+    }
+
+    /// Sum of the eight i32 lanes.
+    #[inline(always)]
+    unsafe fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn dot_q4k(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
+        let mut acc = 0f32;
+        let mut accm = 0f32;
+        let per = group / 32;
+        for (wb, ab) in w.iter().zip(a) {
+            let dd = wb.d * ab.d;
+            let dm = wb.dmin * ab.d;
+            for c in 0..8 / per {
+                let mut iv = _mm256_setzero_si256();
+                let mut imin = 0i32;
+                for j in c * per..(c + 1) * per {
+                    let x = load(wb.q.as_ptr().add(32 * j));
+                    let y = load(ab.q.as_ptr().add(32 * j).cast());
+                    let p16 = _mm256_maddubs_epi16(x, y);
+                    iv = _mm256_add_epi32(
+                        iv,
+                        _mm256_madd_epi16(p16, _mm256_set1_epi16(wb.sc[j] as i16)),
+                    );
+                    imin += wb.m[j] as i32 * (ab.bsums[2 * j] + ab.bsums[2 * j + 1]);
+                }
+                let isum = hsum_i32(iv);
+                acc = (isum as f32).mul_add(dd, acc);
+                accm = (imin as f32).mul_add(dm, accm);
+            }
+        }
+        acc - accm
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn dot_q6k(w: &[Q6Block], a: &[Q8K]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (wb, ab) in w.iter().zip(a) {
+            let mut lanes = _mm256_setzero_si256();
+            let mut off = [0i32; 8];
+            for (g, off_g) in off.iter_mut().enumerate() {
+                let x = load(wb.q.as_ptr().add(32 * g));
+                let y = load(ab.q.as_ptr().add(32 * g).cast());
+                let p16 = _mm256_maddubs_epi16(x, y);
+                let (s0, s1) = (wb.sc[2 * g] as i16, wb.sc[2 * g + 1] as i16);
+                let scale = _mm256_setr_epi16(
+                    s0, s0, s0, s0, s0, s0, s0, s0, s1, s1, s1, s1, s1, s1, s1, s1,
+                );
+                lanes = _mm256_add_epi32(lanes, _mm256_madd_epi16(p16, scale));
+                *off_g = 32 * (s0 as i32 * ab.bsums[2 * g] + s1 as i32 * ab.bsums[2 * g + 1]);
+            }
+            lanes = _mm256_sub_epi32(lanes, _mm256_loadu_si256(off.as_ptr().cast()));
+            let d = _mm256_set1_ps(ab.d * wb.d);
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc);
+        }
+        let mut l = [0f32; 8];
+        _mm256_storeu_ps(l.as_mut_ptr(), acc);
+        super::hsum8(&l)
+    }
+}
+
+/// [`dot_q4k`] with the fastest instructions this CPU has (same bits).
+#[inline(always)]
+fn dot_q4k_best(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::matmul::has_fma() {
+        // SAFETY: AVX2 and FMA were detected at runtime.
+        return unsafe { avx2::dot_q4k(w, a, group) };
+    }
+    dot_q4k(w, a, group)
+}
+
+/// [`dot_q6k`] with the fastest instructions this CPU has (same bits).
+#[inline(always)]
+fn dot_q6k_best(w: &[Q6Block], a: &[Q8K]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::matmul::has_fma() {
+        // SAFETY: AVX2 and FMA were detected at runtime.
+        return unsafe { avx2::dot_q6k(w, a) };
+    }
+    dot_q6k(w, a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            })
+            .collect()
+    }
+
+    fn acts(n: usize, seed: u64) -> Vec<f32> {
+        bytes(n, seed)
+            .iter()
+            .map(|&b| (b as f32 - 127.5) / 31.0)
+            .collect()
+    }
+
+    /// Blocks with finite f16 scales (random bytes elsewhere).
+    fn blocks(size: usize, n: usize, scale_at: &[usize], seed: u64) -> Vec<u8> {
+        let mut b = bytes(size * n, seed);
+        for blk in b.chunks_exact_mut(size) {
+            for &at in scale_at {
+                let v = f16::from_f32(0.001 + blk[at] as f32 * 1e-4).to_le_bytes();
+                blk[at..at + 2].copy_from_slice(&v);
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn avx2_and_portable_forms_give_the_same_bits() {
+        if !crate::matmul::has_fma() {
+            return;
+        }
+        for seed in 1..20u64 {
+            let nb = 1 + seed as usize % 6;
+            let a = quantize_q8k(&acts(256 * nb, seed * 7));
+            let w4 = decode_q4k(&blocks(144, nb, &[0, 2], seed));
+            let w6 = decode_q6k(&blocks(210, nb, &[208], seed + 100));
+            for group in [64, 256] {
+                let p = dot_q4k(&w4, &a, group);
+                // SAFETY: AVX2 and FMA detected above.
+                let v = unsafe { avx2::dot_q4k(&w4, &a, group) };
+                assert_eq!(p.to_bits(), v.to_bits(), "q4_K seed {seed} group {group}");
+            }
+            let p = dot_q6k(&w6, &a);
+            // SAFETY: as above.
+            let v = unsafe { avx2::dot_q6k(&w6, &a) };
+            assert_eq!(p.to_bits(), v.to_bits(), "q6_K seed {seed}");
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Op by op against the real ggml CPU backend (the libggml-cpu variant ggml itself picks on
+//! this CPU, see `common/ggml.rs`): matrix products per weight type, batch sizes that take
+//! ggml's different paths (vec_dot, llamafile tinyBLAS, repacked gemm/gemv), and element-wise
+//! ops. Results must be bit-identical.
+
+mod common;
+
+use std::borrow::Cow;
+
+use common::ggml::Ggml;
+use dynquant_core::gguf::{Access, GgufModel};
+use dynquant_core::GgmlType;
+use dynquant_engine::matmul::{matmul, Weight};
+use dynquant_engine::Numerics;
+use dynquant_testkit::oracle::Oracle;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Roughly normal, with rare large outliers (as transformer activations have).
+    fn act(&mut self) -> f32 {
+        let u: f32 = (0..4)
+            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
+            .sum::<f32>()
+            - 2.0;
+        if self.next() % 97 == 0 {
+            u * 60.0
+        } else {
+            u
+        }
+    }
+}
+
+fn acts(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = Rng(seed | 1);
+    (0..n).map(|_| r.act()).collect()
+}
+
+/// Number of differing values and the largest relative difference.
+fn diff(ours: &[f32], theirs: &[f32]) -> (usize, f32) {
+    let mut n = 0;
+    let mut worst = 0f32;
+    for (a, b) in ours.iter().zip(theirs) {
+        if a.to_bits() != b.to_bits() {
+            n += 1;
+            worst = worst.max((a - b).abs() / b.abs().max(1e-6));
+        }
+    }
+    (n, worst)
+}
+
+/// Whether ggml-cpu moves a weight of this type and row count into its repacked layout on
+/// this CPU (repack.cpp, ggml_repack_get_optimal_repack_type, x86 branches).
+fn repacked(ty: GgmlType, rows: usize) -> bool {
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    rows % 8 == 0
+        && match ty {
+            GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::IQ4_NL | GgmlType::MXFP4 => avx2,
+            GgmlType::Q6_K => avx2 && std::env::var("Q6REPACK").is_ok(),
+            GgmlType::Q2_K => avx512,
+            _ => false,
+        }
+}
+
+fn ggml_mul_mat(g: &Ggml, w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    let mut gr = g.graph();
+    let wt = gr.input(
+        w.ty.id() as i32,
+        &[w.cols as i64, w.rows as i64],
+        w.data.to_vec(),
+        repacked(w.ty, w.rows),
+    );
+    let xt = gr.f32(&[w.cols as i64, n_tok as i64], x);
+    let y = gr.mul_mat(wt, xt);
+    gr.compute(y, w.rows * n_tok)
+}
+
+/// One weight per type of `model`, products with 1..512 tokens.
+fn check_matmuls(model: &std::path::Path, report_only: bool) {
+    let Some(g) = Ggml::load() else { return };
+    let gguf = GgufModel::open(model, Access::Mmap).expect("open");
+    let mut seen = Vec::new();
+    let mut bad = Vec::new();
+    for t in gguf.tensors() {
+        let ty = t.info.ggml_type;
+        // one weight per type (token_embd too: it is the tied output)
+        if t.info.shape.len() != 2 || seen.contains(&ty) || ty == GgmlType::F32 {
+            continue;
+        }
+        seen.push(ty);
+        let (cols, rows) = (t.info.shape[0] as usize, t.info.shape[1] as usize);
+        // a slice of rows keeps the test fast
+        let rows = if std::env::var("FULL").is_ok() {
+            rows
+        } else {
+            rows.min(256)
+        };
+        let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+        let all = gguf.tensor_data(&t).expect("data");
+        let data = &all[..rb * rows];
+        let w = Weight::new(&t.info.name, ty, cols, rows, Cow::Borrowed(data)).expect("weight");
+        for n_tok in [1usize, 2, 3, 4, 8, 16, 64, 65, 512] {
+            let x = acts(cols * n_tok, 7 + n_tok as u64);
+            let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
+            let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
+            let (n, worst) = diff(&ours, &theirs);
+            eprintln!(
+                "{} {ty} {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
+                g.variant,
+                ours.len()
+            );
+            if n > 0 {
+                bad.push(format!("{ty} n_tok {n_tok}: {n} differ"));
+            }
+        }
+    }
+    if !report_only {
+        assert!(bad.is_empty(), "{bad:?}");
+    }
+}
+
+#[test]
+fn matmuls_smollm2_q4_1() {
+    let Some(o) = Oracle::get() else { return };
+    check_matmuls(&o.smollm2(), false);
+}
+
+#[test]
+fn matmuls_gemma3_q4_k_m() {
+    let Some(o) = Oracle::get() else { return };
+    check_matmuls(&o.gemma(), false);
+}
+
+#[test]
+fn rms_norm_times_weight() {
+    let Some(g) = Ggml::load() else { return };
+    let (n, rows) = (576usize, 8usize);
+    let mut x = acts(n * rows, 3);
+    x[5] = 800.0;
+    let w: Vec<f32> = acts(n, 5).iter().map(|v| 1.0 + 0.3 * v).collect();
+    let mut gr = g.graph();
+    let xt = gr.f32(&[n as i64, rows as i64], &x);
+    let wt = gr.f32(&[n as i64], &w);
+    let y = gr.rms_norm(xt, 1e-5);
+    let y = gr.mul(y, wt);
+    let theirs = gr.compute(y, n * rows);
+    let mut ours = x.clone();
+    dynquant_engine::ops::rms_norm(&mut ours, n, &w, 1e-5);
+    let (d, worst) = diff(&ours, &theirs);
+    eprintln!(
+        "rms_norm: {d} of {} differ (max rel {worst:.2e})",
+        ours.len()
+    );
+    assert_eq!(d, 0);
+}
+
+fn glu(act: dynquant_engine::ops::Activation) {
+    let Some(g) = Ggml::load() else { return };
+    let (n, rows) = (1536usize, 4usize);
+    let gate: Vec<f32> = acts(n * rows, 11).iter().map(|v| v * 4.0).collect();
+    let up = acts(n * rows, 13);
+    let mut gr = g.graph();
+    let a = gr.f32(&[n as i64, rows as i64], &gate);
+    let b = gr.f32(&[n as i64, rows as i64], &up);
+    let y = match act {
+        dynquant_engine::ops::Activation::SwiGlu => gr.swiglu(a, b),
+        dynquant_engine::ops::Activation::GeGlu => gr.geglu(a, b),
+    };
+    let theirs = gr.compute(y, n * rows);
+    let mut ours = gate.clone();
+    for (o, u) in ours.chunks_mut(n).zip(up.chunks(n)) {
+        act.apply(o, u);
+    }
+    for i in 0..ours.len() {
+        if ours[i].to_bits() != theirs[i].to_bits() && std::env::var("SHOW").is_ok() {
+            eprintln!(
+                "x {} up {} ours {} ggml {}",
+                gate[i], up[i], ours[i], theirs[i]
+            );
+        }
+    }
+    let (d, worst) = diff(&ours, &theirs);
+    eprintln!(
+        "{act:?}: {d} of {} differ (max rel {worst:.2e})",
+        ours.len()
+    );
+    assert_eq!(d, 0);
+}
+
+#[test]
+fn swiglu() {
+    glu(dynquant_engine::ops::Activation::SwiGlu);
+}
+
+#[test]
+fn geglu() {
+    glu(dynquant_engine::ops::Activation::GeGlu);
+}
+
+/// ggml's GELU table over every f16 input in (-10, 10), read through GEGLU with up = 1.
+#[test]
+fn gelu_table() {
+    let Some(g) = Ggml::load() else { return };
+    let xs: Vec<f32> = (0..=u16::MAX)
+        .map(|b| half::f16::from_bits(b).to_f32())
+        .filter(|x| x.is_finite() && x.abs() < 10.0)
+        .collect();
+    let n = xs.len() / 16 * 16;
+    let xs = &xs[..n];
+    let ones = vec![1f32; n];
+    let mut gr = g.graph();
+    let a = gr.f32(&[n as i64], xs);
+    let b = gr.f32(&[n as i64], &ones);
+    let y = gr.geglu(a, b);
+    let theirs = gr.compute(y, n);
+    let mut ours = xs.to_vec();
+    dynquant_engine::ops::Activation::GeGlu.apply(&mut ours, &ones);
+    let mut shown = 0;
+    for i in 0..n {
+        if ours[i].to_bits() != theirs[i].to_bits() && shown < 10 && std::env::var("SHOW").is_ok() {
+            shown += 1;
+            eprintln!("x {} ours {} ggml {}", xs[i], ours[i], theirs[i]);
+        }
+    }
+    let (d, worst) = diff(&ours, &theirs);
+    eprintln!("gelu table: {d} of {n} differ (max rel {worst:.2e})");
+    assert_eq!(d, 0);
+}
+
+fn attn_config(n_head: usize, n_head_kv: usize, d: usize) -> dynquant_engine::config::Config {
+    dynquant_engine::config::Config {
+        arch: "llama".into(),
+        n_embd: n_head * d,
+        n_layer: 1,
+        n_head,
+        n_head_kv,
+        head_dim_k: d,
+        head_dim_v: d,
+        n_ff: 4 * n_head * d,
+        n_ctx_train: 4096,
+        rms_eps: 1e-5,
+        rope_kind: dynquant_engine::ops::RopeKind::Normal,
+        n_rot: d,
+        rope_base: 10000.0,
+        rope_scale: 1.0,
+        act: dynquant_engine::ops::Activation::SwiGlu,
+        qk_norm: false,
+        qkv_bias: false,
+        post_norms: false,
+        embd_scale: None,
+        q_scale: 1.0,
+        kq_scale: 1.0 / (d as f32).sqrt(),
+        swa: None,
+        yarn: None,
+        mla: None,
+        moe: None,
+    }
+}
+
+/// Causal flash attention of the last `n_q` of `n_kv` positions (keys at distance >= `window`
+/// masked too), head size `d`, f16 K/V as llama.cpp's cache stores them.
+fn check_attention(n_q: usize, n_kv: usize, d: usize, window: Option<usize>) -> (usize, f32) {
+    let Some(g) = Ggml::load() else {
+        return (0, 0.0);
+    };
+    let (nh, nkv) = if d > 128 { (4usize, 1usize) } else { (9, 3) };
+    let c = attn_config(nh, nkv, d);
+    let q: Vec<f32> = acts(n_q * nh * d, 21).iter().map(|v| v * 2.0).collect();
+    let k: Vec<f32> = acts(n_kv * nkv * d, 23).iter().map(|v| v * 2.0).collect();
+    let v = acts(n_kv * nkv * d, 25);
+    let p0 = n_kv - n_q;
+    let mut cache = dynquant_engine::attention::KvCache::new(nkv * d, nkv * d);
+    cache.append(&k, &v, false);
+    let ours = dynquant_engine::attention::attend(&c, &q, &cache, p0, n_q, window, false);
+    // ggml: q [d, n_q, nh], k/v [d, n_kv, nkv] (f16), mask [n_kv, n_q padded] (f16)
+    let perm = |x: &[f32], rows: usize, heads: usize| -> Vec<f32> {
+        let mut o = vec![0f32; x.len()];
+        for r in 0..rows {
+            for h in 0..heads {
+                o[(h * rows + r) * d..][..d].copy_from_slice(&x[(r * heads + h) * d..][..d]);
+            }
+        }
+        o
+    };
+    let pad = n_q.div_ceil(64) * 64;
+    let mut mask = vec![f32::NEG_INFINITY; pad * n_kv];
+    for i in 0..n_q {
+        let lo = window.map_or(0, |w| (p0 + i + 1).saturating_sub(w));
+        for j in lo..=p0 + i {
+            mask[i * n_kv + j] = 0.0;
+        }
+    }
+    let mut gr = g.graph();
+    let qt = gr.f32(&[d as i64, n_q as i64, nh as i64], &perm(&q, n_q, nh));
+    let kt = gr.f16(&[d as i64, n_kv as i64, nkv as i64], &perm(&k, n_kv, nkv));
+    let vt = gr.f16(&[d as i64, n_kv as i64, nkv as i64], &perm(&v, n_kv, nkv));
+    let mt = gr.f16(&[n_kv as i64, pad as i64], &mask);
+    let y = gr.flash_attn(qt, kt, vt, mt, c.kq_scale);
+    let theirs = gr.compute(y, n_q * nh * d);
+    let (n, worst) = diff(&ours, &theirs);
+    eprintln!(
+        "attention n_q {n_q} n_kv {n_kv}: {n} of {} differ (max rel {worst:.2e})",
+        ours.len()
+    );
+    (n, worst)
+}
+
+#[test]
+fn flash_attention_matches_ggml() {
+    let mut bad = Vec::new();
+    let cases = [
+        (1, 1, 64, None),
+        (1, 50, 64, None),
+        (4, 90, 64, None),
+        (8, 520, 64, None),
+        (1, 600, 64, None),
+        (2, 530, 64, None),
+        (8, 1024, 64, None),
+        (30, 800, 64, None),
+        (64, 64, 64, None),
+        (80, 80, 64, None),
+        (100, 300, 64, None),
+        // gemma3: head size 256, one KV head, sliding window
+        (3, 200, 256, Some(64)),
+        (130, 200, 256, Some(100)),
+        (70, 70, 256, None),
+    ];
+    for (n_q, n_kv, d, window) in cases {
+        let (n, _) = check_attention(n_q, n_kv, d, window);
+        if n > 0 {
+            bad.push((n_q, n_kv, d, n));
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+fn check_rope(kind: dynquant_engine::ops::RopeKind, base: f32, n_tok: usize) -> usize {
+    let Some(g) = Ggml::load() else { return 0 };
+    let (d, nh) = (64usize, 3usize);
+    let x: Vec<f32> = acts(n_tok * nh * d, 31).iter().map(|v| v * 3.0).collect();
+    let r = dynquant_engine::ops::Rope {
+        kind,
+        n_rot: d,
+        freq_base: base,
+        freq_scale: 1.0,
+        freq_factors: None,
+        yarn: None,
+    };
+    let mut ours = x.clone();
+    for (t, row) in ours.chunks_mut(nh * d).enumerate() {
+        r.apply(row, d, &r.cache(t));
+    }
+    let mode = match kind {
+        dynquant_engine::ops::RopeKind::Normal => 0,
+        dynquant_engine::ops::RopeKind::Neox => 2,
+    };
+    let mut gr = g.graph();
+    let xt = gr.f32(&[d as i64, nh as i64, n_tok as i64], &x);
+    let pos: Vec<u8> = (0..n_tok as i32).flat_map(|p| p.to_le_bytes()).collect();
+    let pt = gr.input(26, &[n_tok as i64], pos, false);
+    let y = gr.rope(xt, pt, d as i32, mode, base, 1.0);
+    let theirs = gr.compute(y, x.len());
+    let (n, worst) = diff(&ours, &theirs);
+    eprintln!(
+        "rope {kind:?} base {base}: {n} of {} differ (max rel {worst:.2e})",
+        x.len()
+    );
+    n
+}
+
+#[test]
+fn rope_matches_ggml() {
+    use dynquant_engine::ops::RopeKind;
+    let a = check_rope(RopeKind::Normal, 100000.0, 2100);
+    let b = check_rope(RopeKind::Neox, 10000.0, 300);
+    assert_eq!((a, b), (0, 0));
+}
+
+#[test]
+fn matmuls_smollm2_f16() {
+    let Some(o) = Oracle::get() else { return };
+    check_matmuls(&o.test_models().dir.join("smollm2-f16.gguf"), false);
+}
