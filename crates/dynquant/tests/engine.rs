@@ -176,27 +176,5 @@ fn correlation(a: &[f64], b: &[f64]) -> f64 {
 #[test]
 fn run_generates_llamacpp_greedy_tokens() {
     let Some(o) = oracle() else { return };
-    let model = o.smollm2();
-    let prompt = "The capital of France is";
-    let theirs = o.greedy_tokens(&model, 8, &[prompt]);
-    let out = ok(
-        dynquant(&[
-            OsStr::new("run"),
-            model.as_os_str(),
-            OsStr::new("-p"),
-            OsStr::new(prompt),
-            OsStr::new("-n"),
-            OsStr::new("8"),
-            OsStr::new("--temp"),
-            OsStr::new("0"),
-        ]),
-        "run",
-    );
-    let gguf = dynquant_core::gguf::GgufModel::open(&model, dynquant_core::gguf::Access::Mmap)
-        .expect("open");
-    let tok = dynquant_tokenizer::Tokenizer::from_gguf(gguf.metadata()).expect("tokenizer");
-    let ids: Vec<u32> = theirs[0].iter().map(|&t| t as u32).collect();
-    let expected = tok.decode(&ids);
-    eprintln!("ours: {out:?}, llama.cpp: {expected:?}");
-    assert_eq!(out.trim_end_matches('\n'), expected);
+    common::check_greedy_run(&o, &o.smollm2());
 }

@@ -45,50 +45,7 @@ fn every_evaluation_command_runs_a_moe_model() {
         "{unseen} entries, {stderr}"
     );
 
-    // perplexity vs llama.cpp, with a KL-divergence base
-    let base = dir.path().join("moe.kldbase");
-    let reference = o.perplexity(&model, &text, 512, &[])["ppl"]
-        .as_f64()
-        .expect("ppl");
-    let out = ok(
-        dynquant(args![
-            "perplexity",
-            model,
-            "--text",
-            text,
-            "--chunks",
-            "1",
-            "--save-logits",
-            base,
-            "--json"
-        ]),
-        "perplexity",
-    );
-    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
-    let ours = v["ppl"].as_f64().expect("ppl");
-    eprintln!("synth-qwen3moe PPL: ours {ours}, llama.cpp {reference}");
-    assert!((ours / reference - 1.0).abs() < 0.005);
-
-    let out = ok(
-        dynquant(args!["kld", model, "--base", base, "--json"]),
-        "kld",
-    );
-    let k: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
-    assert!(k["kld_max"].as_f64().expect("max") < 1e-6, "{k}");
-    assert_eq!(k["same_top"].as_f64(), Some(1.0));
-
-    // greedy generation as llama.cpp's
-    let prompt = "The capital of France is";
-    let theirs = o.greedy_tokens(&model, 8, &[prompt]);
-    let out = ok(
-        dynquant(args!["run", model, "-p", prompt, "-n", "8", "--temp", "0"]),
-        "run",
-    );
-    let gguf = dynquant_core::gguf::GgufModel::open(&model, dynquant_core::gguf::Access::Mmap)
-        .expect("open");
-    let tok = dynquant_tokenizer::Tokenizer::from_gguf(gguf.metadata()).expect("tokenizer");
-    let ids: Vec<u32> = theirs[0].iter().map(|&t| t as u32).collect();
-    let expected = tok.decode(&ids);
-    eprintln!("ours: {out:?}, llama.cpp: {expected:?}");
-    assert_eq!(out.trim_end_matches('\n'), expected);
+    // perplexity vs llama.cpp, with a KL-divergence base; greedy generation as llama.cpp's
+    common::check_perplexity_and_self_kld(&o, &model, &text, &dir.path().join("moe.kldbase"));
+    common::check_greedy_run(&o, &model);
 }
