@@ -60,6 +60,22 @@ pub fn vec_dot_type(ty: GgmlType) -> Option<DotType> {
     })
 }
 
+/// Q8_K's inverse scale of a 256-value block (`quantize_row_q8_K_ref`): `-127 / max`, where
+/// `max` is the value of largest magnitude with its sign (the first of equal magnitudes); `None`
+/// for an all-zero block.
+#[inline(always)]
+pub(crate) fn q8k_iscale(xb: &[f32]) -> Option<f32> {
+    let mut amax = 0f32;
+    let mut max = 0f32;
+    for &v in xb {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    (amax != 0.0).then(|| -127.0 / max)
+}
+
 /// Round to nearest, ties to even, as `_mm256_round_ps(.., _MM_ROUND_NEAREST)` and ggml's
 /// `nearest_int` do.
 #[inline]
@@ -116,19 +132,10 @@ pub fn round_row(dt: DotType, x: &[f32], out: &mut [f32], corr: &mut Vec<f32>) {
             // quantize_row_q8_K_ref: the value of largest magnitude keeps its sign,
             // iscale = -127/max, q = min(127, nearest_int(iscale*x)), d = 1/iscale (f32).
             for (xb, ob) in x.chunks_exact(256).zip(out.chunks_exact_mut(256)) {
-                let mut amax = 0f32;
-                let mut max = 0f32;
-                for &v in xb {
-                    if v.abs() > amax {
-                        amax = v.abs();
-                        max = v;
-                    }
-                }
-                if amax == 0.0 {
+                let Some(iscale) = q8k_iscale(xb) else {
                     ob.fill(0.0);
                     continue;
-                }
-                let iscale = -127.0 / max;
+                };
                 let d = 1.0 / iscale;
                 for (o, &v) in ob.iter_mut().zip(xb) {
                     let q = round_even(iscale * v).min(127.0);

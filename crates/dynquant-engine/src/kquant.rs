@@ -21,23 +21,14 @@ pub(crate) struct Q8K {
 fn quantize_q8k_impl(x: &[f32]) -> Vec<Q8K> {
     x.chunks_exact(256)
         .map(|xb| {
-            let mut amax = 0f32;
-            let mut max = 0f32;
-            for &v in xb {
-                if v.abs() > amax {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
             let mut q = [0i8; 256];
-            if amax == 0.0 {
+            let Some(iscale) = crate::dot::q8k_iscale(xb) else {
                 return Q8K {
                     d: 0.0,
                     q,
                     bsums: [0; 16],
                 };
-            }
-            let iscale = -127.0 / max;
+            };
             for (o, &v) in q.iter_mut().zip(xb) {
                 *o = crate::dot::nearest_int(iscale * v).min(127) as i8;
             }
@@ -128,31 +119,20 @@ pub(crate) fn dot_q6k(w: &[Q6Block], a: &[Q8K]) -> f32 {
 
 /// Products of a Q6_K weight with `n_tok` rows of activations (tokens x rows result).
 pub(crate) fn matmul_q6k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
-    use rayon::prelude::*;
-    let k = w.cols;
-    let acts: Vec<Vec<Q8K>> = x.par_chunks(k).map(quantize_q8k).collect();
-    const TILE: usize = 16;
-    let mut yt = vec![0f32; w.rows * n_tok];
-    yt.par_chunks_mut(TILE * n_tok)
-        .enumerate()
-        .for_each(|(ti, out)| {
-            let r0 = ti * TILE;
-            let nr = out.len() / n_tok;
-            let rows: Vec<Vec<Q6Block>> =
-                (r0..r0 + nr).map(|r| decode_q6k(w.row_data(r))).collect();
+    crate::matmul::tiled_product(
+        w,
+        x,
+        n_tok,
+        quantize_q8k,
+        decode_q6k,
+        |rows, acts, n_tok, out| {
             for (t, a) in acts.iter().enumerate() {
                 for (i, wb) in rows.iter().enumerate() {
                     out[i * n_tok + t] = dot_q6k_best(wb, a);
                 }
             }
-        });
-    let mut y = vec![0f32; n_tok * w.rows];
-    y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yrow)| {
-        for (r, v) in yrow.iter_mut().enumerate() {
-            *v = yt[r * n_tok + t];
-        }
-    });
-    y
+        },
+    )
 }
 
 /// One Q4_K super-block in integer form.
@@ -235,18 +215,13 @@ pub(crate) fn dot_q4k(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
 
 /// Products of a Q4_K weight with `n_tok` rows of activations (tokens x rows result).
 pub(crate) fn matmul_q4k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
-    use rayon::prelude::*;
-    let k = w.cols;
-    let acts: Vec<Vec<Q8K>> = x.par_chunks(k).map(quantize_q8k).collect();
-    const TILE: usize = 16;
-    let mut yt = vec![0f32; w.rows * n_tok];
-    yt.par_chunks_mut(TILE * n_tok)
-        .enumerate()
-        .for_each(|(ti, out)| {
-            let r0 = ti * TILE;
-            let nr = out.len() / n_tok;
-            let rows: Vec<Vec<Q4Block>> =
-                (r0..r0 + nr).map(|r| decode_q4k(w.row_data(r))).collect();
+    crate::matmul::tiled_product(
+        w,
+        x,
+        n_tok,
+        quantize_q8k,
+        decode_q4k,
+        |rows, acts, n_tok, out| {
             for (t, a) in acts.iter().enumerate() {
                 // ggml's repacked mul_mat: gemm for whole groups of 4 tokens, gemv after
                 let group = if t < n_tok / 4 * 4 { 64 } else { 256 };
@@ -254,14 +229,8 @@ pub(crate) fn matmul_q4k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize)
                     out[i * n_tok + t] = dot_q4k_best(wb, a, group);
                 }
             }
-        });
-    let mut y = vec![0f32; n_tok * w.rows];
-    y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yrow)| {
-        for (r, v) in yrow.iter_mut().enumerate() {
-            *v = yt[r * n_tok + t];
-        }
-    });
-    y
+        },
+    )
 }
 
 /// AVX2 forms of the dot products above: the integer sums are computed with `maddubs`/`madd`

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use crate::dot::{round_row, vec_dot_type, DotType};
 use crate::error::{EngineError, Result};
+use crate::simd_exp::madd;
 
 /// A 2-D weight matrix in its stored type (borrowed from the memory-mapped file when possible).
 #[derive(Debug)]
@@ -205,10 +206,42 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
 /// `acc[l] = fma(d_w * d_a, lane[l], acc[l])` over the blocks, for Q4_1 the minimum term
 /// `m_w * s_a` summed separately, and `hsum_float_8(acc) (+ summs)`. Bit-identical results keep
 /// llama.cpp's later 8-bit roundings from flipping.
+/// The shared skeleton of the integer-dot products: every token's activations quantized once
+/// (`quantize`), weight rows decoded (`decode`) in tiles of 16 so each activation block is
+/// reused from cache for 16 rows, `tile` filling a tile's rows x tokens results, then the
+/// rows-major result transposed to tokens x rows. Each output value is computed by one task in a
+/// fixed order, so results do not depend on the thread count.
+pub(crate) fn tiled_product<A: Send + Sync, R: Send>(
+    w: &Weight<'_>,
+    x: &[f32],
+    n_tok: usize,
+    quantize: impl Fn(&[f32]) -> A + Sync,
+    decode: impl Fn(&[u8]) -> R + Sync,
+    tile: impl Fn(&[R], &[A], usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    const TILE: usize = 16;
+    let acts: Vec<A> = x.par_chunks(w.cols).map(&quantize).collect();
+    let mut yt = vec![0f32; w.rows * n_tok];
+    yt.par_chunks_mut(TILE * n_tok)
+        .enumerate()
+        .for_each(|(ti, out)| {
+            let r0 = ti * TILE;
+            let nr = out.len() / n_tok;
+            let rows: Vec<R> = (r0..r0 + nr).map(|r| decode(w.row_data(r))).collect();
+            tile(&rows, &acts, n_tok, out);
+        });
+    let mut y = vec![0f32; n_tok * w.rows];
+    y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yrow)| {
+        for (r, v) in yrow.iter_mut().enumerate() {
+            *v = yt[r * n_tok + t];
+        }
+    });
+    y
+}
+
 mod q0 {
     use dynquant_core::GgmlType;
     use half::f16;
-    use rayon::prelude::*;
 
     use super::Weight;
 
@@ -370,27 +403,7 @@ mod q0 {
     }
 
     pub(super) fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
-        let k = w.cols;
-        let acts: Vec<Vec<ActBlock>> = x.par_chunks(k).map(quantize).collect();
-        // tiles of 16 rows: each activation block is reused from cache for 16 weight rows
-        const TILE: usize = 16;
-        let mut yt = vec![0f32; w.rows * n_tok];
-        yt.par_chunks_mut(TILE * n_tok)
-            .enumerate()
-            .for_each(|(ti, out)| {
-                let r0 = ti * TILE;
-                let nr = out.len() / n_tok;
-                let rows: Vec<Vec<WeightBlock>> =
-                    (r0..r0 + nr).map(|r| decode(w.ty, w.row_data(r))).collect();
-                tile(&rows, &acts, n_tok, out);
-            });
-        let mut y = vec![0f32; n_tok * w.rows];
-        y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yrow)| {
-            for (r, v) in yrow.iter_mut().enumerate() {
-                *v = yt[r * n_tok + t];
-            }
-        });
-        y
+        super::tiled_product(w, x, n_tok, quantize, |r| decode(w.ty, r), tile)
     }
 
     #[cfg(test)]
@@ -566,15 +579,6 @@ fn kernel_avx2(w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [
     }
     // SAFETY: only selected after runtime detection of AVX2 and FMA.
     unsafe { inner(w, x, k, nr, nt, out) }
-}
-
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
 }
 
 #[inline(always)]

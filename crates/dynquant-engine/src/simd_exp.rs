@@ -73,8 +73,9 @@ const C3: f32 = f32::from_bits(0x3e2a_af33); // 0x1.555e66p-3
 const C4: f32 = f32::from_bits(0x3d2b_9f17); // 0x1.573e2ep-5
 const C5: f32 = f32::from_bits(0x3c07_2010); // 0x1.0e4020p-7
 
+/// `a * b + c`, fused when `FMA` (the matrix-product kernels share it).
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA {
         a.mul_add(b, c)
     } else {
