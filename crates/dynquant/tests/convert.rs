@@ -221,17 +221,20 @@ fn llama3_rope_scaling_writes_rope_freqs_that_llama_cpp_loads() {
     assert!(!toks[0].is_empty());
 }
 
-#[test]
-fn plan_of_a_folder_reads_headers_only() {
-    // A 64 GiB BF16 embedding in a sparse file: planning (and opening for quantize --dry-run)
-    // must not touch its data, so this finishes at once and allocates nothing of that size.
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("huge");
+/// A model folder `parent/name` with llama-bpe's tokenizer files and a `model.safetensors` of a
+/// BF16 embedding (`vocab` x `hidden`) and norm, written sparse: the header only, no data.
+/// The caller writes `config.json`.
+fn sparse_embedding_folder(
+    parent: &std::path::Path,
+    name: &str,
+    vocab: u64,
+    hidden: u64,
+) -> std::path::PathBuf {
+    let dir = parent.join(name);
     std::fs::create_dir(&dir).unwrap();
     for f in ["tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(golden().join("llama-bpe").join(f), dir.join(f)).unwrap();
     }
-    let (vocab, hidden) = (65_536u64, 524_288u64);
     let big = vocab * hidden * 2;
     let header = serde_json::json!({
         "model.embed_tokens.weight": {"dtype": "BF16", "shape": [vocab, hidden], "data_offsets": [0, big]},
@@ -244,7 +247,16 @@ fn plan_of_a_folder_reads_headers_only() {
     std::fs::write(&st, &bytes).unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(&st).unwrap();
     f.set_len(bytes.len() as u64 + big + hidden * 2).unwrap(); // sparse: no data written
-    drop(f);
+    dir
+}
+
+#[test]
+fn plan_of_a_folder_reads_headers_only() {
+    // A 64 GiB BF16 embedding in a sparse file: planning (and opening for quantize --dry-run)
+    // must not touch its data, so this finishes at once and allocates nothing of that size.
+    let tmp = tempfile::tempdir().unwrap();
+    let (vocab, hidden) = (65_536u64, 524_288u64);
+    let dir = sparse_embedding_folder(tmp.path(), "huge", vocab, hidden);
     let cfg = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "hidden_size": hidden, "intermediate_size": 8,
         "num_hidden_layers": 0, "num_attention_heads": 4096, "num_key_value_heads": 4096,
@@ -285,25 +297,8 @@ fn converting_a_512_mib_tensor_stays_far_below_its_size() {
         "/usr/bin/time is needed to measure peak RSS"
     );
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("big");
-    std::fs::create_dir(&dir).unwrap();
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(golden().join("llama-bpe").join(f), dir.join(f)).unwrap();
-    }
     let (vocab, hidden) = (131_072u64, 2048u64);
-    let big = vocab * hidden * 2;
-    let header = serde_json::json!({
-        "model.embed_tokens.weight": {"dtype": "BF16", "shape": [vocab, hidden], "data_offsets": [0, big]},
-        "model.norm.weight": {"dtype": "BF16", "shape": [hidden], "data_offsets": [big, big + hidden * 2]},
-    })
-    .to_string();
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header.as_bytes());
-    let st = dir.join("model.safetensors");
-    std::fs::write(&st, &bytes).unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(&st).unwrap();
-    f.set_len(bytes.len() as u64 + big + hidden * 2).unwrap();
-    drop(f);
+    let dir = sparse_embedding_folder(tmp.path(), "big", vocab, hidden);
     let cfg = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "hidden_size": hidden, "intermediate_size": 8,
         "num_hidden_layers": 0, "num_attention_heads": 16, "vocab_size": vocab,
@@ -338,5 +333,5 @@ fn converting_a_512_mib_tensor_stays_far_below_its_size() {
         "peak RSS {peak_kib} KiB for a tensor of {f32_kib} KiB as f32"
     );
     eprintln!("convert peak RSS {peak_kib} KiB (tensor as f32: {f32_kib} KiB)");
-    assert!(std::fs::metadata(&out).unwrap().len() > big);
+    assert!(std::fs::metadata(&out).unwrap().len() > vocab * hidden * 2);
 }
