@@ -38,14 +38,6 @@ pub trait MatmulObserver: Sync {
     fn observe_batched(&self, w: &Weight<'_>, mat: usize, n_mat: usize, x: &[f32], n_tok: usize) {
         self.observe_expert(w, mat, n_mat, x, n_tok)
     }
-
-    /// A mixture-of-experts block routed `margins.len()` tokens with router `router`: per
-    /// token, the smallest gap between a kept and a dropped selection score (expert, or group
-    /// when routing is group-limited). A small gap is a near tie that any last-bit difference
-    /// can flip. Ignored by default.
-    fn observe_routing(&self, router: &Weight<'_>, margins: &[f32]) {
-        let _ = (router, margins);
-    }
 }
 
 /// The weights of one block: attention and feed-forward parts with their norms.

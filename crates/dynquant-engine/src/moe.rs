@@ -40,19 +40,6 @@ pub(crate) struct MoeFfn<'a> {
 pub(crate) struct Route {
     pub experts: Vec<usize>,
     pub weights: Vec<f32>,
-    /// Smallest gap between a kept and a dropped selection score (groups, then experts).
-    pub margin: f32,
-}
-
-/// Smallest of `v[kept] - v[dropped]` over the kept indices `kept` and the others.
-fn gap(v: &[f32], kept: &[usize]) -> f32 {
-    let low = kept.iter().map(|&i| v[i]).fold(f32::INFINITY, f32::min);
-    let high = (0..v.len())
-        .filter(|i| !kept.contains(i))
-        .map(|i| v[i])
-        .filter(|x| x.is_finite())
-        .fold(f32::NEG_INFINITY, f32::max);
-    low - high
 }
 
 /// Smallest normal f16 (2^-14 = 6.103515625e-5), llama.cpp's clamp of the weight sum before
@@ -87,7 +74,6 @@ pub(crate) fn route(m: &MoeConfig, logits: &[f32], bias: Option<&[f32]>) -> Rout
     if let Some(b) = bias {
         sel.iter_mut().zip(b).for_each(|(s, b)| *s += b);
     }
-    let mut margin = f32::INFINITY;
     if m.n_group > 1 {
         let per = m.n_expert / m.n_group;
         let scores: Vec<f32> = sel
@@ -98,7 +84,6 @@ pub(crate) fn route(m: &MoeConfig, logits: &[f32], bias: Option<&[f32]>) -> Rout
             })
             .collect();
         let keep = top_k(&scores, m.n_group_used);
-        margin = margin.min(gap(&scores, &keep));
         for (gi, g) in sel.chunks_exact_mut(per).enumerate() {
             if !keep.contains(&gi) {
                 g.iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
@@ -106,7 +91,6 @@ pub(crate) fn route(m: &MoeConfig, logits: &[f32], bias: Option<&[f32]>) -> Rout
         }
     }
     let experts = top_k(&sel, m.n_expert_used);
-    margin = margin.min(gap(&sel, &experts));
     let mut weights: Vec<f32> = experts.iter().map(|&e| probs[e]).collect();
     if m.norm_weights {
         let sum = weights.iter().map(|&w| w as f64).sum::<f64>() as f32;
@@ -116,11 +100,7 @@ pub(crate) fn route(m: &MoeConfig, logits: &[f32], bias: Option<&[f32]>) -> Rout
     if m.weights_scale != 1.0 {
         weights.iter_mut().for_each(|w| *w *= m.weights_scale);
     }
-    Route {
-        experts,
-        weights,
-        margin,
-    }
+    Route { experts, weights }
 }
 
 impl<'a> MoeFfn<'a> {
@@ -189,10 +169,6 @@ impl<'a> MoeFfn<'a> {
             .par_chunks(m.n_expert)
             .map(|l| route(m, l, bias))
             .collect();
-        if let Some(o) = ctx.obs {
-            let margins: Vec<f32> = routes.iter().map(|r| r.margin).collect();
-            o.observe_routing(&self.router, &margins);
-        }
         // (token, slot) pairs of each expert, in token order.
         let mut assigned: Vec<Vec<(usize, usize)>> = vec![Vec::new(); m.n_expert];
         for (t, r) in routes.iter().enumerate() {
