@@ -2,9 +2,9 @@
 //! place tests get their paths from.
 //!
 //! `manifest.json` in the folder records the generator version, the sha256 of the inputs (the
-//! SmolLM2 Q4_1 file and llama.cpp's imatrix) and the sha256 and size of every output. A
-//! rebuild happens only for outputs that are missing, whose checksum no longer matches, or
-//! when the generator or an input changed.
+//! SmolLM2 Q4_1 file, llama.cpp's imatrix and the calibration text of `smollm2-moe-routed`)
+//! and the sha256 and size of every output. A rebuild happens only for outputs that are
+//! missing, whose checksum no longer matches, or when the generator or an input changed.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -15,17 +15,18 @@ use dynquant_core::imatrix::Imatrix;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::moe_routed::{self, RoutedSpec};
 use crate::synth::{self, Deepseek2Spec, MlaLayout, Qwen3MoeSpec};
 use crate::{smollm2, Result, TestkitError};
 
 /// Bump when any construction changes, so cached folders are rebuilt.
-pub const GENERATOR_VERSION: &str = "test-models/4";
+pub const GENERATOR_VERSION: &str = "test-models/5";
 
 /// Environment variable naming the built folder.
 pub const ENV_VAR: &str = "DYNQUANT_TEST_MODELS";
 
-/// The outputs, in build order.
-pub const FILES: [&str; 8] = [
+/// The outputs, in build order (`smollm2-moe-routed` is built from `smollm2-768`).
+pub const FILES: [&str; 10] = [
     "smollm2-f16.gguf",
     "smollm2-768.gguf",
     "smollm2-768.imatrix.gguf",
@@ -34,7 +35,15 @@ pub const FILES: [&str; 8] = [
     "synth-deepseek2-mla.gguf",
     "synth-deepseek2-legacy.gguf",
     "synth-qwen3moe.gguf",
+    "smollm2-moe-routed.gguf",
+    "smollm2-moe-routed.imatrix.gguf",
 ];
+
+/// The calibration text of `smollm2-moe-routed` (router, refit and imatrix):
+/// `../shared/data/text/groups_merged.txt`, as for llama.cpp's imatrix of SmolLM2.
+pub fn calibration_text() -> PathBuf {
+    crate::oracle::shared_dir().join("data/text/groups_merged.txt")
+}
 
 /// Paths of the built models. Tests get them from here (through [`ENV_VAR`]).
 #[derive(Debug, Clone)]
@@ -79,6 +88,15 @@ impl TestModels {
     /// Synthetic qwen3moe.
     pub fn qwen3moe(&self) -> PathBuf {
         self.dir.join(FILES[7])
+    }
+    /// SmolLM2 as a 4-expert llama MoE with a router fitted to real text
+    /// ([`crate::moe_routed`]).
+    pub fn smollm2_moe_routed(&self) -> PathBuf {
+        self.dir.join(FILES[8])
+    }
+    /// Its per-expert imatrix, collected by dynquant's engine on the calibration text.
+    pub fn smollm2_moe_routed_imatrix(&self) -> PathBuf {
+        self.dir.join(FILES[9])
     }
 }
 
@@ -127,12 +145,35 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+fn record(path: &Path) -> Result<FileRecord> {
+    Ok(FileRecord {
+        sha256: sha256_file(path)?,
+        bytes: std::fs::metadata(path)
+            .map_err(|e| io_err("stat", path, e))?
+            .len(),
+    })
+}
+
 fn read_manifest(path: &Path) -> Option<Manifest> {
     let text = std::fs::read_to_string(path).ok()?;
     serde_json::from_str(&text).ok()
 }
 
-fn build_one(name: &str, out: &Path, src: &GgufModel, imatrix: &Imatrix) -> Result<()> {
+/// What the builders read besides the SmolLM2 source.
+struct Inputs<'a> {
+    src: &'a GgufModel,
+    imatrix: &'a Imatrix,
+    calibration: &'a Path,
+    out_dir: &'a Path,
+}
+
+fn build_one(
+    name: &str,
+    out: &Path,
+    inp: &Inputs<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let src = inp.src;
     let opts = WriteOptions {
         overwrite: true,
         protected_inputs: src.paths(),
@@ -140,9 +181,11 @@ fn build_one(name: &str, out: &Path, src: &GgufModel, imatrix: &Imatrix) -> Resu
     match name {
         "smollm2-f16.gguf" => smollm2::write_f16_reference(src, out),
         "smollm2-768.gguf" => smollm2::write_768(src, out),
-        "smollm2-768.imatrix.gguf" => Ok(smollm2::imatrix_768(imatrix)?.write(out, &opts)?),
+        "smollm2-768.imatrix.gguf" => Ok(smollm2::imatrix_768(inp.imatrix)?.write(out, &opts)?),
         "smollm2-768-moe.gguf" => smollm2::write_768_moe(src, out),
-        "smollm2-768-moe.imatrix.gguf" => Ok(smollm2::imatrix_768_moe(imatrix)?.write(out, &opts)?),
+        "smollm2-768-moe.imatrix.gguf" => {
+            Ok(smollm2::imatrix_768_moe(inp.imatrix)?.write(out, &opts)?)
+        }
         "synth-deepseek2-mla.gguf" => synth::write_deepseek2(
             &Deepseek2Spec::default(),
             MlaLayout::Mla,
@@ -158,12 +201,33 @@ fn build_one(name: &str, out: &Path, src: &GgufModel, imatrix: &Imatrix) -> Resu
         "synth-qwen3moe.gguf" => {
             synth::write_qwen3moe(&Qwen3MoeSpec::default(), src.metadata(), out)
         }
+        // The model and its imatrix come from one run: either file triggers both.
+        "smollm2-moe-routed.gguf" | "smollm2-moe-routed.imatrix.gguf" => {
+            let dense = GgufModel::open(inp.out_dir.join(FILES[1]), Access::Mmap)?;
+            let text = std::fs::read_to_string(inp.calibration)
+                .map_err(|e| io_err("read", inp.calibration, e))?;
+            let dataset = inp
+                .calibration
+                .file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+            moe_routed::write_moe_routed(
+                &dense,
+                &text,
+                &dataset,
+                &RoutedSpec::default(),
+                &inp.out_dir.join(FILES[8]),
+                &inp.out_dir.join(FILES[9]),
+                progress,
+            )
+            .map(|_| ())
+        }
         other => Err(TestkitError::BadSource(format!("unknown output {other}"))),
     }
 }
 
-/// Builds every test model into `out_dir` from the SmolLM2 Q4_1 file and llama.cpp's imatrix
-/// of it, skipping outputs whose checksums match the manifest. `progress` is told each step.
+/// Builds every test model into `out_dir` from the SmolLM2 Q4_1 file, llama.cpp's imatrix of
+/// it and the [`calibration_text`], skipping outputs whose checksums match the manifest.
+/// `progress` is told each step.
 pub fn build_all(
     out_dir: &Path,
     smollm2_q4_1: &Path,
@@ -175,11 +239,19 @@ pub fn build_all(
     let mut inputs = BTreeMap::new();
     inputs.insert("smollm2".to_string(), sha256_file(smollm2_q4_1)?);
     inputs.insert("imatrix".to_string(), sha256_file(golden_imatrix)?);
+    let calibration = calibration_text();
+    inputs.insert("calibration".to_string(), sha256_file(&calibration)?);
     let old = read_manifest(&manifest_path)
         .filter(|m| m.generator == GENERATOR_VERSION && m.inputs == inputs);
 
     let src = GgufModel::open(smollm2_q4_1, Access::Mmap)?;
     let imatrix = Imatrix::read(golden_imatrix)?;
+    let inp = Inputs {
+        src: &src,
+        imatrix: &imatrix,
+        calibration: &calibration,
+        out_dir,
+    };
     let mut files = BTreeMap::new();
     let mut report = BuildReport {
         built: Vec::new(),
@@ -197,14 +269,18 @@ pub fn build_all(
                 continue;
             }
         }
-        progress(&format!("{name}: building"));
-        build_one(name, &out, &src, &imatrix)?;
-        let rec = FileRecord {
-            sha256: sha256_file(&out)?,
-            bytes: std::fs::metadata(&out)
-                .map_err(|e| io_err("stat", &out, e))?
-                .len(),
-        };
+        let paired = name == FILES[9] && report.built.iter().any(|b| b == FILES[8]);
+        if !paired {
+            progress(&format!("{name}: building"));
+            build_one(name, &out, &inp, progress)?;
+        }
+        if name == FILES[9] && !paired {
+            // Its model was rewritten with it (the same bytes, being deterministic): record
+            // what is there now.
+            let model = out_dir.join(FILES[8]);
+            files.insert(FILES[8].to_string(), record(&model)?);
+        }
+        let rec = record(&out)?;
         progress(&format!(
             "{name}: {} bytes, sha256 {}",
             rec.bytes, rec.sha256

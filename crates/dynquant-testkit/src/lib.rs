@@ -14,6 +14,7 @@
 
 pub mod build;
 pub mod llama_quantize;
+pub mod moe_routed;
 pub mod oracle;
 pub mod rng;
 pub mod smollm2;
@@ -39,6 +40,9 @@ pub enum TestkitError {
     /// Converting tensor data.
     #[error(transparent)]
     Quant(#[from] QuantError),
+    /// Running a model with dynquant's engine.
+    #[error(transparent)]
+    Engine(#[from] dynquant_engine::EngineError),
     /// A file-system error.
     #[error("{op} {path}")]
     Io {

@@ -6,7 +6,19 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use dynquant_engine::eval::TopK;
+
 use crate::build::{TestModels, ENV_VAR};
+
+/// Next-token distributions of real llama.cpp over the start of a text
+/// ([`Oracle::next_token_distributions`]).
+#[derive(Debug, Clone)]
+pub struct Distributions {
+    /// The tokens evaluated (BOS-substituted as llama-perplexity does).
+    pub tokens: Vec<u32>,
+    /// After each token: its most probable next tokens and the remaining mass.
+    pub positions: Vec<TopK>,
+}
 
 /// Paths of the oracle environment.
 #[derive(Debug, Clone)]
@@ -148,5 +160,57 @@ impl Oracle {
         args.extend(extra.iter().map(std::ffi::OsStr::new));
         let out = self.node("perplexity.mjs", &args);
         serde_json::from_str(out.trim()).expect("perplexity json")
+    }
+
+    /// llama.cpp's next-token distributions (`tests/oracle/distributions.mjs`: its `top_k` most
+    /// probable tokens and the tail mass) after each of the first `n` tokens of `text`,
+    /// evaluated as one sequence in a context of `context_size` cells (node-llama-cpp keeps one
+    /// cell free, so give it room to spare).
+    pub fn next_token_distributions(
+        &self,
+        model: &Path,
+        text: &Path,
+        n: usize,
+        top_k: usize,
+        context_size: usize,
+    ) -> Distributions {
+        let (n, k, c) = (n.to_string(), top_k.to_string(), context_size.to_string());
+        let args: Vec<&std::ffi::OsStr> = vec![
+            model.as_os_str(),
+            text.as_os_str(),
+            "--n-tokens".as_ref(),
+            n.as_ref(),
+            "--top-k".as_ref(),
+            k.as_ref(),
+            "--context-size".as_ref(),
+            c.as_ref(),
+        ];
+        let v: serde_json::Value =
+            serde_json::from_str(&self.node("distributions.mjs", &args)).expect("json");
+        let ids = |a: &serde_json::Value| -> Vec<u32> {
+            a.as_array()
+                .expect("array")
+                .iter()
+                .map(|x| x.as_u64().expect("id") as u32)
+                .collect()
+        };
+        Distributions {
+            tokens: ids(&v["tokens"]),
+            positions: v["positions"]
+                .as_array()
+                .expect("positions")
+                .iter()
+                .map(|p| TopK {
+                    ids: ids(&p["ids"]),
+                    logp: p["logp"]
+                        .as_array()
+                        .expect("logp")
+                        .iter()
+                        .map(|x| x.as_f64().expect("logp") as f32)
+                        .collect(),
+                    tail: p["tail"].as_f64().expect("tail") as f32,
+                })
+                .collect(),
+        }
     }
 }
