@@ -11,9 +11,10 @@ use dynquant_core::types::file_type_by_name;
 use dynquant_engine::eval::{ChunkOptions, PplAccumulator};
 use dynquant_engine::ops::log_softmax;
 use dynquant_engine::{Logits, Model};
+use dynquant_testkit::build::{calibration_text, sha256_file};
 use dynquant_testkit::llama_quantize::LlamaLib;
 use dynquant_testkit::moe_routed::{
-    expert_shares, ExpertUsage, RoutedSpec, N_EXPERT, N_EXPERT_USED,
+    expert_shares, write_moe_routed, ExpertUsage, RoutedSpec, N_EXPERT, N_EXPERT_USED,
 };
 use dynquant_testkit::oracle::{shared_dir, Oracle};
 use dynquant_tokenizer::Tokenizer;
@@ -275,4 +276,50 @@ fn imatrix_is_per_expert_uneven_and_llama_cpp_quantizes_with_it() {
     );
     let tokens = o.greedy_tokens(&out, 8, &["The capital of France is"]);
     assert_eq!(tokens[0].len(), 8);
+}
+
+#[test]
+fn rebuild_on_one_thread_is_byte_identical() {
+    // The folder was built with every core: the engine's passes, the k-means and the refit
+    // do not depend on the thread count.
+    let Some(o) = Oracle::get() else { return };
+    let m = o.test_models();
+    let dense = GgufModel::open(m.smollm2_768(), Access::Mmap).unwrap();
+    let text = std::fs::read_to_string(calibration_text()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (model, imatrix) = (dir.path().join("m.gguf"), dir.path().join("m.imatrix.gguf"));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let report = pool
+        .install(|| {
+            write_moe_routed(
+                &dense,
+                &text,
+                "groups_merged.txt",
+                &RoutedSpec::default(),
+                &model,
+                &imatrix,
+                &mut |_| {},
+            )
+        })
+        .unwrap();
+    eprintln!(
+        "rebuilt on one thread in {:.1} s (dense pass {:.1} s, write {:.1} s, imatrix {:.1} s)",
+        t0.elapsed().as_secs_f64(),
+        report.seconds[0],
+        report.seconds[1],
+        report.seconds[2]
+    );
+    assert_eq!(report.tokens, 1024);
+    assert_eq!(
+        sha256_file(&model).unwrap(),
+        sha256_file(&m.smollm2_moe_routed()).unwrap()
+    );
+    assert_eq!(
+        sha256_file(&imatrix).unwrap(),
+        sha256_file(&m.smollm2_moe_routed_imatrix()).unwrap()
+    );
 }
