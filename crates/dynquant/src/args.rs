@@ -33,11 +33,11 @@ pub enum Command {
         dynquant merge out/model-00001-of-00004.gguf model.gguf")]
     Merge(MergeArgs),
     /// Plan a type for every tensor from a recipe, before any work: sizes, bpw, reasons.
-    #[command(after_help = "Examples:\n  \
+    #[command(after_help = format!("Examples:\n  \
         dynquant plan ../shared/data/configs/deepseek-r1/config.json --recipe ud-iq1_s\n  \
         dynquant plan model.gguf --recipe basic-q4_k --tensor-type 'ffn_down=q6_k' --json\n  \
         dynquant plan model.gguf --recipe my-recipe.toml --tensors\n\
-        Presets: ud-iq1_s, ud-iq1_m, ud-iq2_xxs, ud-q2_k_xl, basic-<type> (e.g. basic-iq1_s).")]
+        Presets: {}.", dynquant_plan::preset_names()))]
     Plan(PlanArgs),
     /// Quantize a model with a recipe: streaming, parallel, deterministic.
     #[command(after_help = "Examples:\n  \
@@ -260,9 +260,8 @@ pub struct PlanArgs {
 /// A recipe and llama.cpp-compatible overrides (shared by `plan` and `quantize`).
 #[derive(Debug, Args)]
 pub struct RecipeArgs {
-    /// Preset name (ud-iq1_s, ud-iq1_m, ud-iq2_xxs, ud-q2_k_xl, basic-<type>, or a
-    /// llama.cpp mix such as q4_k_m) or a recipe file.
-    #[arg(long)]
+    /// Preset name or recipe file (the help text lists the presets from their table).
+    #[arg(long, help = format!("Preset name ({}) or a recipe file", dynquant_plan::preset_names()))]
     pub recipe: String,
     /// Override: tensors whose name matches REGEX get TYPE (repeatable; first match wins).
     #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]

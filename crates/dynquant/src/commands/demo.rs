@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use dynquant_plan::inventory::Inventory;
-use dynquant_plan::{plan_recipe, PlanOptions};
+use dynquant_plan::PlanOptions;
 
 use dynquant_testkit::synth::{Deepseek2Spec, MlaLayout};
 
@@ -276,8 +276,8 @@ fn dynamic_vs_basic(dir: &Path, threads: Option<usize>) -> Result<()> {
     let recipes = ["ud-iq1_s", "basic-iq1_s", "basic-iq2_xxs"];
     let mut plans = Vec::new();
     for r in recipes {
-        let recipe = super::plan::load_recipe(r)?;
-        plans.push(plan_recipe(&inv, &recipe, &PlanOptions::default())?);
+        let preset = dynquant_input::load_preset(r)?;
+        plans.push(preset.plan(&inv, &PlanOptions::default())?);
     }
     // Per role: the types each recipe gives it.
     println!("\n6. plans side by side (types per tensor role):\n");

@@ -6,6 +6,7 @@ mod dev;
 mod imatrix;
 mod inspect;
 mod kld;
+mod overrides;
 mod perplexity;
 mod plan;
 mod quantize;
