@@ -29,7 +29,7 @@ pub enum InputError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: GgufError,
+        source: Box<GgufError>,
     },
     /// A Hugging Face folder or config that cannot be used.
     #[error("reading {path}")]
@@ -38,7 +38,7 @@ pub enum InputError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: HfError,
+        source: Box<HfError>,
     },
     /// `--recipe` names neither a preset nor an existing file.
     #[error("'{spec}' is neither a preset ({presets}) nor a recipe file")]
@@ -79,7 +79,7 @@ pub enum ModelInput {
     /// A GGUF model.
     Gguf(GgufModel),
     /// A Hugging Face checkpoint folder.
-    Hf(HfModel),
+    Hf(Box<HfModel>),
 }
 
 impl ModelInput {
@@ -88,17 +88,17 @@ impl ModelInput {
     pub fn open(path: &Path, access: Access) -> Result<Self> {
         if is_hf_dir(path) {
             HfModel::open(path, &ConvertOptions::default())
-                .map(ModelInput::Hf)
+                .map(|m| ModelInput::Hf(Box::new(m)))
                 .map_err(|source| InputError::Hf {
                     path: path.to_path_buf(),
-                    source,
+                    source: Box::new(source),
                 })
         } else {
             GgufModel::open(path, access)
                 .map(ModelInput::Gguf)
                 .map_err(|source| InputError::Gguf {
                     path: path.to_path_buf(),
-                    source,
+                    source: Box::new(source),
                 })
         }
     }
@@ -107,7 +107,7 @@ impl ModelInput {
     pub fn source(&self) -> &dyn TensorSource {
         match self {
             ModelInput::Gguf(m) => m,
-            ModelInput::Hf(m) => m,
+            ModelInput::Hf(m) => m.as_ref(),
         }
     }
 
@@ -161,7 +161,7 @@ pub fn plan_targets(path: &Path, first: MlaLayout) -> Result<Vec<PlanTarget>> {
     let from_config = |layout: MlaLayout| {
         config_inventory(path, layout).map_err(|source| InputError::Hf {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         })
     };
     let inventory = from_config(first)?;
