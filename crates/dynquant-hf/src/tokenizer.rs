@@ -19,7 +19,7 @@
 
 use std::path::Path;
 
-use dynquant_core::gguf::{Array, Metadata, Value};
+use dynquant_gguf::{Array, Metadata, Value};
 use serde_json::Value as Json;
 
 use crate::config::read_json;

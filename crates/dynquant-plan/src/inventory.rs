@@ -12,11 +12,11 @@
 
 use std::path::Path;
 
-use dynquant_core::gguf::{keys, Metadata, TensorInfo, Value};
-use dynquant_core::types::GgmlType;
+use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::{keys, Metadata, TensorInfo, Value};
 use serde::Deserialize;
 
-use dynquant_core::gguf::{GgufError, GgufModel};
+use dynquant_gguf::{GgufError, GgufModel};
 
 /// deepseek2 attention layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,8 +25,8 @@
 //! [`plan_recipe`] routes it here; [`planner::plan`](crate::planner::plan) on the marker alone
 //! would give every tensor the default type (`--pure`).
 
-use dynquant_core::gguf::{TensorInfo, Value};
-use dynquant_core::types::{file_type_by_id, GgmlType};
+use dynquant_gguf::types::{file_type_by_id, GgmlType};
+use dynquant_gguf::{TensorInfo, Value};
 use regex::Regex;
 
 use crate::inventory::Inventory;
@@ -942,7 +942,7 @@ pub fn plan_recipe(inv: &Inventory, recipe: &Recipe, opts: &PlanOptions) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dynquant_core::gguf::Metadata;
+    use dynquant_gguf::Metadata;
 
     #[test]
     fn use_more_bits_matches_the_doc_tables() {
