@@ -12,7 +12,7 @@ pub mod config;
 pub mod error;
 pub mod meta;
 pub mod model;
-pub mod pretok;
+pub mod pre_tokenizer_hash;
 pub mod safetensors;
 pub mod tokenizer;
 

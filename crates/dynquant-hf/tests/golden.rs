@@ -339,12 +339,12 @@ fn a_real_tokenizer_hashes_to_its_llama_cpp_pre_tokenizer() {
         "post_processor": null,
         "model": {"type": "BPE", "vocab": vocab, "merges": merges}
     });
-    let h = dynquant_hf::pretok::chkhsh(&tj, None).unwrap();
+    let h = dynquant_hf::pre_tokenizer_hash::chkhsh(&tj, None).unwrap();
     assert_eq!(
         h,
         "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249"
     );
-    let name = dynquant_hf::pretok::name_for_hash(&h);
+    let name = dynquant_hf::pre_tokenizer_hash::name_for_hash(&h);
     assert_eq!(name, Some("smollm"));
     assert_eq!(md.get("tokenizer.ggml.pre").and_then(Value::as_str), name);
 }
