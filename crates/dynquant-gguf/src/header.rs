@@ -1,10 +1,11 @@
 //! GGUF header model and parser.
 //!
-//! Layout (`ggml/src/gguf.cpp`, `docs/gguf.md`): magic `GGUF`, u32 version, u64 n_tensors,
-//! u64 n_kv, the KV pairs, the tensor infos, zero padding to the alignment, then the data
-//! section. The parser reads from any `Read` positioned at byte 0 and checks every length
-//! against the bytes left in the file before allocating, so a hostile header cannot make it
-//! allocate more than the file holds or read past its end.
+//! Layout (`ggml/src/gguf.cpp`, llama.cpp's own `docs/gguf.md`; here `docs/formats.md` §6):
+//! magic `GGUF`, u32 version, u64 n_tensors, u64 n_kv, the KV pairs, the tensor infos, zero
+//! padding to the alignment, then the data section. The parser reads from any `Read`
+//! positioned at byte 0 and checks every length against the bytes left in the file before
+//! allocating, so a hostile header cannot make it allocate more than the file holds or read
+//! past its end.
 
 use std::collections::HashSet;
 use std::io::Read;

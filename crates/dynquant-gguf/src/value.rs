@@ -408,7 +408,7 @@ impl Metadata {
 
     /// Sets `key` the way ggml's `gguf_set_val_*` does: an existing entry is removed and the
     /// new one appended, so a re-set key moves to the end (this matters for byte-identical
-    /// output, `formats.md` section 6).
+    /// output, `docs/formats.md` §6).
     pub fn set(&mut self, key: impl Into<String>, value: Value) {
         let key = key.into();
         self.remove(&key);

@@ -15,7 +15,7 @@
 //!    match is the branch (llama.cpp's outer `if / else if` chain); in each of its stages the
 //!    first matching rule sets the type (later stages see the type set by earlier ones);
 //!    then the branch's counter advances;
-//! 6. the shape fallback (`formats.md` §11).
+//! 6. the shape fallback (`docs/formats.md` §5).
 //!
 //! Tensors are visited in the loader's order (layer parsed from `blk.%d.`, -1 outside blocks,
 //! then the name), which is the order the counters see; the plan lists them in inventory order.

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use dynquant_gguf::imatrix::Imatrix;
 
-/// `struct llama_model_quantize_params` (`include/llama.h` @80fb11ac, `oracles.md` §6).
+/// `struct llama_model_quantize_params` (`include/llama.h` @80fb11ac, `docs/oracles.md` §6).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct QuantizeParams {
