@@ -24,7 +24,7 @@ const LEGACY: [GgmlType; 5] = [
     GgmlType::Q8_0,
 ];
 
-/// K-quants (`kquants_quant.rs`).
+/// K-quants (`k/quantize.rs`).
 const KQUANTS: [GgmlType; 5] = [
     GgmlType::Q2_K,
     GgmlType::Q3_K,
@@ -33,7 +33,7 @@ const KQUANTS: [GgmlType; 5] = [
     GgmlType::Q6_K,
 ];
 
-/// Codebook i-quants (`iq_codebook_quant.rs`); they need an importance vector.
+/// Codebook i-quants (`iq/codebook.rs`); they need an importance vector.
 const CODEBOOK: [GgmlType; 7] = [
     GgmlType::IQ2_XXS,
     GgmlType::IQ1_S,
@@ -44,7 +44,7 @@ const CODEBOOK: [GgmlType; 7] = [
     GgmlType::IQ3_S,
 ];
 
-/// Non-linear 4-bit, ternary and FP4 types (`iq4_quant.rs`, `small_quant.rs`).
+/// Non-linear 4-bit, ternary and FP4 types (`iq/iq4.rs`, `ternary/quantize.rs`, `fp4/quantize.rs`).
 const IQ4_TQ_MXFP4: [GgmlType; 5] = [
     GgmlType::IQ4_NL,
     GgmlType::IQ4_XS,

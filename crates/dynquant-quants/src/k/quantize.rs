@@ -902,7 +902,7 @@ const Q6K: SymSpec = SymSpec {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Packing (layouts as in `kquants.rs`).
+// Packing (layouts as in `k/dequant.rs`).
 
 fn super_blocks<'a, const BYTES: usize>(
     x: &'a [f32],
