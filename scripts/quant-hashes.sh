@@ -20,11 +20,14 @@ mkdir -p "$WORK"
 
 q() { # name model recipe [extra args...]
   local name="$1" model="$2" recipe="$3"; shift 3
-  "$BIN" quantize "$M/$model" "$WORK/$name.gguf" --recipe "$recipe" --threads 2 --quiet --force "$@"
+  # Outputs are renamed into place only when complete, so a file already there (an earlier,
+  # interrupted run with the same WORKDIR and binary) is reused.
+  [ -f "$WORK/$name.gguf" ] ||
+    "$BIN" quantize "$M/$model" "$WORK/$name.gguf" --recipe "$recipe" --threads 2 --quiet "$@"
   echo "$name $(sha256sum < "$WORK/$name.gguf" | cut -d' ' -f1)" >> "$OUT"
 }
 
-IM768=(--imatrix "$M/smollm2-768.imatrix.gguf")
+IM768=(--imatrix "$M/smollm2-768.imatrix.gguf" --imatrix-fallback)
 for t in q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k q4_k q5_k q6_k iq4_nl iq4_xs tq1_0 tq2_0 mxfp4 \
          iq2_xxs iq2_xs iq2_s iq3_xxs iq3_s iq1_s iq1_m bf16 f16; do
   q "768-basic-$t" smollm2-768.gguf "basic-$t" "${IM768[@]}"
@@ -51,7 +54,7 @@ q "qwen3moe-mix-q3_k_m" synth-qwen3moe.gguf q3_k_m
 # Engine: the saved KLD base (top-k log-probabilities per position) is a bit-exact fingerprint of
 # the logits.
 for f in 768-basic-iq2_xxs 768-basic-q3_k 768-mix-q4_k_m ds2mla-ud-iq1_s 768moe-ud-iq1_s; do
-  "$BIN" perplexity "$WORK/$f.gguf" -f "$TEXT" --chunks 2 --ctx 256 --threads 2 \
+  [ -f "$WORK/$f.kldbase" ] || "$BIN" perplexity "$WORK/$f.gguf" -f "$TEXT" --chunks 2 --ctx 256 --threads 2 \
     --save-logits "$WORK/$f.kldbase" > "$WORK/$f.ppl.txt" 2>/dev/null
   echo "logits-$f $(sha256sum < "$WORK/$f.kldbase" | cut -d' ' -f1)" >> "$OUT"
 done
