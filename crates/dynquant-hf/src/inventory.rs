@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use dynquant_core::gguf::{Metadata, Value};
+use dynquant_gguf::{Metadata, Value};
 use dynquant_plan::{Inventory, MlaLayout};
 
 use crate::arch::{arch_for, generic_params, plan_tensors, ConfigCheckpoint};

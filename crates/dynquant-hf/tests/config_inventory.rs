@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use dynquant_core::gguf::{Access, GgufModel};
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_hf::{config_inventory, ConvertOptions, HfModel};
 use dynquant_plan::{Inventory, MlaLayout, PlanOptions, Preset};
 
@@ -111,7 +111,7 @@ fn r1_inventory_matches_published_counts_and_parameters() {
     // llama.cpp issues #13305/#13916: 1025 tensors (legacy) and 1086 (MLA).
     assert_eq!(legacy.tensors.len(), 1025);
     assert_eq!(mla.tensors.len(), 1086);
-    // dynamic-quants.md 8.3: 671.03B parameters; both layouts hold the same count.
+    // docs/dynamic-quants.md §8.3: 671.03B parameters; both layouts hold the same count.
     let n = legacy.n_params();
     assert!((n as f64 / 1e9 - 671.03).abs() < 0.01, "{n}");
     assert_eq!(n, mla.n_params());

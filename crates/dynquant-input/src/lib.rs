@@ -12,11 +12,11 @@
 
 use std::path::{Path, PathBuf};
 
-use dynquant_core::gguf::{Access, GgufError, GgufModel, Metadata};
-use dynquant_core::imatrix::{Imatrix, ImatrixError};
-use dynquant_core::pipeline::TensorSource;
+use dynquant_gguf::imatrix::{Imatrix, ImatrixError};
+use dynquant_gguf::{Access, GgufError, GgufModel, Metadata};
 use dynquant_hf::{config_inventory, is_hf_dir, ConvertOptions, HfError, HfModel};
 use dynquant_plan::{preset_names, Inventory, MlaLayout, Preset, Recipe, RecipeError};
+use dynquant_quantize::TensorSource;
 
 /// Errors opening inputs.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 //! `config.json` through `dynquant-hf`, which maps Hugging Face names to GGUF names for
 //! conversion and planning alike.
 
-use dynquant_core::gguf::{keys, GgufModel, Metadata, TensorInfo, Value};
+use dynquant_gguf::{keys, GgufModel, Metadata, TensorInfo, Value};
 
 /// deepseek2 attention layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

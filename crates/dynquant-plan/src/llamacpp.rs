@@ -15,7 +15,7 @@
 //!    match is the branch (llama.cpp's outer `if / else if` chain); in each of its stages the
 //!    first matching rule sets the type (later stages see the type set by earlier ones);
 //!    then the branch's counter advances;
-//! 6. the shape fallback (`formats.md` §11).
+//! 6. the shape fallback (`docs/formats.md` §5).
 //!
 //! Tensors are visited in the loader's order (layer parsed from `blk.%d.`, -1 outside blocks,
 //! then the name), which is the order the counters see; the plan lists them in inventory order.
@@ -23,8 +23,8 @@
 //! A mix is not a recipe of rules (its counters depend on the whole model); the
 //! [`Preset`](crate::preset::Preset) type holds either, and plans a mix here.
 
-use dynquant_core::gguf::{TensorInfo, Value};
-use dynquant_core::types::{file_type_by_id, GgmlType};
+use dynquant_gguf::types::{file_type_by_id, GgmlType};
+use dynquant_gguf::{TensorInfo, Value};
 
 use crate::inventory::Inventory;
 use crate::planner::{fallback_target, Decision, Plan, PlanError, PlanOptions, TensorPlan};
@@ -817,7 +817,7 @@ pub fn mix_listing(ftype: Ftype) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dynquant_core::gguf::Metadata;
+    use dynquant_gguf::Metadata;
 
     #[test]
     fn use_more_bits_matches_the_doc_tables() {

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use dynquant_core::types::{GgmlType, FILE_TYPE_TABLE};
+use dynquant_gguf::types::{GgmlType, FILE_TYPE_TABLE};
 use regex::Regex;
 
 use crate::inventory::Inventory;
@@ -274,7 +274,7 @@ pub fn plan(inv: &Inventory, recipe: &Recipe, opts: &PlanOptions) -> Result<Plan
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dynquant_core::gguf::{Metadata, TensorInfo};
+    use dynquant_gguf::{Metadata, TensorInfo};
 
     fn inv(tensors: Vec<TensorInfo>) -> Inventory {
         Inventory {

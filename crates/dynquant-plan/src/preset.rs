@@ -5,7 +5,7 @@
 //! [`preset_table`] lists them all, and help texts, error messages and `docs/recipes.md` are
 //! made from it.
 
-use dynquant_core::types::GgmlType;
+use dynquant_gguf::types::GgmlType;
 
 use crate::inventory::Inventory;
 use crate::llamacpp::{mix_listing, mix_name, plan_llamacpp, Ftype};
@@ -186,7 +186,7 @@ mod tests {
     use super::*;
     use crate::planner::Decision;
     use crate::RULES;
-    use dynquant_core::gguf::{Metadata, TensorInfo, Value};
+    use dynquant_gguf::{Metadata, TensorInfo, Value};
 
     #[test]
     fn every_table_row_names_a_preset() {

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use dynquant_core::gguf::{Access, GgufModel};
-use dynquant_core::imatrix::{Imatrix, ImatrixEntry};
-use dynquant_core::types::GgmlType;
+use dynquant_gguf::imatrix::{Imatrix, ImatrixEntry};
+use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_plan::{keep_reason, Ftype, Inventory, PlanOptions, Preset};
 use dynquant_testkit::llama_quantize::{LlamaLib, QuantizeParams};
 

@@ -13,7 +13,7 @@
 //! `head_count_kv` = `num_key_value_heads`, `key_length` nope+rope and `value_length` v; that
 //! legacy layout is only planned ([`MlaLayout::Legacy`]), never written.
 
-use dynquant_core::gguf::{Metadata, Value};
+use dynquant_gguf::{Metadata, Value};
 use dynquant_plan::MlaLayout;
 
 use super::checkpoint::{embeddings, gated_mlp, Dims, TensorList};

@@ -15,7 +15,7 @@ mod qwen3moe;
 
 pub(crate) use checkpoint::{CheckpointTensors, ConfigCheckpoint};
 
-use dynquant_core::gguf::{Metadata, Value};
+use dynquant_gguf::{Metadata, Value};
 use dynquant_plan::MlaLayout;
 
 use crate::config::Config;

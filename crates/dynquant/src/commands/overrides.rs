@@ -2,7 +2,7 @@
 //! `--token-embedding-type`, `--output-tensor-type`), parsed once for `plan` and `quantize`.
 
 use anyhow::{Context, Result};
-use dynquant_core::types::GgmlType;
+use dynquant_gguf::types::GgmlType;
 use dynquant_plan::PlanOptions;
 
 use crate::args::RecipeArgs;

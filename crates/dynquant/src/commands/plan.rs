@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
-use dynquant_core::imatrix::Imatrix;
-use dynquant_core::pipeline::unseen_experts_of;
-use dynquant_core::types::{GgmlType, ImatrixNeed};
+use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::types::{GgmlType, ImatrixNeed};
 use dynquant_input::{load_imatrix, load_preset, plan_targets};
 use dynquant_plan::{Decision, MlaLayout, Plan, Preset};
+use dynquant_quantize::unseen_experts_of;
 use serde_json::json;
 
 use super::human_bytes;

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use dynquant_core::gguf::WriteOptions;
-use dynquant_core::pipeline::{
+use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::WriteOptions;
+use dynquant_input::{load_imatrix, load_preset, ModelInput};
+use dynquant_quantize::{
     check_imatrix_coverage, output_metadata, quantize_model, unseen_experts, Progress, Provenance,
     QuantizeJob, DEFAULT_SLAB_VALUES,
 };
-use dynquant_core::types::GgmlType;
-use dynquant_input::{load_imatrix, load_preset, ModelInput};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
