@@ -414,3 +414,66 @@ pub fn quantize_model(
     }
     Ok(writer.finish()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dynquant_gguf::imatrix::ImatrixEntry;
+
+    #[test]
+    fn output_metadata_keys_in_llama_quantize_order() {
+        let mut input = Metadata::new();
+        input.set("general.architecture", Value::String("llama".into()));
+        input.set(keys::general::FILE_TYPE, Value::U32(1));
+        input.set("llama.block_count", Value::U32(2));
+        let im = Imatrix {
+            datasets: vec!["d".repeat(200)],
+            chunk_count: 0,
+            chunk_size: 512,
+            entries: vec![ImatrixEntry {
+                name: "blk.0.ffn_down.weight".into(),
+                n_per_mat: 2,
+                in_sum2: vec![1.0, 2.0],
+                counts: vec![1.0],
+            }],
+        };
+        let path = PathBuf::from("im.gguf");
+        let md = output_metadata(
+            input,
+            &Provenance {
+                file_type: 15,
+                tool_version: "9.9.9",
+                recipe_name: "q4_k_m",
+                recipe_source: "abc",
+                imatrix: Some((&im, &path)),
+            },
+        );
+        let keys: Vec<&str> = md.entries().iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "general.architecture",
+                "llama.block_count",
+                "general.quantization_version",
+                "general.file_type",
+                "dynquant.version",
+                "dynquant.recipe",
+                "dynquant.recipe.sha256",
+                "quantize.imatrix.file",
+                "quantize.imatrix.dataset",
+                "quantize.imatrix.entries_count",
+            ]
+        );
+        assert_eq!(md.get("general.file_type"), Some(&Value::U32(15)));
+        assert_eq!(
+            md.get("dynquant.recipe.sha256").and_then(Value::as_str),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+        let dataset = md.get("quantize.imatrix.dataset").and_then(Value::as_str);
+        assert_eq!(dataset.map(str::len), Some(127));
+        assert_eq!(
+            md.get("quantize.imatrix.entries_count"),
+            Some(&Value::U32(1))
+        );
+    }
+}
