@@ -20,8 +20,8 @@
 //! Tensors are visited in the loader's order (layer parsed from `blk.%d.`, -1 outside blocks,
 //! then the name), which is the order the counters see; the plan lists them in inventory order.
 //!
-//! A mix is not a recipe of rules (its counters depend on the whole model); the
-//! [`Preset`](crate::preset::Preset) type holds either, and plans a mix here.
+//! A mix is not a recipe of rules (its counters depend on the whole model); `Preset`
+//! (`preset.rs`, which uses this module, not the other way) holds either, and plans a mix here.
 
 use dynquant_gguf::types::{file_type_by_id, GgmlType};
 use dynquant_gguf::{TensorInfo, Value};
