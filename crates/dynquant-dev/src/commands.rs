@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use dynquant_core::imatrix::Imatrix;
-use dynquant_core::types::file_type_by_name;
+use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::types::file_type_by_name;
 use dynquant_synth::big_llama::write_big_llama;
 use dynquant_testkit::llama_quantize::LlamaLib;
 

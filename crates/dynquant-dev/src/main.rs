@@ -14,7 +14,7 @@ fn main() {
     // Ctrl-C: remove the temporary outputs being written, as `dynquant` does.
     let _ = ctrlc::set_handler(|| {
         eprintln!("error: interrupted; no output was written");
-        dynquant_core::gguf::remove_temporary_outputs_and_exit(130);
+        dynquant_gguf::remove_temporary_outputs_and_exit(130);
     });
     if let Err(err) = commands::run(&cli.command) {
         let msg = format!("{err:#}");

@@ -5,10 +5,8 @@
 
 use std::path::Path;
 
-use dynquant_core::gguf::{
-    keys, GgufWriter, Metadata, OutputTarget, TensorInfo, Value, WriteOptions,
-};
-use dynquant_core::types::GgmlType;
+use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::{keys, GgufWriter, Metadata, OutputTarget, TensorInfo, Value, WriteOptions};
 
 use crate::rng::Rng;
 use crate::{Result, SynthError};

@@ -15,8 +15,8 @@ pub mod moe;
 pub mod rng;
 pub mod tensors;
 
-use dynquant_core::gguf::GgufError;
-use dynquant_core::quants::QuantError;
+use dynquant_gguf::GgufError;
+use dynquant_quants::QuantError;
 
 /// Errors while building a synthetic model.
 #[derive(Debug, thiserror::Error)]

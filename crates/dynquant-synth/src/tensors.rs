@@ -3,11 +3,9 @@
 
 use std::path::Path;
 
-use dynquant_core::gguf::{
-    GgufError, GgufWriter, Metadata, OutputTarget, TensorInfo, WriteOptions,
-};
-use dynquant_core::quants::{encode_float, QuantError};
-use dynquant_core::types::GgmlType;
+use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::{GgufError, GgufWriter, Metadata, OutputTarget, TensorInfo, WriteOptions};
+use dynquant_quants::{encode_float, QuantError};
 
 use crate::SynthError;
 

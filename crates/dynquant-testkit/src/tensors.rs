@@ -2,8 +2,8 @@
 //! surgery, and streaming a model out one tensor at a time (`dynquant-synth`'s writer, with
 //! this crate's error type).
 
-use dynquant_core::gguf::GgufModel;
-use dynquant_core::quants::dequantize;
+use dynquant_gguf::GgufModel;
+use dynquant_quants::dequantize;
 
 use crate::{Result, TestkitError};
 
@@ -26,7 +26,7 @@ pub fn read_f32(model: &GgufModel, name: &str) -> Result<(Vec<u64>, Vec<f32>)> {
 
 /// Rounds every value through F16, as storing it as F16 would.
 pub fn f16_round(v: &mut [f32]) {
-    use dynquant_core::quants::{f16_to_f32, f32_to_f16};
+    use dynquant_quants::{f16_to_f32, f32_to_f16};
     v.iter_mut().for_each(|x| *x = f16_to_f32(f32_to_f16(*x)));
 }
 
