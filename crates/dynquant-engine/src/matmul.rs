@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use dynquant_core::GgmlType;
+use dynquant_gguf::GgmlType;
 use rayon::prelude::*;
 
 use crate::dot::{round_row, vec_dot_type, DotType};
@@ -49,7 +49,7 @@ impl<'a> Weight<'a> {
             ty,
         };
         let dot = vec_dot_type(ty).ok_or_else(unsupported)?;
-        if !dynquant_core::quants::can_dequantize(ty) {
+        if !dynquant_quants::can_dequantize(ty) {
             return Err(unsupported());
         }
         let bad = || EngineError::BadShape {
@@ -87,7 +87,7 @@ impl<'a> Weight<'a> {
 
     /// Row `r` as f32 (as `ggml_get_rows` gives it).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) -> Result<()> {
-        dynquant_core::quants::dequantize(self.ty, self.row_data(r), out)?;
+        dynquant_quants::dequantize(self.ty, self.row_data(r), out)?;
         Ok(())
     }
 }
@@ -165,7 +165,7 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
             let r0 = ti * tr;
             let nr = out.len() / n_tok;
             let mut wf = vec![0f32; nr * k];
-            dynquant_core::quants::dequantize(
+            dynquant_quants::dequantize(
                 w.ty,
                 &w.data[r0 * w.row_bytes..(r0 + nr) * w.row_bytes],
                 &mut wf,
@@ -240,7 +240,7 @@ pub(crate) fn tiled_product<A: Send + Sync, R: Send>(
 }
 
 mod q0 {
-    use dynquant_core::GgmlType;
+    use dynquant_gguf::GgmlType;
     use half::f16;
 
     use super::Weight;

@@ -1,8 +1,8 @@
 //! A loaded model (weights borrowed from the memory-mapped GGUF) and the shared decoder forward
 //! pass: embeddings, blocks of attention + feed-forward, final norm, output projection.
 
-use dynquant_core::gguf::GgufModel;
-use dynquant_core::GgmlType;
+use dynquant_gguf::GgmlType;
+use dynquant_gguf::GgufModel;
 
 use crate::attention::KvCache;
 use crate::config::Config;
@@ -112,7 +112,7 @@ pub(crate) struct Loader<'g> {
 }
 
 impl<'g> Loader<'g> {
-    pub(crate) fn find(&self, name: &str) -> Option<dynquant_core::gguf::ModelTensor<'g>> {
+    pub(crate) fn find(&self, name: &str) -> Option<dynquant_gguf::ModelTensor<'g>> {
         self.gguf.tensors().find(|t| t.info.name == name)
     }
 
@@ -203,7 +203,7 @@ impl<'g> Loader<'g> {
         }
         let data = self.gguf.tensor_data(&t)?;
         let mut out = vec![0f32; n];
-        dynquant_core::quants::dequantize(t.info.ggml_type, &data, &mut out)?;
+        dynquant_quants::dequantize(t.info.ggml_type, &data, &mut out)?;
         Ok(Some(out))
     }
 

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use dynquant_core::gguf::{Access, GgufModel, WriteOptions};
-use dynquant_core::imatrix::Imatrix;
+use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::{Access, GgufModel, WriteOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -186,21 +186,23 @@ fn build_one(
         "smollm2-768-moe.imatrix.gguf" => {
             Ok(smollm2::imatrix_768_moe(inp.imatrix)?.write(out, &opts)?)
         }
-        "synth-deepseek2-mla.gguf" => synth::write_deepseek2(
+        "synth-deepseek2-mla.gguf" => Ok(synth::write_deepseek2(
             &Deepseek2Spec::default(),
             MlaLayout::Mla,
             src.metadata(),
             out,
-        ),
-        "synth-deepseek2-legacy.gguf" => synth::write_deepseek2(
+        )?),
+        "synth-deepseek2-legacy.gguf" => Ok(synth::write_deepseek2(
             &Deepseek2Spec::default(),
             MlaLayout::Legacy,
             src.metadata(),
             out,
-        ),
-        "synth-qwen3moe.gguf" => {
-            synth::write_qwen3moe(&Qwen3MoeSpec::default(), src.metadata(), out)
-        }
+        )?),
+        "synth-qwen3moe.gguf" => Ok(synth::write_qwen3moe(
+            &Qwen3MoeSpec::default(),
+            src.metadata(),
+            out,
+        )?),
         // The model and its imatrix come from one run: either file triggers both.
         "smollm2-moe-routed.gguf" | "smollm2-moe-routed.imatrix.gguf" => {
             let dense = GgufModel::open(inp.out_dir.join(FILES[1]), Access::Mmap)?;

@@ -2,16 +2,16 @@
 //! prebuilt `libllama` (llama.cpp 80fb11ac), loaded at run time with libloading.
 //!
 //! Used by tests (llama.cpp's type choices through a dry run, reference files for quality
-//! comparisons) and by the benchmark scripts (`dynquant dev llama-quantize`). The library's
+//! comparisons) and by the benchmark scripts (`dynquant-dev llama-quantize`). The library's
 //! log goes to a process-global buffer, so calls are serialized.
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::Path;
 use std::sync::Mutex;
 
-use dynquant_core::imatrix::Imatrix;
+use dynquant_gguf::imatrix::Imatrix;
 
-/// `struct llama_model_quantize_params` (`include/llama.h` @80fb11ac, `oracles.md` §6).
+/// `struct llama_model_quantize_params` (`include/llama.h` @80fb11ac, `docs/oracles.md` §6).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct QuantizeParams {

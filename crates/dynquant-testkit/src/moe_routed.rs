@@ -30,14 +30,14 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use dynquant_core::gguf::{keys, Access, GgufModel, Value, WriteOptions};
-use dynquant_core::imatrix::Imatrix;
-use dynquant_core::types::GgmlType;
 use dynquant_engine::eval::ChunkOptions;
 use dynquant_engine::imatrix::Collector;
 use dynquant_engine::matmul::Weight;
 use dynquant_engine::model::MatmulObserver;
 use dynquant_engine::{Logits, Model};
+use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::{keys, Access, GgufModel, Value, WriteOptions};
 use dynquant_tokenizer::Tokenizer;
 
 use crate::rng::Rng;

@@ -5,12 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-use dynquant_core::gguf::{Access, GgufModel};
-use dynquant_core::imatrix::Imatrix;
-use dynquant_core::types::file_type_by_name;
 use dynquant_engine::eval::{ChunkOptions, PplAccumulator};
 use dynquant_engine::ops::log_softmax;
 use dynquant_engine::{Logits, Model};
+use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::types::file_type_by_name;
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_testkit::build::{calibration_text, sha256_file};
 use dynquant_testkit::llama_quantize::LlamaLib;
 use dynquant_testkit::moe_routed::{

@@ -1,9 +1,9 @@
 //! `dynquant imatrix`: squared activations per input column of every matrix product.
 
 use anyhow::{Context, Result};
-use dynquant_core::gguf::WriteOptions;
 use dynquant_engine::imatrix::{statistics, Collector};
 use dynquant_engine::Logits;
+use dynquant_gguf::WriteOptions;
 use dynquant_tokenizer::Tokenizer;
 
 use super::perplexity::{chunk_options, load, open, pool, tokenize_text};

@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use dynquant_core::gguf::{Access, GgufModel};
 use dynquant_engine::eval::{for_each_scored, ChunkOptions, PplAccumulator, Scored, TopK};
 use dynquant_engine::kld::{self, BaseHeader, BasePosition, BaseWriter};
 use dynquant_engine::ops::log_softmax;
 use dynquant_engine::{Model, Numerics};
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_tokenizer::Tokenizer;
 
 use crate::args::{EngineArgs, PerplexityArgs};
