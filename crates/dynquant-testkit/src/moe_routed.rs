@@ -261,7 +261,7 @@ fn spherical_kmeans(
         }
         for c in 0..k {
             if sizes[c] == 0 {
-                // An empty cluster restarts at the point farthest from its centroid.
+                // An empty cluster restarts at the point least similar to every centroid.
                 let far = (0..n)
                     .min_by(|&a, &b| {
                         nearest(&centroids, row(a))
