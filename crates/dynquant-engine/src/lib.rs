@@ -19,20 +19,21 @@
 //! Weights stay in their stored type; results do not depend on the number of threads.
 #![deny(missing_docs)]
 
-/// Defines `$name`, which runs `$inner` compiled with AVX2 and FMA when the CPU has them
-/// (`mul_add` is then one instruction instead of a library call); same results either way.
+/// Defines `$name`, which runs `$inner` compiled with AVX2 and FMA when they may run
+/// ([`cpu::simd`]: `mul_add` is then one instruction instead of a library call); same results
+/// either way.
 macro_rules! fma_variant {
     ($name:ident, $inner:ident, ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
         #[allow(clippy::too_many_arguments, clippy::unused_unit)]
         fn $name($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
-            if crate::matmul::has_fma() {
+            if crate::cpu::simd() {
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments, clippy::unused_unit)]
                 unsafe fn fast($($arg: $ty),*) -> $ret {
                     $inner($($arg),*)
                 }
-                // SAFETY: AVX2 and FMA were detected at runtime.
+                // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
                 return unsafe { fast($($arg),*) };
             }
             $inner($($arg),*)
@@ -43,6 +44,7 @@ macro_rules! fma_variant {
 pub mod arch;
 pub mod attention;
 pub mod config;
+pub mod cpu;
 pub mod dot;
 pub mod error;
 pub mod eval;
@@ -50,15 +52,17 @@ mod fa;
 mod ffn;
 mod gqa;
 pub mod imatrix;
+mod kernels;
 pub mod kld;
-mod kquant;
 pub mod matmul;
 mod mla;
 pub mod model;
 mod moe;
 pub mod ops;
+mod reduce;
 pub mod sample;
 pub mod simd_exp;
+mod weight;
 
 pub use error::{EngineError, Result};
 pub use matmul::Numerics;
