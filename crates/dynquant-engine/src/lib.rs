@@ -58,6 +58,7 @@ pub mod cpu;
 pub mod dot;
 pub mod error;
 pub mod eval;
+pub mod evaluation;
 mod fa;
 mod ffn;
 mod gqa;
