@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate crates/dynquant-core/src/quants/tables.rs: ggml's i-quant lookup tables.
+"""Generate crates/dynquant-quants/src/tables.rs: ggml's i-quant lookup tables.
 
 The tables are format facts defined in llama.cpp `ggml/src/ggml-common.h` (GGML_TABLE_BEGIN ...).
 This script reads them out of a compiled ggml, node-llama-cpp 3.21.1's `libggml-base.so`
@@ -15,7 +15,7 @@ gguf-py's independent encoding of it (`gguf.quants`), and the script fails on an
 Usage (no network access needed):
     . .oracle/env.sh
     $DYNQUANT_PYTHON scripts/gen_quant_tables.py "$GGML_BASE_LIB" \
-        > crates/dynquant-core/src/quants/tables.rs
+        > crates/dynquant-quants/src/tables.rs
 """
 
 import struct

@@ -26,7 +26,7 @@ cd "$ROOT"
 # shellcheck source=/dev/null
 . .oracle/env.sh
 export DYNQUANT_TEST_MODELS="${DYNQUANT_TEST_MODELS:-$ROOT/.oracle/test-models}"
-out=$(cargo test --release -q -p dynquant-core --test quantize_oracle error_is_at_most -- --nocapture --test-threads 1 2>&1)
+out=$(cargo test --release -q -p dynquant-quants --test quantize_oracle error_is_at_most -- --nocapture --test-threads 1 2>&1)
 rows=$(printf '%s\n' "$out" | grep -E '^[A-Za-z0-9_]+ +\| [0-9.]+ \|' || true)
 if [ -z "$rows" ]; then
   printf '%s\n' "$out" >&2

@@ -2,7 +2,7 @@
 //! error, never a panic, an out-of-bounds read or an unbounded allocation.
 #![no_main]
 
-use dynquant_core::gguf::{encode_header_unpadded, GgufFile};
+use dynquant_gguf::{encode_header_unpadded, GgufFile};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

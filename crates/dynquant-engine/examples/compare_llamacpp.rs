@@ -9,10 +9,10 @@
 //! Environment: `EXACT=1` exact f32 activations; `ALL=1` every position; `SAVE=F` writes our
 //! logits; `SELF=F` also reports the KLD between logits saved earlier and this run (the
 //! engine's own sensitivity to last-bit changes, e.g. a build without FMA).
-use dynquant_core::gguf::{Access, GgufModel};
 use dynquant_engine::eval::TopK;
 use dynquant_engine::ops::log_softmax;
 use dynquant_engine::{Logits, Model, Numerics};
+use dynquant_gguf::{Access, GgufModel};
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p dynquant-engine --example imatrix_compare -- OURS.gguf REFERENCE.gguf
 //! ```
-use dynquant_core::imatrix::Imatrix;
+use dynquant_gguf::imatrix::Imatrix;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

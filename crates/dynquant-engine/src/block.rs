@@ -106,7 +106,7 @@ impl BlockCtx<'_> {
 pub(crate) mod testing {
     use std::borrow::Cow;
 
-    use dynquant_core::GgmlType;
+    use dynquant_gguf::GgmlType;
 
     use super::BlockCtx;
     use crate::config::Config;

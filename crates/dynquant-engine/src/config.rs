@@ -1,7 +1,7 @@
 //! Typed hyper-parameters of a decoder-only transformer, shared by every architecture file in
 //! [`crate::arch`].
 
-use dynquant_core::gguf::{Metadata, Value};
+use dynquant_gguf::{Metadata, Value};
 
 use crate::error::{EngineError, Result};
 use crate::ops::{Activation, RopeKind, Yarn};

@@ -8,7 +8,7 @@
 //! dequantized form of the quantized activations), so a float dot product with the dequantized
 //! weight row gives llama.cpp's result up to float summation order.
 
-use dynquant_core::GgmlType;
+use dynquant_gguf::GgmlType;
 use half::{bf16, f16};
 
 /// The type activations are converted to before a dot product with a weight (named as ggml

@@ -1,8 +1,8 @@
 //! Errors of the engine.
 
-use dynquant_core::gguf::GgufError;
-use dynquant_core::quants::QuantError;
-use dynquant_core::GgmlType;
+use dynquant_gguf::GgmlType;
+use dynquant_gguf::GgufError;
+use dynquant_quants::QuantError;
 use dynquant_tokenizer::TokenizerError;
 
 /// Everything that can go wrong loading or running a model.

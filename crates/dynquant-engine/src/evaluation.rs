@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use dynquant_core::gguf::GgufModel;
+use dynquant_gguf::GgufModel;
 use dynquant_tokenizer::{ChatMessage, Tokenizer};
 
 use crate::error::{EngineError, Result};

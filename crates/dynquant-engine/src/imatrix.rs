@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use dynquant_core::imatrix::{Imatrix, ImatrixEntry};
+use dynquant_gguf::imatrix::{Imatrix, ImatrixEntry};
 
 use crate::block::MatmulObserver;
 use crate::matmul::Weight;

@@ -23,7 +23,7 @@
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use dynquant_core::gguf::{GgufModel, Value};
+use dynquant_gguf::{GgufModel, Value};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

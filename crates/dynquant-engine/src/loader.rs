@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use dynquant_core::gguf::{GgufModel, ModelTensor};
+use dynquant_gguf::{GgufModel, ModelTensor};
 
 use crate::error::{EngineError, Result};
 use crate::weight::Weight;
@@ -108,7 +108,7 @@ impl<'g> Loader<'g> {
         }
         let data = self.gguf.tensor_data(&t)?;
         let mut out = vec![0f32; n];
-        dynquant_core::quants::dequantize(t.info.ggml_type, &data, &mut out)?;
+        dynquant_quants::dequantize(t.info.ggml_type, &data, &mut out)?;
         Ok(Some(out))
     }
 

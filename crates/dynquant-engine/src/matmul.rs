@@ -9,7 +9,7 @@
 //! each output value in one task in a fixed order, so results do not depend on the thread
 //! count.
 
-use dynquant_core::GgmlType;
+use dynquant_gguf::GgmlType;
 
 use crate::dot::DotType;
 use crate::error::{EngineError, Result};

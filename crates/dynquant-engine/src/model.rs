@@ -1,8 +1,8 @@
 //! A loaded model (weights borrowed from the memory-mapped GGUF) and the shared decoder forward
 //! pass: embeddings, blocks of attention + feed-forward, final norm, output projection.
 
-use dynquant_core::gguf::GgufModel;
-use dynquant_core::GgmlType;
+use dynquant_gguf::GgmlType;
+use dynquant_gguf::GgufModel;
 
 use crate::attention::KvCache;
 use crate::block::BlockCtx;

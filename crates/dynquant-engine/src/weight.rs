@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use dynquant_core::GgmlType;
+use dynquant_gguf::GgmlType;
 
 use crate::dot::{vec_dot_type, DotType};
 use crate::error::{EngineError, Result};
@@ -40,7 +40,7 @@ impl<'a> Weight<'a> {
             ty,
         };
         let dot = vec_dot_type(ty).ok_or_else(unsupported)?;
-        if !dynquant_core::quants::can_dequantize(ty) {
+        if !dynquant_quants::can_dequantize(ty) {
             return Err(unsupported());
         }
         let bad = || EngineError::BadShape {
@@ -83,7 +83,7 @@ impl<'a> Weight<'a> {
 
     /// Row `r` as f32 (as `ggml_get_rows` gives it).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) -> Result<()> {
-        dynquant_core::quants::dequantize(self.ty, self.row_data(r), out)?;
+        dynquant_quants::dequantize(self.ty, self.row_data(r), out)?;
         Ok(())
     }
 }

@@ -2,9 +2,9 @@
 //! whatever the number of threads, in a prompt batch and token by token (the one-chunk
 //! flash-attention path over the 320-dimension latent keys).
 
-use dynquant_core::gguf::{Access, GgufModel};
 use dynquant_engine::imatrix::Collector;
 use dynquant_engine::{Logits, Model};
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_testkit::oracle::{shared_dir, Oracle};
 use dynquant_tokenizer::Tokenizer;
 

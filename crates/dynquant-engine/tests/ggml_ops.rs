@@ -8,10 +8,10 @@ mod common;
 use std::borrow::Cow;
 
 use common::ggml::Ggml;
-use dynquant_core::gguf::{Access, GgufModel};
-use dynquant_core::GgmlType;
 use dynquant_engine::matmul::{matmul, Weight};
 use dynquant_engine::Numerics;
+use dynquant_gguf::GgmlType;
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_testkit::oracle::Oracle;
 
 struct Rng(u64);

@@ -14,11 +14,11 @@
 
 use std::path::Path;
 
-use dynquant_core::gguf::{Access, GgufModel};
 use dynquant_engine::eval::TopK;
 use dynquant_engine::ops::log_softmax;
 use dynquant_engine::simd_exp::Flavor;
 use dynquant_engine::{Logits, Model, Numerics};
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_testkit::oracle::{shared_dir, Oracle};
 
 struct Reference {
@@ -253,7 +253,7 @@ fn synth_deepseek2_legacy_matches_llamacpp() {
 /// DeepSeek-V2-Lite): row r of `attn_q` is row r of `attn_q_b` twice (any weights will do).
 /// `log_mul` replaces `rope.scaling.yarn_log_multiplier` (0.1 * mscale_all_dim).
 fn dense_ffn_variant(src: &Path, dst: &Path, lite: bool, log_mul: f32) {
-    use dynquant_core::gguf::{GgufWriter, OutputTarget, Value, WriteOptions};
+    use dynquant_gguf::{GgufWriter, OutputTarget, Value, WriteOptions};
     let g = GgufModel::open(src, Access::Mmap).expect("open");
     let mut md = g.merged_metadata();
     let n_layer = md

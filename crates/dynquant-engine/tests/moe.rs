@@ -11,11 +11,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use dynquant_core::gguf::{Access, GgufModel, WriteOptions};
-use dynquant_core::imatrix::Imatrix;
 use dynquant_engine::imatrix::Collector;
 use dynquant_engine::ops::log_softmax;
 use dynquant_engine::{Logits, Model, Numerics};
+use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::{Access, GgufModel, WriteOptions};
 use dynquant_testkit::oracle::{shared_dir, Oracle};
 use dynquant_testkit::smollm2::{EXPERT_FF, N_EXPERT, N_FF};
 use dynquant_tokenizer::Tokenizer;

@@ -1,8 +1,8 @@
 //! The forward pass gives the same bits whatever the number of threads: every output value is
 //! computed by one task in a fixed order (matrix products, flash-attention tiles, activations).
 
-use dynquant_core::gguf::{Access, GgufModel};
 use dynquant_engine::{Logits, Model};
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_testkit::oracle::Oracle;
 
 fn logits(model: &Model<'_>, tokens: &[u32], threads: usize) -> Vec<f32> {

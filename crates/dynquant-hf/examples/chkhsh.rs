@@ -16,10 +16,10 @@ fn main() {
                 continue;
             }
         };
-        match dynquant_hf::pretok::chkhsh(&tj, None) {
+        match dynquant_hf::pre_tokenizer_hash::chkhsh(&tj, None) {
             Ok(h) => println!(
                 "{p}\t{h}\t{}",
-                dynquant_hf::pretok::name_for_hash(&h).unwrap_or("(unknown)")
+                dynquant_hf::pre_tokenizer_hash::name_for_hash(&h).unwrap_or("(unknown)")
             ),
             Err(e) => println!("{p}\tunsupported: {e}"),
         }

@@ -101,7 +101,7 @@ pub enum HfError {
     Tokenizer(String),
     /// Writing the output.
     #[error(transparent)]
-    Gguf(#[from] dynquant_core::gguf::GgufError),
+    Gguf(#[from] dynquant_gguf::GgufError),
     /// Quantizing the output (q8_0).
     #[error("tensor '{tensor}': {source}")]
     Quant {
@@ -109,7 +109,7 @@ pub enum HfError {
         tensor: String,
         /// What went wrong.
         #[source]
-        source: dynquant_core::quants::QuantError,
+        source: dynquant_quants::QuantError,
     },
 }
 

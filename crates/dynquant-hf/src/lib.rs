@@ -1,7 +1,7 @@
 //! Hugging Face checkpoints straight to GGUF, no Python: safetensors shards (F32, F16, BF16
 //! and DeepSeek's block-scaled FP8) read lazily, mapped to llama.cpp's GGUF names, layouts and
 //! metadata for llama, mistral/mixtral, qwen2, qwen3, qwen3moe and deepseek_v2/v3, with the
-//! tokenizer converted too. [`HfModel`] is also a [`dynquant_core::pipeline::TensorSource`],
+//! tokenizer converted too. [`HfModel`] is also a [`dynquant_quantize::TensorSource`],
 //! so the quantization pipeline streams from safetensors into any recipe without an
 //! intermediate file.
 
@@ -12,7 +12,7 @@ pub mod config;
 pub mod error;
 pub mod meta;
 pub mod model;
-pub mod pretok;
+pub mod pre_tokenizer_hash;
 pub mod safetensors;
 pub mod tokenizer;
 

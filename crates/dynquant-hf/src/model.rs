@@ -4,12 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use dynquant_core::gguf::{
+use dynquant_gguf::GgmlType;
+use dynquant_gguf::{
     GgufError, GgufWriter, Metadata, OutputTarget, TensorInfo, Value, WriteOptions, WriteSummary,
 };
-use dynquant_core::pipeline::{PipelineError, TensorSource};
-use dynquant_core::quants::{bf16_to_f32, f32_to_bf16, quantize_rows};
-use dynquant_core::GgmlType;
+use dynquant_quantize::{PipelineError, TensorSource};
+use dynquant_quants::{bf16_to_f32, f32_to_bf16, quantize_rows};
 use rayon::prelude::*;
 
 use crate::arch::{generic_params, plan_tensors, ArchPlan, OutTensor, Transform};

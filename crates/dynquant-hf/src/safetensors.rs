@@ -7,7 +7,7 @@
 //! DeepSeek-V3/R1): value = fp8 (exact in f32) x scale_inv of its block, one f32 multiply, as
 //! llama.cpp's converter computes; edge blocks are partial.
 
-use dynquant_core::gguf::read_exact_at;
+use dynquant_gguf::read_exact_at;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -13,13 +13,13 @@
 //!   a `TemplateProcessing` post-processor and `tokenizer_config.json`; the chat template.
 //!
 //! The pre-tokenizer name: as llama.cpp, by hashing the token ids of a fixed text (see
-//! [`crate::pretok`]) and looking the hash up in a table of known tokenizers; `--tokenizer-pre`
+//! [`crate::pre_tokenizer_hash`]) and looking the hash up in a table of known tokenizers; `--tokenizer-pre`
 //! overrides it, and an unrecognised tokenizer falls back to `gpt-2` with a warning (the
 //! behaviour the golden fixtures were made with).
 
 use std::path::Path;
 
-use dynquant_core::gguf::{Array, Metadata, Value};
+use dynquant_gguf::{Array, Metadata, Value};
 use serde_json::Value as Json;
 
 use crate::config::read_json;
@@ -135,8 +135,8 @@ pub fn write_vocab(
         })?;
         let pre = match &opts.pre {
             Some(p) => p.clone(),
-            None => match crate::pretok::chkhsh(&tj, tc.as_ref()) {
-                Ok(h) => match crate::pretok::name_for_hash(&h) {
+            None => match crate::pre_tokenizer_hash::chkhsh(&tj, tc.as_ref()) {
+                Ok(h) => match crate::pre_tokenizer_hash::name_for_hash(&h) {
                     Some(name) => name.to_string(),
                     None => {
                         warnings.push(format!(

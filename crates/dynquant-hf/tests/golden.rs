@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dynquant_core::gguf::{Access, GgufFile, OutputTarget, Value, WriteOptions};
+use dynquant_gguf::{Access, GgufFile, OutputTarget, Value, WriteOptions};
 use dynquant_hf::safetensors::Checkpoint;
 use dynquant_hf::{ConvertOptions, HfModel, OutType};
 
@@ -34,7 +34,7 @@ fn differences(ours: &Path, theirs: &Path, skip_keys: &[&str]) -> Vec<String> {
     let b = GgufFile::open(theirs, Access::Pread).expect("golden parses");
     let mut d = Vec::new();
     let (ma, mb) = (&a.header().metadata, &b.header().metadata);
-    let keys = |m: &dynquant_core::gguf::Metadata| {
+    let keys = |m: &dynquant_gguf::Metadata| {
         m.entries()
             .iter()
             .map(|(k, _)| k.clone())
@@ -62,9 +62,8 @@ fn differences(ours: &Path, theirs: &Path, skip_keys: &[&str]) -> Vec<String> {
         }
     }
     let (ta, tb) = (&a.header().tensors, &b.header().tensors);
-    let names = |t: &[dynquant_core::gguf::TensorInfo]| {
-        t.iter().map(|t| t.name.clone()).collect::<Vec<_>>()
-    };
+    let names =
+        |t: &[dynquant_gguf::TensorInfo]| t.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
     if names(ta) != names(tb) {
         d.push(format!(
             "tensor order differs:\n ours   {:?}\n theirs {:?}",
@@ -227,7 +226,7 @@ fn fp8_dequantizes_bit_exact_to_the_f32_reference_and_its_bf16_sibling() {
         let y = read_all(&bf16, name);
         let rounded: Vec<f32> = x
             .iter()
-            .map(|v| dynquant_core::quants::bf16_to_f32(dynquant_core::quants::f32_to_bf16(*v)))
+            .map(|v| dynquant_quants::bf16_to_f32(dynquant_quants::f32_to_bf16(*v)))
             .collect();
         assert!(
             rounded
@@ -278,18 +277,13 @@ fn f32_f16_and_q8_0_outputs_hold_the_same_values() {
     let golden_file = GgufFile::open(golden().join("qwen3.llamacpp.gguf"), Access::Pread).unwrap();
     for (i, t) in golden_file.header().tensors.iter().enumerate() {
         let mut want = vec![0f32; t.n_elements() as usize];
-        dynquant_core::quants::dequantize(
-            t.ggml_type,
-            &golden_file.tensor_data(i).unwrap(),
-            &mut want,
-        )
-        .unwrap();
+        dynquant_quants::dequantize(t.ggml_type, &golden_file.tensor_data(i).unwrap(), &mut want)
+            .unwrap();
         for (ty, f) in &outs {
             let j = f.header().tensor_index(&t.name).unwrap();
             let o = &f.header().tensors[j];
             let mut got = vec![0f32; want.len()];
-            dynquant_core::quants::dequantize(o.ggml_type, &f.tensor_data(j).unwrap(), &mut got)
-                .unwrap();
+            dynquant_quants::dequantize(o.ggml_type, &f.tensor_data(j).unwrap(), &mut got).unwrap();
             let max_abs = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             for (a, b) in want.iter().zip(&got) {
                 let ok = match ty {
@@ -314,13 +308,12 @@ fn a_real_tokenizer_hashes_to_its_llama_cpp_pre_tokenizer() {
     let f = GgufFile::open(o.smollm2(), Access::Pread).unwrap();
     let md = &f.header().metadata;
     let strings = |k: &str| match md.get(k) {
-        Some(Value::Array(dynquant_core::gguf::Array::String(v))) => v.clone(),
+        Some(Value::Array(dynquant_gguf::Array::String(v))) => v.clone(),
         other => panic!("{k}: {other:?}"),
     };
     let tokens = strings("tokenizer.ggml.tokens");
     let merges = strings("tokenizer.ggml.merges");
-    let Some(Value::Array(dynquant_core::gguf::Array::I32(types))) =
-        md.get("tokenizer.ggml.token_type")
+    let Some(Value::Array(dynquant_gguf::Array::I32(types))) = md.get("tokenizer.ggml.token_type")
     else {
         panic!("token types")
     };
@@ -346,12 +339,12 @@ fn a_real_tokenizer_hashes_to_its_llama_cpp_pre_tokenizer() {
         "post_processor": null,
         "model": {"type": "BPE", "vocab": vocab, "merges": merges}
     });
-    let h = dynquant_hf::pretok::chkhsh(&tj, None).unwrap();
+    let h = dynquant_hf::pre_tokenizer_hash::chkhsh(&tj, None).unwrap();
     assert_eq!(
         h,
         "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249"
     );
-    let name = dynquant_hf::pretok::name_for_hash(&h);
+    let name = dynquant_hf::pre_tokenizer_hash::name_for_hash(&h);
     assert_eq!(name, Some("smollm"));
     assert_eq!(md.get("tokenizer.ggml.pre").and_then(Value::as_str), name);
 }

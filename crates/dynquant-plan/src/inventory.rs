@@ -5,18 +5,18 @@
 //! DeepSeek-V3/R1 (`model_type` `deepseek_v3`/`deepseek_v2`): every tensor's real name, shape
 //! and source type, as llama.cpp's converter would write them.
 //!
-//! Names and shapes follow llama.cpp's converter (`formats.md` §14): legacy files hold
+//! Names and shapes follow llama.cpp's converter (`docs/formats.md` §12): legacy files hold
 //! `attn_kv_b` (1025 tensors for R1), MLA files `attn_k_b` + `attn_v_b` (1086 tensors). MTP
 //! layers (index >= `num_hidden_layers`) are dropped, as the converter drops them. Types are
 //! those of a BF16 conversion: F32 for norms, the router and `exp_probs_b`, BF16 otherwise.
 
 use std::path::Path;
 
-use dynquant_core::gguf::{keys, Metadata, TensorInfo, Value};
-use dynquant_core::types::GgmlType;
+use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::{keys, Metadata, TensorInfo, Value};
 use serde::Deserialize;
 
-use dynquant_core::gguf::{GgufError, GgufModel};
+use dynquant_gguf::{GgufError, GgufModel};
 
 /// deepseek2 attention layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,7 +383,7 @@ mod tests {
         // llama.cpp issues #13305/#13916: 1025 tensors (legacy) and 1086 (MLA).
         assert_eq!(legacy.tensors.len(), 1025);
         assert_eq!(mla.tensors.len(), 1086);
-        // dynamic-quants.md 8.3: 671.03B parameters; both layouts hold the same count.
+        // docs/dynamic-quants.md §8.3: 671.03B parameters; both layouts hold the same count.
         let n = legacy.n_params();
         assert!((n as f64 / 1e9 - 671.03).abs() < 0.01, "{n}");
         assert_eq!(n, mla.n_params());

@@ -15,7 +15,7 @@
 //!    match is the branch (llama.cpp's outer `if / else if` chain); in each of its stages the
 //!    first matching rule sets the type (later stages see the type set by earlier ones);
 //!    then the branch's counter advances;
-//! 6. the shape fallback (`formats.md` §11).
+//! 6. the shape fallback (`docs/formats.md` §5).
 //!
 //! Tensors are visited in the loader's order (layer parsed from `blk.%d.`, -1 outside blocks,
 //! then the name), which is the order the counters see; the plan lists them in inventory order.
@@ -25,8 +25,8 @@
 //! [`plan_recipe`] routes it here; [`planner::plan`](crate::planner::plan) on the marker alone
 //! would give every tensor the default type (`--pure`).
 
-use dynquant_core::gguf::{TensorInfo, Value};
-use dynquant_core::types::{file_type_by_id, GgmlType};
+use dynquant_gguf::types::{file_type_by_id, GgmlType};
+use dynquant_gguf::{TensorInfo, Value};
 use regex::Regex;
 
 use crate::inventory::Inventory;
@@ -942,7 +942,7 @@ pub fn plan_recipe(inv: &Inventory, recipe: &Recipe, opts: &PlanOptions) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dynquant_core::gguf::Metadata;
+    use dynquant_gguf::Metadata;
 
     #[test]
     fn use_more_bits_matches_the_doc_tables() {

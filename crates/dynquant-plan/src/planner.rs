@@ -11,7 +11,7 @@
 //! 4. **Shape fallback** from the type table when the row length does not divide the block
 //!    (llama.cpp's `tensor_type_fallback`), recorded on the row.
 
-use dynquant_core::types::GgmlType;
+use dynquant_gguf::types::GgmlType;
 use regex::Regex;
 
 use crate::inventory::Inventory;
@@ -253,7 +253,7 @@ mod tests {
     use super::*;
     use crate::inventory::{deepseek_inventory, DeepseekConfig, MlaLayout};
     use crate::recipe::preset;
-    use dynquant_core::gguf::{Metadata, TensorInfo};
+    use dynquant_gguf::{Metadata, TensorInfo};
 
     fn inv(tensors: Vec<TensorInfo>) -> Inventory {
         Inventory {

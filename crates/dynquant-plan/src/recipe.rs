@@ -22,7 +22,7 @@
 
 use std::ops::RangeInclusive;
 
-use dynquant_core::types::GgmlType;
+use dynquant_gguf::types::GgmlType;
 use regex::Regex;
 use serde::Deserialize;
 use toml::Spanned;

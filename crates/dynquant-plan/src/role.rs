@@ -4,7 +4,7 @@
 //! (`token_embd`, `output`, `output_norm`) and block tensors `blk.N.<part>.<weight|bias>`.
 //! One parser serves weights and imatrix entries alike, so the two cannot drift apart.
 
-use dynquant_core::gguf::TensorInfo;
+use dynquant_gguf::TensorInfo;
 
 /// What a tensor does in the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -294,7 +294,7 @@ pub fn classify(tensors: &[TensorInfo]) -> Vec<TensorClass> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dynquant_core::types::GgmlType;
+    use dynquant_gguf::types::GgmlType;
 
     #[test]
     fn names_parse_to_roles() {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use dynquant_core::gguf::{Access, GgufModel};
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_plan::inventory::from_hf_config;
 
 fn golden() -> PathBuf {

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use dynquant_core::gguf::{Access, GgufModel};
-use dynquant_core::types::GgmlType;
+use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_plan::inventory::Inventory;
 use dynquant_plan::llamacpp::{plan_llamacpp_with, Ftype, MixOptions};
 use dynquant_plan::PlanOptions;

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use dynquant_core::gguf::{Access, GgufModel, WriteOptions};
-use dynquant_core::imatrix::Imatrix;
+use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::{Access, GgufModel, WriteOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

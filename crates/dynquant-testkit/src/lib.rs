@@ -22,9 +22,9 @@ mod tensors;
 
 pub use build::{build_all, BuildReport, TestModels};
 
-use dynquant_core::gguf::GgufError;
-use dynquant_core::imatrix::ImatrixError;
-use dynquant_core::quants::QuantError;
+use dynquant_gguf::imatrix::ImatrixError;
+use dynquant_gguf::GgufError;
+use dynquant_quants::QuantError;
 
 /// Errors while building test models.
 #[derive(Debug, thiserror::Error)]

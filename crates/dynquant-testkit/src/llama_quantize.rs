@@ -9,9 +9,9 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::Path;
 use std::sync::Mutex;
 
-use dynquant_core::imatrix::Imatrix;
+use dynquant_gguf::imatrix::Imatrix;
 
-/// `struct llama_model_quantize_params` (`include/llama.h` @80fb11ac, `oracles.md` §6).
+/// `struct llama_model_quantize_params` (`include/llama.h` @80fb11ac, `docs/oracles.md` §6).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct QuantizeParams {

@@ -26,9 +26,9 @@
 
 use std::path::Path;
 
-use dynquant_core::gguf::{keys, GgufModel, Metadata, Value};
-use dynquant_core::imatrix::{Imatrix, ImatrixEntry};
-use dynquant_core::types::GgmlType;
+use dynquant_gguf::imatrix::{Imatrix, ImatrixEntry};
+use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::{keys, GgufModel, Metadata, Value};
 
 use crate::tensors::{
     f16_round, pad_cols, pad_rows, read_f32, remap_col_groups, remap_row_groups, write_model,

@@ -24,8 +24,8 @@
 
 use std::path::Path;
 
-use dynquant_core::gguf::{keys, Array, Metadata, Value};
-use dynquant_core::types::GgmlType;
+use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::{keys, Array, Metadata, Value};
 
 use crate::rng::Rng;
 use crate::tensors::{write_model, Planned};

@@ -3,11 +3,9 @@
 
 use std::path::Path;
 
-use dynquant_core::gguf::{
-    GgufModel, GgufWriter, Metadata, OutputTarget, TensorInfo, WriteOptions,
-};
-use dynquant_core::quants::{dequantize, encode_float};
-use dynquant_core::types::GgmlType;
+use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::{GgufModel, GgufWriter, Metadata, OutputTarget, TensorInfo, WriteOptions};
+use dynquant_quants::{dequantize, encode_float};
 
 use crate::{Result, TestkitError};
 
@@ -78,7 +76,7 @@ pub fn read_f32(model: &GgufModel, name: &str) -> Result<(Vec<u64>, Vec<f32>)> {
 
 /// Rounds every value through F16, as storing it as F16 would.
 pub fn f16_round(v: &mut [f32]) {
-    use dynquant_core::quants::{f16_to_f32, f32_to_f16};
+    use dynquant_quants::{f16_to_f32, f32_to_f16};
     v.iter_mut().for_each(|x| *x = f16_to_f32(f32_to_f16(*x)));
 }
 

@@ -1,8 +1,8 @@
 //! The test models are what they claim: checked in real llama.cpp (node-llama-cpp, threads 1)
 //! and against llama.cpp's own imatrix.
 
-use dynquant_core::gguf::{Access, GgufModel};
-use dynquant_core::imatrix::Imatrix;
+use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_testkit::oracle::{shared_dir, Oracle};
 use dynquant_testkit::smollm2::{head_map, EXPERT_FF, HEAD_DIM, NEW_EMBD, N_EXPERT, OLD_EMBD};
 

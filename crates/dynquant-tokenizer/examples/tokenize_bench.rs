@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use dynquant_core::gguf::{Access, GgufModel};
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_tokenizer::Tokenizer;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -33,7 +33,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use aho_corasick::AhoCorasick;
-use dynquant_core::gguf::{Array, Metadata, Value};
+use dynquant_gguf::{Array, Metadata, Value};
 
 pub use chat::ChatMessage;
 pub use pretok::PreType;

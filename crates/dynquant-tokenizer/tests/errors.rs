@@ -1,6 +1,6 @@
 //! Bad tokenizer metadata gives typed errors, never a panic; no oracle needed.
 
-use dynquant_core::gguf::{Array, Metadata, Value};
+use dynquant_gguf::{Array, Metadata, Value};
 use dynquant_tokenizer::{ChatMessage, Tokenizer, TokenizerError};
 
 fn strings(v: &[&str]) -> Value {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dynquant_core::gguf::{Access, GgufModel};
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_testkit::oracle::{shared_dir, Oracle};
 use dynquant_tokenizer::{ChatMessage, Tokenizer, TokenizerError};
 use serde_json::{json, Value};
@@ -431,7 +431,7 @@ fn golden_vocabularies_match_llama_cpp() {
 /// `add_bos_token` so that llama.cpp's per-family default applies.
 #[test]
 fn pre_tokenizers_match_llama_cpp() {
-    use dynquant_core::gguf::{build_header, encode_header, Array, Value};
+    use dynquant_gguf::{build_header, encode_header, Array, Value};
     let Some(oracle) = Oracle::get() else { return };
     let src = shared_dir().join("golden/hf/llama-bpe.llamacpp.gguf");
     let base = GgufModel::open(&src, Access::Mmap)

@@ -178,23 +178,23 @@ pub struct ShardLimits {
 
 impl ShardLimits {
     /// The limits as the writer takes them.
-    pub fn spec(&self) -> dynquant_core::gguf::SplitSpec {
-        dynquant_core::gguf::SplitSpec {
+    pub fn spec(&self) -> dynquant_gguf::SplitSpec {
+        dynquant_gguf::SplitSpec {
             max_bytes: self.split_max_size,
             max_tensors: self.split_max_tensors,
         }
     }
 
     /// `output` as one file, or as the prefix of a split set when a limit is given.
-    pub fn target(&self, output: &std::path::Path) -> dynquant_core::gguf::OutputTarget {
+    pub fn target(&self, output: &std::path::Path) -> dynquant_gguf::OutputTarget {
         let spec = self.spec();
         if spec.is_active() {
-            dynquant_core::gguf::OutputTarget::Split {
+            dynquant_gguf::OutputTarget::Split {
                 prefix: output.to_path_buf(),
                 spec,
             }
         } else {
-            dynquant_core::gguf::OutputTarget::Single(output.to_path_buf())
+            dynquant_gguf::OutputTarget::Single(output.to_path_buf())
         }
     }
 }
@@ -370,7 +370,7 @@ pub struct DemoArgs {
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
-    dynquant_core::gguf::parse_size(s)
+    dynquant_gguf::parse_size(s)
         .ok_or_else(|| format!("'{s}' is not a size (examples: 1000000, 500M, 50G, 4GiB)"))
 }
 

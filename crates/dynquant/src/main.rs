@@ -14,7 +14,7 @@ fn main() {
     // complete files), then exit as interrupted processes do.
     let _ = ctrlc::set_handler(|| {
         eprintln!("error: interrupted; no output was written");
-        dynquant_core::gguf::remove_temporary_outputs_and_exit(130);
+        dynquant_gguf::remove_temporary_outputs_and_exit(130);
     });
     // A file-size limit (`ulimit -f`) must surface as a write error ("File too large") that
     // removes the temporary output, not as a signal that kills the process mid-write.

@@ -210,13 +210,13 @@ fn llama3_rope_scaling_writes_rope_freqs_that_llama_cpp_loads() {
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let out = tmp.path().join("l3.gguf");
     ok(dynquant(args!["convert", dir, out]), "convert");
-    let f = dynquant_core::gguf::GgufFile::open(&out, dynquant_core::gguf::Access::Pread).unwrap();
+    let f = dynquant_gguf::GgufFile::open(&out, dynquant_gguf::Access::Pread).unwrap();
     let t = &f.header().tensors[0];
     assert_eq!(
         (t.name.as_str(), t.shape.as_slice()),
         ("rope_freqs.weight", &[32u64][..])
     );
-    assert_eq!(t.ggml_type, dynquant_core::GgmlType::F32);
+    assert_eq!(t.ggml_type, dynquant_gguf::GgmlType::F32);
     let toks = o.greedy_tokens(&out, 3, &["Hello"]);
     assert!(!toks[0].is_empty());
 }

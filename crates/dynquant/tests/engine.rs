@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::path::PathBuf;
 
 use common::{clean_failure, dynquant, ok, oracle};
-use dynquant_core::imatrix::Imatrix;
+use dynquant_gguf::imatrix::Imatrix;
 use dynquant_testkit::oracle::shared_dir;
 
 fn f16_model(o: &common::Oracle) -> PathBuf {

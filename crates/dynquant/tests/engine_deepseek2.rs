@@ -8,8 +8,8 @@
 mod common;
 
 use common::{dynquant, ok, oracle};
-use dynquant_core::gguf::{Access, GgufModel};
-use dynquant_core::imatrix::Imatrix;
+use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_testkit::llama_quantize::LlamaLib;
 use dynquant_testkit::oracle::shared_dir;
 

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{dynquant, ok, oracle};
-use dynquant_core::imatrix::Imatrix;
+use dynquant_gguf::imatrix::Imatrix;
 use dynquant_testkit::oracle::shared_dir;
 
 #[test]

@@ -6,9 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::{clean_failure, dynquant, ok, oracle, repo_root, Oracle};
-use dynquant_core::gguf::{
-    copy_model, parse_header, Access, GgufModel, OutputTarget, WriteOptions,
-};
+use dynquant_gguf::{copy_model, parse_header, Access, GgufModel, OutputTarget, WriteOptions};
 
 fn compare_inspect_with_gguf_py(model: &std::path::Path, extra: &[&str]) {
     let Some(o) = oracle() else { return };

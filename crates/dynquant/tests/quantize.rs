@@ -262,8 +262,7 @@ fn bad_inputs_and_failing_outputs_are_clean_errors_without_partial_files() {
     // NaN in the weights: the error names tensor, row and column.
     let nan_model = dir.path().join("nan.gguf");
     let mut bytes = std::fs::read(&model).unwrap();
-    let file =
-        dynquant_core::gguf::GgufFile::open(&model, dynquant_core::gguf::Access::Pread).unwrap();
+    let file = dynquant_gguf::GgufFile::open(&model, dynquant_gguf::Access::Pread).unwrap();
     let h = file.header();
     let t = h
         .tensors
@@ -343,7 +342,7 @@ fn legacy_dat_imatrix_works_and_unseen_experts_are_warned_about() {
     let Some(o) = oracle() else { return };
     let m = o.test_models();
     let dir = tempfile::tempdir().unwrap();
-    let mut im = dynquant_core::imatrix::Imatrix::read(m.smollm2_768_moe_imatrix()).unwrap();
+    let mut im = dynquant_gguf::imatrix::Imatrix::read(m.smollm2_768_moe_imatrix()).unwrap();
     // Experts 1 and 4 (of 6) of one tensor never saw a token.
     let e = im
         .entries
@@ -426,14 +425,13 @@ fn peak_memory_stays_within_the_bound_on_a_model_larger_than_it() {
 /// sha256 of every tensor's values dequantized by us, as little-endian f32.
 fn our_dequant_digests(path: &std::path::Path) -> std::collections::BTreeMap<String, String> {
     use sha2::{Digest, Sha256};
-    let model =
-        dynquant_core::gguf::GgufModel::open(path, dynquant_core::gguf::Access::Mmap).unwrap();
+    let model = dynquant_gguf::GgufModel::open(path, dynquant_gguf::Access::Mmap).unwrap();
     model
         .tensors()
         .map(|t| {
             let data = model.tensor_data(&t).unwrap();
             let mut values = vec![0f32; t.info.n_elements() as usize];
-            dynquant_core::quants::dequantize(t.info.ggml_type, &data, &mut values).unwrap();
+            dynquant_quants::dequantize(t.info.ggml_type, &data, &mut values).unwrap();
             let mut h = Sha256::new();
             for v in &values {
                 h.update(v.to_le_bytes());

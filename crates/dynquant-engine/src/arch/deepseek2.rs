@@ -128,7 +128,7 @@ pub(super) fn config(hp: &Hparams<'_>) -> Result<Config> {
 
 #[cfg(test)]
 mod tests {
-    use dynquant_core::gguf::{Metadata, Value};
+    use dynquant_gguf::{Metadata, Value};
 
     use crate::error::EngineError;
 

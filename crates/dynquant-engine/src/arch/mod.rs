@@ -8,7 +8,7 @@ mod qwen2;
 mod qwen3;
 mod qwen3moe;
 
-use dynquant_core::gguf::Metadata;
+use dynquant_gguf::Metadata;
 
 use crate::config::{Config, Hparams};
 use crate::error::{EngineError, Result};

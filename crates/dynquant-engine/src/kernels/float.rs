@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use dynquant_core::GgmlType;
+use dynquant_gguf::GgmlType;
 
 use super::layout::block_min;
 use crate::cpu::{self, Flavor};
@@ -62,7 +62,7 @@ pub(crate) fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, dt: DotType) -> Re
             let r0 = ti * tr;
             let nr = out.len() / n_tok;
             let mut wf = vec![0f32; nr * k];
-            dynquant_core::quants::dequantize(w.ty, w.rows_data(r0, r0 + nr), &mut wf)?;
+            dynquant_quants::dequantize(w.ty, w.rows_data(r0, r0 + nr), &mut wf)?;
             kernel(&wf, &xr, k, nr, n_tok, out);
             if let Some(at) = min_at {
                 // + m_b * (s_b - f16(d_b) * sum q_b): the weight's block minimum times ggml's

@@ -4,10 +4,10 @@
 //! `acc[l] = fma(d_w * d_a, lane[l], acc[l])` over the super-blocks and `hsum_float_8`.
 //! Bit-identical results keep llama.cpp's later 8-bit roundings from flipping.
 
-use dynquant_core::GgmlType;
+use dynquant_gguf::GgmlType;
 use half::f16;
 
-use super::layout::{q4_k, q6_k, QK_K};
+use super::layout::{q4k, q6k, QK_K};
 use crate::reduce::hsum_float_8;
 use crate::weight::Weight;
 
@@ -58,14 +58,14 @@ pub(crate) struct Q6Block {
     q: [u8; QK_K],
 }
 
-/// Integer values of a Q6_K row (block layout in [`q6_k`]).
+/// Integer values of a Q6_K row (block layout in [`q6k`]).
 pub(crate) fn decode_q6k(row: &[u8]) -> Vec<Q6Block> {
     row.chunks_exact(GgmlType::Q6_K.type_size() as usize)
         .map(|b| {
             let mut q = [0u8; QK_K];
             for c in 0..2 {
-                let ql = &b[q6_k::QL + 64 * c..][..64];
-                let qh = &b[q6_k::QH + 32 * c..][..32];
+                let ql = &b[q6k::QL + 64 * c..][..64];
+                let qh = &b[q6k::QH + 32 * c..][..32];
                 for e in 0..128 {
                     let (k, l) = (e / 32, e % 32);
                     let low = (ql[32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0f;
@@ -74,11 +74,11 @@ pub(crate) fn decode_q6k(row: &[u8]) -> Vec<Q6Block> {
                 }
             }
             let mut sc = [0i8; 16];
-            for (o, &v) in sc.iter_mut().zip(&b[q6_k::SCALES..q6_k::D]) {
+            for (o, &v) in sc.iter_mut().zip(&b[q6k::SCALES..q6k::D]) {
                 *o = v as i8;
             }
             Q6Block {
-                d: f16::from_le_bytes([b[q6_k::D], b[q6_k::D + 1]]).to_f32(),
+                d: f16::from_le_bytes([b[q6k::D], b[q6k::D + 1]]).to_f32(),
                 sc,
                 q,
             }
@@ -143,12 +143,12 @@ pub(crate) struct Q4Block {
     q: [u8; QK_K],
 }
 
-/// Integer values of a Q4_K row (block layout in [`q4_k`]; 6-bit scales and mins packed as
+/// Integer values of a Q4_K row (block layout in [`q4k`]; 6-bit scales and mins packed as
 /// `get_scale_min_k4`).
 pub(crate) fn decode_q4k(row: &[u8]) -> Vec<Q4Block> {
     row.chunks_exact(GgmlType::Q4_K.type_size() as usize)
         .map(|b| {
-            let s = &b[q4_k::SCALES..q4_k::QS];
+            let s = &b[q4k::SCALES..q4k::QS];
             let mut sc = [0u8; 8];
             let mut m = [0u8; 8];
             for j in 0..8 {
@@ -163,14 +163,14 @@ pub(crate) fn decode_q4k(row: &[u8]) -> Vec<Q4Block> {
             let mut q = [0u8; QK_K];
             for c in 0..4 {
                 for l in 0..32 {
-                    let v = b[q4_k::QS + 32 * c + l];
+                    let v = b[q4k::QS + 32 * c + l];
                     q[64 * c + l] = v & 0x0f;
                     q[64 * c + 32 + l] = v >> 4;
                 }
             }
             Q4Block {
-                d: f16::from_le_bytes([b[q4_k::D], b[q4_k::D + 1]]).to_f32(),
-                dmin: f16::from_le_bytes([b[q4_k::DMIN], b[q4_k::DMIN + 1]]).to_f32(),
+                d: f16::from_le_bytes([b[q4k::D], b[q4k::D + 1]]).to_f32(),
+                dmin: f16::from_le_bytes([b[q4k::DMIN], b[q4k::DMIN + 1]]).to_f32(),
                 sc,
                 m,
                 q,
@@ -380,8 +380,8 @@ mod tests {
             let nb = 1 + seed as usize % 6;
             let a = quantize_q8k(&acts(QK_K * nb, seed * 7));
             let size = |ty: GgmlType| ty.type_size() as usize;
-            let w4 = decode_q4k(&blocks(size(q4), nb, &[q4_k::D, q4_k::DMIN], seed));
-            let w6 = decode_q6k(&blocks(size(q6), nb, &[q6_k::D], seed + 100));
+            let w4 = decode_q4k(&blocks(size(q4), nb, &[q4k::D, q4k::DMIN], seed));
+            let w6 = decode_q6k(&blocks(size(q6), nb, &[q6k::D], seed + 100));
             for group in [64, QK_K] {
                 let p = dot_q4k(&w4, &a, group);
                 portable.push(p);

@@ -1,9 +1,12 @@
 //! Where the fields of ggml's weight blocks sit (ggml-common.h, the `block_*` structs), for the
-//! kernels that read stored blocks directly. Every intra-block offset the engine uses is named
-//! here; block sizes in bytes and elements come from the type table (`GgmlType::type_size`,
-//! `block_size`), and the tests below check that the fields fill exactly those sizes.
+//! kernels that read stored blocks directly. The K-quant layouts are dynquant-quants' own
+//! (`dynquant_quants::k::layout`, re-exported here), the same source its decoders read; the
+//! legacy layouts (Q4_0..Q8_0), which that crate keeps private, are named here. Block sizes in
+//! bytes and elements come from the type table (`GgmlType::type_size`, `block_size`), and the
+//! tests below check that the fields fill exactly those sizes.
 
-use dynquant_core::GgmlType;
+use dynquant_gguf::GgmlType;
+pub(crate) use dynquant_quants::k::layout::{q4k, q6k};
 
 /// Elements of a legacy block (`QK4_0`, `QK4_1`, `QK5_0`, `QK5_1`, `QK8_0`).
 pub(crate) const QK: usize = 32;
@@ -55,32 +58,6 @@ pub(crate) mod q8_0 {
     pub(crate) const QS: usize = 2;
 }
 
-/// `block_q4_K`: f16 scale and minimum scale, 12 bytes of packed 6-bit sub-block scales and
-/// minimums (`get_scale_min_k4`), 128 bytes of 4-bit values.
-pub(crate) mod q4_k {
-    /// f16 super-block scale.
-    pub(crate) const D: usize = 0;
-    /// f16 super-block scale of the minimums.
-    pub(crate) const DMIN: usize = 2;
-    /// Packed 6-bit scales and minimums of the eight 32-element sub-blocks.
-    pub(crate) const SCALES: usize = 4;
-    /// 4-bit values: 32 bytes per 64 elements (low nibbles first).
-    pub(crate) const QS: usize = 16;
-}
-
-/// `block_q6_K`: 128 bytes of low 4 bits, 64 bytes of high 2 bits, 16 i8 sub-block scales, f16
-/// scale.
-pub(crate) mod q6_k {
-    /// Low 4 bits: 64 bytes per 128 elements.
-    pub(crate) const QL: usize = 0;
-    /// High 2 bits: 32 bytes per 128 elements.
-    pub(crate) const QH: usize = 128;
-    /// i8 scales of the sixteen 16-element sub-blocks.
-    pub(crate) const SCALES: usize = 192;
-    /// f16 super-block scale.
-    pub(crate) const D: usize = 208;
-}
-
 /// Offset of the f16 block minimum of the types whose activations are Q8_1 (the minimum
 /// multiplies the activations' stored block sums), `None` for the others.
 pub(crate) fn block_min(ty: GgmlType) -> Option<usize> {
@@ -116,12 +93,7 @@ mod tests {
         assert_eq!(q5_1::M + 2 + 4, q5_1::QS);
         assert_eq!(q5_1::QS + QK / 2, size(Q5_1));
         assert_eq!((q8_0::D + 2, q8_0::QS + QK), (q8_0::QS, size(Q8_0)));
-        assert_eq!((q4_k::D + 2, q4_k::DMIN + 2), (q4_k::DMIN, q4_k::SCALES));
-        assert_eq!(q4_k::SCALES + 12, q4_k::QS);
-        assert_eq!(q4_k::QS + QK_K / 2, size(Q4_K));
-        assert_eq!(q6_k::QL + QK_K / 2, q6_k::QH);
-        assert_eq!(q6_k::QH + QK_K / 4, q6_k::SCALES);
-        assert_eq!(q6_k::SCALES + QK_K / 16, q6_k::D);
-        assert_eq!(q6_k::D + 2, size(Q6_K));
+        assert_eq!(q4k::QS + QK_K / 2, size(Q4_K));
+        assert_eq!(q6k::D + 2, size(Q6_K));
     }
 }

@@ -5,7 +5,7 @@
 //! `m_w * s_a` summed separately, and `hsum_float_8(acc) (+ summs)`. Bit-identical results keep
 //! llama.cpp's later 8-bit roundings from flipping.
 
-use dynquant_core::GgmlType;
+use dynquant_gguf::GgmlType;
 use half::f16;
 
 use super::layout::{q4_0, q4_1, q5_0, q8_0, QK};

@@ -9,7 +9,7 @@
 //!   kv_lora, plus `key_length_mla` / `value_length_mla`; YaRN's `yarn_log_multiplier` is
 //!   0.1 x `mscale_all_dim`.
 
-use dynquant_core::gguf::{Metadata, Value};
+use dynquant_gguf::{Metadata, Value};
 
 use super::qwen3moe::{mlp_expert, MLP_EXPERT_PROJS};
 use super::{common_name, Arch, Mapped, Overrides, Params, Transform};

@@ -1,7 +1,7 @@
 //! `LlamaForCausalLM` / `MistralForCausalLM` -> `llama`: q/k rows permuted for llama.cpp's RoPE
 //! layout, `vocab_size` and `rope.dimension_count` after the file type.
 
-use dynquant_core::gguf::{Metadata, Value};
+use dynquant_gguf::{Metadata, Value};
 
 use super::{common_name, Arch, Mapped, OutTensor, Params, Transform};
 use crate::config::Config;

@@ -2,7 +2,7 @@
 //! stacked into `ffn_gate_exps` / `ffn_down_exps` / `ffn_up_exps` (in that order, once a
 //! layer's experts are all read), the router as `ffn_gate_inp`.
 
-use dynquant_core::gguf::Metadata;
+use dynquant_gguf::Metadata;
 
 use super::llama::{llama_extra, llama_map};
 use super::{expert_of, Arch, Mapped, Params};

@@ -12,7 +12,7 @@ mod qwen2;
 mod qwen3;
 mod qwen3moe;
 
-use dynquant_core::gguf::{Metadata, Value};
+use dynquant_gguf::{Metadata, Value};
 
 use crate::config::Config;
 use crate::error::{HfError, Result};

@@ -1,7 +1,7 @@
 //! `Qwen2ForCausalLM` -> `qwen2`: the shared names, q/k/v biases kept (as F32), no
 //! permutation, no extra keys.
 
-use dynquant_core::gguf::Metadata;
+use dynquant_gguf::Metadata;
 
 use super::{common_name, Arch, Mapped, Params, Transform};
 use crate::config::Config;

@@ -1,7 +1,7 @@
 //! `Qwen3ForCausalLM` -> `qwen3`: per-head `q_norm` / `k_norm` (`attn_q_norm`, `attn_k_norm`,
 //! F32), no biases, no permutation; `key_length`/`value_length` from `head_dim`.
 
-use dynquant_core::gguf::Metadata;
+use dynquant_gguf::Metadata;
 
 use super::qwen2::qwen_map;
 use super::{Arch, Mapped, Params};

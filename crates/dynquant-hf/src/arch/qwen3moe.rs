@@ -2,7 +2,7 @@
 //! into `ffn_down_exps` / `ffn_gate_exps` / `ffn_up_exps`, the router `mlp.gate` as
 //! `ffn_gate_inp`, and `expert_feed_forward_length`.
 
-use dynquant_core::gguf::{Metadata, Value};
+use dynquant_gguf::{Metadata, Value};
 
 use super::qwen2::qwen_map;
 use super::{expert_of, Arch, Mapped, Params};

@@ -9,11 +9,11 @@
 //! unquantized model.
 
 use anyhow::{ensure, Context, Result};
-use dynquant_core::gguf::{
+use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::{
     copy_model, keys, Access, Array, GgufModel, GgufWriter, Metadata, OutputTarget, SplitSpec,
     TensorInfo, Value,
 };
-use dynquant_core::types::GgmlType;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use dynquant_core::gguf::{keys, GgufWriter, Metadata, OutputTarget, TensorInfo, Value};
-use dynquant_core::imatrix::Imatrix;
-use dynquant_core::types::{file_type_by_name, GgmlType};
+use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::types::{file_type_by_name, GgmlType};
+use dynquant_gguf::{keys, GgufWriter, Metadata, OutputTarget, TensorInfo, Value};
 use dynquant_testkit::llama_quantize::LlamaLib;
 
 use super::write_options;

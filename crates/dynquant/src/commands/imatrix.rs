@@ -1,9 +1,9 @@
 //! `dynquant imatrix`: squared activations per input column of every matrix product.
 
 use anyhow::{Context, Result};
-use dynquant_core::gguf::WriteOptions;
 use dynquant_engine::evaluation::Progress;
 use dynquant_engine::imatrix::statistics;
+use dynquant_gguf::WriteOptions;
 
 use super::perplexity::{evaluator, open, pool};
 use crate::args::ImatrixArgs;

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
-use dynquant_core::gguf::{keys, Array, GgufModel, Metadata, Value};
-use dynquant_core::types::{file_type_by_id, GgmlType};
+use dynquant_gguf::types::{file_type_by_id, GgmlType};
+use dynquant_gguf::{keys, Array, GgufModel, Metadata, Value};
 use serde_json::{json, Map, Number, Value as Json};
 
 use super::human_bytes;

@@ -13,7 +13,7 @@ mod run;
 mod split;
 
 use anyhow::Result;
-use dynquant_core::gguf::{Access, WriteOptions};
+use dynquant_gguf::{Access, WriteOptions};
 
 use crate::args::{Cli, Command, ReadArgs};
 

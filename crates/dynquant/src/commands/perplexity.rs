@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use dynquant_core::gguf::{Access, GgufModel};
 use dynquant_engine::evaluation::{Evaluator, PerplexityReport, Progress, SaveLogits};
 use dynquant_engine::{Model, Numerics};
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_tokenizer::Tokenizer;
 
 use crate::args::{EngineArgs, PerplexityArgs};

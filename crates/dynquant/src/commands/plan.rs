@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::{bail, Context, Result};
-use dynquant_core::gguf::{Access, GgufModel};
-use dynquant_core::imatrix::Imatrix;
-use dynquant_core::types::{GgmlType, ImatrixNeed};
+use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::types::{GgmlType, ImatrixNeed};
+use dynquant_gguf::{Access, GgufModel};
 use dynquant_plan::inventory::{
     deepseek_inventory, from_hf_config, DeepseekConfig, Inventory, MlaLayout,
 };

@@ -4,16 +4,16 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use dynquant_core::gguf::{keys, GgufModel, Value, WriteOptions};
-use dynquant_core::imatrix::Imatrix;
-use dynquant_core::pipeline::{
-    check_imatrix_coverage, quantize_model, unseen_experts, Progress, QuantizeJob, TensorSource,
-    DEFAULT_SLAB_VALUES,
-};
-use dynquant_core::types::{file_type_by_name, GgmlType, FILE_TYPE_TABLE};
+use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::types::{file_type_by_name, GgmlType, FILE_TYPE_TABLE};
+use dynquant_gguf::{keys, GgufModel, Value, WriteOptions};
 use dynquant_hf::{is_hf_dir, ConvertOptions, HfModel};
 use dynquant_plan::inventory::Inventory;
 use dynquant_plan::{plan_recipe, Plan};
+use dynquant_quantize::{
+    check_imatrix_coverage, quantize_model, unseen_experts, Progress, QuantizeJob, TensorSource,
+    DEFAULT_SLAB_VALUES,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sha2::{Digest, Sha256};

@@ -1,7 +1,7 @@
 //! `split` and `merge`.
 
 use anyhow::{bail, Context, Result};
-use dynquant_core::gguf::{copy_model, GgufModel, OutputTarget};
+use dynquant_gguf::{copy_model, GgufModel, OutputTarget};
 
 use super::{human_bytes, write_options};
 use crate::args::{MergeArgs, SplitArgs};

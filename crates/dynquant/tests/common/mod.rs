@@ -103,8 +103,7 @@ pub fn check_greedy_run(o: &Oracle, model: &std::path::Path) {
         dynquant(args!["run", model, "-p", prompt, "-n", "8", "--temp", "0"]),
         "run",
     );
-    let gguf = dynquant_core::gguf::GgufModel::open(model, dynquant_core::gguf::Access::Mmap)
-        .expect("open");
+    let gguf = dynquant_gguf::GgufModel::open(model, dynquant_gguf::Access::Mmap).expect("open");
     let tok = dynquant_tokenizer::Tokenizer::from_gguf(gguf.metadata()).expect("tokenizer");
     let ids: Vec<u32> = theirs[0].iter().map(|&t| t as u32).collect();
     let expected = tok.decode(&ids);

@@ -1,0 +1,472 @@
+//! llama.cpp importance matrices in the GGUF imatrix format (llama.cpp PR #9400).
+//!
+//! An imatrix GGUF has `general.type = "imatrix"`, `imatrix.datasets` (array of strings),
+//! `imatrix.chunk_count` and `imatrix.chunk_size` (u32), and per weight `<name>` two F32
+//! tensors: `<name>.in_sum2` (raw sums of squared activations, ne `{ne0, n_mat}`) and
+//! `<name>.counts` (tokens seen, ne `{1, n_mat}`), where `n_mat` is the expert count for
+//! `*_exps` weights and 1 otherwise (a trailing 1 is dropped from the stored shape). Entries
+//! are sorted by name (`tools/imatrix/imatrix.cpp`). llama-quantize turns an entry into
+//! weights `in_sum2 / count` per matrix, all ones for a matrix whose count is 0
+//! (`tools/quantize/quantize.cpp` `load_imatrix`).
+
+use std::path::Path;
+
+use crate::types::GgmlType;
+use crate::{
+    Access, Array, GgufError, GgufModel, GgufWriter, Metadata, OutputTarget, TensorInfo, Value,
+    WriteOptions,
+};
+
+/// Metadata keys of imatrix files.
+pub mod keys {
+    /// Calibration dataset names (array of strings).
+    pub const DATASETS: &str = "imatrix.datasets";
+    /// Chunks processed (u32).
+    pub const CHUNK_COUNT: &str = "imatrix.chunk_count";
+    /// Tokens per chunk (u32).
+    pub const CHUNK_SIZE: &str = "imatrix.chunk_size";
+    /// Suffix of the sums tensor.
+    pub const IN_SUM2: &str = ".in_sum2";
+    /// Suffix of the counts tensor.
+    pub const COUNTS: &str = ".counts";
+}
+
+/// Errors reading or writing imatrix files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImatrixError {
+    /// The container itself is bad.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// A required key is missing or has the wrong type.
+    #[error("imatrix metadata key '{0}' is missing or has the wrong type")]
+    BadKey(&'static str),
+    /// `general.type` is not `imatrix`.
+    #[error("not an imatrix file (general.type is {0:?})")]
+    NotImatrix(Option<String>),
+    /// A legacy `.dat` file that does not parse.
+    #[error("legacy imatrix: {0}")]
+    Legacy(String),
+    /// An entry whose tensors are inconsistent.
+    #[error("imatrix entry '{name}': {reason}")]
+    BadEntry {
+        /// Weight name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The importance data of one weight tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImatrixEntry {
+    /// Weight name (`blk.3.ffn_down_exps.weight`).
+    pub name: String,
+    /// Values per matrix (the weight's `ne0`).
+    pub n_per_mat: usize,
+    /// Sums of squared activations, `n_per_mat` per matrix, matrices consecutive.
+    pub in_sum2: Vec<f32>,
+    /// Tokens seen per matrix.
+    pub counts: Vec<f32>,
+}
+
+impl ImatrixEntry {
+    /// Number of matrices (experts).
+    pub fn n_mat(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Per-column weights of matrix `mat` as llama-quantize derives them: mean squared
+    /// activation, or all ones when the matrix saw no tokens.
+    pub fn weights(&self, mat: usize) -> Vec<f32> {
+        let sums = &self.in_sum2[mat * self.n_per_mat..(mat + 1) * self.n_per_mat];
+        let count = self.counts[mat];
+        if count == 0.0 {
+            vec![1.0; self.n_per_mat]
+        } else {
+            sums.iter().map(|s| s / count).collect()
+        }
+    }
+
+    /// Matrices (experts) that saw no tokens; they get neutral weights.
+    pub fn unseen_matrices(&self) -> usize {
+        self.counts.iter().filter(|c| **c == 0.0).count()
+    }
+
+    /// Per-matrix weights for a tensor with rows of `ne0` values and `n_mat` matrices, or
+    /// `None` when the entry does not fit that shape. A legacy `.dat` entry has no
+    /// per-expert structure (its experts are concatenated in one vector with one call
+    /// count), so a single vector of `ne0 * n_mat` values is cut into `n_mat` slices, as
+    /// llama-quantize does.
+    pub fn weights_for(&self, ne0: usize, n_mat: usize) -> Option<Vec<Vec<f32>>> {
+        if self.n_per_mat == ne0 && self.n_mat() == n_mat {
+            return Some((0..n_mat).map(|m| self.weights(m)).collect());
+        }
+        if self.n_mat() == 1 && n_mat > 1 && Some(self.n_per_mat) == ne0.checked_mul(n_mat) {
+            let all = self.weights(0);
+            return Some(all.chunks(ne0).map(<[f32]>::to_vec).collect());
+        }
+        None
+    }
+}
+
+/// A whole imatrix file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Imatrix {
+    /// Calibration dataset names.
+    pub datasets: Vec<String>,
+    /// Chunks processed.
+    pub chunk_count: u32,
+    /// Tokens per chunk.
+    pub chunk_size: u32,
+    /// Entries, sorted by name.
+    pub entries: Vec<ImatrixEntry>,
+}
+
+fn f32_values(model: &GgufModel, name: &str) -> Result<(Vec<u64>, Vec<f32>), ImatrixError> {
+    let t = model
+        .tensors()
+        .find(|t| t.info.name == name)
+        .ok_or_else(|| ImatrixError::BadEntry {
+            name: name.into(),
+            reason: "tensor missing".into(),
+        })?;
+    if t.info.ggml_type != GgmlType::F32 {
+        return Err(ImatrixError::BadEntry {
+            name: name.into(),
+            reason: format!("stored as {}, expected f32", t.info.ggml_type),
+        });
+    }
+    let bytes = model.tensor_data(&t)?;
+    if bytes.len() as u64 != 4 * t.info.n_elements() {
+        return Err(ImatrixError::BadEntry {
+            name: name.into(),
+            reason: format!(
+                "{} bytes do not hold {} f32 values",
+                bytes.len(),
+                t.info.n_elements()
+            ),
+        });
+    }
+    let out: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok((t.info.shape.clone(), out))
+}
+
+impl Imatrix {
+    /// Reads an imatrix file: GGUF (recognised by its magic) or llama.cpp's legacy `.dat`.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, ImatrixError> {
+        let path = path.as_ref();
+        let mut magic = [0u8; 4];
+        let is_gguf = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .map(|()| &magic == b"GGUF")
+            .unwrap_or(false);
+        if is_gguf {
+            Self::read_gguf(path)
+        } else {
+            let bytes = std::fs::read(path).map_err(|e| GgufError::io("read", path, e))?;
+            Self::parse_legacy(&bytes)
+        }
+    }
+
+    /// Reads a GGUF imatrix.
+    pub fn read_gguf(path: impl AsRef<Path>) -> Result<Self, ImatrixError> {
+        let model = GgufModel::open(path, Access::Pread)?;
+        let md = model.metadata();
+        let ty = md.get(crate::keys::general::TYPE).and_then(Value::as_str);
+        if ty != Some("imatrix") {
+            return Err(ImatrixError::NotImatrix(ty.map(String::from)));
+        }
+        let datasets = match md.get(keys::DATASETS) {
+            Some(Value::Array(Array::String(v))) => v.clone(),
+            _ => return Err(ImatrixError::BadKey(keys::DATASETS)),
+        };
+        let u32_key = |k: &'static str| match md.get(k) {
+            Some(Value::U32(v)) => Ok(*v),
+            _ => Err(ImatrixError::BadKey(k)),
+        };
+        let chunk_count = u32_key(keys::CHUNK_COUNT)?;
+        let chunk_size = u32_key(keys::CHUNK_SIZE)?;
+        let mut entries = Vec::new();
+        for t in model.tensors() {
+            let Some(name) = t.info.name.strip_suffix(keys::IN_SUM2) else {
+                continue;
+            };
+            let bad = |reason: String| ImatrixError::BadEntry {
+                name: name.into(),
+                reason,
+            };
+            let (sum_shape, in_sum2) = f32_values(&model, &t.info.name)?;
+            let (count_shape, counts) = f32_values(&model, &format!("{name}{}", keys::COUNTS))?;
+            let n_mat = counts.len();
+            let n_per_mat = sum_shape.first().copied().unwrap_or(1) as usize;
+            if count_shape.first().copied().unwrap_or(1) != 1
+                || n_mat == 0
+                || in_sum2.len() != n_per_mat * n_mat
+            {
+                return Err(bad(format!(
+                    "in_sum2 shape {sum_shape:?} does not match counts shape {count_shape:?}"
+                )));
+            }
+            if let Some(v) = in_sum2
+                .iter()
+                .chain(&counts)
+                .find(|v| !v.is_finite() || **v < 0.0)
+            {
+                return Err(bad(format!("contains the invalid value {v}")));
+            }
+            entries.push(ImatrixEntry {
+                name: name.to_string(),
+                n_per_mat,
+                in_sum2,
+                counts,
+            });
+        }
+        // Every counts tensor must belong to an entry.
+        for t in model.tensors() {
+            if let Some(name) = t.info.name.strip_suffix(keys::COUNTS) {
+                if !entries.iter().any(|e| e.name == name) {
+                    return Err(ImatrixError::BadEntry {
+                        name: name.into(),
+                        reason: "counts without in_sum2".into(),
+                    });
+                }
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Imatrix {
+            datasets,
+            chunk_count,
+            chunk_size,
+            entries,
+        })
+    }
+
+    /// The entry for weight `name`.
+    pub fn get(&self, name: &str) -> Option<&ImatrixEntry> {
+        self.entries
+            .binary_search_by(|e| e.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    /// Writes the imatrix as llama.cpp does: keys in its order, entries sorted by name, each
+    /// `in_sum2` then `counts`, trailing unit dimensions dropped.
+    pub fn write(&self, path: impl AsRef<Path>, opts: &WriteOptions) -> Result<(), ImatrixError> {
+        let mut md = Metadata::new();
+        md.set(crate::keys::general::TYPE, Value::String("imatrix".into()));
+        md.set(
+            keys::DATASETS,
+            Value::Array(Array::String(self.datasets.clone())),
+        );
+        md.set(keys::CHUNK_COUNT, Value::U32(self.chunk_count));
+        md.set(keys::CHUNK_SIZE, Value::U32(self.chunk_size));
+        let mut entries: Vec<&ImatrixEntry> = self.entries.iter().collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut tensors = Vec::with_capacity(entries.len() * 2);
+        for e in &entries {
+            let (sum_shape, count_shape) = if e.n_mat() == 1 {
+                (vec![e.n_per_mat as u64], vec![1])
+            } else {
+                (
+                    vec![e.n_per_mat as u64, e.n_mat() as u64],
+                    vec![1, e.n_mat() as u64],
+                )
+            };
+            tensors.push(TensorInfo::new(
+                format!("{}{}", e.name, keys::IN_SUM2),
+                sum_shape,
+                GgmlType::F32,
+            )?);
+            tensors.push(TensorInfo::new(
+                format!("{}{}", e.name, keys::COUNTS),
+                count_shape,
+                GgmlType::F32,
+            )?);
+        }
+        let mut w = GgufWriter::create(
+            &OutputTarget::Single(path.as_ref().to_path_buf()),
+            md,
+            tensors.clone(),
+            opts,
+        )?;
+        let mut buf = Vec::new();
+        for (e, pair) in entries.iter().zip(tensors.chunks(2)) {
+            for (values, t) in [(&e.in_sum2, &pair[0]), (&e.counts, &pair[1])] {
+                buf.clear();
+                buf.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+                w.write(&t.name, &buf)?;
+            }
+        }
+        w.finish()?;
+        Ok(())
+    }
+}
+
+/// Reads little-endian fields of a legacy `.dat` file, every length checked against what is
+/// left.
+struct LegacyReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl LegacyReader<'_> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&[u8], ImatrixError> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.bytes.len());
+        let Some(end) = end else {
+            return Err(ImatrixError::Legacy(format!(
+                "truncated at byte {} reading {what} ({n} bytes needed, {} left)",
+                self.pos,
+                self.bytes.len() - self.pos
+            )));
+        };
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn i32(&mut self, what: &str) -> Result<i32, ImatrixError> {
+        let b = self.take(4, what)?;
+        Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A non-negative count no larger than `max`.
+    fn count(&mut self, what: &str, max: usize) -> Result<usize, ImatrixError> {
+        let v = self.i32(what)?;
+        usize::try_from(v)
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| ImatrixError::Legacy(format!("{what} is {v}, outside 0..={max}")))
+    }
+
+    fn left(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+}
+
+impl Imatrix {
+    /// Parses llama.cpp's legacy `.dat` imatrix (`--output-format dat`): `int32 n_entries`;
+    /// per entry `int32 name_len`, the name, `int32 ncall`, `int32 nval`, `nval` f32 values;
+    /// then optionally `int32 last_chunk`, `int32 dataset_len` and the dataset name (all
+    /// little-endian; format from llama.cpp `tools/imatrix/imatrix.cpp`). The stored values
+    /// are mean squared activations times `ncall`, so each entry becomes `in_sum2 = values`
+    /// with a single count of `ncall`, and [`ImatrixEntry::weights`] gives `values / ncall`
+    /// exactly as llama-quantize computes it (raw values when `ncall` is 0).
+    pub fn parse_legacy(bytes: &[u8]) -> Result<Self, ImatrixError> {
+        let mut r = LegacyReader { bytes, pos: 0 };
+        // Each entry needs at least 12 bytes, which bounds the entry count by the file size.
+        let n_entries = r.count("entry count", bytes.len() / 12)?;
+        let mut entries = Vec::with_capacity(n_entries);
+        for i in 0..n_entries {
+            let name_len = r.count("name length", r.left())?;
+            let name = std::str::from_utf8(r.take(name_len, "name")?)
+                .map_err(|_| ImatrixError::Legacy(format!("entry {i}: name is not UTF-8")))?
+                .to_string();
+            let ncall = r.i32("call count")?;
+            let nval = r.count("value count", r.left() / 4)?;
+            let raw = r.take(nval * 4, "values")?;
+            let in_sum2: Vec<f32> = raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            if nval == 0 {
+                return Err(ImatrixError::BadEntry {
+                    name,
+                    reason: "no values".into(),
+                });
+            }
+            if let Some(v) = in_sum2.iter().find(|v| !v.is_finite() || **v < 0.0) {
+                return Err(ImatrixError::BadEntry {
+                    name,
+                    reason: format!("contains the invalid value {v}"),
+                });
+            }
+            if ncall < 0 {
+                return Err(ImatrixError::BadEntry {
+                    name,
+                    reason: format!("negative call count {ncall}"),
+                });
+            }
+            // llama-quantize divides by ncall, or keeps the raw values when it is 0.
+            let count = if ncall == 0 { 1.0 } else { ncall as f32 };
+            entries.push(ImatrixEntry {
+                name,
+                n_per_mat: nval,
+                in_sum2,
+                counts: vec![count],
+            });
+        }
+        let mut chunk_count = 0;
+        let mut datasets = Vec::new();
+        if r.left() >= 4 {
+            chunk_count = r.count("last chunk", i32::MAX as usize)? as u32;
+            if r.left() >= 4 {
+                let len = r.count("dataset name length", r.left())?;
+                let name = r.take(len, "dataset name")?;
+                datasets.push(String::from_utf8_lossy(name).into_owned());
+            }
+        }
+        if r.left() != 0 {
+            return Err(ImatrixError::Legacy(format!(
+                "{} unexpected bytes after the last field",
+                r.left()
+            )));
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        if entries.windows(2).any(|w| w[0].name == w[1].name) {
+            return Err(ImatrixError::Legacy("duplicate entry names".into()));
+        }
+        Ok(Imatrix {
+            datasets,
+            chunk_count,
+            chunk_size: 0,
+            entries,
+        })
+    }
+
+    /// Encodes the imatrix as a legacy `.dat` file the way llama.cpp's writer does:
+    /// `ncall = ceil(max(counts) / chunk_size)` (the largest count when the chunk size is
+    /// unknown), each value `in_sum2 / count * ncall`, an expert that saw nothing stored as
+    /// `ncall` (neutral), and entries without any data skipped.
+    pub fn to_legacy_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let kept: Vec<&ImatrixEntry> = self
+            .entries
+            .iter()
+            .filter(|e| e.counts.iter().any(|c| *c > 0.0))
+            .collect();
+        out.extend_from_slice(&(kept.len() as i32).to_le_bytes());
+        for e in kept {
+            let max_count = e.counts.iter().copied().fold(0f32, f32::max) as f64;
+            let ncall = if self.chunk_size > 0 {
+                (max_count / self.chunk_size as f64).ceil()
+            } else {
+                max_count
+            }
+            .max(1.0) as i32;
+            out.extend_from_slice(&(e.name.len() as i32).to_le_bytes());
+            out.extend_from_slice(e.name.as_bytes());
+            out.extend_from_slice(&ncall.to_le_bytes());
+            out.extend_from_slice(&(e.in_sum2.len() as i32).to_le_bytes());
+            for m in 0..e.n_mat() {
+                let count = e.counts[m];
+                for s in &e.in_sum2[m * e.n_per_mat..(m + 1) * e.n_per_mat] {
+                    let v = if count > 0.0 {
+                        (*s / count) * ncall as f32
+                    } else {
+                        ncall as f32
+                    };
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        out.extend_from_slice(&(self.chunk_count as i32).to_le_bytes());
+        let dataset = self.datasets.first().map_or("", String::as_str);
+        out.extend_from_slice(&(dataset.len() as i32).to_le_bytes());
+        out.extend_from_slice(dataset.as_bytes());
+        out
+    }
+}

@@ -1,0 +1,359 @@
+//! dynquant-quantize: the streaming quantization pipeline, a plan executed over a model too large for memory.
+//!
+//! Tensor by tensor, in output order: a tensor whose target type equals its stored type is
+//! copied; any other is read in slabs of whole rows (dequantized to f32), the rows of a slab
+//! are quantized in parallel on the caller's rayon pool, and the slab's bytes are written in
+//! order. Rows are independent and each row's bytes depend only on its values and its
+//! importance weights, so the output is byte-identical for any thread count. Memory is
+//! bounded by the slab size, not by the model.
+
+#![deny(missing_docs)]
+
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+
+use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::types::{GgmlType, ImatrixNeed};
+use dynquant_gguf::{
+    GgufError, GgufModel, GgufWriter, Metadata, OutputTarget, TensorInfo, WriteOptions,
+    WriteSummary,
+};
+use dynquant_quants::{dequantize, quantize_rows, QuantError};
+
+/// Pipeline errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// Reading or writing.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// Converting a tensor.
+    #[error("tensor '{tensor}': {source}")]
+    Quant {
+        /// Tensor name.
+        tensor: String,
+        /// What went wrong (rows are numbered within the tensor).
+        #[source]
+        source: QuantError,
+    },
+    /// The plan does not fit the model.
+    #[error("the plan has {plan} entries for {model} tensors")]
+    PlanMismatch {
+        /// Plan entries.
+        plan: usize,
+        /// Model tensors.
+        model: usize,
+    },
+    /// Tensors whose type needs an importance matrix that was not given.
+    #[error("{} tensors need an importance matrix and have none (pass --imatrix, or --imatrix-fallback to accept a weaker substitute): {}", .0.len(), .0.join(", "))]
+    MissingImatrix(Vec<String>),
+    /// An imatrix entry that does not fit its tensor.
+    #[error("imatrix entry for '{name}' holds {got} values per matrix x {mats} matrices, the tensor needs {need} x {need_mats}")]
+    ImatrixShape {
+        /// Tensor.
+        name: String,
+        /// Values per matrix in the imatrix.
+        got: usize,
+        /// Matrices in the imatrix.
+        mats: usize,
+        /// Row length of the tensor.
+        need: u64,
+        /// Matrices (experts) of the tensor.
+        need_mats: u64,
+    },
+    /// A source tensor dynquant cannot read as f32.
+    #[error("tensor '{0}' is stored as {1}; re-quantizing it needs --allow-requantize")]
+    Requantize(String, GgmlType),
+    /// Reading a non-GGUF source (a Hugging Face checkpoint) failed.
+    #[error(transparent)]
+    Source(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Where the pipeline's tensors come from: a GGUF model, or a converter that presents another
+/// format (safetensors) as GGUF tensors. Tensors are addressed by their index in model order.
+pub trait TensorSource: Sync {
+    /// Number of tensors.
+    fn n_tensors(&self) -> usize;
+    /// Name, shape (GGUF order) and stored type of tensor `index`.
+    fn info(&self, index: usize) -> &TensorInfo;
+    /// Files that must never be overwritten by the output.
+    fn input_paths(&self) -> Vec<PathBuf>;
+    /// Streams tensor `index`'s bytes in its stored type, in bounded pieces.
+    fn stream_raw(
+        &self,
+        index: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), GgufError>,
+    ) -> Result<(), PipelineError>;
+    /// Fills `out` (a whole number of rows) with rows `first_row..` of tensor `index` as f32.
+    /// `allow_requantize` permits dequantizing quantized stored types.
+    fn read_rows_f32(
+        &self,
+        index: usize,
+        first_row: usize,
+        out: &mut [f32],
+        allow_requantize: bool,
+    ) -> Result<(), PipelineError>;
+}
+
+impl TensorSource for GgufModel {
+    fn n_tensors(&self) -> usize {
+        GgufModel::n_tensors(self)
+    }
+
+    fn info(&self, index: usize) -> &TensorInfo {
+        self.tensors()
+            .nth(index)
+            .map(|t| t.info)
+            .expect("tensor index in range")
+    }
+
+    fn input_paths(&self) -> Vec<PathBuf> {
+        self.paths()
+    }
+
+    fn stream_raw(
+        &self,
+        index: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), GgufError>,
+    ) -> Result<(), PipelineError> {
+        let t = self.tensors().nth(index).expect("tensor index in range");
+        self.stream_tensor(&t, sink)?;
+        // Copied: its mapped pages are not needed again.
+        Ok(self.release_tensor_pages(&t, 0, t.info.n_bytes)?)
+    }
+
+    fn read_rows_f32(
+        &self,
+        index: usize,
+        first_row: usize,
+        out: &mut [f32],
+        allow_requantize: bool,
+    ) -> Result<(), PipelineError> {
+        let t = self.tensors().nth(index).expect("tensor index in range");
+        let info = t.info;
+        if info.ggml_type.info().quantized && !allow_requantize {
+            return Err(PipelineError::Requantize(info.name.clone(), info.ggml_type));
+        }
+        let row = info.row_len() as usize;
+        let src_row_bytes = info.ggml_type.row_bytes(row as u64).unwrap_or(0) as usize;
+        let rows = out.len() / row.max(1);
+        // The slab's bytes are copied out of the map (or read), and its mapped pages released
+        // afterwards, so a pass over a model larger than memory keeps only a slab resident.
+        let from = first_row
+            .checked_mul(src_row_bytes)
+            .ok_or(GgufError::TooMuchData {
+                name: info.name.clone(),
+                expected: info.n_bytes,
+                got: u64::MAX,
+            })? as u64;
+        let mut src = vec![0u8; rows * src_row_bytes];
+        self.read_tensor_bytes(&t, from, &mut src)?;
+        self.release_tensor_pages(&t, from, src.len() as u64)?;
+        out.par_chunks_mut(row.max(1))
+            .zip(src.par_chunks(src_row_bytes.max(1)))
+            .try_for_each(|(x, s)| dequantize(info.ggml_type, s, x))
+            .map_err(|source| PipelineError::Quant {
+                tensor: info.name.clone(),
+                source,
+            })
+    }
+}
+
+/// Progress reports (the library prints nothing; the CLI renders these).
+pub trait Progress: Sync {
+    /// A tensor starts.
+    fn tensor_started(&self, _index: usize, _name: &str, _from: GgmlType, _to: GgmlType) {}
+    /// `bytes` of source data were processed.
+    fn advanced(&self, _bytes: u64) {}
+}
+
+/// A progress sink that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// What to do.
+pub struct QuantizeJob<'a> {
+    /// The source model (a [`GgufModel`], or any other [`TensorSource`]).
+    pub model: &'a dyn TensorSource,
+    /// Target type per tensor, in `model.tensors()` order.
+    pub targets: Vec<GgmlType>,
+    /// Output metadata (complete: the caller sets file type, recipe keys, imatrix keys).
+    pub metadata: Metadata,
+    /// Importance matrix.
+    pub imatrix: Option<&'a Imatrix>,
+    /// Use all-ones weights for types that need an imatrix when an entry is missing.
+    pub imatrix_fallback: bool,
+    /// Allow quantized sources (dequantized to f32 first).
+    pub allow_requantize: bool,
+    /// f32 values per slab (bounds memory: about 8 bytes per value plus output).
+    pub slab_values: usize,
+}
+
+/// Default slab: 16 Mi values (64 MiB of f32).
+pub const DEFAULT_SLAB_VALUES: usize = 16 << 20;
+
+/// The per-matrix importance weights of a tensor, checked against its shape.
+fn importance_of(
+    imatrix: Option<&Imatrix>,
+    t: &TensorInfo,
+) -> Result<Option<Vec<Vec<f32>>>, PipelineError> {
+    let Some(entry) = imatrix.and_then(|im| im.get(&t.name)) else {
+        return Ok(None);
+    };
+    let need_mats = t.shape.get(2).copied().unwrap_or(1) * t.shape.get(3).copied().unwrap_or(1);
+    entry
+        .weights_for(t.row_len() as usize, need_mats as usize)
+        .map(Some)
+        .ok_or_else(|| PipelineError::ImatrixShape {
+            name: t.name.clone(),
+            got: entry.n_per_mat,
+            mats: entry.n_mat(),
+            need: t.row_len(),
+            need_mats,
+        })
+}
+
+/// A tensor whose imatrix entry has experts that saw no calibration tokens: those experts
+/// are quantized with neutral (all-ones) weights, as llama-quantize does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnseenExperts {
+    /// Tensor name.
+    pub tensor: String,
+    /// Experts without data.
+    pub unseen: usize,
+    /// Experts in the tensor.
+    pub total: usize,
+}
+
+/// Tensors to be quantized whose imatrix entry has experts with a zero count, for a warning
+/// before the run.
+pub fn unseen_experts(job: &QuantizeJob<'_>) -> Vec<UnseenExperts> {
+    let Some(im) = job.imatrix else {
+        return Vec::new();
+    };
+    (0..job.model.n_tensors())
+        .zip(&job.targets)
+        .filter_map(|(i, &target)| {
+            let info = job.model.info(i);
+            if target == info.ggml_type {
+                return None;
+            }
+            let e = im.get(&info.name)?;
+            let unseen = e.unseen_matrices();
+            (unseen > 0).then(|| UnseenExperts {
+                tensor: info.name.clone(),
+                unseen,
+                total: e.n_mat(),
+            })
+        })
+        .collect()
+}
+
+/// Checks, before any work, that every tensor whose target needs an importance matrix has one.
+pub fn check_imatrix_coverage(job: &QuantizeJob<'_>) -> Result<(), PipelineError> {
+    let mut missing = Vec::new();
+    for (i, &target) in job.targets.iter().enumerate().take(job.model.n_tensors()) {
+        let info = job.model.info(i);
+        if target == info.ggml_type || target.info().imatrix != ImatrixNeed::Required {
+            continue;
+        }
+        if importance_of(job.imatrix, info)?.is_none() && !job.imatrix_fallback {
+            missing.push(info.name.clone());
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(PipelineError::MissingImatrix(missing))
+    }
+}
+
+/// Runs the job into `target`. Call it inside a rayon pool of the wanted size.
+pub fn quantize_model(
+    job: &QuantizeJob<'_>,
+    target: &OutputTarget,
+    write: &WriteOptions,
+    progress: &dyn Progress,
+) -> Result<WriteSummary, PipelineError> {
+    let n = job.model.n_tensors();
+    if job.targets.len() != n {
+        return Err(PipelineError::PlanMismatch {
+            plan: job.targets.len(),
+            model: n,
+        });
+    }
+    check_imatrix_coverage(job)?;
+    let mut infos = Vec::with_capacity(n);
+    for (i, &ty) in job.targets.iter().enumerate() {
+        let info = job.model.info(i);
+        infos.push(TensorInfo::new(info.name.clone(), info.shape.clone(), ty)?);
+    }
+    let mut opts = write.clone();
+    opts.protected_inputs.extend(job.model.input_paths());
+    let mut writer = GgufWriter::create(target, job.metadata.clone(), infos, &opts)?;
+    for (index, &ty) in job.targets.iter().enumerate() {
+        let info = job.model.info(index);
+        progress.tensor_started(index, &info.name, info.ggml_type, ty);
+        if ty == info.ggml_type {
+            job.model.stream_raw(index, &mut |chunk| {
+                progress.advanced(chunk.len() as u64);
+                writer.write(&info.name, chunk)
+            })?;
+            continue;
+        }
+        if info.ggml_type.info().quantized && !job.allow_requantize {
+            return Err(PipelineError::Requantize(info.name.clone(), info.ggml_type));
+        }
+        let row = info.row_len() as usize;
+        let n_rows = info.n_rows() as usize;
+        let rows_per_mat = info.shape.get(1).copied().unwrap_or(1) as usize;
+        // Without an entry, types that need one get uniform weights when the user accepted the
+        // fallback (checked above); the others quantize unweighted.
+        let importance = match importance_of(job.imatrix, info)? {
+            None if ty.info().imatrix == ImatrixNeed::Required => Some(vec![vec![1f32; row]]),
+            other => other,
+        };
+        let mats = importance.as_ref().map_or(1, Vec::len);
+        let src_row_bytes = info.ggml_type.row_bytes(row as u64).unwrap_or(0) as usize;
+        let dst_row_bytes = ty.row_bytes(row as u64).unwrap_or(0) as usize;
+        let slab_rows = (job.slab_values / row.max(1)).max(1);
+        let qerr = |source| PipelineError::Quant {
+            tensor: info.name.clone(),
+            source,
+        };
+        // One slab of rows at a time: memory stays at a slab whatever the tensor and model size.
+        let mut out = Vec::new();
+        let mut src = Vec::new();
+        for first in (0..n_rows).step_by(slab_rows) {
+            let rows = slab_rows.min(n_rows - first);
+            src.resize(rows * row, 0f32);
+            job.model
+                .read_rows_f32(index, first, &mut src, job.allow_requantize)?;
+            out.resize(rows * dst_row_bytes, 0);
+            // Rows in parallel; each row's bytes depend only on the row and its weights.
+            out.par_chunks_mut(dst_row_bytes)
+                .zip(src.par_chunks(row.max(1)))
+                .enumerate()
+                .try_for_each(|(i, (dst, x))| -> Result<(), QuantError> {
+                    let r = first + i;
+                    let w = importance
+                        .as_ref()
+                        .map(|m| m[(r / rows_per_mat).min(mats - 1)].as_slice());
+                    quantize_rows(ty, x, row, w, dst).map_err(|e| match e {
+                        QuantError::NonFiniteInput { col, value, .. } => {
+                            QuantError::NonFiniteInput { row: r, col, value }
+                        }
+                        QuantError::InvalidBlock { ty, .. } => {
+                            QuantError::InvalidBlock { ty, row: r }
+                        }
+                        other => other,
+                    })
+                })
+                .map_err(qerr)?;
+            writer.write(&info.name, &out)?;
+            progress.advanced((rows * src_row_bytes) as u64);
+        }
+    }
+    Ok(writer.finish()?)
+}

@@ -1,0 +1,875 @@
+//! Quantizers for the codebook i-quants: IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M.
+//!
+//! Our own search, not a port of ggml's `quantize_row_iq*_impl`. It minimises the
+//! importance-weighted squared error `Σ w_j (x_j − x̂_j)²` where `x̂` is exactly what ggml's
+//! `dequantize_row_iq*` reads back from our bytes (f16 super-scale, integer sub-block scale
+//! codes, grid magnitudes, signs / IQ1 deltas, evaluated in ggml's f32 operation order).
+//!
+//! **Codebooks.** Each grid (`tables.rs`) is described by its level set (IQ2: {8, 25, 43};
+//! IQ3_XXS: {4, …, 52, 62}; IQ3_S: {1, 3, …, 15}; IQ1: {−1, 0, 1}) and, once per process
+//! (`OnceLock`, deterministic), a lookup table over *every* pattern of per-element levels:
+//! a pattern that is a grid entry maps to itself; any other pattern maps to the grid entries
+//! within its two smallest distinct (level-index) squared distances (full list) and, in a
+//! second table, to those at the smallest distance only (short list, used by the phase-1
+//! scale sweep). A group of 8 (or 4) targets is searched by rounding each target to its
+//! nearest level (which is the exact weighted optimum when that pattern is on the grid) and
+//! otherwise scoring the listed neighbours with the weighted error in value units.
+//!
+//! **Signs.** Signed types search magnitudes `|x|`; the sign byte is the signs of `x`. Where
+//! the format stores signs with even parity (IQ2_XXS, IQ2_XS, IQ3_XXS: 7 stored bits, the
+//! eighth implied by `ksigns_iq2xs`) and the parity is odd, each element is tried as the one
+//! whose sign flips (its target becomes `−|x_j|`, so the grid search picks the best magnitude
+//! for the wrong sign) and the cheapest total is kept. IQ2_S/IQ3_S store plain sign bytes.
+//! IQ1 types have no signs; their values are `dl·(g + δ)` with `δ = ±1/8` per sub-block
+//! (IQ1_S) or per group of 8 (IQ1_M); both deltas are tried.
+//!
+//! **Scales.** Phase 1, per scale unit (32 or 16 weights): a sweep of trial scales mapping
+//! `max|x|` to `f` × the top level (clipping the largest weights often pays). The fast types
+//! (IQ3_XXS, IQ3_S, IQ2_XS, IQ1_M) try six coarse `f` in 0.6, 0.9, …, 2.1, then the best
+//! `f ± 0.1`; the slow ones (large neighbour lists or two deltas per trial) try only the four
+//! coarse `f` that win most often (IQ2_XXS, IQ2_S: 0.9–1.8; IQ1_S: 1.2–2.1), which costs
+//! ~0.02–0.04 of error ratio. Each trial assigns grid entries with the short neighbour
+//! lists and one sign-flip candidate, re-fits the scale by weighted least squares for that
+//! assignment, and the re-fit with the least predicted error is kept. Phase 2, per super-block: two candidate super-scales `d`, each rounded to f16:
+//! the largest unit scale mapped to the top code, then the least-squares re-fit of `d` for
+//! that assignment (it wins ~93% of super-blocks; shrunk ratios of the first candidate won
+//! too rarely to pay for their evaluation). For each unit the two codes bracketing its
+//! phase-1 scale are tried with a full re-assignment (full lists, `FLIPS` sign-flip
+//! candidates) at the exact stored scale; the `d` with the least exact total wins, and a
+//! candidate is abandoned as soon as its running total reaches the best total so far.
+//! Everything is a pure function of the row: no randomness, no thread dependence.
+
+use std::sync::OnceLock;
+
+use crate::float::{f16_to_f32, f32_to_f16};
+use crate::tables::{IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
+
+const QK_K: usize = 256;
+
+/// Sign-flip candidates tried per odd-parity group in the final assignment.
+const FLIPS: usize = 4;
+
+/// A grid with its level set and pattern → candidate-entries lookup.
+pub(super) struct Codebook {
+    /// Elements per grid entry (8 or 4).
+    n: usize,
+    nlev: usize,
+    /// Midpoints between consecutive levels (rounding thresholds).
+    mids: Vec<f32>,
+    /// Level values of every entry (first `n` used).
+    vals: Vec<[f32; 8]>,
+    /// Per pattern key: (start, len) into `list`.
+    lut: Vec<(u32, u32)>,
+    list: Vec<u16>,
+    /// The same with only the nearest entries (the smallest distance), for the scale sweep.
+    lut1: Vec<(u32, u32)>,
+    list1: Vec<u16>,
+    /// Largest level magnitude.
+    top: f32,
+}
+
+impl Codebook {
+    fn build(entries: &[[u8; 8]], n: usize, level_bytes: &[u8], level_vals: &[f32]) -> Self {
+        const NDIST: usize = 2;
+        let nlev = level_bytes.len();
+        let lev_of = |b: u8| {
+            level_bytes
+                .iter()
+                .position(|&l| l == b)
+                .expect("grid byte is a level") as u8
+        };
+        let glev: Vec<[u8; 8]> = entries
+            .iter()
+            .map(|e| core::array::from_fn(|j| if j < n { lev_of(e[j]) } else { 0 }))
+            .collect();
+        let vals = glev
+            .iter()
+            .map(|l| {
+                core::array::from_fn(|j| {
+                    if j < n {
+                        level_vals[l[j] as usize]
+                    } else {
+                        0.0
+                    }
+                })
+            })
+            .collect();
+        let key_of = |l: &[u8; 8]| (0..n).rev().fold(0usize, |k, j| k * nlev + l[j] as usize);
+        let nkeys = nlev.pow(n as u32);
+        let mut on_grid = vec![u32::MAX; nkeys];
+        for (i, l) in glev.iter().enumerate() {
+            on_grid[key_of(l)] = i as u32;
+        }
+        let mut lut = Vec::with_capacity(nkeys);
+        let mut list: Vec<u16> = Vec::new();
+        let mut lut1 = Vec::with_capacity(nkeys);
+        let mut list1: Vec<u16> = Vec::new();
+        let mut dist = vec![0u32; glev.len()];
+        for (key, &grid_index) in on_grid.iter().enumerate() {
+            let start = list.len() as u32;
+            let start1 = list1.len() as u32;
+            if grid_index != u32::MAX {
+                list.push(grid_index as u16);
+                list1.push(grid_index as u16);
+            } else {
+                let mut l = [0u8; 8];
+                let mut k = key;
+                for lj in l.iter_mut().take(n) {
+                    *lj = (k % nlev) as u8;
+                    k /= nlev;
+                }
+                for (d, g) in dist.iter_mut().zip(&glev) {
+                    *d = (0..n)
+                        .map(|j| {
+                            let e = i32::from(l[j]) - i32::from(g[j]);
+                            (e * e) as u32
+                        })
+                        .sum();
+                }
+                // The NDIST-th smallest distinct distance.
+                let mut limit = 0;
+                let mut below = 0u32;
+                let mut nearest = u32::MAX;
+                for _ in 0..NDIST {
+                    let next = dist.iter().copied().filter(|&d| d >= below).min();
+                    match next {
+                        Some(m) => {
+                            nearest = nearest.min(m);
+                            limit = m;
+                            below = m + 1;
+                        }
+                        None => break,
+                    }
+                }
+                list.extend(
+                    dist.iter()
+                        .enumerate()
+                        .filter(|(_, &d)| d <= limit)
+                        .map(|(i, _)| i as u16),
+                );
+                list1.extend(
+                    dist.iter()
+                        .enumerate()
+                        .filter(|(_, &d)| d <= nearest)
+                        .map(|(i, _)| i as u16),
+                );
+            }
+            lut.push((start, list.len() as u32 - start));
+            lut1.push((start1, list1.len() as u32 - start1));
+        }
+        let mids = level_vals.windows(2).map(|p| 0.5 * (p[0] + p[1])).collect();
+        let top = level_vals.iter().fold(0f32, |m, v| m.max(v.abs()));
+        Codebook {
+            n,
+            nlev,
+            mids,
+            vals,
+            lut,
+            list,
+            lut1,
+            list1,
+            top,
+        }
+    }
+
+    /// Best entry for targets `a` (n values) at reconstruction `sigma·(g + delta)`:
+    /// (entry, weighted error). `short`: score only the nearest-distance neighbours.
+    #[inline]
+    fn search(&self, a: &[f32], w: &[f32], sigma: f32, delta: f32, short: bool) -> (u16, f32) {
+        if self.n == 8 {
+            self.search_n::<8>(a, w, sigma, delta, short)
+        } else {
+            self.search_n::<4>(a, w, sigma, delta, short)
+        }
+    }
+
+    #[inline(always)]
+    fn search_n<const N: usize>(
+        &self,
+        a: &[f32],
+        w: &[f32],
+        sigma: f32,
+        delta: f32,
+        short: bool,
+    ) -> (u16, f32) {
+        let a: &[f32; N] = a[..N].try_into().expect("group");
+        let w: &[f32; N] = w[..N].try_into().expect("group");
+        let inv = 1.0 / sigma;
+        let mut key = 0usize;
+        for j in (0..N).rev() {
+            let v = a[j] * inv - delta;
+            let lev: usize = self.mids.iter().map(|&m| usize::from(v > m)).sum();
+            key = key * self.nlev + lev;
+        }
+        let (lut, list) = if short {
+            (&self.lut1, &self.list1)
+        } else {
+            (&self.lut, &self.list)
+        };
+        let (start, len) = lut[key];
+        // Targets in value units with the delta folded in: x̂ − a = sigma·g − t.
+        let t: [f32; N] = core::array::from_fn(|j| a[j] - sigma * delta);
+        let mut best = (0u16, f32::INFINITY);
+        for &i in &list[start as usize..(start + len) as usize] {
+            let g = &self.vals[usize::from(i)];
+            let mut e = [0f32; N];
+            for j in 0..N {
+                let d = t[j] - sigma * g[j];
+                e[j] = w[j] * d * d;
+            }
+            let e = if N == 8 {
+                ((e[0] + e[4]) + (e[1] + e[5])) + ((e[2] + e[6]) + (e[3] + e[7 % N]))
+            } else {
+                (e[0] + e[2 % N]) + (e[1] + e[3 % N])
+            };
+            if e < best.1 {
+                best = (i, e);
+            }
+        }
+        best
+    }
+}
+
+fn entries8(grid: &[u64]) -> Vec<[u8; 8]> {
+    grid.iter().map(|g| g.to_le_bytes()).collect()
+}
+
+fn entries4(grid: &[u32]) -> Vec<[u8; 8]> {
+    grid.iter()
+        .map(|g| {
+            let b = g.to_le_bytes();
+            [b[0], b[1], b[2], b[3], 0, 0, 0, 0]
+        })
+        .collect()
+}
+
+const IQ2_LEVELS: ([u8; 3], [f32; 3]) = ([8, 25, 43], [8.0, 25.0, 43.0]);
+
+fn book_iq2xxs() -> &'static Codebook {
+    static B: OnceLock<Codebook> = OnceLock::new();
+    B.get_or_init(|| Codebook::build(&entries8(&IQ2XXS_GRID), 8, &IQ2_LEVELS.0, &IQ2_LEVELS.1))
+}
+
+fn book_iq2xs() -> &'static Codebook {
+    static B: OnceLock<Codebook> = OnceLock::new();
+    B.get_or_init(|| Codebook::build(&entries8(&IQ2XS_GRID), 8, &IQ2_LEVELS.0, &IQ2_LEVELS.1))
+}
+
+fn book_iq2s() -> &'static Codebook {
+    static B: OnceLock<Codebook> = OnceLock::new();
+    B.get_or_init(|| Codebook::build(&entries8(&IQ2S_GRID), 8, &IQ2_LEVELS.0, &IQ2_LEVELS.1))
+}
+
+fn book_iq3xxs() -> &'static Codebook {
+    static B: OnceLock<Codebook> = OnceLock::new();
+    B.get_or_init(|| {
+        let bytes = [4, 12, 20, 28, 36, 44, 52, 62];
+        let vals = bytes.map(f32::from);
+        Codebook::build(&entries4(&IQ3XXS_GRID), 4, &bytes, &vals)
+    })
+}
+
+fn book_iq3s() -> &'static Codebook {
+    static B: OnceLock<Codebook> = OnceLock::new();
+    B.get_or_init(|| {
+        let bytes = [1, 3, 5, 7, 9, 11, 13, 15];
+        let vals = bytes.map(f32::from);
+        Codebook::build(&entries4(&IQ3S_GRID), 4, &bytes, &vals)
+    })
+}
+
+fn book_iq1s() -> &'static Codebook {
+    static B: OnceLock<Codebook> = OnceLock::new();
+    B.get_or_init(|| Codebook::build(&entries8(&IQ1S_GRID), 8, &[0xff, 0, 1], &[-1.0, 0.0, 1.0]))
+}
+
+/// IQ1 delta magnitude (`IQ1S_DELTA` = `IQ1M_DELTA`).
+const DELTA: f32 = 0.125;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Magnitude grid with a sign bit per weight; `parity`: signs stored with even parity.
+    Signed { parity: bool },
+    /// IQ1 grid with a ±1/8 delta per sub-block (`per_group` false) or per group of 8.
+    Iq1 { per_group: bool },
+}
+
+struct Spec {
+    book: fn() -> &'static Codebook,
+    /// Weights per scale code (32 or 16).
+    unit: usize,
+    ncodes: u32,
+    /// The stored sub-block scale, exactly as ggml computes it from `d` and the code.
+    db: fn(f32, u32) -> f32,
+    kind: Kind,
+    /// Phase-1 coarse trial factors: `max|x|` at `f` × the top level.
+    sweep: &'static [f32],
+    /// Phase 1 also tries the best coarse factor ± 0.1.
+    fine: bool,
+}
+
+/// The full phase-1 sweep (the fast types: IQ3_XXS, IQ3_S, IQ2_XS, IQ1_M).
+const SWEEP: &[f32] = &[0.6, 0.9, 1.2, 1.5, 1.8, 2.1];
+
+/// One group of 8 weights: grid entries (two for 4-wide grids), sign byte, delta sign.
+#[derive(Clone, Copy, Default)]
+struct Group {
+    idx: [u16; 2],
+    signs: u8,
+    delta_neg: bool,
+}
+
+/// Result of assigning one scale unit at a given scale.
+#[derive(Clone, Copy, Default)]
+struct UnitFit {
+    err: f32,
+    /// Σ w·x·b and Σ w·b² with `x̂ = scale·b` (least-squares re-fit of the scale).
+    sxb: f32,
+    sbb: f32,
+    groups: [Group; 4],
+}
+
+/// Best entries and signs for a group of 8 signed weights at scale `sigma`:
+/// (group, error, basis values `b` with `x̂ = sigma·b`).
+fn search_signed(
+    book: &Codebook,
+    x: &[f32],
+    w: &[f32],
+    sigma: f32,
+    parity: bool,
+    fast: bool,
+) -> (Group, f32, [f32; 8]) {
+    let flips = if fast { 1 } else { FLIPS };
+    let n = book.n;
+    let parts = 8 / n;
+    let mut a = [0f32; 8];
+    let mut signs = 0u8;
+    for j in 0..8 {
+        a[j] = x[j].abs();
+        if x[j] < 0.0 {
+            signs |= 1 << j;
+        }
+    }
+    let half =
+        |a: &[f32; 8], h: usize| book.search(&a[h * n..h * n + n], &w[h * n..], sigma, 0.0, fast);
+    let mut res = [(0u16, 0f32); 2];
+    for (h, r) in res.iter_mut().enumerate().take(parts) {
+        *r = half(&a, h);
+    }
+    let mut best = (res, signs);
+    if parity && signs.count_ones() % 2 == 1 {
+        let mut order: [usize; 8] = core::array::from_fn(|j| j);
+        order.sort_by(|&i, &j| (w[i] * a[i]).total_cmp(&(w[j] * a[j])));
+        let mut best_err = f32::INFINITY;
+        for &j in &order[..flips] {
+            let h = j / n;
+            let mut a2 = a;
+            a2[j] = -a[j];
+            let mut rr = res;
+            rr[h] = half(&a2, h);
+            let e = rr[0].1 + rr[1].1;
+            if e < best_err {
+                best_err = e;
+                best = (rr, signs ^ (1 << j));
+            }
+        }
+    }
+    let (rr, signs) = best;
+    let mut b = [0f32; 8];
+    for (j, bj) in b.iter_mut().enumerate() {
+        let g = book.vals[usize::from(rr[j / n].0)][j % n];
+        *bj = if signs & (1 << j) != 0 { -g } else { g };
+    }
+    let group = Group {
+        idx: [rr[0].0, rr[1].0],
+        signs,
+        delta_neg: false,
+    };
+    (group, rr[0].1 + rr[1].1, b)
+}
+
+/// Best IQ1 entry for a group of 8 at scale `sigma` and delta `delta`.
+fn search_iq1(
+    book: &Codebook,
+    x: &[f32],
+    w: &[f32],
+    sigma: f32,
+    delta: f32,
+    fast: bool,
+) -> (Group, f32, [f32; 8]) {
+    let (i, e) = book.search(x, w, sigma, delta, fast);
+    let g = &book.vals[usize::from(i)];
+    let b = core::array::from_fn(|j| g[j] + delta);
+    let group = Group {
+        idx: [i, 0],
+        signs: 0,
+        delta_neg: delta < 0.0,
+    };
+    (group, e, b)
+}
+
+fn accumulate(
+    fit: &mut UnitFit,
+    k: usize,
+    (g, e, b): (Group, f32, [f32; 8]),
+    x: &[f32],
+    w: &[f32],
+) {
+    fit.groups[k] = g;
+    fit.err += e;
+    for j in 0..8 {
+        fit.sxb += w[j] * x[j] * b[j];
+        fit.sbb += w[j] * b[j] * b[j];
+    }
+}
+
+/// Assigns every group of a unit at scale `sigma`.
+fn assign_unit(spec: &Spec, x: &[f32], w: &[f32], sigma: f32, fast: bool) -> UnitFit {
+    let book = (spec.book)();
+    let ng = x.len() / 8;
+    match spec.kind {
+        Kind::Signed { parity } => {
+            let mut fit = UnitFit::default();
+            for k in 0..ng {
+                let (xs, ws) = (&x[8 * k..8 * k + 8], &w[8 * k..8 * k + 8]);
+                accumulate(
+                    &mut fit,
+                    k,
+                    search_signed(book, xs, ws, sigma, parity, fast),
+                    xs,
+                    ws,
+                );
+            }
+            fit
+        }
+        Kind::Iq1 { per_group: true } => {
+            let mut fit = UnitFit::default();
+            for k in 0..ng {
+                let (xs, ws) = (&x[8 * k..8 * k + 8], &w[8 * k..8 * k + 8]);
+                let p = search_iq1(book, xs, ws, sigma, DELTA, fast);
+                let m = search_iq1(book, xs, ws, sigma, -DELTA, fast);
+                accumulate(&mut fit, k, if m.1 < p.1 { m } else { p }, xs, ws);
+            }
+            fit
+        }
+        Kind::Iq1 { per_group: false } => {
+            let mut best = UnitFit {
+                err: f32::INFINITY,
+                ..UnitFit::default()
+            };
+            for delta in [DELTA, -DELTA] {
+                let mut fit = UnitFit::default();
+                for k in 0..ng {
+                    let (xs, ws) = (&x[8 * k..8 * k + 8], &w[8 * k..8 * k + 8]);
+                    accumulate(
+                        &mut fit,
+                        k,
+                        search_iq1(book, xs, ws, sigma, delta, fast),
+                        xs,
+                        ws,
+                    );
+                }
+                if fit.err < best.err {
+                    best = fit;
+                }
+            }
+            best
+        }
+    }
+}
+
+/// Phase 1: the least-squares scale of a unit over a coarse-to-fine sweep of trial scales
+/// (0 if all zero).
+fn fit_unit(spec: &Spec, x: &[f32], w: &[f32]) -> f32 {
+    /// `±FINE` around the best coarse trial factor, when the spec asks for it.
+    const FINE: f32 = 0.1;
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if amax == 0.0 {
+        return 0.0;
+    }
+    let top = (spec.book)().top
+        + if matches!(spec.kind, Kind::Iq1 { .. }) {
+            DELTA
+        } else {
+            0.0
+        };
+    let swxx: f32 = x.iter().zip(w).map(|(x, w)| w * x * x).sum();
+    // (predicted error, re-fitted scale, trial factor)
+    let mut best = (f32::INFINITY, amax / top, 1.0f32);
+    let trial = |f: f32, best: &mut (f32, f32, f32)| {
+        let fit = assign_unit(spec, x, w, amax / (top * f), true);
+        if fit.sbb > 0.0 && fit.sxb > 0.0 {
+            let e = swxx - fit.sxb * fit.sxb / fit.sbb;
+            if e < best.0 {
+                *best = (e, fit.sxb / fit.sbb, f);
+            }
+        }
+    };
+    for &f in spec.sweep {
+        trial(f, &mut best);
+    }
+    if spec.fine {
+        let f = best.2;
+        for f in [f - FINE, f + FINE] {
+            trial(f, &mut best);
+        }
+    }
+    best.1
+}
+
+/// A quantized super-block: f16 bits of `d`, scale codes per unit, groups.
+struct SuperBlock {
+    d: u16,
+    codes: [u8; 16],
+    groups: [Group; 32],
+}
+
+fn stored(d: f32) -> f32 {
+    f16_to_f32(f32_to_f16(d))
+}
+
+fn quantize_superblock(spec: &Spec, x: &[f32], w: &[f32]) -> SuperBlock {
+    let nunits = QK_K / spec.unit;
+    let gpu = spec.unit / 8;
+    let sig: Vec<f32> = (0..nunits)
+        .map(|k| {
+            let r = k * spec.unit..(k + 1) * spec.unit;
+            fit_unit(spec, &x[r.clone()], &w[r])
+        })
+        .collect();
+    let smax = sig.iter().fold(0f32, |m, &v| m.max(v));
+    let mut out = SuperBlock {
+        d: 0,
+        codes: [0; 16],
+        groups: [Group::default(); 32],
+    };
+    if smax <= 0.0 {
+        return out;
+    }
+    let mults: Vec<f32> = (0..spec.ncodes).map(|s| (spec.db)(1.0, s)).collect();
+    let d0 = smax / mults[spec.ncodes as usize - 1];
+    // Exact total error at super-scale `d` (already f16-representable), with per-unit codes.
+    // Gives up (None) once the running total reaches `limit`.
+    let eval = |d: f32, limit: f32| {
+        let mut total = 0f32;
+        let mut codes = [0u8; 16];
+        let mut fits = Vec::with_capacity(nunits);
+        for k in 0..nunits {
+            let r = k * spec.unit..(k + 1) * spec.unit;
+            let (xs, ws) = (&x[r.clone()], &w[r]);
+            let c = sig[k] / d;
+            let hi = mults
+                .iter()
+                .position(|&m| m >= c)
+                .unwrap_or(mults.len() - 1);
+            let lo = hi.saturating_sub(1);
+            let mut best: Option<(u8, UnitFit)> = None;
+            for s in [lo, hi] {
+                let db = (spec.db)(d, s as u32);
+                if db <= 0.0 {
+                    continue;
+                }
+                let fit = assign_unit(spec, xs, ws, db, false);
+                if best.as_ref().is_none_or(|b| fit.err < b.1.err) {
+                    best = Some((s as u8, fit));
+                }
+                if lo == hi {
+                    break;
+                }
+            }
+            let (s, fit) = best?;
+            total += fit.err;
+            if total >= limit {
+                return None;
+            }
+            codes[k] = s;
+            fits.push(fit);
+        }
+        Some((total, codes, fits))
+    };
+    let mut best: Option<(f32, f32, [u8; 16], Vec<UnitFit>)> = None;
+    let consider = |d: f32, best: &mut Option<(f32, f32, [u8; 16], Vec<UnitFit>)>| {
+        let d = stored(d);
+        if !(d > 0.0 && d.is_finite()) {
+            return;
+        }
+        let limit = best.as_ref().map_or(f32::INFINITY, |b| b.0);
+        if let Some((total, codes, fits)) = eval(d, limit) {
+            if best.as_ref().is_none_or(|b| total < b.0) {
+                *best = Some((total, d, codes, fits));
+            }
+        }
+    };
+    consider(d0, &mut best);
+    if let Some((_, _, codes, fits)) = best.clone() {
+        let (mut num, mut den) = (0f32, 0f32);
+        for (k, fit) in fits.iter().enumerate() {
+            let m = mults[usize::from(codes[k])];
+            num += m * fit.sxb;
+            den += m * m * fit.sbb;
+        }
+        if den > 0.0 && num > 0.0 {
+            consider(num / den, &mut best);
+        }
+    }
+    match best {
+        Some((_, d, codes, fits)) => {
+            out.d = f32_to_f16(d);
+            out.codes = codes;
+            for (k, fit) in fits.iter().enumerate() {
+                out.groups[k * gpu..(k + 1) * gpu].copy_from_slice(&fit.groups[..gpu]);
+            }
+        }
+        // Out of f16 range (inf: the caller reports an invalid block) or below it (zero).
+        None => out.d = f32_to_f16(d0),
+    }
+    out
+}
+
+fn quantize_with(
+    spec: &Spec,
+    x: &[f32],
+    w: &[f32],
+    out: &mut [u8],
+    bytes: usize,
+    pack: fn(&SuperBlock, &mut [u8]),
+) {
+    for ((xb, wb), ob) in x
+        .chunks_exact(QK_K)
+        .zip(w.chunks_exact(QK_K))
+        .zip(out.chunks_exact_mut(bytes))
+    {
+        let sb = quantize_superblock(spec, xb, wb);
+        ob.fill(0);
+        pack(&sb, ob);
+    }
+}
+
+fn iq2_db(d: f32, s: u32) -> f32 {
+    d * (0.5 + s as f32) * 0.25
+}
+
+fn put_u16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// IQ2_XXS: `d`, then per sub-block 4 grid bytes and a u32 of four 7-bit sign patterns and
+/// the 4-bit scale code in bits 28..32.
+pub(super) fn quantize_iq2_xxs(x: &[f32], w: &[f32], out: &mut [u8]) {
+    let spec = Spec {
+        book: book_iq2xxs,
+        unit: 32,
+        ncodes: 16,
+        db: iq2_db,
+        kind: Kind::Signed { parity: true },
+        sweep: &[0.9, 1.2, 1.5, 1.8],
+        fine: false,
+    };
+    quantize_with(&spec, x, w, out, 66, |sb, b| {
+        put_u16(b, 0, sb.d);
+        for ib in 0..8 {
+            let at = 2 + 8 * ib;
+            let mut aux = u32::from(sb.codes[ib]) << 28;
+            for l in 0..4 {
+                let g = sb.groups[4 * ib + l];
+                b[at + l] = g.idx[0] as u8;
+                aux |= u32::from(g.signs & 127) << (7 * l);
+            }
+            put_u32(b, at + 4, aux);
+        }
+    });
+}
+
+/// IQ2_XS: `d`, 32 × u16 (9-bit grid index | 7-bit signs << 9), 8 bytes of two 4-bit codes.
+pub(super) fn quantize_iq2_xs(x: &[f32], w: &[f32], out: &mut [u8]) {
+    let spec = Spec {
+        book: book_iq2xs,
+        unit: 16,
+        ncodes: 16,
+        db: iq2_db,
+        kind: Kind::Signed { parity: true },
+        sweep: SWEEP,
+        fine: true,
+    };
+    quantize_with(&spec, x, w, out, 74, |sb, b| {
+        put_u16(b, 0, sb.d);
+        for (g, grp) in sb.groups.iter().enumerate() {
+            put_u16(b, 2 + 2 * g, grp.idx[0] | (u16::from(grp.signs & 127) << 9));
+        }
+        for ib in 0..8 {
+            b[66 + ib] = sb.codes[2 * ib] | (sb.codes[2 * ib + 1] << 4);
+        }
+    });
+}
+
+/// IQ2_S: `d`, 32 low index bytes, 32 sign bytes, 8 bytes of 2-bit high index parts, codes.
+pub(super) fn quantize_iq2_s(x: &[f32], w: &[f32], out: &mut [u8]) {
+    let spec = Spec {
+        book: book_iq2s,
+        unit: 16,
+        ncodes: 16,
+        db: iq2_db,
+        kind: Kind::Signed { parity: false },
+        sweep: &[0.9, 1.2, 1.5, 1.8],
+        fine: false,
+    };
+    quantize_with(&spec, x, w, out, 82, |sb, b| {
+        put_u16(b, 0, sb.d);
+        for (g, grp) in sb.groups.iter().enumerate() {
+            b[2 + g] = grp.idx[0] as u8;
+            b[34 + g] = grp.signs;
+            b[66 + g / 4] |= (((grp.idx[0] >> 8) & 3) as u8) << (2 * (g % 4));
+        }
+        for ib in 0..8 {
+            b[74 + ib] = sb.codes[2 * ib] | (sb.codes[2 * ib + 1] << 4);
+        }
+    });
+}
+
+/// IQ3_XXS: `d`, 64 grid bytes (one per 4 weights), per sub-block a u32 of four 7-bit sign
+/// patterns and the 4-bit code.
+pub(super) fn quantize_iq3_xxs(x: &[f32], w: &[f32], out: &mut [u8]) {
+    let spec = Spec {
+        book: book_iq3xxs,
+        unit: 32,
+        ncodes: 16,
+        db: |d, s| d * (0.5 + s as f32) * 0.5,
+        kind: Kind::Signed { parity: true },
+        sweep: SWEEP,
+        fine: true,
+    };
+    quantize_with(&spec, x, w, out, 98, |sb, b| {
+        put_u16(b, 0, sb.d);
+        for ib in 0..8 {
+            let mut aux = u32::from(sb.codes[ib]) << 28;
+            for l in 0..4 {
+                let g = sb.groups[4 * ib + l];
+                b[2 + 8 * ib + 2 * l] = g.idx[0] as u8;
+                b[2 + 8 * ib + 2 * l + 1] = g.idx[1] as u8;
+                aux |= u32::from(g.signs & 127) << (7 * l);
+            }
+            put_u32(b, 66 + 4 * ib, aux);
+        }
+    });
+}
+
+/// IQ3_S: `d`, 64 low index bytes, 8 bytes of ninth index bits, 32 sign bytes, 4 code bytes.
+pub(super) fn quantize_iq3_s(x: &[f32], w: &[f32], out: &mut [u8]) {
+    let spec = Spec {
+        book: book_iq3s,
+        unit: 32,
+        ncodes: 16,
+        db: |d, s| d * (1 + 2 * s) as f32,
+        kind: Kind::Signed { parity: false },
+        sweep: SWEEP,
+        fine: true,
+    };
+    quantize_with(&spec, x, w, out, 110, |sb, b| {
+        put_u16(b, 0, sb.d);
+        for ib in 0..8 {
+            for l in 0..4 {
+                let g = sb.groups[4 * ib + l];
+                for h in 0..2 {
+                    let k = 2 * l + h;
+                    b[2 + 8 * ib + k] = g.idx[h] as u8;
+                    b[66 + ib] |= (((g.idx[h] >> 8) & 1) as u8) << k;
+                }
+                b[74 + 4 * ib + l] = g.signs;
+            }
+            b[106 + ib / 2] |= sb.codes[ib] << (4 * (ib % 2));
+        }
+    });
+}
+
+fn iq1_db(d: f32, s: u32) -> f32 {
+    d * (2 * s + 1) as f32
+}
+
+/// IQ1_S: `d`, 32 low index bytes, per sub-block a u16: 3 high index bits per group, the
+/// 3-bit code in bits 12..15, the delta sign in bit 15.
+pub(super) fn quantize_iq1_s(x: &[f32], w: &[f32], out: &mut [u8]) {
+    let spec = Spec {
+        book: book_iq1s,
+        unit: 32,
+        ncodes: 8,
+        db: iq1_db,
+        kind: Kind::Iq1 { per_group: false },
+        sweep: &[1.2, 1.5, 1.8, 2.1],
+        fine: false,
+    };
+    quantize_with(&spec, x, w, out, 50, |sb, b| {
+        put_u16(b, 0, sb.d);
+        for ib in 0..8 {
+            let mut qh = u16::from(sb.codes[ib]) << 12;
+            for l in 0..4 {
+                let g = sb.groups[4 * ib + l];
+                b[2 + 4 * ib + l] = g.idx[0] as u8;
+                qh |= (g.idx[0] >> 8) << (3 * l);
+            }
+            if sb.groups[4 * ib].delta_neg {
+                qh |= 0x8000;
+            }
+            put_u16(b, 34 + 2 * ib, qh);
+        }
+    });
+}
+
+/// IQ1_M: 32 low index bytes, 16 bytes of per-group nibbles (3 high index bits, delta sign),
+/// four u16 scale words (3-bit codes per 16 weights; the f16 `d` in their top nibbles).
+pub(super) fn quantize_iq1_m(x: &[f32], w: &[f32], out: &mut [u8]) {
+    let spec = Spec {
+        book: book_iq1s,
+        unit: 16,
+        ncodes: 8,
+        db: iq1_db,
+        kind: Kind::Iq1 { per_group: true },
+        sweep: SWEEP,
+        fine: true,
+    };
+    quantize_with(&spec, x, w, out, 56, |sb, b| {
+        let mut sc = [0u16; 4];
+        for ib in 0..8 {
+            for l in 0..4 {
+                let g = sb.groups[4 * ib + l];
+                b[4 * ib + l] = g.idx[0] as u8;
+                let nib = ((g.idx[0] >> 8) & 7) as u8 | if g.delta_neg { 8 } else { 0 };
+                b[32 + 2 * ib + l / 2] |= nib << (4 * (l % 2));
+            }
+            let s = u16::from(sb.codes[2 * ib]) | (u16::from(sb.codes[2 * ib + 1]) << 3);
+            sc[ib / 2] |= s << (6 * (ib % 2));
+        }
+        for (i, s) in sc.iter_mut().enumerate() {
+            *s |= ((sb.d >> (4 * i)) & 0xf) << 12;
+            put_u16(b, 48 + 2 * i, *s);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_lists_are_small_and_on_grid_entries_map_to_themselves() {
+        for (name, book) in [
+            ("iq2xxs", book_iq2xxs()),
+            ("iq2xs", book_iq2xs()),
+            ("iq2s", book_iq2s()),
+            ("iq3xxs", book_iq3xxs()),
+            ("iq3s", book_iq3s()),
+            ("iq1s", book_iq1s()),
+        ] {
+            let max = book.lut.iter().map(|l| l.1).max().unwrap();
+            let mean = book.list.len() as f64 / book.lut.len() as f64;
+            println!(
+                "{name}: {} keys, mean list {mean:.1}, max {max}",
+                book.lut.len()
+            );
+            assert!(book.lut.iter().all(|l| l.1 >= 1));
+        }
+    }
+}
