@@ -113,6 +113,7 @@ pub(crate) fn simd() -> bool {
 /// Whether the hardware has AVX2 and FMA, whatever the flavour (for code given a flavour
 /// explicitly, and for the tests that compare the AVX2 forms of the kernels with their portable
 /// forms whenever the machine can run both).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn avx2_fma_hardware() -> bool {
     hardware().avx2_fma
 }
