@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 CHUNKS=${1:-2}
 THREADS=${2:-1}
 . .oracle/env.sh
-MODELS=${DYNQUANT_TEST_MODELS:?set DYNQUANT_TEST_MODELS (dynquant dev test-models)}
+MODELS=${DYNQUANT_TEST_MODELS:?set DYNQUANT_TEST_MODELS (dynquant-dev test-models)}
 TEXT=../shared/data/text/wiki.test.raw
 BIN=target/release/dynquant
 TMP=$(mktemp -d)

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .oracle/env.sh
-MODELS=${DYNQUANT_TEST_MODELS:?set DYNQUANT_TEST_MODELS (dynquant dev test-models)}
+MODELS=${DYNQUANT_TEST_MODELS:?set DYNQUANT_TEST_MODELS (dynquant-dev test-models)}
 OUT=${1:-$(mktemp -d)}
 mkdir -p "$OUT"
 cargo build --release -q -p dynquant -p dynquant-engine --examples

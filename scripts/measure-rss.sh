@@ -10,12 +10,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 RECIPE="${1:-basic-q8_0}"
 FFN_MIB="${2:-1024}"
 DQ="${DYNQUANT_BIN:-$ROOT/target/release/dynquant}"
-[ -x "$DQ" ] || (cd "$ROOT" && cargo build --release -q -p dynquant)
+DQ_DEV="${DYNQUANT_DEV_BIN:-$ROOT/target/release/dynquant-dev}"
+[ -x "$DQ" ] && [ -x "$DQ_DEV" ] || (cd "$ROOT" && cargo build --release -q -p dynquant -p dynquant-dev)
 TIME=/usr/bin/time
 [ -x "$TIME" ] || { echo "GNU time (/usr/bin/time) is required: apt-get install time" >&2; exit 1; }
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/dynquant-rss.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
-"$DQ" dev big-model --out "$WORK/big.gguf" --ffn-mib "$FFN_MIB" >/dev/null
+"$DQ_DEV" big-model --out "$WORK/big.gguf" --ffn-mib "$FFN_MIB" >/dev/null
 model_bytes=$(stat -c %s "$WORK/big.gguf")
 # The bound from the plan: the largest tensor's f32 bytes and planned output bytes.
 read -r f32_bytes out_bytes < <("$DQ" plan "$WORK/big.gguf" --recipe "$RECIPE" --json --tensors |

@@ -7,13 +7,13 @@
 #
 # Run it with the binary before and after a refactor and `diff` the two lists: a structural change
 # must leave every line identical (docs/architecture.md). Needs the test models
-# ($DYNQUANT_TEST_MODELS, from `dev test-models`). Takes about 10 minutes on 2 cores; not in CI.
+# ($DYNQUANT_TEST_MODELS, from `dynquant-dev test-models`). Takes about 10 minutes on 2 cores; not in CI.
 set -euo pipefail
 BIN="$(realpath "$1")"
 OUT="$2"
 WORK="${3:-$(mktemp -d)}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-M="${DYNQUANT_TEST_MODELS:?set DYNQUANT_TEST_MODELS (dev test-models)}"
+M="${DYNQUANT_TEST_MODELS:?set DYNQUANT_TEST_MODELS (dynquant-dev test-models)}"
 TEXT="${DYNQUANT_SHARED:-$ROOT/../shared}/data/text/wiki.test.raw"
 mkdir -p "$WORK"
 : > "$OUT"

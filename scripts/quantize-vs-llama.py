@@ -3,8 +3,8 @@
 imatrix and thread count.
 
 For each llama.cpp mix: quantize `smollm2-768` with `dynquant quantize --recipe MIX` and with
-llama.cpp's `llama_model_quantize` (libllama from node-llama-cpp, through the hidden
-`dynquant dev llama-quantize`), both with the test models' imatrix and --threads 1; measure
+llama.cpp's `llama_model_quantize` (libllama from node-llama-cpp, through
+`dynquant-dev llama-quantize`), both with the test models' imatrix and --threads 1; measure
 wall and CPU time (GNU time); then the perplexity of both files in node-llama-cpp (threads 1,
 first 4096 tokens of wiki.test.raw, llama-perplexity's method). Prints a table and writes it
 into docs/benchmarks.md between the quantize-vs-llama markers.
@@ -67,8 +67,11 @@ def main():
     models = Path(os.environ.get("DYNQUANT_TEST_MODELS", ROOT / ".oracle/test-models"))
     src, imatrix = models / "smollm2-768.gguf", models / "smollm2-768.imatrix.gguf"
     dq = Path(os.environ.get("DYNQUANT_BIN", ROOT / "target/release/dynquant"))
-    if not dq.exists():
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "dynquant"], cwd=ROOT, check=True)
+    dq_dev = Path(os.environ.get("DYNQUANT_DEV_BIN", ROOT / "target/release/dynquant-dev"))
+    if not dq.exists() or not dq_dev.exists():
+        subprocess.run(
+            ["cargo", "build", "--release", "-q", "-p", "dynquant", "-p", "dynquant-dev"], cwd=ROOT, check=True
+        )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for mix in a.mixes.split(","):
@@ -78,7 +81,7 @@ def main():
                 tmp,
             )
             t_ref = timed(
-                [dq, "dev", "llama-quantize", src, ref, "--ftype", mix, "--imatrix", imatrix, "--threads", "1"],
+                [dq_dev, "llama-quantize", src, ref, "--ftype", mix, "--imatrix", imatrix, "--threads", "1"],
                 tmp,
             )
             p_ours, p_ref = perplexity(ours, a.tokens), perplexity(ref, a.tokens)

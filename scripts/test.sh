@@ -12,6 +12,6 @@ scripts/prepare-oracles.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 # The project's own test models (cached and checksummed; rebuilt only when inputs change).
-cargo run --release -q -p dynquant -- dev test-models --out .oracle/test-models
+cargo run --release -q -p dynquant-dev -- test-models --out .oracle/test-models
 export DYNQUANT_TEST_MODELS="$ROOT/.oracle/test-models"
 cargo test --workspace --release

@@ -24,7 +24,12 @@ pub struct Config {
 impl Config {
     /// Reads `dir/config.json`.
     pub fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join("config.json");
+        Self::read_file(&dir.join("config.json"))
+    }
+
+    /// Reads a `config.json` at `path`.
+    pub fn read_file(path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
         if !path.is_file() {
             return Err(HfError::json(
                 &path,

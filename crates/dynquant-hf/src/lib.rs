@@ -3,13 +3,15 @@
 //! metadata for llama, mistral/mixtral, qwen2, qwen3, qwen3moe and deepseek_v2/v3, with the
 //! tokenizer converted too. [`HfModel`] is also a [`dynquant_quantize::TensorSource`],
 //! so the quantization pipeline streams from safetensors into any recipe without an
-//! intermediate file.
+//! intermediate file. [`config_inventory`] plans a model from its `config.json` alone, through
+//! the same name map.
 
 #![deny(missing_docs)]
 
 pub mod arch;
 pub mod config;
 pub mod error;
+pub mod inventory;
 pub mod meta;
 pub mod model;
 pub mod pre_tokenizer_hash;
@@ -17,4 +19,5 @@ pub mod safetensors;
 pub mod tokenizer;
 
 pub use error::{HfError, Result};
+pub use inventory::config_inventory;
 pub use model::{is_hf_dir, ConvertOptions, HfModel, OutType};

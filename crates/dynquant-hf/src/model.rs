@@ -8,6 +8,7 @@ use dynquant_gguf::GgmlType;
 use dynquant_gguf::{
     GgufError, GgufWriter, Metadata, OutputTarget, TensorInfo, Value, WriteOptions, WriteSummary,
 };
+use dynquant_plan::{Inventory, MlaLayout};
 use dynquant_quantize::{PipelineError, TensorSource};
 use dynquant_quants::{bf16_to_f32, f32_to_bf16, quantize_rows};
 use rayon::prelude::*;
@@ -153,6 +154,25 @@ fn sampling(dir: &Path, md: &mut Metadata) -> Result<()> {
     Ok(())
 }
 
+/// The GGUF tensor infos of a conversion plan: norms, routers and other small tensors F32 (as
+/// the converter keeps them), matrices `outtype` (F16 for Q8_0 rows that are not whole blocks).
+pub(crate) fn tensor_infos(plan: &ArchPlan, outtype: OutType) -> Result<Vec<TensorInfo>> {
+    let mut infos = Vec::with_capacity(plan.tensors.len());
+    for t in &plan.tensors {
+        let mut ty = if t.forced_f32() {
+            GgmlType::F32
+        } else {
+            outtype.ggml_type()
+        };
+        if ty == GgmlType::Q8_0 && t.row_len() % 32 != 0 {
+            ty = GgmlType::F16;
+        }
+        let shape: Vec<u64> = t.shape.iter().rev().map(|&d| d as u64).collect();
+        infos.push(TensorInfo::new(t.name.clone(), shape, ty)?);
+    }
+    Ok(infos)
+}
+
 impl HfModel {
     /// Opens `dir`: reads config.json, the tokenizer files and the safetensors headers (no
     /// tensor data), maps every tensor and builds the GGUF metadata.
@@ -166,23 +186,11 @@ impl HfModel {
         }
         let cfg = Config::read(dir)?;
         // Architecture first: an unknown one is reported before anything else is read.
-        crate::arch::arch_for(&cfg)?;
+        crate::arch::arch_for(&cfg, MlaLayout::Mla)?;
         let ckpt = Checkpoint::open(dir, cfg.fp8_block()?)?;
         ckpt.check_fp8()?;
-        let plan = plan_tensors(&cfg, &ckpt)?;
-        let mut infos = Vec::with_capacity(plan.tensors.len());
-        for t in &plan.tensors {
-            let mut ty = if t.forced_f32() {
-                GgmlType::F32
-            } else {
-                opts.outtype.ggml_type()
-            };
-            if ty == GgmlType::Q8_0 && t.row_len() % 32 != 0 {
-                ty = GgmlType::F16;
-            }
-            let shape: Vec<u64> = t.shape.iter().rev().map(|&d| d as u64).collect();
-            infos.push(TensorInfo::new(t.name.clone(), shape, ty)?);
-        }
+        let plan = plan_tensors(&cfg, &ckpt, MlaLayout::Mla)?;
+        let infos = tensor_infos(&plan, opts.outtype)?;
         let arch = plan.arch.gguf_arch();
         let mut md = Metadata::new();
         md.set("general.architecture", Value::String(arch.into()));
@@ -266,6 +274,14 @@ impl HfModel {
     /// Output tensors (GGUF names, shapes, types), in order.
     pub fn tensor_infos(&self) -> &[TensorInfo] {
         &self.infos
+    }
+
+    /// The conversion's tensors and metadata, for planning.
+    pub fn inventory(&self) -> Inventory {
+        Inventory {
+            metadata: self.metadata.clone(),
+            tensors: self.infos.clone(),
+        }
     }
 
     /// Things the user should know (e.g. the pre-tokenizer fallback).

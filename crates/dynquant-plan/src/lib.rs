@@ -1,25 +1,32 @@
-//! dynquant-plan: what each tensor is, and (as it grows) which type it gets and why.
+//! dynquant-plan: what each tensor is, which type it gets and why.
 //!
 //! * [`role`]: one parser from GGUF tensor names to roles (token embedding, attention parts
 //!   in both DeepSeek layouts, dense and routed and shared FFNs, router, norms...), with the
 //!   layer index and whether the layer is dense or MoE.
-//!
-//! * [`inventory`]: tensor lists without data, from GGUF headers or Hugging Face configs.
-//! * [`recipe`]: recipes as data (TOML rules, first match wins) and the shipped presets.
-//! * [`planner`]: the pure planning function and its precedence.
+//! * [`inventory`]: tensor lists without data, the planner's input.
+//! * [`quantizable`]: which tensors may be quantized at all (llama.cpp's list).
+//! * [`recipe`]: recipes as data (TOML rules, first match wins).
+//! * [`planner`]: the pure planning function for a recipe, and the plan types.
 //! * [`llamacpp`]: llama.cpp's own mixes (`q4_k_m`, `iq1_s`...), exactly as llama-quantize
 //!   chooses them.
+//! * [`preset`]: [`Preset`], a recipe or a mix, and the table of every preset name.
 //!
-//! Everything here is a pure function of its inputs: no I/O, no printing.
+//! Everything here is a pure function of its inputs: no I/O, no printing. Modules depend one
+//! way: `preset` on `planner` and `llamacpp`, those two on `quantizable`, `recipe` and `role`.
 #![deny(missing_docs)]
 
 pub mod inventory;
 pub mod llamacpp;
 pub mod planner;
+pub mod preset;
+pub mod quantizable;
 pub mod recipe;
 pub mod role;
 
-pub use llamacpp::{plan_llamacpp, plan_recipe, Ftype};
+pub use inventory::{Inventory, MlaLayout};
+pub use llamacpp::{plan_llamacpp, Ftype, RULES};
 pub use planner::{plan, Decision, Plan, PlanError, PlanOptions, TensorPlan};
-pub use recipe::{preset, Recipe, RecipeError};
+pub use preset::{preset_names, preset_table, Preset, PresetFamily, PresetInfo};
+pub use quantizable::keep_reason;
+pub use recipe::{Recipe, RecipeError};
 pub use role::{classify, parse_name, LayerKind, Role, TensorClass};

@@ -7,7 +7,7 @@
 //! `n_expert`, `n_gqa`, the architecture, whether an imatrix is given.
 //!
 //! How one tensor is decided (llama.cpp's `llama_tensor_get_type`):
-//! 1. `tensor_allows_quantization` (by name and dimensions) or keep the source type;
+//! 1. [`keep_reason`] (llama.cpp's `tensor_allows_quantization`) or keep the source type;
 //! 2. `--token-embedding-type` / `--output-tensor-type` win outright (no fallback);
 //! 3. start from the ftype's default type; if it is not quantized, stop;
 //! 4. `--tensor-type` patterns (first match wins, marks the tensor manual);
@@ -20,36 +20,16 @@
 //! Tensors are visited in the loader's order (layer parsed from `blk.%d.`, -1 outside blocks,
 //! then the name), which is the order the counters see; the plan lists them in inventory order.
 //!
-//! A mix is not a plain [`Recipe`] (its counters depend on the whole model), so
-//! [`preset`](crate::recipe::preset) returns a marker recipe for a mix name and
-//! [`plan_recipe`] routes it here; [`planner::plan`](crate::planner::plan) on the marker alone
-//! would give every tensor the default type (`--pure`).
+//! A mix is not a recipe of rules (its counters depend on the whole model); `Preset`
+//! (`preset.rs`, which uses this module, not the other way) holds either, and plans a mix here.
 
 use dynquant_gguf::types::{file_type_by_id, GgmlType};
 use dynquant_gguf::{TensorInfo, Value};
-use regex::Regex;
 
 use crate::inventory::Inventory;
-use crate::planner::{fallback_target, plan, Decision, Plan, PlanError, PlanOptions, TensorPlan};
-use crate::recipe::{Match, Recipe, Rule};
+use crate::planner::{fallback_target, Decision, Plan, PlanError, PlanOptions, TensorPlan};
+use crate::quantizable::keep_reason;
 use crate::role::parse_name;
-
-/// Errors planning a llama.cpp mix (llama-quantize would stop with the same complaint).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum MixError {
-    /// The common planning errors.
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    /// An FFN tensor whose layer llama.cpp cannot place (MoE models parse it from the name).
-    #[error("tensor '{name}': {reason}")]
-    Layer {
-        /// Tensor.
-        name: String,
-        /// llama.cpp's message.
-        reason: String,
-    },
-}
 
 macro_rules! ftypes {
     ($($v:ident = $id:literal),* $(,)?) => {
@@ -577,62 +557,6 @@ pub const RULES: &[MixRule] = &[
     r(B::FfnUp, 0, &[F::IQ3_XS], MiddleLayers, T::IQ3_XXS, "ffn_up: IQ3_XS, n/8 <= layer < 7n/8: IQ3_XXS"),
 ];
 
-/// llama.cpp's `tensor_allows_quantization` (by name and dimensions); the reason when not.
-pub fn deny_reason(name: &str, shape: &[u64]) -> Option<&'static str> {
-    // ggml_n_dims: trailing dimensions of 1 do not count.
-    let n_dims = shape.iter().rposition(|&d| d != 1).map_or(1, |i| i + 1);
-    if n_dims < 2 {
-        return Some("tensor_allows_quantization: fewer than 2 dims");
-    }
-    if !name.ends_with("weight") {
-        return Some("tensor_allows_quantization: name does not end in 'weight'");
-    }
-    const DENIED: &[&str] = &[
-        "_norm.weight",
-        "ffn_gate_inp.weight",
-        "ffn_gate_tid2eid.weight",
-        "altup",
-        "laurel",
-        "per_layer_model_proj",
-        "ssm_conv1d",
-        "shortconv.conv.weight",
-        "indexer.k_proj.weight",
-        "indexer.q_proj.weight",
-        "time_mix_first.weight",
-        "time_mix_w0.weight",
-        "time_mix_w1.weight",
-        "time_mix_w2.weight",
-        "time_mix_v0.weight",
-        "time_mix_v1.weight",
-        "time_mix_v2.weight",
-        "time_mix_a0.weight",
-        "time_mix_a1.weight",
-        "time_mix_a2.weight",
-        "time_mix_g1.weight",
-        "time_mix_g2.weight",
-        "time_mix_decay_w1.weight",
-        "time_mix_decay_w2.weight",
-        "time_mix_lerp_fused.weight",
-        "attn_rel_b.weight",
-        ".position_embd",
-        "sam.pos_embd",
-        "sam.neck.",
-        "sam.net_",
-        ".rel_pos",
-        ".patch_embd",
-        ".patch_merger",
-        "a.rvq.codebook",
-        "mm.a.code_embd",
-    ];
-    if DENIED.iter().any(|d| name.contains(d))
-        || name == "position_embd.weight"
-        || name == "token_types.weight"
-    {
-        return Some("tensor_allows_quantization: never quantized (norm, router, small or positional tensor)");
-    }
-    None
-}
-
 /// The loader's order (`weight_name_comparer`): layer from `blk.%d.` (-1 outside), then name.
 pub fn loader_order(tensors: &[TensorInfo]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..tensors.len()).collect();
@@ -653,21 +577,6 @@ fn sscanf_layer(name: &str) -> Option<i64> {
     rest[..end].parse().ok()
 }
 
-/// Options of the llama.cpp path beyond [`PlanOptions`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MixOptions {
-    /// An imatrix is given (`qs.has_imatrix`): changes IQ3_XXS attn_v, IQ3_XXS/IQ4_NL/IQ4_XS
-    /// ffn_down and Q4_0/Q5_0 ffn_down.
-    pub has_imatrix: bool,
-    /// `--pure`: no mixture rules.
-    pub pure: bool,
-}
-
-/// Plans `inv` with llama.cpp's `ftype` mix, without an imatrix.
-pub fn plan_llamacpp(inv: &Inventory, ftype: Ftype, opts: &PlanOptions) -> Result<Plan, MixError> {
-    plan_llamacpp_with(inv, ftype, opts, MixOptions::default())
-}
-
 /// The rule index in [`RULES`] of a decision.
 fn rule_index(rule: &MixRule) -> usize {
     RULES
@@ -676,14 +585,10 @@ fn rule_index(rule: &MixRule) -> usize {
         .expect("rule from RULES")
 }
 
-/// Plans `inv` with llama.cpp's `ftype` mix. Rows cite the rule that set the type
-/// ([`Decision::Rule`] indexes [`RULES`] and the rules of [`mix_recipe`]).
-pub fn plan_llamacpp_with(
-    inv: &Inventory,
-    ftype: Ftype,
-    opts: &PlanOptions,
-    mix: MixOptions,
-) -> Result<Plan, MixError> {
+/// Plans `inv` with llama.cpp's `ftype` mix; `opts.has_imatrix` is llama.cpp's
+/// `qs.has_imatrix`. Rows cite the rule that set the type ([`Decision::Rule`] indexes
+/// [`RULES`]; rule `i` is line `i + 2` of [`mix_listing`]).
+pub fn plan_llamacpp(inv: &Inventory, ftype: Ftype, opts: &PlanOptions) -> Result<Plan, PlanError> {
     let model = ModelFacts::from_inventory(inv);
     let tensors = &inv.tensors;
     let cats: Vec<Category> = tensors.iter().map(|t| Category::of(&t.name)).collect();
@@ -701,7 +606,7 @@ pub fn plan_llamacpp_with(
         let (role, layer) = parse_name(&t.name);
         let row = t.row_len();
         let (requested, decision, why, fallback) = if let Some(reason) =
-            deny_reason(&t.name, &t.shape)
+            keep_reason(&t.name, &t.shape)
         {
             (
                 t.ggml_type,
@@ -737,13 +642,6 @@ pub fn plan_llamacpp_with(
                 format!("--tensor-type override #{}", k + 1),
                 true,
             )
-        } else if mix.pure {
-            (
-                default,
-                Decision::Default,
-                format!("{} default type (--pure)", ftype.name()),
-                true,
-            )
         } else if let (true, Some(ty), Category::TokenEmbd) = (tied, opts.output_tensor_type, cat) {
             // A tied token_embd takes --output-tensor-type inside the mixture code.
             (
@@ -769,7 +667,7 @@ pub fn plan_llamacpp_with(
                 let layer_pos = match b.layer_from {
                     None => None,
                     Some(_) if n_expert_max1 > 1 => {
-                        let err = |reason: String| MixError::Layer {
+                        let err = |reason: String| PlanError::Layer {
                             name: t.name.clone(),
                             reason,
                         };
@@ -794,7 +692,7 @@ pub fn plan_llamacpp_with(
                 for stage in 0..stages {
                     let ctx = Ctx {
                         model: &model,
-                        has_imatrix: mix.has_imatrix,
+                        has_imatrix: opts.has_imatrix,
                         n_attention_wv,
                         i_attention_wv: counters[ci(Counter::AttnV)],
                         i_ffn_down: counters[ci(Counter::FfnDown)],
@@ -843,8 +741,7 @@ pub fn plan_llamacpp_with(
             return Err(PlanError::NotAWeightType {
                 name: t.name.clone(),
                 ty: target,
-            }
-            .into());
+            });
         }
         let bytes = target
             .row_bytes(row)
@@ -866,6 +763,7 @@ pub fn plan_llamacpp_with(
     let tensors: Vec<TensorPlan> = rows.into_iter().map(|r| r.expect("every tensor")).collect();
     Ok(Plan {
         recipe: mix_name(ftype),
+        description: mix_description(ftype, opts.has_imatrix),
         total_bytes: tensors.iter().map(|t| t.bytes).sum(),
         total_params: inv.n_params(),
         tensors,
@@ -873,25 +771,37 @@ pub fn plan_llamacpp_with(
     })
 }
 
-fn mix_name(ftype: Ftype) -> String {
+/// A mix's preset name (`q4_k_m`).
+pub fn mix_name(ftype: Ftype) -> String {
     ftype.name().to_ascii_lowercase()
 }
 
-const MARKER: &str = "# llama.cpp mix ";
+/// A mix's one-line description, which says whether the imatrix branch was taken.
+pub fn mix_description(ftype: Ftype, has_imatrix: bool) -> String {
+    format!(
+        "llama.cpp's {} mix, as llama-quantize chooses it ({})",
+        ftype.name(),
+        if has_imatrix {
+            "with an imatrix"
+        } else {
+            "no imatrix"
+        }
+    )
+}
 
-/// The marker recipe for a mix: name `q4_k_m`, default the ftype's default type, one rule
-/// per [`RULES`] entry (matching nothing by itself; `line` is the rule's line in `source`, so
-/// plan rows can cite it). Plan it with [`plan_recipe`].
-pub fn mix_recipe(ftype: Ftype) -> Recipe {
-    let mut source = format!(
-        "{MARKER}{} (llama-quant.cpp @80fb11ac); plan with dynquant_plan::llamacpp::plan_recipe\n",
+/// A mix written out as text: a title line, then rule `i` of [`RULES`] on line `i + 2` (plans
+/// cite rules by that line). It is the mix's recipe text, hashed into the
+/// `dynquant.recipe.sha256` key of every quant made with it, so its wording is frozen: a change
+/// changes those outputs (the title still names the function that planned mixes when the
+/// text was introduced).
+pub fn mix_listing(ftype: Ftype) -> String {
+    let mut text = format!(
+        "# llama.cpp mix {} (llama-quant.cpp @80fb11ac); plan with dynquant_plan::llamacpp::plan_recipe\n",
         ftype.name()
     );
-    let mut rules = Vec::with_capacity(RULES.len());
-    let never = Regex::new("$never^").expect("valid regex");
     for (i, x) in RULES.iter().enumerate() {
         let names: Vec<&str> = x.ftypes.iter().map(|f| f.name()).collect();
-        source.push_str(&format!(
+        text.push_str(&format!(
             "# rule {i}: branch {:?} stage {} ftypes [{}] when {:?} -> {}: {}\n",
             x.branch,
             x.stage,
@@ -900,43 +810,8 @@ pub fn mix_recipe(ftype: Ftype) -> Recipe {
             x.ty.name(),
             x.why
         ));
-        rules.push(Rule {
-            matcher: Match {
-                name: Some(never.clone()),
-                ..Match::default()
-            },
-            ty: x.ty,
-            why: x.why.to_string(),
-            line: i + 2,
-        });
     }
-    Recipe {
-        name: mix_name(ftype),
-        description: format!(
-            "llama.cpp's {} mix, as llama-quantize chooses it (no imatrix)",
-            ftype.name()
-        ),
-        default: ftype.default_type(),
-        rules,
-        source,
-    }
-}
-
-/// The ftype of a marker recipe from [`mix_recipe`].
-pub fn mix_of(recipe: &Recipe) -> Option<Ftype> {
-    let first = recipe.source.lines().next()?;
-    let rest = first.strip_prefix(MARKER)?;
-    let ftype = Ftype::from_name(rest.split_whitespace().next()?)?;
-    (mix_recipe(ftype).source == recipe.source).then_some(ftype)
-}
-
-/// Plans with any recipe: llama.cpp mixes through [`plan_llamacpp`], others through
-/// [`planner::plan`](crate::planner::plan).
-pub fn plan_recipe(inv: &Inventory, recipe: &Recipe, opts: &PlanOptions) -> Result<Plan, MixError> {
-    match mix_of(recipe) {
-        Some(ftype) => plan_llamacpp(inv, ftype, opts),
-        None => Ok(plan(inv, recipe, opts)?),
-    }
+    text
 }
 
 #[cfg(test)]
@@ -974,7 +849,11 @@ mod tests {
         }
         for f in Ftype::ALL {
             assert_eq!(Ftype::from_name(&f.name().to_lowercase()), Some(*f));
-            assert_eq!(mix_of(&mix_recipe(*f)), Some(*f));
+            // The listing cites rule i on line i + 2.
+            let listing = mix_listing(*f);
+            let lines: Vec<&str> = listing.lines().collect();
+            assert_eq!(lines.len(), RULES.len() + 1);
+            assert!(lines[1 + 5].starts_with("# rule 5:"), "{}", lines[6]);
         }
     }
 
@@ -1031,22 +910,5 @@ mod tests {
         // Tied embeddings take the output rule.
         let p = plan_llamacpp(&model(32, true), Ftype::Q4_K_M, &PlanOptions::default()).unwrap();
         assert_eq!(p.tensors[0].target, GgmlType::Q6_K);
-    }
-
-    #[test]
-    fn marker_recipe_routes_through_plan_recipe() {
-        let inv = model(8, false);
-        let r = mix_recipe(Ftype::Q2_K);
-        let p = plan_recipe(&inv, &r, &PlanOptions::default()).unwrap();
-        let v = p
-            .tensors
-            .iter()
-            .find(|t| t.name == "blk.0.attn_v.weight")
-            .unwrap();
-        assert_eq!(v.target, GgmlType::Q4_K);
-        match v.decision {
-            Decision::Rule(i) => assert_eq!(r.rules[i].ty, GgmlType::Q4_K),
-            ref d => panic!("{d:?}"),
-        }
     }
 }

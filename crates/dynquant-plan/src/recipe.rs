@@ -280,30 +280,6 @@ impl Recipe {
     }
 }
 
-/// The recipes shipped in the binary.
-pub const PRESETS: [(&str, &str); 4] = [
-    ("ud-iq1_s", include_str!("../presets/ud-iq1_s.toml")),
-    ("ud-iq1_m", include_str!("../presets/ud-iq1_m.toml")),
-    ("ud-iq2_xxs", include_str!("../presets/ud-iq2_xxs.toml")),
-    ("ud-q2_k_xl", include_str!("../presets/ud-q2_k_xl.toml")),
-];
-
-/// A preset by name (`ud-iq1_s`, `basic-q4_k`...). A llama.cpp ftype name (`q4_k_m`) gives
-/// that mix's marker recipe; plan it with [`crate::llamacpp::plan_recipe`].
-pub fn preset(name: &str) -> Option<Result<Recipe, RecipeError>> {
-    let lower = name.to_ascii_lowercase();
-    if let Some(ftype) = crate::llamacpp::Ftype::from_name(&lower) {
-        return Some(Ok(crate::llamacpp::mix_recipe(ftype)));
-    }
-    if let Some(ty) = lower.strip_prefix("basic-") {
-        return ty.parse::<GgmlType>().ok().map(|t| Ok(Recipe::basic(t)));
-    }
-    PRESETS
-        .iter()
-        .find(|(n, _)| *n == lower)
-        .map(|(n, text)| Recipe::parse(text, n))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,20 +293,6 @@ mod tests {
         for bad in ["", "a-b", "5-2", "1-2-3"] {
             assert!(LayerSet::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn presets_parse() {
-        for (name, _) in PRESETS {
-            let r = preset(name).unwrap().unwrap();
-            assert_eq!(r.name, name);
-            assert!(!r.rules.is_empty());
-        }
-        assert_eq!(
-            preset("basic-iq1_s").unwrap().unwrap().default,
-            GgmlType::IQ1_S
-        );
-        assert!(preset("nope").is_none());
     }
 
     #[test]

@@ -4,21 +4,23 @@
 //!
 //! Oracle: `llama_model_quantize` with `dry_run = true` runs llama.cpp's whole type selection
 //! (real model loading, hparams, loader order, counters, fallback) without quantizing, and logs
-//! each tensor's type; the log is captured with `llama_log_set`. `has_imatrix` is set by
-//! passing an (empty) imatrix list, so both paths are compared for every ftype, including
-//! those that need an imatrix to actually quantize. A few real quantizations to a temporary
-//! GGUF check that the dry-run types are the written ones.
+//! each tensor's type; the log is captured with `llama_log_set`. Every ftype is compared twice:
+//! without an imatrix, and with one, as `llama-quantize --imatrix` passes it (llama.cpp sets
+//! `qs.has_imatrix` when `params->imatrix` is given; the model's own imatrix from the test
+//! models, or for a model without one a neutral imatrix of ones for every matrix llama.cpp
+//! may quantize), so the imatrix branches of the mixture code are checked too. Our side plans
+//! through [`Preset::plan`], the path `plan` and `quantize` take. A few real quantizations to
+//! a temporary GGUF check that the dry-run types are the written ones.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use dynquant_gguf::imatrix::{Imatrix, ImatrixEntry};
 use dynquant_gguf::types::GgmlType;
 use dynquant_gguf::{Access, GgufModel};
-use dynquant_plan::inventory::Inventory;
-use dynquant_plan::llamacpp::{plan_llamacpp_with, Ftype, MixOptions};
-use dynquant_plan::PlanOptions;
+use dynquant_plan::{keep_reason, Ftype, Inventory, PlanOptions, Preset};
 use dynquant_testkit::llama_quantize::{LlamaLib, QuantizeParams};
 
 /// The tests take turns (one llama.cpp run at a time).
@@ -51,25 +53,34 @@ impl Llama {
         input: &Path,
         output: &Path,
         p: &QuantizeParams,
-        has_imatrix: bool,
+        imatrix: Option<&Imatrix>,
     ) -> String {
-        self.lib
-            .quantize(input, output, *p, None, has_imatrix)
-            .unwrap_or_else(|e| panic!("{}: {e}", input.display()))
+        let log = self
+            .lib
+            .quantize(input, output, *p, imatrix, false)
+            .unwrap_or_else(|e| panic!("{}: {e}", input.display()));
+        // llama.cpp takes its imatrix branches exactly when it was given one.
+        assert_eq!(
+            log.contains("have importance matrix data"),
+            imatrix.is_some(),
+            "{}: imatrix not seen as given",
+            input.display()
+        );
+        log
     }
 
     /// llama.cpp's type per tensor for `ftype` (dry run).
-    fn types(&self, model: &Path, ftype: Ftype, has_imatrix: bool) -> BTreeMap<String, GgmlType> {
+    fn types(
+        &self,
+        model: &Path,
+        ftype: Ftype,
+        imatrix: Option<&Imatrix>,
+    ) -> BTreeMap<String, GgmlType> {
         let mut p = self.default_params();
         p.nthread = 1;
         p.ftype = ftype.id() as i32;
         p.dry_run = true;
-        let log = self.quantize(
-            model,
-            Path::new("/nonexistent/dry-run.gguf"),
-            &p,
-            has_imatrix,
-        );
+        let log = self.quantize(model, Path::new("/nonexistent/dry-run.gguf"), &p, imatrix);
         parse_dry_run(&log)
     }
 }
@@ -112,6 +123,36 @@ fn inventory(path: &Path) -> Inventory {
     Inventory::from_gguf(&GgufModel::open(path, Access::Pread).unwrap())
 }
 
+/// The imatrix `llama-quantize --imatrix` would pass for `model`: the test models' own
+/// (`<model>.imatrix.gguf`), or a neutral one (weights 1 for every matrix llama.cpp may
+/// quantize, one vector per expert) for a model that has none.
+fn imatrix_for(model: &Path, inv: &Inventory) -> Imatrix {
+    let own = model.with_extension("imatrix.gguf");
+    if own.is_file() {
+        return Imatrix::read(&own).unwrap();
+    }
+    let entries = inv
+        .tensors
+        .iter()
+        .filter(|t| keep_reason(&t.name, &t.shape).is_none())
+        .map(|t| {
+            let n_mat = t.shape.get(2).copied().unwrap_or(1) as usize;
+            ImatrixEntry {
+                name: t.name.clone(),
+                n_per_mat: t.shape[0] as usize,
+                in_sum2: vec![1.0; t.shape[0] as usize * n_mat],
+                counts: vec![1.0; n_mat],
+            }
+        })
+        .collect();
+    Imatrix {
+        datasets: vec!["neutral".into()],
+        chunk_count: 1,
+        chunk_size: 1,
+        entries,
+    }
+}
+
 /// Our plan's types, and the differences from `oracle` (one line each).
 fn compare(
     inv: &Inventory,
@@ -119,11 +160,11 @@ fn compare(
     has_imatrix: bool,
     oracle: &BTreeMap<String, GgmlType>,
 ) -> Vec<String> {
-    let mix = MixOptions {
+    let opts = PlanOptions {
         has_imatrix,
-        ..MixOptions::default()
+        ..PlanOptions::default()
     };
-    let plan = match plan_llamacpp_with(inv, ftype, &PlanOptions::default(), mix) {
+    let plan = match Preset::Mix(ftype).plan(inv, &opts) {
         Ok(p) => p,
         Err(e) => return vec![format!("planning failed: {e}")],
     };
@@ -159,10 +200,11 @@ fn mixes_match_llama_quantize_dry_run() {
     for name in MODELS {
         let path = dir.join(name);
         let inv = inventory(&path);
+        let imatrix = imatrix_for(&path, &inv);
         let mut line = format!("{name:<28}");
         for &ftype in Ftype::ALL {
             for has_imatrix in [false, true] {
-                let oracle = llama.types(&path, ftype, has_imatrix);
+                let oracle = llama.types(&path, ftype, has_imatrix.then_some(&imatrix));
                 let diffs = compare(&inv, ftype, has_imatrix, &oracle);
                 if !has_imatrix {
                     line.push_str(&format!(
@@ -212,7 +254,7 @@ fn dry_run_types_are_the_written_types() {
         let mut p = llama.default_params();
         p.nthread = 1;
         p.ftype = ftype.id() as i32;
-        llama.quantize(&input, &out, &p, false);
+        llama.quantize(&input, &out, &p, None);
         let written: BTreeMap<String, GgmlType> = GgufModel::open(&out, Access::Pread)
             .unwrap()
             .tensors()
@@ -221,7 +263,7 @@ fn dry_run_types_are_the_written_types() {
         std::fs::remove_file(&out).ok();
         assert_eq!(
             written,
-            llama.types(&input, ftype, false),
+            llama.types(&input, ftype, None),
             "{model} {}",
             ftype.name()
         );

@@ -9,15 +9,16 @@
 
 #![deny(missing_docs)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use sha2::{Digest, Sha256};
 
 use dynquant_gguf::imatrix::Imatrix;
 use dynquant_gguf::types::{GgmlType, ImatrixNeed};
 use dynquant_gguf::{
-    GgufError, GgufModel, GgufWriter, Metadata, OutputTarget, TensorInfo, WriteOptions,
-    WriteSummary,
+    keys, GgufError, GgufModel, GgufWriter, Metadata, OutputTarget, TensorInfo, Value,
+    WriteOptions, WriteSummary,
 };
 use dynquant_quants::{dequantize, quantize_rows, QuantError};
 
@@ -226,6 +227,17 @@ pub struct UnseenExperts {
     pub total: usize,
 }
 
+/// The experts of tensor `name` that saw no calibration tokens in `imatrix`, if any.
+pub fn unseen_experts_of(imatrix: &Imatrix, name: &str) -> Option<UnseenExperts> {
+    let e = imatrix.get(name)?;
+    let unseen = e.unseen_matrices();
+    (unseen > 0).then(|| UnseenExperts {
+        tensor: name.to_string(),
+        unseen,
+        total: e.n_mat(),
+    })
+}
+
 /// Tensors to be quantized whose imatrix entry has experts with a zero count, for a warning
 /// before the run.
 pub fn unseen_experts(job: &QuantizeJob<'_>) -> Vec<UnseenExperts> {
@@ -239,15 +251,60 @@ pub fn unseen_experts(job: &QuantizeJob<'_>) -> Vec<UnseenExperts> {
             if target == info.ggml_type {
                 return None;
             }
-            let e = im.get(&info.name)?;
-            let unseen = e.unseen_matrices();
-            (unseen > 0).then(|| UnseenExperts {
-                tensor: info.name.clone(),
-                unseen,
-                total: e.n_mat(),
-            })
+            unseen_experts_of(im, &info.name)
         })
         .collect()
+}
+
+/// How a quant was made, as its metadata records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Provenance<'a> {
+    /// `general.file_type` (a llama.cpp ftype).
+    pub file_type: u32,
+    /// `dynquant.version`: the version of the tool that made it.
+    pub tool_version: &'a str,
+    /// `dynquant.recipe`: the recipe's name.
+    pub recipe_name: &'a str,
+    /// The recipe's text, hashed into `dynquant.recipe.sha256`.
+    pub recipe_source: &'a str,
+    /// The importance matrix and the path it was read from (`quantize.imatrix.*`).
+    pub imatrix: Option<(&'a Imatrix, &'a Path)>,
+}
+
+/// The metadata of a quant of a model with metadata `input`: every input key, then
+/// `general.quantization_version` 2 and `general.file_type`, how dynquant made it
+/// (`dynquant.version`, `dynquant.recipe`, `dynquant.recipe.sha256`), and with an imatrix
+/// llama-quantize's `quantize.imatrix.file`/`dataset`/`entries_count`/`chunks_count` (strings
+/// cut to 127 characters as llama-quantize does).
+pub fn output_metadata(input: Metadata, p: &Provenance<'_>) -> Metadata {
+    let mut md = input;
+    md.set(keys::general::QUANTIZATION_VERSION, Value::U32(2));
+    md.set(keys::general::FILE_TYPE, Value::U32(p.file_type));
+    md.set("dynquant.version", Value::String(p.tool_version.into()));
+    md.set("dynquant.recipe", Value::String(p.recipe_name.into()));
+    let digest: String = Sha256::digest(p.recipe_source.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    md.set("dynquant.recipe.sha256", Value::String(digest));
+    if let Some((im, path)) = p.imatrix {
+        let cut = |s: &str| s.chars().take(127).collect::<String>();
+        md.set(
+            "quantize.imatrix.file",
+            Value::String(cut(&path.display().to_string())),
+        );
+        if let Some(d) = im.datasets.first() {
+            md.set("quantize.imatrix.dataset", Value::String(cut(d)));
+        }
+        md.set(
+            "quantize.imatrix.entries_count",
+            Value::U32(im.entries.len() as u32),
+        );
+        if im.chunk_count > 0 {
+            md.set("quantize.imatrix.chunks_count", Value::U32(im.chunk_count));
+        }
+    }
+    md
 }
 
 /// Checks, before any work, that every tensor whose target needs an importance matrix has one.
@@ -356,4 +413,67 @@ pub fn quantize_model(
         }
     }
     Ok(writer.finish()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dynquant_gguf::imatrix::ImatrixEntry;
+
+    #[test]
+    fn output_metadata_keys_in_llama_quantize_order() {
+        let mut input = Metadata::new();
+        input.set("general.architecture", Value::String("llama".into()));
+        input.set(keys::general::FILE_TYPE, Value::U32(1));
+        input.set("llama.block_count", Value::U32(2));
+        let im = Imatrix {
+            datasets: vec!["d".repeat(200)],
+            chunk_count: 0,
+            chunk_size: 512,
+            entries: vec![ImatrixEntry {
+                name: "blk.0.ffn_down.weight".into(),
+                n_per_mat: 2,
+                in_sum2: vec![1.0, 2.0],
+                counts: vec![1.0],
+            }],
+        };
+        let path = PathBuf::from("im.gguf");
+        let md = output_metadata(
+            input,
+            &Provenance {
+                file_type: 15,
+                tool_version: "9.9.9",
+                recipe_name: "q4_k_m",
+                recipe_source: "abc",
+                imatrix: Some((&im, &path)),
+            },
+        );
+        let keys: Vec<&str> = md.entries().iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "general.architecture",
+                "llama.block_count",
+                "general.quantization_version",
+                "general.file_type",
+                "dynquant.version",
+                "dynquant.recipe",
+                "dynquant.recipe.sha256",
+                "quantize.imatrix.file",
+                "quantize.imatrix.dataset",
+                "quantize.imatrix.entries_count",
+            ]
+        );
+        assert_eq!(md.get("general.file_type"), Some(&Value::U32(15)));
+        assert_eq!(
+            md.get("dynquant.recipe.sha256").and_then(Value::as_str),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+        let dataset = md.get("quantize.imatrix.dataset").and_then(Value::as_str);
+        assert_eq!(dataset.map(str::len), Some(127));
+        assert_eq!(
+            md.get("quantize.imatrix.entries_count"),
+            Some(&Value::U32(1))
+        );
+    }
 }

@@ -143,21 +143,23 @@ fn build_one(name: &str, out: &Path, src: &GgufModel, imatrix: &Imatrix) -> Resu
         "smollm2-768.imatrix.gguf" => Ok(smollm2::imatrix_768(imatrix)?.write(out, &opts)?),
         "smollm2-768-moe.gguf" => smollm2::write_768_moe(src, out),
         "smollm2-768-moe.imatrix.gguf" => Ok(smollm2::imatrix_768_moe(imatrix)?.write(out, &opts)?),
-        "synth-deepseek2-mla.gguf" => synth::write_deepseek2(
+        "synth-deepseek2-mla.gguf" => Ok(synth::write_deepseek2(
             &Deepseek2Spec::default(),
             MlaLayout::Mla,
             src.metadata(),
             out,
-        ),
-        "synth-deepseek2-legacy.gguf" => synth::write_deepseek2(
+        )?),
+        "synth-deepseek2-legacy.gguf" => Ok(synth::write_deepseek2(
             &Deepseek2Spec::default(),
             MlaLayout::Legacy,
             src.metadata(),
             out,
-        ),
-        "synth-qwen3moe.gguf" => {
-            synth::write_qwen3moe(&Qwen3MoeSpec::default(), src.metadata(), out)
-        }
+        )?),
+        "synth-qwen3moe.gguf" => Ok(synth::write_qwen3moe(
+            &Qwen3MoeSpec::default(),
+            src.metadata(),
+            out,
+        )?),
         other => Err(TestkitError::BadSource(format!("unknown output {other}"))),
     }
 }

@@ -1,11 +1,13 @@
 //! dynquant-testkit: the models every dynquant test and benchmark uses, built
-//! deterministically by the project's own code (`dynquant dev test-models --out DIR`).
+//! deterministically by the project's own code (`dynquant-dev test-models --out DIR`).
+//! Test-only: the shipped `dynquant` binary does not link it (the synthetic models the demo
+//! needs live in `dynquant-synth`, re-exported here as [`synth`] and [`rng`]).
 //!
 //! * [`smollm2`]: SmolLM2-135M-Instruct dequantized to F16 (the reference), the exactly
 //!   equivalent block-friendly `smollm2-768` (hidden 576 → 768, heads 9 → 12), its llama-MoE
 //!   form `smollm2-768-moe`, and the matching importance matrices derived from llama.cpp's.
 //! * [`synth`]: synthetic MoE models with trained-looking weights: `deepseek2` in both
-//!   attention layouts and `qwen3moe`.
+//!   attention layouts and `qwen3moe` (`dynquant_synth::moe`).
 //! * [`build`]: the idempotent, checksummed build of all of them into one folder, and
 //!   [`TestModels`], the one place tests get their paths from.
 //! * [`oracle`]: the registry-package oracles (gguf-py, node-llama-cpp) for tests.
@@ -15,10 +17,11 @@
 pub mod build;
 pub mod llama_quantize;
 pub mod oracle;
-pub mod rng;
 pub mod smollm2;
-pub mod synth;
 mod tensors;
+
+pub use dynquant_synth::moe as synth;
+pub use dynquant_synth::rng;
 
 pub use build::{build_all, BuildReport, TestModels};
 
@@ -39,6 +42,9 @@ pub enum TestkitError {
     /// Converting tensor data.
     #[error(transparent)]
     Quant(#[from] QuantError),
+    /// Building a synthetic model.
+    #[error(transparent)]
+    Synth(#[from] dynquant_synth::SynthError),
     /// A file-system error.
     #[error("{op} {path}")]
     Io {

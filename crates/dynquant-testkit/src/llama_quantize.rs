@@ -2,7 +2,7 @@
 //! prebuilt `libllama` (llama.cpp 80fb11ac), loaded at run time with libloading.
 //!
 //! Used by tests (llama.cpp's type choices through a dry run, reference files for quality
-//! comparisons) and by the benchmark scripts (`dynquant dev llama-quantize`). The library's
+//! comparisons) and by the benchmark scripts (`dynquant-dev llama-quantize`). The library's
 //! log goes to a process-global buffer, so calls are serialized.
 
 use std::ffi::{c_char, c_void, CStr, CString};

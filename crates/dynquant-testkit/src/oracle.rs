@@ -82,7 +82,7 @@ impl Oracle {
     /// When unset or incomplete.
     pub fn test_models(&self) -> TestModels {
         let m = TestModels::from_env().unwrap_or_else(|| {
-            panic!("{ENV_VAR} is not set: run `dynquant dev test-models --out DIR` (scripts/test.sh does)")
+            panic!("{ENV_VAR} is not set: run `dynquant-dev test-models --out DIR` (scripts/test.sh does)")
         });
         for f in crate::build::FILES {
             assert!(m.dir.join(f).exists(), "test model missing: {f}");

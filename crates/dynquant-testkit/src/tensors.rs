@@ -1,66 +1,16 @@
 //! Small helpers shared by the model builders: reading tensors as f32, row-major matrix
-//! surgery, and streaming a model out one tensor at a time.
+//! surgery, and streaming a model out one tensor at a time (`dynquant-synth`'s writer, with
+//! this crate's error type).
 
-use std::path::Path;
-
-use dynquant_gguf::types::GgmlType;
-use dynquant_gguf::{GgufModel, GgufWriter, Metadata, OutputTarget, TensorInfo, WriteOptions};
-use dynquant_quants::{dequantize, encode_float};
+use dynquant_gguf::GgufModel;
+use dynquant_quants::dequantize;
 
 use crate::{Result, TestkitError};
 
-/// A tensor to write: its header entry and a function producing its f32 values on demand, so
-/// only one tensor is in memory at a time.
-pub struct Planned<'a> {
-    pub info: TensorInfo,
-    pub make: Box<dyn Fn() -> Result<Vec<f32>> + 'a>,
-}
+pub use dynquant_synth::tensors::write_model;
 
-impl<'a> Planned<'a> {
-    pub fn new(
-        name: impl Into<String>,
-        shape: Vec<u64>,
-        ty: GgmlType,
-        make: impl Fn() -> Result<Vec<f32>> + 'a,
-    ) -> Result<Self> {
-        Ok(Planned {
-            info: TensorInfo::new(name, shape, ty)?,
-            make: Box::new(make),
-        })
-    }
-}
-
-/// Writes `tensors` (encoded as their F32/F16/BF16 types) with `metadata` to `path`.
-pub fn write_model(path: &Path, metadata: Metadata, tensors: Vec<Planned<'_>>) -> Result<()> {
-    let infos: Vec<TensorInfo> = tensors.iter().map(|t| t.info.clone()).collect();
-    let opts = WriteOptions {
-        overwrite: true,
-        protected_inputs: Vec::new(),
-    };
-    let mut w = GgufWriter::create(
-        &OutputTarget::Single(path.to_path_buf()),
-        metadata,
-        infos,
-        &opts,
-    )?;
-    let mut buf = Vec::new();
-    for t in &tensors {
-        let values = (t.make)()?;
-        if values.len() as u64 != t.info.n_elements() {
-            return Err(TestkitError::BadSource(format!(
-                "{}: produced {} values for shape {:?}",
-                t.info.name,
-                values.len(),
-                t.info.shape
-            )));
-        }
-        buf.clear();
-        encode_float(t.info.ggml_type, &values, &mut buf)?;
-        w.write(&t.info.name, &buf)?;
-    }
-    w.finish()?;
-    Ok(())
-}
+/// A tensor to write whose values are made by the test kit's fallible steps.
+pub type Planned<'a> = dynquant_synth::tensors::Planned<'a, TestkitError>;
 
 /// A tensor of `model` as f32 values with its shape.
 pub fn read_f32(model: &GgufModel, name: &str) -> Result<(Vec<u64>, Vec<f32>)> {

@@ -33,11 +33,11 @@ pub enum Command {
         dynquant merge out/model-00001-of-00004.gguf model.gguf")]
     Merge(MergeArgs),
     /// Plan a type for every tensor from a recipe, before any work: sizes, bpw, reasons.
-    #[command(after_help = "Examples:\n  \
+    #[command(after_help = format!("Examples:\n  \
         dynquant plan ../shared/data/configs/deepseek-r1/config.json --recipe ud-iq1_s\n  \
         dynquant plan model.gguf --recipe basic-q4_k --tensor-type 'ffn_down=q6_k' --json\n  \
         dynquant plan model.gguf --recipe my-recipe.toml --tensors\n\
-        Presets: ud-iq1_s, ud-iq1_m, ud-iq2_xxs, ud-q2_k_xl, basic-<type> (e.g. basic-iq1_s).")]
+        Presets: {}.", dynquant_plan::preset_names()))]
     Plan(PlanArgs),
     /// Quantize a model with a recipe: streaming, parallel, deterministic.
     #[command(after_help = "Examples:\n  \
@@ -74,71 +74,6 @@ pub enum Command {
     /// Run the built-in demonstration on a model dynquant makes itself (no download).
     #[command(after_help = "Example:\n  dynquant demo\n  dynquant demo --out-dir /tmp/dq")]
     Demo(DemoArgs),
-    /// Developer tools (test models); not part of the user interface.
-    #[command(hide = true, subcommand)]
-    Dev(DevCommand),
-}
-
-/// `dev` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum DevCommand {
-    /// Build every test model (idempotent, cached, checksummed) into a folder.
-    #[command(after_help = "Example:\n  dynquant dev test-models --out .oracle/test-models")]
-    TestModels(TestModelsArgs),
-    /// Quantize with real llama.cpp (`llama_model_quantize` from $LLAMA_LIB), for comparisons.
-    #[command(
-        after_help = "Example:\n  dynquant dev llama-quantize in.gguf out.gguf --ftype q4_k_m --imatrix im.gguf --threads 1"
-    )]
-    LlamaQuantize(LlamaQuantizeArgs),
-    /// Write a synthetic F32 llama model with one large FFN pair, for memory measurements.
-    #[command(
-        after_help = "Example:\n  dynquant dev big-model --out /tmp/big.gguf --ffn-mib 1024"
-    )]
-    BigModel(BigModelArgs),
-}
-
-/// `dev llama-quantize`.
-#[derive(Debug, Args)]
-pub struct LlamaQuantizeArgs {
-    /// Input GGUF.
-    pub input: PathBuf,
-    /// Output GGUF.
-    pub output: PathBuf,
-    /// llama.cpp file type name (q4_k_m, iq2_xxs, ...).
-    #[arg(long)]
-    pub ftype: String,
-    /// Importance matrix (GGUF or legacy .dat).
-    #[arg(long)]
-    pub imatrix: Option<PathBuf>,
-    /// Threads.
-    #[arg(long, default_value_t = 1)]
-    pub threads: i32,
-}
-
-/// `dev big-model`.
-#[derive(Debug, Args)]
-pub struct BigModelArgs {
-    /// Output GGUF.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Size of each of the two FFN matrices as f32, in MiB (rounded to whole rows).
-    #[arg(long, default_value_t = 1024)]
-    pub ffn_mib: u64,
-}
-
-/// `dev test-models`.
-#[derive(Debug, Args)]
-pub struct TestModelsArgs {
-    /// Output folder.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// SmolLM2-135M-Instruct Q4_1 GGUF (default: $DYNQUANT_ORACLE/models/SmolLM2-135M-Instruct.Q4_1.gguf,
-    /// made by scripts/prepare-oracles.sh).
-    #[arg(long)]
-    pub smollm2: Option<PathBuf>,
-    /// llama.cpp's imatrix of SmolLM2 (default: ../shared/golden/smollm2-135m.imatrix.gguf).
-    #[arg(long)]
-    pub imatrix: Option<PathBuf>,
 }
 
 /// How input files are read.
@@ -260,9 +195,8 @@ pub struct PlanArgs {
 /// A recipe and llama.cpp-compatible overrides (shared by `plan` and `quantize`).
 #[derive(Debug, Args)]
 pub struct RecipeArgs {
-    /// Preset name (ud-iq1_s, ud-iq1_m, ud-iq2_xxs, ud-q2_k_xl, basic-<type>, or a
-    /// llama.cpp mix such as q4_k_m) or a recipe file.
-    #[arg(long)]
+    /// Preset name or recipe file (the help text lists the presets from their table).
+    #[arg(long, help = format!("Preset name ({}) or a recipe file", dynquant_plan::preset_names()))]
     pub recipe: String,
     /// Override: tensors whose name matches REGEX get TYPE (repeatable; first match wins).
     #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{clean_failure, dynquant, ok, repo_root};
+use common::{clean_failure, dynquant, ok, oracle, repo_root};
 
 fn r1_config() -> std::path::PathBuf {
     repo_root().join("../shared/data/configs/deepseek-r1/config.json")
@@ -167,4 +167,54 @@ fn hugging_face_folders_plan_without_weights() {
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["tensors"].as_array().unwrap().len(), tensors, "{name}");
     }
+}
+
+#[test]
+fn mixes_take_the_imatrix_into_account_as_llama_cpp_does() {
+    // llama.cpp's IQ3_XXS mix raises ffn_down to Q4_K/Q3_K only without an imatrix
+    // (`!qs.has_imatrix`); `plan` and `quantize` with --imatrix keep IQ3_XXS, as it does.
+    let Some(o) = oracle() else { return };
+    let m = o.test_models();
+    let (model, imatrix) = (m.smollm2_768(), m.smollm2_768_imatrix());
+    let down_types = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        v["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["name"].as_str().unwrap().contains("ffn_down"))
+            .map(|t| t["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let plan = |extra: &[&std::ffi::OsStr]| -> serde_json::Value {
+        let mut a: Vec<&std::ffi::OsStr> =
+            args!["plan", model, "--recipe", "iq3_xxs", "--json"].to_vec();
+        a.extend_from_slice(extra);
+        serde_json::from_str(&ok(dynquant(&a), "plan")).unwrap()
+    };
+    let without = plan(&[]);
+    let with = plan(args!["--imatrix", imatrix]);
+    assert_eq!(
+        down_types(&without),
+        ["q3_K", "q4_K"].map(String::from).into()
+    );
+    assert_eq!(down_types(&with), ["iq3_xxs"].map(String::from).into());
+    let dry = |extra: &[&std::ffi::OsStr]| -> serde_json::Value {
+        let mut a: Vec<&std::ffi::OsStr> = args![
+            "quantize",
+            model,
+            "unused.gguf",
+            "--recipe",
+            "iq3_xxs",
+            "--dry-run",
+            "--json",
+            "--imatrix-fallback"
+        ]
+        .to_vec();
+        a.extend_from_slice(extra);
+        serde_json::from_str(&ok(dynquant(&a), "quantize --dry-run")).unwrap()
+    };
+    let with = dry(args!["--imatrix", imatrix]);
+    assert_eq!(with["types"]["iq3_xxs"], 90, "{with}");
+    assert!(with["types"].get("q3_K").is_none(), "{with}");
+    assert_eq!(dry(&[])["types"]["q3_K"], 27);
 }

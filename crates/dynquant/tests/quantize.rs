@@ -212,13 +212,10 @@ fn refusals_are_clean_and_write_nothing() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
-/// A small synthetic F32 llama model (`dev big-model`, 16 MiB FFN matrices).
+/// A small synthetic F32 llama model (`dynquant-dev big-model`, 16 MiB FFN matrices).
 fn small_model(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("small.gguf");
-    ok(
-        dynquant(args!["dev", "big-model", "--out", path, "--ffn-mib", "16"]),
-        "dev big-model",
-    );
+    dynquant_synth::big_llama::write_big_llama(&path, 16).expect("dynquant-dev big-model");
     path
 }
 

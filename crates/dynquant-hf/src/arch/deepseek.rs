@@ -8,15 +8,24 @@
 //! * MLA is written as MQA: `head_count_kv` 1, `key_length` kv_lora+rope, `value_length`
 //!   kv_lora, plus `key_length_mla` / `value_length_mla`; YaRN's `yarn_log_multiplier` is
 //!   0.1 x `mscale_all_dim`.
+//!
+//! Files converted before llama.cpp PR #12801 hold `kv_b_proj` whole as `attn_kv_b`, with
+//! `head_count_kv` = `num_key_value_heads`, `key_length` nope+rope and `value_length` v; that
+//! legacy layout is only planned ([`MlaLayout::Legacy`]), never written.
 
 use dynquant_gguf::{Metadata, Value};
+use dynquant_plan::MlaLayout;
 
+use super::checkpoint::{embeddings, gated_mlp, Dims, TensorList};
 use super::qwen3moe::{mlp_expert, MLP_EXPERT_PROJS};
 use super::{common_name, Arch, Mapped, Overrides, Params, Transform};
 use crate::config::Config;
 use crate::error::{HfError, Result};
 
-pub(crate) struct Deepseek;
+pub(crate) struct Deepseek {
+    /// Which attention tensors `kv_b_proj` becomes.
+    pub layout: MlaLayout,
+}
 
 impl Arch for Deepseek {
     fn gguf_arch(&self) -> &'static str {
@@ -25,10 +34,21 @@ impl Arch for Deepseek {
     fn generic_overrides(&self, cfg: &Config) -> Result<Overrides> {
         let kv_lora = cfg.req_u64(&["kv_lora_rank"])?;
         let rope = cfg.req_u64(&["qk_rope_head_dim"])?;
-        Ok(Overrides {
-            head_count_kv: Some(1),
-            key_value_length: Some((kv_lora + rope, kv_lora)),
-            expert_count: cfg.u64_of(&["n_routed_experts"])?,
+        let expert_count = cfg.u64_of(&["n_routed_experts"])?;
+        Ok(match self.layout {
+            MlaLayout::Mla => Overrides {
+                head_count_kv: Some(1),
+                key_value_length: Some((kv_lora + rope, kv_lora)),
+                expert_count,
+            },
+            MlaLayout::Legacy => Overrides {
+                head_count_kv: None,
+                key_value_length: Some((
+                    cfg.req_u64(&["qk_nope_head_dim"])? + rope,
+                    cfg.req_u64(&["v_head_dim"])?,
+                )),
+                expert_count,
+            },
         })
     }
     fn extra_params(&self, cfg: &Config, p: &Params, md: &mut Metadata) -> Result<()> {
@@ -50,11 +70,13 @@ impl Arch for Deepseek {
         );
         let nope = cfg.req_u64(&["qk_nope_head_dim"])?;
         let rope = cfg.req_u64(&["qk_rope_head_dim"])?;
-        md.set(k("attention.key_length_mla"), u(nope + rope));
-        md.set(
-            k("attention.value_length_mla"),
-            u(cfg.req_u64(&["v_head_dim"])?),
-        );
+        if self.layout == MlaLayout::Mla {
+            md.set(k("attention.key_length_mla"), u(nope + rope));
+            md.set(
+                k("attention.value_length_mla"),
+                u(cfg.req_u64(&["v_head_dim"])?),
+            );
+        }
         md.set(
             k("expert_feed_forward_length"),
             u(cfg.req_u64(&["moe_intermediate_size"])?),
@@ -104,8 +126,14 @@ impl Arch for Deepseek {
             ));
         }
         if name.ends_with(".self_attn.kv_b_proj.weight") {
-            // Emitted as two tensors: the caller asks for both splits (see `split_kv_b`).
             let l = layer.ok_or_else(|| HfError::UnmappedTensor(name.into()))?;
+            if self.layout == MlaLayout::Legacy {
+                return Ok(Mapped::Tensor(
+                    format!("blk.{l}.attn_kv_b.weight"),
+                    Transform::None,
+                ));
+            }
+            // Emitted as two tensors: `plan_tensors` adds the attn_v_b half.
             let n_head = cfg.req_u64(&["num_attention_heads"])? as usize;
             let nope = cfg.req_u64(&["qk_nope_head_dim"])? as usize;
             let v = cfg.req_u64(&["v_head_dim"])? as usize;
@@ -122,5 +150,67 @@ impl Arch for Deepseek {
     }
     fn n_experts(&self, cfg: &Config) -> Result<usize> {
         Ok(cfg.req_u64(&["n_routed_experts"])? as usize)
+    }
+    fn checkpoint_tensors(&self, cfg: &Config) -> Result<Vec<(String, Vec<usize>)>> {
+        let d = Dims::of(cfg)?;
+        let req = |k: &str| -> Result<usize> { Ok(cfg.req_u64(&[k])? as usize) };
+        let (nope, rope, v) = (
+            req("qk_nope_head_dim")?,
+            req("qk_rope_head_dim")?,
+            req("v_head_dim")?,
+        );
+        let kv_lora = req("kv_lora_rank")?;
+        let n_exp = cfg.u64_of(&["n_routed_experts"])?.unwrap_or(0) as usize;
+        let first_dense = cfg.u64_of(&["first_k_dense_replace"])?.unwrap_or(0) as usize;
+        let freq = cfg.u64_of(&["moe_layer_freq"])?.unwrap_or(1).max(1) as usize;
+        let n_shared = cfg.u64_of(&["n_shared_experts"])?.unwrap_or(0) as usize;
+        // DeepseekV3's router keeps an expert bias for its "noaux_tc" top-k method.
+        let router_bias = cfg.str_of("topk_method") == Some("noaux_tc");
+        let mut out = TensorList::default();
+        embeddings(cfg, &d, &mut out);
+        for l in 0..d.n_layer {
+            let p = format!("model.layers.{l}");
+            out.add(format!("{p}.input_layernorm.weight"), &[d.hidden]);
+            out.add(format!("{p}.post_attention_layernorm.weight"), &[d.hidden]);
+            let a = format!("{p}.self_attn");
+            let q_out = d.n_head * (nope + rope);
+            match cfg.u64_of(&["q_lora_rank"])? {
+                Some(q) => {
+                    let q = q as usize;
+                    out.add(format!("{a}.q_a_proj.weight"), &[q, d.hidden]);
+                    out.add(format!("{a}.q_a_layernorm.weight"), &[q]);
+                    out.add(format!("{a}.q_b_proj.weight"), &[q_out, q]);
+                }
+                None => out.add(format!("{a}.q_proj.weight"), &[q_out, d.hidden]),
+            }
+            out.add(
+                format!("{a}.kv_a_proj_with_mqa.weight"),
+                &[kv_lora + rope, d.hidden],
+            );
+            out.add(format!("{a}.kv_a_layernorm.weight"), &[kv_lora]);
+            out.add(
+                format!("{a}.kv_b_proj.weight"),
+                &[d.n_head * (nope + v), kv_lora],
+            );
+            out.add(format!("{a}.o_proj.weight"), &[d.hidden, d.n_head * v]);
+            let mlp = format!("{p}.mlp");
+            if n_exp == 0 || l < first_dense || l % freq != 0 {
+                gated_mlp(&mlp, d.hidden, req("intermediate_size")?, false, &mut out);
+                continue;
+            }
+            let ff = req("moe_intermediate_size")?;
+            out.add(format!("{mlp}.gate.weight"), &[n_exp, d.hidden]);
+            if router_bias {
+                out.add(format!("{mlp}.gate.e_score_correction_bias"), &[n_exp]);
+            }
+            for e in 0..n_exp {
+                gated_mlp(&format!("{mlp}.experts.{e}"), d.hidden, ff, false, &mut out);
+            }
+            if n_shared > 0 {
+                let shared = format!("{mlp}.shared_experts");
+                gated_mlp(&shared, d.hidden, ff * n_shared, false, &mut out);
+            }
+        }
+        Ok(out.0)
     }
 }

@@ -3,6 +3,7 @@
 
 use dynquant_gguf::{Metadata, Value};
 
+use super::checkpoint::{dense_decoder, AttnParts};
 use super::{common_name, Arch, Mapped, OutTensor, Params, Transform};
 use crate::config::Config;
 use crate::error::{HfError, Result};
@@ -127,6 +128,16 @@ impl Arch for Llama {
     }
     fn prefers_spm(&self) -> bool {
         true
+    }
+    fn checkpoint_tensors(&self, cfg: &Config) -> Result<Vec<(String, Vec<usize>)>> {
+        // LlamaAttention: every projection has a bias when `attention_bias` is set.
+        let bias = cfg.bool_of("attention_bias").unwrap_or(false);
+        let parts = AttnParts {
+            qkv_bias: bias,
+            o_bias: bias,
+            qk_norm: false,
+        };
+        Ok(dense_decoder(cfg, parts, cfg.bool_of("mlp_bias").unwrap_or(false))?.0)
     }
 }
 

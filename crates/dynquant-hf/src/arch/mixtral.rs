@@ -4,6 +4,7 @@
 
 use dynquant_gguf::Metadata;
 
+use super::checkpoint::{attention, embeddings, AttnParts, Dims, TensorList};
 use super::llama::{llama_extra, llama_map};
 use super::{expert_of, Arch, Mapped, Params};
 use crate::config::Config;
@@ -50,5 +51,24 @@ impl Arch for Mixtral {
     }
     fn prefers_spm(&self) -> bool {
         true
+    }
+    fn checkpoint_tensors(&self, cfg: &Config) -> Result<Vec<(String, Vec<usize>)>> {
+        let d = Dims::of(cfg)?;
+        let n_exp = cfg.req_u64(&["num_local_experts"])? as usize;
+        let ff = cfg.req_u64(&["intermediate_size"])? as usize;
+        let mut out = TensorList::default();
+        embeddings(cfg, &d, &mut out);
+        for l in 0..d.n_layer {
+            attention(l, &d, AttnParts::default(), &mut out);
+            let moe = format!("model.layers.{l}.block_sparse_moe");
+            out.add(format!("{moe}.gate.weight"), &[n_exp, d.hidden]);
+            for e in 0..n_exp {
+                let x = format!("{moe}.experts.{e}");
+                out.add(format!("{x}.w1.weight"), &[ff, d.hidden]);
+                out.add(format!("{x}.w2.weight"), &[d.hidden, ff]);
+                out.add(format!("{x}.w3.weight"), &[ff, d.hidden]);
+            }
+        }
+        Ok(out.0)
     }
 }

@@ -5,6 +5,7 @@
 //! (`TextModel.set_gguf_parameters`), the name map shared by the llama family, expert stacking
 //! and output ordering. Each architecture is one small file adding its own keys and rules.
 
+mod checkpoint;
 mod deepseek;
 mod llama;
 mod mixtral;
@@ -12,11 +13,13 @@ mod qwen2;
 mod qwen3;
 mod qwen3moe;
 
+pub(crate) use checkpoint::{CheckpointTensors, ConfigCheckpoint};
+
 use dynquant_gguf::{Metadata, Value};
+use dynquant_plan::MlaLayout;
 
 use crate::config::Config;
 use crate::error::{HfError, Result};
-use crate::safetensors::Checkpoint;
 
 /// How an output tensor is made from its source(s).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +138,9 @@ pub(crate) trait Arch: Send + Sync {
     fn prefers_spm(&self) -> bool {
         false
     }
+    /// The tensors (Hugging Face names, PyTorch shapes) a checkpoint with this config holds,
+    /// for planning from `config.json` alone; their GGUF names come from [`Arch::map`].
+    fn checkpoint_tensors(&self, cfg: &Config) -> Result<Vec<(String, Vec<usize>)>>;
 }
 
 /// Changes to the generic hyper-parameters.
@@ -175,7 +181,9 @@ impl Params {
     }
 }
 
-pub(crate) fn arch_for(cfg: &Config) -> Result<Box<dyn Arch>> {
+/// The architecture of `cfg`; `layout` chooses deepseek2's attention tensors (the converter
+/// writes the MLA layout; the legacy one is planned for files converted before it).
+pub(crate) fn arch_for(cfg: &Config, layout: MlaLayout) -> Result<Box<dyn Arch>> {
     let hf = cfg.architecture().unwrap_or("");
     let mt = cfg.str_of("model_type").unwrap_or("");
     Ok(match (hf, mt) {
@@ -186,7 +194,7 @@ pub(crate) fn arch_for(cfg: &Config) -> Result<Box<dyn Arch>> {
         ("Qwen3ForCausalLM", _) | (_, "qwen3") => Box::new(qwen3::Qwen3),
         ("Qwen3MoeForCausalLM", _) | (_, "qwen3_moe") => Box::new(qwen3moe::Qwen3Moe),
         ("DeepseekV3ForCausalLM" | "DeepseekV2ForCausalLM", _)
-        | (_, "deepseek_v3" | "deepseek_v2") => Box::new(deepseek::Deepseek),
+        | (_, "deepseek_v3" | "deepseek_v2") => Box::new(deepseek::Deepseek { layout }),
         _ => {
             let what = if hf.is_empty() { mt } else { hf };
             return Err(HfError::UnknownArchitecture(if what.is_empty() {
@@ -447,10 +455,20 @@ fn shape_err(name: &str, got: &[usize], want: Vec<usize>) -> HfError {
     }
 }
 
+/// A tensor's shape, or [`HfError::MissingTensor`].
+fn shape_of<'a>(ckpt: &'a dyn CheckpointTensors, name: &str) -> Result<&'a [usize]> {
+    ckpt.shape(name)
+        .ok_or_else(|| HfError::MissingTensor(name.to_string()))
+}
+
 /// Maps every checkpoint tensor and stacks experts, in the converter's order, checking shapes
 /// against config.json.
-pub(crate) fn plan_tensors(cfg: &Config, ckpt: &Checkpoint) -> Result<ArchPlan> {
-    let arch = arch_for(cfg)?;
+pub(crate) fn plan_tensors(
+    cfg: &Config,
+    ckpt: &dyn CheckpointTensors,
+    layout: MlaLayout,
+) -> Result<ArchPlan> {
+    let arch = arch_for(cfg, layout)?;
     let params = Params::read(cfg)?;
     let n_exp = arch.n_experts(cfg)?;
     let projs = arch.expert_projs();
@@ -461,13 +479,10 @@ pub(crate) fn plan_tensors(cfg: &Config, ckpt: &Checkpoint) -> Result<ArchPlan> 
     for name in ckpt.names() {
         if name.ends_with("_scale_inv") {
             // FP8 block scales are folded into their weights when read.
-            let w = name.trim_end_matches("_scale_inv");
-            if ckpt.get(w).is_none() {
-                return Err(HfError::MissingTensor(w.into()));
-            }
+            shape_of(ckpt, name.trim_end_matches("_scale_inv"))?;
             continue;
         }
-        let t = ckpt.require(name)?;
+        let shape_in = shape_of(ckpt, name)?;
         let layer = block_of(name);
         match arch.map(name, layer, cfg)? {
             Mapped::Skip => {}
@@ -490,18 +505,18 @@ pub(crate) fn plan_tensors(cfg: &Config, ckpt: &Checkpoint) -> Result<ArchPlan> 
                 };
                 for (gname, tr) in pieces {
                     let shape = match &tr {
-                        Transform::None | Transform::RopePermute { .. } => t.shape.clone(),
+                        Transform::None | Transform::RopePermute { .. } => shape_in.to_vec(),
                         Transform::KvbK { n_head, nope, v }
                         | Transform::KvbV { n_head, nope, v } => {
                             let want_rows = n_head * (nope + v);
-                            if t.shape.len() != 2 || t.shape[0] != want_rows {
+                            if shape_in.len() != 2 || shape_in[0] != want_rows {
                                 return Err(shape_err(
                                     name,
-                                    &t.shape,
-                                    vec![want_rows, t.shape.last().copied().unwrap_or(0)],
+                                    shape_in,
+                                    vec![want_rows, shape_in.last().copied().unwrap_or(0)],
                                 ));
                             }
-                            let l = t.shape[1];
+                            let l = shape_in[1];
                             if matches!(tr, Transform::KvbK { .. }) {
                                 vec![*n_head, l, *nope]
                             } else {
@@ -510,21 +525,21 @@ pub(crate) fn plan_tensors(cfg: &Config, ckpt: &Checkpoint) -> Result<ArchPlan> 
                         }
                     };
                     if let Transform::RopePermute { n_head } = tr {
-                        let rows = t.shape.first().copied().unwrap_or(0);
+                        let rows = shape_in.first().copied().unwrap_or(0);
                         if n_head == 0 || rows == 0 || rows % (2 * n_head) != 0 {
                             let want = 2 * n_head.max(1) * (rows / (2 * n_head.max(1))).max(1);
-                            return Err(shape_err(name, &t.shape, vec![want]));
+                            return Err(shape_err(name, shape_in, vec![want]));
                         }
                     }
                     if gname == "token_embd.weight" || gname == "output.weight" {
                         let want = vec![
                             params
                                 .n_vocab
-                                .map_or(t.shape.first().copied().unwrap_or(0), |v| v as usize),
+                                .map_or(shape_in.first().copied().unwrap_or(0), |v| v as usize),
                             params.n_embd,
                         ];
-                        if t.shape != want {
-                            return Err(shape_err(name, &t.shape, want));
+                        if shape_in != want.as_slice() {
+                            return Err(shape_err(name, shape_in, want));
                         }
                     }
                     out.push(OutTensor {
@@ -568,15 +583,15 @@ pub(crate) fn plan_tensors(cfg: &Config, ckpt: &Checkpoint) -> Result<ArchPlan> 
                     let slots = pending.remove(&layer).unwrap_or_default();
                     for pi in ready {
                         let names: Vec<String> = slots[pi].iter().flatten().cloned().collect();
-                        let first = ckpt.require(&names[0])?;
+                        let first = shape_of(ckpt, &names[0])?;
                         for n in &names {
-                            let s = &ckpt.require(n)?.shape;
-                            if *s != first.shape || s.len() != 2 {
-                                return Err(shape_err(n, s, first.shape.clone()));
+                            let s = shape_of(ckpt, n)?;
+                            if s != first || s.len() != 2 {
+                                return Err(shape_err(n, s, first.to_vec()));
                             }
                         }
                         let mut shape = vec![names.len()];
-                        shape.extend_from_slice(&first.shape);
+                        shape.extend_from_slice(first);
                         out.push(OutTensor {
                             name: format!("blk.{layer}.{}.weight", projs[pi].1),
                             sources: names,

@@ -3,6 +3,7 @@
 
 use dynquant_gguf::Metadata;
 
+use super::checkpoint::{dense_decoder, AttnParts};
 use super::{common_name, Arch, Mapped, Params, Transform};
 use crate::config::Config;
 use crate::error::{HfError, Result};
@@ -27,5 +28,13 @@ impl Arch for Qwen2 {
     }
     fn map(&self, name: &str, _layer: Option<usize>, _cfg: &Config) -> Result<Mapped> {
         qwen_map(name)
+    }
+    fn checkpoint_tensors(&self, cfg: &Config) -> Result<Vec<(String, Vec<usize>)>> {
+        // Qwen2Attention: q, k and v have biases, o has none.
+        let parts = AttnParts {
+            qkv_bias: true,
+            ..AttnParts::default()
+        };
+        Ok(dense_decoder(cfg, parts, false)?.0)
     }
 }

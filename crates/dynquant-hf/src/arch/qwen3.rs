@@ -3,6 +3,7 @@
 
 use dynquant_gguf::Metadata;
 
+use super::checkpoint::{dense_decoder, AttnParts};
 use super::qwen2::qwen_map;
 use super::{Arch, Mapped, Params};
 use crate::config::Config;
@@ -19,5 +20,18 @@ impl Arch for Qwen3 {
     }
     fn map(&self, name: &str, _layer: Option<usize>, _cfg: &Config) -> Result<Mapped> {
         qwen_map(name)
+    }
+    fn checkpoint_tensors(&self, cfg: &Config) -> Result<Vec<(String, Vec<usize>)>> {
+        Ok(dense_decoder(cfg, qwen3_attention(cfg), false)?.0)
+    }
+}
+
+/// Qwen3Attention: per-head q/k norms; biases on all four projections when `attention_bias`.
+pub(crate) fn qwen3_attention(cfg: &Config) -> AttnParts {
+    let bias = cfg.bool_of("attention_bias").unwrap_or(false);
+    AttnParts {
+        qkv_bias: bias,
+        o_bias: bias,
+        qk_norm: true,
     }
 }

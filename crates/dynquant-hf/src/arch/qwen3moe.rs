@@ -4,7 +4,9 @@
 
 use dynquant_gguf::{Metadata, Value};
 
+use super::checkpoint::{attention, embeddings, gated_mlp, Dims, TensorList};
 use super::qwen2::qwen_map;
+use super::qwen3::qwen3_attention;
 use super::{expert_of, Arch, Mapped, Params};
 use crate::config::Config;
 use crate::error::{HfError, Result};
@@ -59,5 +61,40 @@ impl Arch for Qwen3Moe {
     }
     fn n_experts(&self, cfg: &Config) -> Result<usize> {
         Ok(cfg.req_u64(&["num_experts"])? as usize)
+    }
+    fn checkpoint_tensors(&self, cfg: &Config) -> Result<Vec<(String, Vec<usize>)>> {
+        let d = Dims::of(cfg)?;
+        let n_exp = cfg.req_u64(&["num_experts"])? as usize;
+        let moe_ff = cfg.req_u64(&["moe_intermediate_size"])? as usize;
+        // Qwen3MoeDecoderLayer: experts unless the layer is listed in `mlp_only_layers` or
+        // falls between `decoder_sparse_step`s.
+        let dense_only: Vec<u64> = cfg
+            .get("mlp_only_layers")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+            .unwrap_or_default();
+        let step = cfg.u64_of(&["decoder_sparse_step"])?.unwrap_or(1).max(1) as usize;
+        let mut out = TensorList::default();
+        embeddings(cfg, &d, &mut out);
+        for l in 0..d.n_layer {
+            attention(l, &d, qwen3_attention(cfg), &mut out);
+            let mlp = format!("model.layers.{l}.mlp");
+            if dense_only.contains(&(l as u64)) || (l + 1) % step != 0 {
+                let ff = cfg.req_u64(&["intermediate_size"])? as usize;
+                gated_mlp(&mlp, d.hidden, ff, false, &mut out);
+                continue;
+            }
+            out.add(format!("{mlp}.gate.weight"), &[n_exp, d.hidden]);
+            for e in 0..n_exp {
+                gated_mlp(
+                    &format!("{mlp}.experts.{e}"),
+                    d.hidden,
+                    moe_ff,
+                    false,
+                    &mut out,
+                );
+            }
+        }
+        Ok(out.0)
     }
 }

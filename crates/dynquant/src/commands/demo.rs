@@ -2,7 +2,7 @@
 //!
 //! Builds a small llama-shaped F32 model deterministically, writes it as GGUF, inspects it,
 //! splits it into shards and merges them back, and checks the round trip is byte-identical.
-//! Then it builds a small synthetic DeepSeek-style MoE model (from the test-model kit), shows
+//! Then it builds a small synthetic DeepSeek-style MoE model (dynquant-synth), shows
 //! the plans of the dynamic `ud-iq1_s` recipe and a uniform `basic-iq1_s`, computes an
 //! importance matrix with dynquant's own engine on an embedded text, quantizes both with it,
 //! and measures size, perplexity, KL divergence and top-1 agreement of each against the
@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use dynquant_plan::inventory::Inventory;
-use dynquant_plan::{plan_recipe, PlanOptions};
+use dynquant_plan::PlanOptions;
 
-use dynquant_testkit::synth::{Deepseek2Spec, MlaLayout};
+use dynquant_synth::moe::{byte_level_tokenizer, write_deepseek2, Deepseek2Spec, MlaLayout};
 
 use super::{human_bytes, write_options};
 use crate::args::{DemoArgs, EngineArgs, ImatrixArgs, KldArgs, PerplexityArgs};
@@ -250,13 +250,8 @@ fn quantize_args(
 fn dynamic_vs_basic(dir: &Path, threads: Option<usize>) -> Result<()> {
     let model_path = dir.join("synth-deepseek2.gguf");
     let spec = demo_spec();
-    dynquant_testkit::synth::write_deepseek2(
-        &spec,
-        MlaLayout::Mla,
-        &dynquant_testkit::synth::byte_level_tokenizer(),
-        &model_path,
-    )
-    .context("building the synthetic deepseek2 model")?;
+    write_deepseek2(&spec, MlaLayout::Mla, &byte_level_tokenizer(), &model_path)
+        .context("building the synthetic deepseek2 model")?;
     let model = GgufModel::open(&model_path, Access::Mmap)?;
     println!(
         "\n5. built {} (deepseek2, MLA, {} layers of which {} dense, {} routed experts + {} shared, \
@@ -276,8 +271,8 @@ fn dynamic_vs_basic(dir: &Path, threads: Option<usize>) -> Result<()> {
     let recipes = ["ud-iq1_s", "basic-iq1_s", "basic-iq2_xxs"];
     let mut plans = Vec::new();
     for r in recipes {
-        let recipe = super::plan::load_recipe(r)?;
-        plans.push(plan_recipe(&inv, &recipe, &PlanOptions::default())?);
+        let preset = dynquant_input::load_preset(r)?;
+        plans.push(preset.plan(&inv, &PlanOptions::default())?);
     }
     // Per role: the types each recipe gives it.
     println!("\n6. plans side by side (types per tensor role):\n");

@@ -2,10 +2,10 @@
 
 mod convert;
 mod demo;
-mod dev;
 mod imatrix;
 mod inspect;
 mod kld;
+mod overrides;
 mod perplexity;
 mod plan;
 mod quantize;
@@ -31,7 +31,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo::run(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Quantize(a) => quantize::run(&a),
-        Command::Dev(c) => dev::run(&c),
     }
 }
 

@@ -3,122 +3,27 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use dynquant_gguf::imatrix::Imatrix;
 use dynquant_gguf::types::{GgmlType, ImatrixNeed};
-use dynquant_gguf::{Access, GgufModel};
-use dynquant_plan::inventory::{
-    deepseek_inventory, from_hf_config, DeepseekConfig, Inventory, MlaLayout,
-};
-use dynquant_plan::{plan_recipe, preset, Decision, Plan, PlanOptions, Recipe};
+use dynquant_input::{load_imatrix, load_preset, plan_targets};
+use dynquant_plan::{Decision, MlaLayout, Plan, Preset};
+use dynquant_quantize::unseen_experts_of;
 use serde_json::json;
 
 use super::human_bytes;
-use crate::args::{LayoutArg, PlanArgs, RecipeArgs};
+use super::overrides::plan_options;
+use crate::args::{LayoutArg, PlanArgs};
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-pub fn load_recipe(spec: &str) -> Result<Recipe> {
-    if let Some(r) = preset(spec) {
-        return Ok(r?);
+/// How a plan of a DeepSeek config names its attention layout.
+fn layout_label(layout: Option<MlaLayout>) -> &'static str {
+    match layout {
+        None => "",
+        Some(MlaLayout::Mla) => "MLA layout (attn_k_b/attn_v_b)",
+        Some(MlaLayout::Legacy) => "legacy layout (attn_kv_b)",
     }
-    let path = std::path::Path::new(spec);
-    if !path.exists() {
-        bail!("'{spec}' is neither a preset (ud-iq1_s, ud-iq1_m, ud-iq2_xxs, ud-q2_k_xl, basic-<type>, or a llama.cpp mix: q4_k_m, iq1_s, ...) nor a recipe file");
-    }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {spec}"))?;
-    Ok(Recipe::parse(&text, spec)?)
-}
-
-fn parse_type(s: &str) -> Result<GgmlType> {
-    Ok(s.parse::<GgmlType>()?)
-}
-
-pub fn options(a: &RecipeArgs) -> Result<PlanOptions> {
-    let mut specs = a.tensor_type.clone();
-    if let Some(path) = &a.tensor_type_file {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        specs.extend(text.split_whitespace().map(String::from));
-    }
-    let mut overrides = Vec::new();
-    for spec in &specs {
-        let (re, ty) = spec
-            .rsplit_once('=')
-            .with_context(|| format!("--tensor-type '{spec}': expected REGEX=TYPE"))?;
-        let re =
-            regex::Regex::new(re).with_context(|| format!("--tensor-type '{spec}': bad regex"))?;
-        overrides.push((re, parse_type(ty)?));
-    }
-    Ok(PlanOptions {
-        overrides,
-        token_embedding_type: a
-            .token_embedding_type
-            .as_deref()
-            .map(parse_type)
-            .transpose()?,
-        output_tensor_type: a
-            .output_tensor_type
-            .as_deref()
-            .map(parse_type)
-            .transpose()?,
-    })
-}
-
-/// Inventories to plan: the model, or for a DeepSeek config both layouts (chosen first).
-fn inventories(a: &PlanArgs) -> Result<Vec<(String, Inventory)>> {
-    if dynquant_hf::is_hf_dir(&a.model) {
-        // A checkpoint folder: plan exactly the tensors `convert` would write (headers and
-        // config only; no tensor data is read).
-        let hf = dynquant_hf::HfModel::open(&a.model, &dynquant_hf::ConvertOptions::default())
-            .with_context(|| format!("reading {}", a.model.display()))?;
-        let inv = Inventory {
-            metadata: hf.metadata().clone(),
-            tensors: hf.tensor_infos().to_vec(),
-        };
-        return Ok(vec![(String::new(), inv)]);
-    }
-    let is_config = a.model.is_dir() || a.model.extension().is_some_and(|e| e == "json");
-    if !is_config {
-        let model = GgufModel::open(&a.model, Access::Pread)
-            .with_context(|| format!("reading {}", a.model.display()))?;
-        return Ok(vec![(String::new(), Inventory::from_gguf(&model))]);
-    }
-    let config_path = if a.model.is_dir() {
-        a.model.join("config.json")
-    } else {
-        a.model.clone()
-    };
-    let is_deepseek = std::fs::read_to_string(&config_path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| {
-            v["model_type"]
-                .as_str()
-                .map(|m| m.starts_with("deepseek_v"))
-        })
-        .unwrap_or(false);
-    if !is_deepseek {
-        let inv = from_hf_config(&config_path)
-            .with_context(|| format!("planning from {}", config_path.display()))?;
-        return Ok(vec![(String::new(), inv)]);
-    }
-    let config = DeepseekConfig::read(&config_path)
-        .with_context(|| format!("reading {}", config_path.display()))?;
-    let order = match a.layout {
-        LayoutArg::Mla => [MlaLayout::Mla, MlaLayout::Legacy],
-        LayoutArg::Legacy => [MlaLayout::Legacy, MlaLayout::Mla],
-    };
-    order
-        .into_iter()
-        .map(|l| {
-            let name = match l {
-                MlaLayout::Mla => "MLA layout (attn_k_b/attn_v_b)",
-                MlaLayout::Legacy => "legacy layout (attn_kv_b)",
-            };
-            Ok((name.to_string(), deepseek_inventory(&config, l)?))
-        })
-        .collect()
 }
 
 fn warnings(p: &Plan, imatrix: Option<&Imatrix>) -> Vec<String> {
@@ -144,13 +49,11 @@ fn warnings(p: &Plan, imatrix: Option<&Imatrix>) -> Vec<String> {
                 n_mat,
                 t.shape[0]
             )),
-            Some(e) => {
-                let unseen = e.counts.iter().filter(|c| **c == 0.0).count();
-                if unseen > 0 {
+            Some(_) => {
+                if let Some(u) = unseen_experts_of(im, &t.name) {
                     w.push(format!(
-                        "{}: {unseen} of {} experts saw no calibration tokens (they get neutral weights)",
-                        t.name,
-                        e.n_mat()
+                        "{}: {} of {} experts saw no calibration tokens (they get neutral weights)",
+                        u.tensor, u.unseen, u.total
                     ));
                 }
             }
@@ -176,13 +79,12 @@ fn warnings(p: &Plan, imatrix: Option<&Imatrix>) -> Vec<String> {
     w
 }
 
-fn rule_label(p: &Plan, t: &dynquant_plan::TensorPlan, recipe: &Recipe) -> String {
-    let _ = p;
+fn rule_label(t: &dynquant_plan::TensorPlan, preset: &Preset) -> String {
     match &t.decision {
         Decision::Kept(_) => "keep".into(),
         Decision::Override(i) => format!("override#{}", i + 1),
         Decision::SpecialOverride => "override".into(),
-        Decision::Rule(i) => format!("line {}", recipe.rules[*i].line),
+        Decision::Rule(i) => format!("line {}", preset.rule_line(*i)),
         Decision::Default => "default".into(),
     }
 }
@@ -203,7 +105,7 @@ fn summary_by<K: Ord + ToString>(
 
 fn to_json(
     p: &Plan,
-    recipe: &Recipe,
+    preset: &Preset,
     layout: &str,
     imatrix: Option<&Imatrix>,
 ) -> serde_json::Value {
@@ -215,7 +117,7 @@ fn to_json(
                 "name": t.name, "shape": t.shape, "role": t.role.name(), "layer": t.layer,
                 "source": t.source.name(), "requested": t.requested.name(), "type": t.target.name(),
                 "fallback": t.requested != t.target && !matches!(t.decision, Decision::Kept(_)),
-                "bytes": t.bytes, "rule": rule_label(p, t, recipe), "why": t.why,
+                "bytes": t.bytes, "rule": rule_label(t, preset), "why": t.why,
             })
         })
         .collect();
@@ -247,13 +149,13 @@ fn to_json(
 
 fn to_text(
     p: &Plan,
-    recipe: &Recipe,
+    preset: &Preset,
     layout: &str,
     all: bool,
     imatrix: Option<&Imatrix>,
 ) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "recipe {}: {}", recipe.name, recipe.description);
+    let _ = writeln!(s, "recipe {}: {}", p.recipe, p.description);
     if !layout.is_empty() {
         let _ = writeln!(s, "{layout}");
     }
@@ -279,7 +181,7 @@ fn to_text(
                 t.source.name(),
                 ty,
                 t.bytes,
-                rule_label(p, t, recipe),
+                rule_label(t, preset),
                 t.why
             );
         }
@@ -340,30 +242,34 @@ fn export_tensor_types(p: &Plan, path: &std::path::Path) -> Result<()> {
 }
 
 pub fn run(a: &PlanArgs) -> Result<()> {
-    let recipe = load_recipe(&a.recipe.recipe)?;
-    let opts = options(&a.recipe)?;
-    let invs = inventories(a)?;
-    let imatrix = a
-        .imatrix
-        .as_ref()
-        .map(|p| Imatrix::read(p).with_context(|| format!("reading {}", p.display())))
-        .transpose()?;
+    let preset = load_preset(&a.recipe.recipe)?;
+    let mut opts = plan_options(&a.recipe)?;
+    opts.has_imatrix = a.imatrix.is_some();
+    let first = match a.layout {
+        LayoutArg::Mla => MlaLayout::Mla,
+        LayoutArg::Legacy => MlaLayout::Legacy,
+    };
+    let targets = plan_targets(&a.model, first)?;
+    let imatrix = a.imatrix.as_deref().map(load_imatrix).transpose()?;
     let mut plans = Vec::new();
-    for (layout, inv) in &invs {
-        plans.push((layout.clone(), plan_recipe(inv, &recipe, &opts)?));
+    for t in &targets {
+        plans.push((
+            layout_label(t.layout).to_string(),
+            preset.plan(&t.inventory, &opts)?,
+        ));
     }
     let (layout, main) = &plans[0];
     if let Some(path) = &a.export_tensor_types {
         export_tensor_types(main, path)?;
     }
     let out = if a.json {
-        let mut v = to_json(main, &recipe, layout, imatrix.as_ref());
+        let mut v = to_json(main, &preset, layout, imatrix.as_ref());
         if let Some((other_layout, other)) = plans.get(1) {
             v["other_layout"] = json!({"layout": other_layout, "total_bytes": other.total_bytes, "total_gib": other.total_bytes as f64 / GIB, "bpw": other.bpw()});
         }
         serde_json::to_string_pretty(&v)? + "\n"
     } else {
-        let mut s = to_text(main, &recipe, layout, a.tensors, imatrix.as_ref());
+        let mut s = to_text(main, &preset, layout, a.tensors, imatrix.as_ref());
         if let Some((other_layout, other)) = plans.get(1) {
             let _ = writeln!(
                 s,

@@ -4,43 +4,19 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use dynquant_gguf::imatrix::Imatrix;
-use dynquant_gguf::types::{file_type_by_name, GgmlType, FILE_TYPE_TABLE};
-use dynquant_gguf::{keys, GgufModel, Value, WriteOptions};
-use dynquant_hf::{is_hf_dir, ConvertOptions, HfModel};
-use dynquant_plan::inventory::Inventory;
-use dynquant_plan::{plan_recipe, Plan};
+use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::WriteOptions;
+use dynquant_input::{load_imatrix, load_preset, ModelInput};
 use dynquant_quantize::{
-    check_imatrix_coverage, quantize_model, unseen_experts, Progress, QuantizeJob, TensorSource,
-    DEFAULT_SLAB_VALUES,
+    check_imatrix_coverage, output_metadata, quantize_model, unseen_experts, Progress, Provenance,
+    QuantizeJob, DEFAULT_SLAB_VALUES,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::human_bytes;
-use super::plan::{load_recipe, options};
+use super::overrides::plan_options;
 use crate::args::QuantizeArgs;
-
-/// `general.file_type` for a plan: the llama.cpp mix's own ftype, or the file type whose
-/// default type is the plan's dominant quantized type (by bytes).
-fn file_type_for(plan: &Plan, recipe_name: &str) -> u32 {
-    if let Some(ft) = file_type_by_name(recipe_name) {
-        return ft.id;
-    }
-    let mut bytes: BTreeMap<GgmlType, u64> = BTreeMap::new();
-    for t in &plan.tensors {
-        *bytes.entry(t.target).or_default() += t.bytes;
-    }
-    let dominant = bytes
-        .iter()
-        .filter(|(ty, _)| ty.info().quantized || **ty == GgmlType::F16 || **ty == GgmlType::BF16)
-        .max_by_key(|(_, b)| **b)
-        .map(|(ty, _)| *ty);
-    dominant
-        .and_then(|ty| FILE_TYPE_TABLE.iter().find(|f| f.default_type == Some(ty)))
-        .map_or(0, |f| f.id)
-}
 
 struct Bar(ProgressBar);
 
@@ -56,71 +32,31 @@ impl Progress for Bar {
 pub fn run(a: &QuantizeArgs) -> Result<()> {
     let started = Instant::now();
     // A GGUF model, or a Hugging Face folder streamed straight from its safetensors.
-    let gguf_model;
-    let hf_model;
-    let (model, inv, input_md): (&dyn TensorSource, Inventory, _) = if is_hf_dir(&a.input) {
-        hf_model = HfModel::open(&a.input, &ConvertOptions::default())
-            .with_context(|| format!("reading {}", a.input.display()))?;
-        for w in hf_model.warnings() {
-            eprintln!("warning: {w}");
-        }
-        let inv = Inventory {
-            metadata: hf_model.metadata().clone(),
-            tensors: hf_model.tensor_infos().to_vec(),
-        };
-        (&hf_model, inv, hf_model.metadata().clone())
-    } else {
-        gguf_model = GgufModel::open(&a.input, a.read.access())
-            .with_context(|| format!("reading {}", a.input.display()))?;
-        let inv = Inventory::from_gguf(&gguf_model);
-        (&gguf_model, inv, gguf_model.merged_metadata())
-    };
-    let recipe = load_recipe(&a.recipe.recipe)?;
-    let opts = options(&a.recipe)?;
-    let plan = plan_recipe(&inv, &recipe, &opts)?;
-    let imatrix = a
-        .imatrix
-        .as_ref()
-        .map(|p| Imatrix::read(p).with_context(|| format!("reading {}", p.display())))
-        .transpose()?;
-
-    // Output metadata: the input's, then llama-quantize's keys, then how dynquant made it.
-    let mut md = input_md;
-    md.set(keys::general::QUANTIZATION_VERSION, Value::U32(2));
-    md.set(
-        keys::general::FILE_TYPE,
-        Value::U32(file_type_for(&plan, &recipe.name)),
-    );
-    md.set(
-        "dynquant.version",
-        Value::String(env!("CARGO_PKG_VERSION").into()),
-    );
-    md.set("dynquant.recipe", Value::String(recipe.name.clone()));
-    let digest: String = Sha256::digest(recipe.source.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    md.set("dynquant.recipe.sha256", Value::String(digest));
-    if let (Some(im), Some(path)) = (&imatrix, &a.imatrix) {
-        let cut = |s: &str| s.chars().take(127).collect::<String>();
-        md.set(
-            "quantize.imatrix.file",
-            Value::String(cut(&path.display().to_string())),
-        );
-        if let Some(d) = im.datasets.first() {
-            md.set("quantize.imatrix.dataset", Value::String(cut(d)));
-        }
-        md.set(
-            "quantize.imatrix.entries_count",
-            Value::U32(im.entries.len() as u32),
-        );
-        if im.chunk_count > 0 {
-            md.set("quantize.imatrix.chunks_count", Value::U32(im.chunk_count));
-        }
+    let input = ModelInput::open(&a.input, a.read.access())?;
+    for w in input.warnings() {
+        eprintln!("warning: {w}");
     }
+    let inv = input.inventory();
+    let preset = load_preset(&a.recipe.recipe)?;
+    let mut opts = plan_options(&a.recipe)?;
+    opts.has_imatrix = a.imatrix.is_some();
+    let plan = preset.plan(&inv, &opts)?;
+    let imatrix = a.imatrix.as_deref().map(load_imatrix).transpose()?;
+    let recipe_name = preset.name();
+    let recipe_source = preset.source();
+    let md = output_metadata(
+        input.metadata(),
+        &Provenance {
+            file_type: preset.file_type(&plan),
+            tool_version: env!("CARGO_PKG_VERSION"),
+            recipe_name: &recipe_name,
+            recipe_source: &recipe_source,
+            imatrix: imatrix.as_ref().zip(a.imatrix.as_deref()),
+        },
+    );
 
     let job = QuantizeJob {
-        model,
+        model: input.source(),
         targets: plan.tensors.iter().map(|t| t.target).collect(),
         metadata: md,
         imatrix: imatrix.as_ref(),
@@ -143,7 +79,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
     }
     let summary_json = |paths: Vec<String>, bytes: u64, dry: bool| {
         json!({
-            "recipe": recipe.name, "dry_run": dry, "outputs": paths, "bytes": bytes,
+            "recipe": recipe_name, "dry_run": dry, "outputs": paths, "bytes": bytes,
             "tensor_bytes": plan.total_bytes, "params": plan.total_params, "bpw": plan.bpw(),
             "types": type_counts, "seconds": started.elapsed().as_secs_f64(),
             "unseen_experts": unseen.iter().map(|u| json!({"tensor": u.tensor, "unseen": u.unseen, "total": u.total})).collect::<Vec<_>>(),

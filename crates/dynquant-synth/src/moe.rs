@@ -1,5 +1,6 @@
 //! Synthetic MoE models with trained-looking weights, in llama.cpp's `deepseek2` (both
-//! attention layouts) and `qwen3moe` architectures, reusing SmolLM2's tokenizer.
+//! attention layouts) and `qwen3moe` architectures, with the tokenizer of a given model
+//! (SmolLM2's in the test kit) or [`byte_level_tokenizer`].
 //!
 //! Uniform noise is a poor stand-in for trained weights: quantizers behave differently on
 //! heavy tails and outliers. Every matrix here is drawn as
@@ -29,7 +30,7 @@ use dynquant_gguf::{keys, Array, Metadata, Value};
 
 use crate::rng::Rng;
 use crate::tensors::{write_model, Planned};
-use crate::{Result, TestkitError};
+use crate::{Result, SynthError};
 
 /// How trained-looking the weights are; see the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -449,9 +450,7 @@ pub fn write_deepseek2(
 ) -> Result<()> {
     let s = *spec;
     if s.n_dense == 0 || s.n_dense >= s.n_layer || s.n_expert % s.n_group != 0 {
-        return Err(TestkitError::BadSource(
-            "inconsistent deepseek2 spec".into(),
-        ));
+        return Err(SynthError::BadSpec("inconsistent deepseek2 spec".into()));
     }
     let g = Gen::new(s.seed, s.style, s.n_embd);
     let name = match layout {
