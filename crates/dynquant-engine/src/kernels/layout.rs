@@ -1,62 +1,18 @@
 //! Where the fields of ggml's weight blocks sit (ggml-common.h, the `block_*` structs), for the
-//! kernels that read stored blocks directly. The K-quant layouts are dynquant-quants' own
-//! (`dynquant_quants::k::layout`, re-exported here), the same source its decoders read; the
-//! legacy layouts (Q4_0..Q8_0), which that crate keeps private, are named here. Block sizes in
+//! kernels that read stored blocks directly: dynquant-quants' own (`dynquant_quants::legacy::layout`
+//! and `dynquant_quants::k::layout`, re-exported here), the same source its decoders and
+//! validity checks read. Block sizes in
 //! bytes and elements come from the type table (`GgmlType::type_size`, `block_size`), and the
 //! tests below check that the fields fill exactly those sizes.
 
 use dynquant_gguf::GgmlType;
 pub(crate) use dynquant_quants::k::layout::{q4k, q6k};
+pub(crate) use dynquant_quants::legacy::layout::{q4_0, q4_1, q5_0, q5_1, q8_0};
 
 /// Elements of a legacy block (`QK4_0`, `QK4_1`, `QK5_0`, `QK5_1`, `QK8_0`).
 pub(crate) const QK: usize = 32;
 /// Elements of a K-quant super-block (`QK_K`).
 pub(crate) const QK_K: usize = 256;
-
-/// `block_q4_0`: f16 scale, 16 bytes of 4-bit values (element `j` low nibble, `j + 16` high).
-pub(crate) mod q4_0 {
-    /// f16 scale.
-    pub(crate) const D: usize = 0;
-    /// Packed 4-bit values.
-    pub(crate) const QS: usize = 2;
-}
-
-/// `block_q4_1`: f16 scale, f16 minimum, 16 bytes of 4-bit values.
-pub(crate) mod q4_1 {
-    /// f16 scale.
-    pub(crate) const D: usize = 0;
-    /// f16 block minimum.
-    pub(crate) const M: usize = 2;
-    /// Packed 4-bit values.
-    pub(crate) const QS: usize = 4;
-}
-
-/// `block_q5_0`: f16 scale, the 32 fifth bits (u32), 16 bytes of low nibbles.
-pub(crate) mod q5_0 {
-    /// f16 scale.
-    pub(crate) const D: usize = 0;
-    /// Fifth bits, bit `j` for element `j` (little-endian u32).
-    pub(crate) const QH: usize = 2;
-    /// Packed low 4 bits.
-    pub(crate) const QS: usize = 6;
-}
-
-/// `block_q5_1`: f16 scale, f16 minimum, the fifth bits, 16 bytes of low nibbles.
-pub(crate) mod q5_1 {
-    /// f16 block minimum.
-    pub(crate) const M: usize = 2;
-    /// Packed low 4 bits (the last field).
-    #[cfg(test)]
-    pub(crate) const QS: usize = 8;
-}
-
-/// `block_q8_0`: f16 scale, 32 i8 values.
-pub(crate) mod q8_0 {
-    /// f16 scale.
-    pub(crate) const D: usize = 0;
-    /// i8 values.
-    pub(crate) const QS: usize = 2;
-}
 
 /// Offset of the f16 block minimum of the types whose activations are Q8_1 (the minimum
 /// multiplies the activations' stored block sums), `None` for the others.
