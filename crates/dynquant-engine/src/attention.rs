@@ -117,11 +117,12 @@ pub fn attend(
             scale: c.kq_scale,
             window,
         };
-        let flavor = crate::ops::flavor();
+        let flavor = crate::cpu::flavor();
         crate::fa::attend(&shape, flavor, q, &cache.k, values, p0, n_tok, &mut out);
         return out;
     }
-    let fma = crate::matmul::has_fma();
+    // fused multiply-adds where the reproduced ggml build fuses, AVX2 instructions when allowed
+    let (fused, simd) = (crate::cpu::fused(), crate::cpu::simd());
     out.par_chunks_mut(od).enumerate().for_each(|(t, orow)| {
         let job = Row {
             c,
@@ -130,10 +131,10 @@ pub fn attend(
             pos: p0 + t,
             window,
         };
-        if fma {
-            job.run_fma(orow)
-        } else {
-            job.run::<false>(orow)
+        match (fused, simd) {
+            (true, true) => job.run_fma(orow),
+            (true, false) => job.run::<true>(orow),
+            (false, _) => job.run::<false>(orow),
         }
     });
     out
@@ -156,7 +157,7 @@ impl Row<'_> {
             unsafe fn inner(r: &Row<'_>, orow: &mut [f32]) {
                 r.run::<true>(orow)
             }
-            // SAFETY: `has_fma` checked AVX2 and FMA at runtime.
+            // SAFETY: only called when `cpu::simd` detected AVX2 and FMA at runtime.
             unsafe { inner(self, orow) }
         }
         #[cfg(not(target_arch = "x86_64"))]

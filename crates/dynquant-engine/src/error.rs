@@ -3,6 +3,7 @@
 use dynquant_gguf::GgmlType;
 use dynquant_gguf::GgufError;
 use dynquant_quants::QuantError;
+use dynquant_tokenizer::TokenizerError;
 
 /// Everything that can go wrong loading or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,39 @@ pub enum EngineError {
     /// Bad input to an evaluation (too few tokens, mismatched base file...).
     #[error("{0}")]
     Invalid(String),
+    /// An evaluation text could not be read.
+    #[error("reading {}", path.display())]
+    ReadText {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An evaluation text is not UTF-8.
+    #[error("{} is not UTF-8 text", path.display())]
+    NotUtf8 {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::string::FromUtf8Error,
+    },
+    /// An evaluation text could not be tokenized.
+    #[error("tokenizing {}", path.display())]
+    TokenizeText {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: TokenizerError,
+    },
+    /// A chat prompt could not be rendered with the model's template.
+    #[error("applying the chat template")]
+    ChatTemplate(#[source] TokenizerError),
+    /// The tokenizer failed.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
     /// I/O on an evaluation file.
     #[error("{path}: {source}")]
     Io {

@@ -1,5 +1,7 @@
 //! Evaluations over token sequences: llama-perplexity's perplexity.
 
+use dynquant_tokenizer::Tokenizer;
+
 use crate::error::{EngineError, Result};
 use crate::model::{Logits, Model};
 use crate::ops::log_softmax;
@@ -16,6 +18,16 @@ pub struct ChunkOptions {
 }
 
 impl ChunkOptions {
+    /// Chunks of `ctx` tokens (at most `chunks` of them), each starting with BOS when `tok`'s
+    /// vocabulary adds BOS (llama-perplexity's substitution).
+    pub fn for_tokenizer(tok: &Tokenizer, ctx: usize, chunks: Option<usize>) -> ChunkOptions {
+        ChunkOptions {
+            ctx,
+            chunks,
+            bos: if tok.add_bos() { tok.bos() } else { None },
+        }
+    }
+
     /// Number of chunks `n_tokens` tokens give.
     pub fn n_chunks(&self, n_tokens: usize) -> usize {
         let n = n_tokens / self.ctx.max(1);
@@ -31,7 +43,9 @@ impl ChunkOptions {
         c
     }
 
-    fn check(&self, n_tokens: usize) -> Result<usize> {
+    /// The number of chunks, or an error when `ctx` is odd or below 4 or the text is shorter
+    /// than one chunk.
+    pub(crate) fn check(&self, n_tokens: usize) -> Result<usize> {
         if self.ctx < 4 || self.ctx % 2 != 0 {
             return Err(EngineError::Invalid(format!(
                 "ctx must be even and >= 4, got {}",

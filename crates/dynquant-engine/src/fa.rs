@@ -17,6 +17,7 @@
 use half::f16;
 use rayon::prelude::*;
 
+use crate::reduce::{hsum_float_8, reduce_add_16};
 use crate::simd_exp::{self, Flavor};
 
 /// Query rows from which ggml-cpu takes its tiled path (`GGML_FA_TILE_Q`).
@@ -49,23 +50,6 @@ fn h(v: f32) -> f32 {
     f16::from_f32(v).to_f32()
 }
 
-/// `_mm512_reduce_add_ps` as GCC expands it: halves, quarters, then pairs.
-#[inline(always)]
-fn reduce16(a: &[f32]) -> f32 {
-    let t3: [f32; 8] = std::array::from_fn(|i| a[8 + i] + a[i]);
-    let t6: [f32; 4] = std::array::from_fn(|i| t3[4 + i] + t3[i]);
-    (t6[0] + t6[2]) + (t6[1] + t6[3])
-}
-
-/// The AVX2 horizontal sum (`extractf128 + add`, `movehl + add`, `movehdup + add_ss`).
-#[inline(always)]
-fn reduce8(a: &[f32]) -> f32 {
-    let t: [f32; 4] = std::array::from_fn(|i| a[4 + i] + a[i]);
-    let u0 = t[0] + t[2];
-    let u1 = t[1] + t[3];
-    u0 + u1
-}
-
 /// `ggml_vec_dot_f16` of two rows already widened from f16, in `flavor`'s order.
 #[inline(always)]
 pub(crate) fn dot_f16(flavor: Flavor, x: &[f32], y: &[f32]) -> f32 {
@@ -96,7 +80,7 @@ pub(crate) fn dot_f16(flavor: Flavor, x: &[f32], y: &[f32]) -> f32 {
             r[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
         }
         sumf = if epr == 16 {
-            reduce16(&r) as f64
+            reduce_add_16(&r) as f64
         } else {
             // _mm_hadd_ps twice on t0 = lo + hi
             let t: [f32; 4] = std::array::from_fn(|l| r[l] + r[l + 4]);
@@ -125,7 +109,12 @@ fn soft_max(flavor: Flavor, row: &mut [f32], max: f32) -> f64 {
             for v in c.iter_mut() {
                 *v = simd_exp::exp(flavor, *v - max);
             }
-            sum += if lanes == 16 { reduce16(c) } else { reduce8(c) } as f64;
+            let c: &[f32] = c;
+            sum += if lanes == 16 {
+                reduce_add_16(c.try_into().expect("16 lanes"))
+            } else {
+                hsum_float_8(c.try_into().expect("8 lanes"))
+            } as f64;
             i += lanes;
         }
     }

@@ -1,29 +1,20 @@
-//! The feed-forward part of a block; one variant per family: a dense GLU, or a mixture of
-//! experts ([`crate::moe`]).
+//! The dense feed-forward block: a gated linear unit (also the shared experts of a
+//! mixture-of-experts block, [`crate::moe`]).
 
 use rayon::prelude::*;
 
+use crate::block::BlockCtx;
 use crate::config::Config;
 use crate::error::Result;
+use crate::loader::Loader;
 use crate::matmul::Weight;
-use crate::model::{Ctx, Loader};
-use crate::moe::MoeFfn;
-
-/// The feed-forward weights of one block.
-#[derive(Debug)]
-pub(crate) enum FeedForward<'a> {
-    /// Gated linear unit: `down(act(gate(x)) * up(x))`.
-    Dense(DenseFfn<'a>),
-    /// Routed experts (and shared experts), see [`crate::moe`].
-    Moe(MoeFfn<'a>),
-}
 
 /// A dense GLU feed-forward.
 #[derive(Debug)]
 pub(crate) struct DenseFfn<'a> {
-    gate: Weight<'a>,
-    up: Weight<'a>,
-    down: Weight<'a>,
+    pub(crate) gate: Weight<'a>,
+    pub(crate) up: Weight<'a>,
+    pub(crate) down: Weight<'a>,
 }
 
 impl<'a> DenseFfn<'a> {
@@ -48,8 +39,8 @@ impl<'a> DenseFfn<'a> {
     }
 
     /// `down(act(gate(h)) * up(h))` for the `ctx.n_tok` rows of `h`.
-    pub(crate) fn forward(&self, ctx: &Ctx<'_, 'a>, h: &[f32]) -> Result<Vec<f32>> {
-        let c = ctx.config();
+    pub(crate) fn forward(&self, ctx: &BlockCtx<'_>, h: &[f32]) -> Result<Vec<f32>> {
+        let c = ctx.config;
         let n_ff = self.gate.rows;
         let mut g = ctx.mm(&self.gate, h)?;
         let u = ctx.mm(&self.up, h)?;
@@ -60,30 +51,32 @@ impl<'a> DenseFfn<'a> {
     }
 }
 
-impl<'a> FeedForward<'a> {
-    /// Experts when the block has a router (`ffn_gate_inp`) and is not one of the leading
-    /// dense blocks, a dense GLU otherwise.
-    pub(crate) fn load(ld: &Loader<'a>, c: &Config, il: usize) -> Result<Self> {
-        let dense_lead = c.moe.as_ref().map_or(0, |m| m.n_dense_lead);
-        if il >= dense_lead && ld.find(&format!("blk.{il}.ffn_gate_inp.weight")).is_some() {
-            return MoeFfn::load(ld, c, il).map(FeedForward::Moe);
-        }
-        DenseFfn::load(ld, c, il, "", c.n_ff).map(FeedForward::Dense)
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::testing::{self, Matrix};
 
-    /// Matrix weights (for experts: one 2-D view per expert, all named after the 3-D tensor).
-    pub(crate) fn weights(&self) -> Vec<&Weight<'a>> {
-        match self {
-            FeedForward::Dense(d) => d.weights(),
-            FeedForward::Moe(m) => m.weights(),
-        }
-    }
-
-    /// The block's feed-forward output (before the post norm and residual) of the normed `h`.
-    pub(crate) fn forward(&self, ctx: &Ctx<'_, 'a>, h: &[f32]) -> Result<Vec<f32>> {
-        match self {
-            FeedForward::Dense(d) => d.forward(ctx, h),
-            FeedForward::Moe(m) => m.forward(ctx, h),
-        }
+    /// `down(silu(gate(h)) * up(h))` for three tokens against the same in f64.
+    #[test]
+    fn matches_a_plain_swiglu() {
+        let c = testing::config(2, 2, 8, 24);
+        let (e, ff) = (c.n_embd, c.n_ff);
+        let (gate, up, down) = (
+            Matrix::random(ff, e, 1),
+            Matrix::random(ff, e, 2),
+            Matrix::random(e, ff, 3),
+        );
+        let ffn = DenseFfn {
+            gate: gate.weight("ffn_gate"),
+            up: up.weight("ffn_up"),
+            down: down.weight("ffn_down"),
+        };
+        let h = testing::values(3 * e, 4, 3.0);
+        let ours = ffn.forward(&testing::ctx(&c, 0, 3), &h).expect("forward");
+        let reference: Vec<f64> = testing::rows(&h, e)
+            .iter()
+            .flat_map(|x| down.apply(&testing::swiglu(&gate.apply(x), &up.apply(x))))
+            .collect();
+        testing::assert_close(&ours, &reference, 1e-5, "feed-forward output");
     }
 }

@@ -5,10 +5,11 @@
 use rayon::prelude::*;
 
 use crate::attention::{attend, KvCache};
+use crate::block::BlockCtx;
 use crate::config::Config;
 use crate::error::{EngineError, Result};
+use crate::loader::Loader;
 use crate::matmul::Weight;
-use crate::model::{Ctx, Loader};
 use crate::ops::{rms_norm, Rope};
 
 /// The attention weights of one block.
@@ -82,11 +83,11 @@ impl<'a> GqaAttention<'a> {
     /// Attention output (before the output norm and residual) of the normed input `h`.
     pub(crate) fn forward(
         &self,
-        ctx: &Ctx<'_, 'a>,
+        ctx: &BlockCtx<'_>,
         h: &[f32],
         cache: &mut KvCache,
     ) -> Result<Vec<f32>> {
-        let c = ctx.config();
+        let c = ctx.config;
         let mut q = ctx.mm(&self.wq, h)?;
         let mut k = ctx.mm(&self.wk, h)?;
         let mut v = ctx.mm(&self.wv, h)?;
@@ -122,5 +123,98 @@ impl<'a> GqaAttention<'a> {
         cache.append(&k, &v, exact);
         let att = attend(c, &q, cache, p0, ctx.n_tok, self.window, exact);
         ctx.mm(&self.wo, &att)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::testing::{self, Matrix};
+    use crate::ops::RopeKind;
+
+    /// Four query heads over two key/value heads with q, k, v biases, run as a batch of three
+    /// tokens then a batch of two (the second reads the first's keys from the cache), against
+    /// plain attention in f64.
+    #[test]
+    fn matches_plain_grouped_query_attention() {
+        let (nh, nkv, d) = (4, 2, 8);
+        let c = testing::config(nh, nkv, d, 32);
+        let e = c.n_embd;
+        let (wq, wk, wv, wo) = (
+            Matrix::random(nh * d, e, 1),
+            Matrix::random(nkv * d, e, 2),
+            Matrix::random(nkv * d, e, 3),
+            Matrix::random(e, nh * d, 4),
+        );
+        let (bq, bk, bv) = (
+            testing::values(nh * d, 5, 0.5),
+            testing::values(nkv * d, 6, 0.5),
+            testing::values(nkv * d, 7, 0.5),
+        );
+        let attn = GqaAttention {
+            wq: wq.weight("attn_q"),
+            wk: wk.weight("attn_k"),
+            wv: wv.weight("attn_v"),
+            wo: wo.weight("attn_output"),
+            bq: Some(bq.clone()),
+            bk: Some(bk.clone()),
+            bv: Some(bv.clone()),
+            q_norm: None,
+            k_norm: None,
+            rope: Rope {
+                kind: RopeKind::Normal,
+                n_rot: d,
+                freq_base: c.rope_base,
+                freq_scale: 1.0,
+                freq_factors: None,
+                yarn: None,
+            },
+            window: None,
+        };
+        let h = testing::values(5 * e, 8, 2.0);
+        let mut cache = KvCache::new(nkv * d, nkv * d);
+        let mut ours = attn
+            .forward(&testing::ctx(&c, 0, 3), &h[..3 * e], &mut cache)
+            .expect("first batch");
+        ours.extend(
+            attn.forward(&testing::ctx(&c, 3, 2), &h[3 * e..], &mut cache)
+                .expect("second batch"),
+        );
+
+        let add = |x: Vec<f64>, b: &[f32]| -> Vec<f64> {
+            x.iter().zip(b).map(|(x, &b)| x + b as f64).collect()
+        };
+        let hs = testing::rows(&h, e);
+        let head = |v: &[f64], i: usize| v[i * d..(i + 1) * d].to_vec();
+        let mut keys = vec![Vec::new(); nkv];
+        let mut values = vec![Vec::new(); nkv];
+        let mut reference = Vec::new();
+        for (pos, x) in hs.iter().enumerate() {
+            let (q, k, v) = (
+                add(wq.apply(x), &bq),
+                add(wk.apply(x), &bk),
+                add(wv.apply(x), &bv),
+            );
+            for g in 0..nkv {
+                let mut kh = head(&k, g);
+                testing::rope(&mut kh, pos, c.rope_base);
+                keys[g].push(kh);
+                values[g].push(head(&v, g));
+            }
+            let mut o = Vec::new();
+            for hd in 0..nh {
+                let mut qh = head(&q, hd);
+                testing::rope(&mut qh, pos, c.rope_base);
+                let g = hd / (nh / nkv);
+                o.extend(testing::attend(
+                    &qh,
+                    &keys[g],
+                    &values[g],
+                    1.0 / (d as f64).sqrt(),
+                ));
+            }
+            reference.extend(wo.apply(&o));
+        }
+        testing::assert_close(&ours, &reference, 1e-4, "attention output");
     }
 }

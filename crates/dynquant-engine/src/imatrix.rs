@@ -12,8 +12,8 @@ use std::sync::Mutex;
 
 use dynquant_gguf::imatrix::{Imatrix, ImatrixEntry};
 
+use crate::block::MatmulObserver;
 use crate::matmul::Weight;
-use crate::model::MatmulObserver;
 
 #[derive(Debug, Default)]
 struct Sums {

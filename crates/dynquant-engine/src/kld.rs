@@ -192,6 +192,8 @@ impl BaseWriter {
 /// A base file read back.
 #[derive(Debug, Clone)]
 pub struct Base {
+    /// The file it was read from.
+    pub path: PathBuf,
     /// Its header.
     pub header: BaseHeader,
     /// The evaluated token ids.
@@ -274,6 +276,7 @@ impl Base {
             });
         }
         Ok(Base {
+            path: path.to_path_buf(),
             header,
             tokens,
             positions,

@@ -18,10 +18,11 @@
 use rayon::prelude::*;
 
 use crate::attention::{attend, KvCache};
+use crate::block::BlockCtx;
 use crate::config::{Config, MlaConfig};
 use crate::error::Result;
-use crate::matmul::{matmul, Weight};
-use crate::model::{Ctx, Loader};
+use crate::loader::Loader;
+use crate::matmul::Weight;
 use crate::ops::{rms_norm, Rope};
 
 /// How queries are projected.
@@ -59,21 +60,6 @@ pub(crate) struct MlaAttention<'a> {
     wo: Weight<'a>,
     rope: Rope,
     m: MlaConfig,
-}
-
-/// Matrix `mat` of a per-head 3-D tensor times the `ctx.n_tok` rows of `x`, reported to the
-/// observer as part of one batched product.
-fn batched(
-    ctx: &Ctx<'_, '_>,
-    w: &Weight<'_>,
-    mat: usize,
-    n_mat: usize,
-    x: &[f32],
-) -> Result<Vec<f32>> {
-    if let Some(o) = ctx.obs {
-        o.observe_batched(w, mat, n_mat, x, ctx.n_tok);
-    }
-    matmul(w, x, ctx.n_tok, ctx.model.numerics)
 }
 
 impl<'a> MlaAttention<'a> {
@@ -123,18 +109,18 @@ impl<'a> MlaAttention<'a> {
         })
     }
 
-    /// Row sizes of the cached keys and values.
-    pub(crate) fn cache_dims(&self, c: &Config) -> (usize, usize) {
+    /// An empty KV cache: per-head key and value rows (legacy), or `[latent, rope key]` rows
+    /// whose leading latent part is also the value (MLA layout).
+    pub(crate) fn new_cache(&self, c: &Config) -> KvCache {
         let m = &self.m;
         match self.kv {
-            KvProj::Legacy(_) => (c.n_head * (m.qk_nope + m.qk_rope), c.n_head * m.v_head),
-            KvProj::Absorbed { .. } => (m.kv_lora_rank + m.qk_rope, m.kv_lora_rank),
+            KvProj::Legacy(_) => {
+                KvCache::new(c.n_head * (m.qk_nope + m.qk_rope), c.n_head * m.v_head)
+            }
+            KvProj::Absorbed { .. } => {
+                KvCache::values_in_keys(m.kv_lora_rank + m.qk_rope, m.kv_lora_rank)
+            }
         }
-    }
-
-    /// Whether the cached values are the leading (latent) part of the cached keys.
-    pub(crate) fn values_in_keys(&self) -> bool {
-        matches!(self.kv, KvProj::Absorbed { .. })
     }
 
     pub(crate) fn weights(&self) -> Vec<&Weight<'a>> {
@@ -155,11 +141,11 @@ impl<'a> MlaAttention<'a> {
     /// Attention output (before the residual) of the normed input `h`.
     pub(crate) fn forward(
         &self,
-        ctx: &Ctx<'_, 'a>,
+        ctx: &BlockCtx<'_>,
         h: &[f32],
         cache: &mut KvCache,
     ) -> Result<Vec<f32>> {
-        let (c, m) = (ctx.config(), &self.m);
+        let (c, m) = (ctx.config, &self.m);
         let (nt, nh, p0) = (ctx.n_tok, c.n_head, ctx.p0);
         let (nope, rope, lora) = (m.qk_nope, m.qk_rope, m.kv_lora_rank);
         let head_k = nope + rope;
@@ -224,7 +210,7 @@ impl<'a> MlaAttention<'a> {
                             .flat_map(|r| &r[hd * head_k..hd * head_k + nope])
                             .copied()
                             .collect();
-                        batched(ctx, w, hd, nh, &qn)
+                        ctx.mm_batched(w, hd, nh, &qn)
                     })
                     .collect::<Result<_>>()?;
                 let qd = lora + rope;
@@ -248,7 +234,7 @@ impl<'a> MlaAttention<'a> {
                         .flat_map(|r| &r[hd * lora..(hd + 1) * lora])
                         .copied()
                         .collect();
-                    let y = batched(ctx, w, hd, nh, &a)?;
+                    let y = ctx.mm_batched(w, hd, nh, &a)?;
                     for (t, yr) in y.chunks_exact(vh).enumerate() {
                         o[t * nh * vh + hd * vh..][..vh].copy_from_slice(yr);
                     }
@@ -256,5 +242,181 @@ impl<'a> MlaAttention<'a> {
                 ctx.mm(&self.wo, &o)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::testing::{self, Matrix};
+    use crate::ops::RopeKind;
+
+    const NH: usize = 2;
+    const LORA: usize = 8;
+    const NOPE: usize = 4;
+    const ROPE: usize = 4;
+    const V: usize = 4;
+    const E: usize = 16;
+
+    /// The deepseek2 configuration of either layout.
+    fn config(absorbed: bool) -> Config {
+        let mut c = testing::config(NH, NH, NOPE + ROPE, 32);
+        c.n_embd = E;
+        c.n_rot = ROPE;
+        c.head_dim_v = V;
+        c.kq_scale = 1.0 / ((NOPE + ROPE) as f32).sqrt();
+        if absorbed {
+            (c.n_head_kv, c.head_dim_k, c.head_dim_v) = (1, LORA + ROPE, LORA);
+        }
+        c.mla = Some(MlaConfig {
+            q_lora_rank: None,
+            kv_lora_rank: LORA,
+            qk_nope: NOPE,
+            qk_rope: ROPE,
+            v_head: V,
+            absorbed,
+        });
+        c
+    }
+
+    /// Per head: the key decompression (`NOPE` x `LORA`) and value decompression (`V` x
+    /// `LORA`) of the latent.
+    fn decompression() -> (Vec<Matrix>, Vec<Matrix>) {
+        let k = (0..NH)
+            .map(|h| Matrix::random(NOPE, LORA, 10 + h as u64))
+            .collect();
+        let v = (0..NH)
+            .map(|h| Matrix::random(V, LORA, 20 + h as u64))
+            .collect();
+        (k, v)
+    }
+
+    /// Runs `attn` over five tokens (a batch of three, then two from the cache).
+    fn run(attn: &MlaAttention<'_>, c: &Config, h: &[f32]) -> Vec<f32> {
+        let mut cache = attn.new_cache(c);
+        let mut out = attn
+            .forward(&testing::ctx(c, 0, 3), &h[..3 * E], &mut cache)
+            .expect("first batch");
+        out.extend(
+            attn.forward(&testing::ctx(c, 3, 2), &h[3 * E..], &mut cache)
+                .expect("second batch"),
+        );
+        out
+    }
+
+    /// Multi-head attention with keys `[K_h latent, rope key]` and values `V_h latent`, in f64.
+    fn reference(
+        query: impl Fn(&[f64]) -> Vec<f64>,
+        kv_a: &Matrix,
+        kv_a_norm: &[f32],
+        (k_dec, v_dec): &(Vec<Matrix>, Vec<Matrix>),
+        wo: &Matrix,
+        h: &[f32],
+        c: &Config,
+    ) -> Vec<f64> {
+        let hk = NOPE + ROPE;
+        let mut keys = vec![Vec::new(); NH];
+        let mut values = vec![Vec::new(); NH];
+        let mut out = Vec::new();
+        for (pos, x) in testing::rows(h, E).iter().enumerate() {
+            let q = query(x);
+            let kv = kv_a.apply(x);
+            let lat = testing::rms_norm(&kv[..LORA], kv_a_norm, c.rms_eps);
+            let mut pe = kv[LORA..].to_vec();
+            testing::rope(&mut pe, pos, c.rope_base);
+            let mut o = Vec::new();
+            for hd in 0..NH {
+                let mut k = k_dec[hd].apply(&lat);
+                k.extend(&pe);
+                keys[hd].push(k);
+                values[hd].push(v_dec[hd].apply(&lat));
+                let mut qh = q[hd * hk..(hd + 1) * hk].to_vec();
+                testing::rope(&mut qh[NOPE..], pos, c.rope_base);
+                let scale = 1.0 / (hk as f64).sqrt();
+                o.extend(testing::attend(&qh, &keys[hd], &values[hd], scale));
+            }
+            out.extend(wo.apply(&o));
+        }
+        out
+    }
+
+    /// The legacy layout (one `attn_kv_b`, one query matrix) and the MLA layout (per-head
+    /// `attn_k_b` / `attn_v_b` absorbed into the query and output, low-rank query) built from
+    /// the same decompression matrices, each against plain multi-head attention in f64.
+    #[test]
+    fn both_layouts_match_plain_multi_head_attention() {
+        let hk = NOPE + ROPE;
+        let kv_a = Matrix::random(LORA + ROPE, E, 1);
+        let kv_a_norm: Vec<f32> = testing::values(LORA, 2, 0.3)
+            .iter()
+            .map(|v| 1.0 + v)
+            .collect();
+        let wo = Matrix::random(E, NH * V, 3);
+        let dec = decompression();
+        let h = testing::values(5 * E, 4, 2.0);
+        let rope = Rope {
+            kind: RopeKind::Normal,
+            n_rot: ROPE,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            freq_factors: None,
+            yarn: None,
+        };
+
+        // legacy: kv_b holds, per head, the key rows then the value rows
+        let c = config(false);
+        let wq = Matrix::random(NH * hk, E, 5);
+        let kv_b = Matrix {
+            rows: NH * (NOPE + V),
+            cols: LORA,
+            v: (0..NH)
+                .flat_map(|hd| dec.0[hd].v.iter().chain(&dec.1[hd].v).copied())
+                .collect(),
+        };
+        let legacy = MlaAttention {
+            q: QueryProj::Plain(wq.weight("attn_q")),
+            kv_a: kv_a.weight("attn_kv_a_mqa"),
+            kv_a_norm: kv_a_norm.clone(),
+            kv: KvProj::Legacy(kv_b.weight("attn_kv_b")),
+            wo: wo.weight("attn_output"),
+            rope: rope.clone(),
+            m: c.mla.clone().expect("mla"),
+        };
+        let expected = reference(|x| wq.apply(x), &kv_a, &kv_a_norm, &dec, &wo, &h, &c);
+        testing::assert_close(&run(&legacy, &c, &h), &expected, 1e-4, "legacy layout");
+
+        // MLA layout: k_b[h] is K_h transposed (nope -> latent), v_b[h] is V_h
+        let c = config(true);
+        let (qa, qb) = (Matrix::random(6, E, 6), Matrix::random(NH * hk, 6, 7));
+        let q_norm: Vec<f32> = testing::values(6, 8, 0.3).iter().map(|v| 1.0 + v).collect();
+        let k_b = dec.0.iter().map(|k| {
+            let transposed = Matrix {
+                rows: LORA,
+                cols: NOPE,
+                v: (0..LORA * NOPE)
+                    .map(|i| k.v[(i % NOPE) * LORA + i / NOPE])
+                    .collect(),
+            };
+            transposed.weight("attn_k_b")
+        });
+        let absorbed = MlaAttention {
+            q: QueryProj::Lora {
+                a: qa.weight("attn_q_a"),
+                norm: q_norm.clone(),
+                b: qb.weight("attn_q_b"),
+            },
+            kv_a: kv_a.weight("attn_kv_a_mqa"),
+            kv_a_norm: kv_a_norm.clone(),
+            kv: KvProj::Absorbed {
+                k_b: k_b.collect(),
+                v_b: dec.1.iter().map(|v| v.weight("attn_v_b")).collect(),
+            },
+            wo: wo.weight("attn_output"),
+            rope,
+            m: c.mla.clone().expect("mla"),
+        };
+        let query = |x: &[f64]| qb.apply(&testing::rms_norm(&qa.apply(x), &q_norm, c.rms_eps));
+        let expected = reference(query, &kv_a, &kv_a_norm, &dec, &wo, &h, &c);
+        testing::assert_close(&run(&absorbed, &c, &h), &expected, 1e-4, "MLA layout");
     }
 }

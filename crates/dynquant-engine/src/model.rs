@@ -5,91 +5,14 @@ use dynquant_gguf::GgmlType;
 use dynquant_gguf::GgufModel;
 
 use crate::attention::KvCache;
+use crate::block::BlockCtx;
+pub use crate::block::MatmulObserver;
 use crate::config::Config;
 use crate::error::{EngineError, Result};
-use crate::ffn::FeedForward;
-use crate::gqa::GqaAttention;
-use crate::matmul::{matmul, Numerics, Weight};
-use crate::mla::MlaAttention;
+use crate::layer::Layer;
+use crate::loader::Loader;
+use crate::matmul::{Numerics, Weight};
 use crate::ops::rms_norm;
-
-/// Sees the input of every matrix product with a stored weight (imatrix collection).
-pub trait MatmulObserver: Sync {
-    /// `x` holds `n_tok` rows of `w.cols` f32 activations about to be multiplied by `w`.
-    fn observe(&self, w: &Weight<'_>, x: &[f32], n_tok: usize);
-
-    /// As [`observe`](Self::observe) for expert `expert` of the `n_expert` experts stored in
-    /// the 3-D tensor `w.name` (llama.cpp's `mul_mat_id`): `x` holds the `n_tok` rows routed
-    /// to this expert.
-    fn observe_expert(
-        &self,
-        w: &Weight<'_>,
-        expert: usize,
-        n_expert: usize,
-        x: &[f32],
-        n_tok: usize,
-    );
-
-    /// As [`observe`](Self::observe) for matrix `mat` of the `n_mat` matrices of the 3-D tensor
-    /// `w.name` multiplied as one batched product (llama.cpp's `mul_mat` with a batch
-    /// dimension, as deepseek2's per-head `attn_k_b` / `attn_v_b`): `x` holds the `n_tok` rows
-    /// multiplied by that matrix. llama-imatrix keeps one token count for such a tensor.
-    /// Defaults to [`observe_expert`](Self::observe_expert).
-    fn observe_batched(&self, w: &Weight<'_>, mat: usize, n_mat: usize, x: &[f32], n_tok: usize) {
-        self.observe_expert(w, mat, n_mat, x, n_tok)
-    }
-}
-
-/// The weights of one block: attention and feed-forward parts with their norms.
-#[derive(Debug)]
-pub(crate) struct Layer<'a> {
-    attn_norm: Vec<f32>,
-    attn: Attention<'a>,
-    attn_post_norm: Option<Vec<f32>>,
-    ffn_norm: Vec<f32>,
-    ffn: FeedForward<'a>,
-    ffn_post_norm: Option<Vec<f32>>,
-}
-
-/// The attention part of a block; one variant per attention family.
-#[derive(Debug)]
-pub(crate) enum Attention<'a> {
-    /// Multi-head / grouped-query attention with separate q, k, v projections.
-    Gqa(GqaAttention<'a>),
-    /// Multi-head latent attention (deepseek2).
-    Mla(MlaAttention<'a>),
-}
-
-impl<'a> Attention<'a> {
-    fn load(ld: &Loader<'a>, c: &Config, il: usize, rope_freqs: &Option<Vec<f32>>) -> Result<Self> {
-        match &c.mla {
-            Some(m) => MlaAttention::load(ld, c, m, il).map(Attention::Mla),
-            None => GqaAttention::load(ld, c, il, rope_freqs).map(Attention::Gqa),
-        }
-    }
-
-    /// Row sizes of this layer's cached keys and values.
-    fn cache_dims(&self, c: &Config) -> (usize, usize) {
-        match self {
-            Attention::Gqa(_) => (c.n_head_kv * c.head_dim_k, c.n_head_kv * c.head_dim_v),
-            Attention::Mla(a) => a.cache_dims(c),
-        }
-    }
-
-    fn forward(&self, ctx: &Ctx<'_, 'a>, h: &[f32], cache: &mut KvCache) -> Result<Vec<f32>> {
-        match self {
-            Attention::Gqa(a) => a.forward(ctx, h, cache),
-            Attention::Mla(a) => a.forward(ctx, h, cache),
-        }
-    }
-
-    fn weights(&self) -> Vec<&Weight<'a>> {
-        match self {
-            Attention::Gqa(a) => a.weights(),
-            Attention::Mla(a) => a.weights(),
-        }
-    }
-}
 
 /// A model ready to run.
 #[derive(Debug)]
@@ -106,119 +29,12 @@ pub struct Model<'a> {
     pub numerics: Numerics,
 }
 
-/// Finds and checks tensors of a GGUF model by name.
-pub(crate) struct Loader<'g> {
-    gguf: &'g GgufModel,
-}
-
-impl<'g> Loader<'g> {
-    pub(crate) fn find(&self, name: &str) -> Option<dynquant_gguf::ModelTensor<'g>> {
-        self.gguf.tensors().find(|t| t.info.name == name)
-    }
-
-    pub(crate) fn weight(&self, name: &str, cols: usize, rows: usize) -> Result<Weight<'g>> {
-        self.weight_opt(name, cols, rows)?
-            .ok_or_else(|| EngineError::MissingTensor(name.into()))
-    }
-
-    pub(crate) fn weight_opt(
-        &self,
-        name: &str,
-        cols: usize,
-        rows: usize,
-    ) -> Result<Option<Weight<'g>>> {
-        let Some(t) = self.find(name) else {
-            return Ok(None);
-        };
-        if t.info.shape != [cols as u64, rows as u64] {
-            return Err(EngineError::BadShape {
-                name: name.into(),
-                shape: t.info.shape.clone(),
-                expected: vec![cols as u64, rows as u64],
-            });
-        }
-        let data = self.gguf.tensor_data(&t)?;
-        Weight::new(name, t.info.ggml_type, cols, rows, data).map(Some)
-    }
-
-    /// The `n` per-expert `rows` x `cols` matrices of the 3-D tensor `name` (ggml shape
-    /// `{cols, rows, n}`), each borrowing its slice of the stored bytes.
-    pub(crate) fn experts(
-        &self,
-        name: &str,
-        cols: usize,
-        rows: usize,
-        n: usize,
-    ) -> Result<Vec<Weight<'g>>> {
-        let t = self
-            .find(name)
-            .ok_or_else(|| EngineError::MissingTensor(name.into()))?;
-        let expected = vec![cols as u64, rows as u64, n as u64];
-        let bad = || EngineError::BadShape {
-            name: name.into(),
-            shape: t.info.shape.clone(),
-            expected: expected.clone(),
-        };
-        if t.info.shape != expected {
-            return Err(bad());
-        }
-        let per = t
-            .info
-            .ggml_type
-            .row_bytes(cols as u64)
-            .and_then(|b| b.checked_mul(rows as u64))
-            .and_then(|b| usize::try_from(b).ok())
-            .ok_or_else(bad)?;
-        let data = self.gguf.tensor_data(&t)?;
-        if per.checked_mul(n) != Some(data.len()) {
-            return Err(bad());
-        }
-        let ty = t.info.ggml_type;
-        use std::borrow::Cow;
-        (0..n)
-            .map(|e| {
-                let range = e * per..(e + 1) * per;
-                let bytes = match &data {
-                    Cow::Borrowed(b) => {
-                        let b: &'g [u8] = b;
-                        Cow::Borrowed(&b[range])
-                    }
-                    Cow::Owned(v) => Cow::Owned(v[range].to_vec()),
-                };
-                Weight::new(name, ty, cols, rows, bytes)
-            })
-            .collect()
-    }
-
-    pub(crate) fn vector_opt(&self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
-        let Some(t) = self.find(name) else {
-            return Ok(None);
-        };
-        if t.info.n_elements() != n as u64 {
-            return Err(EngineError::BadShape {
-                name: name.into(),
-                shape: t.info.shape.clone(),
-                expected: vec![n as u64],
-            });
-        }
-        let data = self.gguf.tensor_data(&t)?;
-        let mut out = vec![0f32; n];
-        dynquant_quants::dequantize(t.info.ggml_type, &data, &mut out)?;
-        Ok(Some(out))
-    }
-
-    pub(crate) fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
-        self.vector_opt(name, n)?
-            .ok_or_else(|| EngineError::MissingTensor(name.into()))
-    }
-}
-
 impl<'a> Model<'a> {
     /// Reads the configuration and binds every weight of `gguf` (no copies with mmap access).
     pub fn load(gguf: &'a GgufModel) -> Result<Self> {
         let config = crate::arch::config(gguf.metadata())?;
         let c = &config;
-        let ld = Loader { gguf };
+        let ld = Loader::new(gguf);
         let embd = ld
             .find("token_embd.weight")
             .ok_or_else(|| EngineError::MissingTensor("token_embd.weight".into()))?;
@@ -242,22 +58,7 @@ impl<'a> Model<'a> {
         let rope_freqs = ld.vector_opt("rope_freqs.weight", c.n_rot / 2)?;
         let mut layers = Vec::with_capacity(c.n_layer);
         for il in 0..c.n_layer {
-            let n = |s: &str| format!("blk.{il}.{s}");
-            let opt_norm = |s: &str, on: bool| -> Result<Option<Vec<f32>>> {
-                if on {
-                    ld.vector(&n(s), c.n_embd).map(Some)
-                } else {
-                    Ok(None)
-                }
-            };
-            layers.push(Layer {
-                attn_norm: ld.vector(&n("attn_norm.weight"), c.n_embd)?,
-                attn: Attention::load(&ld, c, il, &rope_freqs)?,
-                attn_post_norm: opt_norm("post_attention_norm.weight", c.post_norms)?,
-                ffn_norm: ld.vector(&n("ffn_norm.weight"), c.n_embd)?,
-                ffn: FeedForward::load(&ld, c, il)?,
-                ffn_post_norm: opt_norm("post_ffw_norm.weight", c.post_norms)?,
-            });
+            layers.push(Layer::load(&ld, c, il, &rope_freqs)?);
         }
         let output_norm = ld.vector("output_norm.weight", c.n_embd)?;
         Ok(Model {
@@ -276,11 +77,7 @@ impl<'a> Model<'a> {
     pub fn weights(&self) -> impl Iterator<Item = &Weight<'a>> {
         self.layers
             .iter()
-            .flat_map(|l| {
-                let mut w = l.attn.weights();
-                w.extend(l.ffn.weights());
-                w
-            })
+            .flat_map(|l| l.weights())
             .chain(std::iter::once(&self.output))
     }
 
@@ -294,58 +91,10 @@ impl<'a> Model<'a> {
         let c = &self.config;
         Session {
             model: self,
-            cache: self
-                .layers
-                .iter()
-                .map(|l| {
-                    let (k, v) = l.attn.cache_dims(c);
-                    match &l.attn {
-                        Attention::Mla(a) if a.values_in_keys() => KvCache::values_in_keys(k, v),
-                        _ => KvCache::new(k, v),
-                    }
-                })
-                .collect(),
+            cache: self.layers.iter().map(|l| l.attn.new_cache(c)).collect(),
             n_ctx,
             n_past: 0,
         }
-    }
-}
-
-/// What a block's parts need besides their own weights: the configuration, the numerics, the
-/// batch's first position and size, and the observer of matrix products.
-pub(crate) struct Ctx<'m, 'a> {
-    /// The model being run.
-    pub model: &'m Model<'a>,
-    /// Position of the batch's first token.
-    pub p0: usize,
-    /// Tokens in the batch.
-    pub n_tok: usize,
-    /// Sees every matrix product's input (imatrix collection).
-    pub obs: Option<&'m dyn MatmulObserver>,
-}
-
-impl Ctx<'_, '_> {
-    /// The model's configuration.
-    pub fn config(&self) -> &Config {
-        &self.model.config
-    }
-
-    /// Whether the exact f32 numerics are asked for.
-    pub fn exact(&self) -> bool {
-        self.model.numerics == Numerics::Exact
-    }
-
-    /// `w` times the `n_tok` rows of `x` (reported to the observer first).
-    pub fn mm(&self, w: &Weight<'_>, x: &[f32]) -> Result<Vec<f32>> {
-        self.mm_rows(w, x, self.n_tok)
-    }
-
-    /// `w` times `n` rows of `x` (reported to the observer first).
-    pub fn mm_rows(&self, w: &Weight<'_>, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        if let Some(o) = self.obs {
-            o.observe(w, x, n);
-        }
-        matmul(w, x, n, self.model.numerics)
     }
 }
 
@@ -418,27 +167,15 @@ impl Session<'_, '_> {
                 row.iter_mut().for_each(|v| *v *= s);
             }
         }
-        let ctx = Ctx {
-            model: m,
+        let ctx = BlockCtx {
+            config: c,
+            numerics: m.numerics,
             p0: self.n_past,
             n_tok: nt,
             obs,
         };
         for (l, cache) in m.layers.iter().zip(&mut self.cache) {
-            let mut h = x.clone();
-            rms_norm(&mut h, e, &l.attn_norm, c.rms_eps);
-            let mut o = l.attn.forward(&ctx, &h, cache)?;
-            if let Some(pn) = &l.attn_post_norm {
-                rms_norm(&mut o, e, pn, c.rms_eps);
-            }
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-            let mut h = x.clone();
-            rms_norm(&mut h, e, &l.ffn_norm, c.rms_eps);
-            let mut d = l.ffn.forward(&ctx, &h)?;
-            if let Some(pn) = &l.ffn_post_norm {
-                rms_norm(&mut d, e, pn, c.rms_eps);
-            }
-            x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+            l.forward(&ctx, &mut x, cache)?;
         }
         self.n_past = wanted;
         let from = match logits {

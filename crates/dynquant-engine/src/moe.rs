@@ -18,11 +18,12 @@
 
 use rayon::prelude::*;
 
+use crate::block::BlockCtx;
 use crate::config::{Config, Gating, MoeConfig};
 use crate::error::{EngineError, Result};
 use crate::ffn::DenseFfn;
-use crate::matmul::{matmul, Weight};
-use crate::model::{Ctx, Loader};
+use crate::loader::Loader;
+use crate::matmul::Weight;
 
 /// The expert weights of one block.
 #[derive(Debug)]
@@ -141,24 +142,9 @@ impl<'a> MoeFfn<'a> {
         w
     }
 
-    /// Expert `x`'s product with `n` gathered rows, reported to the observer as expert `x`.
-    fn mm_expert(
-        &self,
-        ctx: &Ctx<'_, 'a>,
-        w: &Weight<'_>,
-        x: usize,
-        rows: &[f32],
-        n: usize,
-    ) -> Result<Vec<f32>> {
-        if let Some(o) = ctx.obs {
-            o.observe_expert(w, x, self.gate.len(), rows, n);
-        }
-        matmul(w, rows, n, ctx.model.numerics)
-    }
-
     /// The block's feed-forward output for the `ctx.n_tok` normed rows of `h`.
-    pub(crate) fn forward(&self, ctx: &Ctx<'_, 'a>, h: &[f32]) -> Result<Vec<f32>> {
-        let c = ctx.config();
+    pub(crate) fn forward(&self, ctx: &BlockCtx<'_>, h: &[f32]) -> Result<Vec<f32>> {
+        let c = ctx.config;
         let m = c.moe.as_ref().ok_or_else(|| {
             EngineError::Invalid("a mixture-of-experts block without its configuration".into())
         })?;
@@ -189,13 +175,14 @@ impl<'a> MoeFfn<'a> {
                     xin.extend_from_slice(&h[t * e..(t + 1) * e]);
                 }
                 // llama.cpp runs the up product first, then the gate.
-                let u = self.mm_expert(ctx, &self.up[x], x, &xin, n)?;
-                let mut g = self.mm_expert(ctx, &self.gate[x], x, &xin, n)?;
+                let n_expert = self.gate.len();
+                let u = ctx.mm_expert(&self.up[x], x, n_expert, &xin, n)?;
+                let mut g = ctx.mm_expert(&self.gate[x], x, n_expert, &xin, n)?;
                 let ff = self.gate[x].rows;
                 g.chunks_exact_mut(ff)
                     .zip(u.chunks_exact(ff))
                     .for_each(|(g, u)| c.act.apply(g, u));
-                self.mm_expert(ctx, &self.down[x], x, &g, n)
+                ctx.mm_expert(&self.down[x], x, n_expert, &g, n)
             })
             .collect::<Result<Vec<_>>>()?;
         // Where each (token, slot) output sits: (expert, row within its batch).
@@ -287,5 +274,76 @@ mod tests {
         m.n_group_used = 1;
         let r = route(&m, &logits, Some(&bias));
         assert_eq!(r.experts, vec![7, 6]);
+    }
+
+    /// Four experts, two per token, softmax routing with normalized and scaled weights, plus a
+    /// shared expert, for five tokens: each token's selected experts' GLUs weighted and summed
+    /// in f64.
+    #[test]
+    fn matches_plain_routed_experts() {
+        use crate::block::testing::{self, Matrix};
+
+        let mut c = testing::config(2, 2, 8, 24);
+        let m = MoeConfig {
+            n_expert: 4,
+            n_expert_used: 2,
+            n_ff_exp: 12,
+            n_ff_shexp: 16,
+            norm_weights: true,
+            weights_scale: 1.5,
+            ..cfg()
+        };
+        c.moe = Some(m.clone());
+        let (e, ne, ff) = (c.n_embd, m.n_expert, m.n_ff_exp);
+        let router = Matrix::random(ne, e, 1);
+        let experts = |seed: u64, rows: usize, cols: usize| -> Vec<Matrix> {
+            (0..ne)
+                .map(|x| Matrix::random(rows, cols, seed + x as u64))
+                .collect()
+        };
+        let (gate, up, down) = (experts(10, ff, e), experts(20, ff, e), experts(30, e, ff));
+        let shared = [
+            Matrix::random(m.n_ff_shexp, e, 2),
+            Matrix::random(m.n_ff_shexp, e, 3),
+            Matrix::random(e, m.n_ff_shexp, 4),
+        ];
+        let views = |ms: &[Matrix], name: &str| ms.iter().map(|w| w.weight(name)).collect();
+        let moe = MoeFfn {
+            router: router.weight("ffn_gate_inp"),
+            probs_bias: None,
+            gate: views(&gate, "ffn_gate_exps"),
+            up: views(&up, "ffn_up_exps"),
+            down: views(&down, "ffn_down_exps"),
+            shared: Some(DenseFfn {
+                gate: shared[0].weight("ffn_gate_shexp"),
+                up: shared[1].weight("ffn_up_shexp"),
+                down: shared[2].weight("ffn_down_shexp"),
+            }),
+        };
+        let h = testing::values(5 * e, 5, 3.0);
+        let ours = moe.forward(&testing::ctx(&c, 0, 5), &h).expect("forward");
+
+        let glu = |g: &Matrix, u: &Matrix, d: &Matrix, x: &[f64]| {
+            d.apply(&testing::swiglu(&g.apply(x), &u.apply(x)))
+        };
+        let mut reference = Vec::new();
+        for x in testing::rows(&h, e) {
+            let logits = router.apply(&x);
+            let max = logits.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+            let p: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+            let total: f64 = p.iter().sum();
+            let mut order: Vec<usize> = (0..ne).collect();
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+            let chosen = &order[..m.n_expert_used];
+            let chosen_sum: f64 = chosen.iter().map(|&x| p[x] / total).sum();
+            let mut out = glu(&shared[0], &shared[1], &shared[2], &x);
+            for &x_ in chosen {
+                let w = 1.5 * (p[x_] / total) / chosen_sum;
+                let y = glu(&gate[x_], &up[x_], &down[x_], &x);
+                out.iter_mut().zip(&y).for_each(|(o, y)| *o += w * y);
+            }
+            reference.extend(out);
+        }
+        testing::assert_close(&ours, &reference, 1e-5, "mixture-of-experts output");
     }
 }

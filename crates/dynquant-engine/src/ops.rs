@@ -113,7 +113,7 @@ impl Rope {
     /// Rotates every head (`head_dim` values each) of one token's `x` with `cache`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, cache: &[(f32, f32)]) {
         let half = self.n_rot / 2;
-        let fused = contracted();
+        let fused = crate::cpu::fused();
         for h in x.chunks_exact_mut(head_dim) {
             for (i, &(c, s)) in cache.iter().enumerate() {
                 let (a, b) = match self.kind {
@@ -148,7 +148,7 @@ fn gelu_f32(x: f32) -> f32 {
     const COEF_A: f32 = 0.044715;
     // ggml-cpu's FMA builds contract `1 + A*x*x` into one fused multiply-add (it decides
     // one entry of the f16 table, x = -1.999).
-    let inner = if contracted() {
+    let inner = if crate::cpu::fused() {
         (COEF_A * x).mul_add(x, 1.0)
     } else {
         1.0 + COEF_A * x * x
@@ -174,26 +174,11 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
-/// Whether the libggml-cpu variant of this CPU is built with FMA, which lets the compiler
-/// contract `a*b + c` in ggml's scalar code.
-pub(crate) fn contracted() -> bool {
-    matches!(
-        flavor(),
-        crate::simd_exp::Flavor::Avx512 | crate::simd_exp::Flavor::Avx2
-    )
-}
-
-/// The vector-`exp` flavour of this CPU, detected once.
-pub(crate) fn flavor() -> crate::simd_exp::Flavor {
-    static F: std::sync::OnceLock<crate::simd_exp::Flavor> = std::sync::OnceLock::new();
-    *F.get_or_init(crate::simd_exp::Flavor::detect)
-}
-
 impl Activation {
     /// `gate = act(gate) * up`, element-wise.
     pub fn apply(self, gate: &mut [f32], up: &[f32]) {
         match self {
-            Activation::SwiGlu => crate::simd_exp::swiglu(flavor(), gate, up),
+            Activation::SwiGlu => crate::simd_exp::swiglu(crate::cpu::flavor(), gate, up),
             Activation::GeGlu => {
                 for (g, u) in gate.iter_mut().zip(up) {
                     // ggml writes a plain 0 below -10 (not 0 * up, which may be -0)

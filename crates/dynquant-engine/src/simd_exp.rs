@@ -7,60 +7,7 @@
 //! CPU, so [`Flavor::detect`] picks the same build here. Every lane is computed independently
 //! with the same IEEE operations (fused where ggml fuses), so a scalar loop gives the same bits.
 
-/// Which of ggml's vector `exp` routines (and vector widths) the running CPU gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavor {
-    /// AVX-512F + DQ: 16 lanes, result `scalef(poly, n)`.
-    Avx512,
-    /// AVX2 + FMA: 8 lanes, result `fma(k, j, k)` with special cases past |n| > 126.
-    Avx2,
-    /// SSE2 without FMA: 4 lanes, the AVX2 formula with separate multiply and add.
-    Sse2,
-    /// No vector routine: the C library's `expf` for every value.
-    Scalar,
-}
-
-impl Flavor {
-    /// The flavour of the libggml-cpu variant ggml would load on this CPU, or the one named by
-    /// `DYNQUANT_CPU_FLAVOR` (`avx512`, `avx2`, `sse2`, `scalar`; for comparing with another
-    /// libggml-cpu variant on the same machine).
-    pub fn detect() -> Flavor {
-        match std::env::var("DYNQUANT_CPU_FLAVOR").as_deref() {
-            Ok("avx512") => return Flavor::Avx512,
-            Ok("avx2") => return Flavor::Avx2,
-            Ok("sse2") => return Flavor::Sse2,
-            Ok("scalar") => return Flavor::Scalar,
-            _ => {}
-        }
-        Self::detect_cpu()
-    }
-
-    fn detect_cpu() -> Flavor {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("avx512dq") {
-                return Flavor::Avx512;
-            }
-            if has!("avx2") && has!("fma") {
-                return Flavor::Avx2;
-            }
-            Flavor::Sse2
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        Flavor::Scalar
-    }
-
-    /// Vector width in f32 lanes (1 for [`Flavor::Scalar`]).
-    pub fn lanes(self) -> usize {
-        match self {
-            Flavor::Avx512 => 16,
-            Flavor::Avx2 => 8,
-            Flavor::Sse2 => 4,
-            Flavor::Scalar => 1,
-        }
-    }
-}
+pub use crate::cpu::Flavor;
 
 // Constants of the routine (vec.h).
 const SHIFT: f32 = 12582912.0; // 0x1.8p23
@@ -173,7 +120,7 @@ fn swiglu_with<const F: u8>(lanes: usize, gate: &mut [f32], up: &[f32]) {
 pub fn swiglu(flavor: Flavor, gate: &mut [f32], up: &[f32]) {
     match flavor {
         #[cfg(target_arch = "x86_64")]
-        Flavor::Avx512 | Flavor::Avx2 if std::arch::is_x86_feature_detected!("fma") => {
+        Flavor::Avx512 | Flavor::Avx2 if crate::cpu::avx2_fma_hardware() => {
             #[target_feature(enable = "fma")]
             unsafe fn fused(flavor: Flavor, gate: &mut [f32], up: &[f32]) {
                 if flavor == Flavor::Avx512 {
@@ -182,7 +129,7 @@ pub fn swiglu(flavor: Flavor, gate: &mut [f32], up: &[f32]) {
                     swiglu_with::<1>(8, gate, up)
                 }
             }
-            // SAFETY: FMA was detected at runtime.
+            // SAFETY: AVX2 and FMA were detected at runtime.
             unsafe { fused(flavor, gate, up) }
         }
         Flavor::Avx512 => swiglu_with::<0>(16, gate, up),

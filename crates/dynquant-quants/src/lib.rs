@@ -10,7 +10,7 @@
 //!   NVFP4). Each family declares its types' rows of the codec table (`codec.rs`: decoder,
 //!   quantizer, block validity rule); every per-type dispatch below derives from that table.
 //! * Block layouts (byte offsets of every field, from `ggml/src/ggml-common.h`) are public in
-//!   [`k::layout`], [`iq::layout`], [`ternary::layout`] and [`fp4::layout`], so other crates (the
+//!   [`legacy::layout`], [`k::layout`], [`iq::layout`], [`ternary::layout`] and [`fp4::layout`], so other crates (the
 //!   evaluation engine) decode blocks from the same source.
 //! * Input rows are checked (NaN/Inf is a typed error naming row and column), every produced
 //!   block is checked like `ggml_validate_row_data`, and types that need an importance matrix
@@ -24,7 +24,7 @@ pub mod float;
 pub mod fp4;
 pub mod iq;
 pub mod k;
-mod legacy;
+pub mod legacy;
 mod tables;
 pub mod ternary;
 #[cfg(test)]

@@ -7,6 +7,69 @@
 
 use crate::float::f16_to_f32;
 
+/// Byte offsets of the legacy blocks' fields (`ggml/src/ggml-common.h`, the `block_q*_0/1`
+/// structs), shared with the evaluation engine's kernels.
+pub mod layout {
+    /// `block_q4_0`: f16 scale, 16 bytes of 4-bit values (element `j` low nibble, `j + 16` high).
+    pub mod q4_0 {
+        /// f16 scale.
+        pub const D: usize = 0;
+        /// Packed 4-bit values.
+        pub const QS: usize = 2;
+        /// Bytes per block.
+        pub const BYTES: usize = QS + 16;
+    }
+    /// `block_q4_1`: f16 scale, f16 minimum, 16 bytes of 4-bit values.
+    pub mod q4_1 {
+        /// f16 scale.
+        pub const D: usize = 0;
+        /// f16 block minimum.
+        pub const M: usize = 2;
+        /// Packed 4-bit values.
+        pub const QS: usize = 4;
+        /// Bytes per block.
+        pub const BYTES: usize = QS + 16;
+    }
+    /// `block_q5_0`: f16 scale, the 32 fifth bits (little-endian u32), 16 bytes of low nibbles.
+    pub mod q5_0 {
+        /// f16 scale.
+        pub const D: usize = 0;
+        /// Fifth bits, bit `j` for element `j`.
+        pub const QH: usize = 2;
+        /// Packed low 4 bits.
+        pub const QS: usize = 6;
+        /// Bytes per block.
+        pub const BYTES: usize = QS + 16;
+    }
+    /// `block_q5_1`: f16 scale, f16 minimum, the fifth bits, 16 bytes of low nibbles.
+    pub mod q5_1 {
+        /// f16 scale.
+        pub const D: usize = 0;
+        /// f16 block minimum.
+        pub const M: usize = 2;
+        /// Fifth bits, bit `j` for element `j`.
+        pub const QH: usize = 4;
+        /// Packed low 4 bits.
+        pub const QS: usize = 8;
+        /// Bytes per block.
+        pub const BYTES: usize = QS + 16;
+    }
+    /// `block_q8_0`: f16 scale, 32 i8 values.
+    pub mod q8_0 {
+        /// f16 scale.
+        pub const D: usize = 0;
+        /// i8 values.
+        pub const QS: usize = 2;
+        /// Bytes per block.
+        pub const BYTES: usize = QS + 32;
+    }
+}
+
+// Block sizes as in ggml's static_asserts (and the type table, checked by the codec tests).
+const _: () = assert!(layout::q4_0::BYTES == 18 && layout::q4_1::BYTES == 20);
+const _: () = assert!(layout::q5_0::BYTES == 22 && layout::q5_1::BYTES == 24);
+const _: () = assert!(layout::q8_0::BYTES == 34);
+
 const QK: usize = 32;
 
 fn half_at(b: &[u8], at: usize) -> f32 {
@@ -1088,25 +1151,25 @@ pub(crate) const CODECS: &[Codec] = &[
         GgmlType::Q4_0,
         dequantize_q4_0,
         |x, given, w, out| quantize_symmetric(x, given.map(|_| w), out, 8),
-        &[0],
+        &[layout::q4_0::D],
     ),
     legacy_codec(
         GgmlType::Q5_0,
         dequantize_q5_0,
         |x, given, w, out| quantize_symmetric(x, given.map(|_| w), out, 16),
-        &[0],
+        &[layout::q5_0::D],
     ),
     legacy_codec(
         GgmlType::Q4_1,
         dequantize_q4_1,
         |x, given, w, out| quantize_affine(x, given.map(|_| w), out, 15),
-        &[0, 2],
+        &[layout::q4_1::D, layout::q4_1::M],
     ),
     legacy_codec(
         GgmlType::Q5_1,
         dequantize_q5_1,
         |x, given, w, out| quantize_affine(x, given.map(|_| w), out, 31),
-        &[0, 2],
+        &[layout::q5_1::D, layout::q5_1::M],
     ),
     Codec::new(
         GgmlType::Q8_0,
@@ -1115,7 +1178,7 @@ pub(crate) const CODECS: &[Codec] = &[
             quantize_q8_0(x, out);
             true
         },
-        BlockCheck::HalfScalesAt(&[0]),
+        BlockCheck::HalfScalesAt(&[layout::q8_0::D]),
     ),
 ];
 

@@ -1,12 +1,11 @@
 //! `dynquant imatrix`: squared activations per input column of every matrix product.
 
 use anyhow::{Context, Result};
-use dynquant_engine::imatrix::{statistics, Collector};
-use dynquant_engine::Logits;
+use dynquant_engine::evaluation::Progress;
+use dynquant_engine::imatrix::statistics;
 use dynquant_gguf::WriteOptions;
-use dynquant_tokenizer::Tokenizer;
 
-use super::perplexity::{chunk_options, load, open, pool, tokenize_text};
+use super::perplexity::{evaluator, open, pool};
 use crate::args::ImatrixArgs;
 
 pub fn run(a: &ImatrixArgs) -> Result<()> {
@@ -14,36 +13,20 @@ pub fn run(a: &ImatrixArgs) -> Result<()> {
         anyhow::bail!("{} exists (use --force to replace it)", a.output.display());
     }
     let gguf = open(&a.model)?;
-    let model = load(&gguf, &a.engine, &a.model)?;
-    let tok = Tokenizer::from_gguf(gguf.metadata()).context("reading the tokenizer")?;
-    let (_, tokens) = tokenize_text(&tok, &a.text)?;
-    let opts = chunk_options(&tok, a.ctx, a.chunks);
-    let n_chunks = opts.n_chunks(tokens.len());
-    if n_chunks == 0 {
-        anyhow::bail!(
-            "the text gives {} tokens, fewer than one chunk of {}",
-            tokens.len(),
-            a.ctx
-        );
-    }
-    eprintln!(
-        "imatrix: {} tokens, {n_chunks} chunks of {}",
-        tokens.len(),
-        a.ctx
-    );
-    // llama-imatrix leaves the output projection out unless asked (--process-output).
-    let collector = Collector::new(vec!["output.weight".into(), "token_embd.weight".into()]);
+    let ev = evaluator(&gguf, &a.engine, &a.model)?;
+    let text = ev.read_text(&a.text)?;
+    let chunking = ev.chunking(a.ctx, a.chunks);
     let t0 = std::time::Instant::now();
-    pool(&a.engine)?.install(|| -> Result<()> {
-        let mut s = model.session(a.ctx);
-        for i in 0..n_chunks {
-            s.clear();
-            s.eval(&opts.chunk(&tokens, i), Logits::None, Some(&collector))?;
-            eprint!("[{}]", i + 1);
-        }
-        Ok(())
+    let collector = pool(&a.engine)?.install(|| {
+        ev.imatrix(&text.tokens, &chunking, |p| match p {
+            Progress::Start { n_tokens, n_chunks } => {
+                eprintln!("imatrix: {n_tokens} tokens, {n_chunks} chunks of {}", a.ctx)
+            }
+            Progress::Chunk { chunk, .. } => eprint!("[{}]", chunk + 1),
+        })
     })?;
     eprintln!(" {:.1} s", t0.elapsed().as_secs_f64());
+    let n_chunks = chunking.n_chunks(text.tokens.len());
     // As llama-imatrix's "partial data" warning: such experts are stored with zero sums and
     // counts, which llama-quantize (and ours) turn into unit weights.
     for u in collector.unused_experts() {

@@ -4,12 +4,17 @@
 //! `acc[l] = fma(d_w * d_a, lane[l], acc[l])` over the super-blocks and `hsum_float_8`.
 //! Bit-identical results keep llama.cpp's later 8-bit roundings from flipping.
 
+use dynquant_gguf::GgmlType;
 use half::f16;
+
+use super::layout::{q4k, q6k, QK_K};
+use crate::reduce::hsum_float_8;
+use crate::weight::Weight;
 
 /// Q8_K activations of one row: per 256 values an f32 scale and i8 values.
 pub(crate) struct Q8K {
     pub d: f32,
-    pub q: [i8; 256],
+    pub q: [i8; QK_K],
     /// Sums of the 16 values of each 16-element group (Q8_K's `bsums`).
     pub bsums: [i32; 16],
 }
@@ -19,9 +24,9 @@ pub(crate) struct Q8K {
 /// `d = 1/iscale`.
 #[inline(always)]
 fn quantize_q8k_impl(x: &[f32]) -> Vec<Q8K> {
-    x.chunks_exact(256)
+    x.chunks_exact(QK_K)
         .map(|xb| {
-            let mut q = [0i8; 256];
+            let mut q = [0i8; QK_K];
             let Some(iscale) = crate::dot::q8k_iscale(xb) else {
                 return Q8K {
                     d: 0.0,
@@ -50,18 +55,17 @@ pub(crate) struct Q6Block {
     d: f32,
     sc: [i8; 16],
     /// Unsigned 6-bit values (0..64), in element order.
-    q: [u8; 256],
+    q: [u8; QK_K],
 }
 
-/// Integer values of a Q6_K row (block layout: ql[128], qh[64], scales[16] i8, d f16 —
-/// ggml-common.h `block_q6_K`).
+/// Integer values of a Q6_K row (block layout in [`q6k`]).
 pub(crate) fn decode_q6k(row: &[u8]) -> Vec<Q6Block> {
-    row.chunks_exact(210)
+    row.chunks_exact(GgmlType::Q6_K.type_size() as usize)
         .map(|b| {
-            let mut q = [0u8; 256];
+            let mut q = [0u8; QK_K];
             for c in 0..2 {
-                let ql = &b[64 * c..64 * c + 64];
-                let qh = &b[128 + 32 * c..128 + 32 * c + 32];
+                let ql = &b[q6k::QL + 64 * c..][..64];
+                let qh = &b[q6k::QH + 32 * c..][..32];
                 for e in 0..128 {
                     let (k, l) = (e / 32, e % 32);
                     let low = (ql[32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0f;
@@ -70,22 +74,16 @@ pub(crate) fn decode_q6k(row: &[u8]) -> Vec<Q6Block> {
                 }
             }
             let mut sc = [0i8; 16];
-            for (o, &v) in sc.iter_mut().zip(&b[192..208]) {
+            for (o, &v) in sc.iter_mut().zip(&b[q6k::SCALES..q6k::D]) {
                 *o = v as i8;
             }
             Q6Block {
-                d: f16::from_le_bytes([b[208], b[209]]).to_f32(),
+                d: f16::from_le_bytes([b[q6k::D], b[q6k::D + 1]]).to_f32(),
                 sc,
                 q,
             }
         })
         .collect()
-}
-
-#[inline(always)]
-fn hsum8(acc: &[f32; 8]) -> f32 {
-    let r: [f32; 4] = std::array::from_fn(|i| acc[i + 4] + acc[i]);
-    (r[0] + r[2]) + (r[1] + r[3])
 }
 
 /// `ggml_vec_dot_q6_K_q8_K` as the x86 build computes it: lane `l` takes the unsigned 6-bit
@@ -114,12 +112,12 @@ pub(crate) fn dot_q6k(w: &[Q6Block], a: &[Q8K]) -> f32 {
             *acc = d.mul_add(l as f32, *acc);
         }
     }
-    hsum8(&acc)
+    hsum_float_8(&acc)
 }
 
 /// Products of a Q6_K weight with `n_tok` rows of activations (tokens x rows result).
-pub(crate) fn matmul_q6k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
-    crate::matmul::tiled_product(
+pub(crate) fn matmul_q6k(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    super::tiled::tiled_product(
         w,
         x,
         n_tok,
@@ -142,15 +140,15 @@ pub(crate) struct Q4Block {
     sc: [u8; 8],
     m: [u8; 8],
     /// 4-bit values in element order.
-    q: [u8; 256],
+    q: [u8; QK_K],
 }
 
-/// Integer values of a Q4_K row (block layout: d f16, dmin f16, scales[12], qs[128] —
-/// ggml-common.h `block_q4_K`; 6-bit scales and mins packed as `get_scale_min_k4`).
+/// Integer values of a Q4_K row (block layout in [`q4k`]; 6-bit scales and mins packed as
+/// `get_scale_min_k4`).
 pub(crate) fn decode_q4k(row: &[u8]) -> Vec<Q4Block> {
-    row.chunks_exact(144)
+    row.chunks_exact(GgmlType::Q4_K.type_size() as usize)
         .map(|b| {
-            let s = &b[4..16];
+            let s = &b[q4k::SCALES..q4k::QS];
             let mut sc = [0u8; 8];
             let mut m = [0u8; 8];
             for j in 0..8 {
@@ -162,17 +160,17 @@ pub(crate) fn decode_q4k(row: &[u8]) -> Vec<Q4Block> {
                     m[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
                 }
             }
-            let mut q = [0u8; 256];
+            let mut q = [0u8; QK_K];
             for c in 0..4 {
                 for l in 0..32 {
-                    let v = b[16 + 32 * c + l];
+                    let v = b[q4k::QS + 32 * c + l];
                     q[64 * c + l] = v & 0x0f;
                     q[64 * c + 32 + l] = v >> 4;
                 }
             }
             Q4Block {
-                d: f16::from_le_bytes([b[0], b[1]]).to_f32(),
-                dmin: f16::from_le_bytes([b[2], b[3]]).to_f32(),
+                d: f16::from_le_bytes([b[q4k::D], b[q4k::D + 1]]).to_f32(),
+                dmin: f16::from_le_bytes([b[q4k::DMIN], b[q4k::DMIN + 1]]).to_f32(),
                 sc,
                 m,
                 q,
@@ -214,8 +212,8 @@ pub(crate) fn dot_q4k(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
 }
 
 /// Products of a Q4_K weight with `n_tok` rows of activations (tokens x rows result).
-pub(crate) fn matmul_q4k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
-    crate::matmul::tiled_product(
+pub(crate) fn matmul_q4k(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    super::tiled::tiled_product(
         w,
         x,
         n_tok,
@@ -224,7 +222,7 @@ pub(crate) fn matmul_q4k(w: &crate::matmul::Weight<'_>, x: &[f32], n_tok: usize)
         |rows, acts, n_tok, out| {
             for (t, a) in acts.iter().enumerate() {
                 // ggml's repacked mul_mat: gemm for whole groups of 4 tokens, gemv after
-                let group = if t < n_tok / 4 * 4 { 64 } else { 256 };
+                let group = if t < n_tok / 4 * 4 { 64 } else { QK_K };
                 for (i, wb) in rows.iter().enumerate() {
                     out[i * n_tok + t] = dot_q4k_best(wb, a, group);
                 }
@@ -307,7 +305,7 @@ mod avx2 {
         }
         let mut l = [0f32; 8];
         _mm256_storeu_ps(l.as_mut_ptr(), acc);
-        super::hsum8(&l)
+        super::hsum_float_8(&l)
     }
 }
 
@@ -315,8 +313,8 @@ mod avx2 {
 #[inline(always)]
 fn dot_q4k_best(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if crate::matmul::has_fma() {
-        // SAFETY: AVX2 and FMA were detected at runtime.
+    if crate::cpu::simd() {
+        // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
         return unsafe { avx2::dot_q4k(w, a, group) };
     }
     dot_q4k(w, a, group)
@@ -326,8 +324,8 @@ fn dot_q4k_best(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
 #[inline(always)]
 fn dot_q6k_best(w: &[Q6Block], a: &[Q8K]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if crate::matmul::has_fma() {
-        // SAFETY: AVX2 and FMA were detected at runtime.
+    if crate::cpu::simd() {
+        // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
         return unsafe { avx2::dot_q6k(w, a) };
     }
     dot_q6k(w, a)
@@ -368,26 +366,47 @@ mod tests {
         b
     }
 
+    /// Digest of the portable forms' results below, computed when the kernels were verified
+    /// bit-exact against ggml (tests/ggml_ops.rs): the portable forms are checked on every
+    /// machine, the AVX2 forms against them where the CPU has AVX2 and FMA.
+    const PORTABLE_DIGEST: u64 = 0xe075_b587_65b2_21c8;
+
     #[test]
     fn avx2_and_portable_forms_give_the_same_bits() {
-        if !crate::matmul::has_fma() {
-            return;
-        }
+        let avx2 = crate::cpu::avx2_fma_hardware();
+        let (q4, q6) = (GgmlType::Q4_K, GgmlType::Q6_K);
+        let mut portable = Vec::new();
         for seed in 1..20u64 {
             let nb = 1 + seed as usize % 6;
-            let a = quantize_q8k(&acts(256 * nb, seed * 7));
-            let w4 = decode_q4k(&blocks(144, nb, &[0, 2], seed));
-            let w6 = decode_q6k(&blocks(210, nb, &[208], seed + 100));
-            for group in [64, 256] {
+            let a = quantize_q8k(&acts(QK_K * nb, seed * 7));
+            let size = |ty: GgmlType| ty.type_size() as usize;
+            let w4 = decode_q4k(&blocks(size(q4), nb, &[q4k::D, q4k::DMIN], seed));
+            let w6 = decode_q6k(&blocks(size(q6), nb, &[q6k::D], seed + 100));
+            for group in [64, QK_K] {
                 let p = dot_q4k(&w4, &a, group);
-                // SAFETY: AVX2 and FMA detected above.
-                let v = unsafe { avx2::dot_q4k(&w4, &a, group) };
-                assert_eq!(p.to_bits(), v.to_bits(), "q4_K seed {seed} group {group}");
+                portable.push(p);
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: AVX2 and FMA detected above.
+                    let v = unsafe { avx2::dot_q4k(&w4, &a, group) };
+                    assert_eq!(p.to_bits(), v.to_bits(), "q4_K seed {seed} group {group}");
+                }
             }
             let p = dot_q6k(&w6, &a);
-            // SAFETY: as above.
-            let v = unsafe { avx2::dot_q6k(&w6, &a) };
-            assert_eq!(p.to_bits(), v.to_bits(), "q6_K seed {seed}");
+            portable.push(p);
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: as above.
+                let v = unsafe { avx2::dot_q6k(&w6, &a) };
+                assert_eq!(p.to_bits(), v.to_bits(), "q6_K seed {seed}");
+            }
         }
+        if !avx2 {
+            eprintln!(
+                "skipped: AVX2 forms of the Q4_K/Q6_K dots not compared (this CPU lacks \
+                 AVX2+FMA); the portable forms are checked against their stored digest"
+            );
+        }
+        assert_eq!(crate::kernels::bits_digest(&portable), PORTABLE_DIGEST);
     }
 }

@@ -1,0 +1,320 @@
+//! Products of dequantized weights with activations rounded to the weight's dot type (or kept
+//! in f32): any weight type with a dequantizer, and the exact numerics. Weight rows are decoded
+//! to f32 in tiles of about 128 KiB and multiplied with every token of the batch by one of the
+//! f32 tile kernels below. For F16 weights the kernels reproduce ggml's (`ggml_vec_dot_f16` for
+//! one token, llamafile's tinyBLAS for batches); for the other types the float sums are in the
+//! engine's own order.
+
+use rayon::prelude::*;
+
+use dynquant_gguf::GgmlType;
+
+use super::layout::block_min;
+use crate::cpu::{self, Flavor};
+use crate::dot::{round_row, DotType};
+use crate::error::{EngineError, Result};
+use crate::reduce::{hsum_float_8, reduce_add_16};
+use crate::simd_exp::madd;
+use crate::weight::Weight;
+
+/// Output rows decoded together: about 128 KiB of f32 per tile.
+fn tile_rows(cols: usize) -> usize {
+    ((32 * 1024 / cols.max(1)).max(4) / 4) * 4
+}
+
+/// `x` (`n_tok` x `w.cols`) times `w` transposed with the activations rounded to `dt`:
+/// returns `n_tok` x `w.rows`.
+pub(crate) fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, dt: DotType) -> Result<Vec<f32>> {
+    let k = w.cols;
+    // Activations as the dot product sees them (+ Q8_1 block-sum corrections).
+    let nb32 = k / 32;
+    let mut xr = vec![0f32; x.len()];
+    let mut corr = vec![0f32; if dt == DotType::Q8_1 { n_tok * nb32 } else { 0 }];
+    // Q8_1 activations pair with a weight block minimum (f16 in each Q4_1/Q5_1 block).
+    let min_at = match dt {
+        DotType::Q8_1 => Some(block_min(w.ty).ok_or_else(|| EngineError::UnsupportedType {
+            name: w.name.clone(),
+            ty: w.ty,
+        })?),
+        _ => None,
+    };
+    if dt == DotType::Q8_1 {
+        xr.par_chunks_mut(k)
+            .zip(corr.par_chunks_mut(nb32))
+            .zip(x.par_chunks(k))
+            .for_each(|((o, c), xi)| {
+                let mut v = Vec::with_capacity(nb32);
+                round_row(dt, xi, o, &mut v);
+                c.copy_from_slice(&v);
+            });
+    } else {
+        xr.par_chunks_mut(k)
+            .zip(x.par_chunks(k))
+            .for_each(|(o, xi)| round_row(dt, xi, o, &mut Vec::new()));
+    }
+    let n = w.rows;
+    let tr = tile_rows(k);
+    let mut yt = vec![0f32; n * n_tok]; // rows x tokens
+    let kernel = select_kernel(w.ty, k, n_tok);
+    yt.par_chunks_mut(tr * n_tok)
+        .enumerate()
+        .try_for_each(|(ti, out)| -> Result<()> {
+            let r0 = ti * tr;
+            let nr = out.len() / n_tok;
+            let mut wf = vec![0f32; nr * k];
+            dynquant_quants::dequantize(w.ty, w.rows_data(r0, r0 + nr), &mut wf)?;
+            kernel(&wf, &xr, k, nr, n_tok, out);
+            if let Some(at) = min_at {
+                // + m_b * (s_b - f16(d_b) * sum q_b): the weight's block minimum times ggml's
+                // stored block sum.
+                let bsz = w.ty.type_size() as usize;
+                for r in 0..nr {
+                    let row = w.row_data(r0 + r);
+                    let mins: Vec<f32> = row
+                        .chunks_exact(bsz)
+                        .map(|b| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32())
+                        .collect();
+                    for t in 0..n_tok {
+                        let c = &corr[t * nb32..(t + 1) * nb32];
+                        let s: f32 = mins.iter().zip(c).map(|(m, c)| m * c).sum();
+                        out[r * n_tok + t] += s;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    // transpose to tokens x rows
+    let mut y = vec![0f32; n_tok * n];
+    y.par_chunks_mut(n).enumerate().for_each(|(t, yrow)| {
+        for (r, v) in yrow.iter_mut().enumerate() {
+            *v = yt[r * n_tok + t];
+        }
+    });
+    Ok(y)
+}
+
+/// `out[r * nt + t]` = dot(w row r, x row t) for a tile of `nr` decoded rows of `k` values and
+/// `nt` tokens.
+type TileKernel = fn(&[f32], &[f32], usize, usize, usize, &mut [f32]);
+
+/// The tile kernel of a product: unfused sums where the reproduced ggml build does not fuse;
+/// otherwise ggml's own kernels for F16 weights and fused 8-lane sums for the rest.
+fn select_kernel(ty: GgmlType, k: usize, n_tok: usize) -> TileKernel {
+    if !cpu::fused() {
+        return tile_unfused;
+    }
+    if ty == GgmlType::F16 {
+        // one token: ggml_vec_dot_f16 (four vector accumulators)
+        if n_tok == 1 {
+            return vec_dot_f16_tile;
+        }
+        // llamafile's tinyBLAS (ggml's path for batches) keeps one vector accumulator per
+        // output over k and reduces it at the end
+        match cpu::flavor() {
+            Flavor::Avx512 if k % 16 == 0 => return lanes16_tile,
+            Flavor::Avx2 if k % 8 == 0 => return lanes8_tile,
+            _ => {}
+        }
+    }
+    tile_fused
+}
+
+fma_variant!(
+    vec_dot_f16_tile,
+    vec_dot_f16_tile_impl,
+    (w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) -> ()
+);
+
+/// `ggml_vec_dot_f16` per output (values already widened from f16).
+#[inline(always)]
+fn vec_dot_f16_tile_impl(w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) {
+    let flavor = cpu::flavor();
+    for r in 0..nr {
+        for t in 0..nt {
+            out[r * nt + t] =
+                crate::fa::dot_f16(flavor, &w[r * k..(r + 1) * k], &x[t * k..(t + 1) * k]);
+        }
+    }
+}
+
+fma_variant!(
+    lanes16_tile,
+    lanes16_tile_impl,
+    (w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) -> ()
+);
+
+#[inline(always)]
+fn lanes16_tile_impl(w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) {
+    lanes_tile::<16>(w, x, k, nr, nt, out, reduce_add_16)
+}
+
+fma_variant!(
+    lanes8_tile,
+    lanes8_tile_impl,
+    (w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) -> ()
+);
+
+#[inline(always)]
+fn lanes8_tile_impl(w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) {
+    lanes_tile::<8>(w, x, k, nr, nt, out, hsum_float_8)
+}
+
+/// `out[r * nt + t]` = dot(w row r, x row t) as tinyBLAS computes it: `L` lanes, lane `l`
+/// accumulating elements `l, l + L, ...` with fused multiply-adds, then the horizontal sum of
+/// the vector (`reduce`). Needs `k % L == 0`.
+#[inline(always)]
+fn lanes_tile<const L: usize>(
+    w: &[f32],
+    x: &[f32],
+    k: usize,
+    nr: usize,
+    nt: usize,
+    out: &mut [f32],
+    reduce: fn(&[f32; L]) -> f32,
+) {
+    // 4 rows x 2 tokens at a time (each output keeps its own accumulator)
+    let mut r = 0;
+    while r < nr {
+        let rn = (nr - r).min(4);
+        let mut t = 0;
+        while t < nt {
+            let tn = (nt - t).min(2);
+            let mut acc = [[[0f32; L]; 2]; 4];
+            let mut off = 0;
+            while off < k {
+                for i in 0..rn {
+                    let a: &[f32; L] = w[(r + i) * k + off..][..L].try_into().expect("L");
+                    for j in 0..tn {
+                        let b: &[f32; L] = x[(t + j) * k + off..][..L].try_into().expect("L");
+                        for l in 0..L {
+                            acc[i][j][l] = a[l].mul_add(b[l], acc[i][j][l]);
+                        }
+                    }
+                }
+                off += L;
+            }
+            for i in 0..rn {
+                for j in 0..tn {
+                    out[(r + i) * nt + t + j] = reduce(&acc[i][j]);
+                }
+            }
+            t += tn;
+        }
+        r += rn;
+    }
+}
+
+fn tile_unfused(w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) {
+    gemm_tile::<false>(w, x, k, nr, nt, out)
+}
+
+fma_variant!(
+    tile_fused,
+    tile_fused_impl,
+    (w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) -> ()
+);
+
+#[inline(always)]
+fn tile_fused_impl(w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) {
+    gemm_tile::<true>(w, x, k, nr, nt, out)
+}
+
+#[inline(always)]
+fn lanes8(v: &[f32], off: usize) -> &[f32; 8] {
+    v[off..off + 8].try_into().expect("8 lanes")
+}
+
+/// The sum of eight lanes in this kernel's own order (adjacent pairs of the halves' sums; not
+/// ggml's [`hsum_float_8`], which no kernel of this family has to match).
+#[inline(always)]
+fn sum_lanes(a: &[f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+}
+
+/// out[r * nt + t] = dot(w row r, x row t), 4 rows x 2 tokens at a time with 8-lane sums.
+#[inline(always)]
+fn gemm_tile<const FMA: bool>(
+    w: &[f32],
+    x: &[f32],
+    k: usize,
+    nr: usize,
+    nt: usize,
+    out: &mut [f32],
+) {
+    let k8 = k / 8 * 8;
+    let dot1 = |r: usize, t: usize| -> f32 {
+        let wr = &w[r * k..(r + 1) * k];
+        let xt = &x[t * k..(t + 1) * k];
+        let mut acc = [0f32; 8];
+        let mut off = 0;
+        while off < k8 {
+            let a = lanes8(wr, off);
+            let b = lanes8(xt, off);
+            for l in 0..8 {
+                acc[l] = madd::<FMA>(a[l], b[l], acc[l]);
+            }
+            off += 8;
+        }
+        let mut s = sum_lanes(&acc);
+        for i in k8..k {
+            s = madd::<FMA>(wr[i], xt[i], s);
+        }
+        s
+    };
+    let mut r = 0;
+    while r + 4 <= nr {
+        let w0 = &w[r * k..(r + 1) * k];
+        let w1 = &w[(r + 1) * k..(r + 2) * k];
+        let w2 = &w[(r + 2) * k..(r + 3) * k];
+        let w3 = &w[(r + 3) * k..(r + 4) * k];
+        let mut t = 0;
+        while t + 2 <= nt {
+            let x0 = &x[t * k..(t + 1) * k];
+            let x1 = &x[(t + 1) * k..(t + 2) * k];
+            let mut acc = [[0f32; 8]; 8];
+            let mut off = 0;
+            while off < k8 {
+                let a = [
+                    lanes8(w0, off),
+                    lanes8(w1, off),
+                    lanes8(w2, off),
+                    lanes8(w3, off),
+                ];
+                let b0 = lanes8(x0, off);
+                let b1 = lanes8(x1, off);
+                for i in 0..4 {
+                    for l in 0..8 {
+                        acc[2 * i][l] = madd::<FMA>(a[i][l], b0[l], acc[2 * i][l]);
+                        acc[2 * i + 1][l] = madd::<FMA>(a[i][l], b1[l], acc[2 * i + 1][l]);
+                    }
+                }
+                off += 8;
+            }
+            let ws = [w0, w1, w2, w3];
+            for i in 0..4 {
+                let mut s0 = sum_lanes(&acc[2 * i]);
+                let mut s1 = sum_lanes(&acc[2 * i + 1]);
+                for j in k8..k {
+                    s0 = madd::<FMA>(ws[i][j], x0[j], s0);
+                    s1 = madd::<FMA>(ws[i][j], x1[j], s1);
+                }
+                out[(r + i) * nt + t] = s0;
+                out[(r + i) * nt + t + 1] = s1;
+            }
+            t += 2;
+        }
+        while t < nt {
+            for i in 0..4 {
+                out[(r + i) * nt + t] = dot1(r + i, t);
+            }
+            t += 1;
+        }
+        r += 4;
+    }
+    while r < nr {
+        for t in 0..nt {
+            out[r * nt + t] = dot1(r, t);
+        }
+        r += 1;
+    }
+}

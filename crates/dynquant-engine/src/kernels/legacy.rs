@@ -1,0 +1,262 @@
+//! Q4_0, Q5_0, Q8_0 (times Q8_0 activations) and Q4_1 (times Q8_1) as ggml-cpu's x86 kernels
+//! (`ggml_vec_dot_q*_q8_*`, and llamafile's tinyBLAS for batches, which accumulates the same way)
+//! compute them: per block an exact integer dot product in eight 4-element lanes,
+//! `acc[l] = fma(d_w * d_a, lane[l], acc[l])` over the blocks, for Q4_1 the minimum term
+//! `m_w * s_a` summed separately, and `hsum_float_8(acc) (+ summs)`. Bit-identical results keep
+//! llama.cpp's later 8-bit roundings from flipping.
+
+use dynquant_gguf::GgmlType;
+use half::f16;
+
+use super::layout::{q4_0, q4_1, q5_0, q8_0, QK};
+use crate::reduce::hsum_float_8;
+use crate::weight::Weight;
+
+/// The weight types of this kernel family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LegacyType {
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q8_0,
+}
+
+impl LegacyType {
+    /// The family member of a weight type, `None` for types of other families.
+    pub(crate) fn of(ty: GgmlType) -> Option<LegacyType> {
+        match ty {
+            GgmlType::Q4_0 => Some(LegacyType::Q4_0),
+            GgmlType::Q4_1 => Some(LegacyType::Q4_1),
+            GgmlType::Q5_0 => Some(LegacyType::Q5_0),
+            GgmlType::Q8_0 => Some(LegacyType::Q8_0),
+            _ => None,
+        }
+    }
+
+    fn ggml(self) -> GgmlType {
+        match self {
+            LegacyType::Q4_0 => GgmlType::Q4_0,
+            LegacyType::Q4_1 => GgmlType::Q4_1,
+            LegacyType::Q5_0 => GgmlType::Q5_0,
+            LegacyType::Q8_0 => GgmlType::Q8_0,
+        }
+    }
+}
+
+/// One block of Q8_0 (Q8_1) activations: scale, `d * sum(q)` rounded to f16, values.
+struct ActBlock {
+    d: f32,
+    s: f32,
+    q: [i8; QK],
+}
+
+fma_variant!(quantize, quantize_impl, (x: &[f32]) -> Vec<ActBlock>);
+
+#[inline(always)]
+fn quantize_impl(x: &[f32]) -> Vec<ActBlock> {
+    x.chunks_exact(QK)
+        .map(|xb| {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+            let mut q = [0i8; QK];
+            let mut sum = 0i32;
+            for (o, &v) in q.iter_mut().zip(xb) {
+                let r = crate::dot::nearest_int(v * id);
+                sum += r;
+                *o = r as i8;
+            }
+            ActBlock {
+                d: f16::from_f32(d).to_f32(),
+                s: f16::from_f32(d * sum as f32).to_f32(),
+                q,
+            }
+        })
+        .collect()
+}
+
+/// One weight block in integer form.
+struct WeightBlock {
+    d: f32,
+    /// Block minimum (Q4_1), 0 otherwise.
+    m: f32,
+    q: [i8; QK],
+}
+
+/// Integer values of one row's blocks (field offsets in [`super::layout`]).
+fn decode(ty: LegacyType, row: &[u8]) -> Vec<WeightBlock> {
+    let h = |b: &[u8], o: usize| f16::from_le_bytes([b[o], b[o + 1]]).to_f32();
+    let bs = ty.ggml().type_size() as usize;
+    row.chunks_exact(bs)
+        .map(|b| {
+            let mut q = [0i8; QK];
+            let mut m = 0.0;
+            let half = QK / 2;
+            let d = match ty {
+                LegacyType::Q8_0 => {
+                    for (o, &v) in q.iter_mut().zip(&b[q8_0::QS..q8_0::QS + QK]) {
+                        *o = v as i8;
+                    }
+                    h(b, q8_0::D)
+                }
+                LegacyType::Q4_0 => {
+                    for j in 0..half {
+                        q[j] = (b[q4_0::QS + j] & 0x0F) as i8 - 8;
+                        q[j + half] = (b[q4_0::QS + j] >> 4) as i8 - 8;
+                    }
+                    h(b, q4_0::D)
+                }
+                LegacyType::Q4_1 => {
+                    m = h(b, q4_1::M);
+                    for j in 0..half {
+                        q[j] = (b[q4_1::QS + j] & 0x0F) as i8;
+                        q[j + half] = (b[q4_1::QS + j] >> 4) as i8;
+                    }
+                    h(b, q4_1::D)
+                }
+                LegacyType::Q5_0 => {
+                    // the fifth bit of element j is bit j of qh
+                    let qh =
+                        u32::from_le_bytes(b[q5_0::QH..q5_0::QH + 4].try_into().expect("4 bytes"));
+                    for j in 0..half {
+                        let h0 = (((qh >> j) << 4) & 0x10) as u8;
+                        let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+                        q[j] = ((b[q5_0::QS + j] & 0x0F) | h0) as i8 - 16;
+                        q[j + half] = ((b[q5_0::QS + j] >> 4) | h1) as i8 - 16;
+                    }
+                    h(b, q5_0::D)
+                }
+            };
+            WeightBlock { d, m, q }
+        })
+        .collect()
+}
+
+#[inline(always)]
+fn dot(w: &[WeightBlock], a: &[ActBlock]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut summs = 0f32;
+    for (wb, ab) in w.iter().zip(a) {
+        summs += wb.m * ab.s; // 0 except for Q4_1
+        let dd = wb.d * ab.d;
+        let mut p = [0i16; QK];
+        for ((p, &x), &y) in p.iter_mut().zip(&wb.q).zip(&ab.q) {
+            *p = x as i16 * y as i16;
+        }
+        for (l, acc_l) in acc.iter_mut().enumerate() {
+            let q = &p[4 * l..4 * l + 4];
+            let lane = (q[0] as i32 + q[1] as i32) + (q[2] as i32 + q[3] as i32);
+            // fused, as _mm256_fmadd_ps
+            *acc_l = dd.mul_add(lane as f32, *acc_l);
+        }
+    }
+    hsum_float_8(&acc) + summs
+}
+
+/// The same dot product with AVX2 integer instructions: `maddubs` (|w| times sign-moved
+/// activations, pairs) and `madd` (pairs of pairs) give exactly the eight 4-element lane
+/// sums of [`dot`]; the float steps are the same operations in the same order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(w: &[WeightBlock], a: &[ActBlock]) -> f32 {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for (wb, ab) in w.iter().zip(a) {
+        summs += wb.m * ab.s;
+        // SAFETY: both arrays hold 32 bytes; unaligned loads.
+        let x = _mm256_loadu_si256(wb.q.as_ptr().cast());
+        let y = _mm256_loadu_si256(ab.q.as_ptr().cast());
+        // activations are within [-127, 127], so the pair sums cannot saturate
+        let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+        let p32 = _mm256_madd_epi16(p16, ones);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(wb.d * ab.d), _mm256_cvtepi32_ps(p32), acc);
+    }
+    let mut l = [0f32; 8];
+    _mm256_storeu_ps(l.as_mut_ptr(), acc);
+    hsum_float_8(&l) + summs
+}
+
+fn tile(rows: &[Vec<WeightBlock>], acts: &[Vec<ActBlock>], n_tok: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::simd() {
+        for (t, a) in acts.iter().enumerate() {
+            for (i, wb) in rows.iter().enumerate() {
+                // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
+                out[i * n_tok + t] = unsafe { dot_avx2(wb, a) };
+            }
+        }
+        return;
+    }
+    for (t, a) in acts.iter().enumerate() {
+        for (i, wb) in rows.iter().enumerate() {
+            out[i * n_tok + t] = dot(wb, a);
+        }
+    }
+}
+
+/// Products of a weight of this family with `n_tok` rows of activations (tokens x rows).
+pub(crate) fn matmul(ty: LegacyType, w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    super::tiled::tiled_product(w, x, n_tok, quantize, |r| decode(ty, r), tile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Digest of the portable form's results below, computed when the kernel was verified
+    /// bit-exact against ggml (tests/ggml_ops.rs): the portable form is checked on every
+    /// machine, the AVX2 form against it where the CPU has AVX2 and FMA.
+    const PORTABLE_DIGEST: u64 = 0x072d_d012_18c5_0078;
+
+    #[test]
+    fn avx2_and_portable_forms_give_the_same_bits() {
+        let avx2 = crate::cpu::avx2_fma_hardware();
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let mut portable = Vec::new();
+        for ty in [
+            LegacyType::Q4_0,
+            LegacyType::Q4_1,
+            LegacyType::Q5_0,
+            LegacyType::Q8_0,
+        ] {
+            for nb in [1usize, 3, 18] {
+                let bs = ty.ggml().type_size() as usize;
+                let mut row: Vec<u8> = (0..bs * nb).map(|_| next() as u8).collect();
+                for b in row.chunks_exact_mut(bs) {
+                    b[..2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+                    if ty == LegacyType::Q4_1 {
+                        b[q4_1::M..q4_1::M + 2]
+                            .copy_from_slice(&f16::from_f32(-0.05).to_le_bytes());
+                    }
+                }
+                let x: Vec<f32> = (0..QK * nb)
+                    .map(|_| (next() % 2001) as f32 / 100.0 - 10.0)
+                    .collect();
+                let (w, a) = (decode(ty, &row), quantize(&x));
+                let p = dot(&w, &a);
+                portable.push(p);
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: AVX2 and FMA detected above.
+                    let v = unsafe { dot_avx2(&w, &a) };
+                    assert_eq!(p.to_bits(), v.to_bits(), "{ty:?} {nb} blocks");
+                }
+            }
+        }
+        if !avx2 {
+            eprintln!(
+                "skipped: AVX2 form of the Q4_0/Q4_1/Q5_0/Q8_0 dot not compared (this CPU lacks \
+                 AVX2+FMA); the portable form is checked against its stored digest"
+            );
+        }
+        assert_eq!(super::super::bits_digest(&portable), PORTABLE_DIGEST);
+    }
+}

@@ -1,0 +1,27 @@
+//! Matrix-product kernels, one file per family; [`crate::matmul`] picks the kernel of each
+//! product and nothing else.
+//!
+//! * [`legacy`]: Q4_0, Q4_1, Q5_0, Q8_0 weights as ggml-cpu's integer dot products;
+//! * [`kquant`]: Q4_K (repacked) and Q6_K weights as ggml-cpu's integer dot products;
+//! * [`float`]: any other weight type (and the exact numerics): dequantized rows times
+//!   activations rounded to the weight's dot type;
+//! * [`layout`]: where the fields of the blocks read directly sit;
+//! * `tiled`: the tiling skeleton of the integer kernels.
+
+pub(crate) mod float;
+pub(crate) mod kquant;
+pub(crate) mod layout;
+pub(crate) mod legacy;
+mod tiled;
+
+/// FNV-1a over the bits of `values`: a stored digest of a kernel's results checks the kernel on
+/// machines that cannot run the form it is compared with.
+#[cfg(test)]
+pub(crate) fn bits_digest(values: &[f32]) -> u64 {
+    values.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
+        v.to_bits()
+            .to_le_bytes()
+            .iter()
+            .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    })
+}
