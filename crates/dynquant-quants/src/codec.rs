@@ -2,7 +2,8 @@
 //! how to quantize a row into them, and which block fields must hold finite scales.
 //!
 //! Each family module (`float`, `legacy`, `k`, `iq`, `ternary`, `fp4`) declares the rows of its
-//! own types next to its kernels (`CODECS`); [`codec`] looks a type up in them. Every per-type
+//! own types next to its kernels (`CODECS`); the crate root lists the families and looks a type
+//! up in them (`codec`), so this file depends on no family. Every per-type
 //! dispatch of this crate ([`crate::dequantize`], [`crate::quantize_rows`],
 //! [`crate::can_dequantize`], [`crate::can_quantize`], [`crate::blocks_are_valid`]) derives from
 //! these rows, so a new type is one row of `dynquant_gguf::types` (its format facts) plus its
@@ -89,24 +90,10 @@ impl Codec {
     }
 }
 
-/// Every family's rows.
-const FAMILIES: &[&[Codec]] = &[
-    crate::float::CODECS,
-    crate::legacy::CODECS,
-    crate::k::CODECS,
-    crate::iq::CODECS,
-    crate::ternary::CODECS,
-    crate::fp4::CODECS,
-];
-
-/// The codec row of `ty`, if dynquant can decode it.
-pub(crate) fn codec(ty: GgmlType) -> Option<&'static Codec> {
-    FAMILIES.iter().flat_map(|f| f.iter()).find(|c| c.ty == ty)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{codec, FAMILIES};
     use dynquant_gguf::types::TYPE_TABLE;
 
     #[test]

@@ -32,8 +32,23 @@ mod test_rows;
 
 pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 
-use codec::{codec, BlockCheck};
+use codec::{BlockCheck, Codec};
 use dynquant_gguf::types::{GgmlType, ImatrixNeed};
+
+/// Every family's rows.
+const FAMILIES: &[&[Codec]] = &[
+    float::CODECS,
+    legacy::CODECS,
+    k::CODECS,
+    iq::CODECS,
+    ternary::CODECS,
+    fp4::CODECS,
+];
+
+/// The codec row of `ty`, if dynquant can decode it.
+pub(crate) fn codec(ty: GgmlType) -> Option<&'static Codec> {
+    FAMILIES.iter().flat_map(|f| f.iter()).find(|c| c.ty == ty)
+}
 
 /// Errors of row conversion.
 #[derive(Debug, thiserror::Error, PartialEq)]

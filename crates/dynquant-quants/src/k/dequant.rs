@@ -37,7 +37,7 @@ pub mod q3k {
 }
 
 /// `block_q4_K`: `d: f16`, `dmin: f16`, `scales[12]` (8 × 6-bit scales and mins, see
-/// [`scale_min_k4`]), `qs[128]` (nibbles).
+/// `scale_min_k4`), `qs[128]` (nibbles).
 #[allow(missing_docs)] // offsets named after the fields of ggml-common.h's struct
 pub mod q4k {
     use super::QK_K;
