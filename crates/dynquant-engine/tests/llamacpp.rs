@@ -14,17 +14,14 @@
 
 use std::path::Path;
 
-use dynquant_engine::eval::TopK;
 use dynquant_engine::ops::log_softmax;
 use dynquant_engine::simd_exp::Flavor;
 use dynquant_engine::{Logits, Model, Numerics};
 use dynquant_gguf::{Access, GgufModel};
-use dynquant_testkit::oracle::{shared_dir, Oracle};
+use dynquant_testkit::oracle::{shared_dir, Distributions, Oracle};
 
-struct Reference {
-    tokens: Vec<u32>,
-    positions: Vec<TopK>,
-}
+/// llama.cpp's next-token distributions.
+type Reference = Distributions;
 
 fn reference(o: &Oracle, model: &Path, n: usize, single: bool) -> Reference {
     let text = shared_dir().join("data/text/wiki.test.raw");
@@ -44,33 +41,7 @@ fn reference(o: &Oracle, model: &Path, n: usize, single: bool) -> Reference {
     if single {
         args.push("--single".as_ref());
     }
-    let out = o.node("distributions.mjs", &args);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-    let ids = |a: &serde_json::Value| -> Vec<u32> {
-        a.as_array()
-            .expect("array")
-            .iter()
-            .map(|x| x.as_u64().expect("id") as u32)
-            .collect()
-    };
-    Reference {
-        tokens: ids(&v["tokens"]),
-        positions: v["positions"]
-            .as_array()
-            .expect("positions")
-            .iter()
-            .map(|p| TopK {
-                ids: ids(&p["ids"]),
-                logp: p["logp"]
-                    .as_array()
-                    .expect("logp")
-                    .iter()
-                    .map(|x| x.as_f64().expect("f") as f32)
-                    .collect(),
-                tail: p["tail"].as_f64().expect("tail") as f32,
-            })
-            .collect(),
-    }
+    Distributions::from_json(&o.node("distributions.mjs", &args))
 }
 
 /// (mean KLD, top-1 agreement, median KLD) of `logits` (one row per reference position); a

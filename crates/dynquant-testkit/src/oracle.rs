@@ -20,6 +20,38 @@ pub struct Distributions {
     pub positions: Vec<TopK>,
 }
 
+impl Distributions {
+    /// Parses the JSON that `tests/oracle/distributions.mjs` prints.
+    pub fn from_json(out: &str) -> Distributions {
+        let v: serde_json::Value = serde_json::from_str(out).expect("json");
+        let ids = |a: &serde_json::Value| -> Vec<u32> {
+            a.as_array()
+                .expect("array")
+                .iter()
+                .map(|x| x.as_u64().expect("id") as u32)
+                .collect()
+        };
+        Distributions {
+            tokens: ids(&v["tokens"]),
+            positions: v["positions"]
+                .as_array()
+                .expect("positions")
+                .iter()
+                .map(|p| TopK {
+                    ids: ids(&p["ids"]),
+                    logp: p["logp"]
+                        .as_array()
+                        .expect("logp")
+                        .iter()
+                        .map(|x| x.as_f64().expect("logp") as f32)
+                        .collect(),
+                    tail: p["tail"].as_f64().expect("tail") as f32,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Paths of the oracle environment.
 #[derive(Debug, Clone)]
 pub struct Oracle {
@@ -185,32 +217,6 @@ impl Oracle {
             "--context-size".as_ref(),
             c.as_ref(),
         ];
-        let v: serde_json::Value =
-            serde_json::from_str(&self.node("distributions.mjs", &args)).expect("json");
-        let ids = |a: &serde_json::Value| -> Vec<u32> {
-            a.as_array()
-                .expect("array")
-                .iter()
-                .map(|x| x.as_u64().expect("id") as u32)
-                .collect()
-        };
-        Distributions {
-            tokens: ids(&v["tokens"]),
-            positions: v["positions"]
-                .as_array()
-                .expect("positions")
-                .iter()
-                .map(|p| TopK {
-                    ids: ids(&p["ids"]),
-                    logp: p["logp"]
-                        .as_array()
-                        .expect("logp")
-                        .iter()
-                        .map(|x| x.as_f64().expect("logp") as f32)
-                        .collect(),
-                    tail: p["tail"].as_f64().expect("tail") as f32,
-                })
-                .collect(),
-        }
+        Distributions::from_json(&self.node("distributions.mjs", &args))
     }
 }
