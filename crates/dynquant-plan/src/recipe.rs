@@ -23,7 +23,7 @@
 use std::ops::RangeInclusive;
 
 use dynquant_gguf::types::GgmlType;
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -179,6 +179,23 @@ struct RawRule {
     why: String,
 }
 
+/// Most bytes a compiled tensor-name pattern may take (the `regex` crate's default is 10 MiB):
+/// names are short and real patterns compile to a few KiB, so a pattern from a recipe file or
+/// `--tensor-type` that needs more (e.g. nested counted repetitions) is refused at once instead of
+/// taking time and memory to build.
+pub const NAME_PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+/// Compiles a tensor-name pattern (recipe `name = "..."`, `--tensor-type REGEX=TYPE`) within
+/// [`NAME_PATTERN_SIZE_LIMIT`] and a nesting depth of 64. Matching with the `regex` crate is
+/// linear in the name's length whatever the pattern, so a compiled pattern cannot blow up later.
+pub fn tensor_name_pattern(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .size_limit(NAME_PATTERN_SIZE_LIMIT)
+        .dfa_size_limit(NAME_PATTERN_SIZE_LIMIT)
+        .nest_limit(64)
+        .build()
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -237,7 +254,7 @@ impl Recipe {
             }
             if let Some(re) = &r.name {
                 m.name = Some(
-                    Regex::new(re.get_ref())
+                    tensor_name_pattern(re.get_ref())
                         .map_err(|e| err(re.span().start, format!("bad regex: {e}")))?,
                 );
             }
@@ -310,5 +327,19 @@ mod tests {
             assert!(e.to_string().contains(msg), "{e}");
             assert!(e.to_string().starts_with(&format!("r.toml:{line}:")), "{e}");
         }
+    }
+
+    #[test]
+    fn name_patterns_are_size_limited() {
+        assert!(tensor_name_pattern(r"blk\.(1[0-9]|2[0-5])\.ffn_down").is_ok());
+        let huge = tensor_name_pattern("(?:a{100}){100}{100}")
+            .unwrap_err()
+            .to_string();
+        assert!(huge.contains("size limit"), "{huge}");
+        let deep = format!("{}a{}", "(".repeat(100), ")".repeat(100));
+        assert!(tensor_name_pattern(&deep).is_err());
+        let text = "name = \"t\"\ndefault = \"q4_K\"\n[[rules]]\nname = \"(?:x{100}){100}{100}\"\ntype = \"q4_K\"\nwhy = \"w\"\n";
+        let e = Recipe::parse(text, "t").unwrap_err().to_string();
+        assert!(e.contains("bad regex") && e.contains("size limit"), "{e}");
     }
 }

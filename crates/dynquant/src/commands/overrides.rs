@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use dynquant_gguf::types::GgmlType;
+use dynquant_plan::recipe::tensor_name_pattern;
 use dynquant_plan::PlanOptions;
 
 use crate::args::RecipeArgs;
@@ -24,8 +25,8 @@ pub fn plan_options(a: &RecipeArgs) -> Result<PlanOptions> {
         let (re, ty) = spec
             .rsplit_once('=')
             .with_context(|| format!("--tensor-type '{spec}': expected REGEX=TYPE"))?;
-        let re =
-            regex::Regex::new(re).with_context(|| format!("--tensor-type '{spec}': bad regex"))?;
+        let re = tensor_name_pattern(re)
+            .with_context(|| format!("--tensor-type '{spec}': bad regex"))?;
         overrides.push((re, parse_type(ty)?));
     }
     Ok(PlanOptions {
