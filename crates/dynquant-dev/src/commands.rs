@@ -33,7 +33,7 @@ fn llama_quantize(a: &LlamaQuantizeArgs) -> Result<()> {
     p.nthread = a.threads;
     p.ftype = ft.id as i32;
     let started = std::time::Instant::now();
-    lib.quantize(&a.input, &a.output, p, imatrix.as_ref(), false)?;
+    lib.quantize(&a.input, &a.output, p, imatrix.as_ref())?;
     println!(
         "llama.cpp wrote {} ({}) in {:.2} s",
         a.output.display(),

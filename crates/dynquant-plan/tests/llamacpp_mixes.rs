@@ -57,7 +57,7 @@ impl Llama {
     ) -> String {
         let log = self
             .lib
-            .quantize(input, output, *p, imatrix, false)
+            .quantize(input, output, *p, imatrix)
             .unwrap_or_else(|e| panic!("{}: {e}", input.display()));
         // llama.cpp takes its imatrix branches exactly when it was given one.
         assert_eq!(

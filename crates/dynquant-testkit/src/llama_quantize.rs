@@ -139,15 +139,13 @@ impl LlamaLib {
 
     /// Runs `llama_model_quantize(input, output, params)` with `imatrix` (averaged as
     /// llama-quantize's `load_imatrix` does: per matrix `in_sum2 / count`, ones for a matrix
-    /// that saw nothing) or, when `empty_imatrix` is set and none is given, an empty list
-    /// (which makes llama.cpp choose types as if an imatrix were present). Returns the log.
+    /// that saw nothing), or without one when `imatrix` is `None`. Returns the log.
     pub fn quantize(
         &self,
         input: &Path,
         output: &Path,
         mut params: QuantizeParams,
         imatrix: Option<&Imatrix>,
-        empty_imatrix: bool,
     ) -> Result<String, LlamaQuantizeError> {
         let c_path = |p: &Path| {
             p.to_str()
@@ -184,7 +182,7 @@ impl LlamaLib {
             data: std::ptr::null(),
             size: 0,
         });
-        if imatrix.is_some() || empty_imatrix {
+        if imatrix.is_some() {
             params.imatrix = list.as_ptr();
         }
         let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

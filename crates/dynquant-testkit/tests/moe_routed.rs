@@ -267,7 +267,7 @@ fn imatrix_is_per_expert_uneven_and_llama_cpp_quantizes_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("iq1_s.gguf");
     let t0 = std::time::Instant::now();
-    lib.quantize(&m.smollm2_moe_routed(), &out, p, Some(&im), false)
+    lib.quantize(&m.smollm2_moe_routed(), &out, p, Some(&im))
         .unwrap();
     let bytes = std::fs::metadata(&out).unwrap().len();
     eprintln!(

@@ -83,9 +83,9 @@ fn every_evaluation_command_runs_deepseek2() {
             dir.path().join("with.gguf"),
             dir.path().join("without.gguf"),
         );
-        lib.quantize(&model, &with, p, Some(&im), false)
+        lib.quantize(&model, &with, p, Some(&im))
             .expect("llama.cpp quantize with our imatrix");
-        lib.quantize(&model, &without, p, None, false)
+        lib.quantize(&model, &without, p, None)
             .expect("llama.cpp quantize");
         let k = "blk.1.attn_k_b.weight";
         assert_ne!(tensor_bytes(&with, k), tensor_bytes(&without, k));
