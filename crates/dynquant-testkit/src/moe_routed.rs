@@ -149,11 +149,7 @@ fn calibration_chunks(tok: &Tokenizer, text: &str, spec: &RoutedSpec) -> Result<
     let tokens = tok
         .encode(text, true, false)
         .map_err(|e| TestkitError::BadSource(format!("tokenizing the calibration text: {e}")))?;
-    let opts = ChunkOptions {
-        ctx: spec.ctx,
-        chunks: Some(spec.chunks),
-        bos: if tok.add_bos() { tok.bos() } else { None },
-    };
+    let opts = ChunkOptions::for_tokenizer(tok, spec.ctx, Some(spec.chunks));
     if opts.n_chunks(tokens.len()) < spec.chunks {
         return Err(TestkitError::BadSource(format!(
             "the calibration text gives {} tokens, fewer than {} chunks of {}",

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use dynquant_engine::eval::{ChunkOptions, PplAccumulator};
+use dynquant_engine::evaluation::EvalText;
 use dynquant_engine::ops::log_softmax;
 use dynquant_engine::{Logits, Model};
 use dynquant_gguf::imatrix::Imatrix;
@@ -30,15 +31,8 @@ fn wiki() -> PathBuf {
 /// wiki.test.raw tokenized whole as llama-perplexity does, and its chunking.
 fn wiki_tokens(gguf: &GgufModel) -> (Vec<u32>, ChunkOptions) {
     let tok = Tokenizer::from_gguf(gguf.metadata()).expect("tokenizer");
-    let text = std::fs::read_to_string(wiki()).expect("wiki.test.raw");
-    let text = text.strip_suffix('\n').unwrap_or(&text);
-    let tokens = tok.encode(text, true, false).expect("tokenize");
-    let opts = ChunkOptions {
-        ctx: CTX,
-        chunks: None,
-        bos: if tok.add_bos() { tok.bos() } else { None },
-    };
-    (tokens, opts)
+    let text = EvalText::read(&tok, &wiki()).expect("wiki.test.raw");
+    (text.tokens, ChunkOptions::for_tokenizer(&tok, CTX, None))
 }
 
 /// Our perplexity after each of the first `chunks` chunks (llama-perplexity's method) and, for
