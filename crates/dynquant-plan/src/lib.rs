@@ -9,6 +9,7 @@
 //! * [`planner`]: the pure planning function for a recipe, and the plan types.
 //! * [`llamacpp`]: llama.cpp's own mixes (`q4_k_m`, `iq1_s`...), exactly as llama-quantize
 //!   chooses them.
+//! * [`sensitivity`]: measurements `dynquant measure` writes and the allocator reads.
 //! * [`preset`]: [`Preset`], a recipe or a mix, and the table of every preset name.
 //!
 //! Everything here is a pure function of its inputs: no I/O, no printing. Modules depend one
@@ -22,6 +23,7 @@ pub mod preset;
 pub mod quantizable;
 pub mod recipe;
 pub mod role;
+pub mod sensitivity;
 
 pub use inventory::{Inventory, MlaLayout};
 pub use llamacpp::{plan_llamacpp, Ftype, RULES};
@@ -30,3 +32,4 @@ pub use preset::{preset_names, preset_table, Preset, PresetFamily, PresetInfo};
 pub use quantizable::keep_reason;
 pub use recipe::{Recipe, RecipeError};
 pub use role::{classify, parse_name, LayerKind, Role, TensorClass};
+pub use sensitivity::{GroupProbe, Sensitivity, SensitivityError, SensitivityKey, TensorError};
