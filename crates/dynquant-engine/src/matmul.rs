@@ -13,7 +13,8 @@ use dynquant_gguf::GgmlType;
 
 use crate::dot::DotType;
 use crate::error::{EngineError, Result};
-use crate::kernels::{float, kquant, legacy, legacy::LegacyType};
+use crate::kernels::kquant::{LanePath, LaneType};
+use crate::kernels::{float, iq4, kquant, legacy, legacy::LegacyType};
 pub use crate::weight::Weight;
 
 /// How matrix products round their activations.
@@ -35,6 +36,11 @@ enum Kernel {
     Q4K,
     /// ggml-cpu's Q6_K dot product.
     Q6K,
+    /// ggml-cpu's Q2_K, Q3_K, Q5_K and IQ4_XS kernels (`vec_dot` with eight lanes per
+    /// super-block, repacked Q2_K on AVX-512, IQ4_XS's panel gemm for batches).
+    Lanes(LaneType, LanePath),
+    /// ggml-cpu's repacked IQ4_NL kernels (`gemv/gemm_iq4_nl_8x8_q8_0`).
+    Iq4Nl,
     /// Dequantized rows times activations rounded to this dot type (f32 for exact numerics).
     Dequantized(DotType),
 }
@@ -53,7 +59,20 @@ fn kernel(w: &Weight<'_>, numerics: Numerics) -> Kernel {
         GgmlType::Q6_K => Kernel::Q6K,
         // ggml repacks Q4_K weights whose rows come in groups of eight
         GgmlType::Q4_K if w.rows % 8 == 0 => Kernel::Q4K,
-        _ => Kernel::Dequantized(w.dot_type()),
+        // and IQ4_NL ones on every AVX2 build (Q2_K ones on AVX-512 builds: `LanePath`)
+        GgmlType::IQ4_NL if w.rows % 8 == 0 && crate::cpu::fused() => Kernel::Iq4Nl,
+        ty => match LaneType::of(ty) {
+            Some(l) => {
+                let avx512 = crate::cpu::flavor() == crate::cpu::Flavor::Avx512;
+                let path = match l {
+                    LaneType::Q2K if w.rows % 8 == 0 && avx512 => LanePath::Q2KRepacked,
+                    LaneType::IQ4XS if w.rows % 8 == 0 && crate::cpu::fused() => LanePath::Panel,
+                    _ => LanePath::VecDot,
+                };
+                Kernel::Lanes(l, path)
+            }
+            None => Kernel::Dequantized(w.dot_type()),
+        },
     }
 }
 
@@ -74,6 +93,8 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
         Kernel::Legacy(l) => legacy::matmul(l, w, x, n_tok),
         Kernel::Q4K => kquant::matmul_q4k(w, x, n_tok),
         Kernel::Q6K => kquant::matmul_q6k(w, x, n_tok),
+        Kernel::Lanes(l, path) => kquant::matmul_lanes(l, path, w, x, n_tok),
+        Kernel::Iq4Nl => iq4::matmul_iq4nl(w, x, n_tok),
         Kernel::Dequantized(dt) => return float::matmul(w, x, n_tok, dt),
     })
 }

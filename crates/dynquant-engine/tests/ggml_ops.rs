@@ -59,7 +59,20 @@ fn diff(ours: &[f32], theirs: &[f32]) -> (usize, f32) {
 /// this CPU (repack.cpp, ggml_repack_get_optimal_repack_type, x86 branches).
 fn repacked(ty: GgmlType, rows: usize) -> bool {
     let avx2 = std::arch::is_x86_feature_detected!("avx2");
-    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    // the loaded variant's build, not only the CPU: GGML_CPU_VARIANT=haswell has no AVX-512
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+        && std::env::var("GGML_CPU_VARIANT").map_or(true, |v| {
+            [
+                "skylakex",
+                "cannonlake",
+                "cascadelake",
+                "cooperlake",
+                "icelake",
+                "sapphirerapids",
+                "zen4",
+            ]
+            .contains(&v.as_str())
+        });
     rows % 8 == 0
         && match ty {
             GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::IQ4_NL | GgmlType::MXFP4 => avx2,
@@ -124,6 +137,83 @@ fn check_matmuls(model: &std::path::Path, report_only: bool) {
     if !report_only {
         assert!(bad.is_empty(), "{bad:?}");
     }
+}
+
+/// Random blocks of `ty` (`rows` x `cols`) whose f16 scales at `scales` (byte offsets in a
+/// block) are small and finite; every other byte is random, which every value of these types
+/// allows.
+fn random_weight(ty: GgmlType, cols: usize, rows: usize, scales: &[usize], seed: u64) -> Vec<u8> {
+    let mut r = Rng(seed | 1);
+    let size = ty.type_size() as usize;
+    let n = ty.row_bytes(cols as u64).unwrap() as usize * rows;
+    let mut data: Vec<u8> = (0..n).map(|_| r.next() as u8).collect();
+    for b in data.chunks_exact_mut(size) {
+        for &at in scales {
+            let v = half::f16::from_f32(0.002 + (r.next() % 1000) as f32 * 1e-5);
+            b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    data
+}
+
+/// Products of synthetic weights of `ty` with 1..65 tokens, bit for bit against ggml, for row
+/// counts ggml repacks (groups of eight) and, with `odd_rows`, ones it does not.
+fn check_synthetic(ty: GgmlType, scales: &[usize], odd_rows: bool) {
+    let Some(g) = Ggml::load() else { return };
+    let cols = 1536;
+    let mut bad = Vec::new();
+    let shapes: &[usize] = if odd_rows { &[64, 36] } else { &[64] };
+    for &rows in shapes {
+        let data = random_weight(ty, cols, rows, scales, rows as u64 * 31 + ty.id() as u64);
+        let w = Weight::new("w", ty, cols, rows, Cow::Borrowed(&data)).expect("weight");
+        for n_tok in [1usize, 2, 3, 4, 5, 8, 16, 65] {
+            let x = acts(cols * n_tok, 11 + n_tok as u64);
+            let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
+            let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
+            let (n, worst) = diff(&ours, &theirs);
+            eprintln!(
+                "{} {ty} {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
+                g.variant,
+                ours.len()
+            );
+            if n > 0 {
+                bad.push(format!("{ty} rows {rows} n_tok {n_tok}: {n} differ"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+#[test]
+fn matmuls_q2_k() {
+    use dynquant_quants::k::layout::q2k;
+    check_synthetic(GgmlType::Q2_K, &[q2k::D, q2k::DMIN], true);
+}
+
+#[test]
+fn matmuls_q3_k() {
+    use dynquant_quants::k::layout::q3k;
+    check_synthetic(GgmlType::Q3_K, &[q3k::D], true);
+}
+
+#[test]
+fn matmuls_q5_k() {
+    use dynquant_quants::k::layout::q5k;
+    check_synthetic(GgmlType::Q5_K, &[q5k::D, q5k::DMIN], true);
+}
+
+#[test]
+fn matmuls_iq4_xs() {
+    use dynquant_quants::iq::layout::iq4xs;
+    check_synthetic(GgmlType::IQ4_XS, &[iq4xs::D], true);
+}
+
+/// IQ4_NL: only rows in groups of eight (ggml's repacked kernels; other weights take
+/// llamafile's tinyBLAS, which the engine does not reproduce yet).
+#[test]
+fn matmuls_iq4_nl() {
+    use dynquant_quants::iq::layout::iq4nl;
+    check_synthetic(GgmlType::IQ4_NL, &[iq4nl::D], false);
 }
 
 #[test]

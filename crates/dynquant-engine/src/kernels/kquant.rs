@@ -7,7 +7,7 @@
 use dynquant_gguf::GgmlType;
 use half::f16;
 
-use super::layout::{q4k, q6k, QK_K};
+use super::layout::{q2k, q3k, q4k, q5k, q6k, QK_K};
 use crate::reduce::hsum_float_8;
 use crate::weight::Weight;
 
@@ -231,13 +231,294 @@ pub(crate) fn matmul_q4k(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
     )
 }
 
+/// A super-block of Q2_K, Q3_K, Q5_K or IQ4_XS in integer form: signed 8-bit values in element
+/// order, one scale and one minimum per 16 elements (a 32-element type repeats its own), and the
+/// f16 super-block scales.
+pub(crate) struct LaneBlock {
+    pub d: f32,
+    /// Scale of the minima (Q2_K, Q5_K), 0 for the others.
+    pub dmin: f32,
+    pub sc: [i16; 16],
+    pub m: [i16; 16],
+    pub q: [i8; QK_K],
+}
+
+/// The types whose x86 `vec_dot` keeps eight 32-bit lanes per super-block: lane `l` sums the
+/// scaled products of elements `4l..4l+3` of every 32-element group (scale of the 16-element
+/// sub-block they sit in), and the float steps differ per type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LaneType {
+    /// `acc = fma(-d_a*dmin_w, minimum lanes, acc)` then `acc = fma(d_a*d_w, lanes, acc)`.
+    Q2K,
+    /// `acc = fma(d_a*d_w, lanes, acc)`.
+    Q3K,
+    /// As Q3_K, plus the minimum term summed in a scalar beside the lanes.
+    Q5K,
+    /// As Q3_K, with the scale product `d_w*d_a`.
+    IQ4XS,
+}
+
+impl LaneType {
+    /// The type's member of this family, `None` for other types.
+    pub(crate) fn of(ty: GgmlType) -> Option<LaneType> {
+        Some(match ty {
+            GgmlType::Q2_K => LaneType::Q2K,
+            GgmlType::Q3_K => LaneType::Q3K,
+            GgmlType::Q5_K => LaneType::Q5K,
+            GgmlType::IQ4_XS => LaneType::IQ4XS,
+            _ => return None,
+        })
+    }
+
+    fn decode(self, row: &[u8]) -> Vec<LaneBlock> {
+        match self {
+            LaneType::Q2K => decode_q2k(row),
+            LaneType::Q3K => decode_q3k(row),
+            LaneType::Q5K => decode_q5k(row),
+            LaneType::IQ4XS => super::iq4::decode_iq4xs(row),
+        }
+    }
+}
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Integer values of a Q2_K row: 2-bit values (the byte at `32h + l` of a 128-element half holds
+/// elements `128h + 32s + l` at bits `2s`), 4-bit scales and minima per 16 elements.
+pub(crate) fn decode_q2k(row: &[u8]) -> Vec<LaneBlock> {
+    row.chunks_exact(GgmlType::Q2_K.type_size() as usize)
+        .map(|b| {
+            let mut q = [0i8; QK_K];
+            for (e, v) in q.iter_mut().enumerate() {
+                let (h, s, l) = (e / 128, (e / 32) % 4, e % 32);
+                *v = ((b[q2k::QS + 32 * h + l] >> (2 * s)) & 3) as i8;
+            }
+            let sc = std::array::from_fn(|j| (b[q2k::SCALES + j] & 0x0f) as i16);
+            let m = std::array::from_fn(|j| (b[q2k::SCALES + j] >> 4) as i16);
+            LaneBlock {
+                d: f16_at(b, q2k::D),
+                dmin: f16_at(b, q2k::DMIN),
+                sc,
+                m,
+                q,
+            }
+        })
+        .collect()
+}
+
+/// Integer values of a Q3_K row: the Q2_K packing of the low bits, a third bit in `hmask`
+/// (byte `l`, bit `4h + s`; a clear bit subtracts 4), 6-bit scales offset by 32.
+pub(crate) fn decode_q3k(row: &[u8]) -> Vec<LaneBlock> {
+    row.chunks_exact(GgmlType::Q3_K.type_size() as usize)
+        .map(|b| {
+            let mut q = [0i8; QK_K];
+            for (e, v) in q.iter_mut().enumerate() {
+                let (h, s, l) = (e / 128, (e / 32) % 4, e % 32);
+                let low = ((b[q3k::QS + 32 * h + l] >> (2 * s)) & 3) as i8;
+                let high = (b[q3k::HMASK + l] >> (4 * h + s)) & 1;
+                *v = low - if high == 0 { 4 } else { 0 };
+            }
+            let p = &b[q3k::SCALES..q3k::D];
+            // scale j: low nibble of byte j % 8 (high nibble from j = 8 on), two high bits from
+            // byte 8 + j % 4 at bit 2 * (j / 4)
+            let sc = std::array::from_fn(|j| {
+                let low = (p[j % 8] >> (4 * (j / 8))) & 0x0f;
+                let high = (p[8 + j % 4] >> (2 * (j / 4))) & 3;
+                (low | (high << 4)) as i16 - 32
+            });
+            LaneBlock {
+                d: f16_at(b, q3k::D),
+                dmin: 0.0,
+                sc,
+                m: [0; 16],
+                q,
+            }
+        })
+        .collect()
+}
+
+/// 6-bit scale and minimum of 32-element sub-block `j` (`get_scale_min_k4`).
+fn scale_min_k4(s: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Integer values of a Q5_K row: nibbles as Q4_K's (byte `32c + l` holds elements `64c + l` and
+/// `64c + 32 + l`), the fifth bit of element `32k + l` at bit `k` of `qh[l]`.
+pub(crate) fn decode_q5k(row: &[u8]) -> Vec<LaneBlock> {
+    row.chunks_exact(GgmlType::Q5_K.type_size() as usize)
+        .map(|b| {
+            let mut q = [0i8; QK_K];
+            for (e, v) in q.iter_mut().enumerate() {
+                let (k, l) = (e / 32, e % 32);
+                let nib = (b[q5k::QS + 32 * (k / 2) + l] >> (4 * (k % 2))) & 0x0f;
+                let high = (b[q5k::QH + l] >> k) & 1;
+                *v = (nib | (high << 4)) as i8;
+            }
+            let s = &b[q5k::SCALES..q5k::QH];
+            let sc = std::array::from_fn(|j| scale_min_k4(s, j / 2).0 as i16);
+            let m = std::array::from_fn(|j| scale_min_k4(s, j / 2).1 as i16);
+            LaneBlock {
+                d: f16_at(b, q5k::D),
+                dmin: f16_at(b, q5k::DMIN),
+                sc,
+                m,
+                q,
+            }
+        })
+        .collect()
+}
+
+/// The eight lanes of one super-block (see [`LaneType`]): exact integers.
+#[inline(always)]
+fn block_lanes(wb: &LaneBlock, ab: &Q8K) -> [i32; 8] {
+    let mut lanes = [0i32; 8];
+    for (g, (wq, aq)) in wb.q.chunks_exact(32).zip(ab.q.chunks_exact(32)).enumerate() {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            let p: i32 = (4 * l..4 * l + 4)
+                .map(|e| wq[e] as i32 * aq[e] as i32)
+                .sum();
+            *lane += wb.sc[2 * g + l / 4] as i32 * p;
+        }
+    }
+    lanes
+}
+
+/// Sum of the minima times the activations' 16-element sums over sub-blocks `s`.
+#[inline(always)]
+fn min_sum(wb: &LaneBlock, ab: &Q8K, s: std::ops::Range<usize>) -> i32 {
+    s.map(|j| wb.m[j] as i32 * ab.bsums[j]).sum()
+}
+
+/// `ggml_vec_dot_{q2_K,q3_K,q5_K,iq4_xs}_q8_K` as ggml's AVX2 code computes them (portable form).
+#[inline(always)]
+pub(crate) fn dot_lanes(ty: LaneType, w: &[LaneBlock], a: &[Q8K]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut summs = 0f32;
+    for (wb, ab) in w.iter().zip(a) {
+        let lanes = block_lanes(wb, ab);
+        let d = match ty {
+            LaneType::IQ4XS => wb.d * ab.d,
+            _ => ab.d * wb.d,
+        };
+        match ty {
+            LaneType::Q2K => {
+                let dmin = -ab.d * wb.dmin;
+                for (l, acc) in acc.iter_mut().enumerate() {
+                    let mins = wb.m[2 * l] as i32 * ab.bsums[2 * l]
+                        + wb.m[2 * l + 1] as i32 * ab.bsums[2 * l + 1];
+                    *acc = dmin.mul_add(mins as f32, *acc);
+                }
+            }
+            LaneType::Q5K => {
+                let dmin = -ab.d * wb.dmin;
+                summs = dmin.mul_add(min_sum(wb, ab, 0..16) as f32, summs);
+            }
+            _ => {}
+        }
+        for (acc, &l) in acc.iter_mut().zip(&lanes) {
+            *acc = d.mul_add(l as f32, *acc);
+        }
+    }
+    hsum_float_8(&acc) + summs
+}
+
+/// Q2_K times Q8_K as ggml's repacked kernels (`gemv/gemm_q2_K_8x8_q8_K`, AVX-512 builds only)
+/// compute it (and IQ4_XS as its panel gemm, whose minima are 0): per output one chain `acc = fma(sum, d_w * d_a, acc)` and `accm = fma(min_sum,
+/// dmin_w * d_a, accm)` over the exact integer sums of `group` elements (the gemv takes whole
+/// super-blocks, the gemm halves), then `acc - accm`.
+#[inline(always)]
+pub(crate) fn dot_q2k_repacked(w: &[LaneBlock], a: &[Q8K], group: usize) -> f32 {
+    let mut acc = 0f32;
+    let mut accm = 0f32;
+    let per = group / 32;
+    for (wb, ab) in w.iter().zip(a) {
+        let dd = wb.d * ab.d;
+        let dm = wb.dmin * ab.d;
+        for c in 0..8 / per {
+            let mut isum = 0i32;
+            for g in c * per..(c + 1) * per {
+                for e in 0..32 {
+                    let e = 32 * g + e;
+                    isum += wb.sc[e / 16] as i32 * wb.q[e] as i32 * ab.q[e] as i32;
+                }
+            }
+            let imin = min_sum(wb, ab, 2 * c * per..2 * (c + 1) * per);
+            acc = (isum as f32).mul_add(dd, acc);
+            accm = (imin as f32).mul_add(dm, accm);
+        }
+    }
+    acc - accm
+}
+
+/// Which of ggml's kernels a [`LaneType`] weight goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LanePath {
+    /// The `vec_dot` of every token.
+    VecDot,
+    /// Q2_K in ggml's repacked layout (AVX-512 builds, rows in groups of eight): the gemm takes
+    /// whole groups of four tokens (sums of 128 elements), the gemv the rest (super-blocks).
+    Q2KRepacked,
+    /// ggml's "IQ panel" gemm of IQ4_XS (AVX2 builds, rows in groups of eight), taken for
+    /// batches of at least 8 tokens: one chain per output over super-block sums, as the Q2_K
+    /// gemv without minima; smaller batches take the `vec_dot`.
+    Panel,
+}
+
+/// Smallest batch ggml's IQ panel gemm takes (`GGML_IQP_MIN_BATCH`).
+const PANEL_MIN_BATCH: usize = 8;
+
+/// Products of a Q2_K, Q3_K, Q5_K or IQ4_XS weight with `n_tok` rows of activations (tokens x
+/// rows), through ggml's kernel `path`.
+pub(crate) fn matmul_lanes(
+    ty: LaneType,
+    path: LanePath,
+    w: &Weight<'_>,
+    x: &[f32],
+    n_tok: usize,
+) -> Vec<f32> {
+    let path = match path {
+        LanePath::Panel if n_tok < PANEL_MIN_BATCH => LanePath::VecDot,
+        p => p,
+    };
+    super::tiled::tiled_product(
+        w,
+        x,
+        n_tok,
+        quantize_q8k,
+        |r| ty.decode(r),
+        |rows, acts, n_tok, out| {
+            for (t, a) in acts.iter().enumerate() {
+                let group = if path == LanePath::Q2KRepacked && t < n_tok / 4 * 4 {
+                    128
+                } else {
+                    QK_K
+                };
+                for (i, wb) in rows.iter().enumerate() {
+                    out[i * n_tok + t] = match path {
+                        LanePath::VecDot => dot_lanes_best(ty, wb, a),
+                        _ => dot_q2k_repacked_best(wb, a, group),
+                    };
+                }
+            }
+        },
+    )
+}
+
 /// AVX2 forms of the dot products above: the integer sums are computed with `maddubs`/`madd`
 /// (exact, so their order is free) and every float step is the scalar form's.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Q4Block, Q6Block, Q8K};
+    use super::{LaneBlock, LaneType, Q4Block, Q6Block, Q8K};
 
     #[inline(always)]
     unsafe fn load(p: *const u8) -> __m256i {
@@ -251,6 +532,76 @@ mod avx2 {
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
         _mm_cvtsi128_si32(s)
+    }
+
+    /// The eight lanes of groups `g0..g1` of a [`LaneBlock`]: `maddubs` of |w| with the
+    /// activations carrying w's sign (pairs, no saturation: both are within [-127, 127]), then
+    /// `madd` with the sub-blocks' scales (pairs of pairs).
+    #[inline(always)]
+    unsafe fn lanes(wb: &LaneBlock, ab: &Q8K, g0: usize, g1: usize) -> __m256i {
+        let mut acc = _mm256_setzero_si256();
+        for g in g0..g1 {
+            let x = load(wb.q.as_ptr().add(32 * g).cast());
+            let y = load(ab.q.as_ptr().add(32 * g).cast());
+            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+            let scale = _mm256_set_m128i(
+                _mm_set1_epi16(wb.sc[2 * g + 1]),
+                _mm_set1_epi16(wb.sc[2 * g]),
+            );
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, scale));
+        }
+        acc
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn dot_lanes(ty: LaneType, w: &[LaneBlock], a: &[Q8K]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut summs = 0f32;
+        for (wb, ab) in w.iter().zip(a) {
+            let lanes = lanes(wb, ab, 0, 8);
+            let d = match ty {
+                LaneType::IQ4XS => wb.d * ab.d,
+                _ => ab.d * wb.d,
+            };
+            match ty {
+                LaneType::Q2K => {
+                    let mins: [i32; 8] = std::array::from_fn(|l| {
+                        wb.m[2 * l] as i32 * ab.bsums[2 * l]
+                            + wb.m[2 * l + 1] as i32 * ab.bsums[2 * l + 1]
+                    });
+                    let mins = _mm256_loadu_si256(mins.as_ptr().cast());
+                    let dmin = _mm256_set1_ps(-ab.d * wb.dmin);
+                    acc = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), acc);
+                }
+                LaneType::Q5K => {
+                    let dmin = -ab.d * wb.dmin;
+                    summs = dmin.mul_add(super::min_sum(wb, ab, 0..16) as f32, summs);
+                }
+                _ => {}
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc);
+        }
+        let mut l = [0f32; 8];
+        _mm256_storeu_ps(l.as_mut_ptr(), acc);
+        super::hsum_float_8(&l) + summs
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn dot_q2k_repacked(w: &[LaneBlock], a: &[Q8K], group: usize) -> f32 {
+        let mut acc = 0f32;
+        let mut accm = 0f32;
+        let per = group / 32;
+        for (wb, ab) in w.iter().zip(a) {
+            let dd = wb.d * ab.d;
+            let dm = wb.dmin * ab.d;
+            for c in 0..8 / per {
+                let isum = hsum_i32(lanes(wb, ab, c * per, (c + 1) * per));
+                let imin = super::min_sum(wb, ab, 2 * c * per..2 * (c + 1) * per);
+                acc = (isum as f32).mul_add(dd, acc);
+                accm = (imin as f32).mul_add(dm, accm);
+            }
+        }
+        acc - accm
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -307,6 +658,28 @@ mod avx2 {
         _mm256_storeu_ps(l.as_mut_ptr(), acc);
         super::hsum_float_8(&l)
     }
+}
+
+/// [`dot_lanes`] with the fastest instructions this CPU has (same bits).
+#[inline(always)]
+fn dot_lanes_best(ty: LaneType, w: &[LaneBlock], a: &[Q8K]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::simd() {
+        // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
+        return unsafe { avx2::dot_lanes(ty, w, a) };
+    }
+    dot_lanes(ty, w, a)
+}
+
+/// [`dot_q2k_repacked`] with the fastest instructions this CPU has (same bits).
+#[inline(always)]
+fn dot_q2k_repacked_best(w: &[LaneBlock], a: &[Q8K], group: usize) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::simd() {
+        // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
+        return unsafe { avx2::dot_q2k_repacked(w, a, group) };
+    }
+    dot_q2k_repacked(w, a, group)
 }
 
 /// [`dot_q4k`] with the fastest instructions this CPU has (same bits).
@@ -408,5 +781,50 @@ mod tests {
             );
         }
         assert_eq!(crate::kernels::bits_digest(&portable), PORTABLE_DIGEST);
+    }
+
+    /// Digest of [`dot_lanes`] and [`dot_q2k_repacked`] on the blocks below, computed when the
+    /// kernels were verified bit-exact against ggml (tests/ggml_ops.rs, zen4 and haswell).
+    const LANES_DIGEST: u64 = 0xc5b2_232c_b580_044c;
+
+    #[test]
+    fn lane_kernels_avx2_and_portable_forms_give_the_same_bits() {
+        use crate::kernels::layout::{q2k, q3k, q5k};
+        use dynquant_quants::iq::layout::iq4xs;
+        let avx2 = crate::cpu::avx2_fma_hardware();
+        let types = [
+            (LaneType::Q2K, GgmlType::Q2_K, vec![q2k::D, q2k::DMIN]),
+            (LaneType::Q3K, GgmlType::Q3_K, vec![q3k::D]),
+            (LaneType::Q5K, GgmlType::Q5_K, vec![q5k::D, q5k::DMIN]),
+            (LaneType::IQ4XS, GgmlType::IQ4_XS, vec![iq4xs::D]),
+        ];
+        let mut portable = Vec::new();
+        for seed in 1..12u64 {
+            let nb = 1 + seed as usize % 5;
+            let a = quantize_q8k(&acts(QK_K * nb, seed * 13));
+            for (lt, ty, scales) in &types {
+                let w = lt.decode(&blocks(ty.type_size() as usize, nb, scales, seed + 7));
+                let mut got = vec![dot_lanes(*lt, &w, &a)];
+                for group in [128, QK_K] {
+                    got.push(dot_q2k_repacked(&w, &a, group));
+                }
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: AVX2 and FMA detected above.
+                    let v = unsafe {
+                        [
+                            avx2::dot_lanes(*lt, &w, &a),
+                            avx2::dot_q2k_repacked(&w, &a, 128),
+                            avx2::dot_q2k_repacked(&w, &a, QK_K),
+                        ]
+                    };
+                    for (p, v) in got.iter().zip(v) {
+                        assert_eq!(p.to_bits(), v.to_bits(), "{ty} seed {seed}");
+                    }
+                }
+                portable.extend(got);
+            }
+        }
+        assert_eq!(crate::kernels::bits_digest(&portable), LANES_DIGEST);
     }
 }

@@ -6,7 +6,7 @@
 //! tests below check that the fields fill exactly those sizes.
 
 use dynquant_gguf::GgmlType;
-pub(crate) use dynquant_quants::k::layout::{q4k, q6k};
+pub(crate) use dynquant_quants::k::layout::{q2k, q3k, q4k, q5k, q6k};
 pub(crate) use dynquant_quants::legacy::layout::{q4_0, q4_1, q5_0, q5_1, q8_0};
 
 /// Elements of a legacy block (`QK4_0`, `QK4_1`, `QK5_0`, `QK5_1`, `QK8_0`).

@@ -44,13 +44,18 @@ impl LegacyType {
 }
 
 /// One block of Q8_0 (Q8_1) activations: scale, `d * sum(q)` rounded to f16, values.
-struct ActBlock {
-    d: f32,
-    s: f32,
-    q: [i8; QK],
+pub(crate) struct ActBlock {
+    pub d: f32,
+    pub s: f32,
+    pub q: [i8; QK],
 }
 
 fma_variant!(quantize, quantize_impl, (x: &[f32]) -> Vec<ActBlock>);
+
+/// Q8_0 activations of one row (for the other kernels whose `vec_dot_type` is Q8_0).
+pub(crate) fn quantize_q8_0(x: &[f32]) -> Vec<ActBlock> {
+    quantize(x)
+}
 
 #[inline(always)]
 fn quantize_impl(x: &[f32]) -> Vec<ActBlock> {

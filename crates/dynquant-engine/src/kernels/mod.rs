@@ -2,13 +2,16 @@
 //! product and nothing else.
 //!
 //! * [`legacy`]: Q4_0, Q4_1, Q5_0, Q8_0 weights as ggml-cpu's integer dot products;
-//! * [`kquant`]: Q4_K (repacked) and Q6_K weights as ggml-cpu's integer dot products;
+//! * [`kquant`]: Q4_K (repacked), Q6_K, Q2_K (repacked on AVX-512), Q3_K and Q5_K weights as
+//!   ggml-cpu's integer dot products;
+//! * [`iq4`]: IQ4_XS (through `kquant`'s lanes) and IQ4_NL (repacked) weights;
 //! * [`float`]: any other weight type (and the exact numerics): dequantized rows times
 //!   activations rounded to the weight's dot type;
 //! * [`layout`]: where the fields of the blocks read directly sit;
 //! * `tiled`: the tiling skeleton of the integer kernels.
 
 pub(crate) mod float;
+pub(crate) mod iq4;
 pub(crate) mod kquant;
 pub(crate) mod layout;
 pub(crate) mod legacy;

@@ -1,0 +1,193 @@
+//! IQ4_NL and IQ4_XS weights as ggml-cpu's x86 kernels compute them. Both store 4-bit indices
+//! into the non-linear levels `kvalues_iq4nl`.
+//!
+//! * IQ4_XS (times Q8_K) takes ggml's `vec_dot` with the eight lanes of the K-quants
+//!   ([`super::kquant::LaneType::IQ4XS`]); this file only decodes it.
+//! * IQ4_NL (times Q8_0) sits in ggml's repacked layout on every AVX2 build when the rows come
+//!   in groups of eight (`gemv/gemm_iq4_nl_8x8_q8_0`): per output one chain
+//!   `acc = fma(sum, d_w * d_a, acc)` over the exact integer sums of the 32-element blocks.
+
+use dynquant_gguf::GgmlType;
+use dynquant_quants::iq::layout::{iq4nl, iq4xs};
+use half::f16;
+
+use super::kquant::LaneBlock;
+use super::layout::QK_K;
+use super::legacy::{quantize_q8_0, ActBlock};
+use crate::weight::Weight;
+
+/// ggml's `kvalues_iq4nl`: the 16 levels a 4-bit index selects.
+const LEVELS: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// Elements of an IQ4_NL block (and of an IQ4_XS sub-block).
+const QK4: usize = 32;
+
+/// Levels of one 32-element group packed as IQ4_NL packs it: byte `l` holds element `l` in its
+/// low nibble and element `16 + l` in its high nibble.
+fn unpack(qs: &[u8], out: &mut [i8]) {
+    for (l, &b) in qs[..QK4 / 2].iter().enumerate() {
+        out[l] = LEVELS[(b & 0x0f) as usize];
+        out[l + QK4 / 2] = LEVELS[(b >> 4) as usize];
+    }
+}
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Integer values of an IQ4_XS row: 6-bit sub-block scales offset by 32 (low nibbles in
+/// `scales_l`, two high bits per sub-block in `scales_h`), each repeated for both halves.
+pub(crate) fn decode_iq4xs(row: &[u8]) -> Vec<LaneBlock> {
+    row.chunks_exact(GgmlType::IQ4_XS.type_size() as usize)
+        .map(|b| {
+            let mut q = [0i8; QK_K];
+            for (ib, out) in q.chunks_exact_mut(QK4).enumerate() {
+                unpack(&b[iq4xs::QS + 16 * ib..], out);
+            }
+            let sh = u16::from_le_bytes([b[iq4xs::SCALES_H], b[iq4xs::SCALES_H + 1]]);
+            let sc = std::array::from_fn(|j| {
+                let ib = j / 2;
+                let low = (b[iq4xs::SCALES_L + ib / 2] >> (4 * (ib % 2))) & 0x0f;
+                let high = ((sh >> (2 * ib)) & 3) as u8;
+                (low | (high << 4)) as i16 - 32
+            });
+            LaneBlock {
+                d: f16_at(b, iq4xs::D),
+                dmin: 0.0,
+                sc,
+                m: [0; 16],
+                q,
+            }
+        })
+        .collect()
+}
+
+/// One IQ4_NL block in integer form.
+pub(crate) struct NlBlock {
+    d: f32,
+    q: [i8; QK4],
+}
+
+fn decode_iq4nl(row: &[u8]) -> Vec<NlBlock> {
+    row.chunks_exact(GgmlType::IQ4_NL.type_size() as usize)
+        .map(|b| {
+            let mut q = [0i8; QK4];
+            unpack(&b[iq4nl::QS..], &mut q);
+            NlBlock {
+                d: f16_at(b, iq4nl::D),
+                q,
+            }
+        })
+        .collect()
+}
+
+/// The repacked IQ4_NL product of one row and one token (portable form).
+#[inline(always)]
+fn dot_iq4nl(w: &[NlBlock], a: &[ActBlock]) -> f32 {
+    let mut acc = 0f32;
+    for (wb, ab) in w.iter().zip(a) {
+        let isum: i32 =
+            wb.q.iter()
+                .zip(&ab.q)
+                .map(|(&x, &y)| x as i32 * y as i32)
+                .sum();
+        acc = (isum as f32).mul_add(wb.d * ab.d, acc);
+    }
+    acc
+}
+
+/// The same with AVX2 integer instructions (exact sums, the same float steps).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_iq4nl_avx2(w: &[NlBlock], a: &[ActBlock]) -> f32 {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = 0f32;
+    for (wb, ab) in w.iter().zip(a) {
+        let x = _mm256_loadu_si256(wb.q.as_ptr().cast());
+        let y = _mm256_loadu_si256(ab.q.as_ptr().cast());
+        // both within [-127, 127]: the pair sums cannot saturate
+        let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+        let v = _mm256_madd_epi16(p16, ones);
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        let isum = _mm_cvtsi128_si32(s);
+        acc = (isum as f32).mul_add(wb.d * ab.d, acc);
+    }
+    acc
+}
+
+#[inline(always)]
+fn dot_iq4nl_best(w: &[NlBlock], a: &[ActBlock]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::simd() {
+        // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
+        return unsafe { dot_iq4nl_avx2(w, a) };
+    }
+    dot_iq4nl(w, a)
+}
+
+/// Products of a repacked IQ4_NL weight (rows in groups of eight) with `n_tok` rows of
+/// activations (tokens x rows). The gemm and the gemv accumulate alike.
+pub(crate) fn matmul_iq4nl(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    super::tiled::tiled_product(
+        w,
+        x,
+        n_tok,
+        quantize_q8_0,
+        decode_iq4nl,
+        |rows, acts, n_tok, out| {
+            for (t, a) in acts.iter().enumerate() {
+                for (i, wb) in rows.iter().enumerate() {
+                    out[i * n_tok + t] = dot_iq4nl_best(wb, a);
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Digest of the portable IQ4_NL form's results below, computed when the kernel was verified
+    /// bit-exact against ggml (tests/ggml_ops.rs, zen4 and haswell).
+    const PORTABLE_DIGEST: u64 = 0x76fc_c714_6024_cfdb;
+
+    #[test]
+    fn iq4_nl_avx2_and_portable_forms_give_the_same_bits() {
+        let avx2 = crate::cpu::avx2_fma_hardware();
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let size = GgmlType::IQ4_NL.type_size() as usize;
+        let mut portable = Vec::new();
+        for nb in [1usize, 2, 7, 48] {
+            let mut row: Vec<u8> = (0..size * nb).map(|_| next() as u8).collect();
+            for b in row.chunks_exact_mut(size) {
+                let d = f16::from_f32(0.001 + (next() % 100) as f32 * 1e-4);
+                b[iq4nl::D..iq4nl::D + 2].copy_from_slice(&d.to_le_bytes());
+            }
+            let x: Vec<f32> = (0..QK4 * nb)
+                .map(|_| (next() % 2001) as f32 / 100.0 - 10.0)
+                .collect();
+            let (w, a) = (decode_iq4nl(&row), quantize_q8_0(&x));
+            let p = dot_iq4nl(&w, &a);
+            portable.push(p);
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: AVX2 and FMA detected above.
+                let v = unsafe { dot_iq4nl_avx2(&w, &a) };
+                assert_eq!(p.to_bits(), v.to_bits(), "{nb} blocks");
+            }
+        }
+        assert_eq!(crate::kernels::bits_digest(&portable), PORTABLE_DIGEST);
+    }
+}
