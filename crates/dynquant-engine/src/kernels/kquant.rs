@@ -17,6 +17,8 @@ pub(crate) struct Q8K {
     pub q: [i8; QK_K],
     /// Sums of the 16 values of each 16-element group (Q8_K's `bsums`).
     pub bsums: [i32; 16],
+    /// The same sums as i16 (what ggml stores), for `madd`.
+    pub bsums16: [i16; 16],
 }
 
 /// `quantize_row_q8_K` (the reference form ggml's x86 build uses): the value of largest
@@ -32,6 +34,7 @@ fn quantize_q8k_impl(x: &[f32]) -> Vec<Q8K> {
                     d: 0.0,
                     q,
                     bsums: [0; 16],
+                    bsums16: [0; 16],
                 };
             };
             for (o, &v) in q.iter_mut().zip(xb) {
@@ -43,6 +46,7 @@ fn quantize_q8k_impl(x: &[f32]) -> Vec<Q8K> {
                 d: 1.0 / iscale,
                 q,
                 bsums,
+                bsums16: bsums.map(|v| v as i16),
             }
         })
         .collect()
@@ -241,6 +245,23 @@ pub(crate) struct LaneBlock {
     pub sc: [i16; 16],
     pub m: [i16; 16],
     pub q: [i8; QK_K],
+    /// Per 32-element group `g`, the scales of its 16-bit products: `sc[2g]` eight times, then
+    /// `sc[2g + 1]` (what `madd` multiplies `maddubs`'s pairs with).
+    pub scv: [[i16; 16]; 8],
+}
+
+impl LaneBlock {
+    pub(crate) fn new(d: f32, dmin: f32, sc: [i16; 16], m: [i16; 16], q: [i8; QK_K]) -> Self {
+        let scv = std::array::from_fn(|g| std::array::from_fn(|k| sc[2 * g + k / 8]));
+        LaneBlock {
+            d,
+            dmin,
+            sc,
+            m,
+            q,
+            scv,
+        }
+    }
 }
 
 /// The types whose x86 `vec_dot` keeps eight 32-bit lanes per super-block: lane `l` sums the
@@ -296,13 +317,7 @@ pub(crate) fn decode_q2k(row: &[u8]) -> Vec<LaneBlock> {
             }
             let sc = std::array::from_fn(|j| (b[q2k::SCALES + j] & 0x0f) as i16);
             let m = std::array::from_fn(|j| (b[q2k::SCALES + j] >> 4) as i16);
-            LaneBlock {
-                d: f16_at(b, q2k::D),
-                dmin: f16_at(b, q2k::DMIN),
-                sc,
-                m,
-                q,
-            }
+            LaneBlock::new(f16_at(b, q2k::D), f16_at(b, q2k::DMIN), sc, m, q)
         })
         .collect()
 }
@@ -327,13 +342,7 @@ pub(crate) fn decode_q3k(row: &[u8]) -> Vec<LaneBlock> {
                 let high = (p[8 + j % 4] >> (2 * (j / 4))) & 3;
                 (low | (high << 4)) as i16 - 32
             });
-            LaneBlock {
-                d: f16_at(b, q3k::D),
-                dmin: 0.0,
-                sc,
-                m: [0; 16],
-                q,
-            }
+            LaneBlock::new(f16_at(b, q3k::D), 0.0, sc, [0; 16], q)
         })
         .collect()
 }
@@ -365,13 +374,7 @@ pub(crate) fn decode_q5k(row: &[u8]) -> Vec<LaneBlock> {
             let s = &b[q5k::SCALES..q5k::QH];
             let sc = std::array::from_fn(|j| scale_min_k4(s, j / 2).0 as i16);
             let m = std::array::from_fn(|j| scale_min_k4(s, j / 2).1 as i16);
-            LaneBlock {
-                d: f16_at(b, q5k::D),
-                dmin: f16_at(b, q5k::DMIN),
-                sc,
-                m,
-                q,
-            }
+            LaneBlock::new(f16_at(b, q5k::D), f16_at(b, q5k::DMIN), sc, m, q)
         })
         .collect()
 }
@@ -501,7 +504,20 @@ pub(crate) fn matmul_lanes(
                 } else {
                     QK_K
                 };
-                for (i, wb) in rows.iter().enumerate() {
+                let mut i0 = 0;
+                #[cfg(target_arch = "x86_64")]
+                if path != LanePath::VecDot && crate::cpu::simd() {
+                    let mut y = [0f32; 8];
+                    while i0 + 8 <= rows.len() {
+                        // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
+                        unsafe { avx2::dot_q2k_repacked_x8(&rows[i0..i0 + 8], a, group, &mut y) };
+                        for (r, &v) in y.iter().enumerate() {
+                            out[(i0 + r) * n_tok + t] = v;
+                        }
+                        i0 += 8;
+                    }
+                }
+                for (i, wb) in rows.iter().enumerate().skip(i0) {
                     out[i * n_tok + t] = match path {
                         LanePath::VecDot => dot_lanes_best(ty, wb, a),
                         _ => dot_q2k_repacked_best(wb, a, group),
@@ -514,6 +530,9 @@ pub(crate) fn matmul_lanes(
 
 /// AVX2 forms of the dot products above: the integer sums are computed with `maddubs`/`madd`
 /// (exact, so their order is free) and every float step is the scalar form's.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::hsum8_i32;
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -535,19 +554,23 @@ mod avx2 {
     }
 
     /// The eight lanes of groups `g0..g1` of a [`LaneBlock`]: `maddubs` of |w| with the
-    /// activations carrying w's sign (pairs, no saturation: both are within [-127, 127]), then
-    /// `madd` with the sub-blocks' scales (pairs of pairs).
+    /// activations carrying w's sign (pairs, no saturation: both are within [-127, 127]; the
+    /// sign moves are skipped where w is never negative), then `madd` with the sub-blocks'
+    /// scales (pairs of pairs).
     #[inline(always)]
     unsafe fn lanes(wb: &LaneBlock, ab: &Q8K, g0: usize, g1: usize) -> __m256i {
+        // Q2_K and Q5_K values are never negative, Q3_K and IQ4_XS ones are
+        let unsigned = wb.dmin != 0.0;
         let mut acc = _mm256_setzero_si256();
         for g in g0..g1 {
             let x = load(wb.q.as_ptr().add(32 * g).cast());
             let y = load(ab.q.as_ptr().add(32 * g).cast());
-            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-            let scale = _mm256_set_m128i(
-                _mm_set1_epi16(wb.sc[2 * g + 1]),
-                _mm_set1_epi16(wb.sc[2 * g]),
-            );
+            let p16 = if unsigned {
+                _mm256_maddubs_epi16(x, y)
+            } else {
+                _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+            };
+            let scale = load(wb.scv[g].as_ptr().cast());
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, scale));
         }
         acc
@@ -565,11 +588,10 @@ mod avx2 {
             };
             match ty {
                 LaneType::Q2K => {
-                    let mins: [i32; 8] = std::array::from_fn(|l| {
-                        wb.m[2 * l] as i32 * ab.bsums[2 * l]
-                            + wb.m[2 * l + 1] as i32 * ab.bsums[2 * l + 1]
-                    });
-                    let mins = _mm256_loadu_si256(mins.as_ptr().cast());
+                    let mins = _mm256_madd_epi16(
+                        load(wb.m.as_ptr().cast()),
+                        load(ab.bsums16.as_ptr().cast()),
+                    );
                     let dmin = _mm256_set1_ps(-ab.d * wb.dmin);
                     acc = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), acc);
                 }
@@ -584,6 +606,96 @@ mod avx2 {
         let mut l = [0f32; 8];
         _mm256_storeu_ps(l.as_mut_ptr(), acc);
         super::hsum_float_8(&l) + summs
+    }
+
+    /// Sums of the eight i32 lanes of each of eight vectors, as one vector (exact).
+    #[inline(always)]
+    pub(crate) unsafe fn hsum8_i32(v: &[__m256i; 8]) -> __m256i {
+        let t0 = _mm256_hadd_epi32(v[0], v[1]);
+        let t1 = _mm256_hadd_epi32(v[2], v[3]);
+        let t2 = _mm256_hadd_epi32(v[4], v[5]);
+        let t3 = _mm256_hadd_epi32(v[6], v[7]);
+        let u0 = _mm256_hadd_epi32(t0, t1);
+        let u1 = _mm256_hadd_epi32(t2, t3);
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256(u0, u1, 0x20),
+            _mm256_permute2x128_si256(u0, u1, 0x31),
+        )
+    }
+
+    /// [`super::dot_q2k_repacked`] of eight rows at once: lane `r` of the float vectors is row
+    /// `r`'s chain, so every output takes the same operations in the same order as alone.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn dot_q2k_repacked_x8(
+        rows: &[Vec<LaneBlock>],
+        a: &[Q8K],
+        group: usize,
+        out: &mut [f32; 8],
+    ) {
+        let mut acc = _mm256_setzero_ps();
+        let mut accm = _mm256_setzero_ps();
+        let per = group / 32;
+        for (b, ab) in a.iter().enumerate() {
+            let da = _mm256_set1_ps(ab.d);
+            let dd = _mm256_mul_ps(
+                _mm256_setr_ps(
+                    rows[0][b].d,
+                    rows[1][b].d,
+                    rows[2][b].d,
+                    rows[3][b].d,
+                    rows[4][b].d,
+                    rows[5][b].d,
+                    rows[6][b].d,
+                    rows[7][b].d,
+                ),
+                da,
+            );
+            let dm = _mm256_mul_ps(
+                _mm256_setr_ps(
+                    rows[0][b].dmin,
+                    rows[1][b].dmin,
+                    rows[2][b].dmin,
+                    rows[3][b].dmin,
+                    rows[4][b].dmin,
+                    rows[5][b].dmin,
+                    rows[6][b].dmin,
+                    rows[7][b].dmin,
+                ),
+                da,
+            );
+            // minima times the activations' 16-element sums: lane j holds sub-blocks 2j, 2j+1
+            let bs = load(ab.bsums16.as_ptr().cast());
+            // (loops, not closures: a closure would not inherit the target features)
+            let mut mins = [_mm256_setzero_si256(); 8];
+            for (m, row) in mins.iter_mut().zip(rows) {
+                *m = _mm256_madd_epi16(load(row[b].m.as_ptr().cast()), bs);
+            }
+            for c in 0..8 / per {
+                let mut v = [_mm256_setzero_si256(); 8];
+                for (v, row) in v.iter_mut().zip(rows) {
+                    *v = lanes(&row[b], ab, c * per, (c + 1) * per);
+                }
+                let isum = hsum8_i32(&v);
+                let imin = if per == 8 {
+                    hsum8_i32(&mins)
+                } else {
+                    // the lanes of this half: sub-blocks 8c..8c+8
+                    let keep = if c == 0 {
+                        _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0)
+                    } else {
+                        _mm256_setr_epi32(0, 0, 0, 0, -1, -1, -1, -1)
+                    };
+                    let mut kept = mins;
+                    for m in kept.iter_mut() {
+                        *m = _mm256_and_si256(*m, keep);
+                    }
+                    hsum8_i32(&kept)
+                };
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), dd, acc);
+                accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), dm, accm);
+            }
+        }
+        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_sub_ps(acc, accm));
     }
 
     #[target_feature(enable = "avx2,fma")]
