@@ -8,9 +8,10 @@
 //! * [`dot`]: activations rounded to each weight type's `vec_dot_type` (Q8_0, Q8_1, Q8_K, F16...).
 //! * [`matmul`]: products of mmap'd weights of any ggml type with batches of activations; it
 //!   only picks a kernel (`kernels/`: legacy and K-quant integer dots, dequantized float
-//!   tiles, block layouts); for F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K (repacked) and Q6_K
-//!   bit-identical to ggml-cpu's kernels (AVX2 integer code with a portable form giving the
-//!   same bits).
+//!   tiles, block layouts); for F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K (repacked), Q6_K, Q2_K
+//!   (repacked on AVX-512), Q3_K, Q5_K, IQ4_XS (IQ panel gemm for batches) and IQ4_NL
+//!   (repacked) bit-identical to ggml-cpu's AVX2/AVX-512 kernels (AVX2 integer code with a
+//!   portable form giving the same bits).
 //! * [`ops`], [`attention`], [`simd_exp`]: RMSNorm, RoPE (YaRN included), GLU activations
 //!   (ggml's vector `exp`), GQA over ggml's flash-attention paths, bit-identical to the
 //!   libggml-cpu variant of the CPU.
