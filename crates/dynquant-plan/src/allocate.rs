@@ -247,7 +247,10 @@ pub fn allocate(
             source: t.ggml_type,
             requested,
             target,
-            bytes: target.row_bytes(row).unwrap_or(0).saturating_mul(t.n_rows()),
+            bytes: target
+                .row_bytes(row)
+                .unwrap_or(0)
+                .saturating_mul(t.n_rows()),
             decision,
             why,
             predicted_kld: None,
@@ -290,7 +293,10 @@ pub fn allocate(
             let Some(cost) = costs.predicted_kld(t, class, stored) else {
                 continue;
             };
-            let bytes = stored.row_bytes(row).unwrap_or(0).saturating_mul(t.n_rows());
+            let bytes = stored
+                .row_bytes(row)
+                .unwrap_or(0)
+                .saturating_mul(t.n_rows());
             options.push((cand, stored, bytes, cost.max(0.0)));
         }
         if options.is_empty() {
@@ -307,7 +313,12 @@ pub fn allocate(
             s
         });
         // Placeholder row, filled in after solving.
-        rows.push(plan_row(options[0].0, options[0].1, Decision::Allocated(None), String::new()));
+        rows.push(plan_row(
+            options[0].0,
+            options[0].1,
+            Decision::Allocated(None),
+            String::new(),
+        ));
         free.push(Free {
             index,
             options,
@@ -338,7 +349,13 @@ pub fn allocate(
     let total_params = inv.n_params();
     let smallest_padded: u64 = free
         .iter()
-        .map(|f| f.options.iter().map(|o| align(o.2, align_to)).min().unwrap_or(0))
+        .map(|f| {
+            f.options
+                .iter()
+                .map(|o| align(o.2, align_to))
+                .min()
+                .unwrap_or(0)
+        })
         .sum();
     let smallest_file = opts.layout.header_bytes + fixed_padded + smallest_padded;
 
@@ -463,7 +480,9 @@ pub fn allocate(
             why.push_str("; the best candidate");
         }
         if requested != stored {
-            why.push_str(&format!(" ({requested} falls back to {stored} for this row length)"));
+            why.push_str(&format!(
+                " ({requested} falls back to {stored} for this row length)"
+            ));
         }
         if let Some(b) = &f.why_bounds {
             why.push_str(&format!("; {b}"));
@@ -492,7 +511,11 @@ pub fn allocate(
         Some(r) => format!("{}+alloc", r.name),
         None => "alloc".to_string(),
     };
-    let description = format!("allocated to {} ({})", target_label(opts.target), costs.describe());
+    let description = format!(
+        "allocated to {} ({})",
+        target_label(opts.target),
+        costs.describe()
+    );
     let report = AllocationReport {
         target: opts.target,
         file_bytes,
@@ -564,13 +587,14 @@ pub fn to_recipe_toml(plan: &Plan) -> String {
     s
 }
 
-/// The plan as llama-quantize's `--tensor-type-file` (one `name=type` per line, by exact name;
-/// types lower-case as llama-quantize spells them).
+/// The plan as llama-quantize's `--tensor-type-file`: `^name$=TYPE` for every quantized tensor,
+/// pinning every type of the plan (llama-quantize's shape fallback then changes nothing, as ours
+/// already ran; it reads type names case-insensitively).
 pub fn to_tensor_type_file(plan: &Plan) -> String {
     plan.tensors
         .iter()
         .filter(|t| !matches!(t.decision, Decision::Kept(_)))
-        .map(|t| format!("^{}$={}\n", regex::escape(&t.name), t.target.name().to_lowercase()))
+        .map(|t| format!("^{}$={}\n", regex::escape(&t.name), t.target.name()))
         .collect()
 }
 
@@ -582,7 +606,10 @@ mod tests {
 
     fn model() -> Inventory {
         let t = |n: &str, s: Vec<u64>| TensorInfo::new(n, s, GgmlType::F16).unwrap();
-        let mut tensors = vec![t("token_embd.weight", vec![256, 1000]), t("output_norm.weight", vec![256])];
+        let mut tensors = vec![
+            t("token_embd.weight", vec![256, 1000]),
+            t("output_norm.weight", vec![256]),
+        ];
         for l in 0..4 {
             for (role, shape) in [
                 ("attn_q", vec![256, 256]),
@@ -603,7 +630,11 @@ mod tests {
         }
     }
 
-    fn opts<'a>(target: Target, po: &'a PlanOptions, r: Option<&'a Recipe>) -> AllocationOptions<'a> {
+    fn opts<'a>(
+        target: Target,
+        po: &'a PlanOptions,
+        r: Option<&'a Recipe>,
+    ) -> AllocationOptions<'a> {
         AllocationOptions {
             target,
             candidates: DEFAULT_CANDIDATES.to_vec(),
@@ -624,17 +655,30 @@ mod tests {
         let target = 1_400_000u64;
         let a = allocate(&inv, &priors, &opts(Target::FileBytes(target), &po, None)).unwrap();
         assert!(a.report.file_bytes <= target);
-        assert!(a.report.file_bytes as f64 >= 0.995 * target as f64, "{}", a.report.file_bytes);
+        assert!(
+            a.report.file_bytes as f64 >= 0.995 * target as f64,
+            "{}",
+            a.report.file_bytes
+        );
         assert!(a.report.proven_optimal);
         // More bytes never predict worse.
-        let b = allocate(&inv, &priors, &opts(Target::FileBytes(2 * target), &po, None)).unwrap();
+        let b = allocate(
+            &inv,
+            &priors,
+            &opts(Target::FileBytes(2 * target), &po, None),
+        )
+        .unwrap();
         assert!(b.report.predicted_kld <= a.report.predicted_kld);
         // Norms kept, everything else allocated.
         for t in &a.plan.tensors {
             if t.name.contains("norm") {
                 assert!(matches!(t.decision, Decision::Kept(_)));
             } else {
-                assert!(matches!(t.decision, Decision::Allocated(None)), "{}", t.name);
+                assert!(
+                    matches!(t.decision, Decision::Allocated(None)),
+                    "{}",
+                    t.name
+                );
                 assert!(t.why.starts_with("allocated"));
             }
         }

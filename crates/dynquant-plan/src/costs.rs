@@ -27,8 +27,12 @@ pub trait CostModel {
     /// Predicted ΔKLD of tensor `tensor` (`class` its role) stored as `stored` (a type the
     /// tensor's rows fit, after ggml's fallback), or `None` when this model cannot tell (the
     /// type was not measured).
-    fn predicted_kld(&self, tensor: &TensorInfo, class: &TensorClass, stored: GgmlType)
-        -> Option<f64>;
+    fn predicted_kld(
+        &self,
+        tensor: &TensorInfo,
+        class: &TensorClass,
+        stored: GgmlType,
+    ) -> Option<f64>;
     /// One line on where the predictions come from (printed with plans).
     fn describe(&self) -> String;
 }
@@ -54,12 +58,7 @@ impl PowerLaw {
         }
         probes.sort_by(|a, b| a.0.total_cmp(&b.0));
         // KLD is positive; a probe below the noise keeps a tiny positive value so logs exist.
-        let floor = probes
-            .iter()
-            .map(|p| p.1)
-            .fold(0.0f64, f64::max)
-            .max(1e-12)
-            * 1e-6;
+        let floor = probes.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-12) * 1e-6;
         let pts: Vec<(f64, f64)> = probes
             .iter()
             .map(|&(w, d)| (w.ln(), d.max(floor).ln()))
@@ -154,10 +153,7 @@ impl SensitivityCosts {
                 let Some(t) = tensors.get_mut(name) else {
                     continue;
                 };
-                let own = t
-                    .errors
-                    .get(&first.probe)
-                    .map_or(0.0, |e| e * t.n);
+                let own = t.errors.get(&first.probe).map_or(0.0, |e| e * t.n);
                 let share = if total > 0.0 && first.tensors.len() > 1 {
                     (own / total).clamp(0.0, 1.0)
                 } else {
@@ -186,7 +182,11 @@ impl CostModel for SensitivityCosts {
         match t.law {
             Some((law, share)) if share > 0.0 => Some(share * law.at(t.n * e / share)),
             Some(_) => Some(0.0),
-            None => Some(self.priors.cost_of_error(class.role, e, tensor_count(&self.priors, class))),
+            None => Some(self.priors.cost_of_error(
+                class.role,
+                e,
+                tensor_count(&self.priors, class),
+            )),
         }
     }
 

@@ -74,7 +74,10 @@ fn frontier(choices: &[Choice]) -> Vec<usize> {
     });
     let mut out: Vec<usize> = Vec::new();
     for i in order {
-        if out.last().is_none_or(|&l| choices[i].cost < choices[l].cost) {
+        if out
+            .last()
+            .is_none_or(|&l| choices[i].cost < choices[l].cost)
+        {
             out.push(i);
         }
     }
@@ -121,22 +124,14 @@ pub fn solve(
     if let Some(i) = fronts.iter().position(Vec::is_empty) {
         return Err(KnapsackError::EmptyItem(i));
     }
-    let min_weight: f64 = items
-        .iter()
-        .zip(&fronts)
-        .map(|(c, f)| c[f[0]].weight)
-        .sum();
+    let min_weight: f64 = items.iter().zip(&fronts).map(|(c, f)| c[f[0]].weight).sum();
     if min_weight > capacity {
         return Err(KnapsackError::Infeasible {
             min_weight,
             capacity,
         });
     }
-    let hulls: Vec<Vec<usize>> = items
-        .iter()
-        .zip(&fronts)
-        .map(|(c, f)| hull(c, f))
-        .collect();
+    let hulls: Vec<Vec<usize>> = items.iter().zip(&fronts).map(|(c, f)| hull(c, f)).collect();
     let mut steps = Vec::new();
     for (item, (c, (f, h))) in items.iter().zip(fronts.iter().zip(&hulls)).enumerate() {
         for to in 1..h.len() {
@@ -175,7 +170,9 @@ pub fn solve(
         }
     }
     // The greedy above kept filling after the critical step; the relaxation stops there.
-    let mut picks: Vec<usize> = (0..items.len()).map(|i| fronts[i][hulls[i][at[i]]]).collect();
+    let mut picks: Vec<usize> = (0..items.len())
+        .map(|i| fronts[i][hulls[i][at[i]]])
+        .collect();
     let total = |picks: &[usize]| -> (f64, f64) {
         picks
             .iter()
@@ -228,7 +225,21 @@ pub fn solve(
             o
         })
         .collect();
-    let core: Vec<usize> = (0..items.len()).filter(|&i| options[i].len() > 1).collect();
+    // Interchangeable items (the same choices, as layers of one role under priors) are kept
+    // adjacent and searched in non-decreasing option order only: every solution has a
+    // permutation of that form, and the search skips the rest.
+    let key = |i: usize| -> Vec<(u64, u64)> {
+        options[i]
+            .iter()
+            .map(|&(j, _)| (items[i][j].weight.to_bits(), items[i][j].cost.to_bits()))
+            .collect()
+    };
+    let mut core: Vec<usize> = (0..items.len()).filter(|&i| options[i].len() > 1).collect();
+    let keys: Vec<Vec<(u64, u64)>> = (0..items.len()).map(key).collect();
+    core.sort_by(|&a, &b| keys[a].cmp(&keys[b]).then(a.cmp(&b)));
+    let same_as_previous: Vec<bool> = (0..core.len())
+        .map(|k| k > 0 && keys[core[k]] == keys[core[k - 1]])
+        .collect();
     let mut fixed_weight = 0.0;
     let mut fixed_rc = 0.0;
     let mut current: Vec<usize> = picks.clone();
@@ -256,6 +267,9 @@ pub fn solve(
         items: &'a [Vec<Choice>],
         options: &'a [Vec<(usize, f64)>],
         core: &'a [usize],
+        same_as_previous: &'a [bool],
+        /// Option position chosen at each core depth.
+        chosen: Vec<usize>,
         tail_min: &'a [f64],
         capacity: f64,
         lower_bound: f64,
@@ -286,7 +300,12 @@ pub fn solve(
                 return true;
             }
             let i = self.core[k];
-            for o in 0..self.options[i].len() {
+            let first = if self.same_as_previous[k] {
+                self.chosen[k - 1]
+            } else {
+                0
+            };
+            for o in first..self.options[i].len() {
                 let (j, r) = self.options[i][o];
                 // Options are in reduced-cost order: once the bound fails it fails for all.
                 if self.lower_bound + rc + r >= self.best_cost - self.eps {
@@ -297,6 +316,7 @@ pub fn solve(
                     continue;
                 }
                 self.current[i] = j;
+                self.chosen[k] = o;
                 if !self.go(k + 1, w, rc + r) {
                     return false;
                 }
@@ -308,6 +328,8 @@ pub fn solve(
         items,
         options: &options,
         core: &core,
+        same_as_previous: &same_as_previous,
+        chosen: vec![0; core.len()],
         tail_min: &tail_min,
         capacity,
         lower_bound,
@@ -402,7 +424,11 @@ mod tests {
             let want = brute(&items, capacity).unwrap();
             assert!(s.proven_optimal, "case {case}");
             assert!(s.weight <= capacity, "case {case}");
-            assert!((s.cost - want).abs() < 1e-9, "case {case}: {} vs {want}", s.cost);
+            assert!(
+                (s.cost - want).abs() < 1e-9,
+                "case {case}: {} vs {want}",
+                s.cost
+            );
             assert!(s.lower_bound <= s.cost + 1e-9);
         }
     }
