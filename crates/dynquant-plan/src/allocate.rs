@@ -393,7 +393,7 @@ pub fn allocate(
                 .iter()
                 .map(|f| f.options.iter().map(|o| o.2).min().unwrap_or(0))
                 .sum();
-            let room = budget.checked_sub(fixed_raw).unwrap_or(0);
+            let room = budget.saturating_sub(fixed_raw);
             if fixed_raw + smallest_raw > budget {
                 return Err(AllocateError::TooSmall {
                     what: format!("--target-bpw {bpw}"),
