@@ -110,7 +110,8 @@ pub struct SensitivityCosts {
 #[derive(Debug, Clone)]
 struct TensorCost {
     n: f64,
-    errors: BTreeMap<String, f64>,
+    /// Keyed by type (the file's names are parsed case-insensitively, as ggml names are).
+    errors: BTreeMap<GgmlType, f64>,
     /// The group's law and this tensor's share of the group's weight error.
     law: Option<(PowerLaw, f64)>,
 }
@@ -127,7 +128,11 @@ impl SensitivityCosts {
                     t.name.clone(),
                     TensorCost {
                         n: t.n_elements as f64,
-                        errors: t.errors.clone(),
+                        errors: t
+                            .errors
+                            .iter()
+                            .filter_map(|(ty, e)| ty.parse::<GgmlType>().ok().map(|ty| (ty, *e)))
+                            .collect(),
                         law: None,
                     },
                 )
@@ -153,7 +158,12 @@ impl SensitivityCosts {
                 let Some(t) = tensors.get_mut(name) else {
                     continue;
                 };
-                let own = t.errors.get(&first.probe).map_or(0.0, |e| e * t.n);
+                let own = first
+                    .probe
+                    .parse::<GgmlType>()
+                    .ok()
+                    .and_then(|p| t.errors.get(&p))
+                    .map_or(0.0, |e| e * t.n);
                 let share = if total > 0.0 && first.tensors.len() > 1 {
                     (own / total).clamp(0.0, 1.0)
                 } else {
@@ -178,7 +188,7 @@ impl CostModel for SensitivityCosts {
         stored: GgmlType,
     ) -> Option<f64> {
         let t = self.tensors.get(&tensor.name)?;
-        let e = *t.errors.get(stored.name())?;
+        let e = *t.errors.get(&stored)?;
         match t.law {
             Some((law, share)) if share > 0.0 => Some(share * law.at(t.n * e / share)),
             Some(_) => Some(0.0),
@@ -311,6 +321,158 @@ impl Priors {
     }
 }
 
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    })
+}
+
+impl Priors {
+    /// Fits priors on sensitivity scans of whole models (`dynquant-dev fit-priors`):
+    /// * each type's typical error: the median over every measured tensor that stores it;
+    /// * each role's law: from each probed group, its element-weighted relative error
+    ///   `E = W / Σn` and ΔKLD `d`; the exponent is the median log-log slope between a group's
+    ///   probes (1 with one probe), and the scale the median of `d · n_groups / E^p` (a group of
+    ///   `m` tensors gives each of its roles `1/m` of it), `n_groups` the number of groups of that
+    ///   kind in the model, so a deeper model spreads the same role's cost over more layers.
+    pub fn fit(scans: &[(&str, &Sensitivity)]) -> Priors {
+        let mut type_samples: BTreeMap<GgmlType, Vec<f64>> = BTreeMap::new();
+        let mut scale_samples: BTreeMap<Role, Vec<f64>> = BTreeMap::new();
+        let mut slope_samples: BTreeMap<Role, Vec<f64>> = BTreeMap::new();
+        for (_, s) in scans {
+            let n_of: BTreeMap<&str, f64> = s
+                .tensors
+                .iter()
+                .map(|t| (t.name.as_str(), t.n_elements as f64))
+                .collect();
+            for t in &s.tensors {
+                for (ty, e) in &t.errors {
+                    if let Ok(ty) = ty.parse::<GgmlType>() {
+                        type_samples.entry(ty).or_default().push(*e);
+                    }
+                }
+            }
+            let mut groups: BTreeMap<&str, Vec<&crate::sensitivity::GroupProbe>> = BTreeMap::new();
+            for g in &s.groups {
+                groups.entry(g.group.as_str()).or_default().push(g);
+            }
+            // Groups of one kind: the same set of roles.
+            let roles_of = |g: &crate::sensitivity::GroupProbe| -> Vec<Role> {
+                let mut r: Vec<Role> = g
+                    .tensors
+                    .iter()
+                    .map(|n| crate::role::parse_name(n).0)
+                    .collect();
+                r.sort();
+                r.dedup();
+                r
+            };
+            let mut kind_counts: BTreeMap<Vec<Role>, usize> = BTreeMap::new();
+            for probes in groups.values() {
+                *kind_counts.entry(roles_of(probes[0])).or_default() += 1;
+            }
+            for probes in groups.values() {
+                let roles = roles_of(probes[0]);
+                let n_groups = kind_counts[&roles] as f64;
+                let m = probes[0].tensors.len().max(1) as f64;
+                let pts: Vec<(f64, f64)> = probes
+                    .iter()
+                    .filter_map(|p| {
+                        let n: f64 = p.tensors.iter().filter_map(|t| n_of.get(t.as_str())).sum();
+                        (n > 0.0 && p.weight_error > 0.0 && p.delta_kld > 0.0)
+                            .then(|| (p.weight_error / n, p.delta_kld))
+                    })
+                    .collect();
+                if pts.is_empty() {
+                    continue;
+                }
+                let slope = if pts.len() >= 2 {
+                    let (a, b) = (pts[0], pts[pts.len() - 1]);
+                    let dl = (b.0.ln() - a.0.ln()).abs();
+                    (dl > 1e-9).then(|| {
+                        ((b.1.ln() - a.1.ln()) / (b.0.ln() - a.0.ln()))
+                            .clamp(EXPONENT_RANGE.0, EXPONENT_RANGE.1)
+                    })
+                } else {
+                    None
+                };
+                for role in &roles {
+                    if let Some(sl) = slope {
+                        slope_samples.entry(*role).or_default().push(sl);
+                    }
+                }
+                let p = slope.unwrap_or(1.0);
+                for (e, d) in &pts {
+                    for role in &roles {
+                        scale_samples
+                            .entry(*role)
+                            .or_default()
+                            .push(d * n_groups / e.powf(p) / m);
+                    }
+                }
+            }
+        }
+        let mut roles = BTreeMap::new();
+        for (role, scales) in scale_samples {
+            let exponent = slope_samples.remove(&role).and_then(median).unwrap_or(1.0);
+            // The scale again at the role's exponent, from the samples' own (1 if unknown).
+            if let Some(scale) = median(scales) {
+                roles.insert(role, RolePrior { scale, exponent });
+            }
+        }
+        let fallback = RolePrior {
+            scale: median(roles.values().map(|r| r.scale).collect()).unwrap_or(1.0),
+            exponent: median(roles.values().map(|r| r.exponent).collect()).unwrap_or(1.0),
+        };
+        Priors {
+            type_errors: type_samples
+                .into_iter()
+                .filter_map(|(t, v)| median(v).map(|m| (t, m)))
+                .collect(),
+            roles,
+            fallback,
+            fitted_on: scans.iter().map(|(n, _)| n.to_string()).collect(),
+            role_counts: BTreeMap::new(),
+        }
+    }
+
+    /// The priors file's text (what [`Priors::parse`] reads).
+    pub fn to_toml(&self) -> String {
+        let mut s = String::from(
+            "# Priors for planning to a target without a sensitivity scan (see costs.rs), made by\n\
+             # `dynquant-dev fit-priors`; do not edit by hand.\n\
+             # types: typical relative importance-weighted squared error of dynquant's quantizer.\n\
+             # roles: ΔKLD (nats/token) of all of a model's tensors of one role at relative error E\n\
+             # is scale * E^exponent (each of the role's n tensors gets 1/n of it).\n",
+        );
+        s.push_str(&format!("format = \"{PRIORS_FORMAT}\"\n"));
+        let fitted: Vec<String> = self.fitted_on.iter().map(|f| format!("{f:?}")).collect();
+        s.push_str(&format!("fitted_on = [{}]\n\n[types]\n", fitted.join(", ")));
+        for (t, e) in &self.type_errors {
+            s.push_str(&format!("{} = {e:.6e}\n", t.name().to_uppercase()));
+        }
+        let mut role = |name: &str, r: &RolePrior| {
+            s.push_str(&format!(
+                "\n[roles.{name}]\nscale = {:.6e}\nexponent = {:.4}\n",
+                r.scale, r.exponent
+            ));
+        };
+        role("default", &self.fallback);
+        for (r, law) in &self.roles {
+            role(r.name(), law);
+        }
+        s
+    }
+}
+
 impl CostModel for Priors {
     fn predicted_kld(
         &self,
@@ -350,6 +512,65 @@ mod tests {
         let steep = PowerLaw::fit(vec![(1.0, 1e-6), (2.0, 1.0)]).unwrap();
         assert_eq!(steep.p_high, EXPONENT_RANGE.1);
         assert!(PowerLaw::fit(vec![(0.0, 1.0)]).is_none());
+    }
+
+    #[test]
+    fn priors_fitted_on_a_scan_recover_its_law_and_predict_it() {
+        use crate::sensitivity::{GroupProbe, SensitivityKey, TensorError, SENSITIVITY_FORMAT};
+        // Four layers of attn_q whose whole-role ΔKLD is 3·E^1.5 (each layer a quarter).
+        let (scale, p, n) = (3.0, 1.5, 1000u64);
+        let errors = BTreeMap::from([("Q4_K".to_string(), 0.004), ("IQ2_XXS".to_string(), 0.06)]);
+        let mut tensors = Vec::new();
+        let mut groups = Vec::new();
+        for l in 0..4 {
+            let name = format!("blk.{l}.attn_q.weight");
+            tensors.push(TensorError {
+                name: name.clone(),
+                n_elements: n,
+                rows_measured: 4,
+                errors: errors.clone(),
+            });
+            for (ty, e) in &errors {
+                groups.push(GroupProbe {
+                    group: format!("blk.{l}.attn_q"),
+                    tensors: vec![name.clone()],
+                    probe: ty.clone(),
+                    delta_kld: scale * e.powf(p) / 4.0,
+                    stderr: 0.0,
+                    weight_error: e * n as f64,
+                    tokens: 100,
+                });
+            }
+        }
+        let s = Sensitivity {
+            format: SENSITIVITY_FORMAT.into(),
+            dynquant_version: env!("CARGO_PKG_VERSION").into(),
+            key: SensitivityKey {
+                model_sha256: String::new(),
+                imatrix_sha256: None,
+                text_sha256: String::new(),
+            },
+            settings: BTreeMap::new(),
+            candidates: vec!["Q4_K".into(), "IQ2_XXS".into()],
+            tensors,
+            groups,
+        };
+        let fitted = Priors::fit(&[("synthetic", &s)]);
+        let law = fitted.roles[&Role::AttnQ];
+        assert!((law.exponent - p).abs() < 1e-9, "{law:?}");
+        assert!((law.scale / scale - 1.0).abs() < 1e-9, "{law:?}");
+        assert!((fitted.type_errors[&GgmlType::Q4_K] - 0.004).abs() < 1e-12);
+        // Round trip through the file, and the scan's own costs agree with the probes.
+        let again = Priors::parse(&fitted.to_toml()).unwrap();
+        assert!((again.roles[&Role::AttnQ].scale / scale - 1.0).abs() < 1e-5);
+        let costs = SensitivityCosts::new(&s, again);
+        let t = TensorInfo::new("blk.2.attn_q.weight", vec![100, 10], GgmlType::F16).unwrap();
+        let class = crate::role::classify(std::slice::from_ref(&t)).remove(0);
+        let got = costs.predicted_kld(&t, &class, GgmlType::Q4_K).unwrap();
+        assert!(
+            (got / (scale * 0.004f64.powf(p) / 4.0) - 1.0).abs() < 1e-9,
+            "{got}"
+        );
     }
 
     #[test]
