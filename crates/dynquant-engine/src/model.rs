@@ -134,6 +134,9 @@ impl<'a> Model<'a> {
     }
 }
 
+/// Sees the hidden state entering each block (by index), then the last block's output.
+type LayerSink<'f> = dyn FnMut(usize, &[f32]) + 'f;
+
 /// Which positions of a batch get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logits {
@@ -246,7 +249,7 @@ impl Session<'_, '_> {
         nt: usize,
         logits: Logits,
         obs: Option<&dyn MatmulObserver>,
-        mut on_layer: Option<&mut dyn FnMut(usize, &[f32])>,
+        mut on_layer: Option<&mut LayerSink<'_>>,
     ) -> Result<Vec<f32>> {
         let m = self.model;
         let c = &m.config;
