@@ -412,6 +412,15 @@ pub fn scan(
     let t0 = Instant::now();
     check_types("candidate", &opts.candidates)?;
     check_types("probe", &opts.probes)?;
+    if let Some(t) = opts
+        .probes
+        .iter()
+        .find(|t| dynquant_engine::dot::vec_dot_type(**t).is_none())
+    {
+        return Err(MeasureError::Invalid(format!(
+            "probe type {t} cannot be evaluated by the engine"
+        )));
+    }
     if opts.candidates.is_empty() {
         return Err(MeasureError::Invalid("no candidate types".into()));
     }
