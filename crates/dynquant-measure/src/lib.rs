@@ -778,3 +778,51 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary, MeasureErro
         units: seen.len(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_roles_in_a_layer_with_routed_experts_together() {
+        assert_eq!(group_name("blk.3.attn_v.weight"), "blk.3.attn_v");
+        assert_eq!(group_name("blk.3.ffn_down_exps.weight"), "blk.3.ffn_exps");
+        assert_eq!(
+            group_name("blk.3.ffn_gate_up_exps.weight"),
+            "blk.3.ffn_exps"
+        );
+        assert_eq!(
+            group_name("blk.3.ffn_down_shexp.weight"),
+            "blk.3.ffn_down_shexp"
+        );
+        assert_eq!(group_name("token_embd.weight"), "token_embd");
+        assert_eq!(group_name("output.weight"), "output");
+    }
+
+    #[test]
+    fn probes_start_at_the_first_block_they_change() {
+        assert_eq!(start_of(&["blk.7.attn_q.weight"], 30), Start::Block(7));
+        assert_eq!(
+            start_of(
+                &["blk.12.ffn_up_exps.weight", "blk.12.ffn_down_exps.weight"],
+                30
+            ),
+            Start::Block(12)
+        );
+        assert_eq!(start_of(&["output.weight"], 30), Start::Block(30));
+        assert_eq!(start_of(&["token_embd.weight"], 30), Start::Tokens);
+    }
+
+    #[test]
+    fn shards_are_numbered_from_zero() {
+        assert_eq!(
+            "1/3".parse::<Shard>().unwrap(),
+            Shard { index: 1, count: 3 }
+        );
+        assert!("3/3".parse::<Shard>().is_err());
+        assert!("0/0".parse::<Shard>().is_err());
+        assert!("a/2".parse::<Shard>().is_err());
+        assert!(is_weight_type(GgmlType::Q4_K) && is_weight_type(GgmlType::F16));
+        assert!(!is_weight_type(GgmlType::F32) && !is_weight_type(GgmlType::I8));
+    }
+}
