@@ -182,6 +182,8 @@ pub struct PlanArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub recipe: RecipeArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Write the plan as a llama-quantize `--tensor-type-file` (one exact-name pattern per
     /// quantized tensor), so llama-quantize users can reproduce it.
     #[arg(long, value_name = "FILE")]
@@ -204,9 +206,11 @@ pub struct PlanArgs {
 /// A recipe and llama.cpp-compatible overrides (shared by `plan` and `quantize`).
 #[derive(Debug, Args)]
 pub struct RecipeArgs {
-    /// Preset name or recipe file (the help text lists the presets from their table).
-    #[arg(long, help = format!("Preset name ({}) or a recipe file", dynquant_plan::preset_names()))]
-    pub recipe: String,
+    /// Preset name or recipe file (the help text lists the presets from their table). With a
+    /// target (--target-size/--target-bpw/--target-kld) optional: its rules become pins
+    /// (`type`) and bounds (`min`/`max`) for the allocation.
+    #[arg(long, help = format!("Preset name ({}) or a recipe file; with a target, optional: its rules become constraints", dynquant_plan::preset_names()))]
+    pub recipe: Option<String>,
     /// Override: tensors whose name matches REGEX get TYPE (repeatable; first match wins).
     #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
     pub tensor_type: Vec<String>,
@@ -222,6 +226,31 @@ pub struct RecipeArgs {
     pub output_tensor_type: Option<String>,
 }
 
+/// Allocation to a target instead of a recipe's fixed types (shared by `plan` and `quantize`).
+#[derive(Debug, Args, Default)]
+pub struct TargetArgs {
+    /// The whole output file (all shards) at most this size: bytes, or 131GiB, 24G (decimal),
+    /// 500M. Never over, and within 0.5% under where the candidates allow.
+    #[arg(long, value_parser = parse_size_arg, conflicts_with_all = ["target_bpw", "target_kld"])]
+    pub target_size: Option<u64>,
+    /// Tensor data at most this many bits per weight (over all tensors).
+    #[arg(long, conflicts_with = "target_kld")]
+    pub target_bpw: Option<f64>,
+    /// The smallest file whose predicted mean KLD against the unquantized model is at most
+    /// this (nats per token).
+    #[arg(long)]
+    pub target_kld: Option<f64>,
+    /// A sensitivity scan of this model (`dynquant measure`); without it, the shipped priors.
+    #[arg(long, value_name = "FILE")]
+    pub sensitivity: Option<PathBuf>,
+    /// Candidate types for allocated tensors, comma-separated (default: IQ1_S..Q8_0, 14 types).
+    #[arg(long, value_delimiter = ',', value_name = "TYPES")]
+    pub candidates: Option<Vec<String>>,
+    /// Write the allocated plan as a recipe (TOML) that reproduces it with `--recipe FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub export_recipe: Option<PathBuf>,
+}
+
 /// `quantize`.
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
@@ -233,6 +262,8 @@ pub struct QuantizeArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub recipe: RecipeArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Importance matrix (llama.cpp's GGUF imatrix format).
     #[arg(long)]
     pub imatrix: Option<PathBuf>,
