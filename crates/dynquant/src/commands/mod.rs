@@ -6,6 +6,7 @@ mod demo;
 mod imatrix;
 mod inspect;
 mod kld;
+mod measure;
 mod overrides;
 mod perplexity;
 mod plan;
@@ -32,6 +33,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo::run(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Quantize(a) => quantize::run(&a),
+        Command::Measure(a) => measure::run(&a),
     }
 }
 
