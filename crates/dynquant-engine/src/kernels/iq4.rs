@@ -149,6 +149,57 @@ unsafe fn dot_iq4nl_x8(rows: &[Vec<NlBlock>], a: &[ActBlock], out: &mut [f32; 8]
     _mm256_storeu_ps(out.as_mut_ptr(), acc);
 }
 
+/// [`dot_iq4nl_x8`] for two tokens at once (the weights' loads and magnitudes shared; each
+/// output's chain unchanged).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_iq4nl_x8x2(
+    rows: &[Vec<NlBlock>],
+    a0: &[ActBlock],
+    a1: &[ActBlock],
+    out0: &mut [f32; 8],
+    out1: &mut [f32; 8],
+) {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    for (b, (ab0, ab1)) in a0.iter().zip(a1).enumerate() {
+        let y0 = _mm256_loadu_si256(ab0.q.as_ptr().cast());
+        let y1 = _mm256_loadu_si256(ab1.q.as_ptr().cast());
+        // (a loop, not a closure: a closure would not inherit the target features)
+        let mut v0 = [_mm256_setzero_si256(); 8];
+        let mut v1 = [_mm256_setzero_si256(); 8];
+        for ((v0, v1), row) in v0.iter_mut().zip(v1.iter_mut()).zip(rows) {
+            let x = _mm256_loadu_si256(row[b].q.as_ptr().cast());
+            let ax = _mm256_sign_epi8(x, x);
+            // both within [-127, 127]: the pair sums cannot saturate
+            let p0 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y0, x));
+            let p1 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y1, x));
+            *v0 = _mm256_madd_epi16(p0, ones);
+            *v1 = _mm256_madd_epi16(p1, ones);
+        }
+        let dw = _mm256_setr_ps(
+            rows[0][b].d,
+            rows[1][b].d,
+            rows[2][b].d,
+            rows[3][b].d,
+            rows[4][b].d,
+            rows[5][b].d,
+            rows[6][b].d,
+            rows[7][b].d,
+        );
+        let isum0 = super::kquant::hsum8_i32(&v0);
+        let isum1 = super::kquant::hsum8_i32(&v1);
+        let dd0 = _mm256_mul_ps(dw, _mm256_set1_ps(ab0.d));
+        let dd1 = _mm256_mul_ps(dw, _mm256_set1_ps(ab1.d));
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum0), dd0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum1), dd1, acc1);
+    }
+    _mm256_storeu_ps(out0.as_mut_ptr(), acc0);
+    _mm256_storeu_ps(out1.as_mut_ptr(), acc1);
+}
+
 #[inline(always)]
 fn dot_iq4nl_best(w: &[NlBlock], a: &[ActBlock]) -> f32 {
     #[cfg(target_arch = "x86_64")]
@@ -169,7 +220,24 @@ pub(crate) fn matmul_iq4nl(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> 
         quantize_q8_0,
         decode_iq4nl,
         |rows, acts, n_tok, out| {
-            for (t, a) in acts.iter().enumerate() {
+            let mut t0 = 0;
+            #[cfg(target_arch = "x86_64")]
+            if crate::cpu::simd() && rows.len() % 8 == 0 {
+                let (mut y0, mut y1) = ([0f32; 8], [0f32; 8]);
+                while t0 + 2 <= n_tok {
+                    for i0 in (0..rows.len()).step_by(8) {
+                        let rows = &rows[i0..i0 + 8];
+                        // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
+                        unsafe { dot_iq4nl_x8x2(rows, &acts[t0], &acts[t0 + 1], &mut y0, &mut y1) };
+                        for r in 0..8 {
+                            out[(i0 + r) * n_tok + t0] = y0[r];
+                            out[(i0 + r) * n_tok + t0 + 1] = y1[r];
+                        }
+                    }
+                    t0 += 2;
+                }
+            }
+            for (t, a) in acts.iter().enumerate().skip(t0) {
                 let mut i0 = 0;
                 #[cfg(target_arch = "x86_64")]
                 if crate::cpu::simd() {
