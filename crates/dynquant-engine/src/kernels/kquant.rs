@@ -498,12 +498,42 @@ pub(crate) fn matmul_lanes(
         quantize_q8k,
         |r| ty.decode(r),
         |rows, acts, n_tok, out| {
-            for (t, a) in acts.iter().enumerate() {
-                let group = if path == LanePath::Q2KRepacked && t < n_tok / 4 * 4 {
+            // the gemm's groups of four tokens are even, so pairs of tokens share a group size
+            let group_of = |t: usize| {
+                if path == LanePath::Q2KRepacked && t < n_tok / 4 * 4 {
                     128
                 } else {
                     QK_K
-                };
+                }
+            };
+            let mut t0 = 0;
+            #[cfg(target_arch = "x86_64")]
+            if path != LanePath::VecDot && crate::cpu::simd() && rows.len() % 8 == 0 {
+                let (mut y0, mut y1) = ([0f32; 8], [0f32; 8]);
+                while t0 + 2 <= n_tok && group_of(t0) == group_of(t0 + 1) {
+                    let (a0, a1) = (&acts[t0], &acts[t0 + 1]);
+                    for i0 in (0..rows.len()).step_by(8) {
+                        // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
+                        unsafe {
+                            avx2::dot_q2k_repacked_x8x2(
+                                &rows[i0..i0 + 8],
+                                a0,
+                                a1,
+                                group_of(t0),
+                                &mut y0,
+                                &mut y1,
+                            )
+                        };
+                        for r in 0..8 {
+                            out[(i0 + r) * n_tok + t0] = y0[r];
+                            out[(i0 + r) * n_tok + t0 + 1] = y1[r];
+                        }
+                    }
+                    t0 += 2;
+                }
+            }
+            for (t, a) in acts.iter().enumerate().skip(t0) {
+                let group = group_of(t);
                 let mut i0 = 0;
                 #[cfg(target_arch = "x86_64")]
                 if path != LanePath::VecDot && crate::cpu::simd() {
@@ -621,6 +651,123 @@ mod avx2 {
             _mm256_permute2x128_si256(u0, u1, 0x20),
             _mm256_permute2x128_si256(u0, u1, 0x31),
         )
+    }
+
+    /// [`lanes`] of one block against two tokens' activations (weights and scales loaded once).
+    #[inline(always)]
+    unsafe fn lanes2(
+        wb: &LaneBlock,
+        a0: &Q8K,
+        a1: &Q8K,
+        g0: usize,
+        g1: usize,
+    ) -> (__m256i, __m256i) {
+        let unsigned = wb.dmin != 0.0;
+        let mut acc0 = _mm256_setzero_si256();
+        let mut acc1 = _mm256_setzero_si256();
+        for g in g0..g1 {
+            let x = load(wb.q.as_ptr().add(32 * g).cast());
+            let y0 = load(a0.q.as_ptr().add(32 * g).cast());
+            let y1 = load(a1.q.as_ptr().add(32 * g).cast());
+            let (p0, p1) = if unsigned {
+                (_mm256_maddubs_epi16(x, y0), _mm256_maddubs_epi16(x, y1))
+            } else {
+                let ax = _mm256_sign_epi8(x, x);
+                (
+                    _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y0, x)),
+                    _mm256_maddubs_epi16(ax, _mm256_sign_epi8(y1, x)),
+                )
+            };
+            let scale = load(wb.scv[g].as_ptr().cast());
+            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p0, scale));
+            acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(p1, scale));
+        }
+        (acc0, acc1)
+    }
+
+    /// Sums of the minima times the activations' sums over sub-blocks `8c..8c+8` (`per` 4) or
+    /// all 16 (`per` 8) for eight rows, from each row's `madd` lanes (lane j: sub-blocks 2j, 2j+1).
+    #[inline(always)]
+    unsafe fn min_sums8(mins: &[__m256i; 8], per: usize, c: usize) -> __m256i {
+        if per == 8 {
+            return hsum8_i32(mins);
+        }
+        let keep = if c == 0 {
+            _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0)
+        } else {
+            _mm256_setr_epi32(0, 0, 0, 0, -1, -1, -1, -1)
+        };
+        let mut kept = *mins;
+        for m in kept.iter_mut() {
+            *m = _mm256_and_si256(*m, keep);
+        }
+        hsum8_i32(&kept)
+    }
+
+    /// [`dot_q2k_repacked_x8`] for two tokens at once (each output's chain unchanged).
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn dot_q2k_repacked_x8x2(
+        rows: &[Vec<LaneBlock>],
+        a0: &[Q8K],
+        a1: &[Q8K],
+        group: usize,
+        out0: &mut [f32; 8],
+        out1: &mut [f32; 8],
+    ) {
+        let (mut acc0, mut accm0) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut acc1, mut accm1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let per = group / 32;
+        for (b, (ab0, ab1)) in a0.iter().zip(a1).enumerate() {
+            let dw = _mm256_setr_ps(
+                rows[0][b].d,
+                rows[1][b].d,
+                rows[2][b].d,
+                rows[3][b].d,
+                rows[4][b].d,
+                rows[5][b].d,
+                rows[6][b].d,
+                rows[7][b].d,
+            );
+            let dmw = _mm256_setr_ps(
+                rows[0][b].dmin,
+                rows[1][b].dmin,
+                rows[2][b].dmin,
+                rows[3][b].dmin,
+                rows[4][b].dmin,
+                rows[5][b].dmin,
+                rows[6][b].dmin,
+                rows[7][b].dmin,
+            );
+            let (da0, da1) = (_mm256_set1_ps(ab0.d), _mm256_set1_ps(ab1.d));
+            let (dd0, dd1) = (_mm256_mul_ps(dw, da0), _mm256_mul_ps(dw, da1));
+            let (dm0, dm1) = (_mm256_mul_ps(dmw, da0), _mm256_mul_ps(dmw, da1));
+            let bs0 = load(ab0.bsums16.as_ptr().cast());
+            let bs1 = load(ab1.bsums16.as_ptr().cast());
+            // (loops, not closures: a closure would not inherit the target features)
+            let mut mins0 = [_mm256_setzero_si256(); 8];
+            let mut mins1 = [_mm256_setzero_si256(); 8];
+            for ((m0, m1), row) in mins0.iter_mut().zip(mins1.iter_mut()).zip(rows) {
+                let m = load(row[b].m.as_ptr().cast());
+                *m0 = _mm256_madd_epi16(m, bs0);
+                *m1 = _mm256_madd_epi16(m, bs1);
+            }
+            for c in 0..8 / per {
+                let mut v0 = [_mm256_setzero_si256(); 8];
+                let mut v1 = [_mm256_setzero_si256(); 8];
+                for ((v0, v1), row) in v0.iter_mut().zip(v1.iter_mut()).zip(rows) {
+                    (*v0, *v1) = lanes2(&row[b], ab0, ab1, c * per, (c + 1) * per);
+                }
+                let (isum0, isum1) = (hsum8_i32(&v0), hsum8_i32(&v1));
+                let imin0 = min_sums8(&mins0, per, c);
+                let imin1 = min_sums8(&mins1, per, c);
+                acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum0), dd0, acc0);
+                accm0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin0), dm0, accm0);
+                acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum1), dd1, acc1);
+                accm1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin1), dm1, accm1);
+            }
+        }
+        _mm256_storeu_ps(out0.as_mut_ptr(), _mm256_sub_ps(acc0, accm0));
+        _mm256_storeu_ps(out1.as_mut_ptr(), _mm256_sub_ps(acc1, accm1));
     }
 
     /// [`super::dot_q2k_repacked`] of eight rows at once: lane `r` of the float vectors is row
