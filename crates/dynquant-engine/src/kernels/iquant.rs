@@ -74,6 +74,21 @@ impl IqType {
         }
     }
 
+    /// The type of a const-generic code (`code as u8` of the variant), for kernels specialized
+    /// per type.
+    #[inline(always)]
+    fn from_code(code: u8) -> IqType {
+        match code {
+            0 => IqType::Iq2Xxs,
+            1 => IqType::Iq2Xs,
+            2 => IqType::Iq2S,
+            3 => IqType::Iq3Xxs,
+            4 => IqType::Iq3S,
+            5 => IqType::Iq1S,
+            _ => IqType::Iq1M,
+        }
+    }
+
     /// Decoded blocks per stored super-block (IQ1_M: its values, then its ±1 shift signs).
     fn parts(self) -> usize {
         if self == IqType::Iq1M {
@@ -572,6 +587,50 @@ mod avx2 {
         dots::<1>(ty, w, [a], form)[0]
     }
 
+    /// [`super::dot`] in the serial order of row `w` with four tokens, specialized for the type
+    /// of code `T`: the four tokens' block sums reduced together, and their float steps as one
+    /// 4-lane vector (each lane the scalar steps: same bits).
+    #[inline(always)]
+    unsafe fn serial4<const T: u8, const FUSED: bool>(w: &[IqBlock], a: [&[Q8K]; 4]) -> [f32; 4] {
+        let ty = IqType::from_code(T);
+        let parts = ty.parts();
+        let mut sumf = _mm_setzero_ps();
+        for (bi, wb) in w.chunks_exact(parts).enumerate() {
+            let qs: [&[i8; 256]; 4] = std::array::from_fn(|k| &a[k][bi].q);
+            let s = lanes(&wb[0], qs);
+            let mut sum = _mm_cvtepi32_ps(hsum4(s));
+            let ad = _mm_setr_ps(a[0][bi].d, a[1][bi].d, a[2][bi].d, a[3][bi].d);
+            let d = _mm_mul_ps(_mm_set1_ps(wb[0].d), ad);
+            if parts == 2 || ty == IqType::Iq1S {
+                let shift = if parts == 2 {
+                    hsum4(lanes(&wb[1], qs))
+                } else {
+                    let sh: [i32; 4] = std::array::from_fn(|k| shift_sum(&wb[0], &a[k][bi]));
+                    _mm_loadu_si128(sh.as_ptr().cast())
+                };
+                let shift = _mm_mul_ps(_mm_set1_ps(IQ1_DELTA), _mm_cvtepi32_ps(shift));
+                sum = _mm_add_ps(sum, shift);
+            }
+            sumf = if FUSED {
+                _mm_fmadd_ps(d, sum, sumf)
+            } else {
+                _mm_add_ps(sumf, _mm_mul_ps(d, sum))
+            };
+        }
+        let mut r = [0f32; 4];
+        _mm_storeu_ps(r.as_mut_ptr(), _mm_mul_ps(_mm_set1_ps(ty.factor()), sumf));
+        r
+    }
+
+    /// The sums of the lanes of four vectors.
+    #[inline(always)]
+    unsafe fn hsum4(s: [__m256i; 4]) -> __m128i {
+        let t01 = _mm256_hadd_epi32(s[0], s[1]);
+        let t23 = _mm256_hadd_epi32(s[2], s[3]);
+        let t = _mm256_hadd_epi32(t01, t23);
+        _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1))
+    }
+
     /// A tile's results: `out[i * n_tok + t]` for rows `i` and tokens `t`. Tokens go four at
     /// a time through all the tile's rows, so their activations and the decoded rows stay in
     /// the L1/L2 caches.
@@ -583,12 +642,41 @@ mod avx2 {
         form: Form,
         out: &mut [f32],
     ) {
+        macro_rules! by_type {
+            ($f:ident, $fused:literal) => {
+                match ty {
+                    IqType::Iq2Xxs => $f::<0, $fused>(rows, acts, out),
+                    IqType::Iq2Xs => $f::<1, $fused>(rows, acts, out),
+                    IqType::Iq2S => $f::<2, $fused>(rows, acts, out),
+                    IqType::Iq3Xxs => $f::<3, $fused>(rows, acts, out),
+                    IqType::Iq3S => $f::<4, $fused>(rows, acts, out),
+                    IqType::Iq1S => $f::<5, $fused>(rows, acts, out),
+                    IqType::Iq1M => $f::<6, $fused>(rows, acts, out),
+                }
+            };
+        }
+        match form {
+            Form::Serial { fused: true } => by_type!(serial_tile, true),
+            Form::Serial { fused: false } => by_type!(serial_tile, false),
+            Form::Lanes => lane_tile(ty, rows, acts, out),
+        }
+    }
+
+    /// [`tile`] in the serial order for the type of code `T`.
+    #[inline(always)]
+    unsafe fn serial_tile<const T: u8, const FUSED: bool>(
+        rows: &[Vec<IqBlock>],
+        acts: &[Vec<Q8K>],
+        out: &mut [f32],
+    ) {
+        let ty = IqType::from_code(T);
+        let form = Form::Serial { fused: FUSED };
         let n_tok = acts.len();
         let mut t = 0;
         while t + 4 <= n_tok {
             let a = [&acts[t][..], &acts[t + 1], &acts[t + 2], &acts[t + 3]];
             for (i, w) in rows.iter().enumerate() {
-                let r = dots::<4>(ty, w, a, form);
+                let r = serial4::<T, FUSED>(w, a);
                 out[i * n_tok + t..i * n_tok + t + 4].copy_from_slice(&r);
             }
             t += 4;
@@ -596,6 +684,26 @@ mod avx2 {
         for t in t..n_tok {
             for (i, w) in rows.iter().enumerate() {
                 out[i * n_tok + t] = dots::<1>(ty, w, [&acts[t]], form)[0];
+            }
+        }
+    }
+
+    /// [`tile`] in the lane order.
+    #[inline(always)]
+    unsafe fn lane_tile(ty: IqType, rows: &[Vec<IqBlock>], acts: &[Vec<Q8K>], out: &mut [f32]) {
+        let n_tok = acts.len();
+        let mut t = 0;
+        while t + 4 <= n_tok {
+            let a = [&acts[t][..], &acts[t + 1], &acts[t + 2], &acts[t + 3]];
+            for (i, w) in rows.iter().enumerate() {
+                let r = dots::<4>(ty, w, a, Form::Lanes);
+                out[i * n_tok + t..i * n_tok + t + 4].copy_from_slice(&r);
+            }
+            t += 4;
+        }
+        for t in t..n_tok {
+            for (i, w) in rows.iter().enumerate() {
+                out[i * n_tok + t] = dots::<1>(ty, w, [&acts[t]], Form::Lanes)[0];
             }
         }
     }
@@ -714,17 +822,21 @@ mod tests {
                 }
                 #[cfg(target_arch = "x86_64")]
                 if avx2 {
-                    let p = portable[portable.len() - 3];
                     let acts4: Vec<Vec<Q8K>> = (0..5)
                         .map(|_| quantize_q8k_impl(&acts(QK_K * nb, seed * 7)))
                         .collect();
-                    let mut out = vec![0f32; 5];
-                    // SAFETY: as above.
-                    unsafe {
-                        avx2::tile(ty, std::slice::from_ref(&w), &acts4, Form::Lanes, &mut out)
-                    };
-                    for o in out {
-                        assert_eq!(p.to_bits(), o.to_bits(), "{ty:?} seed {seed} tile");
+                    for (f, form) in FORMS.into_iter().enumerate() {
+                        let p = portable[portable.len() - 3 + f];
+                        let mut out = vec![0f32; 5];
+                        // SAFETY: as above.
+                        unsafe { avx2::tile(ty, std::slice::from_ref(&w), &acts4, form, &mut out) };
+                        for o in out {
+                            assert_eq!(
+                                p.to_bits(),
+                                o.to_bits(),
+                                "{ty:?} seed {seed} {form:?} tile"
+                            );
+                        }
                     }
                 }
             }
