@@ -5,7 +5,7 @@
 # (BEFORE=path) for a before/after column; each row measured in one run, back to back. Prints a
 # markdown table for docs/benchmarks.md (issue 17).
 #
-# Usage: [BEFORE=old/dynquant] scripts/bench-iquants.sh [CHUNKS=3] [THREADS=1] [TYPE...]
+# Usage: [BEFORE=old/dynquant] [BIN=new/dynquant] scripts/bench-iquants.sh [CHUNKS=3] [THREADS=1] [TYPE...]
 # Needs: .oracle/env.sh, DYNQUANT_TEST_MODELS (smollm2-768.gguf and its imatrix), a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ TYPES=("$@")
 . .oracle/env.sh
 MODELS=${DYNQUANT_TEST_MODELS:?set DYNQUANT_TEST_MODELS (dynquant-dev test-models)}
 TEXT=../shared/data/text/wiki.test.raw
-BIN=target/release/dynquant
+BIN=${BIN:-target/release/dynquant}
 OUT=${BENCH_DIR:-$(mktemp -d)}
 echo "| type | chunks x ctx | threads | llama.cpp tokens/s | before tokens/s | dynquant tokens/s | vs llama.cpp | PPL llama.cpp | PPL dynquant |"
 echo "|---|---|---|---|---|---|---|---|---|"

@@ -318,9 +318,12 @@ fn lanes(w: &IqBlock, a: &[i8; QK_K]) -> [i32; 8] {
 /// per 32 values.
 #[inline(always)]
 fn shift_sum(w: &IqBlock, a: &Q8K) -> i32 {
-    (0..8)
-        .map(|g| w.bias[g] as i32 * (a.bsums[2 * g] + a.bsums[2 * g + 1]))
-        .sum()
+    // a plain loop: an iterator's closures would not inherit the caller's target features
+    let mut s = 0;
+    for g in 0..8 {
+        s += w.bias[g] as i32 * (a.bsums[2 * g] + a.bsums[2 * g + 1]);
+    }
+    s
 }
 
 /// The float order of ggml's i-quant products.
@@ -605,7 +608,10 @@ mod avx2 {
                 let shift = if parts == 2 {
                     hsum4(lanes(&wb[1], qs))
                 } else {
-                    let sh: [i32; 4] = std::array::from_fn(|k| shift_sum(&wb[0], &a[k][bi]));
+                    let mut sh = [0i32; 4];
+                    for (k, sh) in sh.iter_mut().enumerate() {
+                        *sh = shift_sum(&wb[0], &a[k][bi]);
+                    }
                     _mm_loadu_si128(sh.as_ptr().cast())
                 };
                 let shift = _mm_mul_ps(_mm_set1_ps(IQ1_DELTA), _mm_cvtepi32_ps(shift));
