@@ -242,7 +242,9 @@ mod tests {
         s.dynquant_version = "0.0.1".into();
         let e = Sensitivity::parse(&s.to_json()).unwrap_err();
         assert!(matches!(e, SensitivityError::Version { .. }), "{e}");
-        let text = sample().to_json().replace(SENSITIVITY_FORMAT, "dynquant-sensitivity/0");
+        let text = sample()
+            .to_json()
+            .replace(SENSITIVITY_FORMAT, "dynquant-sensitivity/0");
         let e = Sensitivity::parse(&text).unwrap_err();
         assert!(matches!(e, SensitivityError::Format { .. }), "{e}");
         assert!(matches!(

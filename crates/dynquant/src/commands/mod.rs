@@ -1,5 +1,6 @@
 //! One module per subcommand; each makes thin calls into the libraries.
 
+mod compare;
 mod convert;
 mod demo;
 mod imatrix;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Imatrix(a) => imatrix::run(&a),
         Command::Run(a) => run::run(&a),
         Command::Demo(a) => demo::run(&a),
+        Command::Compare(a) => compare::run(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Quantize(a) => quantize::run(&a),
     }
