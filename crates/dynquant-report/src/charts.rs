@@ -394,3 +394,90 @@ pub fn bits_map(f: &ModelFacts) -> Result<String> {
     }
     Ok(svg)
 }
+
+/// The generation checks per model as grouped bars: functional pass@k and greedy pass rate,
+/// sanity flags (any) and loops, in percent.
+pub fn checks_chart(r: &Report) -> Result<Option<String>> {
+    let err = chart_err("generation checks");
+    let mut rows: Vec<(String, &crate::report::ModelChecks)> = Vec::new();
+    if let Some(c) = &r.base.checks {
+        rows.push((format!("{} (base)", r.base.file), c));
+    }
+    for q in &r.quants {
+        if let Some(c) = &q.checks {
+            rows.push((q.facts.file.clone(), c));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let bars: [(&str, RGBColor); 4] = [
+        ("functional pass@k", RGBColor(44, 160, 44)),
+        ("functional greedy pass", RGBColor(152, 223, 138)),
+        ("sanity: any flag", RGBColor(214, 39, 40)),
+        ("sanity: loops", RGBColor(255, 127, 14)),
+    ];
+    let (left, top, bar_h, plot_w) = (230i32, 60i32, 9i32, 520i32);
+    let group_h = bar_h * bars.len() as i32 + 12;
+    let height = (top + rows.len() as i32 * group_h + 40) as u32;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (820, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(&err)?;
+        root.draw(&Text::new(
+            "Generation checks (percent of prompts / tasks)",
+            (10, 10),
+            (FONT, 16),
+        ))
+        .map_err(&err)?;
+        for (k, (name, c)) in bars.iter().enumerate() {
+            let x = 10 + k as i32 * 190;
+            root.draw(&Rectangle::new([(x, 36), (x + 12, 46)], c.filled()))
+                .map_err(&err)?;
+            root.draw(&Text::new(name.to_string(), (x + 16, 35), (FONT, 11)))
+                .map_err(&err)?;
+        }
+        for pct in [0, 25, 50, 75, 100] {
+            let x = left + plot_w * pct / 100;
+            root.draw(&PathElement::new(
+                vec![(x, top - 4), (x, top + rows.len() as i32 * group_h)],
+                RGBColor(220, 220, 220),
+            ))
+            .map_err(&err)?;
+            root.draw(&Text::new(
+                format!("{pct}%"),
+                (x - 8, top + rows.len() as i32 * group_h + 4),
+                (FONT, 10),
+            ))
+            .map_err(&err)?;
+        }
+        for (i, (name, c)) in rows.iter().enumerate() {
+            let y0 = top + i as i32 * group_h;
+            root.draw(&Text::new(name.clone(), (6, y0 + 10), (FONT, 11)))
+                .map_err(&err)?;
+            let values = [
+                c.functional.pass_at_k,
+                c.functional.pass_greedy,
+                c.sanity.flagged,
+                c.sanity.loops,
+            ];
+            for (k, v) in values.iter().enumerate() {
+                let y = y0 + k as i32 * bar_h;
+                let w = (plot_w as f64 * v.clamp(0.0, 1.0)).round() as i32;
+                root.draw(&Rectangle::new(
+                    [(left, y), (left + w.max(1), y + bar_h - 2)],
+                    bars[k].1.filled(),
+                ))
+                .map_err(&err)?;
+                root.draw(&Text::new(
+                    format!("{:.0}%", 100.0 * v),
+                    (left + w + 4, y - 1),
+                    (FONT, 9),
+                ))
+                .map_err(&err)?;
+            }
+        }
+        root.present().map_err(&err)?;
+    }
+    Ok(Some(svg))
+}

@@ -8,6 +8,9 @@ pub enum ReportError {
     /// The engine failed (loading, evaluation, a base file).
     #[error(transparent)]
     Engine(#[from] dynquant_engine::EngineError),
+    /// Tokenizing a text failed.
+    #[error(transparent)]
+    Tokenizer(#[from] dynquant_tokenizer::TokenizerError),
     /// A quant that is not a quantization of the base model.
     #[error("{quant} is not a quant of {base}: {why}")]
     NotSameModel {

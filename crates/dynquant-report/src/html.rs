@@ -5,14 +5,75 @@ use minijinja::{context, Environment, Value};
 
 use crate::charts;
 use crate::error::Result;
+use crate::functional::TASKS;
 use crate::render::human_bytes;
-use crate::report::Report;
+use crate::report::{ModelChecks, Report};
+use crate::sanity::{Mode, PROMPTS};
 
 const TEMPLATE: &str = include_str!("../templates/report.html");
 
-/// Renders `r` as HTML; `sections` are extra HTML fragments (already escaped) placed after the
-/// KLD charts.
-pub fn render_html(r: &Report, sections: &[String]) -> Result<String> {
+fn pct(v: f64) -> String {
+    format!("{:.0} %", 100.0 * v)
+}
+
+fn checks_rows(r: &Report) -> Vec<Value> {
+    let mut rows: Vec<(String, &ModelChecks)> = Vec::new();
+    if let Some(c) = &r.base.checks {
+        rows.push((format!("{} (base)", r.base.file), c));
+    }
+    for q in &r.quants {
+        if let Some(c) = &q.checks {
+            rows.push((q.facts.file.clone(), c));
+        }
+    }
+    rows.into_iter()
+        .map(|(name, c)| {
+            let samples: Vec<Value> = c
+                .answers
+                .iter()
+                .filter(|a| a.mode == Mode::Greedy)
+                .map(|a| {
+                    let mut flags = Vec::new();
+                    if let Some(l) = a.looping {
+                        flags.push(format!("loop (period {}, {} tokens)", l.period, l.tail));
+                    }
+                    if a.gibberish {
+                        flags.push("gibberish".to_string());
+                    }
+                    if a.collapsed {
+                        flags.push("collapse".to_string());
+                    }
+                    context! {
+                        prompt => a.prompt,
+                        text => a.text,
+                        flags => flags.join(", "),
+                    }
+                })
+                .collect();
+            context! {
+                name => name,
+                answers => c.sanity.answers,
+                loops => pct(c.sanity.loops),
+                gibberish => pct(c.sanity.gibberish),
+                collapse => pct(c.sanity.collapse),
+                flagged => pct(c.sanity.flagged),
+                nll => format!("{:.2}", c.sanity.mean_base_nll),
+                greedy => pct(c.functional.pass_greedy),
+                pass_k => pct(c.functional.pass_at_k),
+                samples => samples,
+            }
+        })
+        .collect()
+}
+
+/// An SVG for inline use: HTML5 places `<svg>` in the SVG namespace itself, so the namespace
+/// URL (which no browser fetches, but which reads like a link) is left out.
+fn inline(svg: String) -> Value {
+    Value::from_safe_string(svg.replace(" xmlns=\"http://www.w3.org/2000/svg\"", ""))
+}
+
+/// Renders `r` as HTML.
+pub fn render_html(r: &Report) -> Result<String> {
     let mut env = Environment::new();
     env.add_template("report.html", TEMPLATE)?;
     let quants: Vec<Value> = r
@@ -49,7 +110,7 @@ pub fn render_html(r: &Report, sections: &[String]) -> Result<String> {
                 top1 => format!("{:.2} %", 100.0 * k.top1),
                 rms_dp => format!("{:.2} %", 100.0 * k.rms_dp),
                 kept => kept,
-                bits_svg => Value::from_safe_string(charts::bits_map(f)?),
+                bits_svg => inline(charts::bits_map(f)?),
             })
         })
         .collect::<Result<_>>()?;
@@ -62,6 +123,23 @@ pub fn render_html(r: &Report, sections: &[String]) -> Result<String> {
             main_type => f.main_type,
         }
     });
+    let checks = match (&r.checks, charts::checks_chart(r)?) {
+        (Some(info), Some(chart)) => Some(context! {
+            chart => inline(chart),
+            rows => checks_rows(r),
+            k => 1 + info.functional.seeds.len(),
+            k_minus => info.functional.seeds.len(),
+            n_prompts => PROMPTS.len(),
+            n_tasks => TASKS.len(),
+            n_seeds => info.sanity.seeds.len(),
+            temp => info.sanity.temp,
+            n_predict => info.sanity.n_predict,
+            th => info.sanity.thresholds,
+            val => info.validation,
+            fp => format!("{:.1} %", 100.0 * info.validation.false_positive_rate()),
+        }),
+        _ => None,
+    };
     let tmpl = env.get_template("report.html")?;
     let html = tmpl.render(context! {
         base_file => r.base.file,
@@ -71,25 +149,9 @@ pub fn render_html(r: &Report, sections: &[String]) -> Result<String> {
         base => base,
         quants => quants,
         n_refs => r.references.len(),
-        chart_kld_size => Value::from_safe_string(charts::kld_vs_size(r)?),
-        chart_kld_curves => Value::from_safe_string(charts::kld_curves(r)?),
-        sections => sections.iter().map(|s| Value::from_safe_string(s.clone())).collect::<Vec<_>>(),
+        chart_kld_size => inline(charts::kld_vs_size(r)?),
+        chart_kld_curves => inline(charts::kld_curves(r)?),
+        checks => checks,
     })?;
     Ok(html)
-}
-
-/// Escapes text for HTML.
-pub fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            _ => o.push(c),
-        }
-    }
-    o
 }

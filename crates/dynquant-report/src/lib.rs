@@ -15,10 +15,12 @@
 pub mod charts;
 pub mod error;
 pub mod facts;
+pub mod functional;
 pub mod html;
 pub mod measure;
 pub mod render;
 pub mod report;
+pub mod sanity;
 
 pub use error::{ReportError, Result};
 pub use report::Report;

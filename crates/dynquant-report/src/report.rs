@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::facts::ModelFacts;
+use crate::functional::{FunctionalResult, FunctionalSettings};
+use crate::sanity::{Answer, Rates, SanitySettings, Validation};
 
 /// Format tag written into every report.
 pub const FORMAT: &str = "dynquant-report/1";
@@ -24,6 +26,31 @@ pub struct Report {
     /// Other published points (e.g. llama.cpp's mixes measured elsewhere) drawn for reference.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<ReferencePoint>,
+    /// How the generation checks ran, when they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<ChecksInfo>,
+}
+
+/// The settings of the generation checks and the validation of their thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChecksInfo {
+    /// Generation sanity settings.
+    pub sanity: SanitySettings,
+    /// Functional-check settings.
+    pub functional: FunctionalSettings,
+    /// The detectors on known cases (synthetic loops, random tokens, the base's answers).
+    pub validation: Validation,
+}
+
+/// One model's generation checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelChecks {
+    /// Rates of the sanity detectors.
+    pub sanity: Rates,
+    /// Every sanity answer.
+    pub answers: Vec<Answer>,
+    /// The functional tasks.
+    pub functional: FunctionalResult,
 }
 
 /// The base model.
@@ -35,6 +62,9 @@ pub struct BaseEntry {
     pub facts: Option<ModelFacts>,
     /// The base's perplexity over the compared positions.
     pub ppl: f64,
+    /// Its generation checks (a GGUF base only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<ModelChecks>,
 }
 
 /// The text and chunks the comparison ran on.
@@ -61,6 +91,9 @@ pub struct QuantEntry {
     pub kld: KldSummary,
     /// KL divergence at percentiles of the positions (the curve the report draws).
     pub kld_curve: Vec<CurvePoint>,
+    /// Its generation checks, when they ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<ModelChecks>,
 }
 
 /// Summary statistics of the per-position KL divergences and agreement.

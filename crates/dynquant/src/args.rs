@@ -461,6 +461,12 @@ pub struct CompareArgs {
     /// 500M/4GiB; repeatable), e.g. a llama.cpp mix measured elsewhere.
     #[arg(long = "reference", value_name = "LABEL=SIZE:KLD")]
     pub references: Vec<String>,
+    /// Skip the generation checks (sanity prompts and functional tasks).
+    #[arg(long)]
+    pub no_checks: bool,
+    /// Tokens generated per answer of the sanity prompts (the functional tasks take up to 40).
+    #[arg(long, default_value_t = 24)]
+    pub gen_tokens: usize,
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long)]
     pub json: bool,

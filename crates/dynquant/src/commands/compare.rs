@@ -6,11 +6,16 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use dynquant_engine::evaluation::Evaluator;
 use dynquant_engine::evaluation::{Progress, SaveLogits};
 use dynquant_engine::kld::Base;
 use dynquant_report::facts::{check_same_model, kv_bytes_per_token, ModelFacts};
+use dynquant_report::functional::FunctionalSettings;
 use dynquant_report::measure::measure_kld;
-use dynquant_report::report::{BaseEntry, Evaluation, QuantEntry, ReferencePoint, FORMAT};
+use dynquant_report::report::{
+    BaseEntry, ChecksInfo, Evaluation, ModelChecks, QuantEntry, ReferencePoint, FORMAT,
+};
+use dynquant_report::sanity::{self, SanitySettings};
 use dynquant_report::Report;
 
 use super::perplexity::{evaluator, open, pool};
@@ -32,6 +37,8 @@ pub struct CompareInputs<'a> {
     pub top_k: usize,
     /// Reference points.
     pub references: Vec<ReferencePoint>,
+    /// Run the generation checks (a GGUF base only), with answers of this many tokens.
+    pub checks: Option<usize>,
     /// Engine options.
     pub engine: EngineArgs,
 }
@@ -104,8 +111,12 @@ pub fn measure(inp: &CompareInputs<'_>, tmp_dir: &Path) -> Result<Report> {
         Some(open(inp.base)?)
     };
     let mut _tmp_guard = None;
-    let (base, base_facts) = match &base_gguf {
-        None => {
+    let base_ev = match &base_gguf {
+        Some(g) => Some(evaluator(g, &inp.engine, inp.base)?),
+        None => None,
+    };
+    let (base, base_facts) = match (&base_gguf, &base_ev) {
+        (None, _) | (_, None) => {
             let base =
                 Base::read(inp.base).with_context(|| format!("reading {}", inp.base.display()))?;
             if let Some(text) = inp.text {
@@ -121,11 +132,10 @@ pub fn measure(inp: &CompareInputs<'_>, tmp_dir: &Path) -> Result<Report> {
             }
             (base, None)
         }
-        Some(gguf) => {
+        (Some(gguf), Some(ev)) => {
             let Some(text_path) = inp.text else {
                 bail!("--text is needed to compare with a GGUF base (or give a KLD base file)");
             };
-            let ev = evaluator(gguf, &inp.engine, inp.base)?;
             let facts = ModelFacts::of(
                 gguf,
                 &file_name(inp.base),
@@ -159,6 +169,54 @@ pub fn measure(inp: &CompareInputs<'_>, tmp_dir: &Path) -> Result<Report> {
             (Base::read(&tmp)?, Some(facts))
         }
     };
+    let sanity = SanitySettings {
+        n_predict: inp.checks.unwrap_or(0),
+        ..SanitySettings::default()
+    };
+    let functional = FunctionalSettings::default();
+    let run_checks = |ev: &Evaluator<'_>, name: &str| -> Result<Option<ModelChecks>> {
+        let (Some(_), Some(base_ev)) = (inp.checks, &base_ev) else {
+            return Ok(None);
+        };
+        let c = pool.install(|| {
+            sanity::run_checks(ev, base_ev, &sanity, &functional, |k, n| {
+                eprint!("\rcompare: checks of {name}: {k}/{n}")
+            })
+        })?;
+        eprintln!(
+            " (loops {:.0} %, flagged {:.0} %, functional pass@{} {:.0} %)",
+            100.0 * c.sanity.loops,
+            100.0 * c.sanity.flagged,
+            c.functional.k,
+            100.0 * c.functional.pass_at_k
+        );
+        Ok(Some(c))
+    };
+    let (base_checks, checks_info) = match (&base_ev, inp.checks) {
+        (Some(bev), Some(_)) => {
+            let c = run_checks(bev, &file_name(inp.base))?.expect("checks run for a GGUF base");
+            let validation = pool
+                .install(|| sanity::validate(bev, &sanity::PROMPTS, &c.answers, &sanity, 0x5eed))?;
+            eprintln!(
+                "compare: thresholds: {}/{} synthetic loops and {}/{} random answers flagged, {}/{} of the base's answers",
+                validation.synthetic_loops_flagged,
+                validation.synthetic_loops,
+                validation.random_flagged,
+                validation.random,
+                validation.base_flagged,
+                validation.base_answers
+            );
+            (
+                Some(c),
+                Some(ChecksInfo {
+                    sanity: sanity.clone(),
+                    functional: functional.clone(),
+                    validation,
+                }),
+            )
+        }
+        _ => (None, None),
+    };
     let mut quants = Vec::new();
     let mut ppl_base = f64::NAN;
     for (i, q) in inp.quants.iter().enumerate() {
@@ -177,10 +235,12 @@ pub fn measure(inp: &CompareInputs<'_>, tmp_dir: &Path) -> Result<Report> {
             .with_context(|| format!("comparing {}", q.display()))?;
         eprintln!(" KLD {:.5}", m.summary.mean);
         ppl_base = m.ppl_base;
+        let checks = run_checks(&ev, &facts.file)?;
         quants.push(QuantEntry {
             facts,
             kld: m.summary,
             kld_curve: m.curve,
+            checks,
         });
     }
     let h = &base.header;
@@ -191,6 +251,7 @@ pub fn measure(inp: &CompareInputs<'_>, tmp_dir: &Path) -> Result<Report> {
             file: file_name(inp.base),
             facts: base_facts,
             ppl: ppl_base,
+            checks: base_checks,
         },
         evaluation: Evaluation {
             text_sha256: h.text_sha256.clone(),
@@ -201,6 +262,7 @@ pub fn measure(inp: &CompareInputs<'_>, tmp_dir: &Path) -> Result<Report> {
         },
         quants,
         references: inp.references.clone(),
+        checks: checks_info,
     })
 }
 
@@ -241,9 +303,9 @@ impl Outputs {
     }
 
     /// Renders and writes every output.
-    pub fn write(&self, r: &Report, sections: &[String]) -> Result<()> {
+    pub fn write(&self, r: &Report) -> Result<()> {
         let json = r.to_json()?;
-        let html = dynquant_report::html::render_html(r, sections)?;
+        let html = dynquant_report::html::render_html(r)?;
         let card = dynquant_report::render::model_card(r);
         write_atomic(&self.json, json.as_bytes())?;
         write_atomic(&self.html, html.as_bytes())?;
@@ -285,11 +347,12 @@ pub fn run(a: &CompareArgs) -> Result<()> {
             chunks: a.chunks,
             top_k: a.top_k,
             references,
+            checks: (!a.no_checks).then_some(a.gen_tokens),
             engine: a.engine,
         },
         &tmp_dir,
     )?;
-    outputs.write(&report, &[])?;
+    outputs.write(&report)?;
     if a.json {
         print!("{}", report.to_json()?);
     } else {
