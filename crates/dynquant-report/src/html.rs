@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::functional::TASKS;
 use crate::render::human_bytes;
 use crate::report::{ModelChecks, Report};
-use crate::sanity::{Mode, PROMPTS};
+use crate::sanity::{suite, Mode};
 
 const TEMPLATE: &str = include_str!("../templates/report.html");
 
@@ -129,7 +129,7 @@ pub fn render_html(r: &Report) -> Result<String> {
             rows => checks_rows(r),
             k => 1 + info.functional.seeds.len(),
             k_minus => info.functional.seeds.len(),
-            n_prompts => PROMPTS.len(),
+            n_prompts => suite(info.sanity.prompts).len(),
             n_tasks => TASKS.len(),
             n_seeds => info.sanity.seeds.len(),
             temp => info.sanity.temp,

@@ -75,9 +75,37 @@ pub const PROMPTS: [Prompt; 24] = [
     p("story-city", PromptKind::Story, "The city never slept. Every night, at exactly midnight, the lights"),
 ];
 
+/// The first `n` prompts of the suite taken by kind in turn (chat, code, list, story, chat...),
+/// so that a shortened suite keeps every kind; `n` above the suite's size gives all of it.
+pub fn suite(n: usize) -> Vec<Prompt> {
+    let kinds = [
+        PromptKind::Chat,
+        PromptKind::Code,
+        PromptKind::List,
+        PromptKind::Story,
+    ];
+    let by_kind: Vec<Vec<Prompt>> = kinds
+        .iter()
+        .map(|k| PROMPTS.iter().filter(|p| p.kind == *k).copied().collect())
+        .collect();
+    let mut out = Vec::new();
+    for i in 0..PROMPTS.len() {
+        for k in &by_kind {
+            if let Some(p) = k.get(i) {
+                if out.len() < n {
+                    out.push(*p);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// How the suite is generated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SanitySettings {
+    /// Prompts of the suite used ([`suite`]).
+    pub prompts: usize,
     /// Tokens generated per answer (at most; an end of generation stops earlier).
     pub n_predict: usize,
     /// Seeds of the sampled answers (one sampled answer per seed, besides the greedy one).
@@ -92,6 +120,7 @@ pub struct SanitySettings {
 impl Default for SanitySettings {
     fn default() -> Self {
         SanitySettings {
+            prompts: PROMPTS.len(),
             n_predict: 24,
             seeds: vec![1],
             temp: 0.8,
@@ -470,10 +499,11 @@ pub fn run_checks(
     functional: &crate::functional::FunctionalSettings,
     progress: impl Fn(usize, usize) + Sync,
 ) -> Result<crate::report::ModelChecks> {
-    let n_sanity = PROMPTS.len() * (1 + sanity.seeds.len());
+    let prompts = suite(sanity.prompts);
+    let n_sanity = prompts.len() * (1 + sanity.seeds.len());
     let n_func = crate::functional::TASKS.len() * (1 + functional.seeds.len());
     let total = n_sanity + n_func;
-    let answers = run_suite(ev, base, &PROMPTS, sanity, |k, _| progress(k, total))?;
+    let answers = run_suite(ev, base, &prompts, sanity, |k, _| progress(k, total))?;
     let f = crate::functional::run_tasks(ev, &crate::functional::TASKS, functional, |k, _| {
         progress(n_sanity + k, total)
     })?;

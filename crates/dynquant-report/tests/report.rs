@@ -322,3 +322,52 @@ fn functional_checkers_on_known_answers() {
     }
     assert!(PROMPTS.len() >= 20);
 }
+
+/// The page in a real browser (Debian's `chromium`, headless): it loads with no console errors
+/// (a failed resource load would be one), and every chart is in the rendered DOM. Skipped, with a
+/// note, where chromium is not installed (`apt-get install chromium`).
+#[test]
+fn html_renders_in_a_real_browser() {
+    let Ok(browser) = which_chromium() else {
+        eprintln!("chromium not installed: browser check skipped (apt-get install chromium)");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let page = dir.path().join("report.html");
+    let r = sample_report();
+    std::fs::write(&page, html::render_html(&r).expect("html")).expect("write");
+    let out = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("running chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chromium failed: {log}");
+    assert_eq!(
+        dom.matches("<svg").count(),
+        3 + r.quants.len(),
+        "charts missing"
+    );
+    let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:?}");
+}
+
+fn which_chromium() -> Result<std::path::PathBuf, ()> {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        for name in ["chromium", "chromium-browser"] {
+            let p = std::path::Path::new(dir).join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(())
+}

@@ -464,6 +464,10 @@ pub struct CompareArgs {
     /// Skip the generation checks (sanity prompts and functional tasks).
     #[arg(long)]
     pub no_checks: bool,
+    /// Sanity prompts to use, taken from the built-in suite of 24 by kind in turn (fewer is
+    /// quicker).
+    #[arg(long, default_value_t = 24)]
+    pub prompts: usize,
     /// Tokens generated per answer of the sanity prompts (the functional tasks take up to 40).
     #[arg(long, default_value_t = 24)]
     pub gen_tokens: usize,

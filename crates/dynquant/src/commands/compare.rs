@@ -37,8 +37,10 @@ pub struct CompareInputs<'a> {
     pub top_k: usize,
     /// Reference points.
     pub references: Vec<ReferencePoint>,
-    /// Run the generation checks (a GGUF base only), with answers of this many tokens.
-    pub checks: Option<usize>,
+    /// Run the generation checks (a GGUF base only): sanity prompts and tokens per answer.
+    pub checks: Option<(usize, usize)>,
+    /// Show progress on stderr.
+    pub progress: bool,
     /// Engine options.
     pub engine: EngineArgs,
 }
@@ -96,8 +98,18 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Measures every quant against the base; progress goes to stderr.
+/// `eprint!` when `$on`.
+macro_rules! say {
+    ($on:expr, $($arg:tt)*) => {
+        if $on {
+            eprint!($($arg)*);
+        }
+    };
+}
+
+/// Measures every quant against the base; progress goes to stderr when asked.
 pub fn measure(inp: &CompareInputs<'_>, tmp_dir: &Path) -> Result<Report> {
+    let on = inp.progress;
     for p in std::iter::once(inp.base).chain(inp.quants.iter().map(PathBuf::as_path)) {
         if !p.is_file() {
             bail!("{}: no such file", p.display());
@@ -157,20 +169,22 @@ pub fn measure(inp: &CompareInputs<'_>, tmp_dir: &Path) -> Result<Report> {
             };
             pool.install(|| {
                 ev.perplexity(&text, &chunking, Some(&save), |p| match p {
-                    Progress::Start { n_chunks, .. } => eprint!(
+                    Progress::Start { n_chunks, .. } => say!(
+                        on,
                         "compare: base {} ({n_chunks} chunks of {}) ",
                         file_name(inp.base),
                         inp.ctx
                     ),
-                    Progress::Chunk { .. } => eprint!("."),
+                    Progress::Chunk { .. } => say!(on, "."),
                 })
             })?;
-            eprintln!();
+            say!(on, "\n");
             (Base::read(&tmp)?, Some(facts))
         }
     };
     let sanity = SanitySettings {
-        n_predict: inp.checks.unwrap_or(0),
+        prompts: inp.checks.map_or(0, |c| c.0),
+        n_predict: inp.checks.map_or(0, |c| c.1),
         ..SanitySettings::default()
     };
     let functional = FunctionalSettings::default();
@@ -180,11 +194,12 @@ pub fn measure(inp: &CompareInputs<'_>, tmp_dir: &Path) -> Result<Report> {
         };
         let c = pool.install(|| {
             sanity::run_checks(ev, base_ev, &sanity, &functional, |k, n| {
-                eprint!("\rcompare: checks of {name}: {k}/{n}")
+                say!(on, "\rcompare: checks of {name}: {k}/{n}")
             })
         })?;
-        eprintln!(
-            " (loops {:.0} %, flagged {:.0} %, functional pass@{} {:.0} %)",
+        say!(
+            on,
+            " (loops {:.0} %, flagged {:.0} %, functional pass@{} {:.0} %)\n",
             100.0 * c.sanity.loops,
             100.0 * c.sanity.flagged,
             c.functional.k,
@@ -197,8 +212,7 @@ pub fn measure(inp: &CompareInputs<'_>, tmp_dir: &Path) -> Result<Report> {
             let c = run_checks(bev, &file_name(inp.base))?.expect("checks run for a GGUF base");
             let validation = pool
                 .install(|| sanity::validate(bev, &sanity::PROMPTS, &c.answers, &sanity, 0x5eed))?;
-            eprintln!(
-                "compare: thresholds: {}/{} synthetic loops and {}/{} random answers flagged, {}/{} of the base's answers",
+            say!(on, "compare: thresholds: {}/{} synthetic loops and {}/{} random answers flagged, {}/{} of the base's answers\n",
                 validation.synthetic_loops_flagged,
                 validation.synthetic_loops,
                 validation.random_flagged,
@@ -227,13 +241,19 @@ pub fn measure(inp: &CompareInputs<'_>, tmp_dir: &Path) -> Result<Report> {
             .install(|| {
                 measure_kld(&ev, &qg, &base, |p| match p {
                     Progress::Start { .. } => {
-                        eprint!("compare: [{}/{}] {} ", i + 1, inp.quants.len(), facts.file)
+                        say!(
+                            on,
+                            "compare: [{}/{}] {} ",
+                            i + 1,
+                            inp.quants.len(),
+                            facts.file
+                        )
                     }
-                    Progress::Chunk { .. } => eprint!("."),
+                    Progress::Chunk { .. } => say!(on, "."),
                 })
             })
             .with_context(|| format!("comparing {}", q.display()))?;
-        eprintln!(" KLD {:.5}", m.summary.mean);
+        say!(on, " KLD {:.5}\n", m.summary.mean);
         ppl_base = m.ppl_base;
         let checks = run_checks(&ev, &facts.file)?;
         quants.push(QuantEntry {
@@ -324,6 +344,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 pub fn run(a: &CompareArgs) -> Result<()> {
+    if !a.no_checks && (a.prompts == 0 || a.gen_tokens == 0) {
+        bail!("--prompts and --gen-tokens must be at least 1 (--no-checks skips the checks)");
+    }
     let references = a
         .references
         .iter()
@@ -347,7 +370,8 @@ pub fn run(a: &CompareArgs) -> Result<()> {
             chunks: a.chunks,
             top_k: a.top_k,
             references,
-            checks: (!a.no_checks).then_some(a.gen_tokens),
+            checks: (!a.no_checks).then_some((a.prompts, a.gen_tokens)),
+            progress: true,
             engine: a.engine,
         },
         &tmp_dir,
