@@ -147,6 +147,15 @@ pub fn kld_vs_size(r: &Report) -> Result<String> {
             .map_err(&err)?
             .label("Pareto front")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RGBColor(60, 60, 60)));
+        // labels alternate above and below the points in size order, so neighbours overlap less
+        let mut by_size: Vec<usize> = (0..pts.len()).collect();
+        by_size.sort_by(|&a, &b| pts[a].0.total_cmp(&pts[b].0).then(a.cmp(&b)));
+        let mut label_dy = vec![-14; pts.len()];
+        for (rank, &i) in by_size.iter().enumerate() {
+            if rank % 2 == 1 {
+                label_dy[i] = 4;
+            }
+        }
         for (i, q) in r.quants.iter().enumerate() {
             let c = series_color(i);
             let (x, y) = pts[i];
@@ -167,7 +176,7 @@ pub fn kld_vs_size(r: &Report) -> Result<String> {
                 .draw_series(std::iter::once(
                     EmptyElement::at((x, y))
                         + Circle::new((0, 0), 5, c.filled())
-                        + Text::new(label, (8, -14), (FONT, 12).into_font().color(&c)),
+                        + Text::new(label, (8, label_dy[i]), (FONT, 12).into_font().color(&c)),
                 ))
                 .map_err(&err)?;
         }

@@ -205,9 +205,8 @@ pub fn run_tasks(
         .collect();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let chat = ev.tokenizer().chat_template().is_some();
-    let attempts: Vec<Attempt> = jobs
-        .iter()
-        .map(|(t, mode)| -> Result<Attempt> {
+    let attempts: Vec<Attempt> =
+        crate::parallel::map_jobs(&jobs, |(t, mode)| -> Result<Attempt> {
             let prompt = ev.prompt(t.prompt, chat)?;
             let (bytes, _) = generate(ev, &prompt, s.n_predict, *mode, s.temp)?;
             let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -219,8 +218,7 @@ pub fn run_tasks(
                 passed: passes(&t.check, &text),
                 text,
             })
-        })
-        .collect::<Result<_>>()?;
+        })?;
     let n = tasks.len().max(1) as f64;
     let greedy = attempts
         .iter()

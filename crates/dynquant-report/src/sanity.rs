@@ -367,19 +367,17 @@ pub fn run_suite(
         .flat_map(|p| modes.iter().map(move |m| (*p, *m)))
         .collect();
     let done = std::sync::atomic::AtomicUsize::new(0);
-    jobs.iter()
-        .map(|(p, mode)| -> Result<Answer> {
-            let prompt = ev.prompt(p.text, use_chat(ev, p.kind))?;
-            let (bytes, generated) = generate(ev, &prompt, s.n_predict, *mode, s.temp)?;
-            let text = String::from_utf8_lossy(&bytes);
-            let tokens = base.tokenizer().encode(&text, false, false)?;
-            let nll = base_nll(base, &prompt, &tokens)?;
-            let a = judge(p.id, *mode, &bytes, generated, &tokens, nll, &s.thresholds);
-            let k = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            progress(k, jobs.len());
-            Ok(a)
-        })
-        .collect()
+    crate::parallel::map_jobs(&jobs, |(p, mode)| -> Result<Answer> {
+        let prompt = ev.prompt(p.text, use_chat(ev, p.kind))?;
+        let (bytes, generated) = generate(ev, &prompt, s.n_predict, *mode, s.temp)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let tokens = base.tokenizer().encode(&text, false, false)?;
+        let nll = base_nll(base, &prompt, &tokens)?;
+        let a = judge(p.id, *mode, &bytes, generated, &tokens, nll, &s.thresholds);
+        let k = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        progress(k, jobs.len());
+        Ok(a)
+    })
 }
 
 /// How well the thresholds separate known cases.
