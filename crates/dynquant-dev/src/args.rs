@@ -30,6 +30,23 @@ pub enum Command {
         after_help = "Example:\n  dynquant-dev big-model --out /tmp/big.gguf --ffn-mib 1024"
     )]
     BigModel(BigModelArgs),
+    /// Fit the planner's priors (per-type errors, per-role laws) on sensitivity scans of the
+    /// test models, for planning without a scan.
+    #[command(
+        after_help = "Example:\n  dynquant-dev fit-priors smollm2-768.sens smollm2-moe-routed.sens -o crates/dynquant-plan/priors/default.toml"
+    )]
+    FitPriors(FitPriorsArgs),
+}
+
+/// `fit-priors`.
+#[derive(Debug, Args)]
+pub struct FitPriorsArgs {
+    /// Sensitivity files (`dynquant measure`).
+    #[arg(required = true)]
+    pub scans: Vec<PathBuf>,
+    /// Output priors file (TOML).
+    #[arg(short, long)]
+    pub output: PathBuf,
 }
 
 /// `llama-quantize`.

@@ -9,7 +9,7 @@ use dynquant_gguf::types::file_type_by_name;
 use dynquant_synth::big_llama::write_big_llama;
 use dynquant_testkit::llama_quantize::LlamaLib;
 
-use crate::args::{BigModelArgs, Command, LlamaQuantizeArgs, TestModelsArgs};
+use crate::args::{BigModelArgs, Command, FitPriorsArgs, LlamaQuantizeArgs, TestModelsArgs};
 
 /// Dispatches a parsed command line.
 pub fn run(c: &Command) -> Result<()> {
@@ -17,7 +17,37 @@ pub fn run(c: &Command) -> Result<()> {
         Command::TestModels(a) => test_models(a),
         Command::LlamaQuantize(a) => llama_quantize(a),
         Command::BigModel(a) => big_model(a),
+        Command::FitPriors(a) => fit_priors(a),
     }
+}
+
+fn fit_priors(a: &FitPriorsArgs) -> Result<()> {
+    let mut scans = Vec::new();
+    for p in &a.scans {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let s =
+            dynquant_plan::Sensitivity::parse(&text).with_context(|| p.display().to_string())?;
+        let name = p.file_stem().map_or_else(
+            || p.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        scans.push((name, s));
+    }
+    let refs: Vec<(&str, &dynquant_plan::Sensitivity)> =
+        scans.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    let priors = dynquant_plan::Priors::fit(&refs);
+    let tmp = a.output.with_extension("tmp");
+    std::fs::write(&tmp, priors.to_toml()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &a.output).with_context(|| format!("writing {}", a.output.display()))?;
+    println!(
+        "priors from {} scans: {} types, {} roles -> {}",
+        refs.len(),
+        priors.type_errors.len(),
+        priors.roles.len(),
+        a.output.display()
+    );
+    Ok(())
 }
 
 fn llama_quantize(a: &LlamaQuantizeArgs) -> Result<()> {

@@ -79,5 +79,6 @@ mod weight;
 
 pub use block::MatmulObserver;
 pub use error::{EngineError, Result};
+pub use loader::WeightOverrides;
 pub use matmul::Numerics;
 pub use model::{Logits, Model, Session};

@@ -1,21 +1,61 @@
 //! Binds the tensors of a GGUF model by name, checking their shapes: the weights (borrowed from
-//! the memory map when possible), the per-expert views of 3-D tensors, and f32 vectors.
+//! the memory map when possible), the per-expert views of 3-D tensors, and f32 vectors. A
+//! tensor named in the [`WeightOverrides`] is bound to the override's bytes instead of the
+//! file's (same name and shape, possibly another type): what a sensitivity probe quantizes.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
-use dynquant_gguf::{GgufModel, ModelTensor};
+use dynquant_gguf::{GgmlType, GgufModel, ModelTensor};
 
 use crate::error::{EngineError, Result};
 use crate::weight::Weight;
 
+/// Replacement bytes for some tensors of a model, by name: each tensor keeps its shape and
+/// takes the given stored type and bytes (checked against the shape when bound).
+#[derive(Debug, Clone, Default)]
+pub struct WeightOverrides {
+    tensors: BTreeMap<String, (GgmlType, Vec<u8>)>,
+}
+
+impl WeightOverrides {
+    /// No overrides.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Binds tensor `name` to `data` stored as `ty` (replacing an earlier override).
+    pub fn insert(&mut self, name: impl Into<String>, ty: GgmlType, data: Vec<u8>) {
+        self.tensors.insert(name.into(), (ty, data));
+    }
+
+    /// Whether no tensor is overridden.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    fn get(&self, name: &str) -> Option<(GgmlType, &[u8])> {
+        self.tensors.get(name).map(|(t, d)| (*t, d.as_slice()))
+    }
+}
+
 /// Finds and checks tensors of a GGUF model by name.
 pub(crate) struct Loader<'g> {
     gguf: &'g GgufModel,
+    overrides: Option<&'g WeightOverrides>,
 }
 
 impl<'g> Loader<'g> {
-    pub(crate) fn new(gguf: &'g GgufModel) -> Self {
-        Loader { gguf }
+    pub(crate) fn new(gguf: &'g GgufModel, overrides: Option<&'g WeightOverrides>) -> Self {
+        Loader { gguf, overrides }
+    }
+
+    /// Stored type and bytes of `t`: the override's when there is one, else the file's.
+    fn data(&self, t: &ModelTensor<'g>) -> Result<(GgmlType, Cow<'g, [u8]>)> {
+        if let Some((ty, d)) = self.overrides.and_then(|o| o.get(&t.info.name)) {
+            return Ok((ty, Cow::Borrowed(d)));
+        }
+        Ok((t.info.ggml_type, self.gguf.tensor_data(t)?))
     }
 
     pub(crate) fn find(&self, name: &str) -> Option<ModelTensor<'g>> {
@@ -43,8 +83,8 @@ impl<'g> Loader<'g> {
                 expected: vec![cols as u64, rows as u64],
             });
         }
-        let data = self.gguf.tensor_data(&t)?;
-        Weight::new(name, t.info.ggml_type, cols, rows, data).map(Some)
+        let (ty, data) = self.data(&t)?;
+        Weight::new(name, ty, cols, rows, data).map(Some)
     }
 
     /// The `n` per-expert `rows` x `cols` matrices of the 3-D tensor `name` (ggml shape
@@ -68,18 +108,15 @@ impl<'g> Loader<'g> {
         if t.info.shape != expected {
             return Err(bad());
         }
-        let per = t
-            .info
-            .ggml_type
+        let (ty, data) = self.data(&t)?;
+        let per = ty
             .row_bytes(cols as u64)
             .and_then(|b| b.checked_mul(rows as u64))
             .and_then(|b| usize::try_from(b).ok())
             .ok_or_else(bad)?;
-        let data = self.gguf.tensor_data(&t)?;
         if per.checked_mul(n) != Some(data.len()) {
             return Err(bad());
         }
-        let ty = t.info.ggml_type;
         (0..n)
             .map(|e| {
                 let range = e * per..(e + 1) * per;
@@ -106,9 +143,9 @@ impl<'g> Loader<'g> {
                 expected: vec![n as u64],
             });
         }
-        let data = self.gguf.tensor_data(&t)?;
+        let (ty, data) = self.data(&t)?;
         let mut out = vec![0f32; n];
-        dynquant_quants::dequantize(t.info.ggml_type, &data, &mut out)?;
+        dynquant_quants::dequantize(ty, &data, &mut out)?;
         Ok(Some(out))
     }
 

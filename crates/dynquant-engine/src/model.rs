@@ -10,7 +10,7 @@ pub use crate::block::MatmulObserver;
 use crate::config::Config;
 use crate::error::{EngineError, Result};
 use crate::layer::Layer;
-use crate::loader::Loader;
+use crate::loader::{Loader, WeightOverrides};
 use crate::matmul::{Numerics, Weight};
 use crate::ops::rms_norm;
 
@@ -32,9 +32,19 @@ pub struct Model<'a> {
 impl<'a> Model<'a> {
     /// Reads the configuration and binds every weight of `gguf` (no copies with mmap access).
     pub fn load(gguf: &'a GgufModel) -> Result<Self> {
+        Self::bind(gguf, None)
+    }
+
+    /// As [`Model::load`], with the tensors named in `overrides` bound to the override's type
+    /// and bytes instead of the file's (a model with a few tensors quantized in memory).
+    pub fn load_with(gguf: &'a GgufModel, overrides: &'a WeightOverrides) -> Result<Self> {
+        Self::bind(gguf, Some(overrides))
+    }
+
+    fn bind(gguf: &'a GgufModel, overrides: Option<&'a WeightOverrides>) -> Result<Self> {
         let config = crate::arch::config(gguf.metadata())?;
         let c = &config;
-        let ld = Loader::new(gguf);
+        let ld = Loader::new(gguf, overrides);
         let embd = ld
             .find("token_embd.weight")
             .ok_or_else(|| EngineError::MissingTensor("token_embd.weight".into()))?;
@@ -81,6 +91,32 @@ impl<'a> Model<'a> {
             .chain(std::iter::once(&self.output))
     }
 
+    /// The token embeddings of `tokens` (scaled where the architecture scales them): the
+    /// state entering the first block.
+    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let e = c.n_embd;
+        let mut x = vec![0f32; tokens.len() * e];
+        for (row, &t) in x.chunks_exact_mut(e).zip(tokens) {
+            if t as usize >= self.n_vocab {
+                return Err(EngineError::BadToken {
+                    id: t,
+                    n_vocab: self.n_vocab,
+                });
+            }
+            self.tok_embd.row_f32(t as usize, row)?;
+            if let Some(s) = c.embd_scale {
+                row.iter_mut().for_each(|v| *v *= s);
+            }
+        }
+        Ok(x)
+    }
+
+    /// Number of decoder blocks.
+    pub fn n_layer(&self) -> usize {
+        self.layers.len()
+    }
+
     /// Stored type of the output projection.
     pub fn output_type(&self) -> GgmlType {
         self.output.ty
@@ -97,6 +133,9 @@ impl<'a> Model<'a> {
         }
     }
 }
+
+/// Sees the hidden state entering each block (by index), then the last block's output.
+type LayerSink<'f> = dyn FnMut(usize, &[f32]) + 'f;
 
 /// Which positions of a batch get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +180,6 @@ impl Session<'_, '_> {
         obs: Option<&dyn MatmulObserver>,
     ) -> Result<Vec<f32>> {
         let m = self.model;
-        let c = &m.config;
         let nt = tokens.len();
         if nt == 0 {
             return Ok(Vec::new());
@@ -153,20 +191,70 @@ impl Session<'_, '_> {
                 wanted,
             });
         }
-        let e = c.n_embd;
-        let mut x = vec![0f32; nt * e];
-        for (row, &t) in x.chunks_exact_mut(e).zip(tokens) {
-            if t as usize >= m.n_vocab {
-                return Err(EngineError::BadToken {
-                    id: t,
-                    n_vocab: m.n_vocab,
-                });
-            }
-            m.tok_embd.row_f32(t as usize, row)?;
-            if let Some(s) = c.embd_scale {
-                row.iter_mut().for_each(|v| *v *= s);
-            }
+        let x = m.embed(tokens)?;
+        self.run_layers(0, x, nt, logits, obs, None)
+    }
+
+    /// Runs `tokens` (one batch from an empty cache) through every block without logits and
+    /// returns the hidden state entering each block, then the one leaving the last: `n_layer + 1`
+    /// vectors of `tokens.len() x n_embd`. [`Session::eval_from`] continues from any of them.
+    pub fn hidden_states(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        self.clear();
+        let mut states = Vec::with_capacity(self.model.layers.len() + 1);
+        let mut keep = |_: usize, x: &[f32]| states.push(x.to_vec());
+        let nt = tokens.len();
+        if self.n_past + nt > self.n_ctx {
+            return Err(EngineError::ContextFull {
+                n_ctx: self.n_ctx,
+                wanted: self.n_past + nt,
+            });
         }
+        let x = self.model.embed(tokens)?;
+        self.run_layers(0, x, nt, Logits::None, None, Some(&mut keep))?;
+        Ok(states)
+    }
+
+    /// Continues an evaluation from block `first` (`n_layer`: only the output projection):
+    /// `hidden` (`n_tok x n_embd`) is the state entering that block, at positions `n_past..`
+    /// of the blocks `first..` (whose caches it appends to; the caches of earlier blocks are
+    /// not used). With the same weights this gives the bits [`Session::eval`] gives.
+    pub fn eval_from(&mut self, first: usize, hidden: &[f32], logits: Logits) -> Result<Vec<f32>> {
+        let e = self.model.config.n_embd;
+        if first > self.model.layers.len() || hidden.len() % e != 0 {
+            return Err(EngineError::Invalid(format!(
+                "eval_from: block {first} of {}, {} hidden values for width {e}",
+                self.model.layers.len(),
+                hidden.len()
+            )));
+        }
+        let nt = hidden.len() / e;
+        if nt == 0 {
+            return Ok(Vec::new());
+        }
+        if self.n_past + nt > self.n_ctx {
+            return Err(EngineError::ContextFull {
+                n_ctx: self.n_ctx,
+                wanted: self.n_past + nt,
+            });
+        }
+        self.run_layers(first, hidden.to_vec(), nt, logits, None, None)
+    }
+
+    /// Blocks `first..` over `x` (`nt` tokens at positions `n_past..`), then the logits asked
+    /// for; `on_layer(i, x)` sees the state entering block `i` and, last, the final one.
+    fn run_layers(
+        &mut self,
+        first: usize,
+        mut x: Vec<f32>,
+        nt: usize,
+        logits: Logits,
+        obs: Option<&dyn MatmulObserver>,
+        mut on_layer: Option<&mut LayerSink<'_>>,
+    ) -> Result<Vec<f32>> {
+        let m = self.model;
+        let c = &m.config;
+        let e = c.n_embd;
+        let wanted = self.n_past + nt;
         let ctx = BlockCtx {
             config: c,
             numerics: m.numerics,
@@ -174,8 +262,14 @@ impl Session<'_, '_> {
             n_tok: nt,
             obs,
         };
-        for (l, cache) in m.layers.iter().zip(&mut self.cache) {
+        for (il, (l, cache)) in m.layers.iter().zip(&mut self.cache).enumerate().skip(first) {
+            if let Some(f) = on_layer.as_mut() {
+                f(il, &x);
+            }
             l.forward(&ctx, &mut x, cache)?;
+        }
+        if let Some(f) = on_layer.as_mut() {
+            f(m.layers.len(), &x);
         }
         self.n_past = wanted;
         let from = match logits {

@@ -303,6 +303,27 @@ struct OpenShard {
     temp: TempOutput,
 }
 
+/// Total bytes (headers, data, padding) the outputs for `tensors` with `metadata` would take
+/// at `target`, exactly as [`GgufWriter::create`] lays them out, without touching the file
+/// system: what a size target must be checked against.
+pub fn planned_output_bytes(
+    target: &OutputTarget,
+    mut metadata: Metadata,
+    tensors: Vec<TensorInfo>,
+) -> Result<u64> {
+    for key in keys::split::ALL {
+        metadata.remove(key);
+    }
+    let shards = match target {
+        OutputTarget::Single(path) => vec![Shard {
+            header: build_header(metadata, tensors)?,
+            path: path.clone(),
+        }],
+        OutputTarget::Split { prefix, spec } => split_headers(prefix, metadata, tensors, *spec)?,
+    };
+    Ok(shards.iter().map(|s| shard_bytes(&s.header)).sum())
+}
+
 /// Streaming writer for one GGUF file or a split set.
 pub struct GgufWriter {
     shards: Vec<Shard>,

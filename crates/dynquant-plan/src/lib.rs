@@ -10,13 +10,19 @@
 //! * [`llamacpp`]: llama.cpp's own mixes (`q4_k_m`, `iq1_s`...), exactly as llama-quantize
 //!   chooses them.
 //! * [`sensitivity`]: measurements `dynquant measure` writes and the allocator reads.
+//! * [`costs`], [`knapsack`], [`allocate`]: allocation to a target (size, bits per weight or
+//!   predicted KLD): predicted costs from a sensitivity scan or priors, an exact
+//!   multiple-choice knapsack solver, and the allocated plan with its explanations.
 //! * [`preset`]: [`Preset`], a recipe or a mix, and the table of every preset name.
 //!
 //! Everything here is a pure function of its inputs: no I/O, no printing. Modules depend one
 //! way: `preset` on `planner` and `llamacpp`, those two on `quantizable`, `recipe` and `role`.
 #![deny(missing_docs)]
 
+pub mod allocate;
+pub mod costs;
 pub mod inventory;
+pub mod knapsack;
 pub mod llamacpp;
 pub mod planner;
 pub mod preset;
@@ -25,6 +31,11 @@ pub mod recipe;
 pub mod role;
 pub mod sensitivity;
 
+pub use allocate::{
+    allocate, to_recipe_toml, to_tensor_type_file, AllocateError, Allocation, AllocationOptions,
+    AllocationReport, FileLayout, Target, DEFAULT_CANDIDATES,
+};
+pub use costs::{CostModel, Priors, SensitivityCosts};
 pub use inventory::{Inventory, MlaLayout};
 pub use llamacpp::{plan_llamacpp, Ftype, RULES};
 pub use planner::{plan, Decision, Plan, PlanError, PlanOptions, TensorPlan};

@@ -758,6 +758,7 @@ pub fn plan_llamacpp(inv: &Inventory, ftype: Ftype, opts: &PlanOptions) -> Resul
             bytes,
             decision,
             why,
+            predicted_kld: None,
         });
     }
     let tensors: Vec<TensorPlan> = rows.into_iter().map(|r| r.expect("every tensor")).collect();

@@ -35,6 +35,9 @@ pub enum Decision {
     Rule(usize),
     /// The recipe default.
     Default,
+    /// Chosen by the allocator for a target; within the bounds of a recipe rule (index into
+    /// `Recipe::rules`) when one matched.
+    Allocated(Option<usize>),
 }
 
 /// User overrides, applied before the recipe.
@@ -86,6 +89,8 @@ pub struct TensorPlan {
     pub decision: Decision,
     /// Human-readable reason (the rule's `why`).
     pub why: String,
+    /// Predicted ΔKLD (nats per token) at the target type, for allocated plans.
+    pub predicted_kld: Option<f64>,
 }
 
 /// A whole plan.
@@ -157,6 +162,14 @@ pub enum PlanError {
         /// Type.
         ty: GgmlType,
     },
+    /// A recipe meant as constraints for an allocation, planned without a target.
+    #[error("tensor '{name}': {what}, which only a target (--target-size, --target-bpw, --target-kld) can resolve")]
+    NeedsTarget {
+        /// Tensor.
+        name: String,
+        /// What needs the target.
+        what: String,
+    },
     /// An FFN tensor whose layer a llama.cpp mix cannot place (MoE models parse it from the
     /// name); llama-quantize stops with the same complaint.
     #[error("tensor '{name}': {reason}")]
@@ -217,9 +230,17 @@ pub fn plan(inv: &Inventory, recipe: &Recipe, opts: &PlanOptions) -> Result<Plan
             .find(|(_, r)| r.matcher.matches(&t.name, class, n_layer))
         {
             used[i] = true;
-            (rule.ty, Decision::Rule(i), rule.why.clone())
+            let ty = rule.action.pinned().ok_or_else(|| PlanError::NeedsTarget {
+                name: t.name.clone(),
+                what: format!("recipe rule at line {} sets bounds (min/max)", rule.line),
+            })?;
+            (ty, Decision::Rule(i), rule.why.clone())
         } else {
-            (recipe.default, Decision::Default, "recipe default".into())
+            let ty = recipe.default.ok_or_else(|| PlanError::NeedsTarget {
+                name: t.name.clone(),
+                what: format!("recipe '{}' has no default type", recipe.name),
+            })?;
+            (ty, Decision::Default, "recipe default".into())
         };
         if !requested.info().weight_type {
             return Err(PlanError::NotAWeightType {
@@ -250,6 +271,7 @@ pub fn plan(inv: &Inventory, recipe: &Recipe, opts: &PlanOptions) -> Result<Plan
             bytes,
             decision,
             why,
+            predicted_kld: None,
         });
     }
     let total_bytes = tensors.iter().map(|t| t.bytes).sum();

@@ -219,7 +219,7 @@ mod tests {
         let Some(Ok(Preset::Rules(basic))) = Preset::named("basic-iq1_s") else {
             panic!("basic-iq1_s")
         };
-        assert_eq!(basic.default, GgmlType::IQ1_S);
+        assert_eq!(basic.default, Some(GgmlType::IQ1_S));
         assert!(Preset::named("nope").is_none());
         assert!(Preset::named("basic-nope").is_none());
         assert!(matches!(

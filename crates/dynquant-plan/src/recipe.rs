@@ -19,6 +19,13 @@
 //! or comma lists of those), `moe_layers` (the same over the index among MoE layers),
 //! `depth` (fraction of depth `"0.0-0.25"`, half-open, of `layer / block_count`). Errors name
 //! the line.
+//!
+//! **Recipes as constraints.** Planned with a target (`--target-size`, `--target-bpw`,
+//! `--target-kld`), a recipe constrains the allocator instead of choosing every type: a rule
+//! with `type` pins its tensors, a rule with `min` and/or `max` (instead of `type`) bounds them
+//! by bits per weight (`min = "q4_K"`: never below Q4_K's 4.5 bpw), and tensors no rule matches
+//! are free. `default` is then not used, and may be left out of a recipe meant only as
+//! constraints; bounds need a target, and a recipe without `default` too.
 
 use std::ops::RangeInclusive;
 
@@ -127,13 +134,37 @@ impl Match {
     }
 }
 
+/// What a rule does to the tensors it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleAction {
+    /// `type = "..."`: this type (with a target: pinned to it).
+    Pin(GgmlType),
+    /// `min`/`max`: bounds on the allocator's choice, by bits per weight; needs a target.
+    Bounds {
+        /// Never fewer bits per weight than this type.
+        min: Option<GgmlType>,
+        /// Never more bits per weight than this type.
+        max: Option<GgmlType>,
+    },
+}
+
+impl RuleAction {
+    /// The type a rule assigns, or `None` for bounds.
+    pub fn pinned(self) -> Option<GgmlType> {
+        match self {
+            RuleAction::Pin(ty) => Some(ty),
+            RuleAction::Bounds { .. } => None,
+        }
+    }
+}
+
 /// One rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// What it matches.
     pub matcher: Match,
-    /// The type it assigns.
-    pub ty: GgmlType,
+    /// The type it assigns, or the bounds it sets.
+    pub action: RuleAction,
     /// Why (printed in plans).
     pub why: String,
     /// 1-based line in the recipe source.
@@ -147,8 +178,9 @@ pub struct Recipe {
     pub name: String,
     /// One-line description.
     pub description: String,
-    /// Type for quantizable tensors no rule matches.
-    pub default: GgmlType,
+    /// Type for quantizable tensors no rule matches (`None` in a recipe meant only as
+    /// constraints for a target).
+    pub default: Option<GgmlType>,
     /// Rules, in order; first match wins.
     pub rules: Vec<Rule>,
     /// The recipe text it was parsed from (hashed into output metadata).
@@ -161,7 +193,7 @@ struct RawRecipe {
     name: String,
     #[serde(default)]
     description: String,
-    default: Spanned<String>,
+    default: Option<Spanned<String>>,
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
 }
@@ -175,7 +207,9 @@ struct RawRule {
     moe_layers: Option<Spanned<String>>,
     depth: Option<Spanned<String>>,
     #[serde(rename = "type")]
-    ty: Spanned<String>,
+    ty: Option<Spanned<String>>,
+    min: Option<Spanned<String>>,
+    max: Option<Spanned<String>>,
     why: String,
 }
 
@@ -230,7 +264,7 @@ impl Recipe {
                 .parse::<GgmlType>()
                 .map_err(|e| err(s.span().start, e.to_string()))
         };
-        let default = parse_type(&raw.default)?;
+        let default = raw.default.as_ref().map(parse_type).transpose()?;
         let mut rules = Vec::with_capacity(raw.rules.len());
         for spanned in &raw.rules {
             let r = spanned.get_ref();
@@ -268,9 +302,37 @@ impl Recipe {
             if let Some(d) = &r.depth {
                 m.depth = Some(parse_depth(d.get_ref()).map_err(|e| err(d.span().start, e))?);
             }
+            let action = match (&r.ty, &r.min, &r.max) {
+                (Some(ty), None, None) => RuleAction::Pin(parse_type(ty)?),
+                (None, None, None) => {
+                    return Err(err(
+                        spanned.span().start,
+                        "a rule needs `type`, or `min`/`max` bounds".into(),
+                    ))
+                }
+                (Some(ty), _, _) => {
+                    return Err(err(
+                        ty.span().start,
+                        "a rule has either `type` or `min`/`max` bounds, not both".into(),
+                    ))
+                }
+                (None, min, max) => {
+                    let min = min.as_ref().map(parse_type).transpose()?;
+                    let max = max.as_ref().map(parse_type).transpose()?;
+                    if let (Some(lo), Some(hi)) = (min, max) {
+                        if lo.info().bpw() > hi.info().bpw() {
+                            return Err(err(
+                                spanned.span().start,
+                                format!("min {lo} has more bits per weight than max {hi}"),
+                            ));
+                        }
+                    }
+                    RuleAction::Bounds { min, max }
+                }
+            };
             rules.push(Rule {
                 matcher: m,
-                ty: parse_type(&r.ty)?,
+                action,
                 why: r.why.clone(),
                 line: line_of(text, spanned.span().start),
             });
@@ -291,7 +353,7 @@ impl Recipe {
             source: format!("name = \"{name}\"\ndefault = \"{}\"\n", ty.name()),
             description: format!("every quantizable tensor at {ty} (llama-quantize --pure)"),
             name,
-            default: ty,
+            default: Some(ty),
             rules: Vec::new(),
         }
     }

@@ -71,6 +71,15 @@ pub enum Command {
         dynquant run model.gguf -p \"The capital of France is\" -n 32 --temp 0\n  \
         dynquant run model.gguf -p \"Write a haiku about rust\" --chat --seed 1")]
     Run(RunArgs),
+    /// Measure each tensor's sensitivity (weight-space error per type, end-to-end KLD per group) for allocation.
+    #[command(after_help = "Examples:\n  \
+        dynquant measure model.gguf --imatrix model.imatrix.gguf --text groups_merged.txt -o model.sens\n  \
+        dynquant measure model.gguf --imatrix im.gguf --text calib.txt -o part0.sens --shard 0/2\n  \
+        dynquant measure merge part0.sens part1.sens -o model.sens\n  \
+        dynquant measure big.gguf --imatrix im.gguf -o big.sens --weights-only\n\
+        A killed scan continues where it stopped when run again with the same arguments\n\
+        (finished units are kept in OUT.partial). Shards are numbered 0 to N-1.")]
+    Measure(MeasureArgs),
     /// Run the built-in demonstration on a model dynquant makes itself (no download).
     #[command(after_help = "Example:\n  dynquant demo\n  dynquant demo --out-dir /tmp/dq")]
     Demo(DemoArgs),
@@ -179,6 +188,8 @@ pub struct PlanArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub recipe: RecipeArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Write the plan as a llama-quantize `--tensor-type-file` (one exact-name pattern per
     /// quantized tensor), so llama-quantize users can reproduce it.
     #[arg(long, value_name = "FILE")]
@@ -201,9 +212,11 @@ pub struct PlanArgs {
 /// A recipe and llama.cpp-compatible overrides (shared by `plan` and `quantize`).
 #[derive(Debug, Args)]
 pub struct RecipeArgs {
-    /// Preset name or recipe file (the help text lists the presets from their table).
-    #[arg(long, help = format!("Preset name ({}) or a recipe file", dynquant_plan::preset_names()))]
-    pub recipe: String,
+    /// Preset name or recipe file (the help text lists the presets from their table). With a
+    /// target (--target-size/--target-bpw/--target-kld) optional: its rules become pins
+    /// (`type`) and bounds (`min`/`max`) for the allocation.
+    #[arg(long, help = format!("Preset name ({}) or a recipe file; with a target, optional: its rules become constraints", dynquant_plan::preset_names()))]
+    pub recipe: Option<String>,
     /// Override: tensors whose name matches REGEX get TYPE (repeatable; first match wins).
     #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
     pub tensor_type: Vec<String>,
@@ -219,6 +232,31 @@ pub struct RecipeArgs {
     pub output_tensor_type: Option<String>,
 }
 
+/// Allocation to a target instead of a recipe's fixed types (shared by `plan` and `quantize`).
+#[derive(Debug, Args, Default)]
+pub struct TargetArgs {
+    /// The whole output file (all shards) at most this size: bytes, or 131GiB, 24G (decimal),
+    /// 500M. Never over, and within 0.5% under where the candidates allow.
+    #[arg(long, value_parser = parse_size_arg, conflicts_with_all = ["target_bpw", "target_kld"])]
+    pub target_size: Option<u64>,
+    /// Tensor data at most this many bits per weight (over all tensors).
+    #[arg(long, conflicts_with = "target_kld")]
+    pub target_bpw: Option<f64>,
+    /// The smallest file whose predicted mean KLD against the unquantized model is at most
+    /// this (nats per token).
+    #[arg(long)]
+    pub target_kld: Option<f64>,
+    /// A sensitivity scan of this model (`dynquant measure`); without it, the shipped priors.
+    #[arg(long, value_name = "FILE")]
+    pub sensitivity: Option<PathBuf>,
+    /// Candidate types for allocated tensors, comma-separated (default: IQ1_S..Q8_0, 14 types).
+    #[arg(long, value_delimiter = ',', value_name = "TYPES")]
+    pub candidates: Option<Vec<String>>,
+    /// Write the allocated plan as a recipe (TOML) that reproduces it with `--recipe FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub export_recipe: Option<PathBuf>,
+}
+
 /// `quantize`.
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
@@ -230,6 +268,8 @@ pub struct QuantizeArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub recipe: RecipeArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Importance matrix (llama.cpp's GGUF imatrix format).
     #[arg(long)]
     pub imatrix: Option<PathBuf>,
@@ -476,4 +516,70 @@ pub struct CompareArgs {
     pub json: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// `measure`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct MeasureArgs {
+    /// `merge`: join shard files.
+    #[command(subcommand)]
+    pub action: Option<MeasureAction>,
+    /// GGUF model to scan.
+    #[arg(required = true)]
+    pub model: Option<PathBuf>,
+    /// Importance matrix (GGUF or legacy .dat) used to quantize and to weight errors.
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
+    /// Calibration text (its first chunks are evaluated); not needed with --weights-only.
+    #[arg(long, short = 'f')]
+    pub text: Option<PathBuf>,
+    /// Output sensitivity file (or shard file with --shard).
+    #[arg(long, short = 'o', required = true)]
+    pub output: Option<PathBuf>,
+    /// Candidate types, comma-separated (default: IQ1_S,IQ1_M,IQ2_XXS,IQ2_XS,IQ2_S,IQ3_XXS,IQ3_S,Q2_K,Q3_K,IQ4_XS,Q4_K,Q5_K,Q6_K,Q8_0).
+    #[arg(long, value_delimiter = ',')]
+    pub candidates: Vec<String>,
+    /// Probe types, comma-separated (default: IQ2_XXS).
+    #[arg(long, value_delimiter = ',')]
+    pub probe: Vec<String>,
+    /// Tokens per calibration chunk.
+    #[arg(long, short = 'c', default_value_t = dynquant_measure::DEFAULT_CTX)]
+    pub ctx: usize,
+    /// Calibration chunks (the first ones of the text).
+    #[arg(long, default_value_t = dynquant_measure::DEFAULT_CHUNKS)]
+    pub chunks: usize,
+    /// Rows measured per tensor (spread over its experts; all rows of smaller tensors).
+    #[arg(long, default_value_t = dynquant_measure::DEFAULT_SAMPLE_ROWS)]
+    pub sample_rows: usize,
+    /// Only this shard of the units, I/N with I from 0 to N-1; writes a shard file for `measure merge`.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Only the weight-space errors (no engine evaluations; for models too large to run).
+    #[arg(long)]
+    pub weights_only: bool,
+    /// Print no progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+}
+
+/// `measure` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MeasureAction {
+    /// Join the shard files of one scan into the sensitivity file a whole run writes.
+    Merge(MeasureMergeArgs),
+}
+
+/// `measure merge`.
+#[derive(Debug, Args)]
+pub struct MeasureMergeArgs {
+    /// Shard files (every shard of one scan, any order).
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+    /// Output sensitivity file.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
 }

@@ -227,12 +227,13 @@ fn quantize_args(
         input: input.to_path_buf(),
         output: output.to_path_buf(),
         recipe: crate::args::RecipeArgs {
-            recipe: recipe.to_string(),
+            recipe: Some(recipe.to_string()),
             tensor_type: Vec::new(),
             tensor_type_file: None,
             token_embedding_type: None,
             output_tensor_type: None,
         },
+        target: crate::args::TargetArgs::default(),
         imatrix: Some(imatrix.to_path_buf()),
         // token_embd and output are not in an imatrix (llama-imatrix leaves them out too), and
         // the uniform IQ1_S/IQ2_XXS recipes give them types that want one.

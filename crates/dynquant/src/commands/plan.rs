@@ -3,12 +3,16 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use dynquant_gguf::imatrix::Imatrix;
 use dynquant_gguf::types::{GgmlType, ImatrixNeed};
-use dynquant_input::{load_imatrix, load_preset, plan_targets};
+use dynquant_gguf::OutputTarget;
+use dynquant_input::{load_imatrix, plan_targets};
 use dynquant_plan::{Decision, MlaLayout, Plan, Preset};
-use dynquant_quantize::unseen_experts_of;
+use dynquant_quantize::{output_metadata, unseen_experts_of, Provenance};
+
+use super::allocation::{self, load_sensitivity, make_plan, OutputShape};
+use super::{file_sha256, write_atomically};
 use serde_json::json;
 
 use super::human_bytes;
@@ -79,13 +83,16 @@ fn warnings(p: &Plan, imatrix: Option<&Imatrix>) -> Vec<String> {
     w
 }
 
-fn rule_label(t: &dynquant_plan::TensorPlan, preset: &Preset) -> String {
+fn rule_label(t: &dynquant_plan::TensorPlan, preset: Option<&Preset>) -> String {
+    let line = |i: usize| preset.map_or(0, |p| p.rule_line(i));
     match &t.decision {
         Decision::Kept(_) => "keep".into(),
         Decision::Override(i) => format!("override#{}", i + 1),
         Decision::SpecialOverride => "override".into(),
-        Decision::Rule(i) => format!("line {}", preset.rule_line(*i)),
+        Decision::Rule(i) => format!("line {}", line(*i)),
         Decision::Default => "default".into(),
+        Decision::Allocated(None) => "alloc".into(),
+        Decision::Allocated(Some(i)) => format!("alloc:{}", line(*i)),
     }
 }
 
@@ -105,7 +112,7 @@ fn summary_by<K: Ord + ToString>(
 
 fn to_json(
     p: &Plan,
-    preset: &Preset,
+    preset: Option<&Preset>,
     layout: &str,
     imatrix: Option<&Imatrix>,
 ) -> serde_json::Value {
@@ -118,6 +125,7 @@ fn to_json(
                 "source": t.source.name(), "requested": t.requested.name(), "type": t.target.name(),
                 "fallback": t.requested != t.target && !matches!(t.decision, Decision::Kept(_)),
                 "bytes": t.bytes, "rule": rule_label(t, preset), "why": t.why,
+                "predicted_kld": t.predicted_kld,
             })
         })
         .collect();
@@ -149,7 +157,7 @@ fn to_json(
 
 fn to_text(
     p: &Plan,
-    preset: &Preset,
+    preset: Option<&Preset>,
     layout: &str,
     all: bool,
     imatrix: Option<&Imatrix>,
@@ -227,22 +235,10 @@ fn to_text(
 /// Writes `^name$=type` for every quantized tensor: a llama-quantize `--tensor-type-file` that
 /// pins every type of this plan (its shape fallback then changes nothing, as ours already ran).
 fn export_tensor_types(p: &Plan, path: &std::path::Path) -> Result<()> {
-    let mut text = String::new();
-    for t in p
-        .tensors
-        .iter()
-        .filter(|t| !matches!(t.decision, Decision::Kept(_)))
-    {
-        let _ = writeln!(text, "^{}$={}", regex::escape(&t.name), t.target.name());
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    write_atomically(path, &dynquant_plan::to_tensor_type_file(p))
 }
 
 pub fn run(a: &PlanArgs) -> Result<()> {
-    let preset = load_preset(&a.recipe.recipe)?;
     let mut opts = plan_options(&a.recipe)?;
     opts.has_imatrix = a.imatrix.is_some();
     let first = match a.layout {
@@ -251,26 +247,72 @@ pub fn run(a: &PlanArgs) -> Result<()> {
     };
     let targets = plan_targets(&a.model, first)?;
     let imatrix = a.imatrix.as_deref().map(load_imatrix).transpose()?;
+    let imatrix_sha256 = a.imatrix.as_deref().map(file_sha256).transpose()?;
+    let sensitivity = a
+        .target
+        .sensitivity
+        .as_deref()
+        .map(|p| load_sensitivity(p, None, imatrix_sha256.as_deref()))
+        .transpose()?;
     let mut plans = Vec::new();
     for t in &targets {
+        let input_metadata = t.inventory.metadata.clone();
+        let metadata = |name: &str| {
+            output_metadata(
+                input_metadata.clone(),
+                &Provenance {
+                    file_type: 0,
+                    tool_version: env!("CARGO_PKG_VERSION"),
+                    recipe_name: name,
+                    recipe_source: "",
+                    imatrix: imatrix.as_ref().zip(a.imatrix.as_deref()),
+                },
+            )
+        };
+        let shape = OutputShape {
+            target: OutputTarget::Single("plan.gguf".into()),
+            metadata: &metadata,
+        };
         plans.push((
             layout_label(t.layout).to_string(),
-            preset.plan(&t.inventory, &opts)?,
+            make_plan(
+                &a.recipe,
+                &a.target,
+                &opts,
+                &t.inventory,
+                sensitivity.as_ref(),
+                &shape,
+            )?,
         ));
     }
-    let (layout, main) = &plans[0];
+    let (layout, planned) = &plans[0];
+    let main = &planned.plan;
+    let preset = planned.preset.as_ref();
     if let Some(path) = &a.export_tensor_types {
         export_tensor_types(main, path)?;
     }
+    if let Some(path) = &a.target.export_recipe {
+        write_atomically(path, &planned.recipe_source)?;
+    }
     let out = if a.json {
-        let mut v = to_json(main, &preset, layout, imatrix.as_ref());
+        let mut v = to_json(main, preset, layout, imatrix.as_ref());
+        if let Some(r) = &planned.report {
+            v["allocation"] = allocation::to_json(r);
+        }
         if let Some((other_layout, other)) = plans.get(1) {
+            let other = &other.plan;
             v["other_layout"] = json!({"layout": other_layout, "total_bytes": other.total_bytes, "total_gib": other.total_bytes as f64 / GIB, "bpw": other.bpw()});
         }
         serde_json::to_string_pretty(&v)? + "\n"
     } else {
-        let mut s = to_text(main, &preset, layout, a.tensors, imatrix.as_ref());
+        let mut s = to_text(main, preset, layout, a.tensors, imatrix.as_ref());
+        if let Some(r) = &planned.report {
+            for line in allocation::describe(r) {
+                let _ = writeln!(s, "{line}");
+            }
+        }
         if let Some((other_layout, other)) = plans.get(1) {
+            let other = &other.plan;
             let _ = writeln!(
                 s,
                 "{other_layout}: {:.2} GiB, {:.3} bpw",

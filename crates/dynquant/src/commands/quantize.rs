@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use dynquant_gguf::types::GgmlType;
 use dynquant_gguf::WriteOptions;
-use dynquant_input::{load_imatrix, load_preset, ModelInput};
+use dynquant_input::{load_imatrix, ModelInput};
 use dynquant_quantize::{
     check_imatrix_coverage, output_metadata, quantize_model, unseen_experts, Progress, Provenance,
     QuantizeJob, DEFAULT_SLAB_VALUES,
@@ -14,8 +14,9 @@ use dynquant_quantize::{
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::human_bytes;
+use super::allocation::{self, describe, load_sensitivity, make_plan, OutputShape};
 use super::overrides::plan_options;
+use super::{file_sha256, human_bytes, write_atomically};
 use crate::args::QuantizeArgs;
 
 struct Bar(ProgressBar);
@@ -37,23 +38,48 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         eprintln!("warning: {w}");
     }
     let inv = input.inventory();
-    let preset = load_preset(&a.recipe.recipe)?;
     let mut opts = plan_options(&a.recipe)?;
     opts.has_imatrix = a.imatrix.is_some();
-    let plan = preset.plan(&inv, &opts)?;
     let imatrix = a.imatrix.as_deref().map(load_imatrix).transpose()?;
-    let recipe_name = preset.name();
-    let recipe_source = preset.source();
-    let md = output_metadata(
-        input.metadata(),
-        &Provenance {
-            file_type: preset.file_type(&plan),
-            tool_version: env!("CARGO_PKG_VERSION"),
-            recipe_name: &recipe_name,
-            recipe_source: &recipe_source,
-            imatrix: imatrix.as_ref().zip(a.imatrix.as_deref()),
+    let imatrix_sha256 = a.imatrix.as_deref().map(file_sha256).transpose()?;
+    let sensitivity = a
+        .target
+        .sensitivity
+        .as_deref()
+        .map(|p| load_sensitivity(p, None, imatrix_sha256.as_deref()))
+        .transpose()?;
+    let target = a.shards.target(&a.output);
+    let input_metadata = input.metadata();
+    let metadata_for = |name: &str, source: &str, file_type: u32| {
+        output_metadata(
+            input_metadata.clone(),
+            &Provenance {
+                file_type,
+                tool_version: env!("CARGO_PKG_VERSION"),
+                recipe_name: name,
+                recipe_source: source,
+                imatrix: imatrix.as_ref().zip(a.imatrix.as_deref()),
+            },
+        )
+    };
+    let layout_metadata = |name: &str| metadata_for(name, "", 0);
+    let planned = make_plan(
+        &a.recipe,
+        &a.target,
+        &opts,
+        &inv,
+        sensitivity.as_ref(),
+        &OutputShape {
+            target: target.clone(),
+            metadata: &layout_metadata,
         },
-    );
+    )?;
+    if let Some(path) = &a.target.export_recipe {
+        write_atomically(path, &planned.recipe_source)?;
+    }
+    let plan = &planned.plan;
+    let recipe_name = planned.recipe_name.clone();
+    let md = metadata_for(&recipe_name, &planned.recipe_source, planned.file_type());
 
     let job = QuantizeJob {
         model: input.source(),
@@ -65,6 +91,13 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         slab_values: DEFAULT_SLAB_VALUES,
     };
     check_imatrix_coverage(&job)?;
+    if let Some(r) = &planned.report {
+        if !a.quiet && !a.json {
+            for line in describe(r) {
+                eprintln!("{line}");
+            }
+        }
+    }
     let unseen = unseen_experts(&job);
     for u in &unseen {
         eprintln!(
@@ -72,7 +105,6 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
             u.tensor, u.unseen, u.total
         );
     }
-    let target = a.shards.target(&a.output);
     let mut type_counts: BTreeMap<&str, usize> = BTreeMap::new();
     for t in &plan.tensors {
         *type_counts.entry(t.target.name()).or_default() += 1;
@@ -82,6 +114,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
             "recipe": recipe_name, "dry_run": dry, "outputs": paths, "bytes": bytes,
             "tensor_bytes": plan.total_bytes, "params": plan.total_params, "bpw": plan.bpw(),
             "types": type_counts, "seconds": started.elapsed().as_secs_f64(),
+            "allocation": planned.report.as_ref().map(allocation::to_json),
             "unseen_experts": unseen.iter().map(|u| json!({"tensor": u.tensor, "unseen": u.unseen, "total": u.total})).collect::<Vec<_>>(),
         })
     };

@@ -1,0 +1,148 @@
+//! The end-to-end part: the unquantized model's run over the calibration chunks, kept as the
+//! hidden state entering every block and the full next-token log-probabilities of every scored
+//! position, and a probe: the model with a few tensors replaced (engine `WeightOverrides`),
+//! run from the first block those tensors touch, compared with the kept distributions.
+//!
+//! Each chunk is evaluated from an empty cache and its second half scored, as
+//! llama-perplexity and `dynquant kld` do. The KL divergence is exact over the whole
+//! vocabulary (no top-k truncation: a single group's ΔKLD can be 1e-5 nats, below a top-k
+//! tail's rounding). Blocks before the probe's first block see unchanged weights, so their
+//! output is the kept state: a probe of block L costs blocks L.. only, with the same bits a
+//! whole run would give.
+
+use std::time::Instant;
+
+use dynquant_engine::ops::log_softmax;
+use dynquant_engine::{Logits, Model, WeightOverrides};
+use dynquant_gguf::GgufModel;
+use rayon::prelude::*;
+
+use crate::MeasureError;
+
+/// Where a probe's evaluation starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// From the tokens (the embedding changed).
+    Tokens,
+    /// From the state entering block `n` (`n_layer`: the output projection only).
+    Block(usize),
+}
+
+/// One calibration chunk of the unquantized model.
+struct Chunk {
+    tokens: Vec<u32>,
+    /// State entering each block, then the last block's output.
+    states: Vec<Vec<f32>>,
+    /// Log-probabilities of every scored position (`n_vocab` each, consecutive).
+    base: Vec<f64>,
+}
+
+/// The unquantized model's run over the calibration chunks.
+pub(crate) struct Calibration {
+    chunks: Vec<Chunk>,
+    ctx: usize,
+    n_vocab: usize,
+    /// Wall time of the run (one whole-model evaluation of every chunk).
+    pub seconds: f64,
+}
+
+fn engine(e: dynquant_engine::EngineError) -> MeasureError {
+    MeasureError::Engine(Box::new(e))
+}
+
+impl Calibration {
+    /// Runs the unquantized model over `chunks` (token lists of `ctx` each).
+    pub(crate) fn run(gguf: &GgufModel, chunks: Vec<Vec<u32>>) -> Result<Self, MeasureError> {
+        let t0 = Instant::now();
+        let model = Model::load(gguf).map_err(engine)?;
+        let ctx = chunks.first().map_or(0, Vec::len);
+        let mut s = model.session(ctx);
+        let mut out = Vec::with_capacity(chunks.len());
+        for tokens in chunks {
+            let states = s.hidden_states(&tokens).map_err(engine)?;
+            s.clear();
+            let last = states.last().cloned().unwrap_or_default();
+            let logits = s
+                .eval_from(model.n_layer(), &last, Logits::From(ctx / 2))
+                .map_err(engine)?;
+            let base = log_probs(&logits, model.n_vocab, ctx);
+            out.push(Chunk {
+                tokens,
+                states,
+                base,
+            });
+        }
+        Ok(Calibration {
+            chunks: out,
+            ctx,
+            n_vocab: model.n_vocab,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Scored positions over all chunks.
+    pub(crate) fn positions(&self) -> usize {
+        self.chunks.len() * (self.ctx / 2).saturating_sub(1)
+    }
+
+    /// Mean KL(unquantized ‖ probed) over the scored positions and its standard error, with
+    /// the tensors of `overrides` replaced, evaluated from `start`.
+    pub(crate) fn probe(
+        &self,
+        gguf: &GgufModel,
+        overrides: &WeightOverrides,
+        start: Start,
+    ) -> Result<(f64, f64), MeasureError> {
+        let model = Model::load_with(gguf, overrides).map_err(engine)?;
+        let ctx = self.ctx;
+        let mut s = model.session(ctx);
+        let mut klds = Vec::with_capacity(self.positions());
+        for c in &self.chunks {
+            s.clear();
+            let logits = match start {
+                Start::Tokens => s.eval(&c.tokens, Logits::From(ctx / 2), None),
+                Start::Block(b) => {
+                    let b = b.min(model.n_layer());
+                    s.eval_from(b, &c.states[b], Logits::From(ctx / 2))
+                }
+            }
+            .map_err(engine)?;
+            let ours = log_probs(&logits, self.n_vocab, ctx);
+            let nv = self.n_vocab;
+            let per: Vec<f64> = c
+                .base
+                .par_chunks(nv)
+                .zip(ours.par_chunks(nv))
+                .map(|(p, q)| {
+                    let kl: f64 = p.iter().zip(q).map(|(&lp, &lq)| lp.exp() * (lp - lq)).sum();
+                    kl.max(0.0)
+                })
+                .collect();
+            klds.extend(per);
+        }
+        Ok(mean_and_stderr(&klds))
+    }
+}
+
+/// Log-probabilities of the scored positions `ctx/2 .. ctx-2` from the logits of positions
+/// `ctx/2..` (the last position has no next token and is not scored, as in llama-perplexity).
+fn log_probs(logits: &[f32], nv: usize, ctx: usize) -> Vec<f64> {
+    let scored = (ctx / 2).saturating_sub(1);
+    let mut out = vec![0f64; scored * nv];
+    out.par_chunks_mut(nv)
+        .zip(logits.par_chunks(nv))
+        .for_each(|(o, l)| o.copy_from_slice(&log_softmax(l)));
+    out
+}
+
+/// Mean and standard error of the mean (sample variance over n − 1, as the engine's
+/// `KldStats` computes them).
+fn mean_and_stderr(v: &[f64]) -> (f64, f64) {
+    let n = v.len();
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let mean = v.iter().sum::<f64>() / n as f64;
+    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n.max(2) - 1) as f64;
+    (mean, (var / n as f64).sqrt())
+}

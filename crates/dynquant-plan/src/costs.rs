@@ -1,0 +1,584 @@
+//! Predicted quality cost (ΔKLD against the unquantized model, nats per token) of storing one
+//! tensor as one type: from a sensitivity scan ([`SensitivityCosts`]), or without one from
+//! per-role priors fitted on the test models ([`Priors`]).
+//!
+//! The model behind both: a group's end-to-end KLD grows with its importance-weighted squared
+//! weight error `W = Σ n·E` as a power law `d = a·W^p` (p = 1 to first order: logit errors are
+//! linear in weight errors and KLD is quadratic in small logit errors), fitted through the
+//! group's probes (log-log interpolation between two probes, one probe fixes `a` with p = 1),
+//! and a tensor's share of its group scales with its own error. Contributions of different
+//! tensors add (their errors are independent), which is what makes the allocation a knapsack.
+
+use std::collections::BTreeMap;
+
+use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::TensorInfo;
+use serde::Deserialize;
+
+use crate::role::{Role, TensorClass};
+use crate::sensitivity::Sensitivity;
+
+/// Slopes of the log-log fit are kept in this range: a noisy pair of probes must not make the
+/// allocator believe errors stop mattering, or explode.
+const EXPONENT_RANGE: (f64, f64) = (0.5, 2.5);
+
+/// A source of predicted costs.
+pub trait CostModel {
+    /// Predicted ΔKLD of tensor `tensor` (`class` its role) stored as `stored` (a type the
+    /// tensor's rows fit, after ggml's fallback), or `None` when this model cannot tell (the
+    /// type was not measured).
+    fn predicted_kld(
+        &self,
+        tensor: &TensorInfo,
+        class: &TensorClass,
+        stored: GgmlType,
+    ) -> Option<f64>;
+    /// One line on where the predictions come from (printed with plans).
+    fn describe(&self) -> String;
+}
+
+/// A power law `d = a·W^p`, anchored at a probe.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PowerLaw {
+    /// Anchor: weight error and ΔKLD of one probe.
+    w0: f64,
+    d0: f64,
+    /// Exponents below and above the anchor.
+    p_low: f64,
+    p_high: f64,
+}
+
+impl PowerLaw {
+    /// Fits through probes `(W, d)` sorted by `W`: log-log interpolation between the two
+    /// nearest probes, the end segments' slopes outside; one probe gives p = 1.
+    fn fit(mut probes: Vec<(f64, f64)>) -> Option<PowerLaw> {
+        probes.retain(|&(w, d)| w > 0.0 && w.is_finite() && d.is_finite());
+        if probes.is_empty() {
+            return None;
+        }
+        probes.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // KLD is positive; a probe below the noise keeps a tiny positive value so logs exist.
+        let floor = probes.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-12) * 1e-6;
+        let pts: Vec<(f64, f64)> = probes
+            .iter()
+            .map(|&(w, d)| (w.ln(), d.max(floor).ln()))
+            .collect();
+        let slope = |a: (f64, f64), b: (f64, f64)| {
+            if (b.0 - a.0).abs() < 1e-12 {
+                1.0
+            } else {
+                ((b.1 - a.1) / (b.0 - a.0)).clamp(EXPONENT_RANGE.0, EXPONENT_RANGE.1)
+            }
+        };
+        let (p_low, p_high) = if pts.len() == 1 {
+            (1.0, 1.0)
+        } else {
+            let s = slope(pts[0], pts[pts.len() - 1]);
+            (s, s)
+        };
+        // Anchored at the geometric middle of the probes.
+        let n = pts.len() as f64;
+        let (lw, ld) = pts
+            .iter()
+            .fold((0.0, 0.0), |(a, b), p| (a + p.0 / n, b + p.1 / n));
+        Some(PowerLaw {
+            w0: lw.exp(),
+            d0: ld.exp(),
+            p_low,
+            p_high,
+        })
+    }
+
+    fn at(&self, w: f64) -> f64 {
+        if w <= 0.0 {
+            return 0.0;
+        }
+        let p = if w < self.w0 { self.p_low } else { self.p_high };
+        self.d0 * (w / self.w0).powf(p)
+    }
+}
+
+/// Costs from a sensitivity scan.
+#[derive(Debug, Clone)]
+pub struct SensitivityCosts {
+    /// Per tensor: elements, errors per stored type, and its group's law and share.
+    tensors: BTreeMap<String, TensorCost>,
+    probes: usize,
+    priors: Priors,
+}
+
+#[derive(Debug, Clone)]
+struct TensorCost {
+    n: f64,
+    /// Keyed by type (the file's names are parsed case-insensitively, as ggml names are).
+    errors: BTreeMap<GgmlType, f64>,
+    /// The group's law and this tensor's share of the group's weight error.
+    law: Option<(PowerLaw, f64)>,
+}
+
+impl SensitivityCosts {
+    /// Costs from `s`; tensors without probes (a `--weights-only` scan) use `priors`' laws
+    /// with their measured errors.
+    pub fn new(s: &Sensitivity, priors: Priors) -> SensitivityCosts {
+        let mut tensors: BTreeMap<String, TensorCost> = s
+            .tensors
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    TensorCost {
+                        n: t.n_elements as f64,
+                        errors: t
+                            .errors
+                            .iter()
+                            .filter_map(|(ty, e)| ty.parse::<GgmlType>().ok().map(|ty| (ty, *e)))
+                            .collect(),
+                        law: None,
+                    },
+                )
+            })
+            .collect();
+        let mut groups: BTreeMap<&str, Vec<&crate::sensitivity::GroupProbe>> = BTreeMap::new();
+        for g in &s.groups {
+            groups.entry(g.group.as_str()).or_default().push(g);
+        }
+        for probes in groups.values() {
+            let Some(law) = PowerLaw::fit(
+                probes
+                    .iter()
+                    .map(|p| (p.weight_error, p.delta_kld))
+                    .collect(),
+            ) else {
+                continue;
+            };
+            // Shares at the first probe type (the same for every probe to first order).
+            let first = probes[0];
+            let total: f64 = first.weight_error;
+            for name in &first.tensors {
+                let Some(t) = tensors.get_mut(name) else {
+                    continue;
+                };
+                let own = first
+                    .probe
+                    .parse::<GgmlType>()
+                    .ok()
+                    .and_then(|p| t.errors.get(&p))
+                    .map_or(0.0, |e| e * t.n);
+                let share = if total > 0.0 && first.tensors.len() > 1 {
+                    (own / total).clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
+                t.law = Some((law, share));
+            }
+        }
+        SensitivityCosts {
+            tensors,
+            probes: s.groups.len(),
+            priors,
+        }
+    }
+}
+
+impl CostModel for SensitivityCosts {
+    fn predicted_kld(
+        &self,
+        tensor: &TensorInfo,
+        class: &TensorClass,
+        stored: GgmlType,
+    ) -> Option<f64> {
+        let t = self.tensors.get(&tensor.name)?;
+        let e = *t.errors.get(&stored)?;
+        match t.law {
+            Some((law, share)) if share > 0.0 => Some(share * law.at(t.n * e / share)),
+            Some(_) => Some(0.0),
+            None => Some(self.priors.cost_of_error(
+                class.role,
+                e,
+                tensor_count(&self.priors, class),
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "sensitivity scan: measured weight errors of {} tensors, {} end-to-end probes",
+            self.tensors.len(),
+            self.probes
+        )
+    }
+}
+
+fn tensor_count(priors: &Priors, class: &TensorClass) -> f64 {
+    priors.role_counts.get(&class.role).copied().unwrap_or(1) as f64
+}
+
+/// The current priors file format.
+pub const PRIORS_FORMAT: &str = "dynquant-priors/1";
+
+/// Per-role laws and per-type typical errors, for planning without a scan (no weights at all,
+/// e.g. a bare DeepSeek-R1 `config.json`).
+#[derive(Debug, Clone)]
+pub struct Priors {
+    /// Typical relative importance-weighted squared error per type.
+    pub type_errors: BTreeMap<GgmlType, f64>,
+    /// Per role: ΔKLD of all of a model's tensors of that role together at relative error
+    /// `E` is `scale·E^exponent`; one tensor of `n` gets `1/n` of it.
+    pub roles: BTreeMap<Role, RolePrior>,
+    /// For roles without an entry.
+    pub fallback: RolePrior,
+    /// Where they were fitted (informational).
+    pub fitted_on: Vec<String>,
+    /// Tensors per role in the model being planned (set by [`Priors::for_model`]).
+    role_counts: BTreeMap<Role, usize>,
+}
+
+/// One role's prior law.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolePrior {
+    /// ΔKLD of the whole role at relative error 1.
+    pub scale: f64,
+    /// Exponent of the relative error.
+    pub exponent: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPriors {
+    format: String,
+    #[serde(default)]
+    fitted_on: Vec<String>,
+    types: BTreeMap<String, f64>,
+    roles: BTreeMap<String, RolePrior>,
+}
+
+/// A priors file that cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("priors: {0}")]
+pub struct PriorsError(String);
+
+/// The priors shipped with dynquant.
+const SHIPPED_PRIORS: &str = include_str!("../priors/default.toml");
+
+impl Priors {
+    /// The shipped priors.
+    pub fn shipped() -> Priors {
+        Priors::parse(SHIPPED_PRIORS).expect("shipped priors parse")
+    }
+
+    /// Parses a priors file (TOML).
+    pub fn parse(text: &str) -> Result<Priors, PriorsError> {
+        let raw: RawPriors = toml::from_str(text).map_err(|e| PriorsError(e.to_string()))?;
+        if raw.format != PRIORS_FORMAT {
+            return Err(PriorsError(format!(
+                "format '{}', expected '{PRIORS_FORMAT}'",
+                raw.format
+            )));
+        }
+        let mut type_errors = BTreeMap::new();
+        for (name, e) in raw.types {
+            let ty: GgmlType = name.parse().map_err(|e| PriorsError(format!("{e}")))?;
+            type_errors.insert(ty, e);
+        }
+        let mut roles = BTreeMap::new();
+        let mut fallback = None;
+        for (name, law) in raw.roles {
+            if name == "default" {
+                fallback = Some(law);
+                continue;
+            }
+            let role = Role::from_name(&name)
+                .ok_or_else(|| PriorsError(format!("unknown role '{name}'")))?;
+            roles.insert(role, law);
+        }
+        Ok(Priors {
+            type_errors,
+            roles,
+            fallback: fallback.ok_or_else(|| PriorsError("no [roles.default]".into()))?,
+            fitted_on: raw.fitted_on,
+            role_counts: BTreeMap::new(),
+        })
+    }
+
+    /// These priors for a model whose tensors have `classes` (counts tensors per role).
+    pub fn for_model(mut self, classes: &[TensorClass]) -> Priors {
+        self.role_counts.clear();
+        for c in classes {
+            *self.role_counts.entry(c.role).or_default() += 1;
+        }
+        self
+    }
+
+    fn law(&self, role: Role) -> RolePrior {
+        self.roles.get(&role).copied().unwrap_or(self.fallback)
+    }
+
+    /// ΔKLD of one of `n_role` tensors of `role` at relative error `e`.
+    fn cost_of_error(&self, role: Role, e: f64, n_role: f64) -> f64 {
+        let law = self.law(role);
+        law.scale * e.max(0.0).powf(law.exponent) / n_role.max(1.0)
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    })
+}
+
+impl Priors {
+    /// Fits priors on sensitivity scans of whole models (`dynquant-dev fit-priors`):
+    /// * each type's typical error: the median over every measured tensor that stores it;
+    /// * each role's law: from each probed group, its element-weighted relative error
+    ///   `E = W / Σn` and ΔKLD `d`; the exponent is the median log-log slope between a group's
+    ///   probes (1 with one probe), and the scale the median of `d · n_groups / E^p` (a group of
+    ///   `m` tensors gives each of its roles `1/m` of it), `n_groups` the number of groups of that
+    ///   kind in the model, so a deeper model spreads the same role's cost over more layers.
+    pub fn fit(scans: &[(&str, &Sensitivity)]) -> Priors {
+        let mut type_samples: BTreeMap<GgmlType, Vec<f64>> = BTreeMap::new();
+        let mut scale_samples: BTreeMap<Role, Vec<f64>> = BTreeMap::new();
+        let mut slope_samples: BTreeMap<Role, Vec<f64>> = BTreeMap::new();
+        for (_, s) in scans {
+            let n_of: BTreeMap<&str, f64> = s
+                .tensors
+                .iter()
+                .map(|t| (t.name.as_str(), t.n_elements as f64))
+                .collect();
+            for t in &s.tensors {
+                for (ty, e) in &t.errors {
+                    if let Ok(ty) = ty.parse::<GgmlType>() {
+                        type_samples.entry(ty).or_default().push(*e);
+                    }
+                }
+            }
+            let mut groups: BTreeMap<&str, Vec<&crate::sensitivity::GroupProbe>> = BTreeMap::new();
+            for g in &s.groups {
+                groups.entry(g.group.as_str()).or_default().push(g);
+            }
+            // Groups of one kind: the same set of roles.
+            let roles_of = |g: &crate::sensitivity::GroupProbe| -> Vec<Role> {
+                let mut r: Vec<Role> = g
+                    .tensors
+                    .iter()
+                    .map(|n| crate::role::parse_name(n).0)
+                    .collect();
+                r.sort();
+                r.dedup();
+                r
+            };
+            let mut kind_counts: BTreeMap<Vec<Role>, usize> = BTreeMap::new();
+            for probes in groups.values() {
+                *kind_counts.entry(roles_of(probes[0])).or_default() += 1;
+            }
+            for probes in groups.values() {
+                let roles = roles_of(probes[0]);
+                let n_groups = kind_counts[&roles] as f64;
+                let m = probes[0].tensors.len().max(1) as f64;
+                let pts: Vec<(f64, f64)> = probes
+                    .iter()
+                    .filter_map(|p| {
+                        let n: f64 = p.tensors.iter().filter_map(|t| n_of.get(t.as_str())).sum();
+                        (n > 0.0 && p.weight_error > 0.0 && p.delta_kld > 0.0)
+                            .then(|| (p.weight_error / n, p.delta_kld))
+                    })
+                    .collect();
+                if pts.is_empty() {
+                    continue;
+                }
+                let slope = if pts.len() >= 2 {
+                    let (a, b) = (pts[0], pts[pts.len() - 1]);
+                    let dl = (b.0.ln() - a.0.ln()).abs();
+                    (dl > 1e-9).then(|| {
+                        ((b.1.ln() - a.1.ln()) / (b.0.ln() - a.0.ln()))
+                            .clamp(EXPONENT_RANGE.0, EXPONENT_RANGE.1)
+                    })
+                } else {
+                    None
+                };
+                for role in &roles {
+                    if let Some(sl) = slope {
+                        slope_samples.entry(*role).or_default().push(sl);
+                    }
+                }
+                let p = slope.unwrap_or(1.0);
+                for (e, d) in &pts {
+                    for role in &roles {
+                        scale_samples
+                            .entry(*role)
+                            .or_default()
+                            .push(d * n_groups / e.powf(p) / m);
+                    }
+                }
+            }
+        }
+        let mut roles = BTreeMap::new();
+        for (role, scales) in scale_samples {
+            let exponent = slope_samples.remove(&role).and_then(median).unwrap_or(1.0);
+            // The scale again at the role's exponent, from the samples' own (1 if unknown).
+            if let Some(scale) = median(scales) {
+                roles.insert(role, RolePrior { scale, exponent });
+            }
+        }
+        let fallback = RolePrior {
+            scale: median(roles.values().map(|r| r.scale).collect()).unwrap_or(1.0),
+            exponent: median(roles.values().map(|r| r.exponent).collect()).unwrap_or(1.0),
+        };
+        Priors {
+            type_errors: type_samples
+                .into_iter()
+                .filter_map(|(t, v)| median(v).map(|m| (t, m)))
+                .collect(),
+            roles,
+            fallback,
+            fitted_on: scans.iter().map(|(n, _)| n.to_string()).collect(),
+            role_counts: BTreeMap::new(),
+        }
+    }
+
+    /// The priors file's text (what [`Priors::parse`] reads).
+    pub fn to_toml(&self) -> String {
+        let mut s = String::from(
+            "# Priors for planning to a target without a sensitivity scan (see costs.rs), made by\n\
+             # `dynquant-dev fit-priors`; do not edit by hand.\n\
+             # types: typical relative importance-weighted squared error of dynquant's quantizer.\n\
+             # roles: ΔKLD (nats/token) of all of a model's tensors of one role at relative error E\n\
+             # is scale * E^exponent (each of the role's n tensors gets 1/n of it).\n",
+        );
+        s.push_str(&format!("format = \"{PRIORS_FORMAT}\"\n"));
+        let fitted: Vec<String> = self.fitted_on.iter().map(|f| format!("{f:?}")).collect();
+        s.push_str(&format!("fitted_on = [{}]\n\n[types]\n", fitted.join(", ")));
+        for (t, e) in &self.type_errors {
+            s.push_str(&format!("{} = {e:.6e}\n", t.name().to_uppercase()));
+        }
+        let mut role = |name: &str, r: &RolePrior| {
+            s.push_str(&format!(
+                "\n[roles.{name}]\nscale = {:.6e}\nexponent = {:.4}\n",
+                r.scale, r.exponent
+            ));
+        };
+        role("default", &self.fallback);
+        for (r, law) in &self.roles {
+            role(r.name(), law);
+        }
+        s
+    }
+}
+
+impl CostModel for Priors {
+    fn predicted_kld(
+        &self,
+        _tensor: &TensorInfo,
+        class: &TensorClass,
+        stored: GgmlType,
+    ) -> Option<f64> {
+        let e = *self.type_errors.get(&stored)?;
+        Some(self.cost_of_error(class.role, e, tensor_count(self, class)))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "priors (no sensitivity scan): per-role laws fitted on {}",
+            if self.fitted_on.is_empty() {
+                "nothing".to_string()
+            } else {
+                self.fitted_on.join(", ")
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn power_law_through_probes() {
+        let one = PowerLaw::fit(vec![(2.0, 0.1)]).unwrap();
+        assert!((one.at(4.0) - 0.2).abs() < 1e-12);
+        let two = PowerLaw::fit(vec![(1.0, 0.01), (4.0, 0.16)]).unwrap();
+        assert!((two.p_low - 2.0).abs() < 1e-9);
+        assert!((two.at(1.0) - 0.01).abs() < 1e-12);
+        assert!((two.at(4.0) - 0.16).abs() < 1e-12);
+        // Steeper than the range: clamped.
+        let steep = PowerLaw::fit(vec![(1.0, 1e-6), (2.0, 1.0)]).unwrap();
+        assert_eq!(steep.p_high, EXPONENT_RANGE.1);
+        assert!(PowerLaw::fit(vec![(0.0, 1.0)]).is_none());
+    }
+
+    #[test]
+    fn priors_fitted_on_a_scan_recover_its_law_and_predict_it() {
+        use crate::sensitivity::{GroupProbe, SensitivityKey, TensorError, SENSITIVITY_FORMAT};
+        // Four layers of attn_q whose whole-role ΔKLD is 3·E^1.5 (each layer a quarter).
+        let (scale, p, n) = (3.0, 1.5, 1000u64);
+        let errors = BTreeMap::from([("Q4_K".to_string(), 0.004), ("IQ2_XXS".to_string(), 0.06)]);
+        let mut tensors = Vec::new();
+        let mut groups = Vec::new();
+        for l in 0..4 {
+            let name = format!("blk.{l}.attn_q.weight");
+            tensors.push(TensorError {
+                name: name.clone(),
+                n_elements: n,
+                rows_measured: 4,
+                errors: errors.clone(),
+            });
+            for (ty, e) in &errors {
+                groups.push(GroupProbe {
+                    group: format!("blk.{l}.attn_q"),
+                    tensors: vec![name.clone()],
+                    probe: ty.clone(),
+                    delta_kld: scale * e.powf(p) / 4.0,
+                    stderr: 0.0,
+                    weight_error: e * n as f64,
+                    tokens: 100,
+                });
+            }
+        }
+        let s = Sensitivity {
+            format: SENSITIVITY_FORMAT.into(),
+            dynquant_version: env!("CARGO_PKG_VERSION").into(),
+            key: SensitivityKey {
+                model_sha256: String::new(),
+                imatrix_sha256: None,
+                text_sha256: String::new(),
+            },
+            settings: BTreeMap::new(),
+            candidates: vec!["Q4_K".into(), "IQ2_XXS".into()],
+            tensors,
+            groups,
+        };
+        let fitted = Priors::fit(&[("synthetic", &s)]);
+        let law = fitted.roles[&Role::AttnQ];
+        assert!((law.exponent - p).abs() < 1e-9, "{law:?}");
+        assert!((law.scale / scale - 1.0).abs() < 1e-9, "{law:?}");
+        assert!((fitted.type_errors[&GgmlType::Q4_K] - 0.004).abs() < 1e-12);
+        // Round trip through the file, and the scan's own costs agree with the probes.
+        let again = Priors::parse(&fitted.to_toml()).unwrap();
+        assert!((again.roles[&Role::AttnQ].scale / scale - 1.0).abs() < 1e-5);
+        let costs = SensitivityCosts::new(&s, again);
+        let t = TensorInfo::new("blk.2.attn_q.weight", vec![100, 10], GgmlType::F16).unwrap();
+        let class = crate::role::classify(std::slice::from_ref(&t)).remove(0);
+        let got = costs.predicted_kld(&t, &class, GgmlType::Q4_K).unwrap();
+        assert!(
+            (got / (scale * 0.004f64.powf(p) / 4.0) - 1.0).abs() < 1e-9,
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn shipped_priors_parse_and_rank_types() {
+        let p = Priors::shipped();
+        let e = |t| p.type_errors[&t];
+        assert!(e(GgmlType::IQ1_S) > e(GgmlType::IQ2_XXS));
+        assert!(e(GgmlType::Q4_K) > e(GgmlType::Q6_K));
+        assert!(Priors::parse("format = \"x\"\n[types]\n[roles]\n").is_err());
+    }
+}

@@ -1,0 +1,307 @@
+//! `dynquant measure` on the synthetic MoE model (`synth-qwen3moe`: 4 layers, 16 experts) with
+//! tiny settings: results independent of the thread count, shards merged equal to a whole run
+//! byte for byte, a scan killed with SIGKILL resumes without redoing finished units and ends
+//! with the same file, bad input fails with one line and writes nothing, and the measurements
+//! order as they must (a lower-bit probe costs more KLD, fewer bits give larger errors).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{clean_failure, dynquant, ok, oracle};
+use dynquant_plan::Sensitivity;
+use dynquant_testkit::oracle::shared_dir;
+
+fn model(o: &common::Oracle) -> PathBuf {
+    o.test_models().dir.join("synth-qwen3moe.gguf")
+}
+
+fn calib() -> PathBuf {
+    shared_dir().join("data/text/groups_merged.txt")
+}
+
+/// The tiny scan's arguments after the model: 32 tokens, Q4_K and Q8_0, a Q8_0 probe, with
+/// `set` replacing some of them.
+fn tiny_with(text: &Path, out: &Path, set: &[(&str, &str)]) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> =
+        vec!["--text".into(), text.into(), "-o".into(), out.into()];
+    let defaults = [
+        ("--ctx", "32"),
+        ("--chunks", "1"),
+        ("--candidates", "q4_k,q8_0"),
+        ("--probe", "q8_0"),
+        ("--sample-rows", "16"),
+    ];
+    for (flag, value) in defaults {
+        let value = set
+            .iter()
+            .find(|(f, _)| *f == flag)
+            .map_or(value, |(_, v)| *v);
+        v.push(flag.into());
+        v.push(value.into());
+    }
+    for (flag, value) in set {
+        if !defaults.iter().any(|(f, _)| f == flag) {
+            v.push(flag.into());
+            v.push(value.into());
+        }
+    }
+    v.push("-q".into());
+    v
+}
+
+fn tiny(text: &Path, out: &Path) -> Vec<std::ffi::OsString> {
+    tiny_with(text, out, &[])
+}
+
+fn measure(model: &Path, extra: &[std::ffi::OsString], more: &[&str]) -> std::process::Output {
+    let mut args: Vec<std::ffi::OsString> = vec!["measure".into(), model.into()];
+    args.extend(extra.iter().cloned());
+    args.extend(more.iter().map(|s| s.into()));
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    dynquant(&refs)
+}
+
+#[test]
+fn threads_and_shards_give_the_same_file() {
+    let Some(o) = oracle() else { return };
+    let m = model(&o);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let whole = dir.path().join("whole.sens");
+    ok(
+        measure(&m, &tiny(&calib(), &whole), &["-t", "1"]),
+        "whole run",
+    );
+    let s = Sensitivity::parse(&std::fs::read_to_string(&whole).unwrap()).expect("parses");
+    assert_eq!(s.tensors.len(), 30, "quantizable tensors of the model");
+    assert_eq!(
+        s.groups.len(),
+        22,
+        "4 x (q, k, v, output, experts) + embd + output"
+    );
+    assert!(s
+        .groups
+        .iter()
+        .any(|g| g.group == "blk.2.ffn_exps" && g.tensors.len() == 3));
+    assert!(
+        !dynquant_measure::partial_path(&whole).exists(),
+        "journal removed"
+    );
+
+    // two shards, two threads, merged in reverse order
+    let parts: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let p = dir.path().join(format!("part{i}.sens"));
+            let shard = format!("{i}/2");
+            ok(
+                measure(&m, &tiny(&calib(), &p), &["-t", "2", "--shard", &shard]),
+                "shard",
+            );
+            p
+        })
+        .collect();
+    let merged = dir.path().join("merged.sens");
+    ok(
+        dynquant(args!["measure", "merge", parts[1], parts[0], "-o", merged]),
+        "merge",
+    );
+    assert_eq!(
+        std::fs::read(&merged).unwrap(),
+        std::fs::read(&whole).unwrap(),
+        "two shards on two threads merged == one whole run on one thread"
+    );
+
+    // a shard file is not a sensitivity file, and a shard alone does not merge
+    assert!(Sensitivity::parse(&std::fs::read_to_string(&parts[0]).unwrap()).is_err());
+    let lone = dir.path().join("lone.sens");
+    let e = clean_failure(
+        dynquant(args!["measure", "merge", parts[0], "-o", lone]),
+        "merge of one of two shards",
+    );
+    assert!(e.contains("missing") && e.contains("1/2"), "{e}");
+    let e = clean_failure(
+        dynquant(args!["measure", "merge", parts[0], parts[0], "-o", lone]),
+        "merge of a shard twice",
+    );
+    assert!(e.contains("both shard 0/2"), "{e}");
+    // another setting
+    let other = dir.path().join("other.sens");
+    ok(
+        measure(
+            &m,
+            &tiny_with(&calib(), &other, &[("--sample-rows", "8")]),
+            &["--shard", "1/2"],
+        ),
+        "shard with other settings",
+    );
+    let e = clean_failure(
+        dynquant(args!["measure", "merge", parts[0], other, "-o", lone]),
+        "merge of shards with different settings",
+    );
+    assert!(e.contains("different"), "{e}");
+    assert!(!lone.exists(), "a failed merge writes nothing");
+}
+
+#[test]
+fn a_killed_scan_resumes_where_it_stopped() {
+    let Some(o) = oracle() else { return };
+    let m = model(&o);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let whole = dir.path().join("whole.sens");
+    ok(
+        measure(&m, &tiny(&calib(), &whole), &[]),
+        "uninterrupted run",
+    );
+
+    let out = dir.path().join("killed.sens");
+    let journal = dynquant_measure::partial_path(&out);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dynquant"))
+        .arg("measure")
+        .arg(&m)
+        .args(tiny(&calib(), &out))
+        .args(["-t", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // kill it once the journal holds a few finished units (header + 5 lines)
+    let lines = |p: &Path| {
+        std::fs::read(p)
+            .map(|b| b.iter().filter(|c| **c == b'\n').count())
+            .unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    while lines(&journal) < 6 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the scan ended before it could be killed"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(300), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
+    child.wait().unwrap();
+    assert!(!out.exists(), "no output before the scan ends");
+    let finished = lines(&journal) - 1;
+    assert!(finished >= 5);
+
+    let rerun = measure(&m, &tiny(&calib(), &out), &["-t", "1"]);
+    let stderr = String::from_utf8_lossy(&rerun.stderr).into_owned();
+    ok(rerun, "resumed run");
+    // the summary line counts the units this run computed
+    let computed: usize = stderr
+        .split(" units computed")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("summary line: {stderr}"));
+    assert_eq!(computed, 52 - finished, "finished units are not redone");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&whole).unwrap(),
+        "a killed and resumed scan writes the uninterrupted file"
+    );
+    assert!(!journal.exists());
+}
+
+#[test]
+fn bad_input_fails_with_one_line_and_writes_nothing() {
+    let Some(o) = oracle() else { return };
+    let m = model(&o);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("x.sens");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--candidates", "q4_k,q9_z"],
+            "unknown candidate type 'q9_z'",
+        ),
+        (vec!["--candidates", "f32"], "not a weight type"),
+        (vec!["--probe", "i8"], "not a weight type"),
+        (vec!["--shard", "2/2"], "out of range"),
+        (vec!["--shard", "one/2"], "expected I/N"),
+        (vec!["--ctx", "7"], "ctx must be even"),
+        (vec!["--chunks", "100000"], "chunks of 32"),
+    ];
+    for (extra, want) in cases {
+        let set: Vec<(&str, &str)> = extra.chunks(2).map(|c| (c[0], c[1])).collect();
+        let e = clean_failure(
+            measure(&m, &tiny_with(&calib(), &out, &set), &[]),
+            &format!("{extra:?}"),
+        );
+        assert!(e.contains(want), "{extra:?}: {e}");
+        assert!(!out.exists(), "{extra:?} wrote an output");
+        assert!(
+            !dynquant_measure::partial_path(&out).exists(),
+            "{extra:?} wrote a journal"
+        );
+    }
+    let t = tiny(&calib(), &out);
+    let missing = dir.path().join("missing.gguf");
+    clean_failure(measure(&missing, &t, &[]), "missing model");
+    let e = clean_failure(
+        measure(&m, &t, &["--imatrix", "/nonexistent/im.gguf"]),
+        "missing imatrix",
+    );
+    assert!(e.contains("im.gguf"), "{e}");
+    let no_text = vec!["-o".into(), out.clone().into_os_string()];
+    let e = clean_failure(measure(&m, &no_text, &[]), "no text");
+    assert!(e.contains("--text"), "{e}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn measurements_order_by_bits() {
+    let Some(o) = oracle() else { return };
+    let m = model(&o);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("bits.sens");
+    let args = tiny_with(
+        &calib(),
+        &out,
+        &[
+            ("--candidates", "q2_k,q4_k,q6_k,q8_0"),
+            ("--probe", "q2_k,q6_k"),
+        ],
+    );
+    ok(measure(&m, &args, &[]), "scan");
+    let s = Sensitivity::parse(&std::fs::read_to_string(&out).unwrap()).expect("parses");
+    // without an imatrix every tensor's error falls with bits
+    for t in &s.tensors {
+        let e = |k: &str| t.errors[k];
+        assert!(
+            e("Q2_K") > e("Q4_K") && e("Q4_K") > e("Q6_K") && e("Q6_K") > e("Q8_0"),
+            "{}: {:?}",
+            t.name,
+            t.errors
+        );
+        assert!(e("Q8_0") > 0.0);
+    }
+    // each group's probe at 2.6 bits costs more than at 6.6 bits, and so does the weight error
+    let probe = |g: &str, p: &str| {
+        s.groups
+            .iter()
+            .find(|x| x.group == g && x.probe == p)
+            .unwrap_or_else(|| panic!("{g} @ {p}"))
+    };
+    let names: Vec<&str> = s
+        .groups
+        .iter()
+        .filter(|g| g.probe == "Q2_K")
+        .map(|g| g.group.as_str())
+        .collect();
+    assert_eq!(names.len(), 22);
+    let mut wins = 0;
+    for g in &names {
+        let (lo, hi) = (probe(g, "Q2_K"), probe(g, "Q6_K"));
+        assert!(lo.weight_error > hi.weight_error, "{g}");
+        assert!(lo.delta_kld >= 0.0 && hi.delta_kld >= 0.0 && lo.stderr >= 0.0);
+        wins += usize::from(lo.delta_kld > hi.delta_kld);
+    }
+    assert!(
+        wins == names.len(),
+        "Q2_K probes above Q6_K probes in {wins} of {} groups",
+        names.len()
+    );
+}
