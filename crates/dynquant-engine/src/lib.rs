@@ -11,7 +11,8 @@
 //!   tiles, block layouts); for F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K (repacked), Q6_K, Q2_K
 //!   (repacked on AVX-512), Q3_K, Q5_K, IQ4_XS (IQ panel gemm for batches) and IQ4_NL
 //!   (repacked) bit-identical to ggml-cpu's AVX2/AVX-512 kernels (AVX2 integer code with a
-//!   portable form giving the same bits).
+//!   portable form giving the same bits); so are the codebook i-quants (IQ1_S, IQ1_M,
+//!   IQ2_XXS/XS/S, IQ3_XXS/S, `kernels/iquant.rs`).
 //! * [`ops`], [`attention`], [`simd_exp`]: RMSNorm, RoPE (YaRN included), GLU activations
 //!   (ggml's vector `exp`), GQA over ggml's flash-attention paths, bit-identical to the
 //!   libggml-cpu variant of the CPU.

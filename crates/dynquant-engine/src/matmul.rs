@@ -14,7 +14,7 @@ use dynquant_gguf::GgmlType;
 use crate::dot::DotType;
 use crate::error::{EngineError, Result};
 use crate::kernels::kquant::{LanePath, LaneType};
-use crate::kernels::{float, iq4, kquant, legacy, legacy::LegacyType};
+use crate::kernels::{float, iq4, iquant, iquant::IqType, kquant, legacy, legacy::LegacyType};
 pub use crate::weight::Weight;
 
 /// How matrix products round their activations.
@@ -41,6 +41,8 @@ enum Kernel {
     Lanes(LaneType, LanePath),
     /// ggml-cpu's repacked IQ4_NL kernels (`gemv/gemm_iq4_nl_8x8_q8_0`).
     Iq4Nl,
+    /// ggml-cpu's dot products of the codebook i-quants.
+    IQuant(IqType),
     /// Dequantized rows times activations rounded to this dot type (f32 for exact numerics).
     Dequantized(DotType),
 }
@@ -54,6 +56,9 @@ fn kernel(w: &Weight<'_>, numerics: Numerics) -> Kernel {
     }
     if let Some(l) = LegacyType::of(w.ty) {
         return Kernel::Legacy(l);
+    }
+    if let Some(iq) = IqType::of(w.ty) {
+        return Kernel::IQuant(iq);
     }
     match w.ty {
         GgmlType::Q6_K => Kernel::Q6K,
@@ -95,6 +100,7 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
         Kernel::Q6K => kquant::matmul_q6k(w, x, n_tok),
         Kernel::Lanes(l, path) => kquant::matmul_lanes(l, path, w, x, n_tok),
         Kernel::Iq4Nl => iq4::matmul_iq4nl(w, x, n_tok),
+        Kernel::IQuant(iq) => iquant::matmul(iq, w, x, n_tok),
         Kernel::Dequantized(dt) => return float::matmul(w, x, n_tok, dt),
     })
 }

@@ -2,6 +2,8 @@
 //! product and nothing else.
 //!
 //! * [`legacy`]: Q4_0, Q4_1, Q5_0, Q8_0 weights as ggml-cpu's integer dot products;
+//! * [`iquant`]: the codebook i-quants (IQ1_S, IQ1_M, IQ2_XXS/XS/S, IQ3_XXS/S) as ggml-cpu's
+//!   integer dot products;
 //! * [`kquant`]: Q4_K (repacked), Q6_K, Q2_K (repacked on AVX-512), Q3_K and Q5_K weights as
 //!   ggml-cpu's integer dot products;
 //! * [`iq4`]: IQ4_XS (through `kquant`'s lanes) and IQ4_NL (repacked) weights;
@@ -12,6 +14,7 @@
 
 pub(crate) mod float;
 pub(crate) mod iq4;
+pub(crate) mod iquant;
 pub(crate) mod kquant;
 pub(crate) mod layout;
 pub(crate) mod legacy;
