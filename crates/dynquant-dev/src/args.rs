@@ -44,6 +44,10 @@ pub struct FitPriorsArgs {
     /// Sensitivity files (`dynquant measure`).
     #[arg(required = true)]
     pub scans: Vec<PathBuf>,
+    /// Take the per-type errors from these scans instead (e.g. a weights-only scan of a model
+    /// with random weights).
+    #[arg(long, value_name = "SCAN")]
+    pub type_errors_from: Vec<PathBuf>,
     /// Output priors file (TOML).
     #[arg(short, long)]
     pub output: PathBuf,

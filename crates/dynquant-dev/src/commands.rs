@@ -22,21 +22,28 @@ pub fn run(c: &Command) -> Result<()> {
 }
 
 fn fit_priors(a: &FitPriorsArgs) -> Result<()> {
-    let mut scans = Vec::new();
-    for p in &a.scans {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        let s =
-            dynquant_plan::Sensitivity::parse(&text).with_context(|| p.display().to_string())?;
-        let name = p.file_stem().map_or_else(
-            || p.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        scans.push((name, s));
-    }
-    let refs: Vec<(&str, &dynquant_plan::Sensitivity)> =
+    let read = |paths: &[PathBuf]| -> Result<Vec<(String, dynquant_plan::Sensitivity)>> {
+        let mut scans = Vec::new();
+        for p in paths {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let s = dynquant_plan::Sensitivity::parse(&text)
+                .with_context(|| p.display().to_string())?;
+            let name = p.file_stem().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            scans.push((name, s));
+        }
+        Ok(scans)
+    };
+    let (scans, typed) = (read(&a.scans)?, read(&a.type_errors_from)?);
+    let scan_refs: Vec<(&str, &dynquant_plan::Sensitivity)> =
         scans.iter().map(|(n, s)| (n.as_str(), s)).collect();
-    let priors = dynquant_plan::Priors::fit(&refs);
+    let typed_refs: Vec<(&str, &dynquant_plan::Sensitivity)> =
+        typed.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    let priors = dynquant_plan::Priors::fit(&scan_refs, &typed_refs);
+    let refs = scan_refs;
     let tmp = a.output.with_extension("tmp");
     std::fs::write(&tmp, priors.to_toml()).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &a.output).with_context(|| format!("writing {}", a.output.display()))?;

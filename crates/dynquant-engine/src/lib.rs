@@ -10,7 +10,8 @@
 //!   only picks a kernel (`kernels/`: legacy and K-quant integer dots, dequantized float
 //!   tiles, block layouts); for F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K (repacked) and Q6_K
 //!   bit-identical to ggml-cpu's kernels (AVX2 integer code with a portable form giving the
-//!   same bits).
+//!   same bits); so are the codebook i-quants (IQ1_S, IQ1_M, IQ2_XXS/XS/S, IQ3_XXS/S,
+//!   `kernels/iquant.rs`).
 //! * [`ops`], [`attention`], [`simd_exp`]: RMSNorm, RoPE (YaRN included), GLU activations
 //!   (ggml's vector `exp`), GQA over ggml's flash-attention paths, bit-identical to the
 //!   libggml-cpu variant of the CPU.

@@ -13,7 +13,7 @@ use dynquant_gguf::GgmlType;
 
 use crate::dot::DotType;
 use crate::error::{EngineError, Result};
-use crate::kernels::{float, kquant, legacy, legacy::LegacyType};
+use crate::kernels::{float, iquant, iquant::IqType, kquant, legacy, legacy::LegacyType};
 pub use crate::weight::Weight;
 
 /// How matrix products round their activations.
@@ -35,6 +35,8 @@ enum Kernel {
     Q4K,
     /// ggml-cpu's Q6_K dot product.
     Q6K,
+    /// ggml-cpu's dot products of the codebook i-quants.
+    IQuant(IqType),
     /// Dequantized rows times activations rounded to this dot type (f32 for exact numerics).
     Dequantized(DotType),
 }
@@ -48,6 +50,9 @@ fn kernel(w: &Weight<'_>, numerics: Numerics) -> Kernel {
     }
     if let Some(l) = LegacyType::of(w.ty) {
         return Kernel::Legacy(l);
+    }
+    if let Some(iq) = IqType::of(w.ty) {
+        return Kernel::IQuant(iq);
     }
     match w.ty {
         GgmlType::Q6_K => Kernel::Q6K,
@@ -74,6 +79,7 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
         Kernel::Legacy(l) => legacy::matmul(l, w, x, n_tok),
         Kernel::Q4K => kquant::matmul_q4k(w, x, n_tok),
         Kernel::Q6K => kquant::matmul_q6k(w, x, n_tok),
+        Kernel::IQuant(iq) => iquant::matmul(iq, w, x, n_tok),
         Kernel::Dequantized(dt) => return float::matmul(w, x, n_tok, dt),
     })
 }

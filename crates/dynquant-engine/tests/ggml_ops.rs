@@ -111,6 +111,32 @@ fn check_matmuls(model: &std::path::Path, report_only: bool) {
             let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
             let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
             let (n, worst) = diff(&ours, &theirs);
+            if std::env::var("DEBUG_SINGLE").is_ok() {
+                let mut single = Vec::new();
+                let mut gsingle = Vec::new();
+                for t in 0..n_tok {
+                    let xt = &x[t * cols..(t + 1) * cols];
+                    single.extend(matmul(&w, xt, 1, Numerics::Llama).unwrap());
+                    gsingle.extend(ggml_mul_mat(&g, &w, xt, 1));
+                }
+                eprintln!(
+                    "ours single vs batch {:?}, ggml single vs batch {:?}",
+                    diff(&single, &ours),
+                    diff(&gsingle, &theirs)
+                );
+                for t in 0..n_tok {
+                    let pat: String = (0..rows)
+                        .map(|r| {
+                            if ours[t * rows + r].to_bits() == theirs[t * rows + r].to_bits() {
+                                '.'
+                            } else {
+                                'x'
+                            }
+                        })
+                        .collect();
+                    eprintln!("t{t:2} {pat}");
+                }
+            }
             eprintln!(
                 "{} {ty} {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
                 g.variant,
@@ -387,4 +413,55 @@ fn rope_matches_ggml() {
 fn matmuls_smollm2_f16() {
     let Some(o) = Oracle::get() else { return };
     check_matmuls(&o.test_models().dir.join("smollm2-f16.gguf"), false);
+}
+
+/// The codebook i-quants (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M): weights
+/// quantized here from random values (with an importance that varies by column), products with
+/// 1..200 tokens, bit-identical with ggml. Row counts of a multiple of 8 and not (ggml's AVX
+/// builds change order for batches of 8+ tokens with the former). `GGML_CPU_VARIANT=haswell
+/// DYNQUANT_CPU_FLAVOR=avx2` (or `x64` with `sse2`) checks another variant's order.
+#[test]
+fn matmuls_iquants() {
+    let Some(g) = Ggml::load() else { return };
+    let mut bad = Vec::new();
+    for (cols, rows) in [(1536usize, 48usize), (768, 20)] {
+        for (i, ty) in [
+            GgmlType::IQ2_XXS,
+            GgmlType::IQ2_XS,
+            GgmlType::IQ2_S,
+            GgmlType::IQ3_XXS,
+            GgmlType::IQ3_S,
+            GgmlType::IQ1_S,
+            GgmlType::IQ1_M,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let src: Vec<f32> = acts(cols * rows, 101 + i as u64)
+                .iter()
+                .map(|v| v * 0.02)
+                .collect();
+            let importance: Vec<f32> = (0..cols).map(|c| 0.5 + (c % 7) as f32 * 0.3).collect();
+            let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+            let mut data = vec![0u8; rb * rows];
+            dynquant_quants::quantize_rows(ty, &src, cols, Some(&importance), &mut data)
+                .expect("quantize");
+            let w = Weight::new(ty.to_string(), ty, cols, rows, Cow::Owned(data)).expect("weight");
+            for n_tok in [1usize, 2, 3, 4, 5, 7, 8, 9, 17, 64, 200] {
+                let x = acts(cols * n_tok, 7 + n_tok as u64);
+                let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
+                let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
+                let (n, worst) = diff(&ours, &theirs);
+                eprintln!(
+                    "{} {ty} {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
+                    g.variant,
+                    ours.len()
+                );
+                if n > 0 {
+                    bad.push(format!("{ty} {cols}x{rows} n_tok {n_tok}: {n} differ"));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
 }

@@ -337,14 +337,30 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 
 impl Priors {
     /// Fits priors on sensitivity scans of whole models (`dynquant-dev fit-priors`):
-    /// * each type's typical error: the median over every measured tensor that stores it;
+    /// * each type's typical error: the median over every measured tensor that stores it, in
+    ///   `type_scans` when given (e.g. a weights-only scan of random weights, when the probed
+    ///   models' weights sit on a quantization grid that flatters some types), else in `scans`;
     /// * each role's law: from each probed group, its element-weighted relative error
     ///   `E = W / Σn` and ΔKLD `d`; the exponent is the median log-log slope between a group's
     ///   probes (1 with one probe), and the scale the median of `d · n_groups / E^p` (a group of
     ///   `m` tensors gives each of its roles `1/m` of it), `n_groups` the number of groups of that
     ///   kind in the model, so a deeper model spreads the same role's cost over more layers.
-    pub fn fit(scans: &[(&str, &Sensitivity)]) -> Priors {
+    pub fn fit(scans: &[(&str, &Sensitivity)], type_scans: &[(&str, &Sensitivity)]) -> Priors {
         let mut type_samples: BTreeMap<GgmlType, Vec<f64>> = BTreeMap::new();
+        let typed = if type_scans.is_empty() {
+            scans
+        } else {
+            type_scans
+        };
+        for (_, s) in typed {
+            for t in &s.tensors {
+                for (ty, e) in &t.errors {
+                    if let Ok(ty) = ty.parse::<GgmlType>() {
+                        type_samples.entry(ty).or_default().push(*e);
+                    }
+                }
+            }
+        }
         let mut scale_samples: BTreeMap<Role, Vec<f64>> = BTreeMap::new();
         let mut slope_samples: BTreeMap<Role, Vec<f64>> = BTreeMap::new();
         for (_, s) in scans {
@@ -353,13 +369,6 @@ impl Priors {
                 .iter()
                 .map(|t| (t.name.as_str(), t.n_elements as f64))
                 .collect();
-            for t in &s.tensors {
-                for (ty, e) in &t.errors {
-                    if let Ok(ty) = ty.parse::<GgmlType>() {
-                        type_samples.entry(ty).or_default().push(*e);
-                    }
-                }
-            }
             let mut groups: BTreeMap<&str, Vec<&crate::sensitivity::GroupProbe>> = BTreeMap::new();
             for g in &s.groups {
                 groups.entry(g.group.as_str()).or_default().push(g);
@@ -439,7 +448,11 @@ impl Priors {
                 .collect(),
             roles,
             fallback,
-            fitted_on: scans.iter().map(|(n, _)| n.to_string()).collect(),
+            fitted_on: scans
+                .iter()
+                .map(|(n, _)| format!("roles: {n}"))
+                .chain(typed.iter().map(|(n, _)| format!("types: {n}")))
+                .collect(),
             role_counts: BTreeMap::new(),
         }
     }
@@ -555,7 +568,7 @@ mod tests {
             tensors,
             groups,
         };
-        let fitted = Priors::fit(&[("synthetic", &s)]);
+        let fitted = Priors::fit(&[("synthetic", &s)], &[]);
         let law = fitted.roles[&Role::AttnQ];
         assert!((law.exponent - p).abs() < 1e-9, "{law:?}");
         assert!((law.scale / scale - 1.0).abs() < 1e-9, "{law:?}");

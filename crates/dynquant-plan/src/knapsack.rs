@@ -9,7 +9,7 @@
 //!    price of weight at the critical step.
 //! 3. **Incumbent**: the greedy's integer part, topped up with later steps that still fit.
 //! 4. **Exact finishing**: with λ's reduced costs `rc = c + λw − min_k(c_k + λw_k)`, every
-//!    solution costs at least `bound + Σ rc`, so choices whose reduced cost exceeds the gap
+//!    solution costs at least `bound + Σ rc + λ·(capacity left unused)`, so choices whose reduced cost exceeds the gap
 //!    between incumbent and bound are eliminated; the few items left with several choices are
 //!    searched depth first, pruned by the same bound and by weight. Within the node limit the
 //!    result is proven optimal; past it, the incumbent is kept and the gap to the bound is
@@ -250,15 +250,14 @@ pub fn solve(
             fixed_rc += o[0].1;
         }
     }
-    // Lightest remaining weight from core position k on.
+    // Lightest and heaviest remaining weight from core position k on.
     let mut tail_min = vec![0.0; core.len() + 1];
+    let mut tail_max = vec![0.0; core.len() + 1];
     for k in (0..core.len()).rev() {
         let i = core[k];
-        let lightest = options[i]
-            .iter()
-            .map(|&(j, _)| items[i][j].weight)
-            .fold(f64::INFINITY, f64::min);
-        tail_min[k] = tail_min[k + 1] + lightest;
+        let weights = options[i].iter().map(|&(j, _)| items[i][j].weight);
+        tail_min[k] = tail_min[k + 1] + weights.clone().fold(f64::INFINITY, f64::min);
+        tail_max[k] = tail_max[k + 1] + weights.fold(0.0, f64::max);
     }
     for o in &mut options {
         o.shrink_to_fit();
@@ -271,6 +270,8 @@ pub fn solve(
         /// Option position chosen at each core depth.
         chosen: Vec<usize>,
         tail_min: &'a [f64],
+        tail_max: &'a [f64],
+        lambda: f64,
         capacity: f64,
         lower_bound: f64,
         eps: f64,
@@ -315,6 +316,12 @@ pub fn solve(
                 if w + self.tail_min[k + 1] > self.capacity {
                     continue;
                 }
+                // Every solution costs bound + Σrc + λ·(unused capacity): capacity this branch
+                // cannot fill any more is paid for.
+                let unused = (self.capacity - w - self.tail_max[k + 1]).max(0.0);
+                if self.lower_bound + rc + r + self.lambda * unused >= self.best_cost - self.eps {
+                    continue;
+                }
                 self.current[i] = j;
                 self.chosen[k] = o;
                 if !self.go(k + 1, w, rc + r) {
@@ -331,6 +338,8 @@ pub fn solve(
         same_as_previous: &same_as_previous,
         chosen: vec![0; core.len()],
         tail_min: &tail_min,
+        tail_max: &tail_max,
+        lambda,
         capacity,
         lower_bound,
         eps,

@@ -42,7 +42,7 @@ pub(crate) const KVALUES_MXFP4: [i8; 16] = [
 
 /// IQ2_XXS: 256 groups of 8 magnitudes in {8, 25, 43}. (`iq2xxs_grid`)
 #[rustfmt::skip]
-pub(crate) const IQ2XXS_GRID: [u64; 256] = [
+pub const IQ2XXS_GRID: [u64; 256] = [
     0x0808080808080808, 0x080808080808082b, 0x0808080808081919, 0x0808080808082b08,
     0x0808080808082b2b, 0x0808080808190819, 0x0808080808191908, 0x08080808082b0808,
     0x08080808082b082b, 0x08080808082b2b08, 0x08080808082b2b2b, 0x0808080819080819,
@@ -111,7 +111,7 @@ pub(crate) const IQ2XXS_GRID: [u64; 256] = [
 
 /// IQ2_XS: 512 groups of 8 magnitudes in {8, 25, 43}. (`iq2xs_grid`)
 #[rustfmt::skip]
-pub(crate) const IQ2XS_GRID: [u64; 512] = [
+pub const IQ2XS_GRID: [u64; 512] = [
     0x0808080808080808, 0x080808080808082b, 0x0808080808081919, 0x0808080808082b08,
     0x0808080808082b2b, 0x0808080808190819, 0x0808080808191908, 0x080808080819192b,
     0x0808080808192b19, 0x08080808082b0808, 0x08080808082b082b, 0x08080808082b1919,
@@ -244,7 +244,7 @@ pub(crate) const IQ2XS_GRID: [u64; 512] = [
 
 /// IQ2_S: 1024 groups of 8 magnitudes in {8, 25, 43}. (`iq2s_grid`)
 #[rustfmt::skip]
-pub(crate) const IQ2S_GRID: [u64; 1024] = [
+pub const IQ2S_GRID: [u64; 1024] = [
     0x0808080808080808, 0x080808080808082b, 0x0808080808081919, 0x0808080808082b08,
     0x0808080808082b2b, 0x0808080808190819, 0x0808080808191908, 0x080808080819192b,
     0x0808080808192b19, 0x08080808082b0808, 0x08080808082b082b, 0x08080808082b1919,
@@ -505,7 +505,7 @@ pub(crate) const IQ2S_GRID: [u64; 1024] = [
 
 /// IQ3_XXS: 256 groups of 4 magnitudes. (`iq3xxs_grid`)
 #[rustfmt::skip]
-pub(crate) const IQ3XXS_GRID: [u32; 256] = [
+pub const IQ3XXS_GRID: [u32; 256] = [
     0x04040404, 0x04040414, 0x04040424, 0x04040c0c, 0x04040c1c, 0x04040c3e,
     0x04041404, 0x04041414, 0x04041c0c, 0x04042414, 0x04043e1c, 0x04043e2c,
     0x040c040c, 0x040c041c, 0x040c0c04, 0x040c0c14, 0x040c140c, 0x040c142c,
@@ -553,7 +553,7 @@ pub(crate) const IQ3XXS_GRID: [u32; 256] = [
 
 /// IQ3_S: 512 groups of 4 magnitudes. (`iq3s_grid`)
 #[rustfmt::skip]
-pub(crate) const IQ3S_GRID: [u32; 512] = [
+pub const IQ3S_GRID: [u32; 512] = [
     0x01010101, 0x01010103, 0x01010105, 0x0101010b, 0x0101010f, 0x01010301,
     0x01010303, 0x01010305, 0x01010309, 0x0101030d, 0x01010501, 0x01010503,
     0x0101050b, 0x01010707, 0x01010901, 0x01010905, 0x0101090b, 0x0101090f,
@@ -644,7 +644,7 @@ pub(crate) const IQ3S_GRID: [u32; 512] = [
 
 /// IQ1_S / IQ1_M: 2048 groups of 8 int8 values in {-1, 0, 1}. (`iq1s_grid`)
 #[rustfmt::skip]
-pub(crate) const IQ1S_GRID: [u64; 2048] = [
+pub const IQ1S_GRID: [u64; 2048] = [
     0xffffffffffffffff, 0xffffffffffffff01, 0xffffffffffff0000, 0xffffffffffff01ff,
     0xffffffffffff0101, 0xffffffffff00ff00, 0xffffffffff000000, 0xffffffffff01ffff,
     0xffffffffff01ff01, 0xffffffffff0101ff, 0xffffffffff010101, 0xffffffff00ff0000,

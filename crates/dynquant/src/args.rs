@@ -83,6 +83,12 @@ pub enum Command {
     /// Run the built-in demonstration on a model dynquant makes itself (no download).
     #[command(after_help = "Example:\n  dynquant demo\n  dynquant demo --out-dir /tmp/dq")]
     Demo(DemoArgs),
+    /// Compare quants with their base: KLD, PPL, sizes, bit maps; a table, report.json and a self-contained report.html.
+    #[command(after_help = "Examples:\n  \
+        dynquant compare model-f16.gguf model-q2_k.gguf model-q4_k_m.gguf --text wiki.test.raw\n  \
+        dynquant compare f16.kldbase model-q2_k.gguf --out out/report.html --card out/card.md\n\
+        Writes the HTML report (--out) and report.json beside it; --json also prints the JSON.")]
+    Compare(CompareArgs),
 }
 
 /// How input files are read.
@@ -461,6 +467,53 @@ pub struct RunArgs {
     /// Context size.
     #[arg(long, short = 'c', default_value_t = 4096)]
     pub ctx: usize,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The unquantized model (GGUF), or a KLD base file written by `perplexity --save-logits`.
+    pub base: PathBuf,
+    /// Quantized GGUF files of the same model.
+    #[arg(required = true)]
+    pub quants: Vec<PathBuf>,
+    /// Text to compare on (needed with a GGUF base; with a base file, checked against it).
+    #[arg(long, short = 'f')]
+    pub text: Option<PathBuf>,
+    /// Tokens per chunk (GGUF base).
+    #[arg(long, short = 'c', default_value_t = 512)]
+    pub ctx: usize,
+    /// Chunks to compare (GGUF base).
+    #[arg(long, default_value_t = 8)]
+    pub chunks: usize,
+    /// Tokens of the base's distribution kept per position (GGUF base).
+    #[arg(long, default_value_t = 32)]
+    pub top_k: usize,
+    /// The HTML report; report.json is written beside it (same name, .json).
+    #[arg(long, short = 'o', default_value = "report.html")]
+    pub out: PathBuf,
+    /// Also write the model-card Markdown table to this file.
+    #[arg(long, value_name = "FILE")]
+    pub card: Option<PathBuf>,
+    /// A reference point for the KLD-vs-size chart, `LABEL=SIZE:KLD` (SIZE in bytes or as
+    /// 500M/4GiB; repeatable), e.g. a llama.cpp mix measured elsewhere.
+    #[arg(long = "reference", value_name = "LABEL=SIZE:KLD")]
+    pub references: Vec<String>,
+    /// Skip the generation checks (sanity prompts and functional tasks).
+    #[arg(long)]
+    pub no_checks: bool,
+    /// Sanity prompts to use, taken from the built-in suite of 24 by kind in turn (fewer is
+    /// quicker).
+    #[arg(long, default_value_t = 24)]
+    pub prompts: usize,
+    /// Tokens generated per answer of the sanity prompts (the functional tasks take up to 40).
+    #[arg(long, default_value_t = 24)]
+    pub gen_tokens: usize,
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

@@ -168,14 +168,9 @@ fn bad_targets_and_constraints_are_one_line_errors() {
     assert!(e.contains("target"), "{e}");
     let e = clean_failure(dynquant(args!["plan", r1_config()]), "no recipe, no target");
     assert!(e.contains("--recipe"), "{e}");
-    // Sensitivity files of another version, and made with another imatrix.
+    // A sensitivity file is checked against the weights it was measured on.
     let sens = dir.path().join("m.sens");
-    let mut s = serde_json::json!({
-        "format": "dynquant-sensitivity/1", "dynquant_version": "0.0.0",
-        "key": {"model_sha256": "00", "imatrix_sha256": "11", "text_sha256": "22"},
-        "candidates": ["IQ1_S"], "tensors": [], "groups": []
-    });
-    std::fs::write(&sens, s.to_string()).unwrap();
+    std::fs::write(&sens, "{}").unwrap();
     let e = clean_failure(
         dynquant(args![
             "plan",
@@ -185,26 +180,9 @@ fn bad_targets_and_constraints_are_one_line_errors() {
             "--sensitivity",
             sens
         ]),
-        "old version",
+        "config with a scan",
     );
-    assert!(e.contains("dynquant 0.0.0"), "{e}");
-    s["dynquant_version"] = env!("CARGO_PKG_VERSION").into();
-    std::fs::write(&sens, s.to_string()).unwrap();
-    let imatrix = repo_root().join("../shared/golden/smollm2-135m.imatrix.gguf");
-    let e = clean_failure(
-        dynquant(args![
-            "plan",
-            r1_config(),
-            "--target-size",
-            "131GiB",
-            "--sensitivity",
-            sens,
-            "--imatrix",
-            imatrix
-        ]),
-        "other imatrix",
-    );
-    assert!(e.contains("another imatrix"), "{e}");
+    assert!(e.contains("needs the model's weights"), "{e}");
 }
 
 #[test]
@@ -257,4 +235,32 @@ fn quantize_to_a_size_is_never_over_and_close_under() {
     );
     assert!(e.contains("smallest possible file"), "{e}");
     assert!(!small.exists());
+
+    // Sensitivity files of another version or another model: refused (another imatrix: the
+    // unit tests of `Sensitivity::check_for`).
+    let sens = dir.path().join("m.sens");
+    let mut s = serde_json::json!({
+        "format": "dynquant-sensitivity/1", "dynquant_version": "0.0.0",
+        "key": {"model_sha256": "00", "imatrix_sha256": "11", "text_sha256": "22"},
+        "candidates": ["IQ1_S"], "tensors": [], "groups": []
+    });
+    let plan = |sens: &std::path::Path| {
+        dynquant(args![
+            "plan",
+            m.smollm2_768(),
+            "--target-size",
+            "80M",
+            "--sensitivity",
+            sens,
+            "--imatrix",
+            m.smollm2_768_imatrix()
+        ])
+    };
+    std::fs::write(&sens, s.to_string()).unwrap();
+    let e = clean_failure(plan(&sens), "old version");
+    assert!(e.contains("dynquant 0.0.0"), "{e}");
+    s["dynquant_version"] = env!("CARGO_PKG_VERSION").into();
+    std::fs::write(&sens, s.to_string()).unwrap();
+    let e = clean_failure(plan(&sens), "other model");
+    assert!(e.contains("another model"), "{e}");
 }

@@ -224,7 +224,16 @@ fn demo_measures_dynamic_against_uniform_quants() {
         "synth-deepseek2-basic-iq1_s.gguf",
         "synth-deepseek2-basic-iq2_xxs.gguf",
         "synth-deepseek2.imatrix.gguf",
+        "report.html",
+        "report.json",
+        "card.md",
     ] {
         assert!(dir.path().join(f).exists(), "{f} missing");
     }
+    // the demo ends by naming its report
+    let report = dir.path().join("report.html");
+    assert!(out.contains(&report.display().to_string()), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["quants"].as_array().map(Vec::len), Some(3));
 }

@@ -23,7 +23,7 @@ pub(crate) struct Q8K {
 /// magnitude keeps its sign, `iscale = -127/max`, `q = min(127, nearest_int(iscale * x))`,
 /// `d = 1/iscale`.
 #[inline(always)]
-fn quantize_q8k_impl(x: &[f32]) -> Vec<Q8K> {
+pub(crate) fn quantize_q8k_impl(x: &[f32]) -> Vec<Q8K> {
     x.chunks_exact(QK_K)
         .map(|xb| {
             let mut q = [0i8; QK_K];

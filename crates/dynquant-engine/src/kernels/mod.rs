@@ -2,6 +2,8 @@
 //! product and nothing else.
 //!
 //! * [`legacy`]: Q4_0, Q4_1, Q5_0, Q8_0 weights as ggml-cpu's integer dot products;
+//! * [`iquant`]: the codebook i-quants (IQ1_S, IQ1_M, IQ2_XXS/XS/S, IQ3_XXS/S) as ggml-cpu's
+//!   integer dot products;
 //! * [`kquant`]: Q4_K (repacked) and Q6_K weights as ggml-cpu's integer dot products;
 //! * [`float`]: any other weight type (and the exact numerics): dequantized rows times
 //!   activations rounded to the weight's dot type;
@@ -9,6 +11,7 @@
 //! * `tiled`: the tiling skeleton of the integer kernels.
 
 pub(crate) mod float;
+pub(crate) mod iquant;
 pub(crate) mod kquant;
 pub(crate) mod layout;
 pub(crate) mod legacy;

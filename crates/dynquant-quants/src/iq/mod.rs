@@ -14,6 +14,15 @@ pub mod layout {
     pub use super::dequant::{iq1m, iq1s, iq2s, iq2xs, iq2xxs, iq3s, iq3xxs, iq4nl, iq4xs};
 }
 
+/// The codebook types' grids (`ggml-common.h`'s `iq*_grid`): each entry packs the magnitudes
+/// (IQ1: the signed values) of a group of 8 (IQ3: 4) weights, one per byte, first weight in the
+/// lowest byte; read by the engine's integer kernels.
+pub mod grids {
+    pub use crate::tables::{
+        IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID,
+    };
+}
+
 use dequant::{iq1m, iq1s, iq2s, iq2xs, iq2xxs, iq3s, iq3xxs, iq4nl, iq4xs};
 
 /// Codec rows of the i-quants; the checked scale is the f16 `d` (IQ1_M: the super-scale spread

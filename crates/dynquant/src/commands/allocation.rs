@@ -73,8 +73,8 @@ fn candidates(t: &TargetArgs) -> Result<Vec<GgmlType>> {
     Ok(out)
 }
 
-/// Reads a sensitivity file and checks it fits the model (by identity hash when the caller can
-/// give one) and the imatrix.
+/// Reads a sensitivity file and checks it was measured on this model (its identity hash,
+/// `dynquant_measure::model_identity`) and, when one is given, with this imatrix.
 pub fn load_sensitivity(
     path: &Path,
     model_sha256: Option<&str>,
@@ -83,17 +83,11 @@ pub fn load_sensitivity(
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let s = Sensitivity::parse(&text).with_context(|| path.display().to_string())?;
-    if let Some(m) = model_sha256 {
-        s.check_for(m, imatrix_sha256)
-            .with_context(|| path.display().to_string())?;
-    } else if let Some(im) = imatrix_sha256 {
-        if s.key.imatrix_sha256.as_deref() != Some(im) {
-            bail!(
-                "{}: sensitivity file was measured with another imatrix",
-                path.display()
-            );
-        }
+    match model_sha256 {
+        Some(m) => s.check_for(m, imatrix_sha256),
+        None => s.check_for(&s.key.model_sha256, imatrix_sha256),
     }
+    .with_context(|| path.display().to_string())?;
     Ok(s)
 }
 

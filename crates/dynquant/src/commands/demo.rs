@@ -25,7 +25,7 @@ use dynquant_plan::PlanOptions;
 use dynquant_synth::moe::{byte_level_tokenizer, write_deepseek2, Deepseek2Spec, MlaLayout};
 
 use super::{human_bytes, write_options};
-use crate::args::{DemoArgs, EngineArgs, ImatrixArgs, KldArgs, PerplexityArgs};
+use crate::args::{DemoArgs, EngineArgs, ImatrixArgs, PerplexityArgs};
 
 /// Hyper-parameters of the demo model: every row a multiple of 256, like real big models.
 const N_LAYER: u32 = 4;
@@ -384,26 +384,35 @@ fn dynamic_vs_basic(dir: &Path, threads: Option<usize>) -> Result<()> {
         "-",
         "-"
     );
+    // The report's measurements are the `kld` command's (the same accumulator), with the
+    // percentile curve and each file's bit map besides.
+    let quant_paths: Vec<std::path::PathBuf> = quants.iter().map(|q| q.1.clone()).collect();
+    let mut report = super::compare::measure(
+        &super::compare::CompareInputs {
+            base: &base_path,
+            quants: &quant_paths,
+            text: Some(&text_path),
+            ctx: EVAL_CTX,
+            chunks: usize::MAX,
+            top_k: 64,
+            references: Vec::new(),
+            checks: None,
+            progress: false,
+            engine,
+        },
+        dir,
+    )?;
     let mut klds = Vec::new();
-    for (r, path, bytes, bpw) in &quants {
-        let s = super::kld::measure(
-            &KldArgs {
-                model: path.clone(),
-                base: base_path.clone(),
-                json: false,
-                engine,
-            },
-            false,
-        )?;
+    for ((r, _, bytes, bpw), q) in quants.iter().zip(&report.quants) {
         println!(
             "   {:<14} {:>10} {:>6.2} {:>22} {:>7.2}%",
             r,
             human_bytes(*bytes),
             bpw,
-            format!("{:.5} ± {:.5}", s.kld_mean, s.kld_err),
-            100.0 * s.same_top
+            format!("{:.5} ± {:.5}", q.kld.mean, q.kld.mean_err),
+            100.0 * q.kld.top1
         );
-        klds.push(s.kld_mean);
+        klds.push(q.kld.mean);
     }
     println!(
         "\n   Uniform IQ1_S is {:.0}% of the dynamic quant's size and drifts {:.1}x as far from the \
@@ -416,6 +425,27 @@ fn dynamic_vs_basic(dir: &Path, threads: Option<usize>) -> Result<()> {
         klds[1] / klds[0],
         100.0 * quants[2].2 as f64 / quants[0].2 as f64,
         klds[2] / klds[0],
+    );
+
+    // 10. The same measurements as a report a person can open (no generation checks: the
+    //     weights are random, so every model, the unquantized one included, writes gibberish).
+    let gguf = super::perplexity::open(&model_path)?;
+    let kv = dynquant_engine::Model::load(&gguf)
+        .map(|m| dynquant_report::facts::kv_bytes_per_token(&m.config))
+        .context("loading the demo model")?;
+    report.base.file = "synth-deepseek2.gguf".to_string();
+    report.base.facts = Some(dynquant_report::facts::ModelFacts::of(
+        &gguf,
+        &report.base.file,
+        kv,
+    )?);
+    let html = dir.join("report.html");
+    let outputs = super::compare::Outputs::new(&html, Some(&dir.join("card.md")), &[])?;
+    outputs.write(&report)?;
+    println!(
+        "\n10. report: {} (charts of KLD vs size, KLD percentiles and where each file's bits \
+         went; report.json and card.md beside it)",
+        html.display()
     );
     Ok(())
 }

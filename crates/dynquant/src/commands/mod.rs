@@ -1,6 +1,7 @@
 //! One module per subcommand; each makes thin calls into the libraries.
 
 mod allocation;
+mod compare;
 mod convert;
 mod demo;
 mod imatrix;
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Imatrix(a) => imatrix::run(&a),
         Command::Run(a) => run::run(&a),
         Command::Demo(a) => demo::run(&a),
+        Command::Compare(a) => compare::run(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Quantize(a) => quantize::run(&a),
         Command::Measure(a) => measure::run(&a),

@@ -7,7 +7,7 @@ use anyhow::Result;
 use dynquant_gguf::imatrix::Imatrix;
 use dynquant_gguf::types::{GgmlType, ImatrixNeed};
 use dynquant_gguf::OutputTarget;
-use dynquant_input::{load_imatrix, plan_targets};
+use dynquant_input::{load_imatrix, plan_targets, ModelInput};
 use dynquant_plan::{Decision, MlaLayout, Plan, Preset};
 use dynquant_quantize::{output_metadata, unseen_experts_of, Provenance};
 
@@ -252,7 +252,17 @@ pub fn run(a: &PlanArgs) -> Result<()> {
         .target
         .sensitivity
         .as_deref()
-        .map(|p| load_sensitivity(p, None, imatrix_sha256.as_deref()))
+        .map(|p| -> Result<_> {
+            // Checked against the model it was measured on: that needs the weights.
+            if a.model.is_file() && a.model.extension().is_some_and(|e| e == "json") {
+                anyhow::bail!(
+                    "--sensitivity needs the model's weights (a GGUF file or Hugging Face folder), not a config.json"
+                );
+            }
+            let input = ModelInput::open(&a.model, dynquant_gguf::Access::Mmap)?;
+            let identity = dynquant_measure::model_identity(input.source(), &input.metadata())?;
+            load_sensitivity(p, Some(&identity), imatrix_sha256.as_deref())
+        })
         .transpose()?;
     let mut plans = Vec::new();
     for t in &targets {

@@ -46,7 +46,10 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         .target
         .sensitivity
         .as_deref()
-        .map(|p| load_sensitivity(p, None, imatrix_sha256.as_deref()))
+        .map(|p| -> Result<_> {
+            let identity = dynquant_measure::model_identity(input.source(), &input.metadata())?;
+            load_sensitivity(p, Some(&identity), imatrix_sha256.as_deref())
+        })
         .transpose()?;
     let target = a.shards.target(&a.output);
     let input_metadata = input.metadata();
