@@ -199,11 +199,10 @@ impl Default for ScanOptions {
     }
 }
 
-/// Whether `ty` can be a measured weight type: a quantized type dynquant can write, or F16 or
-/// BF16 (F32 and the integer types are not weight choices).
+/// Whether `ty` can be a measured weight type: a weight type dynquant can write other than F32
+/// (which loses nothing; integer and dot-product-only types are not weights).
 pub fn is_weight_type(ty: GgmlType) -> bool {
-    dynquant_quants::can_quantize(ty)
-        && (ty.info().quantized || matches!(ty, GgmlType::F16 | GgmlType::BF16))
+    dynquant_quants::can_quantize(ty) && ty.info().weight_type && ty != GgmlType::F32
 }
 
 /// What a scan reads.
