@@ -46,23 +46,9 @@ pub use identity::{gguf_identity, model_identity};
 use probe::{Calibration, Start};
 use records::{Header, Journal, ProbeRecord, Record, ShardFile, TensorRecord};
 
-/// Candidate types measured by default: the useful weight types from 1.56 to 8.5 bits.
-pub const DEFAULT_CANDIDATES: &[GgmlType] = &[
-    GgmlType::IQ1_S,
-    GgmlType::IQ1_M,
-    GgmlType::IQ2_XXS,
-    GgmlType::IQ2_XS,
-    GgmlType::IQ2_S,
-    GgmlType::IQ3_XXS,
-    GgmlType::IQ3_S,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::IQ4_XS,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-    GgmlType::Q8_0,
-];
+/// Candidate types measured by default: the allocator's default candidates (the useful weight
+/// types from 1.56 to 8.5 bits), so a default scan covers a default allocation.
+pub const DEFAULT_CANDIDATES: &[GgmlType] = &dynquant_plan::DEFAULT_CANDIDATES;
 
 /// Probe types by default: one low type, where a single group's ΔKLD stands well above the
 /// evaluation's rounding on a short calibration slice, so the ratio ΔKLD / weight error of

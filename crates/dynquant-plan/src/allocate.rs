@@ -20,10 +20,11 @@ use dynquant_gguf::types::GgmlType;
 use crate::costs::CostModel;
 use crate::inventory::Inventory;
 use crate::knapsack::{self, Choice, KnapsackError};
-use crate::planner::{fallback_target, Decision, Plan, PlanError, PlanOptions, TensorPlan};
-use crate::quantizable::keep_reason;
+use crate::planner::{
+    fallback_target, fixed_choice, Decision, Plan, PlanError, PlanOptions, TensorPlan,
+};
 use crate::recipe::{Recipe, RuleAction};
-use crate::role::{classify, Role};
+use crate::role::classify;
 
 /// The candidate types when none are given: every i-quant and K-quant from 1.56 to 8.5 bits
 /// per weight that llama.cpp's CPU backend runs.
@@ -209,24 +210,8 @@ pub fn allocate(
         let row = t.row_len();
         let mut pinned: Option<(GgmlType, Decision, String)> = None;
         let mut bounds: Option<(Option<GgmlType>, Option<GgmlType>, usize)> = None;
-        if let Some(reason) = keep_reason(&t.name, &t.shape) {
-            pinned = Some((t.ggml_type, Decision::Kept(reason), reason.to_string()));
-        } else if let Some((i, ty)) = opts.plan_options.override_for(&t.name) {
-            pinned = Some((
-                ty,
-                Decision::Override(i),
-                format!("--tensor-type override #{}", i + 1),
-            ));
-        } else if let Some(ty) = match class.role {
-            Role::TokenEmbd => opts.plan_options.token_embedding_type,
-            Role::Output => opts.plan_options.output_tensor_type,
-            _ => None,
-        } {
-            pinned = Some((
-                ty,
-                Decision::SpecialOverride,
-                "token-embedding/output type override".into(),
-            ));
+        if let Some(fixed) = fixed_choice(t, class, opts.plan_options) {
+            pinned = Some(fixed);
         } else if let Some((i, rule)) = recipe
             .rules
             .iter()
@@ -328,24 +313,15 @@ pub fn allocate(
     }
 
     let align_to = opts.layout.alignment;
-    let fixed_padded: u64 = rows
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !free.iter().any(|f| f.index == *i))
-        .map(|(_, r)| align(r.bytes, align_to))
-        .sum();
-    let fixed_raw: u64 = rows
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !free.iter().any(|f| f.index == *i))
-        .map(|(_, r)| r.bytes)
-        .sum();
-    let fixed_kld: f64 = rows
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !free.iter().any(|f| f.index == *i))
-        .filter_map(|(_, r)| r.predicted_kld)
-        .sum();
+    // Bytes (padded and not) and predicted ΔKLD of the tensors whose type is fixed.
+    let (mut fixed_padded, mut fixed_raw, mut fixed_kld) = (0u64, 0u64, 0f64);
+    for (i, r) in rows.iter().enumerate() {
+        if !free.iter().any(|f| f.index == i) {
+            fixed_padded += align(r.bytes, align_to);
+            fixed_raw += r.bytes;
+            fixed_kld += r.predicted_kld.unwrap_or(0.0);
+        }
+    }
     let total_params = inv.n_params();
     let smallest_padded: u64 = free
         .iter()
@@ -602,6 +578,7 @@ pub fn to_tensor_type_file(plan: &Plan) -> String {
 mod tests {
     use super::*;
     use crate::costs::Priors;
+    use crate::role::Role;
     use dynquant_gguf::{Metadata, TensorInfo};
 
     fn model() -> Inventory {

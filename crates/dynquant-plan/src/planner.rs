@@ -15,12 +15,13 @@
 use std::collections::BTreeMap;
 
 use dynquant_gguf::types::{GgmlType, FILE_TYPE_TABLE};
+use dynquant_gguf::TensorInfo;
 use regex::Regex;
 
 use crate::inventory::Inventory;
 use crate::quantizable::keep_reason;
 use crate::recipe::Recipe;
-use crate::role::{classify, Role};
+use crate::role::{classify, Role, TensorClass};
 
 /// Why a tensor got its type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +194,36 @@ pub fn fallback_target(name: &str, requested: GgmlType, row: u64) -> Result<Ggml
         })
 }
 
+/// The decisions that come before any recipe, in the planner's precedence: what llama.cpp never
+/// quantizes keeps its type, then `--tensor-type` overrides, then the token-embedding/output
+/// overrides. `None` when the recipe (or the allocator) decides.
+pub(crate) fn fixed_choice(
+    t: &TensorInfo,
+    class: &TensorClass,
+    opts: &PlanOptions,
+) -> Option<(GgmlType, Decision, String)> {
+    if let Some(reason) = keep_reason(&t.name, &t.shape) {
+        return Some((t.ggml_type, Decision::Kept(reason), reason.to_string()));
+    }
+    if let Some((i, ty)) = opts.override_for(&t.name) {
+        return Some((
+            ty,
+            Decision::Override(i),
+            format!("--tensor-type override #{}", i + 1),
+        ));
+    }
+    let special = match class.role {
+        Role::TokenEmbd => opts.token_embedding_type,
+        Role::Output => opts.output_tensor_type,
+        _ => None,
+    }?;
+    Some((
+        special,
+        Decision::SpecialOverride,
+        "token-embedding/output type override".into(),
+    ))
+}
+
 /// Plans every tensor of `inv` with `recipe` and `opts` (`opts.has_imatrix` does not matter to
 /// a recipe of rules).
 pub fn plan(inv: &Inventory, recipe: &Recipe, opts: &PlanOptions) -> Result<Plan, PlanError> {
@@ -205,24 +236,8 @@ pub fn plan(inv: &Inventory, recipe: &Recipe, opts: &PlanOptions) -> Result<Plan
     let mut used = vec![false; recipe.rules.len()];
     let mut tensors = Vec::with_capacity(inv.tensors.len());
     for (t, class) in inv.tensors.iter().zip(&classes) {
-        let (requested, decision, why) = if let Some(reason) = keep_reason(&t.name, &t.shape) {
-            (t.ggml_type, Decision::Kept(reason), reason.to_string())
-        } else if let Some((i, ty)) = opts.override_for(&t.name) {
-            (
-                ty,
-                Decision::Override(i),
-                format!("--tensor-type override #{}", i + 1),
-            )
-        } else if let Some(ty) = match class.role {
-            Role::TokenEmbd => opts.token_embedding_type,
-            Role::Output => opts.output_tensor_type,
-            _ => None,
-        } {
-            (
-                ty,
-                Decision::SpecialOverride,
-                "token-embedding/output type override".into(),
-            )
+        let (requested, decision, why) = if let Some(fixed) = fixed_choice(t, class, opts) {
+            fixed
         } else if let Some((i, rule)) = recipe
             .rules
             .iter()

@@ -8,13 +8,14 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use dynquant_gguf::types::GgmlType;
 use dynquant_gguf::{planned_output_bytes, Metadata, OutputTarget, TensorInfo};
-use dynquant_input::load_preset;
+use dynquant_input::{load_preset, ModelInput};
 use dynquant_plan::{
     allocate, classify, to_recipe_toml, AllocationOptions, AllocationReport, CostModel, FileLayout,
     Inventory, Plan, PlanOptions, Preset, Priors, Sensitivity, SensitivityCosts, Target,
     DEFAULT_CANDIDATES,
 };
 
+use super::file_sha256;
 use crate::args::{RecipeArgs, TargetArgs};
 
 /// What to quantize by.
@@ -73,22 +74,22 @@ fn candidates(t: &TargetArgs) -> Result<Vec<GgmlType>> {
     Ok(out)
 }
 
-/// Reads a sensitivity file and checks it was measured on this model (its identity hash,
-/// `dynquant_measure::model_identity`) and, when one is given, with this imatrix.
+/// The `--sensitivity` file, if given, checked against `input` (its identity hash,
+/// `dynquant_measure::model_identity`) and, when given, the imatrix file.
 pub fn load_sensitivity(
-    path: &Path,
-    model_sha256: Option<&str>,
-    imatrix_sha256: Option<&str>,
-) -> Result<Sensitivity> {
+    path: Option<&Path>,
+    input: &ModelInput,
+    imatrix: Option<&Path>,
+) -> Result<Option<Sensitivity>> {
+    let Some(path) = path else { return Ok(None) };
+    let imatrix_sha256 = imatrix.map(file_sha256).transpose()?;
+    let identity = dynquant_measure::model_identity(input.source(), &input.metadata())?;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let s = Sensitivity::parse(&text).with_context(|| path.display().to_string())?;
-    match model_sha256 {
-        Some(m) => s.check_for(m, imatrix_sha256),
-        None => s.check_for(&s.key.model_sha256, imatrix_sha256),
-    }
-    .with_context(|| path.display().to_string())?;
-    Ok(s)
+    s.check_for(&identity, imatrix_sha256.as_deref())
+        .with_context(|| path.display().to_string())?;
+    Ok(Some(s))
 }
 
 /// The layout-relevant metadata of the output and a function giving the whole output's bytes

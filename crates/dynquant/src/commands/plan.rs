@@ -12,7 +12,7 @@ use dynquant_plan::{Decision, MlaLayout, Plan, Preset};
 use dynquant_quantize::{output_metadata, unseen_experts_of, Provenance};
 
 use super::allocation::{self, load_sensitivity, make_plan, OutputShape};
-use super::{file_sha256, write_atomically};
+use super::write_atomically;
 use serde_json::json;
 
 use super::human_bytes;
@@ -247,23 +247,20 @@ pub fn run(a: &PlanArgs) -> Result<()> {
     };
     let targets = plan_targets(&a.model, first)?;
     let imatrix = a.imatrix.as_deref().map(load_imatrix).transpose()?;
-    let imatrix_sha256 = a.imatrix.as_deref().map(file_sha256).transpose()?;
-    let sensitivity = a
-        .target
-        .sensitivity
-        .as_deref()
-        .map(|p| -> Result<_> {
-            // Checked against the model it was measured on: that needs the weights.
-            if a.model.is_file() && a.model.extension().is_some_and(|e| e == "json") {
-                anyhow::bail!(
-                    "--sensitivity needs the model's weights (a GGUF file or Hugging Face folder), not a config.json"
-                );
-            }
-            let input = ModelInput::open(&a.model, dynquant_gguf::Access::Mmap)?;
-            let identity = dynquant_measure::model_identity(input.source(), &input.metadata())?;
-            load_sensitivity(p, Some(&identity), imatrix_sha256.as_deref())
-        })
-        .transpose()?;
+    let sensitivity = match &a.target.sensitivity {
+        // Checked against the model it was measured on: that needs the weights.
+        Some(_) if a.model.is_file() && a.model.extension().is_some_and(|e| e == "json") => {
+            anyhow::bail!(
+                "--sensitivity needs the model's weights (a GGUF file or Hugging Face folder), not a config.json"
+            )
+        }
+        Some(path) => load_sensitivity(
+            Some(path),
+            &ModelInput::open(&a.model, dynquant_gguf::Access::Mmap)?,
+            a.imatrix.as_deref(),
+        )?,
+        None => None,
+    };
     let mut plans = Vec::new();
     for t in &targets {
         let input_metadata = t.inventory.metadata.clone();

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::allocation::{self, describe, load_sensitivity, make_plan, OutputShape};
 use super::overrides::plan_options;
-use super::{file_sha256, human_bytes, write_atomically};
+use super::{human_bytes, write_atomically};
 use crate::args::QuantizeArgs;
 
 struct Bar(ProgressBar);
@@ -41,16 +41,11 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
     let mut opts = plan_options(&a.recipe)?;
     opts.has_imatrix = a.imatrix.is_some();
     let imatrix = a.imatrix.as_deref().map(load_imatrix).transpose()?;
-    let imatrix_sha256 = a.imatrix.as_deref().map(file_sha256).transpose()?;
-    let sensitivity = a
-        .target
-        .sensitivity
-        .as_deref()
-        .map(|p| -> Result<_> {
-            let identity = dynquant_measure::model_identity(input.source(), &input.metadata())?;
-            load_sensitivity(p, Some(&identity), imatrix_sha256.as_deref())
-        })
-        .transpose()?;
+    let sensitivity = load_sensitivity(
+        a.target.sensitivity.as_deref(),
+        &input,
+        a.imatrix.as_deref(),
+    )?;
     let target = a.shards.target(&a.output);
     let input_metadata = input.metadata();
     let metadata_for = |name: &str, source: &str, file_type: u32| {
