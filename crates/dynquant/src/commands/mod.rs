@@ -57,21 +57,8 @@ fn write_options(force: bool) -> WriteOptions {
     }
 }
 
-/// Human-readable byte count (binary units).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
-}
+/// Human-readable byte count (binary units), as the report prints it.
+pub use dynquant_report::render::human_bytes;
 
 /// SHA-256 of a file's bytes, hex (streamed): how sensitivity files name their imatrix.
 pub fn file_sha256(path: &std::path::Path) -> Result<String> {
