@@ -308,20 +308,32 @@ struct OpenShard {
 /// system: what a size target must be checked against.
 pub fn planned_output_bytes(
     target: &OutputTarget,
-    mut metadata: Metadata,
+    metadata: Metadata,
     tensors: Vec<TensorInfo>,
 ) -> Result<u64> {
+    Ok(lay_out(target, metadata, tensors)?
+        .iter()
+        .map(|s| shard_bytes(&s.header))
+        .sum())
+}
+
+/// The shards (headers with offsets, final paths) of `tensors` with `metadata` at `target`:
+/// `split.*` keys dropped, a split set laid out by [`plan_shards`].
+fn lay_out(
+    target: &OutputTarget,
+    mut metadata: Metadata,
+    tensors: Vec<TensorInfo>,
+) -> Result<Vec<Shard>> {
     for key in keys::split::ALL {
         metadata.remove(key);
     }
-    let shards = match target {
-        OutputTarget::Single(path) => vec![Shard {
+    match target {
+        OutputTarget::Single(path) => Ok(vec![Shard {
             header: build_header(metadata, tensors)?,
             path: path.clone(),
-        }],
-        OutputTarget::Split { prefix, spec } => split_headers(prefix, metadata, tensors, *spec)?,
-    };
-    Ok(shards.iter().map(|s| shard_bytes(&s.header)).sum())
+        }]),
+        OutputTarget::Split { prefix, spec } => split_headers(prefix, metadata, tensors, *spec),
+    }
 }
 
 /// Streaming writer for one GGUF file or a split set.
@@ -348,22 +360,11 @@ impl GgufWriter {
     /// other metadata in the first shard only.
     pub fn create(
         target: &OutputTarget,
-        mut metadata: Metadata,
+        metadata: Metadata,
         tensors: Vec<TensorInfo>,
         opts: &WriteOptions,
     ) -> Result<Self> {
-        for key in keys::split::ALL {
-            metadata.remove(key);
-        }
-        let shards = match target {
-            OutputTarget::Single(path) => vec![Shard {
-                header: build_header(metadata, tensors)?,
-                path: path.clone(),
-            }],
-            OutputTarget::Split { prefix, spec } => {
-                split_headers(prefix, metadata, tensors, *spec)?
-            }
-        };
+        let shards = lay_out(target, metadata, tensors)?;
         for s in &shards {
             check_target(&s.path, opts)?;
         }

@@ -315,12 +315,14 @@ pub fn allocate(
     let align_to = opts.layout.alignment;
     // Bytes (padded and not) and predicted ΔKLD of the tensors whose type is fixed.
     let (mut fixed_padded, mut fixed_raw, mut fixed_kld) = (0u64, 0u64, 0f64);
-    for (i, r) in rows.iter().enumerate() {
-        if !free.iter().any(|f| f.index == i) {
-            fixed_padded += align(r.bytes, align_to);
-            fixed_raw += r.bytes;
-            fixed_kld += r.predicted_kld.unwrap_or(0.0);
-        }
+    let mut is_free = vec![false; rows.len()];
+    for f in &free {
+        is_free[f.index] = true;
+    }
+    for (r, _) in rows.iter().zip(&is_free).filter(|(_, free)| !**free) {
+        fixed_padded += align(r.bytes, align_to);
+        fixed_raw += r.bytes;
+        fixed_kld += r.predicted_kld.unwrap_or(0.0);
     }
     let total_params = inv.n_params();
     let smallest_padded: u64 = free
@@ -335,7 +337,12 @@ pub fn allocate(
         .sum();
     let smallest_file = opts.layout.header_bytes + fixed_padded + smallest_padded;
 
-    // Weights and costs per free tensor's options, in the solver's terms.
+    // Each free tensor's options in the solver's terms: (bytes, predicted ΔKLD) -> choice.
+    let items_by = |choice: &dyn Fn(u64, f64) -> Choice| -> Vec<Vec<Choice>> {
+        free.iter()
+            .map(|f| f.options.iter().map(|o| choice(o.2, o.3)).collect())
+            .collect()
+    };
     let (items, capacity): (Vec<Vec<Choice>>, f64) = match opts.target {
         Target::FileBytes(bytes) => {
             let too_small = || AllocateError::TooSmall {
@@ -349,18 +356,10 @@ pub fn allocate(
             if room < smallest_padded {
                 return Err(too_small());
             }
-            let items = free
-                .iter()
-                .map(|f| {
-                    f.options
-                        .iter()
-                        .map(|o| Choice {
-                            weight: align(o.2, align_to) as f64,
-                            cost: o.3,
-                        })
-                        .collect()
-                })
-                .collect();
+            let items = items_by(&|bytes, kld| Choice {
+                weight: align(bytes, align_to) as f64,
+                cost: kld,
+            });
             (items, room as f64)
         }
         Target::Bpw(bpw) => {
@@ -377,18 +376,10 @@ pub fn allocate(
                     smallest_gib: smallest_file as f64 / (1u64 << 30) as f64,
                 });
             }
-            let items = free
-                .iter()
-                .map(|f| {
-                    f.options
-                        .iter()
-                        .map(|o| Choice {
-                            weight: o.2 as f64,
-                            cost: o.3,
-                        })
-                        .collect()
-                })
-                .collect();
+            let items = items_by(&|bytes, kld| Choice {
+                weight: bytes as f64,
+                cost: kld,
+            });
             (items, room as f64)
         }
         Target::Kld(k) => {
@@ -400,18 +391,10 @@ pub fn allocate(
             if best > k {
                 return Err(AllocateError::KldTooSmall { target: k, best });
             }
-            let items = free
-                .iter()
-                .map(|f| {
-                    f.options
-                        .iter()
-                        .map(|o| Choice {
-                            weight: o.3,
-                            cost: align(o.2, align_to) as f64,
-                        })
-                        .collect()
-                })
-                .collect();
+            let items = items_by(&|bytes, kld| Choice {
+                weight: kld,
+                cost: align(bytes, align_to) as f64,
+            });
             (items, k - fixed_kld)
         }
     };

@@ -212,7 +212,7 @@ pub fn solve(
         (items[i][j].cost + lambda * items[i][j].weight - min_shifted[i]).max(0.0)
     };
     let gap = (best_cost - lower_bound).max(0.0);
-    let mut options: Vec<Vec<(usize, f64)>> = fronts
+    let options: Vec<Vec<(usize, f64)>> = fronts
         .iter()
         .enumerate()
         .map(|(i, f)| {
@@ -258,9 +258,6 @@ pub fn solve(
         let weights = options[i].iter().map(|&(j, _)| items[i][j].weight);
         tail_min[k] = tail_min[k + 1] + weights.clone().fold(f64::INFINITY, f64::min);
         tail_max[k] = tail_max[k + 1] + weights.fold(0.0, f64::max);
-    }
-    for o in &mut options {
-        o.shrink_to_fit();
     }
     struct Search<'a> {
         items: &'a [Vec<Choice>],
