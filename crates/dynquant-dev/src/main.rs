@@ -13,8 +13,15 @@ fn main() {
     let cli = args::Cli::parse();
     // Ctrl-C: remove the temporary outputs being written, as `dynquant` does.
     let _ = ctrlc::set_handler(|| {
-        eprintln!("error: interrupted; no output was written");
-        dynquant_gguf::remove_temporary_outputs_and_exit(130);
+        dynquant_gguf::remove_temporary_outputs_and_exit(130, |written| {
+            if written {
+                eprintln!(
+                    "error: interrupted after the output was complete; nothing partial was left"
+                );
+            } else {
+                eprintln!("error: interrupted; no output was written");
+            }
+        });
     });
     if let Err(err) = commands::run(&cli.command) {
         let msg = format!("{err:#}");

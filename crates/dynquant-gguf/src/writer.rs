@@ -143,29 +143,69 @@ pub fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// Temporary outputs currently being written, so that an interrupted process can remove
-/// them before exiting (see [`remove_temporary_outputs_and_exit`]); `true` once that began.
-static LIVE_TEMPORARIES: std::sync::Mutex<(Vec<PathBuf>, bool)> =
-    std::sync::Mutex::new((Vec::new(), false));
+/// them before exiting (see [`remove_temporary_outputs_and_exit`]).
+struct OutputRegistry {
+    temporaries: Vec<PathBuf>,
+    /// Set once the interrupt handler began: no new temporary may appear after it.
+    closing: bool,
+    /// Set once a complete set of outputs has its final names.
+    outputs_written: bool,
+}
 
-fn live_temporaries() -> std::sync::MutexGuard<'static, (Vec<PathBuf>, bool)> {
+static LIVE_TEMPORARIES: std::sync::Mutex<OutputRegistry> = std::sync::Mutex::new(OutputRegistry {
+    temporaries: Vec::new(),
+    closing: false,
+    outputs_written: false,
+});
+
+fn live_temporaries() -> std::sync::MutexGuard<'static, OutputRegistry> {
     // A poisoned list is still a valid list of paths.
     LIVE_TEMPORARIES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Removes every temporary output this process is writing and exits with `code`, for signal
 /// handlers (Ctrl-C): nothing half-written is left behind and no final name was ever used.
+/// `report` is told whether a complete set of outputs had already been renamed into place
+/// (the signal came after the work was done), so the caller can say which case it was.
 /// The registry stays locked until the process is gone, so no new temporary can appear in
-/// between (temporaries are created under the same lock).
-pub fn remove_temporary_outputs_and_exit(code: i32) -> ! {
+/// between (temporaries are created, and sets committed, under the same lock).
+pub fn remove_temporary_outputs_and_exit(code: i32, report: impl FnOnce(bool)) -> ! {
     let mut live = live_temporaries();
-    live.1 = true;
-    for p in live.0.drain(..) {
+    live.closing = true;
+    for p in live.temporaries.drain(..) {
         let _ = std::fs::remove_file(p);
     }
+    report(live.outputs_written);
     std::process::exit(code)
 }
 
-/// A temporary file that becomes `final_path` on [`TempOutput::commit`] and is removed if
+/// Renames a finished set of outputs into place as one step. The interrupt handler takes the
+/// same lock, so it sees the set either before any rename or after all of them; a failed
+/// rename removes the ones before it. A split set is thus all there or not at all.
+fn commit_all(mut temps: Vec<TempOutput>) -> Result<Vec<PathBuf>> {
+    let mut live = live_temporaries();
+    let mut renamed: Vec<PathBuf> = Vec::with_capacity(temps.len());
+    for t in &temps {
+        if let Err(e) = std::fs::rename(&t.tmp_path, &t.final_path) {
+            for p in &renamed {
+                let _ = std::fs::remove_file(p);
+            }
+            drop(live);
+            return Err(GgufError::io("rename", &t.final_path, e));
+        }
+        renamed.push(t.final_path.clone());
+    }
+    live.temporaries
+        .retain(|p| !temps.iter().any(|t| &t.tmp_path == p));
+    live.outputs_written = true;
+    drop(live);
+    for t in &mut temps {
+        t.committed = true;
+    }
+    Ok(renamed)
+}
+
+/// A temporary file that becomes `final_path` through [`commit_all`] and is removed if
 /// dropped uncommitted.
 struct TempOutput {
     tmp_path: PathBuf,
@@ -184,7 +224,7 @@ impl TempOutput {
         // Created and registered under one lock: see remove_temporary_outputs_and_exit.
         let file = {
             let mut live = live_temporaries();
-            if live.1 {
+            if live.closing {
                 return Err(GgufError::io(
                     "create",
                     &tmp_path,
@@ -193,7 +233,7 @@ impl TempOutput {
             }
             let file =
                 File::create(&tmp_path).map_err(|e| GgufError::io("create", &tmp_path, e))?;
-            live.0.push(tmp_path.clone());
+            live.temporaries.push(tmp_path.clone());
             file
         };
         Ok((
@@ -205,18 +245,13 @@ impl TempOutput {
             file,
         ))
     }
-
-    fn commit(mut self) -> Result<PathBuf> {
-        std::fs::rename(&self.tmp_path, &self.final_path)
-            .map_err(|e| GgufError::io("rename", &self.final_path, e))?;
-        self.committed = true;
-        Ok(self.final_path.clone())
-    }
 }
 
 impl Drop for TempOutput {
     fn drop(&mut self) {
-        live_temporaries().0.retain(|p| p != &self.tmp_path);
+        live_temporaries()
+            .temporaries
+            .retain(|p| p != &self.tmp_path);
         if !self.committed {
             let _ = std::fs::remove_file(&self.tmp_path);
         }
@@ -487,10 +522,7 @@ impl GgufWriter {
             self.current = Some((next, self.open_shard(next)?));
         }
         let bytes = self.planned_bytes();
-        let mut paths = Vec::with_capacity(self.completed.len());
-        for temp in std::mem::take(&mut self.completed) {
-            paths.push(temp.commit()?);
-        }
+        let paths = commit_all(std::mem::take(&mut self.completed))?;
         Ok(WriteSummary { paths, bytes })
     }
 }

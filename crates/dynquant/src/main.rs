@@ -13,8 +13,15 @@ fn main() {
     // Ctrl-C: remove the temporary outputs being written (final names are only ever given to
     // complete files), then exit as interrupted processes do.
     let _ = ctrlc::set_handler(|| {
-        eprintln!("error: interrupted; no output was written");
-        dynquant_gguf::remove_temporary_outputs_and_exit(130);
+        dynquant_gguf::remove_temporary_outputs_and_exit(130, |written| {
+            if written {
+                eprintln!(
+                    "error: interrupted after the output was complete; nothing partial was left"
+                );
+            } else {
+                eprintln!("error: interrupted; no output was written");
+            }
+        });
     });
     // A file-size limit (`ulimit -f`) must surface as a write error ("File too large") that
     // removes the temporary output, not as a signal that kills the process mid-write.
