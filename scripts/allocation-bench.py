@@ -17,7 +17,8 @@ Usage (after scripts/prepare-oracles.sh, with the test models and a .sens file):
       [--llama-pool iq1_s,iq1_m,...] [--chunks 8]
 --mixes: budgets are llama.cpp's files of these mixes (compared with llama.cpp's file and ours).
 --presets: budgets are dynquant's plans of these presets (compared with the preset and with the
-  smallest llama.cpp file of --llama-pool at or above that size).
+  smallest llama.cpp file of --llama-pool at or above that size; the pool is ranked by dynquant's
+  plan of each mix, and only the chosen mix is made by llama.cpp).
 """
 
 import argparse
@@ -123,6 +124,10 @@ def main():
         once(out, [DQ, "quantize", a.model, out, "--target-size", size, "--sensitivity", a.sens, *im, "--imatrix-fallback", "--quiet", *a.extra.split()])
         return out, json.loads(plan.read_text())["allocation"]
 
+    def planned_tensor_bytes(recipe):
+        plan = json.loads(run([DQ, "plan", a.model, "--recipe", recipe, *im, "--json"]))
+        return plan["total_bytes"]
+
     rows = []
     preds, meas = [], []
 
@@ -146,8 +151,16 @@ def main():
         mine = ours(preset)
         size = mine.stat().st_size
         if pool_files is None:
-            pool_files = sorted(((llama_file(m).stat().st_size, m) for m in pool))
-        above = [(s, m) for s, m in pool_files if s >= size]
+            # Rank the pool by dynquant's plan of each mix (the same tensor bytes as llama.cpp's
+            # file, checked below), so only the chosen mix is quantized by llama.cpp.
+            pool_files = sorted((planned_tensor_bytes(m), m) for m in pool)
+        mine_tensor_bytes = planned_tensor_bytes(preset)
+        above = [(s, m) for s, m in pool_files if s >= mine_tensor_bytes]
+        if above:
+            ref = llama_file(above[0][1])
+            if ref.stat().st_size < size:
+                sys.exit(f"llama.cpp {above[0][1]} ({ref.stat().st_size} B) is below the {preset} budget ({size} B)")
+            above = [(ref.stat().st_size, above[0][1])]
         out, rep = alloc(preset, size)
         r = {"budget": f"dynquant {preset}", "bytes": size, "alloc_bytes": out.stat().st_size,
              "predicted": rep["predicted_kld"], "alloc": stats(out), "hand": stats(mine),
