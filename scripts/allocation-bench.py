@@ -30,8 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WIKI = ROOT / "../shared/data/text/wiki.test.raw"
-DQ = ROOT / "target/release/dynquant"
-DEV = ROOT / "target/release/dynquant-dev"
+# DYNQUANT_BIN_DIR: run binaries copied elsewhere (so a rebuild during a long run cannot swap them).
+BIN = Path(os.environ.get("DYNQUANT_BIN_DIR", ROOT / "target/release"))
+DQ = BIN / "dynquant"
+DEV = BIN / "dynquant-dev"
 
 
 def run(cmd, **kw):

@@ -53,41 +53,40 @@ fn h(v: f32) -> f32 {
 /// `ggml_vec_dot_f16` of two rows already widened from f16, in `flavor`'s order.
 #[inline(always)]
 pub(crate) fn dot_f16(flavor: Flavor, x: &[f32], y: &[f32]) -> f32 {
-    let n = x.len();
-    let (epr, arr) = match flavor {
-        Flavor::Avx512 => (16, 4),
-        Flavor::Avx2 => (8, 4),
-        _ => (0, 0),
-    };
-    let mut sumf = 0f64;
-    let mut i = 0;
-    if epr > 0 {
-        let step = epr * arr;
-        let np = n / step * step;
-        let mut acc = [[0f32; 16]; 4];
-        while i < np {
-            for (j, a) in acc.iter_mut().enumerate() {
-                let o = i + j * epr;
-                for l in 0..epr {
-                    a[l] = x[o + l].mul_add(y[o + l], a[l]);
-                }
-            }
-            i += step;
-        }
-        // x0 += x2, x1 += x3, x0 += x1, then the horizontal sum
-        let mut r = [0f32; 16];
-        for l in 0..epr {
-            r[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
-        }
-        sumf = if epr == 16 {
-            reduce_add_16(&r) as f64
-        } else {
-            // _mm_hadd_ps twice on t0 = lo + hi
-            let t: [f32; 4] = std::array::from_fn(|l| r[l] + r[l + 4]);
-            ((t[0] + t[1]) + (t[2] + t[3])) as f64
-        };
+    match flavor {
+        Flavor::Avx512 => dot_f16_lanes::<16>(x, y),
+        Flavor::Avx2 => dot_f16_lanes::<8>(x, y),
+        _ => x.iter().zip(y).map(|(a, b)| (a * b) as f64).sum::<f64>() as f32,
     }
-    for j in i..n {
+}
+
+/// `dot_f16` with `EPR` lanes per register and four registers (ggml's GGML_F16_ARR), the lane
+/// count a constant so that the loop compiles to whole-register FMAs without bounds checks.
+#[inline(always)]
+fn dot_f16_lanes<const EPR: usize>(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let step = EPR * 4;
+    let np = n / step * step;
+    let mut acc = [[0f32; EPR]; 4];
+    for (xs, ys) in x[..np].chunks_exact(step).zip(y[..np].chunks_exact(step)) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            let xo: &[f32; EPR] = xs[j * EPR..(j + 1) * EPR].try_into().expect("EPR lanes");
+            let yo: &[f32; EPR] = ys[j * EPR..(j + 1) * EPR].try_into().expect("EPR lanes");
+            for l in 0..EPR {
+                a[l] = xo[l].mul_add(yo[l], a[l]);
+            }
+        }
+    }
+    // x0 += x2, x1 += x3, x0 += x1, then the horizontal sum
+    let r: [f32; EPR] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    let mut sumf = if EPR == 16 {
+        reduce_add_16(r[..16].try_into().expect("16 lanes")) as f64
+    } else {
+        // _mm_hadd_ps twice on t0 = lo + hi
+        let t: [f32; 4] = std::array::from_fn(|l| r[l] + r[l + 4]);
+        ((t[0] + t[1]) + (t[2] + t[3])) as f64
+    };
+    for j in np..n {
         sumf += (x[j] * y[j]) as f64;
     }
     sumf as f32

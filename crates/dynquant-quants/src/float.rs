@@ -32,7 +32,40 @@ pub(super) fn f32_le_to_f32(src: &[u8], dst: &mut [f32]) {
 }
 
 pub(super) fn f16_le_to_f32(src: &[u8], dst: &mut [f32]) {
+    // Eight values per instruction where the CPU has F16C (it decodes every F16 weight the
+    // engine multiplies, so element-wise conversion was the bottleneck of F16 models).
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: both features were detected at run time.
+        unsafe { f16_le_to_f32_f16c(src, dst) };
+        return;
+    }
     for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+        *d = f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "f16c,avx")]
+unsafe fn f16_le_to_f32_f16c(src: &[u8], dst: &mut [f32]) {
+    use std::arch::x86_64::{__m128i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
+    let n = dst.len().min(src.len() / 2);
+    let whole = n / 8 * 8;
+    for (d, s) in dst[..whole]
+        .chunks_exact_mut(8)
+        .zip(src[..2 * whole].chunks_exact(16))
+    {
+        // SAFETY: `s` holds 16 readable bytes and `d` 8 writable f32s; both intrinsics take
+        // unaligned pointers. (x86 is little-endian, so the bytes are the f16 lanes.)
+        unsafe {
+            let h = _mm_loadu_si128(s.as_ptr().cast::<__m128i>());
+            _mm256_storeu_ps(d.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+    }
+    for (d, c) in dst[whole..n]
+        .iter_mut()
+        .zip(src[2 * whole..].chunks_exact(2))
+    {
         *d = f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
     }
 }
