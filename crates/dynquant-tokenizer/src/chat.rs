@@ -3,11 +3,46 @@
 //! string/dict methods (`.strip()`, `.startswith()`, `.items()`, ...) through minijinja-contrib's
 //! pycompat, loop controls, `tojson`, `raise_exception(msg)` failing the render, and
 //! `strftime_now(fmt)` (UTC).
+//!
+//! Templates come from model files, so rendering is sandboxed: minijinja has no file, environment
+//! or network access (no loader is set, so `include`/`import`/`extends` find nothing); execution is
+//! bounded by fuel ([`TEMPLATE_FUEL`] instructions), recursion by minijinja's own limit, and the
+//! output by [`MAX_TEMPLATE_OUTPUT`] bytes. A template that runs past a bound fails with
+//! [`TokenizerError::Template`].
 
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde::Serialize;
 
 use crate::{Tokenizer, TokenizerError};
+
+/// Instructions one render may execute (minijinja fuel). Real chat templates use a few hundred
+/// per message; this allows conversations of tens of thousands of messages and stops a template
+/// that loops forever within a fraction of a second.
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+
+/// Bytes one render may produce (real prompts are kilobytes).
+pub const MAX_TEMPLATE_OUTPUT: usize = 16 << 20;
+
+/// An output that accepts [`MAX_TEMPLATE_OUTPUT`] bytes, then refuses.
+struct CappedOutput {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_TEMPLATE_OUTPUT {
+            self.overflowed = true;
+            return Err(std::io::Error::other("chat template output too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// One chat message: `role` ("system", "user", "assistant", ...) and its text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -153,16 +188,31 @@ impl Tokenizer {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_template("chat", template).map_err(template_error)?;
         let tmpl = env.get_template("chat").map_err(template_error)?;
         let text = |id: Option<u32>| id.and_then(|i| self.token_text(i)).unwrap_or("").to_owned();
-        tmpl.render(context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => text(self.bos()),
-            eos_token => text(self.eos()),
-        })
-        .map_err(template_error)
+        let mut out = CappedOutput {
+            bytes: Vec::new(),
+            overflowed: false,
+        };
+        let rendered = tmpl.render_captured_to(
+            context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => text(self.bos()),
+                eos_token => text(self.eos()),
+            },
+            &mut out,
+        );
+        if out.overflowed {
+            return Err(TokenizerError::Template(format!(
+                "the chat template's output exceeds {MAX_TEMPLATE_OUTPUT} bytes"
+            )));
+        }
+        rendered.map_err(template_error)?;
+        String::from_utf8(out.bytes)
+            .map_err(|_| TokenizerError::Template("the chat template's output is not UTF-8".into()))
     }
 }
 

@@ -35,7 +35,7 @@ use std::collections::{BinaryHeap, HashMap};
 use aho_corasick::AhoCorasick;
 use dynquant_gguf::{Array, Metadata, Value};
 
-pub use chat::ChatMessage;
+pub use chat::{ChatMessage, MAX_TEMPLATE_OUTPUT, TEMPLATE_FUEL};
 pub use pretok::PreType;
 
 /// Errors from building a tokenizer, encoding, or rendering a chat template.
