@@ -92,6 +92,10 @@ fn looks_special(t: &str) -> bool {
 /// Largest vocabulary accepted (guards allocations against absurd `vocab_size` values).
 pub const MAX_VOCAB: u64 = 1 << 24;
 
+/// How far token ids may run past the number of tokens (and config.json's `vocab_size`), leaving
+/// holes filled with padding tokens.
+const MAX_ID_HOLES: u64 = 1 << 16;
+
 /// Writes the vocabulary keys for `dir` into `md`, returning the kind and any warnings.
 pub fn write_vocab(
     dir: &Path,
@@ -181,12 +185,27 @@ fn write_bpe(
         .and_then(Json::as_object)
         .ok_or_else(|| bad("no model.vocab object"))?;
     let mut by_id: Vec<Option<(String, i32)>> = Vec::new();
+    // Ids index a table, so bound them by what the file and config.json declare (plus room for
+    // holes), not only by MAX_VOCAB: a 30-byte tokenizer.json claiming id 2^24 - 1 must not
+    // allocate a 16M-entry table.
+    let n_entries = vocab.len()
+        + tj.get("added_tokens")
+            .and_then(Json::as_array)
+            .map_or(0, Vec::len);
+    let id_limit = (n_entries as u64)
+        .max(vocab_size.unwrap_or(0))
+        .saturating_add(MAX_ID_HOLES)
+        .min(MAX_VOCAB);
     let put =
         |id: u64, tok: String, ty: i32, by_id: &mut Vec<Option<(String, i32)>>| -> Result<()> {
             let id = usize::try_from(id)
                 .ok()
-                .filter(|&i| i < 1 << 24)
-                .ok_or_else(|| bad("token id out of range"))?;
+                .filter(|&i| (i as u64) < id_limit)
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "token id {id} out of range (the tokenizer has {n_entries} tokens)"
+                    ))
+                })?;
             if by_id.len() <= id {
                 by_id.resize(id + 1, None);
             }
