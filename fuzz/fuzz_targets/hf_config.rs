@@ -22,5 +22,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(inv) = dynquant_hf::config_inventory(&path, layout) else {
         return;
     };
-    let _ = plan(&inv, &Recipe::basic(GgmlType::Q4_K), &PlanOptions::default());
+    let _ = plan(
+        &inv,
+        &Recipe::basic(GgmlType::Q4_K),
+        &PlanOptions::default(),
+    );
 });

@@ -61,7 +61,7 @@ fn safetensors_header_claiming_2_60_bytes() {
     }
     let err = open_single(&safetensors(1 << 60, "{}"))
         .err()
-        .expect("a 2^60-byte header");
+        .unwrap_or_else(|| panic!("a 2^60-byte header"));
     assert!(matches!(err, HfError::BadSafetensors { .. }), "{err:?}");
 }
 
@@ -76,7 +76,7 @@ fn safetensors_tensor_claiming_2_80_elements() {
         let bytes = safetensors(header.len() as u64, &header);
         let err = open_single(&bytes[..bytes.len() - 48])
             .err()
-            .expect("a huge shape");
+            .unwrap_or_else(|| panic!("a huge shape"));
         assert!(
             matches!(err, HfError::BadSafetensors { .. }),
             "{shape}: {err:?}"
@@ -93,7 +93,7 @@ fn vocab_error(tokenizer_json: &str, vocab_size: Option<u64>) -> HfError {
     };
     write_vocab(dir.path(), vocab_size, &opts, &mut Metadata::new())
         .err()
-        .expect("a hostile vocabulary")
+        .unwrap_or_else(|| panic!("a hostile vocabulary"))
 }
 
 #[test]
