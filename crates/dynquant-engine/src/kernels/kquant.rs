@@ -122,7 +122,7 @@ fn crumbs_hmask(src: &[u8; 32], hmask: &[u8; 32], shift: u32, bit: u32, out: &mu
         let low = (word(src, i) >> shift) & (3 * ONES);
         let clear = ((word(hmask, i) >> bit) & ONES) ^ ONES;
         // low | 0xfc is low - 4 as an i8; the product stays within each byte
-        put(out, i, low | clear * 0xfc);
+        put(out, i, low | (clear * 0xfc));
     }
 }
 
@@ -143,7 +143,7 @@ fn nibbles_qh(src: &[u8; 32], qh: &[u8; 32], shift: u32, bit: u32, out: &mut [i8
     for i in 0..4 {
         let nib = (word(src, i) >> shift) & (15 * ONES);
         let high = (word(qh, i) >> bit) & ONES;
-        put(out, i, nib | high << 4);
+        put(out, i, nib | (high << 4));
     }
 }
 
@@ -154,7 +154,7 @@ fn six_bits(ql: &[u8; 32], qh: &[u8; 32], shift_low: u32, shift_high: u32, out: 
     for i in 0..4 {
         let low = (word(ql, i) >> shift_low) & (15 * ONES);
         let high = (word(qh, i) >> shift_high) & (3 * ONES);
-        put(out, i, low | high << 4);
+        put(out, i, low | (high << 4));
     }
 }
 
