@@ -25,6 +25,28 @@ fn tile_rows(cols: usize) -> usize {
 /// `x` (`n_tok` x `w.cols`) times `w` transposed with the activations rounded to `dt`:
 /// returns `n_tok` x `w.rows`.
 pub(crate) fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, dt: DotType) -> Result<Vec<f32>> {
+    product(w, x, n_tok, dt, n_tok)
+}
+
+/// [`matmul`] as ggml-cpu's `mul_mat_id` computes one expert's product: the single-token
+/// `vec_dot` for every routed row (no tinyBLAS for batches).
+pub(crate) fn matmul_each_token(
+    w: &Weight<'_>,
+    x: &[f32],
+    n_tok: usize,
+    dt: DotType,
+) -> Result<Vec<f32>> {
+    product(w, x, n_tok, dt, 1)
+}
+
+/// The product with the tile kernel ggml picks for a batch of `kernel_batch` tokens.
+fn product(
+    w: &Weight<'_>,
+    x: &[f32],
+    n_tok: usize,
+    dt: DotType,
+    kernel_batch: usize,
+) -> Result<Vec<f32>> {
     let k = w.cols;
     // Activations as the dot product sees them (+ Q8_1 block-sum corrections).
     let nb32 = k / 32;
@@ -55,7 +77,7 @@ pub(crate) fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, dt: DotType) -> Re
     let n = w.rows;
     let tr = tile_rows(k);
     let mut yt = vec![0f32; n * n_tok]; // rows x tokens
-    let kernel = select_kernel(w.ty, k, n_tok);
+    let kernel = select_kernel(w.ty, k, kernel_batch);
     yt.par_chunks_mut(tr * n_tok)
         .enumerate()
         .try_for_each(|(ti, out)| -> Result<()> {
