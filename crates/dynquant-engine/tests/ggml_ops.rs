@@ -666,8 +666,9 @@ fn check_mul_mat_id(ty: GgmlType) {
 }
 
 #[test]
-fn mul_mat_id_f16() {
+fn mul_mat_id_f16_f32() {
     check_mul_mat_id(GgmlType::F16);
+    check_mul_mat_id(GgmlType::F32);
 }
 
 #[test]
@@ -711,4 +712,32 @@ fn mul_mat_id_iq4_and_legacy() {
     ] {
         check_mul_mat_id(ty);
     }
+}
+
+/// F32 weights (routers, norms-sized products): `ggml_vec_dot_f32` for one token, tinyBLAS for
+/// batches, bit for bit against ggml, for widths of a multiple of ggml's vector step.
+#[test]
+fn matmuls_f32() {
+    let Some(g) = Ggml::load() else { return };
+    let mut bad = Vec::new();
+    for (cols, rows) in [(576usize, 4usize), (768, 36)] {
+        let src = acts(cols * rows, 41 + cols as u64);
+        let data: Vec<u8> = src.iter().flat_map(|v| (v * 0.05).to_le_bytes()).collect();
+        let w = Weight::new("w", GgmlType::F32, cols, rows, Cow::Borrowed(&data)).expect("weight");
+        for n_tok in [1usize, 2, 3, 5, 16, 65] {
+            let x = acts(cols * n_tok, 3 + n_tok as u64);
+            let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
+            let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
+            let (n, worst) = diff(&ours, &theirs);
+            eprintln!(
+                "{} f32 {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
+                g.variant,
+                ours.len()
+            );
+            if n > 0 {
+                bad.push(format!("f32 {cols}x{rows} n_tok {n_tok}: {n} differ"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
 }
