@@ -179,6 +179,16 @@ pub fn remove_temporary_outputs_and_exit(code: i32, report: impl FnOnce(bool)) -
     std::process::exit(code)
 }
 
+/// What an interrupted command says (after "error: "), given whether a complete set of
+/// outputs already had its final names when the signal came.
+pub fn interrupted_message(outputs_written: bool) -> &'static str {
+    if outputs_written {
+        "interrupted after the output was complete; nothing partial was left"
+    } else {
+        "interrupted; no output was written"
+    }
+}
+
 /// Renames a finished set of outputs into place as one step. The interrupt handler takes the
 /// same lock, so it sees the set either before any rename or after all of them; a failed
 /// rename removes the ones before it. A split set is thus all there or not at all.
