@@ -1038,7 +1038,7 @@ fn dot_lanes_best(ty: LaneType, w: &[LaneBlock], a: &[Q8K]) -> f32 {
 
 /// [`dot_q2k_repacked`] with the fastest instructions this CPU has (same bits).
 #[inline(always)]
-fn dot_q2k_repacked_best(w: &[LaneBlock], a: &[Q8K], group: usize) -> f32 {
+pub(crate) fn dot_q2k_repacked_best(w: &[LaneBlock], a: &[Q8K], group: usize) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::simd() {
         // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
@@ -1049,7 +1049,7 @@ fn dot_q2k_repacked_best(w: &[LaneBlock], a: &[Q8K], group: usize) -> f32 {
 
 /// [`dot_q4k`] with the fastest instructions this CPU has (same bits).
 #[inline(always)]
-fn dot_q4k_best(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
+pub(crate) fn dot_q4k_best(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::simd() {
         // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
