@@ -81,7 +81,7 @@ impl BlockCtx<'_> {
         if let Some(o) = self.obs {
             o.observe_expert(w, expert, n_expert, x, n);
         }
-        matmul(w, x, n, self.numerics)
+        crate::matmul::matmul_expert(w, x, n, self.numerics)
     }
 
     /// Matrix `mat` (of `n_mat`) of a per-head 3-D tensor times the `n_tok` rows of `x`,

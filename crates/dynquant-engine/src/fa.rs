@@ -92,9 +92,10 @@ fn dot_f16_lanes<const EPR: usize>(x: &[f32], y: &[f32]) -> f32 {
     sumf as f32
 }
 
-/// ggml_v_expf of `x - max` over 16/8 lanes, values stored, the sum as ggml returns it.
+/// ggml_v_expf of `x - max` over 16/8 lanes, values stored, the sum as ggml returns it
+/// (`ggml_vec_soft_max_f32`).
 #[inline(always)]
-fn soft_max(flavor: Flavor, row: &mut [f32], max: f32) -> f64 {
+pub(crate) fn soft_max(flavor: Flavor, row: &mut [f32], max: f32) -> f64 {
     let lanes = match flavor {
         Flavor::Avx512 => 16,
         Flavor::Avx2 => 8,

@@ -14,7 +14,9 @@ use dynquant_gguf::GgmlType;
 use crate::dot::DotType;
 use crate::error::{EngineError, Result};
 use crate::kernels::kquant::{LanePath, LaneType};
-use crate::kernels::{float, iq4, iquant, iquant::IqType, kquant, legacy, legacy::LegacyType};
+use crate::kernels::{
+    expert, float, iq4, iquant, iquant::IqType, kquant, legacy, legacy::LegacyType,
+};
 pub use crate::weight::Weight;
 
 /// How matrix products round their activations.
@@ -81,8 +83,41 @@ fn kernel(w: &Weight<'_>, numerics: Numerics) -> Kernel {
     }
 }
 
+/// Which ggml op a product reproduces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// `ggml_mul_mat`: the kernel may depend on the batch (tinyBLAS, repacked gemm).
+    MulMat,
+    /// One expert's share of `ggml_mul_mat_id` (the rows routed to it): ggml-cpu runs the
+    /// single-row `vec_dot` (or a repacked weight's gemv) for each row; only the IQ panel gemm
+    /// still takes batches (of at least 8 rows per expert, as for `mul_mat`).
+    MulMatId,
+}
+
 /// `x` (`n_tok` x `w.cols`) times `w` transposed: returns `n_tok` x `w.rows`.
 pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Result<Vec<f32>> {
+    product(w, x, n_tok, numerics, Op::MulMat)
+}
+
+/// One expert of a 3-D expert tensor times the `n_tok` rows routed to it, in the float order of
+/// ggml-cpu's `mul_mat_id` (which differs from [`matmul`]'s for F16 and F32 weights and for
+/// repacked Q4_K and Q2_K weights): returns `n_tok` x `w.rows`.
+pub fn matmul_expert(
+    w: &Weight<'_>,
+    x: &[f32],
+    n_tok: usize,
+    numerics: Numerics,
+) -> Result<Vec<f32>> {
+    product(w, x, n_tok, numerics, Op::MulMatId)
+}
+
+fn product(
+    w: &Weight<'_>,
+    x: &[f32],
+    n_tok: usize,
+    numerics: Numerics,
+    op: Op,
+) -> Result<Vec<f32>> {
     let k = w.cols;
     if x.len() != n_tok * k {
         return Err(EngineError::Invalid(format!(
@@ -96,6 +131,13 @@ pub fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, numerics: Numerics) -> Re
     }
     Ok(match kernel(w, numerics) {
         Kernel::Legacy(l) => legacy::matmul(l, w, x, n_tok),
+        Kernel::Q4K if op == Op::MulMatId => expert::matmul_q4k_gemv(w, x, n_tok),
+        Kernel::Lanes(LaneType::Q2K, LanePath::Q2KRepacked) if op == Op::MulMatId => {
+            expert::matmul_q2k_gemv(w, x, n_tok)
+        }
+        Kernel::Dequantized(dt) if op == Op::MulMatId => {
+            return float::matmul_each_token(w, x, n_tok, dt)
+        }
         Kernel::Q4K => kquant::matmul_q4k(w, x, n_tok),
         Kernel::Q6K => kquant::matmul_q6k(w, x, n_tok),
         Kernel::Lanes(l, path) => kquant::matmul_lanes(l, path, w, x, n_tok),

@@ -55,11 +55,13 @@ fn top_k(v: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
-/// ggml's f32 softmax: `exp(x - max)` in f32, summed in f64, times the f32 inverse sum.
+/// ggml's f32 softmax (`ggml_soft_max`): `exp(x - max)` in f32 (ggml's vector exp over whole
+/// registers, libm's for the rest), summed in f64 (a register's values first summed in f32),
+/// times the f32 inverse sum.
 fn softmax(x: &[f32]) -> Vec<f32> {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut y: Vec<f32> = x.iter().map(|&v| (v - max).exp()).collect();
-    let sum: f64 = y.iter().map(|&v| v as f64).sum();
+    let mut y = x.to_vec();
+    let sum = crate::fa::soft_max(crate::cpu::flavor(), &mut y, max);
     let inv = (1.0 / sum) as f32;
     y.iter_mut().for_each(|v| *v *= inv);
     y

@@ -555,3 +555,189 @@ fn matmuls_iquants() {
     }
     assert!(bad.is_empty(), "{bad:?}");
 }
+
+/// Expert routes of `n_tok` tokens over six experts, two per token, uneven as real routing is:
+/// expert 0 gets no row, expert 1 one, expert 2 three, expert 5 eight (the IQ panel gemm's
+/// threshold), experts 3 and 4 the rest, with both slot orders.
+fn uneven_routes(n_tok: usize) -> Vec<[usize; 2]> {
+    (0..n_tok)
+        .map(|t| match t {
+            0 => [1, 5],
+            1..=3 => [5, 2],
+            4..=7 => [3, 5],
+            _ if t % 2 == 0 => [3, 4],
+            _ => [4, 3],
+        })
+        .collect()
+}
+
+/// The engine's expert products for `routes` as `moe.rs` runs them (each expert's rows gathered
+/// in token order, one [`matmul_expert`] per expert), laid out as ggml's `mul_mat_id` result
+/// ([rows, n_used, n_tok]).
+fn ours_mul_mat_id(experts: &[Weight<'_>], x: &[f32], routes: &[[usize; 2]]) -> Vec<f32> {
+    use dynquant_engine::matmul::matmul_expert;
+    let (cols, rows) = (experts[0].cols, experts[0].rows);
+    let mut y = vec![0f32; routes.len() * 2 * rows];
+    for (e, w) in experts.iter().enumerate() {
+        let mine: Vec<(usize, usize)> = routes
+            .iter()
+            .enumerate()
+            .flat_map(|(t, r)| (0..2).filter(move |&s| r[s] == e).map(move |s| (t, s)))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let xin: Vec<f32> = mine
+            .iter()
+            .flat_map(|&(t, _)| x[t * cols..(t + 1) * cols].iter().copied())
+            .collect();
+        let out = matmul_expert(w, &xin, mine.len(), Numerics::Llama).expect("matmul_expert");
+        for (i, &(t, s)) in mine.iter().enumerate() {
+            y[(t * 2 + s) * rows..][..rows].copy_from_slice(&out[i * rows..(i + 1) * rows]);
+        }
+    }
+    y
+}
+
+/// `ggml_mul_mat_id` of six experts of `ty` (quantized here from random values, with an
+/// importance that varies by column) with uneven routing, bit for bit against ggml, for row
+/// counts ggml repacks (groups of eight) and, where the engine has that path, not; one token
+/// (decoding) and a batch.
+/// `GGML_CPU_VARIANT=haswell DYNQUANT_CPU_FLAVOR=avx2` checks the AVX2 build's order.
+fn check_mul_mat_id(ty: GgmlType) {
+    let Some(g) = Ggml::load() else { return };
+    let n_expert = 6;
+    let mut bad = Vec::new();
+    // the engine reproduces Q4_K and IQ4_NL only in ggml's repacked layout (rows in groups of
+    // eight, as every model's are)
+    let odd_rows = !matches!(ty, GgmlType::Q4_K | GgmlType::IQ4_NL);
+    let shapes: &[(usize, usize)] = if odd_rows {
+        &[(768, 64), (512, 36)]
+    } else {
+        &[(768, 64)]
+    };
+    for &(cols, rows) in shapes {
+        let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+        let mut data = vec![0u8; rb * rows * n_expert];
+        let importance: Vec<f32> = (0..cols).map(|c| 0.5 + (c % 7) as f32 * 0.3).collect();
+        for (e, d) in data.chunks_exact_mut(rb * rows).enumerate() {
+            let src: Vec<f32> = acts(cols * rows, 301 + 7 * e as u64 + ty.id() as u64)
+                .iter()
+                .map(|v| v * 0.02)
+                .collect();
+            dynquant_quants::quantize_rows(ty, &src, cols, Some(&importance), d).expect("quantize");
+        }
+        let experts: Vec<Weight<'_>> = data
+            .chunks_exact(rb * rows)
+            .enumerate()
+            .map(|(e, d)| {
+                Weight::new(format!("exp{e}"), ty, cols, rows, Cow::Borrowed(d)).expect("weight")
+            })
+            .collect();
+        for n_tok in [1usize, 40] {
+            let routes = uneven_routes(n_tok);
+            let x = acts(cols * n_tok, 5 + n_tok as u64);
+            let ours = ours_mul_mat_id(&experts, &x, &routes);
+            let mut gr = g.graph();
+            let wt = gr.input(
+                ty.id() as i32,
+                &[cols as i64, rows as i64, n_expert as i64],
+                data.clone(),
+                repacked(ty, rows),
+            );
+            let xt = gr.f32(&[cols as i64, 1, n_tok as i64], &x);
+            let ids: Vec<i32> = routes.iter().flatten().map(|&e| e as i32).collect();
+            let it = gr.i32s(&[2, n_tok as i64], &ids);
+            let y = gr.mul_mat_id(wt, xt, it);
+            let theirs = gr.compute(y, rows * 2 * n_tok);
+            let (n, worst) = diff(&ours, &theirs);
+            eprintln!(
+                "{} mul_mat_id {ty} {cols}x{rows}x{n_expert} n_tok {n_tok}: {n} of {} differ \
+                 (max rel {worst:.2e})",
+                g.variant,
+                ours.len()
+            );
+            if n > 0 {
+                bad.push(format!("{ty} {cols}x{rows} n_tok {n_tok}: {n} differ"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+#[test]
+fn mul_mat_id_f16_f32() {
+    check_mul_mat_id(GgmlType::F16);
+    check_mul_mat_id(GgmlType::F32);
+}
+
+#[test]
+fn mul_mat_id_k_quants() {
+    for ty in [
+        GgmlType::Q4_K,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ] {
+        check_mul_mat_id(ty);
+    }
+}
+
+#[test]
+fn mul_mat_id_iquants() {
+    for ty in [
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ2_S,
+        GgmlType::IQ3_XXS,
+        GgmlType::IQ3_S,
+        GgmlType::IQ1_S,
+        GgmlType::IQ1_M,
+    ] {
+        check_mul_mat_id(ty);
+    }
+}
+
+#[test]
+fn mul_mat_id_iq4_and_legacy() {
+    // not Q4_0: ggml repacks Q4_0 weights of 8k rows (q4_0_8x8), a gemv the engine does not
+    // reproduce in dense products either
+    for ty in [
+        GgmlType::IQ4_XS,
+        GgmlType::IQ4_NL,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+    ] {
+        check_mul_mat_id(ty);
+    }
+}
+
+/// F32 weights (routers, norms-sized products): `ggml_vec_dot_f32` for one token, tinyBLAS for
+/// batches, bit for bit against ggml, for widths of a multiple of ggml's vector step.
+#[test]
+fn matmuls_f32() {
+    let Some(g) = Ggml::load() else { return };
+    let mut bad = Vec::new();
+    for (cols, rows) in [(576usize, 4usize), (768, 36)] {
+        let src = acts(cols * rows, 41 + cols as u64);
+        let data: Vec<u8> = src.iter().flat_map(|v| (v * 0.05).to_le_bytes()).collect();
+        let w = Weight::new("w", GgmlType::F32, cols, rows, Cow::Borrowed(&data)).expect("weight");
+        for n_tok in [1usize, 2, 3, 5, 16, 65] {
+            let x = acts(cols * n_tok, 3 + n_tok as u64);
+            let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
+            let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
+            let (n, worst) = diff(&ours, &theirs);
+            eprintln!(
+                "{} f32 {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
+                g.variant,
+                ours.len()
+            );
+            if n > 0 {
+                bad.push(format!("f32 {cols}x{rows} n_tok {n_tok}: {n} differ"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}

@@ -1,9 +1,9 @@
 //! Products of dequantized weights with activations rounded to the weight's dot type (or kept
 //! in f32): any weight type with a dequantizer, and the exact numerics. Weight rows are decoded
 //! to f32 in tiles of about 128 KiB and multiplied with every token of the batch by one of the
-//! f32 tile kernels below. For F16 weights the kernels reproduce ggml's (`ggml_vec_dot_f16` for
-//! one token, llamafile's tinyBLAS for batches); for the other types the float sums are in the
-//! engine's own order.
+//! f32 tile kernels below. For F16 and F32 weights the kernels reproduce ggml's
+//! (`ggml_vec_dot_f16`/`_f32` for one token, llamafile's tinyBLAS for batches); for the other
+//! types the float sums are in the engine's own order.
 
 use rayon::prelude::*;
 
@@ -25,6 +25,28 @@ fn tile_rows(cols: usize) -> usize {
 /// `x` (`n_tok` x `w.cols`) times `w` transposed with the activations rounded to `dt`:
 /// returns `n_tok` x `w.rows`.
 pub(crate) fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, dt: DotType) -> Result<Vec<f32>> {
+    product(w, x, n_tok, dt, n_tok)
+}
+
+/// [`matmul`] as ggml-cpu's `mul_mat_id` computes one expert's product: the single-token
+/// `vec_dot` for every routed row (no tinyBLAS for batches).
+pub(crate) fn matmul_each_token(
+    w: &Weight<'_>,
+    x: &[f32],
+    n_tok: usize,
+    dt: DotType,
+) -> Result<Vec<f32>> {
+    product(w, x, n_tok, dt, 1)
+}
+
+/// The product with the tile kernel ggml picks for a batch of `kernel_batch` tokens.
+fn product(
+    w: &Weight<'_>,
+    x: &[f32],
+    n_tok: usize,
+    dt: DotType,
+    kernel_batch: usize,
+) -> Result<Vec<f32>> {
     let k = w.cols;
     // Activations as the dot product sees them (+ Q8_1 block-sum corrections).
     let nb32 = k / 32;
@@ -55,7 +77,7 @@ pub(crate) fn matmul(w: &Weight<'_>, x: &[f32], n_tok: usize, dt: DotType) -> Re
     let n = w.rows;
     let tr = tile_rows(k);
     let mut yt = vec![0f32; n * n_tok]; // rows x tokens
-    let kernel = select_kernel(w.ty, k, n_tok);
+    let kernel = select_kernel(w.ty, k, kernel_batch);
     yt.par_chunks_mut(tr * n_tok)
         .enumerate()
         .try_for_each(|(ti, out)| -> Result<()> {
@@ -103,6 +125,10 @@ fn select_kernel(ty: GgmlType, k: usize, n_tok: usize) -> TileKernel {
     if !cpu::fused() {
         return tile_unfused;
     }
+    let lanes = match cpu::flavor() {
+        Flavor::Avx512 => 16,
+        _ => 8,
+    };
     if ty == GgmlType::F16 {
         // one token: ggml_vec_dot_f16 (four vector accumulators)
         if n_tok == 1 {
@@ -110,10 +136,27 @@ fn select_kernel(ty: GgmlType, k: usize, n_tok: usize) -> TileKernel {
         }
         // llamafile's tinyBLAS (ggml's path for batches) keeps one vector accumulator per
         // output over k and reduces it at the end
-        match cpu::flavor() {
-            Flavor::Avx512 if k % 16 == 0 => return lanes16_tile,
-            Flavor::Avx2 if k % 8 == 0 => return lanes8_tile,
-            _ => {}
+        if k % lanes == 0 {
+            return if lanes == 16 {
+                lanes16_tile
+            } else {
+                lanes8_tile
+            };
+        }
+    }
+    if ty == GgmlType::F32 {
+        // one token: ggml_vec_dot_f32, ggml_vec_dot_f16's four accumulators and reduction (its
+        // leftovers, summed in f32 rather than f64, are left to the engine's own order)
+        if n_tok == 1 && k % (4 * lanes) == 0 {
+            return vec_dot_f16_tile;
+        }
+        // batches: tinyBLAS with f32 activations, as for F16
+        if n_tok > 1 && k % lanes == 0 {
+            return if lanes == 16 {
+                lanes16_tile
+            } else {
+                lanes8_tile
+            };
         }
     }
     tile_fused

@@ -27,11 +27,22 @@ const QK4: usize = 32;
 /// Levels of one 32-element group packed as IQ4_NL packs it: byte `l` holds element `l` in its
 /// low nibble and element `16 + l` in its high nibble.
 fn unpack(qs: &[u8], out: &mut [i8]) {
-    for (l, &b) in qs[..QK4 / 2].iter().enumerate() {
-        out[l] = LEVELS[(b & 0x0f) as usize];
-        out[l + QK4 / 2] = LEVELS[(b >> 4) as usize];
+    let (low, high) = out[..QK4].split_at_mut(QK4 / 2);
+    for ((lo, hi), &b) in low.iter_mut().zip(high.iter_mut()).zip(&qs[..QK4 / 2]) {
+        [*lo, *hi] = LEVEL_PAIRS[usize::from(b)];
     }
 }
+
+/// The levels of both nibbles of every byte (one lookup per byte instead of two).
+const LEVEL_PAIRS: [[i8; 2]; 256] = {
+    let mut pairs = [[0i8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = [LEVELS[b & 0x0f], LEVELS[b >> 4]];
+        b += 1;
+    }
+    pairs
+};
 
 fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()

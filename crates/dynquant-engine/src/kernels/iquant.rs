@@ -151,19 +151,40 @@ fn signs7(pattern: u32) -> u8 {
     p | (((p.count_ones() & 1) as u8) << 7)
 }
 
-/// Writes 8 values: byte `j` of `grid` is the magnitude of value `j`, bit `j` of `signs` makes
-/// it negative.
-fn put_signed(out: &mut [i8], grid: u64, signs: u8) {
-    for (j, o) in out[..8].iter_mut().enumerate() {
-        let m = (grid >> (8 * j)) as u8 as i8;
-        *o = if signs >> j & 1 != 0 { -m } else { m };
+/// Per sign byte, the word whose byte `j` is 0xff where bit `j` is set.
+const SIGN_MASKS: [u64; 256] = {
+    let mut masks = [0u64; 256];
+    let mut s = 0;
+    while s < 256 {
+        let mut j = 0;
+        while j < 8 {
+            if s >> j & 1 != 0 {
+                masks[s] |= 0xff << (8 * j);
+            }
+            j += 1;
+        }
+        s += 1;
     }
+    masks
+};
+
+/// Writes 8 values: byte `j` of `grid` is the magnitude of value `j`, bit `j` of `signs` makes
+/// it negative. Eight bytes at a time in a u64: `(m ^ mask) - mask` per byte (-m where the mask
+/// is 0xff), the byte-wise subtraction done without borrows crossing bytes.
+#[inline(always)]
+fn put_signed(out: &mut [i8], grid: u64, signs: u8) {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mask = SIGN_MASKS[usize::from(signs)];
+    let x = grid ^ mask;
+    let v = ((x | HIGH) - (mask & !HIGH)) ^ ((x ^ !mask) & HIGH);
+    put_iq1(out, v);
 }
 
-/// Writes 8 of IQ1's signed grid values.
+/// Writes 8 of IQ1's signed grid values (byte `j` of `grid` is value `j`).
+#[inline(always)]
 fn put_iq1(out: &mut [i8], grid: u64) {
-    for (j, o) in out[..8].iter_mut().enumerate() {
-        *o = (grid >> (8 * j)) as u8 as i8;
+    for (o, b) in out[..8].iter_mut().zip(grid.to_le_bytes()) {
+        *o = b as i8;
     }
 }
 

@@ -62,19 +62,120 @@ pub(crate) struct Q6Block {
     q: [u8; QK_K],
 }
 
+/// The 32 bytes at `at` of a block.
+#[inline(always)]
+fn bytes32(b: &[u8], at: usize) -> &[u8; 32] {
+    b[at..at + 32]
+        .try_into()
+        .expect("a block holds 32 bytes from `at`")
+}
+
+/// The 32-element group at element `at` of a super-block.
+#[inline(always)]
+fn group32<T>(q: &mut [T; QK_K], at: usize) -> &mut [T; 32] {
+    (&mut q[at..at + 32])
+        .try_into()
+        .expect("a super-block holds 32 elements from `at`")
+}
+
+// The unpacking steps below work on eight bytes at a time in a u64 (SWAR): every field sits
+// within its byte, so a shift of the whole word followed by a per-byte mask gives each byte's
+// field, as the byte-wise form would (LLVM does not vectorize the byte-wise form for SSE2).
+
+/// A one in every byte of a word.
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The eight bytes at `8i` of `src` as a little-endian word.
+#[inline(always)]
+fn word(src: &[u8; 32], i: usize) -> u64 {
+    u64::from_le_bytes(src[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+}
+
+/// Stores `v`'s bytes at `8i` of `out`.
+#[inline(always)]
+fn put(out: &mut [u8; 32], i: usize, v: u64) {
+    out[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// The bytes of a group of i8 values.
+#[inline(always)]
+fn as_bytes(out: &mut [i8; 32]) -> &mut [u8; 32] {
+    // SAFETY: i8 and u8 have the same size and alignment and every bit pattern is valid for
+    // both, so the array can be viewed as either.
+    unsafe { &mut *(out as *mut [i8; 32]).cast::<[u8; 32]>() }
+}
+
+/// Bits `shift..shift + 2` of each byte (the 2-bit values of Q2_K).
+#[inline(always)]
+fn crumbs(src: &[u8; 32], shift: u32, out: &mut [i8; 32]) {
+    let out = as_bytes(out);
+    for i in 0..4 {
+        put(out, i, (word(src, i) >> shift) & (3 * ONES));
+    }
+}
+
+/// Q3_K's values: bits `shift..shift + 2` of `src`, minus 4 where bit `bit` of `hmask` is clear.
+#[inline(always)]
+fn crumbs_hmask(src: &[u8; 32], hmask: &[u8; 32], shift: u32, bit: u32, out: &mut [i8; 32]) {
+    let out = as_bytes(out);
+    for i in 0..4 {
+        let low = (word(src, i) >> shift) & (3 * ONES);
+        let clear = ((word(hmask, i) >> bit) & ONES) ^ ONES;
+        // low | 0xfc is low - 4 as an i8; the product stays within each byte
+        put(out, i, low | (clear * 0xfc));
+    }
+}
+
+/// Low nibbles into `low`, high nibbles into `high` (Q4_K).
+#[inline(always)]
+fn nibbles(src: &[u8; 32], low: &mut [u8; 32], high: &mut [u8; 32]) {
+    for i in 0..4 {
+        let v = word(src, i);
+        put(low, i, v & (15 * ONES));
+        put(high, i, (v >> 4) & (15 * ONES));
+    }
+}
+
+/// Q5_K's values: the nibble at `shift` of `src` plus bit `bit` of `qh` as the fifth bit.
+#[inline(always)]
+fn nibbles_qh(src: &[u8; 32], qh: &[u8; 32], shift: u32, bit: u32, out: &mut [i8; 32]) {
+    let out = as_bytes(out);
+    for i in 0..4 {
+        let nib = (word(src, i) >> shift) & (15 * ONES);
+        let high = (word(qh, i) >> bit) & ONES;
+        put(out, i, nib | (high << 4));
+    }
+}
+
+/// Q6_K's values: the nibble at `shift_low` of `ql` plus bits `shift_high..shift_high + 2` of
+/// `qh` as the two high bits.
+#[inline(always)]
+fn six_bits(ql: &[u8; 32], qh: &[u8; 32], shift_low: u32, shift_high: u32, out: &mut [u8; 32]) {
+    for i in 0..4 {
+        let low = (word(ql, i) >> shift_low) & (15 * ONES);
+        let high = (word(qh, i) >> shift_high) & (3 * ONES);
+        put(out, i, low | (high << 4));
+    }
+}
+
 /// Integer values of a Q6_K row (block layout in [`q6k`]).
 pub(crate) fn decode_q6k(row: &[u8]) -> Vec<Q6Block> {
     row.chunks_exact(GgmlType::Q6_K.type_size() as usize)
         .map(|b| {
             let mut q = [0u8; QK_K];
+            // half c, quarter k: element 128c + 32k + l
             for c in 0..2 {
-                let ql = &b[q6k::QL + 64 * c..][..64];
-                let qh = &b[q6k::QH + 32 * c..][..32];
-                for e in 0..128 {
-                    let (k, l) = (e / 32, e % 32);
-                    let low = (ql[32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0f;
-                    let high = (qh[l] >> (2 * k)) & 3;
-                    q[128 * c + e] = low | (high << 4);
+                let qh = bytes32(b, q6k::QH + 32 * c);
+                for k in 0..4 {
+                    let ql = bytes32(b, q6k::QL + 64 * c + 32 * (k % 2));
+                    let shifts = (4 * (k / 2) as u32, 2 * k as u32);
+                    six_bits(
+                        ql,
+                        qh,
+                        shifts.0,
+                        shifts.1,
+                        group32(&mut q, 128 * c + 32 * k),
+                    );
                 }
             }
             let mut sc = [0i8; 16];
@@ -166,11 +267,12 @@ pub(crate) fn decode_q4k(row: &[u8]) -> Vec<Q4Block> {
             }
             let mut q = [0u8; QK_K];
             for c in 0..4 {
-                for l in 0..32 {
-                    let v = b[q4k::QS + 32 * c + l];
-                    q[64 * c + l] = v & 0x0f;
-                    q[64 * c + 32 + l] = v >> 4;
-                }
+                let (low, high) = q[64 * c..64 * c + 64].split_at_mut(32);
+                nibbles(
+                    bytes32(b, q4k::QS + 32 * c),
+                    low.try_into().expect("32 elements"),
+                    high.try_into().expect("32 elements"),
+                );
             }
             Q4Block {
                 d: f16::from_le_bytes([b[q4k::D], b[q4k::D + 1]]).to_f32(),
@@ -311,9 +413,11 @@ pub(crate) fn decode_q2k(row: &[u8]) -> Vec<LaneBlock> {
     row.chunks_exact(GgmlType::Q2_K.type_size() as usize)
         .map(|b| {
             let mut q = [0i8; QK_K];
-            for (e, v) in q.iter_mut().enumerate() {
-                let (h, s, l) = (e / 128, (e / 32) % 4, e % 32);
-                *v = ((b[q2k::QS + 32 * h + l] >> (2 * s)) & 3) as i8;
+            for h in 0..2 {
+                for s in 0..4 {
+                    let src = bytes32(b, q2k::QS + 32 * h);
+                    crumbs(src, 2 * s as u32, group32(&mut q, 128 * h + 32 * s));
+                }
             }
             let sc = std::array::from_fn(|j| (b[q2k::SCALES + j] & 0x0f) as i16);
             let m = std::array::from_fn(|j| (b[q2k::SCALES + j] >> 4) as i16);
@@ -328,11 +432,13 @@ pub(crate) fn decode_q3k(row: &[u8]) -> Vec<LaneBlock> {
     row.chunks_exact(GgmlType::Q3_K.type_size() as usize)
         .map(|b| {
             let mut q = [0i8; QK_K];
-            for (e, v) in q.iter_mut().enumerate() {
-                let (h, s, l) = (e / 128, (e / 32) % 4, e % 32);
-                let low = ((b[q3k::QS + 32 * h + l] >> (2 * s)) & 3) as i8;
-                let high = (b[q3k::HMASK + l] >> (4 * h + s)) & 1;
-                *v = low - if high == 0 { 4 } else { 0 };
+            let hmask = bytes32(b, q3k::HMASK);
+            for h in 0..2 {
+                for s in 0..4 {
+                    let src = bytes32(b, q3k::QS + 32 * h);
+                    let (shift, bit) = (2 * s as u32, (4 * h + s) as u32);
+                    crumbs_hmask(src, hmask, shift, bit, group32(&mut q, 128 * h + 32 * s));
+                }
             }
             let p = &b[q3k::SCALES..q3k::D];
             // scale j: low nibble of byte j % 8 (high nibble from j = 8 on), two high bits from
@@ -365,11 +471,11 @@ pub(crate) fn decode_q5k(row: &[u8]) -> Vec<LaneBlock> {
     row.chunks_exact(GgmlType::Q5_K.type_size() as usize)
         .map(|b| {
             let mut q = [0i8; QK_K];
-            for (e, v) in q.iter_mut().enumerate() {
-                let (k, l) = (e / 32, e % 32);
-                let nib = (b[q5k::QS + 32 * (k / 2) + l] >> (4 * (k % 2))) & 0x0f;
-                let high = (b[q5k::QH + l] >> k) & 1;
-                *v = (nib | (high << 4)) as i8;
+            let qh = bytes32(b, q5k::QH);
+            for k in 0..8 {
+                let src = bytes32(b, q5k::QS + 32 * (k / 2));
+                let shift = 4 * (k % 2) as u32;
+                nibbles_qh(src, qh, shift, k as u32, group32(&mut q, 32 * k));
             }
             let s = &b[q5k::SCALES..q5k::QH];
             let sc = std::array::from_fn(|j| scale_min_k4(s, j / 2).0 as i16);
@@ -932,7 +1038,7 @@ fn dot_lanes_best(ty: LaneType, w: &[LaneBlock], a: &[Q8K]) -> f32 {
 
 /// [`dot_q2k_repacked`] with the fastest instructions this CPU has (same bits).
 #[inline(always)]
-fn dot_q2k_repacked_best(w: &[LaneBlock], a: &[Q8K], group: usize) -> f32 {
+pub(crate) fn dot_q2k_repacked_best(w: &[LaneBlock], a: &[Q8K], group: usize) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::simd() {
         // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
@@ -943,7 +1049,7 @@ fn dot_q2k_repacked_best(w: &[LaneBlock], a: &[Q8K], group: usize) -> f32 {
 
 /// [`dot_q4k`] with the fastest instructions this CPU has (same bits).
 #[inline(always)]
-fn dot_q4k_best(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
+pub(crate) fn dot_q4k_best(w: &[Q4Block], a: &[Q8K], group: usize) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::simd() {
         // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.

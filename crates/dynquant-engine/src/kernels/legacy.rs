@@ -88,6 +88,30 @@ struct WeightBlock {
     q: [i8; QK],
 }
 
+/// A block's 16 bytes of nibbles (minus 8 with `minus_eight`): low nibbles are elements 0..16, high
+/// ones 16..32. Eight bytes at a time in a u64; `n - 8` as an i8 is `n ^ 8` with the top four
+/// bits set where bit 3 of `n` is clear.
+#[inline(always)]
+fn nibbles(src: &[u8], q: &mut [i8; QK], minus_eight: bool) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let minus = |n: u64| {
+        if minus_eight {
+            (n ^ (8 * ONES)) | ((((n >> 3) & ONES) ^ ONES) * 0xf0)
+        } else {
+            n
+        }
+    };
+    for i in 0..2 {
+        let v = u64::from_le_bytes(src[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+        let low = minus(v & (15 * ONES)).to_le_bytes();
+        let high = minus((v >> 4) & (15 * ONES)).to_le_bytes();
+        for j in 0..8 {
+            q[8 * i + j] = low[j] as i8;
+            q[QK / 2 + 8 * i + j] = high[j] as i8;
+        }
+    }
+}
+
 /// Integer values of one row's blocks (field offsets in [`super::layout`]).
 fn decode(ty: LegacyType, row: &[u8]) -> Vec<WeightBlock> {
     let h = |b: &[u8], o: usize| f16::from_le_bytes([b[o], b[o + 1]]).to_f32();
@@ -105,18 +129,12 @@ fn decode(ty: LegacyType, row: &[u8]) -> Vec<WeightBlock> {
                     h(b, q8_0::D)
                 }
                 LegacyType::Q4_0 => {
-                    for j in 0..half {
-                        q[j] = (b[q4_0::QS + j] & 0x0F) as i8 - 8;
-                        q[j + half] = (b[q4_0::QS + j] >> 4) as i8 - 8;
-                    }
+                    nibbles(&b[q4_0::QS..q4_0::QS + half], &mut q, true);
                     h(b, q4_0::D)
                 }
                 LegacyType::Q4_1 => {
                     m = h(b, q4_1::M);
-                    for j in 0..half {
-                        q[j] = (b[q4_1::QS + j] & 0x0F) as i8;
-                        q[j + half] = (b[q4_1::QS + j] >> 4) as i8;
-                    }
+                    nibbles(&b[q4_1::QS..q4_1::QS + half], &mut q, false);
                     h(b, q4_1::D)
                 }
                 LegacyType::Q5_0 => {

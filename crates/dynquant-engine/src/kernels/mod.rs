@@ -9,9 +9,12 @@
 //! * [`iq4`]: IQ4_XS (through `kquant`'s lanes) and IQ4_NL (repacked) weights;
 //! * [`float`]: any other weight type (and the exact numerics): dequantized rows times
 //!   activations rounded to the weight's dot type;
+//! * [`expert`]: the expert products ggml-cpu's `mul_mat_id` computes differently from
+//!   `mul_mat` (repacked Q4_K and Q2_K weights: the gemv for every routed row);
 //! * [`layout`]: where the fields of the blocks read directly sit;
 //! * `tiled`: the tiling skeleton of the integer kernels.
 
+pub(crate) mod expert;
 pub(crate) mod float;
 pub(crate) mod iq4;
 pub(crate) mod iquant;

@@ -137,6 +137,7 @@ fn best_cpu(dir: &Path) -> (String, Library) {
 /// ggml type ids used here.
 pub const F32: i32 = 0;
 pub const F16: i32 = 1;
+pub const I32: i32 = 26;
 
 impl Graph<'_> {
     fn op<T: Copy>(&self, name: &[u8]) -> T {
@@ -187,6 +188,23 @@ impl Graph<'_> {
             .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
             .collect();
         self.input(F16, ne, b, false)
+    }
+
+    pub fn i32s(&mut self, ne: &[i64], v: &[i32]) -> P {
+        self.input(
+            I32,
+            ne,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            false,
+        )
+    }
+
+    /// `ggml_mul_mat_id(as, b, ids)`: `as` [cols, rows, n_expert], `b` [cols, 1 or n_used,
+    /// n_tok], `ids` I32 [n_used, n_tok]; the result is [rows, n_used, n_tok].
+    pub fn mul_mat_id(&self, a: P, b: P, ids: P) -> P {
+        let f: unsafe extern "C" fn(P, P, P, P) -> P = self.op(b"ggml_mul_mat_id");
+        // SAFETY: tensors of this context.
+        unsafe { f(self.ctx, a, b, ids) }
     }
 
     pub fn mul_mat(&self, a: P, b: P) -> P {
