@@ -32,6 +32,13 @@ pub enum Command {
     #[command(after_help = "Example:\n  \
         dynquant merge out/model-00001-of-00004.gguf model.gguf")]
     Merge(MergeArgs),
+    /// Check a GGUF file or a whole split set: every shard present, split keys and tensor
+    /// counts consistent, data inside each file, and the per-tensor checksums recorded at
+    /// write time (`quantize --checksums` or `--shard`).
+    #[command(after_help = "Example:\n  \
+        dynquant verify out/model-00001-of-00006.gguf\n\
+        Exit status 1 with a one-line error naming the missing shard or the tensor whose bytes differ.")]
+    Verify(VerifyArgs),
     /// Plan a type for every tensor from a recipe, before any work: sizes, bpw, reasons.
     #[command(after_help = format!("Examples:\n  \
         dynquant plan ../shared/data/configs/deepseek-r1/config.json --recipe ud-iq1_s\n  \
@@ -43,7 +50,8 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         dynquant quantize model-f16.gguf model-q4_k_m.gguf --recipe q4_k_m\n  \
         dynquant quantize r1-bf16-00001-of-00030.gguf r1-ud-iq1_s.gguf --recipe ud-iq1_s --imatrix r1.imatrix.gguf --split-max-size 50G\n  \
-        dynquant quantize model.gguf out.gguf --recipe basic-iq4_xs --threads 8 --json")]
+        dynquant quantize model.gguf out.gguf --recipe basic-iq4_xs --threads 8 --json\n  \
+        dynquant quantize model.gguf out/m --recipe q4_k_m --split-max-size 5G --shard 0/3   # worker 0 of 3")]
     Quantize(QuantizeArgs),
     /// Convert a Hugging Face safetensors folder (BF16/F16/F32 or block-scaled FP8) to GGUF.
     #[command(after_help = "Examples:\n  \
@@ -165,6 +173,13 @@ pub struct SplitArgs {
     pub read: ReadArgs,
 }
 
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The file, or the first shard of a split set (…-00001-of-0000N.gguf).
+    pub first_shard: PathBuf,
+}
+
 /// `merge`.
 #[derive(Debug, Args)]
 pub struct MergeArgs {
@@ -281,6 +296,16 @@ pub struct QuantizeArgs {
     pub threads: Option<usize>,
     #[command(flatten)]
     pub shards: ShardLimits,
+    /// Write only this worker's shards of the split set, I/N with I from 0 to N-1: shard k
+    /// (0-based) is worker k mod N's. Finished, verified shards are skipped, so a rerun
+    /// redoes only what is missing. Implies --checksums; the N workers' files together are
+    /// byte for byte one `--checksums` run's set.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Record a checksum per tensor in each output (`dynquant.tensor_checksums`, which
+    /// `dynquant verify` checks; llama.cpp ignores it).
+    #[arg(long)]
+    pub checksums: bool,
     /// Accept already quantized inputs (dequantized to f32 first).
     #[arg(long)]
     pub allow_requantize: bool,

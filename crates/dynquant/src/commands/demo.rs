@@ -240,6 +240,8 @@ fn quantize_args(
         imatrix_fallback: true,
         threads: None,
         shards: crate::args::ShardLimits::default(),
+        shard: None,
+        checksums: false,
         allow_requantize: false,
         dry_run: false,
         json: false,
