@@ -322,6 +322,27 @@ impl Drop for TempOutput {
     }
 }
 
+/// Removes temporaries of `final_path` left by a killed writer (any process id): a worker
+/// owns its shards, so a temporary of one of them is a dead run's. Best effort.
+fn remove_stale_temporaries(final_path: &Path) {
+    let Some(name) = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+    else {
+        return;
+    };
+    let (lead, tail) = (format!(".{name}."), ".dynquant-tmp");
+    let Ok(entries) = std::fs::read_dir(output_dir(final_path)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&lead) && n.ends_with(tail) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Bytes of a file with this header: header, data and padding.
 pub(crate) fn shard_bytes(h: &GgufHeader) -> u64 {
     let data: u64 = h
@@ -527,9 +548,10 @@ impl GgufWriter {
             for (k, s) in shards.iter().enumerate() {
                 if !w.owns(k) {
                     todo[k] = false;
-                } else if s.path.exists()
-                    && !opts.protected_inputs.iter().any(|p| same_file(p, &s.path))
-                {
+                    continue;
+                }
+                remove_stale_temporaries(&s.path);
+                if s.path.exists() && !opts.protected_inputs.iter().any(|p| same_file(p, &s.path)) {
                     match check_finished_shard(&s.path, &s.header) {
                         Ok(()) => {
                             todo[k] = false;
