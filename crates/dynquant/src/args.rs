@@ -72,7 +72,9 @@ pub enum Command {
     Kld(KldArgs),
     /// Importance matrix (sums of squared activations per input column) in llama.cpp's GGUF format.
     #[command(after_help = "Example:\n  \
-        dynquant imatrix model-f16.gguf --text groups_merged.txt -o model.imatrix.gguf --chunks 100 --show-statistics")]
+        dynquant imatrix model-f16.gguf --text groups_merged.txt -o model.imatrix.gguf --chunks 100 --show-statistics\n  \
+        dynquant imatrix model-f16.gguf --text groups_merged.txt -o part1.gguf --chunk-range 50..100\n  \
+        dynquant imatrix merge part0.gguf part1.gguf -o model.imatrix.gguf")]
     Imatrix(ImatrixArgs),
     /// Generate text from a prompt, streaming.
     #[command(after_help = "Examples:\n  \
@@ -435,21 +437,30 @@ pub struct KldArgs {
 
 /// `imatrix`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ImatrixArgs {
+    /// `merge`: join the imatrices of disjoint chunk ranges.
+    #[command(subcommand)]
+    pub action: Option<ImatrixAction>,
     /// GGUF model.
-    pub model: PathBuf,
+    #[arg(required = true)]
+    pub model: Option<PathBuf>,
     /// Calibration text.
-    #[arg(long, short = 'f')]
-    pub text: PathBuf,
+    #[arg(long, short = 'f', required = true)]
+    pub text: Option<PathBuf>,
     /// Output imatrix (GGUF).
-    #[arg(long, short = 'o')]
-    pub output: PathBuf,
+    #[arg(long, short = 'o', required = true)]
+    pub output: Option<PathBuf>,
     /// Tokens per chunk.
     #[arg(long, short = 'c', default_value_t = 512)]
     pub ctx: usize,
     /// At most this many chunks (default: all).
     #[arg(long)]
     pub chunks: Option<usize>,
+    /// Only chunks A..B (0-based, half-open: 0..3 is the first three chunks of --ctx tokens),
+    /// for one part of a split run joined by `imatrix merge`.
+    #[arg(long, value_name = "A..B", conflicts_with = "chunks")]
+    pub chunk_range: Option<String>,
     /// Print per-tensor statistics of the result.
     #[arg(long)]
     pub show_statistics: bool,
@@ -458,6 +469,28 @@ pub struct ImatrixArgs {
     pub force: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// `imatrix` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ImatrixAction {
+    /// Join imatrices of disjoint chunk ranges of one text (sums and per-expert counts
+    /// added, as llama-imatrix combines files) into the imatrix of all of them.
+    Merge(ImatrixMergeArgs),
+}
+
+/// `imatrix merge`.
+#[derive(Debug, Args)]
+pub struct ImatrixMergeArgs {
+    /// The parts (GGUF imatrix files).
+    #[arg(required = true)]
+    pub parts: Vec<PathBuf>,
+    /// Output imatrix (GGUF).
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `run`.

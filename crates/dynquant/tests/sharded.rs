@@ -49,18 +49,42 @@ fn worker_args(
     common: &[&str],
     shard: Option<(usize, usize)>,
 ) -> Vec<std::ffi::OsString> {
+    worker_command(
+        input,
+        prefix,
+        common,
+        shard.map(|(i, n)| format!("{i}/{n}")),
+    )
+}
+
+fn worker_command(
+    input: &Path,
+    prefix: &Path,
+    common: &[&str],
+    shard: Option<String>,
+) -> Vec<std::ffi::OsString> {
     let mut v: Vec<std::ffi::OsString> = vec!["quantize".into(), input.into(), prefix.into()];
     v.extend(common.iter().map(Into::into));
     match shard {
-        Some((i, n)) => {
+        Some(s) => {
             v.push("--shard".into());
-            v.push(format!("{i}/{n}").into());
+            v.push(s.into());
         }
         None => v.push("--checksums".into()),
     }
-    v.push("--quiet".into());
     v
 }
+
+/// The flags after `IN OUT_PREFIX` of the smollm2 worker test, with the values the cluster
+/// recipes take from their environment.
+const RECIPE_FLAGS: [&str; 6] = [
+    "--recipe",
+    "$RECIPE",
+    "--imatrix",
+    "$IMATRIX",
+    "--split-max-size",
+    "$SPLIT_MAX_SIZE",
+];
 
 fn spawn(args: &[std::ffi::OsString]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_dynquant"))
@@ -121,19 +145,18 @@ fn three_workers_write_smollm2_exactly_as_one_run() {
     let m = o.test_models();
     let im = m.smollm2_768_imatrix();
     let im = im.to_str().unwrap();
-    workers_equal_one_run(
-        &m.smollm2_768(),
-        &[
-            "--recipe",
-            "q4_0",
-            "--imatrix",
-            im,
-            "--split-max-size",
-            "20M",
-        ],
-        3,
-        4,
-    );
+    // The cluster recipes' command (see cluster_recipes_run_the_command_tested_here) with
+    // this test's values.
+    let flags: Vec<&str> = RECIPE_FLAGS
+        .iter()
+        .map(|f| match *f {
+            "$RECIPE" => "q4_0",
+            "$IMATRIX" => im,
+            "$SPLIT_MAX_SIZE" => "20M",
+            other => other,
+        })
+        .collect();
+    workers_equal_one_run(&m.smollm2_768(), &flags, 3, 4);
 }
 
 #[test]
@@ -333,4 +356,142 @@ fn verify_names_the_flipped_tensor_and_the_missing_shard() {
         err.contains("is missing") && err.contains(&*gone.to_string_lossy()),
         "{err}"
     );
+}
+
+#[test]
+fn imatrix_in_three_chunk_ranges_merges_to_one_run_and_llama_cpp_takes_it() {
+    use dynquant_gguf::imatrix::Imatrix;
+    let Some(o) = oracle() else { return };
+    let m = o.test_models();
+    let model = m.smollm2_768();
+    let text = dynquant_testkit::build::calibration_text();
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.gguf");
+    let run = |out: &Path, range: Option<&str>| {
+        let mut a: Vec<std::ffi::OsString> = vec![
+            "imatrix".into(),
+            model.clone().into(),
+            "--text".into(),
+            text.clone().into(),
+            "-o".into(),
+            out.into(),
+            "--ctx".into(),
+            "64".into(),
+        ];
+        match range {
+            Some(r) => a.extend(["--chunk-range".into(), r.into()]),
+            None => a.extend(["--chunks".into(), "20".into()]),
+        }
+        let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+        ok(dynquant(&a), "imatrix");
+    };
+    run(&whole, None);
+    let mut parts = Vec::new();
+    for r in ["0..7", "7..13", "13..20"] {
+        let p = dir.path().join(format!("part{r}.gguf"));
+        run(&p, Some(r));
+        parts.push(p);
+    }
+    let merged = dir.path().join("merged.gguf");
+    let mut a: Vec<&std::ffi::OsStr> = vec!["imatrix".as_ref(), "merge".as_ref()];
+    a.extend(parts.iter().map(|p| p.as_os_str()));
+    a.extend(["-o".as_ref(), merged.as_os_str()]);
+    ok(dynquant(&a), "imatrix merge");
+
+    let (w, g) = (
+        Imatrix::read(&whole).unwrap(),
+        Imatrix::read(&merged).unwrap(),
+    );
+    assert_eq!((w.chunk_count, w.chunk_size), (g.chunk_count, g.chunk_size));
+    assert_eq!(w.datasets, g.datasets);
+    assert_eq!(w.entries.len(), g.entries.len());
+    let (mut worst, mut exact) = (0f64, 0usize);
+    for (x, y) in w.entries.iter().zip(&g.entries) {
+        assert_eq!((&x.name, x.n_per_mat), (&y.name, y.n_per_mat));
+        assert_eq!(x.counts, y.counts, "{}", x.name);
+        for (&p, &q) in x.in_sum2.iter().zip(&y.in_sum2) {
+            let rel = (f64::from(p) - f64::from(q)).abs() / f64::from(p).abs().max(1e-30);
+            worst = worst.max(rel);
+            exact += usize::from(p == q);
+        }
+    }
+    let total: usize = w.entries.iter().map(|e| e.in_sum2.len()).sum();
+    eprintln!(
+        "merged vs whole: worst relative difference {worst:e}, {exact} of {total} sums exact"
+    );
+    assert!(worst <= 1e-6, "worst relative difference {worst:e}");
+
+    // llama.cpp's quantizer accepts the merged imatrix (a wrong shape is an error there).
+    if std::env::var_os("LLAMA_LIB").is_some() {
+        let lib = dynquant_testkit::llama_quantize::LlamaLib::from_env().expect("libllama");
+        let mut p = lib.default_params().expect("params");
+        p.nthread = 2;
+        p.ftype = 15; // LLAMA_FTYPE_MOSTLY_Q4_K_M
+        lib.quantize(&model, &dir.path().join("q.gguf"), p, Some(&g))
+            .expect("llama.cpp quantize with the merged imatrix");
+    }
+}
+
+/// `bash -n` of the Slurm script; the Kubernetes Job parsed and checked against the
+/// Indexed Job fields it relies on; and the dynquant command line of both, tokenized as the
+/// shell does, equal to the worker command the tests above run (placeholders for values).
+#[test]
+fn cluster_recipes_run_the_command_tested_here() {
+    let root = common::repo_root();
+    let sbatch = root.join("deploy/slurm/quantize.sbatch");
+    let job = root.join("deploy/k8s/quantize-job.yaml");
+    let status = Command::new("bash")
+        .arg("-n")
+        .arg(&sbatch)
+        .status()
+        .unwrap();
+    assert!(status.success(), "bash -n {}", sbatch.display());
+    let python = std::env::var("DYNQUANT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import json, shlex, sys, yaml
+sb = [l for l in open(sys.argv[1]) if l.startswith("dynquant ")]
+assert len(sb) == 1, sb
+docs = list(yaml.safe_load_all(open(sys.argv[2])))
+assert len(docs) == 1
+j = docs[0]
+assert j["apiVersion"] == "batch/v1" and j["kind"] == "Job", j
+spec = j["spec"]
+assert spec["completionMode"] == "Indexed"
+c = spec["template"]["spec"]["containers"]
+assert len(c) == 1 and spec["template"]["spec"]["restartPolicy"] in ("Never", "OnFailure")
+env = {e["name"]: e["value"] for e in c[0]["env"]}
+assert int(env["N"]) == spec["completions"] == spec["parallelism"], (env["N"], spec)
+cmd = c[0]["command"]
+assert cmd[:2] == ["/bin/sh", "-c"] and len(cmd) == 3, cmd
+print(json.dumps({"slurm": shlex.split(sb[0]), "k8s": shlex.split(cmd[2])}))
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .arg(&sbatch)
+        .arg(&job)
+        .output()
+        .expect("python3 with PyYAML");
+    let json = ok(out, "checking the recipes");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let tested: Vec<String> = std::iter::once("dynquant".to_string())
+        .chain(
+            worker_command(
+                Path::new("$MODEL"),
+                Path::new("$OUT_PREFIX"),
+                &RECIPE_FLAGS,
+                Some("$I/$N".into()),
+            )
+            .into_iter()
+            .map(|s| s.into_string().unwrap()),
+        )
+        .collect();
+    for (which, index_var) in [("slurm", "$I"), ("k8s", "$JOB_COMPLETION_INDEX")] {
+        let got: Vec<String> = v[which]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().replace(index_var, "$I"))
+            .collect();
+        assert_eq!(got, tested, "{which}");
+    }
 }

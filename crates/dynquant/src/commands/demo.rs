@@ -330,11 +330,13 @@ fn dynamic_vs_basic(dir: &Path, threads: Option<usize>) -> Result<()> {
         DEMO_TEXT.len()
     );
     super::imatrix::run(&ImatrixArgs {
-        model: model_path.clone(),
-        text: text_path.clone(),
-        output: imatrix_path.clone(),
+        action: None,
+        model: Some(model_path.clone()),
+        text: Some(text_path.clone()),
+        output: Some(imatrix_path.clone()),
         ctx: EVAL_CTX,
         chunks: None,
+        chunk_range: None,
         show_statistics: false,
         force: true,
         engine,
