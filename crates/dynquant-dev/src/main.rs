@@ -14,13 +14,7 @@ fn main() {
     // Ctrl-C: remove the temporary outputs being written, as `dynquant` does.
     let _ = ctrlc::set_handler(|| {
         dynquant_gguf::remove_temporary_outputs_and_exit(130, |written| {
-            if written {
-                eprintln!(
-                    "error: interrupted after the output was complete; nothing partial was left"
-                );
-            } else {
-                eprintln!("error: interrupted; no output was written");
-            }
+            eprintln!("error: {}", dynquant_gguf::interrupted_message(written))
         });
     });
     if let Err(err) = commands::run(&cli.command) {

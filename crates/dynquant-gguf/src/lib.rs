@@ -38,9 +38,9 @@ pub use model::{GgufModel, ModelTensor};
 pub use value::{Array, Metadata, Value, ValueType};
 pub use verify::{recorded_checksums, verify_set, VerifySummary};
 pub use writer::{
-    parse_size, plan_shards, planned_output_bytes, remove_temporary_outputs_and_exit, split_path,
-    split_prefix, tensor_checksum, GgufWriter, OutputTarget, SetOptions, ShardWorker, SplitSpec,
-    WriteOptions, WriteSummary,
+    interrupted_message, parse_size, plan_shards, planned_output_bytes,
+    remove_temporary_outputs_and_exit, split_path, split_prefix, tensor_checksum, GgufWriter,
+    OutputTarget, SetOptions, ShardWorker, SplitSpec, WriteOptions, WriteSummary,
 };
 
 /// Copies every tensor of `model`, unchanged and in order, to `target` with the model's

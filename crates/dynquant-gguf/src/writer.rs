@@ -243,10 +243,22 @@ pub fn remove_temporary_outputs_and_exit(code: i32, report: impl FnOnce(bool)) -
     std::process::exit(code)
 }
 
+/// What an interrupted command says (after "error: "), given whether a complete set of
+/// outputs already had its final names when the signal came.
+pub fn interrupted_message(outputs_written: bool) -> &'static str {
+    if outputs_written {
+        "interrupted after the output was complete; nothing partial was left"
+    } else {
+        "interrupted; no output was written"
+    }
+}
+
 /// Renames a finished set of outputs into place as one step. The interrupt handler takes the
 /// same lock, so it sees the set either before any rename or after all of them; a failed
 /// rename removes the ones before it. A split set is thus all there or not at all.
-fn commit_all(mut temps: Vec<TempOutput>) -> Result<Vec<PathBuf>> {
+/// `completes_set` is false for one shard of a worker committed on its own: the set is not
+/// complete yet, so an interrupt must not say it was.
+fn commit_all(mut temps: Vec<TempOutput>, completes_set: bool) -> Result<Vec<PathBuf>> {
     let mut live = live_temporaries();
     let mut renamed: Vec<PathBuf> = Vec::with_capacity(temps.len());
     for t in &temps {
@@ -261,7 +273,7 @@ fn commit_all(mut temps: Vec<TempOutput>) -> Result<Vec<PathBuf>> {
     }
     live.temporaries
         .retain(|p| !temps.iter().any(|t| &t.tmp_path == p));
-    live.outputs_written = true;
+    live.outputs_written |= completes_set;
     drop(live);
     for t in &mut temps {
         t.committed = true;
@@ -671,7 +683,7 @@ impl GgufWriter {
                 .map_err(|e| GgufError::io("sync", &path, e))?;
             if self.set.worker.is_some() {
                 // A worker keeps each finished shard: a restart then redoes only the rest.
-                self.committed.extend(commit_all(vec![open.temp])?);
+                self.committed.extend(commit_all(vec![open.temp], false)?);
             } else {
                 self.completed.push(open.temp);
             }
@@ -745,7 +757,7 @@ impl GgufWriter {
             None => self.planned_bytes(),
         };
         let mut paths = std::mem::take(&mut self.committed);
-        paths.extend(commit_all(std::mem::take(&mut self.completed))?);
+        paths.extend(commit_all(std::mem::take(&mut self.completed), true)?);
         Ok(WriteSummary {
             paths,
             bytes,

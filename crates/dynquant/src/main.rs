@@ -14,13 +14,7 @@ fn main() {
     // complete files), then exit as interrupted processes do.
     let _ = ctrlc::set_handler(|| {
         dynquant_gguf::remove_temporary_outputs_and_exit(130, |written| {
-            if written {
-                eprintln!(
-                    "error: interrupted after the output was complete; nothing partial was left"
-                );
-            } else {
-                eprintln!("error: interrupted; no output was written");
-            }
+            eprintln!("error: {}", dynquant_gguf::interrupted_message(written))
         });
     });
     // A file-size limit (`ulimit -f`) must surface as a write error ("File too large") that
