@@ -268,6 +268,17 @@ pub enum GgufError {
     /// Invalid split options.
     #[error("invalid split options: {0}")]
     BadSplitOptions(String),
+    /// A written file or split set does not match its headers or recorded checksums.
+    #[error("{0}")]
+    Verify(String),
+    /// A file already under an output name is not the shard the plan expects.
+    #[error("{path}: exists but is not the planned shard ({reason}); remove it or use --force")]
+    ShardMismatch {
+        /// The existing file.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
 }
 
 impl GgufError {

@@ -155,6 +155,111 @@ fn f32_values(model: &GgufModel, name: &str) -> Result<(Vec<u64>, Vec<f32>), Ima
     Ok((t.info.shape.clone(), out))
 }
 
+/// The entry with `n_mat` matrices: a batched entry stored as one matrix of all experts'
+/// sums with a single count (llama-imatrix's form when every expert saw the same tokens) is
+/// spread back over its matrices.
+fn with_matrices(e: &ImatrixEntry, n_mat: usize) -> Option<ImatrixEntry> {
+    if e.n_mat() == n_mat {
+        return Some(e.clone());
+    }
+    (e.n_mat() == 1 && n_mat > 1 && e.n_per_mat % n_mat == 0).then(|| ImatrixEntry {
+        name: e.name.clone(),
+        n_per_mat: e.n_per_mat / n_mat,
+        in_sum2: e.in_sum2.clone(),
+        counts: vec![e.counts.first().copied().unwrap_or(0.0); n_mat],
+    })
+}
+
+/// Joins imatrices computed over disjoint chunks of one text into the imatrix of all of
+/// them, as llama-imatrix combines files: per weight and per matrix (expert) the sums and
+/// the token counts are added; chunk counts are added and datasets listed once each. The
+/// chunk size must agree. Sums are added in f64 and rounded once, so the result is within
+/// float rounding of one run over all chunks.
+pub fn merge(parts: &[Imatrix]) -> Result<Imatrix, ImatrixError> {
+    let bad = |name: &str, reason: String| ImatrixError::BadEntry {
+        name: name.into(),
+        reason,
+    };
+    let Some(first) = parts.first() else {
+        return Err(bad("", "nothing to merge".into()));
+    };
+    let mut datasets: Vec<String> = Vec::new();
+    let mut chunk_count = 0u32;
+    for p in parts {
+        if p.chunk_size != first.chunk_size {
+            return Err(ImatrixError::BadKey(keys::CHUNK_SIZE));
+        }
+        chunk_count = chunk_count.saturating_add(p.chunk_count);
+        for d in &p.datasets {
+            if !datasets.contains(d) {
+                datasets.push(d.clone());
+            }
+        }
+    }
+    let mut names: Vec<&str> = parts
+        .iter()
+        .flat_map(|p| p.entries.iter().map(|e| e.name.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut entries = Vec::with_capacity(names.len());
+    for name in names {
+        let found: Vec<&ImatrixEntry> = parts.iter().filter_map(|p| p.get(name)).collect();
+        let n_mat = found.iter().map(|e| e.n_mat()).max().unwrap_or(1);
+        let collapsed = found.iter().any(|e| e.n_mat() < n_mat) || n_mat == 1;
+        let spread: Vec<ImatrixEntry> = found
+            .iter()
+            .map(|e| {
+                with_matrices(e, n_mat).ok_or_else(|| {
+                    bad(
+                        name,
+                        format!("{} matrices in one part, {n_mat} in another", e.n_mat()),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let n_per_mat = spread[0].n_per_mat;
+        if let Some(e) = spread.iter().find(|e| e.n_per_mat != n_per_mat) {
+            return Err(bad(
+                name,
+                format!(
+                    "{} values per matrix in one part, {n_per_mat} in another",
+                    e.n_per_mat
+                ),
+            ));
+        }
+        let mut sums = vec![0f64; n_per_mat * n_mat];
+        let mut counts = vec![0f64; n_mat];
+        for e in &spread {
+            sums.iter_mut()
+                .zip(&e.in_sum2)
+                .for_each(|(s, &v)| *s += f64::from(v));
+            counts
+                .iter_mut()
+                .zip(&e.counts)
+                .for_each(|(c, &v)| *c += f64::from(v));
+        }
+        // Stored as one matrix again when it came so and every expert still has one count.
+        let one = collapsed && n_mat > 1 && counts.windows(2).all(|c| c[0] == c[1]);
+        entries.push(ImatrixEntry {
+            name: name.to_string(),
+            n_per_mat: if one { n_per_mat * n_mat } else { n_per_mat },
+            in_sum2: sums.iter().map(|&v| v as f32).collect(),
+            counts: if one {
+                vec![counts[0] as f32]
+            } else {
+                counts.iter().map(|&c| c as f32).collect()
+            },
+        });
+    }
+    Ok(Imatrix {
+        datasets,
+        chunk_count,
+        chunk_size: first.chunk_size,
+        entries,
+    })
+}
+
 impl Imatrix {
     /// Reads an imatrix file: GGUF (recognised by its magic) or llama.cpp's legacy `.dat`.
     pub fn read(path: impl AsRef<Path>) -> Result<Self, ImatrixError> {

@@ -72,5 +72,13 @@ pub mod arch {
     pub const VOCAB_SIZE: &str = "vocab_size";
 }
 
+/// dynquant's own keys (llama.cpp and gguf-py ignore keys they do not know).
+pub mod dynquant {
+    /// Per-tensor checksums of a file's own tensors, in tensor-info order: the first eight
+    /// bytes of each tensor's SHA-256, little-endian, as a u64 array. Written last among the
+    /// metadata so its values can be filled in once the data is written.
+    pub const TENSOR_CHECKSUMS: &str = "dynquant.tensor_checksums";
+}
+
 /// Default data alignment (`GGUF_DEFAULT_ALIGNMENT`).
 pub const DEFAULT_ALIGNMENT: u64 = 32;

@@ -24,6 +24,7 @@ mod header;
 pub mod keys;
 mod model;
 mod value;
+pub mod verify;
 pub mod writer;
 
 pub use encode::{build_header, encode_header, encode_header_unpadded, layout, StreamEncoder};
@@ -35,10 +36,11 @@ pub use header::{
 };
 pub use model::{GgufModel, ModelTensor};
 pub use value::{Array, Metadata, Value, ValueType};
+pub use verify::{recorded_checksums, verify_set, VerifySummary};
 pub use writer::{
     interrupted_message, parse_size, plan_shards, planned_output_bytes,
-    remove_temporary_outputs_and_exit, split_path, split_prefix, GgufWriter, OutputTarget,
-    SplitSpec, WriteOptions, WriteSummary,
+    remove_temporary_outputs_and_exit, split_path, split_prefix, tensor_checksum, GgufWriter,
+    OutputTarget, SetOptions, ShardWorker, SplitSpec, WriteOptions, WriteSummary,
 };
 
 /// Copies every tensor of `model`, unchanged and in order, to `target` with the model's

@@ -7,15 +7,18 @@
 //! final name is ever half written. Inputs are never overwritten.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::encode::{build_header, StreamEncoder};
+use sha2::{Digest, Sha256};
+
+use crate::encode::{build_header, encode_header_unpadded, StreamEncoder};
 use crate::error::{GgufError, Result};
 use crate::header::{align_up, GgufHeader, TensorInfo};
 use crate::keys;
-use crate::value::{Metadata, Value};
+use crate::value::{Array, Metadata, Value};
+use crate::verify::check_finished_shard;
 
 /// Safety rules for creating outputs.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +45,67 @@ impl SplitSpec {
     pub fn is_active(&self) -> bool {
         self.max_bytes.is_some() || self.max_tensors.is_some()
     }
+}
+
+/// One of `count` workers that share the writing of a split set: worker `index` (0-based)
+/// writes shard `k` (0-based) exactly when `k % count == index`, so shards are dealt round
+/// robin and every worker's share is known from the plan alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardWorker {
+    /// This worker, `0..count`.
+    pub index: usize,
+    /// Workers in all.
+    pub count: usize,
+}
+
+impl ShardWorker {
+    /// Whether shard `shard` (0-based) is this worker's to write.
+    pub fn owns(&self, shard: usize) -> bool {
+        self.count > 0 && shard % self.count == self.index
+    }
+}
+
+/// How a set of outputs is produced beyond the file-safety rules of [`WriteOptions`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetOptions {
+    /// Record [`keys::dynquant::TENSOR_CHECKSUMS`] in every output (each file lists its own
+    /// tensors). Changes the header, so it is off unless asked for; always on for a worker.
+    pub tensor_checksums: bool,
+    /// Write only this worker's shards, each renamed into place as soon as it is complete,
+    /// and skip those already there and verified (a restarted worker redoes only the rest).
+    pub worker: Option<ShardWorker>,
+}
+
+/// The checksum recorded for a tensor's bytes: the first eight bytes of their SHA-256,
+/// little-endian.
+pub fn tensor_checksum(data: &[u8]) -> u64 {
+    let mut h = Sha256::new();
+    h.update(data);
+    checksum_of(h)
+}
+
+pub(crate) fn checksum_of(h: Sha256) -> u64 {
+    let d = h.finalize();
+    u64::from_le_bytes(d[..8].try_into().expect("SHA-256 has 32 bytes"))
+}
+
+/// Where the values of the checksum key start in an encoded header and how many there are,
+/// when the key is the header's last metadata entry (as the writer puts it).
+pub(crate) fn checksum_values_at(h: &GgufHeader) -> Option<(u64, usize)> {
+    let (key, value) = h.metadata.entries().last()?;
+    if key != keys::dynquant::TENSOR_CHECKSUMS {
+        return None;
+    }
+    let n = match value.as_array()? {
+        Array::U64(v) => v.len(),
+        _ => return None,
+    };
+    let kv_end = encode_header_unpadded(&GgufHeader {
+        tensors: Vec::new(),
+        ..h.clone()
+    })
+    .len() as u64;
+    Some((kv_end - 8 * n as u64, n))
 }
 
 /// Where output goes.
@@ -192,7 +256,9 @@ pub fn interrupted_message(outputs_written: bool) -> &'static str {
 /// Renames a finished set of outputs into place as one step. The interrupt handler takes the
 /// same lock, so it sees the set either before any rename or after all of them; a failed
 /// rename removes the ones before it. A split set is thus all there or not at all.
-fn commit_all(mut temps: Vec<TempOutput>) -> Result<Vec<PathBuf>> {
+/// `completes_set` is false for one shard of a worker committed on its own: the set is not
+/// complete yet, so an interrupt must not say it was.
+fn commit_all(mut temps: Vec<TempOutput>, completes_set: bool) -> Result<Vec<PathBuf>> {
     let mut live = live_temporaries();
     let mut renamed: Vec<PathBuf> = Vec::with_capacity(temps.len());
     for t in &temps {
@@ -207,7 +273,7 @@ fn commit_all(mut temps: Vec<TempOutput>) -> Result<Vec<PathBuf>> {
     }
     live.temporaries
         .retain(|p| !temps.iter().any(|t| &t.tmp_path == p));
-    live.outputs_written = true;
+    live.outputs_written |= completes_set;
     drop(live);
     for t in &mut temps {
         t.committed = true;
@@ -268,8 +334,29 @@ impl Drop for TempOutput {
     }
 }
 
+/// Removes temporaries of `final_path` left by a killed writer (any process id): a worker
+/// owns its shards, so a temporary of one of them is a dead run's. Best effort.
+fn remove_stale_temporaries(final_path: &Path) {
+    let Some(name) = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+    else {
+        return;
+    };
+    let (lead, tail) = (format!(".{name}."), ".dynquant-tmp");
+    let Ok(entries) = std::fs::read_dir(output_dir(final_path)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&lead) && n.ends_with(tail) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Bytes of a file with this header: header, data and padding.
-fn shard_bytes(h: &GgufHeader) -> u64 {
+pub(crate) fn shard_bytes(h: &GgufHeader) -> u64 {
     let data: u64 = h
         .tensors
         .last()
@@ -341,11 +428,17 @@ fn check_target(path: &Path, opts: &WriteOptions) -> Result<()> {
 struct Shard {
     header: GgufHeader,
     path: PathBuf,
+    /// Indices of its tensors in the whole output.
+    tensors: Range<usize>,
 }
 
 struct OpenShard {
     encoder: StreamEncoder<BufWriter<File>>,
     temp: TempOutput,
+    /// One running hash per tensor of the shard when checksums are recorded.
+    hashes: Option<Vec<Sha256>>,
+    /// The tensor (index in the shard) last written, where the next search starts.
+    last_tensor: usize,
 }
 
 /// Total bytes (headers, data, padding) the outputs for `tensors` with `metadata` would take
@@ -356,36 +449,62 @@ pub fn planned_output_bytes(
     metadata: Metadata,
     tensors: Vec<TensorInfo>,
 ) -> Result<u64> {
-    Ok(lay_out(target, metadata, tensors)?
+    Ok(lay_out(target, metadata, tensors, false)?
         .iter()
         .map(|s| shard_bytes(&s.header))
         .sum())
 }
 
 /// The shards (headers with offsets, final paths) of `tensors` with `metadata` at `target`:
-/// `split.*` keys dropped, a split set laid out by [`plan_shards`].
+/// `split.*` keys and any checksums of an input dropped, a split set laid out by
+/// [`plan_shards`], zeroed checksums last in each header when `checksums` (filled in as each
+/// file is closed).
 fn lay_out(
     target: &OutputTarget,
     mut metadata: Metadata,
     tensors: Vec<TensorInfo>,
+    checksums: bool,
 ) -> Result<Vec<Shard>> {
     for key in keys::split::ALL {
         metadata.remove(key);
     }
+    metadata.remove(keys::dynquant::TENSOR_CHECKSUMS);
     match target {
-        OutputTarget::Single(path) => Ok(vec![Shard {
-            header: build_header(metadata, tensors)?,
-            path: path.clone(),
-        }]),
-        OutputTarget::Split { prefix, spec } => split_headers(prefix, metadata, tensors, *spec),
+        OutputTarget::Single(path) => {
+            if checksums {
+                metadata.set(
+                    keys::dynquant::TENSOR_CHECKSUMS,
+                    Value::Array(Array::U64(vec![0; tensors.len()])),
+                );
+            }
+            let n = tensors.len();
+            Ok(vec![Shard {
+                header: build_header(metadata, tensors)?,
+                path: path.clone(),
+                tensors: 0..n,
+            }])
+        }
+        OutputTarget::Split { prefix, spec } => {
+            split_headers(prefix, metadata, tensors, *spec, checksums)
+        }
     }
 }
 
 /// Streaming writer for one GGUF file or a split set.
 pub struct GgufWriter {
     shards: Vec<Shard>,
+    /// Which shards this run writes (all of them unless it is one worker of several, or
+    /// some were found finished).
+    todo: Vec<bool>,
+    set: SetOptions,
+    /// The next shard to consider opening.
+    next: usize,
     current: Option<(usize, OpenShard)>,
     completed: Vec<TempOutput>,
+    /// Shards already renamed into place (a worker commits each as it completes).
+    committed: Vec<PathBuf>,
+    /// This worker's shards found finished and verified, left as they were.
+    skipped: Vec<PathBuf>,
 }
 
 /// What was written.
@@ -393,8 +512,10 @@ pub struct GgufWriter {
 pub struct WriteSummary {
     /// Final paths, in shard order.
     pub paths: Vec<PathBuf>,
-    /// Total bytes over all files.
+    /// Total bytes over all files (for a worker, over its shards, skipped ones included).
     pub bytes: u64,
+    /// A worker's shards that were already finished and verified, so not rewritten.
+    pub skipped: Vec<PathBuf>,
 }
 
 impl GgufWriter {
@@ -409,24 +530,87 @@ impl GgufWriter {
         tensors: Vec<TensorInfo>,
         opts: &WriteOptions,
     ) -> Result<Self> {
-        let shards = lay_out(target, metadata, tensors)?;
-        for s in &shards {
+        Self::create_with(target, metadata, tensors, opts, SetOptions::default())
+    }
+
+    /// [`GgufWriter::create`] with checksums and/or as one worker of several (see
+    /// [`SetOptions`]). A worker's shards that already exist must be the planned shard,
+    /// verified against the plan's header and their recorded checksums, and are then
+    /// skipped; any other existing file is an error unless `opts.overwrite`.
+    pub fn create_with(
+        target: &OutputTarget,
+        metadata: Metadata,
+        tensors: Vec<TensorInfo>,
+        opts: &WriteOptions,
+        mut set: SetOptions,
+    ) -> Result<Self> {
+        if let Some(w) = set.worker {
+            if w.count == 0 || w.index >= w.count {
+                return Err(GgufError::BadSplitOptions(format!(
+                    "worker {}/{} is out of range (workers are numbered 0 to N-1)",
+                    w.index, w.count
+                )));
+            }
+            set.tensor_checksums = true;
+        }
+        let shards = lay_out(target, metadata, tensors, set.tensor_checksums)?;
+        let mut todo = vec![true; shards.len()];
+        let mut skipped = Vec::new();
+        if let Some(w) = set.worker {
+            for (k, s) in shards.iter().enumerate() {
+                if !w.owns(k) {
+                    todo[k] = false;
+                    continue;
+                }
+                remove_stale_temporaries(&s.path);
+                if s.path.exists() && !opts.protected_inputs.iter().any(|p| same_file(p, &s.path)) {
+                    match check_finished_shard(&s.path, &s.header) {
+                        Ok(()) => {
+                            todo[k] = false;
+                            skipped.push(s.path.clone());
+                        }
+                        Err(_) if opts.overwrite => {}
+                        Err(reason) => {
+                            return Err(GgufError::ShardMismatch {
+                                path: s.path.clone(),
+                                reason,
+                            })
+                        }
+                    }
+                }
+            }
+        }
+        for (s, _) in shards.iter().zip(&todo).filter(|(_, &t)| t) {
             check_target(&s.path, opts)?;
         }
         let writer = GgufWriter {
             shards,
+            todo,
+            set,
+            next: 0,
             current: None,
             completed: Vec::new(),
+            committed: Vec::new(),
+            skipped,
         };
         writer.check_free_space()?;
         Ok(writer)
+    }
+
+    /// Whether the caller must give the data of tensor `index` (in the order of the
+    /// `tensors` given to create): false for tensors of shards this run does not write.
+    pub fn wants(&self, index: usize) -> bool {
+        self.shards
+            .iter()
+            .zip(&self.todo)
+            .any(|(s, &t)| t && s.tensors.contains(&index))
     }
 
     /// Refuses to start when a target folder's file system cannot hold the outputs planned
     /// there (sizes are exact, known from the headers), instead of failing hours later.
     fn check_free_space(&self) -> Result<()> {
         let mut need: Vec<(PathBuf, u64)> = Vec::new();
-        for s in &self.shards {
+        for (s, _) in self.shards.iter().zip(&self.todo).filter(|(_, &t)| t) {
             let dir = output_dir(&s.path);
             let bytes = shard_bytes(&s.header);
             match need.iter_mut().find(|(d, _)| *d == dir) {
@@ -463,29 +647,63 @@ impl GgufWriter {
         let (temp, file) = TempOutput::create(&shard.path)?;
         let writer = BufWriter::with_capacity(4 << 20, file);
         let encoder = StreamEncoder::new(writer, &shard.header, &temp.tmp_path)?;
-        Ok(OpenShard { encoder, temp })
+        let hashes = self
+            .set
+            .tensor_checksums
+            .then(|| vec![Sha256::new(); shard.header.tensors.len()]);
+        Ok(OpenShard {
+            encoder,
+            temp,
+            hashes,
+            last_tensor: 0,
+        })
     }
 
     /// Closes the open shard (checking it is complete) and keeps its temp file for commit.
     fn close_current(&mut self) -> Result<()> {
-        if let Some((_, open)) = self.current.take() {
+        if let Some((index, open)) = self.current.take() {
             let path = open.temp.tmp_path.clone();
             let (writer, _) = open.encoder.finish(&path)?;
-            let file = writer
+            let mut file = writer
                 .into_inner()
                 .map_err(|e| GgufError::io("write", &path, e.into_error()))?;
+            if let Some(hashes) = open.hashes {
+                let (at, n) = checksum_values_at(&self.shards[index].header)
+                    .expect("checksums were laid out last");
+                debug_assert_eq!(n, hashes.len());
+                let bytes: Vec<u8> = hashes
+                    .into_iter()
+                    .flat_map(|h| checksum_of(h).to_le_bytes())
+                    .collect();
+                file.seek(SeekFrom::Start(at))
+                    .and_then(|_| file.write_all(&bytes))
+                    .map_err(|e| GgufError::io("write", &path, e))?;
+            }
             file.sync_all()
                 .map_err(|e| GgufError::io("sync", &path, e))?;
-            self.completed.push(open.temp);
+            if self.set.worker.is_some() {
+                // A worker keeps each finished shard: a restart then redoes only the rest.
+                self.committed.extend(commit_all(vec![open.temp], false)?);
+            } else {
+                self.completed.push(open.temp);
+            }
         }
         Ok(())
     }
 
-    /// Index of the shard after the open one (or the first unopened one).
-    fn next_shard(&self) -> usize {
-        self.current
-            .as_ref()
-            .map_or(self.completed.len(), |(i, _)| i + 1)
+    /// Closes the open shard and opens the next one this run writes; false when none is left.
+    fn open_next(&mut self) -> Result<bool> {
+        self.close_current()?;
+        while self.next < self.shards.len() && !self.todo[self.next] {
+            self.next += 1;
+        }
+        if self.next >= self.shards.len() {
+            return Ok(false);
+        }
+        let index = self.next;
+        self.next += 1;
+        self.current = Some((index, self.open_shard(index)?));
+        Ok(true)
     }
 
     /// Makes sure the open shard still expects data, moving to the next shard when the
@@ -497,12 +715,9 @@ impl GgufWriter {
                     return Ok(true);
                 }
             }
-            let next = self.next_shard();
-            self.close_current()?;
-            if next >= self.shards.len() {
+            if !self.open_next()? {
                 return Ok(false);
             }
-            self.current = Some((next, self.open_shard(next)?));
         }
     }
 
@@ -515,25 +730,39 @@ impl GgufWriter {
                 got: name.into(),
             });
         }
-        let (_, open) = self.current.as_mut().expect("advance left a shard open");
+        let (index, open) = self.current.as_mut().expect("advance left a shard open");
         let path = open.temp.tmp_path.clone();
-        open.encoder.write(name, data, &path)
+        open.encoder.write(name, data, &path)?;
+        if let Some(hashes) = &mut open.hashes {
+            let tensors = &self.shards[*index].header.tensors;
+            // Tensors come in order: the one written is the last one or a later one.
+            let at = (open.last_tensor..tensors.len())
+                .find(|&i| tensors[i].name == name)
+                .expect("the encoder accepted the name in order");
+            open.last_tensor = at;
+            hashes[at].update(data);
+        }
+        Ok(())
     }
 
     /// Finishes every output and renames them into place; fails (removing all temporaries)
     /// if any tensor is incomplete.
     pub fn finish(mut self) -> Result<WriteSummary> {
-        loop {
-            let next = self.next_shard();
-            self.close_current()?;
-            if next >= self.shards.len() {
-                break;
-            }
-            self.current = Some((next, self.open_shard(next)?));
-        }
-        let bytes = self.planned_bytes();
-        let paths = commit_all(std::mem::take(&mut self.completed))?;
-        Ok(WriteSummary { paths, bytes })
+        while self.open_next()? {}
+        let bytes = match self.set.worker {
+            Some(w) => (self.shards.iter().enumerate())
+                .filter(|(k, _)| w.owns(*k))
+                .map(|(_, s)| shard_bytes(&s.header))
+                .sum(),
+            None => self.planned_bytes(),
+        };
+        let mut paths = std::mem::take(&mut self.committed);
+        paths.extend(commit_all(std::mem::take(&mut self.completed), true)?);
+        Ok(WriteSummary {
+            paths,
+            bytes,
+            skipped: std::mem::take(&mut self.skipped),
+        })
     }
 }
 
@@ -542,6 +771,7 @@ fn split_headers(
     metadata: Metadata,
     tensors: Vec<TensorInfo>,
     spec: SplitSpec,
+    checksums: bool,
 ) -> Result<Vec<Shard>> {
     let alignment = crate::header::alignment_of(&metadata)?;
     let ranges = plan_shards(&tensors, alignment, spec)?;
@@ -564,9 +794,16 @@ fn split_headers(
         md.set(keys::split::NO, Value::U16(i as u16));
         md.set(keys::split::COUNT, Value::U16(count as u16));
         md.set(keys::split::TENSORS_COUNT, Value::I32(total));
+        if checksums {
+            md.set(
+                keys::dynquant::TENSOR_CHECKSUMS,
+                Value::Array(Array::U64(vec![0; range.len()])),
+            );
+        }
         shards.push(Shard {
-            header: build_header(md, tensors[range].to_vec())?,
+            header: build_header(md, tensors[range.clone()].to_vec())?,
             path: split_path(prefix, i, count),
+            tensors: range,
         });
     }
     Ok(shards)

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use dynquant_gguf::imatrix::Imatrix;
 use dynquant_gguf::types::{GgmlType, ImatrixNeed};
 use dynquant_gguf::{
-    keys, GgufError, GgufModel, GgufWriter, Metadata, OutputTarget, TensorInfo, Value,
+    keys, GgufError, GgufModel, GgufWriter, Metadata, OutputTarget, SetOptions, TensorInfo, Value,
     WriteOptions, WriteSummary,
 };
 use dynquant_quants::{dequantize, quantize_rows, QuantError};
@@ -333,6 +333,18 @@ pub fn quantize_model(
     write: &WriteOptions,
     progress: &dyn Progress,
 ) -> Result<WriteSummary, PipelineError> {
+    quantize_model_with(job, target, write, SetOptions::default(), progress)
+}
+
+/// [`quantize_model`] with checksums and/or as one worker of a split set (see
+/// [`SetOptions`]): only the tensors of the shards this run writes are read and quantized.
+pub fn quantize_model_with(
+    job: &QuantizeJob<'_>,
+    target: &OutputTarget,
+    write: &WriteOptions,
+    set: SetOptions,
+    progress: &dyn Progress,
+) -> Result<WriteSummary, PipelineError> {
     let n = job.model.n_tensors();
     if job.targets.len() != n {
         return Err(PipelineError::PlanMismatch {
@@ -348,8 +360,11 @@ pub fn quantize_model(
     }
     let mut opts = write.clone();
     opts.protected_inputs.extend(job.model.input_paths());
-    let mut writer = GgufWriter::create(target, job.metadata.clone(), infos, &opts)?;
+    let mut writer = GgufWriter::create_with(target, job.metadata.clone(), infos, &opts, set)?;
     for (index, &ty) in job.targets.iter().enumerate() {
+        if !writer.wants(index) {
+            continue;
+        }
         let info = job.model.info(index);
         progress.tensor_started(index, &info.name, info.ggml_type, ty);
         if ty == info.ggml_type {

@@ -32,6 +32,13 @@ pub enum Command {
     #[command(after_help = "Example:\n  \
         dynquant merge out/model-00001-of-00004.gguf model.gguf")]
     Merge(MergeArgs),
+    /// Check a GGUF file or a whole split set: every shard present, split keys and tensor
+    /// counts consistent, data inside each file, and the per-tensor checksums recorded at
+    /// write time (`quantize --checksums` or `--shard`).
+    #[command(after_help = "Example:\n  \
+        dynquant verify out/model-00001-of-00006.gguf\n\
+        Exit status 1 with a one-line error naming the missing shard or the tensor whose bytes differ.")]
+    Verify(VerifyArgs),
     /// Plan a type for every tensor from a recipe, before any work: sizes, bpw, reasons.
     #[command(after_help = format!("Examples:\n  \
         dynquant plan ../shared/data/configs/deepseek-r1/config.json --recipe ud-iq1_s\n  \
@@ -43,7 +50,8 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         dynquant quantize model-f16.gguf model-q4_k_m.gguf --recipe q4_k_m\n  \
         dynquant quantize r1-bf16-00001-of-00030.gguf r1-ud-iq1_s.gguf --recipe ud-iq1_s --imatrix r1.imatrix.gguf --split-max-size 50G\n  \
-        dynquant quantize model.gguf out.gguf --recipe basic-iq4_xs --threads 8 --json")]
+        dynquant quantize model.gguf out.gguf --recipe basic-iq4_xs --threads 8 --json\n  \
+        dynquant quantize model.gguf out/m --recipe q4_k_m --split-max-size 5G --shard 0/3   # worker 0 of 3")]
     Quantize(QuantizeArgs),
     /// Convert a Hugging Face safetensors folder (BF16/F16/F32 or block-scaled FP8) to GGUF.
     #[command(after_help = "Examples:\n  \
@@ -64,7 +72,9 @@ pub enum Command {
     Kld(KldArgs),
     /// Importance matrix (sums of squared activations per input column) in llama.cpp's GGUF format.
     #[command(after_help = "Example:\n  \
-        dynquant imatrix model-f16.gguf --text groups_merged.txt -o model.imatrix.gguf --chunks 100 --show-statistics")]
+        dynquant imatrix model-f16.gguf --text groups_merged.txt -o model.imatrix.gguf --chunks 100 --show-statistics\n  \
+        dynquant imatrix model-f16.gguf --text groups_merged.txt -o part1.gguf --chunk-range 50..100\n  \
+        dynquant imatrix merge part0.gguf part1.gguf -o model.imatrix.gguf")]
     Imatrix(ImatrixArgs),
     /// Generate text from a prompt, streaming.
     #[command(after_help = "Examples:\n  \
@@ -163,6 +173,13 @@ pub struct SplitArgs {
     pub force: bool,
     #[command(flatten)]
     pub read: ReadArgs,
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The file, or the first shard of a split set (…-00001-of-0000N.gguf).
+    pub first_shard: PathBuf,
 }
 
 /// `merge`.
@@ -281,6 +298,16 @@ pub struct QuantizeArgs {
     pub threads: Option<usize>,
     #[command(flatten)]
     pub shards: ShardLimits,
+    /// Write only this worker's shards of the split set, I/N with I from 0 to N-1: shard k
+    /// (0-based) is worker k mod N's. Finished, verified shards are skipped, so a rerun
+    /// redoes only what is missing. Implies --checksums; the N workers' files together are
+    /// byte for byte one `--checksums` run's set.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Record a checksum per tensor in each output (`dynquant.tensor_checksums`, which
+    /// `dynquant verify` checks; llama.cpp ignores it).
+    #[arg(long)]
+    pub checksums: bool,
     /// Accept already quantized inputs (dequantized to f32 first).
     #[arg(long)]
     pub allow_requantize: bool,
@@ -410,21 +437,30 @@ pub struct KldArgs {
 
 /// `imatrix`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ImatrixArgs {
+    /// `merge`: join the imatrices of disjoint chunk ranges.
+    #[command(subcommand)]
+    pub action: Option<ImatrixAction>,
     /// GGUF model.
-    pub model: PathBuf,
+    #[arg(required = true)]
+    pub model: Option<PathBuf>,
     /// Calibration text.
-    #[arg(long, short = 'f')]
-    pub text: PathBuf,
+    #[arg(long, short = 'f', required = true)]
+    pub text: Option<PathBuf>,
     /// Output imatrix (GGUF).
-    #[arg(long, short = 'o')]
-    pub output: PathBuf,
+    #[arg(long, short = 'o', required = true)]
+    pub output: Option<PathBuf>,
     /// Tokens per chunk.
     #[arg(long, short = 'c', default_value_t = 512)]
     pub ctx: usize,
     /// At most this many chunks (default: all).
     #[arg(long)]
     pub chunks: Option<usize>,
+    /// Only chunks A..B (0-based, half-open: 0..3 is the first three chunks of --ctx tokens),
+    /// for one part of a split run joined by `imatrix merge`.
+    #[arg(long, value_name = "A..B", conflicts_with = "chunks")]
+    pub chunk_range: Option<String>,
     /// Print per-tensor statistics of the result.
     #[arg(long)]
     pub show_statistics: bool,
@@ -433,6 +469,28 @@ pub struct ImatrixArgs {
     pub force: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// `imatrix` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ImatrixAction {
+    /// Join imatrices of disjoint chunk ranges of one text (sums and per-expert counts
+    /// added, as llama-imatrix combines files) into the imatrix of all of them.
+    Merge(ImatrixMergeArgs),
+}
+
+/// `imatrix merge`.
+#[derive(Debug, Args)]
+pub struct ImatrixMergeArgs {
+    /// The parts (GGUF imatrix files).
+    #[arg(required = true)]
+    pub parts: Vec<PathBuf>,
+    /// Output imatrix (GGUF).
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `run`.

@@ -240,6 +240,8 @@ fn quantize_args(
         imatrix_fallback: true,
         threads: None,
         shards: crate::args::ShardLimits::default(),
+        shard: None,
+        checksums: false,
         allow_requantize: false,
         dry_run: false,
         json: false,
@@ -328,11 +330,13 @@ fn dynamic_vs_basic(dir: &Path, threads: Option<usize>) -> Result<()> {
         DEMO_TEXT.len()
     );
     super::imatrix::run(&ImatrixArgs {
-        model: model_path.clone(),
-        text: text_path.clone(),
-        output: imatrix_path.clone(),
+        action: None,
+        model: Some(model_path.clone()),
+        text: Some(text_path.clone()),
+        output: Some(imatrix_path.clone()),
         ctx: EVAL_CTX,
         chunks: None,
+        chunk_range: None,
         show_statistics: false,
         force: true,
         engine,

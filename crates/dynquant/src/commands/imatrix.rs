@@ -3,18 +3,59 @@
 use anyhow::{Context, Result};
 use dynquant_engine::evaluation::Progress;
 use dynquant_engine::imatrix::statistics;
+use dynquant_gguf::imatrix::{merge as merge_parts, Imatrix};
 use dynquant_gguf::WriteOptions;
 
 use super::perplexity::{evaluator, open, pool};
-use crate::args::ImatrixArgs;
+use crate::args::{ImatrixAction, ImatrixArgs, ImatrixMergeArgs};
+
+/// `A..B` with `A < B`.
+fn parse_chunk_range(s: &str) -> Result<std::ops::Range<usize>> {
+    let bad =
+        || anyhow::anyhow!("chunk range '{s}': expected A..B with A < B (0-based, B excluded)");
+    let (a, b) = s.split_once("..").ok_or_else(bad)?;
+    let (a, b): (usize, usize) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a >= b {
+        return Err(bad());
+    }
+    Ok(a..b)
+}
 
 pub fn run(a: &ImatrixArgs) -> Result<()> {
-    if a.output.exists() && !a.force {
-        anyhow::bail!("{} exists (use --force to replace it)", a.output.display());
+    if let Some(ImatrixAction::Merge(m)) = &a.action {
+        return merge(m);
     }
-    let gguf = open(&a.model)?;
-    let ev = evaluator(&gguf, &a.engine, &a.model)?;
-    let text = ev.read_text(&a.text)?;
+    let (Some(model), Some(text_path), Some(output)) = (&a.model, &a.text, &a.output) else {
+        anyhow::bail!("give MODEL, --text and -o");
+    };
+    if output.exists() && !a.force {
+        anyhow::bail!("{} exists (use --force to replace it)", output.display());
+    }
+    let range = a
+        .chunk_range
+        .as_deref()
+        .map(parse_chunk_range)
+        .transpose()?;
+    let gguf = open(model)?;
+    let ev = evaluator(&gguf, &a.engine, model)?;
+    let mut text = ev.read_text(text_path)?;
+    if let Some(r) = &range {
+        // Chunk i of these tokens is chunk A + i of the whole text: the same tokens, the
+        // same BOS substitution, each chunk from an empty cache.
+        let have = text.tokens.len() / a.ctx.max(1);
+        if r.end > have {
+            anyhow::bail!(
+                "chunk range {}..{}: the text gives {have} chunks of {}",
+                r.start,
+                r.end,
+                a.ctx
+            );
+        }
+        text.tokens = text.tokens[r.start * a.ctx..r.end * a.ctx].to_vec();
+    }
     let chunking = ev.chunking(a.ctx, a.chunks);
     let t0 = std::time::Instant::now();
     let collector = pool(&a.engine)?.install(|| {
@@ -38,24 +79,19 @@ pub fn run(a: &ImatrixArgs) -> Result<()> {
             u.experts
         );
     }
-    let dataset = a
-        .text
+    let dataset = text_path
         .file_name()
         .map_or(String::new(), |n| n.to_string_lossy().into_owned());
     let im = collector.to_imatrix(vec![dataset], n_chunks as u32, a.ctx as u32);
     im.write(
-        &a.output,
+        output,
         &WriteOptions {
             overwrite: a.force,
-            protected_inputs: vec![a.model.clone(), a.text.clone()],
+            protected_inputs: vec![model.clone(), text_path.clone()],
         },
     )
-    .with_context(|| format!("writing {}", a.output.display()))?;
-    eprintln!(
-        "wrote {} ({} entries)",
-        a.output.display(),
-        im.entries.len()
-    );
+    .with_context(|| format!("writing {}", output.display()))?;
+    eprintln!("wrote {} ({} entries)", output.display(), im.entries.len());
     if a.show_statistics {
         println!(
             "{:<40} {:>12} {:>10} {:>12} {:>10} {:>10} {:>6}",
@@ -68,5 +104,30 @@ pub fn run(a: &ImatrixArgs) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn merge(m: &ImatrixMergeArgs) -> Result<()> {
+    let parts: Vec<Imatrix> = m
+        .parts
+        .iter()
+        .map(|p| Imatrix::read(p).with_context(|| format!("reading {}", p.display())))
+        .collect::<Result<_>>()?;
+    let im = merge_parts(&parts)?;
+    im.write(
+        &m.output,
+        &WriteOptions {
+            overwrite: m.force,
+            protected_inputs: m.parts.clone(),
+        },
+    )
+    .with_context(|| format!("writing {}", m.output.display()))?;
+    eprintln!(
+        "imatrix merge: wrote {} from {} parts ({} chunks, {} entries)",
+        m.output.display(),
+        parts.len(),
+        im.chunk_count,
+        im.entries.len()
+    );
     Ok(())
 }

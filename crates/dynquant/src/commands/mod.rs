@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(&a),
         Command::Split(a) => split::split(&a),
         Command::Merge(a) => split::merge(&a),
+        Command::Verify(a) => split::verify(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Perplexity(a) => perplexity::run(&a),
         Command::Kld(a) => kld::run(&a),

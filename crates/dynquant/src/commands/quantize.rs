@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use dynquant_gguf::types::GgmlType;
-use dynquant_gguf::WriteOptions;
+use dynquant_gguf::{SetOptions, ShardWorker, WriteOptions};
 use dynquant_input::{load_imatrix, ModelInput};
 use dynquant_quantize::{
-    check_imatrix_coverage, output_metadata, quantize_model, unseen_experts, Progress, Provenance,
-    QuantizeJob, DEFAULT_SLAB_VALUES,
+    check_imatrix_coverage, output_metadata, quantize_model_with, unseen_experts, Progress,
+    Provenance, QuantizeJob, DEFAULT_SLAB_VALUES,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -32,6 +32,11 @@ impl Progress for Bar {
 
 pub fn run(a: &QuantizeArgs) -> Result<()> {
     let started = Instant::now();
+    let worker = a
+        .shard
+        .as_deref()
+        .map(str::parse::<dynquant_measure::Shard>)
+        .transpose()?;
     // A GGUF model, or a Hugging Face folder streamed straight from its safetensors.
     let input = ModelInput::open(&a.input, a.read.access())?;
     for w in input.warnings() {
@@ -156,8 +161,15 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         .num_threads(threads)
         .build()
         .context("starting worker threads")?;
+    let set = SetOptions {
+        tensor_checksums: a.checksums,
+        worker: worker.map(|w| ShardWorker {
+            index: w.index,
+            count: w.count,
+        }),
+    };
     let summary = pool
-        .install(|| quantize_model(&job, &target, &write, &progress))
+        .install(|| quantize_model_with(&job, &target, &write, set, &progress))
         .with_context(|| format!("quantizing {}", a.input.display()))?;
     progress.0.finish_and_clear();
     let paths: Vec<String> = summary
@@ -171,6 +183,9 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
             serde_json::to_string_pretty(&summary_json(paths, summary.bytes, false))?
         );
     } else if !a.quiet {
+        for p in &summary.skipped {
+            println!("kept {} (finished and verified)", p.display());
+        }
         for p in &paths {
             println!("wrote {p}");
         }

@@ -1,10 +1,10 @@
-//! `split` and `merge`.
+//! `split`, `merge` and `verify`.
 
 use anyhow::{bail, Context, Result};
-use dynquant_gguf::{copy_model, GgufModel, OutputTarget};
+use dynquant_gguf::{copy_model, verify_set, GgufModel, OutputTarget};
 
 use super::{human_bytes, write_options};
-use crate::args::{MergeArgs, SplitArgs};
+use crate::args::{MergeArgs, SplitArgs, VerifyArgs};
 
 pub fn split(a: &SplitArgs) -> Result<()> {
     let spec = a.shards.spec();
@@ -43,6 +43,28 @@ pub fn merge(a: &MergeArgs) -> Result<()> {
         a.output.display(),
         model.n_tensors(),
         human_bytes(summary.bytes)
+    );
+    Ok(())
+}
+
+pub fn verify(a: &VerifyArgs) -> Result<()> {
+    let s = verify_set(&a.first_shard)?;
+    let checks = if s.checksummed_files == s.files.len() {
+        "every tensor matches its checksum".to_string()
+    } else if s.checksummed_files == 0 {
+        "no checksums recorded: structure checked only".to_string()
+    } else {
+        format!(
+            "checksums in {} of {} files checked; the others structure only",
+            s.checksummed_files,
+            s.files.len()
+        )
+    };
+    println!(
+        "ok: {} files, {} tensors, {}; {checks}",
+        s.files.len(),
+        s.tensors,
+        human_bytes(s.bytes)
     );
     Ok(())
 }
