@@ -739,25 +739,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                s as u8
-            })
-            .collect()
-    }
-
-    fn acts(n: usize, seed: u64) -> Vec<f32> {
-        bytes(n, seed)
-            .iter()
-            .map(|&b| (b as f32 - 127.5) / 31.0)
-            .collect()
-    }
+    use crate::kernels::test_data::{acts, bytes};
 
     const TYPES: [IqType; 7] = [
         IqType::Iq2Xxs,

@@ -34,3 +34,27 @@ pub(crate) fn bits_digest(values: &[f32]) -> u64 {
             .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
     })
 }
+
+/// Deterministic pseudo-random inputs for the kernels' unit tests (xorshift bytes, and
+/// activations spread around zero from them).
+#[cfg(test)]
+pub(crate) mod test_data {
+    pub(crate) fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            })
+            .collect()
+    }
+
+    pub(crate) fn acts(n: usize, seed: u64) -> Vec<f32> {
+        bytes(n, seed)
+            .iter()
+            .map(|&b| (b as f32 - 127.5) / 31.0)
+            .collect()
+    }
+}
