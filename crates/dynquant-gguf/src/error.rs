@@ -64,11 +64,11 @@ pub enum GgufError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// An error in a shard of a split set other than the first (the caller names the first):
-    /// says which file it is.
+    /// An error that must say which file it is about: in a shard of a split set other than
+    /// the first (callers name the file they opened), or in a file that changed while read.
     #[error("{path}")]
-    InShard {
-        /// The shard.
+    InFile {
+        /// The file.
         path: PathBuf,
         /// What is wrong with it.
         source: Box<GgufError>,

@@ -88,7 +88,7 @@ impl GgufModel {
             // An I/O error names its file already; a parse error does not.
             let part = GgufFile::open(&p, access).map_err(|e| match e {
                 e @ GgufError::Io { .. } => e,
-                e => GgufError::InShard {
+                e => GgufError::InFile {
                     path: p.clone(),
                     source: Box::new(e),
                 },

@@ -604,3 +604,54 @@ fn truncated_mangled_and_missing_inputs_are_refused_before_any_output() {
         }
     }
 }
+
+/// A read error the header cannot foresee: a shard cut after the set was opened (and checked)
+/// fails the copy with the file, the tensor and the file's new length, and leaves no output.
+/// Positioned reads (`--no-mmap`): under a memory map a file cut by someone else faults the
+/// process (SIGBUS), as in llama.cpp, which is why `GgufFile::open_mmap` requires inputs that
+/// nobody modifies.
+#[test]
+fn a_shard_cut_while_being_read_is_reported_with_the_tensor_name() {
+    use dynquant_gguf::{copy_model, Access, GgufModel, OutputTarget, WriteOptions};
+    let Some(_o) = oracle() else { return };
+    let inputs = Inputs::make();
+    let work = tempfile::tempdir().unwrap();
+    let set_files: Vec<PathBuf> = std::fs::read_dir(inputs.set_first.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let set = copy_into(work.path(), "set", &set_files);
+    let model = GgufModel::open(set.join("in-00001-of-00004.gguf"), Access::Pread).unwrap();
+    let third = set.join("in-00003-of-00004.gguf");
+    let names_of_third: Vec<String> = model.parts()[2]
+        .header()
+        .tensors
+        .iter()
+        .map(|t| format!("tensor '{}'", t.name))
+        .collect();
+    truncate_by(&third, 5000);
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let err = copy_model(
+        &model,
+        &OutputTarget::Single(out.join("m.gguf")),
+        &WriteOptions::default(),
+    )
+    .expect_err("a cut shard");
+    let chain = anyhow_like(&err);
+    assert!(chain.contains("in-00003-of-00004.gguf"), "{chain}");
+    assert!(names_of_third.iter().any(|n| chain.contains(n)), "{chain}");
+    assert!(chain.contains("truncated"), "{chain}");
+    assert!(listing_names(&out).is_empty(), "{:?}", listing_names(&out));
+}
+
+/// The error and its sources, joined as the CLI prints them.
+fn anyhow_like(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
