@@ -53,7 +53,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 seed_gguf_header() {
   # Small valid files written by dynquant itself (the demo model's shards), headers only.
   local corpus="$1"
-  cargo run --release -q -p dynquant -- demo --out-dir "$ROOT/fuzz/seed-tmp" >/dev/null
+  (cd "$ROOT" && cargo run --release -q -p dynquant -- demo --out-dir "$ROOT/fuzz/seed-tmp" >/dev/null)
   for f in "$ROOT"/fuzz/seed-tmp/demo-split-*.gguf; do
     head -c 65536 "$f" >"$corpus/$(basename "$f")"
   done
@@ -82,7 +82,9 @@ for target in "${TARGETS[@]}"; do
     -print_final_stats=1 -artifact_prefix="$ROOT/fuzz/artifacts/$target/" >>"$log" 2>&1
   status=$?
   set -e
-  took=$(($(date +%s) - start))
+  # libFuzzer's own time ("Done N runs in S second(s)"); the wall time includes any rebuild.
+  took=$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | grep -oE '[0-9]+ second' | grep -oE '[0-9]+' ||
+    echo $(($(date +%s) - start)))
   grep -E '^(#[0-9]+ +DONE|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written)' "$log" || true
   runs=$(grep -oE 'stat::number_of_executed_units: [0-9]+' "$log" | grep -oE '[0-9]+$' || echo '?')
   echo "$target $runs $took $status" >>"$ROOT/fuzz/artifacts/runs.log"

@@ -142,8 +142,14 @@ impl Inputs {
 /// One writing command: its arguments given the output folder.
 struct Job {
     name: &'static str,
-    args: Box<dyn Fn(&Path) -> Vec<OsString>>,
+    args: ArgsFor,
 }
+
+/// A command's arguments given its output folder.
+type ArgsFor = Box<dyn Fn(&Path) -> Vec<OsString>>;
+
+/// A named way to damage an input file.
+type Fault<'a> = (&'a str, &'a dyn Fn(&Path));
 
 fn jobs(i: &Inputs) -> Vec<Job> {
     let os = |v: &[&dyn AsRef<std::ffi::OsStr>]| -> Vec<OsString> {
@@ -572,6 +578,42 @@ fn truncated_mangled_and_missing_inputs_are_refused_before_any_output() {
         assert!(msg.contains("model.safetensors"), "{msg}");
     }
 
+    // A sharded checkpoint (deepseek-v3: an index over two shards) with its second shard
+    // missing, cut or with a mangled header: convert and quantize name the shard.
+    let ds_files: Vec<PathBuf> = std::fs::read_dir(shared_dir().join("golden/hf/deepseek-v3"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let hf_faults: [Fault; 3] = [
+        ("missing", &|p: &Path| std::fs::remove_file(p).unwrap()),
+        ("truncated", &|p: &Path| truncate_by(p, 1000)),
+        ("mangled", &|p: &Path| {
+            let mut b = std::fs::read(p).unwrap();
+            b[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+            std::fs::write(p, b).unwrap();
+        }),
+    ];
+    for (fault, apply) in hf_faults {
+        let hf = copy_into(work.path(), &format!("ds-{fault}"), &ds_files);
+        apply(&hf.join("model-00002-of-00002.safetensors"));
+        for args in [
+            os(&[&"convert", &hf, &out.join("c.gguf")]),
+            os(&[&"quantize", &hf, &out.join("q.gguf"), &"--recipe", &"q8_0"]),
+        ] {
+            let what = format!("{:?} of a checkpoint with a {fault} shard", args[0]);
+            let msg = failed_with_one_error(command(&args).output().unwrap(), &what);
+            assert!(
+                listing_names(&out).is_empty(),
+                "{what}: {:?}",
+                listing_names(&out)
+            );
+            assert!(
+                msg.contains("model-00002-of-00002.safetensors"),
+                "{what}: {msg}"
+            );
+        }
+    }
+
     // A split set with a shard missing, truncated or mangled: every reader of the set.
     let set_files: Vec<PathBuf> = {
         let mut v: Vec<PathBuf> = std::fs::read_dir(inputs.set_first.parent().unwrap())
@@ -581,7 +623,7 @@ fn truncated_mangled_and_missing_inputs_are_refused_before_any_output() {
         v.sort();
         v
     };
-    let faults: [(&str, &dyn Fn(&Path)); 3] = [
+    let faults: [Fault; 3] = [
         ("missing", &|p: &Path| std::fs::remove_file(p).unwrap()),
         ("truncated", &|p: &Path| truncate_by(p, 5000)),
         ("mangled", &|p: &Path| {
