@@ -23,6 +23,13 @@ fn write_text(dir: &Path) -> PathBuf {
     p
 }
 
+/// The engine and tokenizer of an opened model.
+fn evaluator(gguf: &GgufModel) -> Evaluator<'_> {
+    let model = Model::load(gguf).expect("load");
+    let tok = Tokenizer::from_gguf(gguf.metadata()).expect("tokenizer");
+    Evaluator::new(gguf, model, tok)
+}
+
 fn outputs(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .expect("read dir")
@@ -164,11 +171,8 @@ fn compare_refuses_bad_input_and_writes_nothing() {
 #[test]
 fn detectors_and_functional_checks_on_the_instruct_model() {
     let Some(o) = oracle() else { return };
-    let path = o.smollm2();
-    let gguf = GgufModel::open(&path, Access::Mmap).expect("open");
-    let model = Model::load(&gguf).expect("load");
-    let tok = Tokenizer::from_gguf(gguf.metadata()).expect("tokenizer");
-    let ev = Evaluator::new(&gguf, model, tok);
+    let gguf = GgufModel::open(o.smollm2(), Access::Mmap).expect("open");
+    let ev = evaluator(&gguf);
     let settings = SanitySettings {
         n_predict: 24,
         seeds: Vec::new(),
@@ -222,11 +226,8 @@ fn detectors_and_functional_checks_on_the_instruct_model() {
 #[test]
 fn base_scorer_matches_scoring_each_answer_alone() {
     let Some(o) = oracle() else { return };
-    let path = o.smollm2();
-    let gguf = GgufModel::open(&path, Access::Mmap).expect("open");
-    let model = Model::load(&gguf).expect("load");
-    let tok = Tokenizer::from_gguf(gguf.metadata()).expect("tokenizer");
-    let ev = Evaluator::new(&gguf, model, tok);
+    let gguf = GgufModel::open(o.smollm2(), Access::Mmap).expect("open");
+    let ev = evaluator(&gguf);
     let enc = |t: &str| ev.tokenizer().encode(t, false, false).expect("encode");
     let prompts = [
         enc("The capital of France is"),
