@@ -58,6 +58,21 @@ pub(super) struct Codebook {
     mids: Vec<f32>,
     /// Level values of every entry (first `n` used).
     vals: Vec<[f32; 8]>,
+    /// Level indices of every entry (first `n` used), for the per-level error tables.
+    lev: Vec<[u8; 8]>,
+    /// The level values, zero-padded to 8.
+    levels: [f32; 8],
+    /// `list` and `list1` again for the AVX2 search of 8-wide grids of at most 4 levels: per
+    /// key, its candidates in chunks of 8 lanes, each lane a word holding the candidate's 8
+    /// level indices (2 bits each, element `j` at bit `2j`) and its grid index (bits 16..32).
+    /// A short last chunk repeats its last candidate, which never wins over the original.
+    /// `packed_start[key]..packed_start[key + 1]` are the key's chunks. Empty for other grids.
+    packed_start: Vec<u32>,
+    packed: Vec<[u32; 8]>,
+    packed_start1: Vec<u32>,
+    packed1: Vec<[u32; 8]>,
+    /// AVX2 is available (checked once).
+    avx2: bool,
     /// Per pattern key: (start, len) into `list`.
     lut: Vec<(u32, u32)>,
     list: Vec<u16>,
@@ -159,11 +174,31 @@ impl Codebook {
         }
         let mids = level_vals.windows(2).map(|p| 0.5 * (p[0] + p[1])).collect();
         let top = level_vals.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let mut levels = [0f32; 8];
+        levels[..nlev].copy_from_slice(level_vals);
+        let packable = n == 8 && nlev <= 4 && glev.len() <= 1 << 16;
+        let (packed_start, packed) = if packable {
+            lane_chunks(&lut, &list, &glev)
+        } else {
+            Default::default()
+        };
+        let (packed_start1, packed1) = if packable {
+            lane_chunks(&lut1, &list1, &glev)
+        } else {
+            Default::default()
+        };
         Codebook {
             n,
             nlev,
             mids,
             vals,
+            lev: glev,
+            levels,
+            packed_start,
+            packed,
+            packed_start1,
+            packed1,
+            avx2: packable && avx2_available(),
             lut,
             list,
             lut1,
@@ -177,10 +212,148 @@ impl Codebook {
     #[inline]
     fn search(&self, a: &[f32], w: &[f32], sigma: f32, delta: f32, short: bool) -> (u16, f32) {
         if self.n == 8 {
-            self.search_n::<8>(a, w, sigma, delta, short)
+            self.search_g::<8>(a, w, sigma, delta, short)
         } else {
-            self.search_n::<4>(a, w, sigma, delta, short)
+            self.search_g::<4>(a, w, sigma, delta, short)
         }
+    }
+
+    /// `search` for a grid of `N`-wide entries (`N == self.n`).
+    #[inline(always)]
+    fn search_g<const N: usize>(
+        &self,
+        a: &[f32],
+        w: &[f32],
+        sigma: f32,
+        delta: f32,
+        short: bool,
+    ) -> (u16, f32) {
+        #[cfg(target_arch = "x86_64")]
+        if N == 8 && self.avx2 {
+            let a: &[f32; 8] = a[..8].try_into().expect("group");
+            let w: &[f32; 8] = w[..8].try_into().expect("group");
+            // SAFETY: `avx2` is true only where the CPU has AVX2.
+            return unsafe { self.search8_avx2(a, w, sigma, delta, short) };
+        }
+        self.search_n::<N>(a, w, sigma, delta, short)
+    }
+
+    /// `search_n::<8>` with AVX2, the same result bit for bit: the key from the same
+    /// roundings, every candidate's error as the sum of its 8 per-element table entries (the
+    /// same operations as a direct evaluation) in `tree_sum`'s order, 8 candidates per step.
+    /// Each lane keeps its first strict minimum; lanes are merged by (error, list position),
+    /// which is the scalar loop's first least error (`<`, so NaN never wins).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn search8_avx2(
+        &self,
+        a: &[f32; 8],
+        w: &[f32; 8],
+        sigma: f32,
+        delta: f32,
+        short: bool,
+    ) -> (u16, f32) {
+        use std::arch::x86_64::*;
+        let av = _mm256_loadu_ps(a.as_ptr());
+        let inv = 1.0 / sigma;
+        let v = _mm256_sub_ps(_mm256_mul_ps(av, _mm256_set1_ps(inv)), _mm256_set1_ps(delta));
+        // Level index per element: how many midpoints it exceeds (compare masks are -1).
+        let mut lev = _mm256_setzero_si256();
+        for &m in &self.mids {
+            let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_set1_ps(m));
+            lev = _mm256_sub_epi32(lev, _mm256_castps_si256(gt));
+        }
+        let n = self.nlev as i32;
+        let pow = _mm256_setr_epi32(
+            1,
+            n,
+            n * n,
+            n.pow(3),
+            n.pow(4),
+            n.pow(5),
+            n.pow(6),
+            n.pow(7),
+        );
+        let mut parts = [0i32; 8];
+        _mm256_storeu_si256(parts.as_mut_ptr().cast(), _mm256_mullo_epi32(lev, pow));
+        let key = parts.iter().sum::<i32>() as usize;
+        let (starts, chunks) = if short {
+            (&self.packed_start1, &self.packed1)
+        } else {
+            (&self.packed_start, &self.packed)
+        };
+        let chunks = &chunks[starts[key] as usize..starts[key + 1] as usize];
+        // Per element j, the error of each level: w_j·(t_j − sigma·level)² with
+        // t_j = a_j − sigma·delta, in the scalar order ((w·d)·d). The 4 level slots are
+        // repeated in lanes 4..8, so an index's bit 2 (the next element's bit) is ignored.
+        let mut t = [0f32; 8];
+        _mm256_storeu_ps(
+            t.as_mut_ptr(),
+            _mm256_sub_ps(av, _mm256_set1_ps(sigma * delta)),
+        );
+        let lv = _mm_loadu_ps(self.levels.as_ptr());
+        let scaled = _mm256_mul_ps(_mm256_set1_ps(sigma), _mm256_set_m128(lv, lv));
+        macro_rules! level_errors {
+            ($j:expr) => {{
+                let d = _mm256_sub_ps(_mm256_set1_ps(t[$j]), scaled);
+                _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w[$j]), d), d)
+            }};
+        }
+        let tab: [__m256; 8] = [
+            level_errors!(0),
+            level_errors!(1),
+            level_errors!(2),
+            level_errors!(3),
+            level_errors!(4),
+            level_errors!(5),
+            level_errors!(6),
+            level_errors!(7),
+        ];
+        let mut best_v = _mm256_set1_ps(f32::INFINITY);
+        let mut best_p = _mm256_set1_epi32(-1);
+        let mut best_w = _mm256_setzero_si256();
+        let mut pos = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let step = _mm256_set1_epi32(8);
+        for chunk in chunks {
+            let words = _mm256_loadu_si256(chunk.as_ptr().cast());
+            macro_rules! err {
+                ($j:expr) => {
+                    _mm256_permutevar8x32_ps(tab[$j], _mm256_srli_epi32::<{ 2 * $j }>(words))
+                };
+            }
+            let sum = _mm256_add_ps(
+                _mm256_add_ps(
+                    _mm256_add_ps(err!(0), err!(4)),
+                    _mm256_add_ps(err!(1), err!(5)),
+                ),
+                _mm256_add_ps(
+                    _mm256_add_ps(err!(2), err!(6)),
+                    _mm256_add_ps(err!(3), err!(7)),
+                ),
+            );
+            let lt = _mm256_cmp_ps::<_CMP_LT_OQ>(sum, best_v);
+            let lti = _mm256_castps_si256(lt);
+            best_v = _mm256_blendv_ps(best_v, sum, lt);
+            best_p = _mm256_blendv_epi8(best_p, pos, lti);
+            best_w = _mm256_blendv_epi8(best_w, words, lti);
+            pos = _mm256_add_epi32(pos, step);
+        }
+        let mut vals = [0f32; 8];
+        let mut poss = [0i32; 8];
+        let mut wrds = [0u32; 8];
+        _mm256_storeu_ps(vals.as_mut_ptr(), best_v);
+        _mm256_storeu_si256(poss.as_mut_ptr().cast(), best_p);
+        _mm256_storeu_si256(wrds.as_mut_ptr().cast(), best_w);
+        let mut best = (0u16, f32::INFINITY);
+        let mut best_pos = -1i32;
+        for lane in 0..8 {
+            let (p, v) = (poss[lane], vals[lane]);
+            if p >= 0 && (best_pos < 0 || v < best.1 || (v == best.1 && p < best_pos)) {
+                best = ((wrds[lane] >> 16) as u16, v);
+                best_pos = p;
+            }
+        }
+        best
     }
 
     #[inline(always)]
@@ -207,26 +380,88 @@ impl Codebook {
             (&self.lut, &self.list)
         };
         let (start, len) = lut[key];
+        let cands = &list[start as usize..(start + len) as usize];
         // Targets in value units with the delta folded in: x̂ − a = sigma·g − t.
         let t: [f32; N] = core::array::from_fn(|j| a[j] - sigma * delta);
         let mut best = (0u16, f32::INFINITY);
-        for &i in &list[start as usize..(start + len) as usize] {
-            let g = &self.vals[usize::from(i)];
-            let mut e = [0f32; N];
-            for j in 0..N {
-                let d = t[j] - sigma * g[j];
-                e[j] = w[j] * d * d;
+        if cands.len() <= self.nlev {
+            for &i in cands {
+                let g = &self.vals[usize::from(i)];
+                let mut e = [0f32; N];
+                for j in 0..N {
+                    let d = t[j] - sigma * g[j];
+                    e[j] = w[j] * d * d;
+                }
+                let e = tree_sum::<N>(&e);
+                if e < best.1 {
+                    best = (i, e);
+                }
             }
-            let e = if N == 8 {
-                ((e[0] + e[4]) + (e[1] + e[5])) + ((e[2] + e[6]) + (e[3] + e[7 % N]))
-            } else {
-                (e[0] + e[2 % N]) + (e[1] + e[3 % N])
-            };
+            return best;
+        }
+        // Every candidate's per-element error is one of `nlev` values per element: tabulate
+        // them once (the same operations as a direct evaluation, so the same bits) and sum
+        // table entries per candidate.
+        let mut tab = [[0f32; 8]; N];
+        for (j, row) in tab.iter_mut().enumerate() {
+            for (l, e) in row.iter_mut().enumerate().take(self.nlev) {
+                let d = t[j] - sigma * self.levels[l];
+                *e = w[j] * d * d;
+            }
+        }
+        for &i in cands {
+            let lv = &self.lev[usize::from(i)];
+            let e: [f32; N] = core::array::from_fn(|j| tab[j][usize::from(lv[j] & 7)]);
+            let e = tree_sum::<N>(&e);
             if e < best.1 {
                 best = (i, e);
             }
         }
         best
+    }
+}
+
+fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The candidate lists of every key packed for the AVX2 search (see `Codebook::packed`):
+/// (first chunk per key and one past the last, chunks).
+fn lane_chunks(lut: &[(u32, u32)], list: &[u16], glev: &[[u8; 8]]) -> (Vec<u32>, Vec<[u32; 8]>) {
+    let mut starts = Vec::with_capacity(lut.len() + 1);
+    let mut chunks = Vec::new();
+    for &(start, len) in lut {
+        starts.push(chunks.len() as u32);
+        let cands = &list[start as usize..(start + len) as usize];
+        for part in cands.chunks(8) {
+            chunks.push(core::array::from_fn(|lane| {
+                let i = part[lane.min(part.len() - 1)];
+                let levels = glev[usize::from(i)]
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |p, (j, &l)| p | u32::from(l) << (2 * j));
+                levels | u32::from(i) << 16
+            }));
+        }
+    }
+    starts.push(chunks.len() as u32);
+    (starts, chunks)
+}
+
+/// The fixed summation order of a group's per-element errors.
+#[inline(always)]
+fn tree_sum<const N: usize>(e: &[f32; N]) -> f32 {
+    if N == 8 {
+        ((e[0] + e[4]) + (e[1] + e[5])) + ((e[2] + e[6]) + (e[3] + e[7 % N]))
+    } else {
+        (e[0] + e[2 % N]) + (e[1] + e[3 % N])
     }
 }
 
@@ -339,8 +574,25 @@ fn search_signed(
     parity: bool,
     fast: bool,
 ) -> (Group, f32, [f32; 8]) {
+    if book.n == 8 {
+        search_signed_n::<8>(book, x, w, sigma, parity, fast)
+    } else {
+        search_signed_n::<4>(book, x, w, sigma, parity, fast)
+    }
+}
+
+/// `search_signed` for a grid of `N`-wide entries (`N == book.n`).
+#[inline(always)]
+fn search_signed_n<const N: usize>(
+    book: &Codebook,
+    x: &[f32],
+    w: &[f32],
+    sigma: f32,
+    parity: bool,
+    fast: bool,
+) -> (Group, f32, [f32; 8]) {
     let flips = if fast { 1 } else { FLIPS };
-    let n = book.n;
+    let n = N;
     let parts = 8 / n;
     let mut a = [0f32; 8];
     let mut signs = 0u8;
@@ -350,18 +602,28 @@ fn search_signed(
             signs |= 1 << j;
         }
     }
-    let half =
-        |a: &[f32; 8], h: usize| book.search(&a[h * n..h * n + n], &w[h * n..], sigma, 0.0, fast);
+    let half = |a: &[f32; 8], h: usize| {
+        book.search_g::<N>(&a[h * n..h * n + n], &w[h * n..], sigma, 0.0, fast)
+    };
     let mut res = [(0u16, 0f32); 2];
     for (h, r) in res.iter_mut().enumerate().take(parts) {
         *r = half(&a, h);
     }
     let mut best = (res, signs);
     if parity && signs.count_ones() % 2 == 1 {
-        let mut order: [usize; 8] = core::array::from_fn(|j| j);
-        order.sort_by(|&i, &j| (w[i] * a[i]).total_cmp(&(w[j] * a[j])));
+        // The `flips` elements of least w·|x|, in a stable sort's order (ties: lower index
+        // first), by selection: no sort of all 8 per group.
+        let cost: [f32; 8] = core::array::from_fn(|j| w[j] * a[j]);
+        let mut taken = 0u8;
         let mut best_err = f32::INFINITY;
-        for &j in &order[..flips] {
+        for _ in 0..flips {
+            let mut j = taken.trailing_ones() as usize;
+            for k in j + 1..8 {
+                if taken & (1 << k) == 0 && cost[k].total_cmp(&cost[j]).is_lt() {
+                    j = k;
+                }
+            }
+            taken |= 1 << j;
             let h = j / n;
             let mut a2 = a;
             a2[j] = -a[j];
