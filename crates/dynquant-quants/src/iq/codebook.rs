@@ -62,9 +62,10 @@ pub(super) struct Codebook {
     lev: Vec<[u8; 8]>,
     /// The level values, zero-padded to 8.
     levels: [f32; 8],
-    /// `list` and `list1` again for the AVX2 search of 8-wide grids of at most 4 levels: per
-    /// key, its candidates in chunks of 8 lanes, each lane a word holding the candidate's 8
-    /// level indices (2 bits each, element `j` at bit `2j`) and its grid index (bits 16..32).
+    /// `list` and `list1` again for the AVX2 search (8-wide grids of at most 4 levels, 4-wide
+    /// grids of at most 8): per key, its candidates in chunks of 8 lanes, each lane a word
+    /// holding the candidate's level indices (2 bits each for 8-wide grids, element `j` at bit
+    /// `2j`; 3 bits each for 4-wide ones) and its grid index (bits 16..32).
     /// A short last chunk repeats its last candidate, which never wins over the original.
     /// `packed_start[key]..packed_start[key + 1]` are the key's chunks. Empty for other grids.
     packed_start: Vec<u32>,
@@ -176,14 +177,14 @@ impl Codebook {
         let top = level_vals.iter().fold(0f32, |m, v| m.max(v.abs()));
         let mut levels = [0f32; 8];
         levels[..nlev].copy_from_slice(level_vals);
-        let packable = n == 8 && nlev <= 4 && glev.len() <= 1 << 16;
+        let packable = ((n == 8 && nlev <= 4) || (n == 4 && nlev <= 8)) && glev.len() <= 1 << 16;
         let (packed_start, packed) = if packable {
-            lane_chunks(&lut, &list, &glev)
+            lane_chunks(&lut, &list, &glev, n)
         } else {
             Default::default()
         };
         let (packed_start1, packed1) = if packable {
-            lane_chunks(&lut1, &list1, &glev)
+            lane_chunks(&lut1, &list1, &glev, n)
         } else {
             Default::default()
         };
@@ -229,32 +230,34 @@ impl Codebook {
         short: bool,
     ) -> (u16, f32) {
         #[cfg(target_arch = "x86_64")]
-        if N == 8 && self.avx2 {
-            let a: &[f32; 8] = a[..8].try_into().expect("group");
-            let w: &[f32; 8] = w[..8].try_into().expect("group");
+        if self.avx2 {
+            let a: &[f32; N] = a[..N].try_into().expect("group");
+            let w: &[f32; N] = w[..N].try_into().expect("group");
             // SAFETY: `avx2` is true only where the CPU has AVX2.
-            return unsafe { self.search8_avx2(a, w, sigma, delta, short) };
+            return unsafe { self.search_avx2::<N>(a, w, sigma, delta, short) };
         }
         self.search_n::<N>(a, w, sigma, delta, short)
     }
 
-    /// `search_n::<8>` with AVX2, the same result bit for bit: the key from the same
-    /// roundings, every candidate's error as the sum of its 8 per-element table entries (the
+    /// `search_n::<N>` with AVX2, the same result bit for bit: the key from the same
+    /// roundings, every candidate's error as the sum of its `N` per-element table entries (the
     /// same operations as a direct evaluation) in `tree_sum`'s order, 8 candidates per step.
     /// Each lane keeps its first strict minimum; lanes are merged by (error, list position),
     /// which is the scalar loop's first least error (`<`, so NaN never wins).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn search8_avx2(
+    unsafe fn search_avx2<const N: usize>(
         &self,
-        a: &[f32; 8],
-        w: &[f32; 8],
+        a: &[f32; N],
+        w: &[f32; N],
         sigma: f32,
         delta: f32,
         short: bool,
     ) -> (u16, f32) {
         use std::arch::x86_64::*;
-        let av = _mm256_loadu_ps(a.as_ptr());
+        let mut a8 = [0f32; 8];
+        a8[..N].copy_from_slice(a);
+        let av = _mm256_loadu_ps(a8.as_ptr());
         let inv = 1.0 / sigma;
         let v = _mm256_sub_ps(_mm256_mul_ps(av, _mm256_set1_ps(inv)), _mm256_set1_ps(delta));
         // Level index per element: how many midpoints it exceeds (compare masks are -1).
@@ -263,18 +266,14 @@ impl Codebook {
             let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_set1_ps(m));
             lev = _mm256_sub_epi32(lev, _mm256_castps_si256(gt));
         }
-        let n = self.nlev as i32;
-        let pow = _mm256_setr_epi32(
-            1,
-            n,
-            n * n,
-            n.pow(3),
-            n.pow(4),
-            n.pow(5),
-            n.pow(6),
-            n.pow(7),
-        );
+        let mut pow = [0i32; 8];
+        let mut p = 1;
+        for pj in pow.iter_mut().take(N) {
+            *pj = p;
+            p *= self.nlev as i32;
+        }
         let mut parts = [0i32; 8];
+        let pow = _mm256_loadu_si256(pow.as_ptr().cast());
         _mm256_storeu_si256(parts.as_mut_ptr().cast(), _mm256_mullo_epi32(lev, pow));
         let key = parts.iter().sum::<i32>() as usize;
         let (starts, chunks) = if short {
@@ -284,31 +283,25 @@ impl Codebook {
         };
         let chunks = &chunks[starts[key] as usize..starts[key + 1] as usize];
         // Per element j, the error of each level: w_j·(t_j − sigma·level)² with
-        // t_j = a_j − sigma·delta, in the scalar order ((w·d)·d). The 4 level slots are
-        // repeated in lanes 4..8, so an index's bit 2 (the next element's bit) is ignored.
+        // t_j = a_j − sigma·delta, in the scalar order ((w·d)·d). 8-wide grids have at most 4
+        // levels, repeated in lanes 4..8, so an index's bit 2 (the next element's) is ignored.
         let mut t = [0f32; 8];
         _mm256_storeu_ps(
             t.as_mut_ptr(),
             _mm256_sub_ps(av, _mm256_set1_ps(sigma * delta)),
         );
-        let lv = _mm_loadu_ps(self.levels.as_ptr());
-        let scaled = _mm256_mul_ps(_mm256_set1_ps(sigma), _mm256_set_m128(lv, lv));
-        macro_rules! level_errors {
-            ($j:expr) => {{
-                let d = _mm256_sub_ps(_mm256_set1_ps(t[$j]), scaled);
-                _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w[$j]), d), d)
-            }};
+        let levels = if N == 8 {
+            let lv = _mm_loadu_ps(self.levels.as_ptr());
+            _mm256_set_m128(lv, lv)
+        } else {
+            _mm256_loadu_ps(self.levels.as_ptr())
+        };
+        let scaled = _mm256_mul_ps(_mm256_set1_ps(sigma), levels);
+        let mut tab = [_mm256_setzero_ps(); N];
+        for (j, e) in tab.iter_mut().enumerate() {
+            let d = _mm256_sub_ps(_mm256_set1_ps(t[j]), scaled);
+            *e = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w[j]), d), d);
         }
-        let tab: [__m256; 8] = [
-            level_errors!(0),
-            level_errors!(1),
-            level_errors!(2),
-            level_errors!(3),
-            level_errors!(4),
-            level_errors!(5),
-            level_errors!(6),
-            level_errors!(7),
-        ];
         let mut best_v = _mm256_set1_ps(f32::INFINITY);
         let mut best_p = _mm256_set1_epi32(-1);
         let mut best_w = _mm256_setzero_si256();
@@ -316,21 +309,29 @@ impl Codebook {
         let step = _mm256_set1_epi32(8);
         for chunk in chunks {
             let words = _mm256_loadu_si256(chunk.as_ptr().cast());
+            // Element j's level index is in the low bits of `words >> (bits · j)`.
             macro_rules! err {
-                ($j:expr) => {
-                    _mm256_permutevar8x32_ps(tab[$j], _mm256_srli_epi32::<{ 2 * $j }>(words))
+                ($j:expr, $shift:literal) => {
+                    _mm256_permutevar8x32_ps(tab[$j], _mm256_srli_epi32::<$shift>(words))
                 };
             }
-            let sum = _mm256_add_ps(
+            let sum = if N == 8 {
                 _mm256_add_ps(
-                    _mm256_add_ps(err!(0), err!(4)),
-                    _mm256_add_ps(err!(1), err!(5)),
-                ),
+                    _mm256_add_ps(
+                        _mm256_add_ps(err!(0, 0), err!(4 % N, 8)),
+                        _mm256_add_ps(err!(1, 2), err!(5 % N, 10)),
+                    ),
+                    _mm256_add_ps(
+                        _mm256_add_ps(err!(2, 4), err!(6 % N, 12)),
+                        _mm256_add_ps(err!(3, 6), err!(7 % N, 14)),
+                    ),
+                )
+            } else {
                 _mm256_add_ps(
-                    _mm256_add_ps(err!(2), err!(6)),
-                    _mm256_add_ps(err!(3), err!(7)),
-                ),
-            );
+                    _mm256_add_ps(err!(0, 0), err!(2, 6)),
+                    _mm256_add_ps(err!(1, 3), err!(3, 9)),
+                )
+            };
             let lt = _mm256_cmp_ps::<_CMP_LT_OQ>(sum, best_v);
             let lti = _mm256_castps_si256(lt);
             best_v = _mm256_blendv_ps(best_v, sum, lt);
@@ -338,22 +339,26 @@ impl Codebook {
             best_w = _mm256_blendv_epi8(best_w, words, lti);
             pos = _mm256_add_epi32(pos, step);
         }
-        let mut vals = [0f32; 8];
-        let mut poss = [0i32; 8];
-        let mut wrds = [0u32; 8];
-        _mm256_storeu_ps(vals.as_mut_ptr(), best_v);
-        _mm256_storeu_si256(poss.as_mut_ptr().cast(), best_p);
-        _mm256_storeu_si256(wrds.as_mut_ptr().cast(), best_w);
-        let mut best = (0u16, f32::INFINITY);
-        let mut best_pos = -1i32;
-        for lane in 0..8 {
-            let (p, v) = (poss[lane], vals[lane]);
-            if p >= 0 && (best_pos < 0 || v < best.1 || (v == best.1 && p < best_pos)) {
-                best = ((wrds[lane] >> 16) as u16, v);
-                best_pos = p;
-            }
+        // Merge the lanes: the least error, then among the lanes holding it the first list
+        // position. Lanes that never won hold +inf and position -1; errors are never NaN here.
+        let v = _mm256_min_ps(best_v, _mm256_permute2f128_ps::<1>(best_v, best_v));
+        let v = _mm256_min_ps(v, _mm256_shuffle_ps::<0b0100_1110>(v, v));
+        let least = _mm256_min_ps(v, _mm256_shuffle_ps::<0b1011_0001>(v, v));
+        if !(_mm256_cvtss_f32(least) < f32::INFINITY) {
+            return (0, f32::INFINITY);
         }
-        best
+        let holds = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(best_v, least));
+        let p = _mm256_blendv_epi8(_mm256_set1_epi32(i32::MAX), best_p, holds);
+        let p = _mm256_min_epi32(p, _mm256_permute2x128_si256::<1>(p, p));
+        let p = _mm256_min_epi32(p, _mm256_shuffle_epi32::<0b0100_1110>(p));
+        let first = _mm256_min_epi32(p, _mm256_shuffle_epi32::<0b1011_0001>(p));
+        let lane = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(best_p, first)))
+            .trailing_zeros() as i32;
+        let at = _mm256_set1_epi32(lane);
+        let word = _mm256_cvtsi256_si32(_mm256_permutevar8x32_epi32(best_w, at)) as u32;
+        // The winning lane's own error (a zero keeps its sign, as in the scalar loop).
+        let err = _mm256_cvtss_f32(_mm256_permutevar8x32_ps(best_v, at));
+        ((word >> 16) as u16, err)
     }
 
     #[inline(always)]
@@ -434,7 +439,13 @@ fn avx2_available() -> bool {
 
 /// The candidate lists of every key packed for the AVX2 search (see `Codebook::packed`):
 /// (first chunk per key and one past the last, chunks).
-fn lane_chunks(lut: &[(u32, u32)], list: &[u16], glev: &[[u8; 8]]) -> (Vec<u32>, Vec<[u32; 8]>) {
+fn lane_chunks(
+    lut: &[(u32, u32)],
+    list: &[u16],
+    glev: &[[u8; 8]],
+    n: usize,
+) -> (Vec<u32>, Vec<[u32; 8]>) {
+    let bits = if n == 8 { 2 } else { 3 };
     let mut starts = Vec::with_capacity(lut.len() + 1);
     let mut chunks = Vec::new();
     for &(start, len) in lut {
@@ -443,10 +454,10 @@ fn lane_chunks(lut: &[(u32, u32)], list: &[u16], glev: &[[u8; 8]]) -> (Vec<u32>,
         for part in cands.chunks(8) {
             chunks.push(core::array::from_fn(|lane| {
                 let i = part[lane.min(part.len() - 1)];
-                let levels = glev[usize::from(i)]
+                let levels = glev[usize::from(i)][..n]
                     .iter()
                     .enumerate()
-                    .fold(0u32, |p, (j, &l)| p | u32::from(l) << (2 * j));
+                    .fold(0u32, |p, (j, &l)| p | u32::from(l) << (bits * j));
                 levels | u32::from(i) << 16
             }));
         }
