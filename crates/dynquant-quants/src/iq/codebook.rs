@@ -625,6 +625,11 @@ fn search_signed_n<const N: usize>(
         // The `flips` elements of least w·|x|, in a stable sort's order (ties: lower index
         // first), by selection: no sort of all 8 per group.
         let cost: [f32; 8] = core::array::from_fn(|j| w[j] * a[j]);
+        // Each element's least error over the levels, with its sign kept and flipped: a
+        // candidate's error is a sum of one level error per element, and rounded addition is
+        // monotone, so these sums bound a flip's result from below. A flip whose bound
+        // already reaches the best flip's error cannot win (`<`) and is not searched.
+        let mut bounds: Option<([f32; 8], [f32; 8])> = None;
         let mut taken = 0u8;
         let mut best_err = f32::INFINITY;
         for _ in 0..flips {
@@ -636,6 +641,27 @@ fn search_signed_n<const N: usize>(
             }
             taken |= 1 << j;
             let h = j / n;
+            if best_err < f32::INFINITY {
+                let (kept, flipped) =
+                    *bounds.get_or_insert_with(|| least_level_errors(book, &a, w, sigma));
+                let e: [f32; N] = core::array::from_fn(|i| {
+                    let k = h * n + i;
+                    if k == j {
+                        flipped[k]
+                    } else {
+                        kept[k]
+                    }
+                });
+                let bound = tree_sum::<N>(&e);
+                let bound = if h == 0 {
+                    bound + res[1].1
+                } else {
+                    res[0].1 + bound
+                };
+                if bound >= best_err {
+                    continue;
+                }
+            }
             let mut a2 = a;
             a2[j] = -a[j];
             let mut rr = res;
@@ -659,6 +685,61 @@ fn search_signed_n<const N: usize>(
         delta_neg: false,
     };
     (group, rr[0].1 + rr[1].1, b)
+}
+
+/// Each element's least error over the levels at scale `sigma`, with its sign kept (target
+/// `a_j`) and flipped (`−a_j`), each level's error computed exactly as the search computes it.
+fn least_level_errors(book: &Codebook, a: &[f32; 8], w: &[f32], sigma: f32) -> ([f32; 8], [f32; 8]) {
+    let w: &[f32; 8] = w[..8].try_into().expect("group");
+    #[cfg(target_arch = "x86_64")]
+    if book.avx2 {
+        // SAFETY: `avx2` is true only where the CPU has AVX2.
+        return unsafe { least_level_errors_avx2(book, a, w, sigma) };
+    }
+    let least = |t: f32, j: usize| {
+        book.levels[..book.nlev]
+            .iter()
+            .map(|&l| {
+                let d = t - sigma * l;
+                w[j] * d * d
+            })
+            .fold(f32::INFINITY, |m, e| if e < m { e } else { m })
+    };
+    (
+        core::array::from_fn(|j| least(a[j], j)),
+        core::array::from_fn(|j| least(-a[j], j)),
+    )
+}
+
+/// `least_level_errors` with AVX2 (the same values: the same operations per level, and the
+/// minimum keeps the running value unless a level's error is `<` it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn least_level_errors_avx2(
+    book: &Codebook,
+    a: &[f32; 8],
+    w: &[f32; 8],
+    sigma: f32,
+) -> ([f32; 8], [f32; 8]) {
+    use std::arch::x86_64::*;
+    let t = _mm256_loadu_ps(a.as_ptr());
+    let neg = _mm256_xor_ps(t, _mm256_set1_ps(-0.0));
+    let wv = _mm256_loadu_ps(w.as_ptr());
+    let mut kept = _mm256_set1_ps(f32::INFINITY);
+    let mut flipped = kept;
+    for &l in &book.levels[..book.nlev] {
+        let sl = _mm256_set1_ps(sigma * l);
+        let d = _mm256_sub_ps(t, sl);
+        let e = _mm256_mul_ps(_mm256_mul_ps(wv, d), d);
+        kept = _mm256_blendv_ps(kept, e, _mm256_cmp_ps::<_CMP_LT_OQ>(e, kept));
+        let d = _mm256_sub_ps(neg, sl);
+        let e = _mm256_mul_ps(_mm256_mul_ps(wv, d), d);
+        flipped = _mm256_blendv_ps(flipped, e, _mm256_cmp_ps::<_CMP_LT_OQ>(e, flipped));
+    }
+    let (mut k, mut f) = ([0f32; 8], [0f32; 8]);
+    _mm256_storeu_ps(k.as_mut_ptr(), kept);
+    _mm256_storeu_ps(f.as_mut_ptr(), flipped);
+    (k, f)
 }
 
 /// Best IQ1 entry for a group of 8 at scale `sigma` and delta `delta`.
