@@ -569,7 +569,8 @@ struct Group {
 #[derive(Clone, Copy, Default)]
 struct UnitFit {
     err: f32,
-    /// Σ w·x·b and Σ w·b² with `x̂ = scale·b` (least-squares re-fit of the scale).
+    /// Σ w·x·b and Σ w·b² with `x̂ = scale·b` (least-squares re-fit of the scale); summed in
+    /// the phase-1 sweep only (`unit_stats` gives them for a phase-2 fit).
     sxb: f32,
     sbb: f32,
     groups: [Group; 4],
@@ -762,19 +763,56 @@ fn search_iq1(
     (group, e, b)
 }
 
+/// Adds a group to a unit's fit; the re-fit sums only with `stats` (phase 2 needs them for
+/// few units: `unit_stats` computes them there afterwards, in the same order).
+#[inline(always)]
 fn accumulate(
     fit: &mut UnitFit,
     k: usize,
     (g, e, b): (Group, f32, [f32; 8]),
     x: &[f32],
     w: &[f32],
+    stats: bool,
 ) {
     fit.groups[k] = g;
     fit.err += e;
+    if stats {
+        add_stats(fit, &b, x, w);
+    }
+}
+
+#[inline(always)]
+fn add_stats(fit: &mut UnitFit, b: &[f32; 8], x: &[f32], w: &[f32]) {
     for j in 0..8 {
         fit.sxb += w[j] * x[j] * b[j];
         fit.sbb += w[j] * b[j] * b[j];
     }
+}
+
+/// The re-fit sums `(Σ w·x·b, Σ w·b²)` of a unit fitted without them: the basis values of its
+/// groups rebuilt exactly as the searches build them, summed in `accumulate`'s order.
+fn unit_stats(spec: &Spec, fit: &UnitFit, x: &[f32], w: &[f32]) -> (f32, f32) {
+    let book = (spec.book)();
+    let mut sums = UnitFit::default();
+    for (k, g) in fit.groups[..x.len() / 8].iter().enumerate() {
+        let b: [f32; 8] = match spec.kind {
+            Kind::Signed { .. } => core::array::from_fn(|j| {
+                let v = book.vals[usize::from(g.idx[j / book.n])][j % book.n];
+                if g.signs & (1 << j) != 0 {
+                    -v
+                } else {
+                    v
+                }
+            }),
+            Kind::Iq1 { .. } => {
+                let delta = if g.delta_neg { -DELTA } else { DELTA };
+                let v = &book.vals[usize::from(g.idx[0])];
+                core::array::from_fn(|j| v[j] + delta)
+            }
+        };
+        add_stats(&mut sums, &b, &x[8 * k..8 * k + 8], &w[8 * k..8 * k + 8]);
+    }
+    (sums.sxb, sums.sbb)
 }
 
 /// Assigns every group of a unit at scale `sigma`.
@@ -792,6 +830,7 @@ fn assign_unit(spec: &Spec, x: &[f32], w: &[f32], sigma: f32, fast: bool) -> Uni
                     search_signed(book, xs, ws, sigma, parity, fast),
                     xs,
                     ws,
+                    fast,
                 );
             }
             fit
@@ -802,7 +841,7 @@ fn assign_unit(spec: &Spec, x: &[f32], w: &[f32], sigma: f32, fast: bool) -> Uni
                 let (xs, ws) = (&x[8 * k..8 * k + 8], &w[8 * k..8 * k + 8]);
                 let p = search_iq1(book, xs, ws, sigma, DELTA, fast);
                 let m = search_iq1(book, xs, ws, sigma, -DELTA, fast);
-                accumulate(&mut fit, k, if m.1 < p.1 { m } else { p }, xs, ws);
+                accumulate(&mut fit, k, if m.1 < p.1 { m } else { p }, xs, ws, fast);
             }
             fit
         }
@@ -821,6 +860,7 @@ fn assign_unit(spec: &Spec, x: &[f32], w: &[f32], sigma: f32, fast: bool) -> Uni
                         search_iq1(book, xs, ws, sigma, delta, fast),
                         xs,
                         ws,
+                        fast,
                     );
                 }
                 if fit.err < best.err {
@@ -959,8 +999,10 @@ fn quantize_superblock(spec: &Spec, x: &[f32], w: &[f32]) -> SuperBlock {
         let (mut num, mut den) = (0f32, 0f32);
         for (k, fit) in fits.iter().enumerate() {
             let m = mults[usize::from(codes[k])];
-            num += m * fit.sxb;
-            den += m * m * fit.sbb;
+            let r = k * spec.unit..(k + 1) * spec.unit;
+            let (sxb, sbb) = unit_stats(spec, fit, &x[r.clone()], &w[r]);
+            num += m * sxb;
+            den += m * m * sbb;
         }
         if den > 0.0 && num > 0.0 {
             consider(num / den, &mut best);
