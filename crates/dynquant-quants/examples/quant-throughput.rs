@@ -51,6 +51,10 @@ fn main() {
         .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || !args[i - 1].starts_with("--")))
         .map(|(_, a)| a)
         .collect();
+    if args.iter().any(|a| a == "--synthetic") {
+        synthetic(flag("--types").as_deref().unwrap_or(DEFAULT_TYPES));
+        return;
+    }
     let (Some(model), Some(imatrix)) = (positional.first(), positional.get(1)) else {
         eprintln!("usage: quant-throughput MODEL.gguf IMATRIX.gguf [--types a,b] [--layers 0,14,29] [--json]");
         std::process::exit(1);
@@ -106,5 +110,50 @@ fn main() {
                 weights as f64 / s / 1e6
             );
         }
+    }
+}
+
+/// `--synthetic`: hashes of every type over edge-case rows (zero, tiny, huge, an outlier,
+/// constant, heavy-tailed) times edge-case importance (zero, negative, huge, tiny entries),
+/// to check a speed-up for identical bytes beyond real weights.
+fn synthetic(types: &str) {
+    let n = 512;
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    let mut rows: Vec<Vec<f32>> = Vec::new();
+    for scale in [1.0f32, 1e-30, 1e-8, 1e4, 1e30] {
+        rows.push((0..n).map(|_| next().powi(3) * scale).collect());
+    }
+    rows.push(vec![0.0; n]);
+    rows.push(vec![0.25; n]);
+    rows.push((0..n).map(|i| if i == 77 { 100.0 } else { next() * 0.01 }).collect());
+    rows.push((0..n).map(|i| if i % 3 == 0 { 0.0 } else { next() }).collect());
+    let mut imps: Vec<Vec<f32>> = Vec::new();
+    imps.push((0..n).map(|_| next().abs() + 0.01).collect());
+    imps.push((0..n).map(|i| if i % 5 == 0 { 0.0 } else { next().abs() }).collect());
+    imps.push((0..n).map(|_| next()).collect());
+    imps.push((0..n).map(|_| next().abs() * 1e30).collect());
+    imps.push((0..n).map(|_| next().abs() * 1e-30).collect());
+    imps.push(vec![1.0; n]);
+    for ty in types.split(',') {
+        let ty: GgmlType = ty.trim().parse().expect("ggml type name");
+        let bytes = ty.row_bytes(n as u64).expect("row length fits the type") as usize;
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        let mut failed = 0;
+        for x in &rows {
+            for w in &imps {
+                let mut out = vec![0u8; bytes];
+                match quantize_rows(ty, x, n, Some(w), &mut out) {
+                    Ok(()) => fnv1a(&mut hash, &out),
+                    Err(_) => failed += 1,
+                }
+            }
+        }
+        println!("{ty:<8} synthetic  failed {failed}  {hash:016x}");
     }
 }

@@ -817,6 +817,23 @@ fn unit_stats(spec: &Spec, fit: &UnitFit, x: &[f32], w: &[f32]) -> (f32, f32) {
 
 /// Assigns every group of a unit at scale `sigma`.
 fn assign_unit(spec: &Spec, x: &[f32], w: &[f32], sigma: f32, fast: bool) -> UnitFit {
+    assign_unit_until(spec, x, w, sigma, fast, |_| false).expect("never stopped")
+}
+
+/// `assign_unit`, given up (None) as soon as the running error satisfies `stop`, which must
+/// be upward closed (true for an error, true for every larger one). Errors of groups are
+/// never negative when no importance is (the caller checks), and rounded addition of a
+/// non-negative term never decreases a sum, so a stopped fit's full error satisfies `stop`
+/// too: the caller loses only fits it would have rejected.
+#[inline(always)]
+fn assign_unit_until(
+    spec: &Spec,
+    x: &[f32],
+    w: &[f32],
+    sigma: f32,
+    fast: bool,
+    stop: impl Fn(f32) -> bool,
+) -> Option<UnitFit> {
     let book = (spec.book)();
     let ng = x.len() / 8;
     match spec.kind {
@@ -832,8 +849,11 @@ fn assign_unit(spec: &Spec, x: &[f32], w: &[f32], sigma: f32, fast: bool) -> Uni
                     ws,
                     fast,
                 );
+                if stop(fit.err) {
+                    return None;
+                }
             }
-            fit
+            Some(fit)
         }
         Kind::Iq1 { per_group: true } => {
             let mut fit = UnitFit::default();
@@ -842,15 +862,21 @@ fn assign_unit(spec: &Spec, x: &[f32], w: &[f32], sigma: f32, fast: bool) -> Uni
                 let p = search_iq1(book, xs, ws, sigma, DELTA, fast);
                 let m = search_iq1(book, xs, ws, sigma, -DELTA, fast);
                 accumulate(&mut fit, k, if m.1 < p.1 { m } else { p }, xs, ws, fast);
+                if stop(fit.err) {
+                    return None;
+                }
             }
-            fit
+            Some(fit)
         }
         Kind::Iq1 { per_group: false } => {
+            // The second delta also stops once it cannot beat the best so far (`<`); a fit
+            // that beats no finite error leaves the infinite default, as it always did.
             let mut best = UnitFit {
                 err: f32::INFINITY,
                 ..UnitFit::default()
             };
-            for delta in [DELTA, -DELTA] {
+            let mut completed = false;
+            'delta: for delta in [DELTA, -DELTA] {
                 let mut fit = UnitFit::default();
                 for k in 0..ng {
                     let (xs, ws) = (&x[8 * k..8 * k + 8], &w[8 * k..8 * k + 8]);
@@ -862,12 +888,16 @@ fn assign_unit(spec: &Spec, x: &[f32], w: &[f32], sigma: f32, fast: bool) -> Uni
                         ws,
                         fast,
                     );
+                    if stop(fit.err) || (completed && fit.err >= best.err) {
+                        continue 'delta;
+                    }
                 }
+                completed = true;
                 if fit.err < best.err {
                     best = fit;
                 }
             }
-            best
+            completed.then_some(best)
         }
     }
 }
@@ -957,15 +987,24 @@ fn quantize_superblock(spec: &Spec, x: &[f32], w: &[f32]) -> SuperBlock {
                 .position(|&m| m >= c)
                 .unwrap_or(mults.len() - 1);
             let lo = hi.saturating_sub(1);
+            // A code's fit is given up once it cannot be kept: it reaches the other code's
+            // error, or the total reaches `limit` (valid where no importance is negative:
+            // errors only grow as groups are added).
+            let prune = ws.iter().all(|&v| v >= 0.0);
             let mut best: Option<(u8, UnitFit)> = None;
             for s in [lo, hi] {
                 let db = (spec.db)(d, s as u32);
                 if db <= 0.0 {
                     continue;
                 }
-                let fit = assign_unit(spec, xs, ws, db, false);
-                if best.as_ref().is_none_or(|b| fit.err < b.1.err) {
-                    best = Some((s as u8, fit));
+                let kept = best.as_ref().map(|b| b.1.err);
+                let fit = assign_unit_until(spec, xs, ws, db, false, |err| {
+                    prune && (total + err >= limit || kept.is_some_and(|k| err >= k))
+                });
+                if let Some(fit) = fit {
+                    if best.as_ref().is_none_or(|b| fit.err < b.1.err) {
+                        best = Some((s as u8, fit));
+                    }
                 }
                 if lo == hi {
                     break;
