@@ -16,7 +16,8 @@ use dynquant_gguf::types::GgmlType;
 use dynquant_gguf::{Access, GgufModel};
 use dynquant_quants::{dequantize, quantize_rows};
 
-const DEFAULT_TYPES: &str = "iq2_xxs,iq2_xs,iq2_s,iq3_xxs,iq3_s,iq1_s,iq1_m,q2_K,q3_K,q4_K,q5_K,q6_K,q8_0,iq4_xs";
+const DEFAULT_TYPES: &str =
+    "iq2_xxs,iq2_xs,iq2_s,iq3_xxs,iq3_s,iq1_s,iq1_m,q2_K,q3_K,q4_K,q5_K,q6_K,q8_0,iq4_xs";
 
 /// CPU time of the calling thread (user + system), from `/proc/thread-self/stat`.
 fn thread_cpu() -> Duration {
@@ -65,8 +66,8 @@ fn main() {
         .split(',')
         .map(|t| t.trim().parse().expect("ggml type name"))
         .collect();
-    let layers: Option<Vec<String>> = flag("--layers")
-        .map(|l| l.split(',').map(|n| format!("blk.{}.", n.trim())).collect());
+    let layers: Option<Vec<String>> =
+        flag("--layers").map(|l| l.split(',').map(|n| format!("blk.{}.", n.trim())).collect());
     let model = GgufModel::open(model, Access::Mmap).expect("model");
     let imatrix = Imatrix::read(imatrix).expect("imatrix");
     // (row length, f32 rows, importance) of every picked tensor, decoded once.
@@ -131,11 +132,23 @@ fn synthetic(types: &str) {
     }
     rows.push(vec![0.0; n]);
     rows.push(vec![0.25; n]);
-    rows.push((0..n).map(|i| if i == 77 { 100.0 } else { next() * 0.01 }).collect());
-    rows.push((0..n).map(|i| if i % 3 == 0 { 0.0 } else { next() }).collect());
+    rows.push(
+        (0..n)
+            .map(|i| if i == 77 { 100.0 } else { next() * 0.01 })
+            .collect(),
+    );
+    rows.push(
+        (0..n)
+            .map(|i| if i % 3 == 0 { 0.0 } else { next() })
+            .collect(),
+    );
     let mut imps: Vec<Vec<f32>> = Vec::new();
     imps.push((0..n).map(|_| next().abs() + 0.01).collect());
-    imps.push((0..n).map(|i| if i % 5 == 0 { 0.0 } else { next().abs() }).collect());
+    imps.push(
+        (0..n)
+            .map(|i| if i % 5 == 0 { 0.0 } else { next().abs() })
+            .collect(),
+    );
     imps.push((0..n).map(|_| next()).collect());
     imps.push((0..n).map(|_| next().abs() * 1e30).collect());
     imps.push((0..n).map(|_| next().abs() * 1e-30).collect());

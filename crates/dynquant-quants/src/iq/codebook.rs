@@ -259,7 +259,10 @@ impl Codebook {
         a8[..N].copy_from_slice(a);
         let av = _mm256_loadu_ps(a8.as_ptr());
         let inv = 1.0 / sigma;
-        let v = _mm256_sub_ps(_mm256_mul_ps(av, _mm256_set1_ps(inv)), _mm256_set1_ps(delta));
+        let v = _mm256_sub_ps(
+            _mm256_mul_ps(av, _mm256_set1_ps(inv)),
+            _mm256_set1_ps(delta),
+        );
         // Level index per element: how many midpoints it exceeds (compare masks are -1).
         let mut lev = _mm256_setzero_si256();
         for &m in &self.mids {
@@ -690,7 +693,12 @@ fn search_signed_n<const N: usize>(
 
 /// Each element's least error over the levels at scale `sigma`, with its sign kept (target
 /// `a_j`) and flipped (`−a_j`), each level's error computed exactly as the search computes it.
-fn least_level_errors(book: &Codebook, a: &[f32; 8], w: &[f32], sigma: f32) -> ([f32; 8], [f32; 8]) {
+fn least_level_errors(
+    book: &Codebook,
+    a: &[f32; 8],
+    w: &[f32],
+    sigma: f32,
+) -> ([f32; 8], [f32; 8]) {
     let w: &[f32; 8] = w[..8].try_into().expect("group");
     #[cfg(target_arch = "x86_64")]
     if book.avx2 {
@@ -1287,6 +1295,97 @@ pub(super) fn quantize_iq1_m(x: &[f32], w: &[f32], out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn xorshift(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed | 1;
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        }
+    }
+
+    /// The AVX2 search and the flip bounds give the scalar results bit for bit (where the CPU
+    /// has AVX2), over both list kinds, both delta signs, zero and uneven importance.
+    #[test]
+    fn avx2_search_matches_the_scalar_search() {
+        let mut next = xorshift(0x5eed_cafe);
+        for book in [
+            book_iq2xxs(),
+            book_iq2xs(),
+            book_iq2s(),
+            book_iq3xxs(),
+            book_iq3s(),
+            book_iq1s(),
+        ] {
+            if !book.avx2 {
+                return;
+            }
+            let iq1 = book.levels[0] < 0.0;
+            for trial in 0..20_000 {
+                let a: [f32; 8] = core::array::from_fn(|_| {
+                    let v = next() * book.top * 1.3;
+                    if iq1 {
+                        v * 2.0 - book.top * 1.3
+                    } else {
+                        v
+                    }
+                });
+                let w: [f32; 8] = core::array::from_fn(|j| {
+                    if trial % 7 == 0 && j % 3 == 0 {
+                        0.0
+                    } else {
+                        next() * next() * 4.0
+                    }
+                });
+                let sigma = 0.5 + next();
+                let delta = if iq1 && trial % 2 == 0 {
+                    -DELTA
+                } else if iq1 {
+                    DELTA
+                } else {
+                    0.0
+                };
+                let short = trial % 3 == 0;
+                let (scalar, simd) = if book.n == 8 {
+                    (
+                        book.search_n::<8>(&a, &w, sigma, delta, short),
+                        // SAFETY: `book.avx2` says the CPU has AVX2.
+                        unsafe { book.search_avx2::<8>(&a, &w, sigma, delta, short) },
+                    )
+                } else {
+                    let (a, w): (&[f32; 4], &[f32; 4]) =
+                        (a[..4].try_into().unwrap(), w[..4].try_into().unwrap());
+                    (
+                        book.search_n::<4>(a, w, sigma, delta, short),
+                        // SAFETY: as above.
+                        unsafe { book.search_avx2::<4>(a, w, sigma, delta, short) },
+                    )
+                };
+                assert_eq!(scalar.0, simd.0, "entry, trial {trial}");
+                assert_eq!(scalar.1.to_bits(), simd.1.to_bits(), "error, trial {trial}");
+                if !iq1 {
+                    // SAFETY: as above.
+                    let simd = unsafe { least_level_errors_avx2(book, &a, &w, sigma) };
+                    let mut scalar = ([0f32; 8], [0f32; 8]);
+                    for j in 0..8 {
+                        for (t, out) in [(a[j], &mut scalar.0[j]), (-a[j], &mut scalar.1[j])] {
+                            *out = book.levels[..book.nlev]
+                                .iter()
+                                .map(|&l| {
+                                    let d = t - sigma * l;
+                                    w[j] * d * d
+                                })
+                                .fold(f32::INFINITY, |m, e| if e < m { e } else { m });
+                        }
+                    }
+                    assert_eq!(scalar.0.map(f32::to_bits), simd.0.map(f32::to_bits));
+                    assert_eq!(scalar.1.map(f32::to_bits), simd.1.map(f32::to_bits));
+                }
+            }
+        }
+    }
 
     #[test]
     fn lookup_lists_are_small_and_on_grid_entries_map_to_themselves() {
