@@ -213,30 +213,32 @@ impl Codebook {
     #[inline]
     fn search(&self, a: &[f32], w: &[f32], sigma: f32, delta: f32, short: bool) -> (u16, f32) {
         if self.n == 8 {
-            self.search_g::<8>(a, w, sigma, delta, short)
+            self.search_g::<8>(a, w, sigma, delta, short, Targets::Plain)
         } else {
-            self.search_g::<4>(a, w, sigma, delta, short)
+            self.search_g::<4>(a, w, sigma, delta, short, Targets::Plain)
         }
     }
 
-    /// `search` for a grid of `N`-wide entries (`N == self.n`).
+    /// `search` for a grid of `N`-wide entries (`N == self.n`), the targets derived from `x`.
     #[inline(always)]
     fn search_g<const N: usize>(
         &self,
-        a: &[f32],
+        x: &[f32],
         w: &[f32],
         sigma: f32,
         delta: f32,
         short: bool,
+        targets: Targets,
     ) -> (u16, f32) {
+        let x: &[f32; N] = x[..N].try_into().expect("group");
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
-            let a: &[f32; N] = a[..N].try_into().expect("group");
             let w: &[f32; N] = w[..N].try_into().expect("group");
             // SAFETY: `avx2` is true only where the CPU has AVX2.
-            return unsafe { self.search_avx2::<N>(a, w, sigma, delta, short) };
+            return unsafe { self.search_avx2::<N>(x, w, sigma, delta, short, targets) };
         }
-        self.search_n::<N>(a, w, sigma, delta, short)
+        let a: [f32; N] = core::array::from_fn(|j| targets.of(x[j], j));
+        self.search_n::<N>(&a, w, sigma, delta, short)
     }
 
     /// `search_n::<N>` with AVX2, the same result bit for bit: the key from the same
@@ -248,16 +250,34 @@ impl Codebook {
     #[target_feature(enable = "avx2")]
     unsafe fn search_avx2<const N: usize>(
         &self,
-        a: &[f32; N],
+        x: &[f32; N],
         w: &[f32; N],
         sigma: f32,
         delta: f32,
         short: bool,
+        targets: Targets,
     ) -> (u16, f32) {
         use std::arch::x86_64::*;
-        let mut a8 = [0f32; 8];
-        a8[..N].copy_from_slice(a);
-        let av = _mm256_loadu_ps(a8.as_ptr());
+        // The targets are formed in registers from the caller's row (a vector load of values
+        // just stored one by one would stall on store forwarding).
+        let xv = if N == 8 {
+            _mm256_loadu_ps(x.as_ptr())
+        } else {
+            _mm256_set_m128(_mm_setzero_ps(), _mm_loadu_ps(x.as_ptr()))
+        };
+        let av = match targets {
+            Targets::Plain => xv,
+            Targets::Abs { flip } => {
+                let sign = _mm256_set1_ps(-0.0);
+                let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+                let hit = _mm256_cmpeq_epi32(
+                    _mm256_and_si256(_mm256_set1_epi32(i32::from(flip)), bits),
+                    bits,
+                );
+                let abs = _mm256_andnot_ps(sign, xv);
+                _mm256_xor_ps(abs, _mm256_and_ps(_mm256_castsi256_ps(hit), sign))
+            }
+        };
         let inv = 1.0 / sigma;
         let v = _mm256_sub_ps(
             _mm256_mul_ps(av, _mm256_set1_ps(inv)),
@@ -426,6 +446,26 @@ impl Codebook {
             }
         }
         best
+    }
+}
+
+/// How a search's targets come from the row's values.
+#[derive(Clone, Copy)]
+enum Targets {
+    /// The values themselves (IQ1 grids).
+    Plain,
+    /// Magnitudes, the elements of the bit set `flip` negated (sign-flip candidates).
+    Abs { flip: u8 },
+}
+
+impl Targets {
+    #[inline(always)]
+    fn of(self, x: f32, j: usize) -> f32 {
+        match self {
+            Targets::Plain => x,
+            Targets::Abs { flip } if flip >> j & 1 != 0 => -x.abs(),
+            Targets::Abs { .. } => x.abs(),
+        }
     }
 }
 
@@ -617,12 +657,21 @@ fn search_signed_n<const N: usize>(
             signs |= 1 << j;
         }
     }
-    let half = |a: &[f32; 8], h: usize| {
-        book.search_g::<N>(&a[h * n..h * n + n], &w[h * n..], sigma, 0.0, fast)
+    // Half `h` of the group searched with the elements of `flip` (bits 0..8) negated.
+    let half = |flip: u8, h: usize| {
+        let flip = (u32::from(flip) >> (h * n)) as u8;
+        book.search_g::<N>(
+            &x[h * n..h * n + n],
+            &w[h * n..],
+            sigma,
+            0.0,
+            fast,
+            Targets::Abs { flip },
+        )
     };
     let mut res = [(0u16, 0f32); 2];
     for (h, r) in res.iter_mut().enumerate().take(parts) {
-        *r = half(&a, h);
+        *r = half(0, h);
     }
     let mut best = (res, signs);
     if parity && signs.count_ones() % 2 == 1 {
@@ -666,10 +715,8 @@ fn search_signed_n<const N: usize>(
                     continue;
                 }
             }
-            let mut a2 = a;
-            a2[j] = -a[j];
             let mut rr = res;
-            rr[h] = half(&a2, h);
+            rr[h] = half(1 << j, h);
             let e = rr[0].1 + rr[1].1;
             if e < best_err {
                 best_err = e;
@@ -1348,19 +1395,31 @@ mod tests {
                     0.0
                 };
                 let short = trial % 3 == 0;
+                // Signed grids: the row's signs are random and one element may be flipped.
+                let (x, targets) = if iq1 {
+                    (a, Targets::Plain)
+                } else {
+                    let flip = if trial % 2 == 0 { 0 } else { 1u8 << (trial % book.n) };
+                    let x = core::array::from_fn(|j| if next() < 0.5 { -a[j] } else { a[j] });
+                    (x, Targets::Abs { flip })
+                };
+                let a: [f32; 8] = core::array::from_fn(|j| targets.of(x[j], j % book.n));
                 let (scalar, simd) = if book.n == 8 {
                     (
                         book.search_n::<8>(&a, &w, sigma, delta, short),
                         // SAFETY: `book.avx2` says the CPU has AVX2.
-                        unsafe { book.search_avx2::<8>(&a, &w, sigma, delta, short) },
+                        unsafe { book.search_avx2::<8>(&x, &w, sigma, delta, short, targets) },
                     )
                 } else {
-                    let (a, w): (&[f32; 4], &[f32; 4]) =
-                        (a[..4].try_into().unwrap(), w[..4].try_into().unwrap());
+                    let (a4, x4, w4): (&[f32; 4], &[f32; 4], &[f32; 4]) = (
+                        a[..4].try_into().unwrap(),
+                        x[..4].try_into().unwrap(),
+                        w[..4].try_into().unwrap(),
+                    );
                     (
-                        book.search_n::<4>(a, w, sigma, delta, short),
+                        book.search_n::<4>(a4, w4, sigma, delta, short),
                         // SAFETY: as above.
-                        unsafe { book.search_avx2::<4>(a, w, sigma, delta, short) },
+                        unsafe { book.search_avx2::<4>(x4, w4, sigma, delta, short, targets) },
                     )
                 };
                 assert_eq!(scalar.0, simd.0, "entry, trial {trial}");
