@@ -60,7 +60,8 @@ fn main() {
         .collect();
     let mut off = 0usize;
     let mut entry = |dtype: &str, shape: Vec<usize>, len: usize| {
-        let e = serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [off, off + len]});
+        let e =
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [off, off + len]});
         off += len;
         e
     };

@@ -628,7 +628,7 @@ fn search_signed(
     sigma: f32,
     parity: bool,
     fast: bool,
-) -> (Group, f32, [f32; 8]) {
+) -> (Group, f32) {
     if book.n == 8 {
         search_signed_n::<8>(book, x, w, sigma, parity, fast)
     } else {
@@ -645,7 +645,7 @@ fn search_signed_n<const N: usize>(
     sigma: f32,
     parity: bool,
     fast: bool,
-) -> (Group, f32, [f32; 8]) {
+) -> (Group, f32) {
     let flips = if fast { 1 } else { FLIPS };
     let n = N;
     let parts = 8 / n;
@@ -725,17 +725,12 @@ fn search_signed_n<const N: usize>(
         }
     }
     let (rr, signs) = best;
-    let mut b = [0f32; 8];
-    for (j, bj) in b.iter_mut().enumerate() {
-        let g = book.vals[usize::from(rr[j / n].0)][j % n];
-        *bj = if signs & (1 << j) != 0 { -g } else { g };
-    }
     let group = Group {
         idx: [rr[0].0, rr[1].0],
         signs,
         delta_neg: false,
     };
-    (group, rr[0].1 + rr[1].1, b)
+    (group, rr[0].1 + rr[1].1)
 }
 
 /// Each element's least error over the levels at scale `sigma`, with its sign kept (target
@@ -806,16 +801,14 @@ fn search_iq1(
     sigma: f32,
     delta: f32,
     fast: bool,
-) -> (Group, f32, [f32; 8]) {
+) -> (Group, f32) {
     let (i, e) = book.search(x, w, sigma, delta, fast);
-    let g = &book.vals[usize::from(i)];
-    let b = core::array::from_fn(|j| g[j] + delta);
     let group = Group {
         idx: [i, 0],
         signs: 0,
         delta_neg: delta < 0.0,
     };
-    (group, e, b)
+    (group, e)
 }
 
 /// Adds a group to a unit's fit; the re-fit sums only with `stats` (phase 2 needs them for
@@ -824,15 +817,36 @@ fn search_iq1(
 fn accumulate(
     fit: &mut UnitFit,
     k: usize,
-    (g, e, b): (Group, f32, [f32; 8]),
+    (g, e): (Group, f32),
     x: &[f32],
     w: &[f32],
-    stats: bool,
+    stats: Option<(&Codebook, Kind)>,
 ) {
     fit.groups[k] = g;
     fit.err += e;
-    if stats {
-        add_stats(fit, &b, x, w);
+    if let Some((book, kind)) = stats {
+        add_stats(fit, &basis(book, kind, &g), x, w);
+    }
+}
+
+/// The basis values `b` of a group (`x̂ = scale·b`): signed grid magnitudes, or IQ1 grid
+/// values plus the group's delta.
+#[inline(always)]
+fn basis(book: &Codebook, kind: Kind, g: &Group) -> [f32; 8] {
+    match kind {
+        Kind::Signed { .. } => core::array::from_fn(|j| {
+            let v = book.vals[usize::from(g.idx[j / book.n])][j % book.n];
+            if g.signs & (1 << j) != 0 {
+                -v
+            } else {
+                v
+            }
+        }),
+        Kind::Iq1 { .. } => {
+            let delta = if g.delta_neg { -DELTA } else { DELTA };
+            let v = &book.vals[usize::from(g.idx[0])];
+            core::array::from_fn(|j| v[j] + delta)
+        }
     }
 }
 
@@ -844,27 +858,12 @@ fn add_stats(fit: &mut UnitFit, b: &[f32; 8], x: &[f32], w: &[f32]) {
     }
 }
 
-/// The re-fit sums `(Σ w·x·b, Σ w·b²)` of a unit fitted without them: the basis values of its
-/// groups rebuilt exactly as the searches build them, summed in `accumulate`'s order.
+/// The re-fit sums `(Σ w·x·b, Σ w·b²)` of a unit fitted without them, in `accumulate`'s order.
 fn unit_stats(spec: &Spec, fit: &UnitFit, x: &[f32], w: &[f32]) -> (f32, f32) {
     let book = (spec.book)();
     let mut sums = UnitFit::default();
     for (k, g) in fit.groups[..x.len() / 8].iter().enumerate() {
-        let b: [f32; 8] = match spec.kind {
-            Kind::Signed { .. } => core::array::from_fn(|j| {
-                let v = book.vals[usize::from(g.idx[j / book.n])][j % book.n];
-                if g.signs & (1 << j) != 0 {
-                    -v
-                } else {
-                    v
-                }
-            }),
-            Kind::Iq1 { .. } => {
-                let delta = if g.delta_neg { -DELTA } else { DELTA };
-                let v = &book.vals[usize::from(g.idx[0])];
-                core::array::from_fn(|j| v[j] + delta)
-            }
-        };
+        let b = basis(book, spec.kind, g);
         add_stats(&mut sums, &b, &x[8 * k..8 * k + 8], &w[8 * k..8 * k + 8]);
     }
     (sums.sxb, sums.sbb)
@@ -891,6 +890,7 @@ fn assign_unit_until(
 ) -> Option<UnitFit> {
     let book = (spec.book)();
     let ng = x.len() / 8;
+    let stats = fast.then_some((book, spec.kind));
     match spec.kind {
         Kind::Signed { parity } => {
             let mut fit = UnitFit::default();
@@ -902,7 +902,7 @@ fn assign_unit_until(
                     search_signed(book, xs, ws, sigma, parity, fast),
                     xs,
                     ws,
-                    fast,
+                    stats,
                 );
                 if stop(fit.err) {
                     return None;
@@ -916,7 +916,7 @@ fn assign_unit_until(
                 let (xs, ws) = (&x[8 * k..8 * k + 8], &w[8 * k..8 * k + 8]);
                 let p = search_iq1(book, xs, ws, sigma, DELTA, fast);
                 let m = search_iq1(book, xs, ws, sigma, -DELTA, fast);
-                accumulate(&mut fit, k, if m.1 < p.1 { m } else { p }, xs, ws, fast);
+                accumulate(&mut fit, k, if m.1 < p.1 { m } else { p }, xs, ws, stats);
                 if stop(fit.err) {
                     return None;
                 }
@@ -941,7 +941,7 @@ fn assign_unit_until(
                         search_iq1(book, xs, ws, sigma, delta, fast),
                         xs,
                         ws,
-                        fast,
+                        stats,
                     );
                     if stop(fit.err) || (completed && fit.err >= best.err) {
                         continue 'delta;
@@ -1399,7 +1399,11 @@ mod tests {
                 let (x, targets) = if iq1 {
                     (a, Targets::Plain)
                 } else {
-                    let flip = if trial % 2 == 0 { 0 } else { 1u8 << (trial % book.n) };
+                    let flip = if trial % 2 == 0 {
+                        0
+                    } else {
+                        1u8 << (trial % book.n)
+                    };
                     let x = core::array::from_fn(|j| if next() < 0.5 { -a[j] } else { a[j] });
                     (x, Targets::Abs { flip })
                 };
