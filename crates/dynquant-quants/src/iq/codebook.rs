@@ -367,7 +367,7 @@ impl Codebook {
         let v = _mm256_min_ps(best_v, _mm256_permute2f128_ps::<1>(best_v, best_v));
         let v = _mm256_min_ps(v, _mm256_shuffle_ps::<0b0100_1110>(v, v));
         let least = _mm256_min_ps(v, _mm256_shuffle_ps::<0b1011_0001>(v, v));
-        if !(_mm256_cvtss_f32(least) < f32::INFINITY) {
+        if _mm256_cvtss_f32(least) == f32::INFINITY {
             return (0, f32::INFINITY);
         }
         let holds = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(best_v, least));
