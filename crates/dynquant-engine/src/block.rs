@@ -34,6 +34,15 @@ pub trait MatmulObserver: Sync {
     }
 }
 
+/// One sequence's rows of a batch: `n` tokens at positions `p0..p0 + n` of its own KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    /// Position of the sequence's first token in this batch.
+    pub p0: usize,
+    /// Tokens of the sequence in this batch.
+    pub n: usize,
+}
+
 /// The context of one batch through one block.
 #[derive(Clone, Copy)]
 pub(crate) struct BlockCtx<'c> {
@@ -41,15 +50,31 @@ pub(crate) struct BlockCtx<'c> {
     pub config: &'c Config,
     /// Activation rounding of the matrix products.
     pub numerics: Numerics,
-    /// Position of the batch's first token.
+    /// Position of the batch's first token (of its first sequence).
     pub p0: usize,
-    /// Tokens in the batch.
+    /// Tokens in the batch (of all its sequences).
     pub n_tok: usize,
+    /// The batch's sequences in row order, each with its own KV cache; one span
+    /// (`p0`, `n_tok`) for an ordinary batch.
+    pub spans: &'c [Span],
     /// Sees every matrix product's input (imatrix collection).
     pub obs: Option<&'c dyn MatmulObserver>,
 }
 
-impl BlockCtx<'_> {
+impl<'c> BlockCtx<'c> {
+    /// The context of sequence `span` alone (rows of that sequence only).
+    pub fn one_sequence<'s>(&self, span: &'s Span) -> BlockCtx<'s>
+    where
+        'c: 's,
+    {
+        BlockCtx {
+            p0: span.p0,
+            n_tok: span.n,
+            spans: std::slice::from_ref(span),
+            ..*self
+        }
+    }
+
     /// Whether the exact f32 numerics are asked for (f32 KV cache, unrounded activations).
     pub fn exact(&self) -> bool {
         self.numerics == Numerics::Exact
@@ -108,7 +133,7 @@ pub(crate) mod testing {
 
     use dynquant_gguf::GgmlType;
 
-    use super::BlockCtx;
+    use super::{BlockCtx, Span};
     use crate::config::Config;
     use crate::matmul::{Numerics, Weight};
     use crate::ops::{Activation, RopeKind};
@@ -195,11 +220,14 @@ pub(crate) mod testing {
     /// The context of a batch of `n_tok` tokens from position `p0`, exact numerics (f32
     /// activations and cache), no observer.
     pub(crate) fn ctx(config: &Config, p0: usize, n_tok: usize) -> BlockCtx<'_> {
+        // one sequence; leaked so the context can borrow it (a few bytes per test call)
+        let spans: &'static [Span] = Box::leak(Box::new([Span { p0, n: n_tok }]));
         BlockCtx {
             config,
             numerics: Numerics::Exact,
             p0,
             n_tok,
+            spans,
             obs: None,
         }
     }

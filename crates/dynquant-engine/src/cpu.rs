@@ -68,7 +68,7 @@ impl Flavor {
 /// Instruction-set extensions of the running CPU, detected once.
 #[derive(Debug, Clone, Copy)]
 struct Hardware {
-    /// AVX2 and FMA (what every fast kernel of the engine needs).
+    /// AVX2, FMA and F16C (what every fast kernel of the engine needs).
     avx2_fma: bool,
     /// AVX-512F and DQ (what ggml's AVX-512 variant needs).
     avx512: bool,
@@ -81,7 +81,8 @@ fn hardware() -> Hardware {
         {
             use std::arch::is_x86_feature_detected as has;
             Hardware {
-                avx2_fma: has!("avx2") && has!("fma"),
+                // every AVX2 CPU has F16C; the kernels round to f16 with it
+                avx2_fma: has!("avx2") && has!("fma") && has!("f16c"),
                 avx512: has!("avx512f") && has!("avx512dq"),
             }
         }
@@ -108,6 +109,13 @@ pub(crate) fn fused() -> bool {
 /// reproduced flavour is built with them.
 pub(crate) fn simd() -> bool {
     fused() && hardware().avx2_fma
+}
+
+/// Whether the AVX-512F forms of the kernels may run: [`simd`], and the hardware has AVX-512F
+/// (and DQ). Such forms keep every lane's order, so they change speed, never results.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn simd512() -> bool {
+    simd() && hardware().avx512
 }
 
 /// Whether the hardware has AVX2 and FMA, whatever the flavour (for code given a flavour

@@ -126,6 +126,31 @@ pub struct GenerationReport {
     pub seconds: f64,
 }
 
+/// One answer of a batched generation ([`Evaluator::generate_batch`]).
+#[derive(Debug, Clone)]
+pub struct GenerationJob {
+    /// The prompt's tokens.
+    pub prompt: Vec<u32>,
+    /// Tokens to generate at most.
+    pub n_predict: usize,
+    /// Sampling (its own seed per job).
+    pub sampler: SamplerParams,
+}
+
+/// The answer to one [`GenerationJob`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// The answer's bytes (the generated tokens' pieces, possibly invalid UTF-8).
+    pub bytes: Vec<u8>,
+    /// Tokens generated (an end-of-generation token not counted).
+    pub generated: usize,
+}
+
+/// Sequences generated side by side at most: the batch's rows per decoding step. A fixed
+/// number, so answers do not depend on the machine; enough rows that each weight is read once
+/// for many tokens.
+pub const MAX_BATCH_SEQUENCES: usize = 64;
+
 /// A model ready for the evaluations: its GGUF file, the engine model, the tokenizer.
 #[derive(Debug)]
 pub struct Evaluator<'g> {
@@ -337,6 +362,135 @@ impl<'g> Evaluator<'g> {
             return Err(EngineError::Invalid("the prompt gives no tokens".into()));
         }
         Ok(prompt)
+    }
+
+    /// Generates the answers of `jobs` side by side (as llama.cpp's parallel slots do): the
+    /// prompts as one batch, then one batch per step with one token of every unfinished
+    /// answer, at most [`MAX_BATCH_SEQUENCES`] answers at a time (jobs split evenly into
+    /// groups in order). Each answer stops at its `n_predict` tokens or an end-of-generation
+    /// token. Answers depend only on the jobs (not on thread counts); they can differ from
+    /// [`Evaluator::generate`] of the same prompt alone in the last bits of some logits (see
+    /// [`crate::Session::eval_sequences`]). `on_done(answers_finished)` after each answer.
+    pub fn generate_batch(
+        &self,
+        jobs: &[GenerationJob],
+        mut on_done: impl FnMut(usize),
+    ) -> Result<Vec<Generated>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        let n_groups = jobs.len().div_ceil(MAX_BATCH_SEQUENCES).max(1);
+        let per_group = jobs.len().div_ceil(n_groups).max(1);
+        for group in jobs.chunks(per_group) {
+            let done_before = out.len();
+            out.extend(self.generate_group(group, |k| on_done(done_before + k))?);
+        }
+        Ok(out)
+    }
+
+    fn generate_group(
+        &self,
+        jobs: &[GenerationJob],
+        mut on_done: impl FnMut(usize),
+    ) -> Result<Vec<Generated>> {
+        let tok = &self.tokenizer;
+        if let Some(i) = jobs.iter().position(|j| j.prompt.is_empty()) {
+            return Err(EngineError::Invalid(format!(
+                "generation {i} has an empty prompt"
+            )));
+        }
+        // each distinct prompt evaluated once (greedy and sampled answers share theirs):
+        // `first_job[k]` is the first job with distinct prompt `k`, `of_job[i]` job i's prompt
+        let mut first_job: Vec<usize> = Vec::new();
+        let of_job: Vec<usize> = jobs
+            .iter()
+            .enumerate()
+            .map(
+                |(i, j)| match first_job.iter().position(|&f| jobs[f].prompt == j.prompt) {
+                    Some(k) => k,
+                    None => {
+                        first_job.push(i);
+                        first_job.len() - 1
+                    }
+                },
+            )
+            .collect();
+        let mut prompt_sessions: Vec<_> = first_job
+            .iter()
+            .map(|&i| self.model.session(jobs[i].prompt.len()))
+            .collect();
+        let prompts: Vec<(&[u32], Logits)> = first_job
+            .iter()
+            .map(|&i| (jobs[i].prompt.as_slice(), Logits::Last))
+            .collect();
+        let mut refs: Vec<&mut crate::Session<'_, '_>> = prompt_sessions.iter_mut().collect();
+        let prompt_logits = crate::Session::eval_sequences(&mut refs, &prompts)?;
+        let mut sessions: Vec<_> = jobs
+            .iter()
+            .zip(&of_job)
+            .map(|(j, &k)| {
+                let mut s = prompt_sessions[k].clone();
+                s.set_n_ctx(j.prompt.len() + j.n_predict + 1);
+                s
+            })
+            .collect();
+        drop(prompt_sessions);
+        let mut logits: Vec<Vec<f32>> = of_job.iter().map(|&k| prompt_logits[k].clone()).collect();
+        let mut samplers: Vec<Sampler> = jobs
+            .iter()
+            .map(|j| Sampler::new(j.sampler.clone()))
+            .collect();
+        let mut answers: Vec<Generated> = jobs
+            .iter()
+            .map(|_| Generated {
+                bytes: Vec::new(),
+                generated: 0,
+            })
+            .collect();
+        let mut active: Vec<usize> = (0..jobs.len()).collect();
+        let mut finished = 0;
+        while !active.is_empty() {
+            // sample every active answer's next token; the finished ones leave the batch
+            let mut next_active = Vec::with_capacity(active.len());
+            let mut next_tokens = Vec::with_capacity(active.len());
+            for (&i, l) in active.iter().zip(&logits) {
+                let a = &mut answers[i];
+                let mut done = a.generated >= jobs[i].n_predict;
+                if !done {
+                    let t = samplers[i].sample(l);
+                    if tok.is_eog(t) {
+                        done = true;
+                    } else {
+                        a.generated += 1;
+                        a.bytes.extend(tok.token_to_piece(t));
+                        // the last token needs no evaluation
+                        done = a.generated >= jobs[i].n_predict;
+                        if !done {
+                            next_active.push(i);
+                            next_tokens.push([t]);
+                        }
+                    }
+                }
+                if done {
+                    finished += 1;
+                    on_done(finished);
+                }
+            }
+            active = next_active;
+            if active.is_empty() {
+                break;
+            }
+            let mut refs: Vec<&mut crate::Session<'_, '_>> = sessions
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| active.binary_search(i).is_ok())
+                .map(|(_, s)| s)
+                .collect();
+            let batch: Vec<(&[u32], Logits)> = next_tokens
+                .iter()
+                .map(|t| (t.as_slice(), Logits::Last))
+                .collect();
+            logits = crate::Session::eval_sequences(&mut refs, &batch)?;
+        }
+        Ok(answers)
     }
 
     /// Generates after `prompt` until `n_predict` tokens, an end-of-generation token or a full

@@ -50,6 +50,79 @@ fn h(v: f32) -> f32 {
     f16::from_f32(v).to_f32()
 }
 
+/// `acc[i] = h(acc[i] * ms)`: the one-chunk path's f16 value accumulator rescaled.
+#[inline(always)]
+fn scale_round_f16(acc: &mut [f32], ms: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::simd() {
+        // SAFETY: `cpu::simd` detected AVX2, FMA and F16C at runtime.
+        return unsafe { f16c::scale_round(acc, ms) };
+    }
+    for a in acc.iter_mut() {
+        *a = h(*a * ms);
+    }
+}
+
+/// `acc[i] = h(v[i] * vs + acc[i])` (fused): the one-chunk path's f16 value accumulator
+/// advanced by one value row.
+#[inline(always)]
+fn fma_round_f16(acc: &mut [f32], v: &[f32], vs: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::simd() {
+        // SAFETY: `cpu::simd` detected AVX2, FMA and F16C at runtime.
+        return unsafe { f16c::fma_round(acc, v, vs) };
+    }
+    for (a, &x) in acc.iter_mut().zip(v) {
+        *a = h(x.mul_add(vs, *a));
+    }
+}
+
+/// The f16 roundings of the one-chunk path eight values at a time: `vcvtps2ph` rounds to
+/// nearest even as `half::f16::from_f32` does, so the bits are the scalar forms'.
+#[cfg(target_arch = "x86_64")]
+mod f16c {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn round8(x: __m256) -> __m256 {
+        _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn scale_round(acc: &mut [f32], ms: f32) {
+        let n8 = acc.len() / 8 * 8;
+        let m = _mm256_set1_ps(ms);
+        for c in acc[..n8].chunks_exact_mut(8) {
+            // SAFETY: `c` holds 8 floats.
+            unsafe {
+                let a = _mm256_loadu_ps(c.as_ptr());
+                _mm256_storeu_ps(c.as_mut_ptr(), round8(_mm256_mul_ps(a, m)));
+            }
+        }
+        for a in &mut acc[n8..] {
+            *a = super::h(*a * ms);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn fma_round(acc: &mut [f32], v: &[f32], vs: f32) {
+        let n = acc.len().min(v.len());
+        let n8 = n / 8 * 8;
+        let s = _mm256_set1_ps(vs);
+        for (c, x) in acc[..n8].chunks_exact_mut(8).zip(v[..n8].chunks_exact(8)) {
+            // SAFETY: `c` and `x` hold 8 floats each.
+            unsafe {
+                let a = _mm256_loadu_ps(c.as_ptr());
+                let xv = _mm256_loadu_ps(x.as_ptr());
+                _mm256_storeu_ps(c.as_mut_ptr(), round8(_mm256_fmadd_ps(xv, s, a)));
+            }
+        }
+        for (a, &x) in acc[n8..n].iter_mut().zip(&v[n8..n]) {
+            *a = super::h(x.mul_add(vs, *a));
+        }
+    }
+}
+
 /// `ggml_vec_dot_f16` of two rows already widened from f16, in `flavor`'s order.
 #[inline(always)]
 pub(crate) fn dot_f16(flavor: Flavor, x: &[f32], y: &[f32]) -> f32 {
@@ -231,16 +304,12 @@ fn one_chunk_row_impl(
             let old = m;
             m = sc;
             ms = (old - m).exp();
-            for a in acc.iter_mut() {
-                *a = h(*a * ms);
-            }
+            scale_round_f16(&mut acc, ms);
         } else {
             vs = (sc - m).exp();
         }
         let vr = &v[j * s.v_stride + kvh * dv..][..dv];
-        for (a, &x) in acc.iter_mut().zip(vr) {
-            *a = h(x.mul_add(vs, *a));
-        }
+        fma_round_f16(&mut acc, vr, vs);
         // not contracted in ggml (measured: a fused form is 1 ulp off after a few hundred keys)
         sum = sum * ms + vs;
     }

@@ -80,14 +80,23 @@ impl<'a> GqaAttention<'a> {
         vec![&self.wq, &self.wk, &self.wv, &self.wo]
     }
 
-    /// Attention output (before the output norm and residual) of the normed input `h`.
+    /// Attention output (before the output norm and residual) of the normed input `h`: the
+    /// projections over every row of the batch, then each sequence (`ctx.spans[i]`) over its
+    /// own cache `caches[i]`.
     pub(crate) fn forward(
         &self,
         ctx: &BlockCtx<'_>,
         h: &[f32],
-        cache: &mut KvCache,
+        caches: &mut [&mut KvCache],
     ) -> Result<Vec<f32>> {
         let c = ctx.config;
+        if caches.len() != ctx.spans.len() {
+            return Err(EngineError::Invalid(format!(
+                "{} sequences with {} caches",
+                ctx.spans.len(),
+                caches.len()
+            )));
+        }
         let mut q = ctx.mm(&self.wq, h)?;
         let mut k = ctx.mm(&self.wk, h)?;
         let mut v = ctx.mm(&self.wv, h)?;
@@ -98,21 +107,22 @@ impl<'a> GqaAttention<'a> {
                 }
             }
         }
-        let (hk, qd, kd) = (
+        let (hk, qd, kd, vd) = (
             c.head_dim_k,
             c.n_head * c.head_dim_k,
             c.n_head_kv * c.head_dim_k,
+            c.n_head_kv * c.head_dim_v,
         );
-        let p0 = ctx.p0;
+        let positions: Vec<usize> = ctx.spans.iter().flat_map(|s| s.p0..s.p0 + s.n).collect();
         q.par_chunks_mut(qd)
             .zip(k.par_chunks_mut(kd))
-            .enumerate()
-            .for_each(|(t, (qr, kr))| {
+            .zip(&positions)
+            .for_each(|((qr, kr), &pos)| {
                 if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
                     rms_norm(qr, hk, qn, c.rms_eps);
                     rms_norm(kr, hk, kn, c.rms_eps);
                 }
-                let rc = self.rope.cache(p0 + t);
+                let rc = self.rope.cache(pos);
                 self.rope.apply(qr, hk, &rc);
                 self.rope.apply(kr, hk, &rc);
                 if c.q_scale != 1.0 {
@@ -120,8 +130,39 @@ impl<'a> GqaAttention<'a> {
                 }
             });
         let exact = ctx.exact();
-        cache.append(&k, &v, exact);
-        let att = attend(c, &q, cache, p0, ctx.n_tok, self.window, exact);
+        let att = if let [cache] = caches {
+            cache.append(&k, &v, exact);
+            attend(c, &q, cache, ctx.p0, ctx.n_tok, self.window, exact)
+        } else {
+            let mut first = Vec::with_capacity(ctx.spans.len());
+            let mut row = 0;
+            for s in ctx.spans {
+                first.push(row);
+                row += s.n;
+            }
+            let parts: Vec<Vec<f32>> = caches
+                .par_iter_mut()
+                .zip(ctx.spans)
+                .zip(&first)
+                .map(|((cache, s), &r)| {
+                    cache.append(
+                        &k[r * kd..(r + s.n) * kd],
+                        &v[r * vd..(r + s.n) * vd],
+                        exact,
+                    );
+                    attend(
+                        c,
+                        &q[r * qd..(r + s.n) * qd],
+                        cache,
+                        s.p0,
+                        s.n,
+                        self.window,
+                        exact,
+                    )
+                })
+                .collect();
+            parts.concat()
+        };
         ctx.mm(&self.wo, &att)
     }
 }
@@ -174,10 +215,10 @@ mod tests {
         let h = testing::values(5 * e, 8, 2.0);
         let mut cache = KvCache::new(nkv * d, nkv * d);
         let mut ours = attn
-            .forward(&testing::ctx(&c, 0, 3), &h[..3 * e], &mut cache)
+            .forward(&testing::ctx(&c, 0, 3), &h[..3 * e], &mut [&mut cache])
             .expect("first batch");
         ours.extend(
-            attn.forward(&testing::ctx(&c, 3, 2), &h[3 * e..], &mut cache)
+            attn.forward(&testing::ctx(&c, 3, 2), &h[3 * e..], &mut [&mut cache])
                 .expect("second batch"),
         );
 

@@ -52,10 +52,31 @@ impl<'a> Attention<'a> {
         }
     }
 
-    fn forward(&self, ctx: &BlockCtx<'_>, h: &[f32], cache: &mut KvCache) -> Result<Vec<f32>> {
+    /// Attention of the normed rows `h` of every sequence of the batch (`ctx.spans`), each
+    /// over its own cache (`caches[i]` for span `i`).
+    fn forward(
+        &self,
+        ctx: &BlockCtx<'_>,
+        h: &[f32],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Vec<f32>> {
         match self {
-            Attention::Gqa(a) => a.forward(ctx, h, cache),
-            Attention::Mla(a) => a.forward(ctx, h, cache),
+            Attention::Gqa(a) => a.forward(ctx, h, caches),
+            Attention::Mla(a) => {
+                if let [cache] = caches {
+                    return a.forward(ctx, h, cache);
+                }
+                // one sequence at a time: MLA's products stay per sequence
+                let e = ctx.config.n_embd;
+                let mut out = Vec::new();
+                let mut row = 0;
+                for (span, cache) in ctx.spans.iter().zip(caches.iter_mut()) {
+                    let rows = &h[row * e..(row + span.n) * e];
+                    out.extend(a.forward(&ctx.one_sequence(span), rows, cache)?);
+                    row += span.n;
+                }
+                Ok(out)
+            }
         }
     }
 
@@ -137,18 +158,19 @@ impl<'a> Layer<'a> {
         w
     }
 
-    /// Runs the `ctx.n_tok` rows of the residual stream `x` through the block, in place.
+    /// Runs the `ctx.n_tok` rows of the residual stream `x` through the block, in place; the
+    /// rows of sequence `ctx.spans[i]` attend over `caches[i]`.
     pub(crate) fn forward(
         &self,
         ctx: &BlockCtx<'_>,
         x: &mut [f32],
-        cache: &mut KvCache,
+        caches: &mut [&mut KvCache],
     ) -> Result<()> {
         let c = ctx.config;
         let e = c.n_embd;
         let mut h = x.to_vec();
         rms_norm(&mut h, e, &self.attn_norm, c.rms_eps);
-        let mut o = self.attn.forward(ctx, &h, cache)?;
+        let mut o = self.attn.forward(ctx, &h, caches)?;
         if let Some(pn) = &self.attn_post_norm {
             rms_norm(&mut o, e, pn, c.rms_eps);
         }

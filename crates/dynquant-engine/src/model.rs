@@ -5,8 +5,8 @@ use dynquant_gguf::GgmlType;
 use dynquant_gguf::GgufModel;
 
 use crate::attention::KvCache;
-use crate::block::BlockCtx;
 pub use crate::block::MatmulObserver;
+use crate::block::{BlockCtx, Span};
 use crate::config::Config;
 use crate::error::{EngineError, Result};
 use crate::layer::Layer;
@@ -148,8 +148,9 @@ pub enum Logits {
     From(usize),
 }
 
-/// A sequence being evaluated: the KV cache and its length.
-#[derive(Debug)]
+/// A sequence being evaluated: the KV cache and its length. A clone continues from the same
+/// cache independently (a shared prompt evaluated once).
+#[derive(Debug, Clone)]
 pub struct Session<'m, 'a> {
     model: &'m Model<'a>,
     cache: Vec<KvCache>,
@@ -161,6 +162,16 @@ impl Session<'_, '_> {
     /// Tokens held in the cache.
     pub fn n_past(&self) -> usize {
         self.n_past
+    }
+
+    /// Tokens the session may hold.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Lets the session hold `n_ctx` tokens (never fewer than it holds).
+    pub fn set_n_ctx(&mut self, n_ctx: usize) {
+        self.n_ctx = n_ctx.max(self.n_past);
     }
 
     /// Empties the cache.
@@ -255,18 +266,23 @@ impl Session<'_, '_> {
         let c = &m.config;
         let e = c.n_embd;
         let wanted = self.n_past + nt;
+        let spans = [Span {
+            p0: self.n_past,
+            n: nt,
+        }];
         let ctx = BlockCtx {
             config: c,
             numerics: m.numerics,
             p0: self.n_past,
             n_tok: nt,
+            spans: &spans,
             obs,
         };
         for (il, (l, cache)) in m.layers.iter().zip(&mut self.cache).enumerate().skip(first) {
             if let Some(f) = on_layer.as_mut() {
                 f(il, &x);
             }
-            l.forward(&ctx, &mut x, cache)?;
+            l.forward(&ctx, &mut x, &mut [cache])?;
         }
         if let Some(f) = on_layer.as_mut() {
             f(m.layers.len(), &x);
@@ -280,5 +296,92 @@ impl Session<'_, '_> {
         let mut h = x[from * e..].to_vec();
         rms_norm(&mut h, e, &m.output_norm, c.rms_eps);
         ctx.mm_rows(&m.output, &h, nt - from)
+    }
+
+    /// Runs several sequences of one model as one batch: `batch[i].1` (positions `n_past..` of
+    /// `sessions[i]`) appended to that session's cache, the logits of `batch[i].2`'s rows of
+    /// each returned in order. Every matrix product sees all the sequences' rows at once (the
+    /// weights are read once per batch instead of once per sequence); attention stays per
+    /// sequence. A sequence's logits may differ in the last bits from [`Session::eval`] of it
+    /// alone, as llama.cpp's do between a lone and a batched sequence, since ggml picks some
+    /// products' kernels by the batch's row count; they depend only on the batch.
+    pub fn eval_sequences(
+        sessions: &mut [&mut Session<'_, '_>],
+        batch: &[(&[u32], Logits)],
+    ) -> Result<Vec<Vec<f32>>> {
+        let Some(first) = sessions.first() else {
+            return Ok(Vec::new());
+        };
+        let m = first.model;
+        if batch.len() != sessions.len() || sessions.iter().any(|s| !std::ptr::eq(s.model, m)) {
+            return Err(EngineError::Invalid(
+                "a batch of sequences needs one session of one model per sequence".into(),
+            ));
+        }
+        let c = &m.config;
+        let e = c.n_embd;
+        let mut spans = Vec::with_capacity(batch.len());
+        let mut tokens = Vec::new();
+        for (s, (t, _)) in sessions.iter().zip(batch) {
+            let wanted = s.n_past + t.len();
+            if wanted > s.n_ctx {
+                return Err(EngineError::ContextFull {
+                    n_ctx: s.n_ctx,
+                    wanted,
+                });
+            }
+            spans.push(Span {
+                p0: s.n_past,
+                n: t.len(),
+            });
+            tokens.extend_from_slice(t);
+        }
+        let nt = tokens.len();
+        if nt == 0 {
+            return Ok(vec![Vec::new(); batch.len()]);
+        }
+        let mut x = m.embed(&tokens)?;
+        let ctx = BlockCtx {
+            config: c,
+            numerics: m.numerics,
+            p0: spans[0].p0,
+            n_tok: nt,
+            spans: &spans,
+            obs: None,
+        };
+        for (il, l) in m.layers.iter().enumerate() {
+            let mut caches: Vec<&mut KvCache> =
+                sessions.iter_mut().map(|s| &mut s.cache[il]).collect();
+            l.forward(&ctx, &mut x, &mut caches)?;
+        }
+        // the rows that get logits, all sequences' together through the output projection
+        let mut h = Vec::new();
+        let mut counts = Vec::with_capacity(batch.len());
+        let mut row = 0;
+        for (s, (span, (_, logits))) in sessions.iter_mut().zip(spans.iter().zip(batch)) {
+            s.n_past += span.n;
+            let from = match logits {
+                Logits::None => span.n,
+                Logits::Last => span.n.saturating_sub(1),
+                Logits::From(f) => (*f).min(span.n),
+            };
+            h.extend_from_slice(&x[(row + from) * e..(row + span.n) * e]);
+            counts.push(span.n - from);
+            row += span.n;
+        }
+        let wanted: usize = counts.iter().sum();
+        if wanted == 0 {
+            return Ok(vec![Vec::new(); batch.len()]);
+        }
+        rms_norm(&mut h, e, &m.output_norm, c.rms_eps);
+        let all = ctx.mm_rows(&m.output, &h, wanted)?;
+        let nv = m.n_vocab;
+        let mut out = Vec::with_capacity(batch.len());
+        let mut at = 0;
+        for n in counts {
+            out.push(all[at * nv..(at + n) * nv].to_vec());
+            at += n;
+        }
+        Ok(out)
     }
 }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::sanity::{generate, Mode};
+use crate::sanity::{job, Mode};
 use dynquant_engine::evaluation::Evaluator;
 
 /// What a task's answer must satisfy.
@@ -203,22 +203,26 @@ pub fn run_tasks(
         .iter()
         .flat_map(|t| modes.iter().map(move |m| (*t, *m)))
         .collect();
-    let done = std::sync::atomic::AtomicUsize::new(0);
     let chat = ev.tokenizer().chat_template().is_some();
-    let attempts: Vec<Attempt> =
-        crate::parallel::map_jobs(&jobs, |(t, mode)| -> Result<Attempt> {
-            let prompt = ev.prompt(t.prompt, chat)?;
-            let (bytes, _) = generate(ev, &prompt, s.n_predict, *mode, s.temp)?;
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            let k = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            progress(k, jobs.len());
-            Ok(Attempt {
+    let mut gen_jobs = Vec::with_capacity(jobs.len());
+    for (t, mode) in &jobs {
+        gen_jobs.push(job(ev.prompt(t.prompt, chat)?, s.n_predict, *mode, s.temp));
+    }
+    let total = gen_jobs.len();
+    let answers = ev.generate_batch(&gen_jobs, |k| progress(k, total))?;
+    let attempts: Vec<Attempt> = jobs
+        .iter()
+        .zip(answers)
+        .map(|((t, mode), g)| {
+            let text = String::from_utf8_lossy(&g.bytes).into_owned();
+            Attempt {
                 task: t.id.to_string(),
                 mode: *mode,
                 passed: passes(&t.check, &text),
                 text,
-            })
-        })?;
+            }
+        })
+        .collect();
     let n = tasks.len().max(1) as f64;
     let greedy = attempts
         .iter()

@@ -18,7 +18,6 @@ pub mod facts;
 pub mod functional;
 pub mod html;
 pub mod measure;
-pub mod parallel;
 pub mod render;
 pub mod report;
 pub mod sanity;

@@ -10,10 +10,12 @@
 //! random tokens must be flagged, the base model's own generations should not be (their flag
 //! rate is the false-positive rate the report shows).
 
-use dynquant_engine::evaluation::{Evaluator, GenerateOptions};
+use std::sync::Mutex;
+
+use dynquant_engine::evaluation::{Evaluator, GenerationJob, MAX_BATCH_SEQUENCES};
 use dynquant_engine::ops::log_softmax;
 use dynquant_engine::sample::SamplerParams;
-use dynquant_engine::{EngineError, Logits};
+use dynquant_engine::{Logits, Session};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -185,24 +187,129 @@ pub fn detect_loop(tokens: &[u32], th: &Thresholds) -> Option<LoopInfo> {
     None
 }
 
-/// Mean negative log-likelihood per token of `answer` after `prompt` under `base`, and the
-/// number of tokens scored (0 and no score for an empty answer).
-pub fn base_nll(base: &Evaluator<'_>, prompt: &[u32], answer: &[u32]) -> Result<Option<f64>> {
-    if answer.is_empty() || prompt.is_empty() {
-        return Ok(None);
+/// Scores answers under the base model: the mean negative log-likelihood per token of an
+/// answer given its prompt. Each distinct prompt is evaluated once and its KV cache kept, so
+/// every answer to it (greedy, sampled, every quant's) evaluates only its own tokens; the
+/// answers are evaluated side by side as batches of sequences.
+pub struct BaseScorer<'e, 'g> {
+    base: &'e Evaluator<'g>,
+    /// Evaluated prompts: tokens, the session after them, the logits of their last token.
+    prompts: Mutex<Vec<CachedPrompt<'e, 'g>>>,
+}
+
+struct CachedPrompt<'e, 'g> {
+    tokens: Vec<u32>,
+    session: Session<'e, 'g>,
+    last_logits: Vec<f32>,
+}
+
+/// Answer positions scored per batch at most: bounds the logits held at once (rows x
+/// vocabulary floats).
+const SCORED_ROWS_PER_BATCH: usize = 512;
+
+impl<'e, 'g> BaseScorer<'e, 'g> {
+    /// A scorer with an empty prompt cache.
+    pub fn new(base: &'e Evaluator<'g>) -> Self {
+        BaseScorer {
+            base,
+            prompts: Mutex::new(Vec::new()),
+        }
     }
-    let model = base.model();
-    let mut all = prompt.to_vec();
-    all.extend_from_slice(answer);
-    let mut s = model.session(all.len());
-    let logits = s.eval(&all, Logits::From(prompt.len() - 1), None)?;
-    let nv = model.n_vocab;
-    let mut nll = 0.0;
-    for (i, &t) in answer.iter().enumerate() {
-        let lp = log_softmax(&logits[i * nv..(i + 1) * nv]);
-        nll -= lp[t as usize];
+
+    /// The base model.
+    pub fn base(&self) -> &'e Evaluator<'g> {
+        self.base
     }
-    Ok(Some(nll / answer.len() as f64))
+
+    /// The mean NLL per token of each `(prompt, answer)` pair (none for an empty prompt or
+    /// answer). Pairs are evaluated in order, a new batch when the next answer would pass
+    /// [`SCORED_ROWS_PER_BATCH`] or the batch is full, so scores depend only on the pairs.
+    pub fn nll(&self, pairs: &[(&[u32], &[u32])]) -> Result<Vec<Option<f64>>> {
+        let model = self.base.model();
+        let nv = model.n_vocab;
+        let mut cache = self.prompts.lock().unwrap_or_else(|e| e.into_inner());
+        // the prompts not seen yet, evaluated as batches of sequences
+        let mut new: Vec<&[u32]> = Vec::new();
+        for (p, a) in pairs {
+            if !p.is_empty()
+                && !a.is_empty()
+                && !cache.iter().any(|c| c.tokens == *p)
+                && !new.contains(p)
+            {
+                new.push(p);
+            }
+        }
+        for group in new.chunks(MAX_BATCH_SEQUENCES) {
+            let mut sessions: Vec<_> = group.iter().map(|p| model.session(p.len())).collect();
+            let mut refs: Vec<_> = sessions.iter_mut().collect();
+            let batch: Vec<(&[u32], Logits)> = group.iter().map(|p| (*p, Logits::Last)).collect();
+            let logits = Session::eval_sequences(&mut refs, &batch)?;
+            for ((p, session), last_logits) in group.iter().zip(sessions).zip(logits) {
+                cache.push(CachedPrompt {
+                    tokens: p.to_vec(),
+                    session,
+                    last_logits,
+                });
+            }
+        }
+        let mut out = vec![None; pairs.len()];
+        let scored: Vec<usize> = (0..pairs.len())
+            .filter(|&i| !pairs[i].0.is_empty() && !pairs[i].1.is_empty())
+            .collect();
+        let mut start = 0;
+        while start < scored.len() {
+            let mut end = start;
+            let mut rows = 0;
+            while end < scored.len()
+                && end - start < MAX_BATCH_SEQUENCES
+                && (end == start || rows + pairs[scored[end]].1.len() <= SCORED_ROWS_PER_BATCH)
+            {
+                rows += pairs[scored[end]].1.len();
+                end += 1;
+            }
+            let group = &scored[start..end];
+            let cached: Vec<&CachedPrompt<'_, '_>> = group
+                .iter()
+                .map(|&i| {
+                    cache
+                        .iter()
+                        .find(|c| c.tokens == pairs[i].0)
+                        .expect("every scored prompt was just cached")
+                })
+                .collect();
+            // the answer's first token is scored by the prompt's last logits, the others by
+            // the answer's own positions (its last token needs no evaluation)
+            let mut sessions: Vec<Session<'_, '_>> = cached
+                .iter()
+                .zip(group)
+                .map(|(c, &i)| {
+                    let mut s = c.session.clone();
+                    s.set_n_ctx(c.tokens.len() + pairs[i].1.len());
+                    s
+                })
+                .collect();
+            let mut refs: Vec<_> = sessions.iter_mut().collect();
+            let batch: Vec<(&[u32], Logits)> = group
+                .iter()
+                .map(|&i| {
+                    let a = pairs[i].1;
+                    (&a[..a.len() - 1], Logits::From(0))
+                })
+                .collect();
+            let logits = Session::eval_sequences(&mut refs, &batch)?;
+            for ((&i, c), l) in group.iter().zip(&cached).zip(&logits) {
+                let answer = pairs[i].1;
+                let mut nll = -log_softmax(&c.last_logits)[answer[0] as usize];
+                for (k, &t) in answer.iter().enumerate().skip(1) {
+                    let lp = log_softmax(&l[(k - 1) * nv..k * nv]);
+                    nll -= lp[t as usize];
+                }
+                out[i] = Some(nll / answer.len() as f64);
+            }
+            start = end;
+        }
+        Ok(out)
+    }
 }
 
 /// How one answer was made.
@@ -318,14 +425,9 @@ fn use_chat(ev: &Evaluator<'_>, kind: PromptKind) -> bool {
     kind != PromptKind::Story && ev.tokenizer().chat_template().is_some()
 }
 
-/// Generates one answer: its bytes and the count of generated tokens.
-pub fn generate(
-    ev: &Evaluator<'_>,
-    prompt: &[u32],
-    n_predict: usize,
-    mode: Mode,
-    temp: f32,
-) -> Result<(Vec<u8>, usize)> {
+/// The generation job of one answer: `n_predict` tokens after `prompt`, greedy or sampled at
+/// `temp` with the mode's seed (llama.cpp's other sampling defaults).
+pub fn job(prompt: Vec<u32>, n_predict: usize, mode: Mode, temp: f32) -> GenerationJob {
     let sampler = match mode {
         Mode::Greedy => SamplerParams {
             temp: 0.0,
@@ -337,24 +439,35 @@ pub fn generate(
             ..SamplerParams::default()
         },
     };
-    let opts = GenerateOptions {
+    GenerationJob {
+        prompt,
         n_predict,
-        ctx: prompt.len() + n_predict + 1,
         sampler,
-    };
-    let mut out = Vec::new();
-    let r = ev.generate(prompt, &opts, |b| -> std::result::Result<(), EngineError> {
-        out.extend_from_slice(b);
-        Ok(())
-    })?;
-    Ok((out, r.generated))
+    }
 }
 
-/// Runs the suite on `ev`, judging every answer with `base` (which may be the same model).
-/// `progress(done, total)` after each answer. Answers come in suite order, greedy first.
+/// Generates one answer: its bytes and the count of generated tokens.
+pub fn generate(
+    ev: &Evaluator<'_>,
+    prompt: &[u32],
+    n_predict: usize,
+    mode: Mode,
+    temp: f32,
+) -> Result<(Vec<u8>, usize)> {
+    let g = ev
+        .generate_batch(&[job(prompt.to_vec(), n_predict, mode, temp)], |_| {})?
+        .remove(0);
+    Ok((g.bytes, g.generated))
+}
+
+/// Runs the suite on `ev`, judging every answer with the base of `scorer` (which may be the
+/// same model).
+/// The answers are generated side by side ([`Evaluator::generate_batch`]), then scored by the
+/// base the same way. `progress(done, total)` as answers finish. Answers come in suite order,
+/// greedy first.
 pub fn run_suite(
     ev: &Evaluator<'_>,
-    base: &Evaluator<'_>,
+    scorer: &BaseScorer<'_, '_>,
     prompts: &[Prompt],
     s: &SanitySettings,
     progress: impl Fn(usize, usize) + Sync,
@@ -362,22 +475,40 @@ pub fn run_suite(
     let modes: Vec<Mode> = std::iter::once(Mode::Greedy)
         .chain(s.seeds.iter().map(|&seed| Mode::Sampled(seed)))
         .collect();
-    let jobs: Vec<(Prompt, Mode)> = prompts
+    let pairs: Vec<(Prompt, Mode)> = prompts
         .iter()
         .flat_map(|p| modes.iter().map(move |m| (*p, *m)))
         .collect();
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    crate::parallel::map_jobs(&jobs, |(p, mode)| -> Result<Answer> {
+    let mut jobs = Vec::with_capacity(pairs.len());
+    for (p, mode) in &pairs {
         let prompt = ev.prompt(p.text, use_chat(ev, p.kind))?;
-        let (bytes, generated) = generate(ev, &prompt, s.n_predict, *mode, s.temp)?;
-        let text = String::from_utf8_lossy(&bytes);
-        let tokens = base.tokenizer().encode(&text, false, false)?;
-        let nll = base_nll(base, &prompt, &tokens)?;
-        let a = judge(p.id, *mode, &bytes, generated, &tokens, nll, &s.thresholds);
-        let k = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        progress(k, jobs.len());
-        Ok(a)
-    })
+        jobs.push(job(prompt, s.n_predict, *mode, s.temp));
+    }
+    let total = jobs.len();
+    let generated = ev.generate_batch(&jobs, |k| progress(k, total))?;
+    // the base scores each answer after the prompt as the base itself would read it
+    let base = scorer.base();
+    let mut base_prompts = Vec::with_capacity(pairs.len());
+    let mut tokens = Vec::with_capacity(pairs.len());
+    for ((p, _), g) in pairs.iter().zip(&generated) {
+        base_prompts.push(base.prompt(p.text, use_chat(base, p.kind))?);
+        let text = String::from_utf8_lossy(&g.bytes);
+        tokens.push(base.tokenizer().encode(&text, false, false)?);
+    }
+    let scored: Vec<(&[u32], &[u32])> = base_prompts
+        .iter()
+        .zip(&tokens)
+        .map(|(p, t)| (p.as_slice(), t.as_slice()))
+        .collect();
+    let nlls = scorer.nll(&scored)?;
+    Ok(pairs
+        .iter()
+        .zip(generated)
+        .zip(tokens.iter().zip(nlls))
+        .map(|(((p, mode), g), (t, nll))| {
+            judge(p.id, *mode, &g.bytes, g.generated, t, nll, &s.thresholds)
+        })
+        .collect())
 }
 
 /// How well the thresholds separate known cases.
@@ -417,68 +548,107 @@ fn mix(state: &mut u64) -> u64 {
 /// the base), a synthetic looping answer (the start of the answer, then a span of it repeated
 /// to the same length) and a random-token answer of the same length, both scored by the base.
 pub fn validate(
-    base: &Evaluator<'_>,
+    scorer: &BaseScorer<'_, '_>,
     prompts: &[Prompt],
     base_answers: &[Answer],
     s: &SanitySettings,
     seed: u64,
 ) -> Result<Validation> {
+    let base = scorer.base();
     let tok = base.tokenizer();
     let n_vocab = base.model().n_vocab as u64;
-    let results: Vec<(bool, bool)> = base_answers
+    // one synthetic looping and one random-token answer per base answer, all scored at once
+    struct Case {
+        prompt_id: &'static str,
+        mode: Mode,
+        prompt: Vec<u32>,
+        looping_text: String,
+        looping: Vec<u32>,
+        random_bytes: Vec<u8>,
+        random: Vec<u32>,
+    }
+    let len = s.n_predict.max(16);
+    let mut cases = Vec::with_capacity(base_answers.len());
+    for (i, a) in base_answers.iter().enumerate() {
+        let p = prompts
+            .iter()
+            .find(|p| p.id == a.prompt)
+            .copied()
+            .unwrap_or(prompts[0]);
+        let prompt = base.prompt(p.text, use_chat(base, p.kind))?;
+        // a looping answer: a few words of the answer, then a short span over and over
+        let mut words = tok.encode(&a.text, false, false)?;
+        words.truncate(len / 4);
+        let mut rng = seed ^ (i as u64).wrapping_mul(0xA24B_AED4_963E_E407);
+        let span_len = 2 + (mix(&mut rng) % 5) as usize;
+        let span: Vec<u32> = if words.len() >= span_len {
+            words[words.len() - span_len..].to_vec()
+        } else {
+            tok.encode(" and then it said the same thing", false, false)?
+        };
+        let mut looping = words.clone();
+        while looping.len() < len {
+            looping.extend_from_slice(&span);
+        }
+        looping.truncate(len);
+        let looping_text = tok.decode(&looping);
+        let looping = tok.encode(&looping_text, false, false)?;
+        // random tokens (ordinary ones: no control tokens)
+        let mut random = Vec::with_capacity(len);
+        while random.len() < len {
+            let t = (mix(&mut rng) % n_vocab) as u32;
+            if !tok.is_eog(t) && tok.token_text(t).is_some_and(|s| !s.starts_with("<|")) {
+                random.push(t);
+            }
+        }
+        let random_bytes = tok.detokenize(&random, true, false);
+        let random = tok.encode(&String::from_utf8_lossy(&random_bytes), false, false)?;
+        cases.push(Case {
+            prompt_id: p.id,
+            mode: a.mode,
+            prompt,
+            looping_text,
+            looping,
+            random_bytes,
+            random,
+        });
+    }
+    let pairs: Vec<(&[u32], &[u32])> = cases
         .iter()
-        .enumerate()
-        .map(|(i, a)| -> Result<(bool, bool)> {
-            let p = prompts
-                .iter()
-                .find(|p| p.id == a.prompt)
-                .copied()
-                .unwrap_or(prompts[0]);
-            let prompt = base.prompt(p.text, use_chat(base, p.kind))?;
-            let len = s.n_predict.max(16);
-            // a looping answer: a few words of the answer, then a short span over and over
-            let mut words = tok.encode(&a.text, false, false)?;
-            words.truncate(len / 4);
-            let mut rng = seed ^ (i as u64).wrapping_mul(0xA24B_AED4_963E_E407);
-            let span_len = 2 + (mix(&mut rng) % 5) as usize;
-            let span: Vec<u32> = if words.len() >= span_len {
-                words[words.len() - span_len..].to_vec()
-            } else {
-                tok.encode(" and then it said the same thing", false, false)?
-            };
-            let mut looping = words.clone();
-            while looping.len() < len {
-                looping.extend_from_slice(&span);
-            }
-            looping.truncate(len);
-            let text = tok.decode(&looping);
-            let retok = tok.encode(&text, false, false)?;
-            let nll = base_nll(base, &prompt, &retok)?;
-            let la = judge(
-                p.id,
-                a.mode,
-                text.as_bytes(),
-                len,
-                &retok,
-                nll,
-                &s.thresholds,
-            );
-            // random tokens (ordinary ones: no control tokens)
-            let mut random = Vec::with_capacity(len);
-            while random.len() < len {
-                let t = (mix(&mut rng) % n_vocab) as u32;
-                if !tok.is_eog(t) && tok.token_text(t).is_some_and(|s| !s.starts_with("<|")) {
-                    random.push(t);
-                }
-            }
-            let bytes = tok.detokenize(&random, true, false);
-            let text = String::from_utf8_lossy(&bytes);
-            let retok = tok.encode(&text, false, false)?;
-            let nll = base_nll(base, &prompt, &retok)?;
-            let ra = judge(p.id, a.mode, &bytes, len, &retok, nll, &s.thresholds);
-            Ok((la.looping.is_some(), ra.gibberish))
+        .flat_map(|c| {
+            [
+                (&c.prompt[..], &c.looping[..]),
+                (&c.prompt[..], &c.random[..]),
+            ]
         })
-        .collect::<Result<_>>()?;
+        .collect();
+    let nlls = scorer.nll(&pairs)?;
+    let th = &s.thresholds;
+    let results: Vec<(bool, bool)> = cases
+        .iter()
+        .zip(nlls.chunks_exact(2))
+        .map(|(c, nll)| {
+            let la = judge(
+                c.prompt_id,
+                c.mode,
+                c.looping_text.as_bytes(),
+                len,
+                &c.looping,
+                nll[0],
+                th,
+            );
+            let ra = judge(
+                c.prompt_id,
+                c.mode,
+                &c.random_bytes,
+                len,
+                &c.random,
+                nll[1],
+                th,
+            );
+            (la.looping.is_some(), ra.gibberish)
+        })
+        .collect();
     Ok(Validation {
         synthetic_loops_flagged: results.iter().filter(|r| r.0).count(),
         synthetic_loops: results.len(),
@@ -489,10 +659,10 @@ pub fn validate(
     })
 }
 
-/// Runs the sanity suite and the functional tasks on `ev` (judged by `base`).
+/// Runs the sanity suite and the functional tasks on `ev` (judged by the base of `scorer`).
 pub fn run_checks(
     ev: &Evaluator<'_>,
-    base: &Evaluator<'_>,
+    scorer: &BaseScorer<'_, '_>,
     sanity: &SanitySettings,
     functional: &crate::functional::FunctionalSettings,
     progress: impl Fn(usize, usize) + Sync,
@@ -501,7 +671,7 @@ pub fn run_checks(
     let n_sanity = prompts.len() * (1 + sanity.seeds.len());
     let n_func = crate::functional::TASKS.len() * (1 + functional.seeds.len());
     let total = n_sanity + n_func;
-    let answers = run_suite(ev, base, &prompts, sanity, |k, _| progress(k, total))?;
+    let answers = run_suite(ev, scorer, &prompts, sanity, |k, _| progress(k, total))?;
     let f = crate::functional::run_tasks(ev, &crate::functional::TASKS, functional, |k, _| {
         progress(n_sanity + k, total)
     })?;

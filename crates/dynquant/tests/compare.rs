@@ -1,6 +1,7 @@
-//! `dynquant compare` end to end on the real test model (a report from one small chunk, the
-//! same bytes for any thread count), its refusals of bad input (one line, nothing written), and
-//! the generation detectors and functional checks on a real instruct model.
+//! `dynquant compare` end to end on the real test model (a report from one small chunk and a
+//! few generation checks, the same bytes for any thread count), its refusals of bad input (one
+//! line, nothing written), the base model's batched scoring against scoring each answer alone,
+//! and the generation detectors and functional checks on a real instruct model.
 
 mod common;
 
@@ -11,7 +12,7 @@ use dynquant_engine::evaluation::Evaluator;
 use dynquant_engine::Model;
 use dynquant_gguf::{Access, GgufModel};
 use dynquant_report::functional::{run_tasks, FunctionalSettings, TASKS};
-use dynquant_report::sanity::{run_suite, validate, SanitySettings, PROMPTS};
+use dynquant_report::sanity::{run_suite, validate, BaseScorer, SanitySettings, PROMPTS};
 use dynquant_tokenizer::Tokenizer;
 
 fn write_text(dir: &Path) -> PathBuf {
@@ -53,7 +54,10 @@ fn compare_writes_the_same_report_for_any_thread_count() {
                 "64",
                 "--chunks",
                 "2",
-                "--no-checks",
+                "--prompts",
+                "4",
+                "--gen-tokens",
+                "8",
                 "--out",
                 &html,
                 "--card",
@@ -76,6 +80,16 @@ fn compare_writes_the_same_report_for_any_thread_count() {
         "report.json depends on the thread count"
     );
     let v: serde_json::Value = serde_json::from_slice(&jsons[0]).expect("json");
+    // the checks ran (batched generation and scoring), for the base and the quant alike
+    let answers = v["quants"][0]["checks"]["answers"]
+        .as_array()
+        .expect("answers");
+    assert_eq!(answers.len(), 4 * 2, "{}", v["quants"][0]["checks"]);
+    assert_eq!(
+        v["base"]["checks"]["answers"],
+        v["quants"][0]["checks"]["answers"]
+    );
+    assert!(answers.iter().all(|a| a["base_nll"].as_f64().is_some()));
     // the model against itself: no divergence, same top token everywhere
     let k = &v["quants"][0]["kld"];
     assert!(k["max"].as_f64().expect("max") < 1e-6, "{k}");
@@ -165,7 +179,8 @@ fn detectors_and_functional_checks_on_the_instruct_model() {
         .iter()
         .map(|id| *PROMPTS.iter().find(|p| p.id == *id).expect("prompt"))
         .collect();
-    let answers = run_suite(&ev, &ev, &prompts, &settings, |_, _| {}).expect("suite");
+    let scorer = BaseScorer::new(&ev);
+    let answers = run_suite(&ev, &scorer, &prompts, &settings, |_, _| {}).expect("suite");
     for a in &answers {
         eprintln!(
             "{}: {:?} nll {:?} flagged {}",
@@ -175,7 +190,7 @@ fn detectors_and_functional_checks_on_the_instruct_model() {
             a.flagged()
         );
     }
-    let v = validate(&ev, &prompts, &answers, &settings, 7).expect("validate");
+    let v = validate(&scorer, &prompts, &answers, &settings, 7).expect("validate");
     eprintln!("{v:?}");
     assert_eq!(
         v.synthetic_loops_flagged, v.synthetic_loops,
@@ -200,4 +215,59 @@ fn detectors_and_functional_checks_on_the_instruct_model() {
     .expect("tasks");
     eprintln!("{:?}", r.attempts);
     assert_eq!(r.pass_greedy, 1.0);
+}
+
+/// The scorer (prompts evaluated once, answers batched) gives each answer's mean NLL as
+/// evaluating the prompt and answer as one sequence does, up to the products' rounding.
+#[test]
+fn base_scorer_matches_scoring_each_answer_alone() {
+    let Some(o) = oracle() else { return };
+    let path = o.smollm2();
+    let gguf = GgufModel::open(&path, Access::Mmap).expect("open");
+    let model = Model::load(&gguf).expect("load");
+    let tok = Tokenizer::from_gguf(gguf.metadata()).expect("tokenizer");
+    let ev = Evaluator::new(&gguf, model, tok);
+    let enc = |t: &str| ev.tokenizer().encode(t, false, false).expect("encode");
+    let prompts = [
+        enc("The capital of France is"),
+        enc("Count to five: one, two,"),
+    ];
+    let answers = [
+        enc(" Paris, a city on the Seine."),
+        enc(" banana helicopter seventeen purple"),
+        enc(" three, four, five."),
+    ];
+    let pairs: Vec<(&[u32], &[u32])> = vec![
+        (&prompts[0], &answers[0]),
+        (&prompts[0], &answers[1]),
+        (&prompts[1], &answers[2]),
+        (&prompts[1], &[]),
+        (&prompts[1], &answers[1]),
+    ];
+    let scorer = BaseScorer::new(&ev);
+    let got = scorer.nll(&pairs).expect("nll");
+    // the cached prompts give the same scores again
+    assert_eq!(got, scorer.nll(&pairs).expect("nll again"));
+    let nv = ev.model().n_vocab;
+    for (i, (p, a)) in pairs.iter().enumerate() {
+        if a.is_empty() {
+            assert_eq!(got[i], None);
+            continue;
+        }
+        let all = [*p, *a].concat();
+        let mut s = ev.model().session(all.len());
+        let l = s
+            .eval(&all, dynquant_engine::Logits::From(p.len() - 1), None)
+            .expect("eval");
+        let nll = a
+            .iter()
+            .enumerate()
+            .map(|(k, &t)| -dynquant_engine::ops::log_softmax(&l[k * nv..(k + 1) * nv])[t as usize])
+            .sum::<f64>()
+            / a.len() as f64;
+        let ours = got[i].expect("scored");
+        assert!((ours - nll).abs() < 1e-3, "pair {i}: {ours} vs {nll}");
+    }
+    // nonsense scores far worse than the sensible answers
+    assert!(got[1].unwrap() > got[0].unwrap() + 2.0, "{got:?}");
 }

@@ -188,7 +188,94 @@ fma_variant!(
 
 #[inline(always)]
 fn lanes16_tile_impl(w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if cpu::simd512() {
+        // SAFETY: `cpu::simd512` detected AVX-512F at runtime.
+        return unsafe { avx512::lanes16_tile(w, x, k, nr, nt, out) };
+    }
     lanes_tile::<16>(w, x, k, nr, nt, out, reduce_add_16)
+}
+
+/// [`lanes_tile`] with 16 lanes in AVX-512 registers: each output's accumulator is one zmm
+/// register (lane `l` sums elements `l, l + 16, ...` with fused multiply-adds, as in
+/// `lanes_tile`), reduced by [`reduce_add_16`]; the same bits. Tiles of 4 rows x 6 tokens keep
+/// 24 accumulators in registers and read each loaded weight vector six times.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use crate::reduce::reduce_add_16;
+
+    const ROWS: usize = 4;
+    const TOKENS: usize = 6;
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn lanes16_tile(
+        w: &[f32],
+        x: &[f32],
+        k: usize,
+        nr: usize,
+        nt: usize,
+        out: &mut [f32],
+    ) {
+        assert!(k % 16 == 0 && w.len() >= nr * k && x.len() >= nt * k && out.len() >= nr * nt);
+        let mut r = 0;
+        while r < nr {
+            let rn = (nr - r).min(ROWS);
+            let mut t = 0;
+            while t < nt {
+                let tn = (nt - t).min(TOKENS);
+                // SAFETY: every load reads 16 floats at `row * k + off` with `off + 16 <= k`
+                // and rows below `nr`/`nt`, inside `w` and `x` (asserted above).
+                unsafe { tile(w, x, k, r, rn, t, tn, out, nt) };
+                t += tn;
+            }
+            r += rn;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile(
+        w: &[f32],
+        x: &[f32],
+        k: usize,
+        r: usize,
+        rn: usize,
+        t: usize,
+        tn: usize,
+        out: &mut [f32],
+        nt: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); TOKENS]; ROWS];
+        let wp = w.as_ptr();
+        let xp = x.as_ptr();
+        let mut off = 0;
+        while off < k {
+            let mut a = [_mm512_setzero_ps(); ROWS];
+            for (i, ai) in a.iter_mut().enumerate().take(rn) {
+                // SAFETY: row r + i < nr, off + 16 <= k (see `lanes16_tile`).
+                *ai = unsafe { _mm512_loadu_ps(wp.add((r + i) * k + off)) };
+            }
+            for j in 0..tn {
+                // SAFETY: token t + j < nt, off + 16 <= k.
+                let b = unsafe { _mm512_loadu_ps(xp.add((t + j) * k + off)) };
+                for i in 0..rn {
+                    acc[i][j] = _mm512_fmadd_ps(a[i], b, acc[i][j]);
+                }
+            }
+            off += 16;
+        }
+        for i in 0..rn {
+            for j in 0..tn {
+                let mut lanes = [0f32; 16];
+                // SAFETY: `lanes` holds 16 floats.
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc[i][j]) };
+                out[(r + i) * nt + t + j] = reduce_add_16(&lanes);
+            }
+        }
+    }
 }
 
 fma_variant!(

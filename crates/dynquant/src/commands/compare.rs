@@ -188,12 +188,14 @@ pub fn measure(inp: &CompareInputs<'_>, tmp_dir: &Path) -> Result<Report> {
         ..SanitySettings::default()
     };
     let functional = FunctionalSettings::default();
+    // the base's prompt caches are shared by every model's scoring
+    let scorer = base_ev.as_ref().map(sanity::BaseScorer::new);
     let run_checks = |ev: &Evaluator<'_>, name: &str| -> Result<Option<ModelChecks>> {
-        let (Some(_), Some(base_ev)) = (inp.checks, &base_ev) else {
+        let (Some(_), Some(scorer)) = (inp.checks, &scorer) else {
             return Ok(None);
         };
         let c = pool.install(|| {
-            sanity::run_checks(ev, base_ev, &sanity, &functional, |k, n| {
+            sanity::run_checks(ev, scorer, &sanity, &functional, |k, n| {
                 say!(on, "\rcompare: checks of {name}: {k}/{n}")
             })
         })?;
@@ -207,11 +209,13 @@ pub fn measure(inp: &CompareInputs<'_>, tmp_dir: &Path) -> Result<Report> {
         );
         Ok(Some(c))
     };
-    let (base_checks, checks_info) = match (&base_ev, inp.checks) {
-        (Some(bev), Some(_)) => {
-            let c = run_checks(bev, &file_name(inp.base))?.expect("checks run for a GGUF base");
-            let validation = pool
-                .install(|| sanity::validate(bev, &sanity::PROMPTS, &c.answers, &sanity, 0x5eed))?;
+    let (base_checks, checks_info) = match (&scorer, inp.checks) {
+        (Some(scorer), Some(_)) => {
+            let c = run_checks(scorer.base(), &file_name(inp.base))?
+                .expect("checks run for a GGUF base");
+            let validation = pool.install(|| {
+                sanity::validate(scorer, &sanity::PROMPTS, &c.answers, &sanity, 0x5eed)
+            })?;
             say!(on, "compare: thresholds: {}/{} synthetic loops and {}/{} random answers flagged, {}/{} of the base's answers\n",
                 validation.synthetic_loops_flagged,
                 validation.synthetic_loops,
