@@ -85,19 +85,22 @@ def main():
             if a.json:
                 print(json.dumps(row), flush=True)
             rows.append(row)
-    head = "| mix | CPU s llama.cpp |"
+    head = "| mix (file type) | CPU s llama.cpp |"
     sep = "|---|---|"
     if a.before:
-        head += " CPU s ours before | before / llama.cpp |"
+        head += " CPU s ours before | before vs llama.cpp |"
         sep += "---|---|"
-    head += " CPU s ours | ours / llama.cpp (speed) |"
+    head += " CPU s ours after | after vs llama.cpp |"
     sep += "---|---|"
     if a.before:
-        head += " same bytes as before |"
+        head += " after / before |"
+        sep += "---|"
+    if a.before or a.scaling:
+        head += " same bytes |"
         sep += "---|"
     if a.scaling:
-        head += " wall s 1 / 2 threads | parallel efficiency | CPU s 2 threads |"
-        sep += "---|---|---|"
+        head += " wall s 1 / 2 threads | parallel efficiency (wall) | CPU s 2 threads | CPU 1 thread / CPU 2 threads |"
+        sep += "---|---|---|---|"
     head += " load avg (start-end) |"
     sep += "---|"
     lines = [head, sep]
@@ -107,10 +110,16 @@ def main():
             line += f" {r['cpu_before']:.1f} | {r['cpu_llama'] / r['cpu_before']:.2f}x |"
         line += f" {r['cpu_ours']:.1f} | {r['cpu_llama'] / r['cpu_ours']:.2f}x |"
         if a.before:
-            line += f" {'yes' if r['same_bytes_as_before'] else 'NO'} |"
+            line += f" {r['cpu_before'] / r['cpu_ours']:.2f}x |"
+        if a.before or a.scaling:
+            same = r.get("same_bytes_as_before", True) and r.get("same_bytes_2t", True)
+            line += f" {'yes' if same else 'NO'} |"
         if a.scaling:
             eff = r["wall_ours"] / (2 * r["wall_ours_2t"])
-            line += f" {r['wall_ours']:.1f} / {r['wall_ours_2t']:.1f} | {eff:.2f} | {r['cpu_ours_2t']:.1f} |"
+            line += (
+                f" {r['wall_ours']:.1f} / {r['wall_ours_2t']:.1f} | {eff:.2f} | {r['cpu_ours_2t']:.1f}"
+                f" | {r['cpu_ours'] / r['cpu_ours_2t']:.2f} |"
+            )
         line += f" {r['load_before']:.1f}-{r['load_after']:.1f} |"
         lines.append(line)
     print("\n".join(lines))
