@@ -71,7 +71,7 @@ fn main() {
         "b.weight": entry("BF16", vec![rows, COLS], bf16.len()),
     });
     let mut h = serde_json::to_vec(&header).expect("header");
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut f = std::fs::File::create(dir.path().join("model.safetensors")).expect("create");
