@@ -38,6 +38,14 @@
 //! candidates) at the exact stored scale; the `d` with the least exact total wins, and a
 //! candidate is abandoned as soon as its running total reaches the best total so far.
 //! Everything is a pure function of the row: no randomness, no thread dependence.
+//!
+//! **Speed without changing a byte.** A candidate's error is a sum of one per-level error per
+//! element, so the search tabulates those (the same IEEE operations as a direct evaluation)
+//! and sums table entries in a fixed tree order; with AVX2 the neighbour lists are packed
+//! words scored 8 at a time (`search_avx2`, equal to the scalar loop bit for bit). Work that
+//! cannot change the result is skipped: sign-flip candidates whose lower bound (summed least
+//! level errors; rounded addition is monotone) reaches the best flip, and phase-2 unit fits
+//! once their running error can no longer be kept (non-negative importance only).
 
 use std::sync::OnceLock;
 
@@ -58,6 +66,22 @@ pub(super) struct Codebook {
     mids: Vec<f32>,
     /// Level values of every entry (first `n` used).
     vals: Vec<[f32; 8]>,
+    /// Level indices of every entry (first `n` used), for the per-level error tables.
+    lev: Vec<[u8; 8]>,
+    /// The level values, zero-padded to 8.
+    levels: [f32; 8],
+    /// `list` and `list1` again for the AVX2 search (8-wide grids of at most 4 levels, 4-wide
+    /// grids of at most 8): per key, its candidates in chunks of 8 lanes, each lane a word
+    /// holding the candidate's level indices (2 bits each for 8-wide grids, element `j` at bit
+    /// `2j`; 3 bits each for 4-wide ones) and its grid index (bits 16..32).
+    /// A short last chunk repeats its last candidate, which never wins over the original.
+    /// `packed_start[key]..packed_start[key + 1]` are the key's chunks. Empty for other grids.
+    packed_start: Vec<u32>,
+    packed: Vec<[u32; 8]>,
+    packed_start1: Vec<u32>,
+    packed1: Vec<[u32; 8]>,
+    /// AVX2 is available (checked once).
+    avx2: bool,
     /// Per pattern key: (start, len) into `list`.
     lut: Vec<(u32, u32)>,
     list: Vec<u16>,
@@ -159,11 +183,31 @@ impl Codebook {
         }
         let mids = level_vals.windows(2).map(|p| 0.5 * (p[0] + p[1])).collect();
         let top = level_vals.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let mut levels = [0f32; 8];
+        levels[..nlev].copy_from_slice(level_vals);
+        let packable = ((n == 8 && nlev <= 4) || (n == 4 && nlev <= 8)) && glev.len() <= 1 << 16;
+        let (packed_start, packed) = if packable {
+            lane_chunks(&lut, &list, &glev, n)
+        } else {
+            Default::default()
+        };
+        let (packed_start1, packed1) = if packable {
+            lane_chunks(&lut1, &list1, &glev, n)
+        } else {
+            Default::default()
+        };
         Codebook {
             n,
             nlev,
             mids,
             vals,
+            lev: glev,
+            levels,
+            packed_start,
+            packed,
+            packed_start1,
+            packed1,
+            avx2: packable && avx2_available(),
             lut,
             list,
             lut1,
@@ -177,10 +221,175 @@ impl Codebook {
     #[inline]
     fn search(&self, a: &[f32], w: &[f32], sigma: f32, delta: f32, short: bool) -> (u16, f32) {
         if self.n == 8 {
-            self.search_n::<8>(a, w, sigma, delta, short)
+            self.search_g::<8>(a, w, sigma, delta, short, Targets::Plain)
         } else {
-            self.search_n::<4>(a, w, sigma, delta, short)
+            self.search_g::<4>(a, w, sigma, delta, short, Targets::Plain)
         }
+    }
+
+    /// `search` for a grid of `N`-wide entries (`N == self.n`), the targets derived from `x`.
+    #[inline(always)]
+    fn search_g<const N: usize>(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        sigma: f32,
+        delta: f32,
+        short: bool,
+        targets: Targets,
+    ) -> (u16, f32) {
+        let x: &[f32; N] = x[..N].try_into().expect("group");
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            let w: &[f32; N] = w[..N].try_into().expect("group");
+            // SAFETY: `avx2` is true only where the CPU has AVX2.
+            return unsafe { self.search_avx2::<N>(x, w, sigma, delta, short, targets) };
+        }
+        let a: [f32; N] = core::array::from_fn(|j| targets.of(x[j], j));
+        self.search_n::<N>(&a, w, sigma, delta, short)
+    }
+
+    /// `search_n::<N>` with AVX2, the same result bit for bit: the key from the same
+    /// roundings, every candidate's error as the sum of its `N` per-element table entries (the
+    /// same operations as a direct evaluation) in `tree_sum`'s order, 8 candidates per step.
+    /// Each lane keeps its first strict minimum; lanes are merged by (error, list position),
+    /// which is the scalar loop's first least error (`<`, so NaN never wins).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn search_avx2<const N: usize>(
+        &self,
+        x: &[f32; N],
+        w: &[f32; N],
+        sigma: f32,
+        delta: f32,
+        short: bool,
+        targets: Targets,
+    ) -> (u16, f32) {
+        use std::arch::x86_64::*;
+        // The targets are formed in registers from the caller's row (a vector load of values
+        // just stored one by one would stall on store forwarding).
+        let xv = if N == 8 {
+            _mm256_loadu_ps(x.as_ptr())
+        } else {
+            _mm256_set_m128(_mm_setzero_ps(), _mm_loadu_ps(x.as_ptr()))
+        };
+        let av = match targets {
+            Targets::Plain => xv,
+            Targets::Abs { flip } => {
+                let sign = _mm256_set1_ps(-0.0);
+                let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+                let hit = _mm256_cmpeq_epi32(
+                    _mm256_and_si256(_mm256_set1_epi32(i32::from(flip)), bits),
+                    bits,
+                );
+                let abs = _mm256_andnot_ps(sign, xv);
+                _mm256_xor_ps(abs, _mm256_and_ps(_mm256_castsi256_ps(hit), sign))
+            }
+        };
+        let inv = 1.0 / sigma;
+        let v = _mm256_sub_ps(
+            _mm256_mul_ps(av, _mm256_set1_ps(inv)),
+            _mm256_set1_ps(delta),
+        );
+        // Level index per element: how many midpoints it exceeds (compare masks are -1).
+        let mut lev = _mm256_setzero_si256();
+        for &m in &self.mids {
+            let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_set1_ps(m));
+            lev = _mm256_sub_epi32(lev, _mm256_castps_si256(gt));
+        }
+        let mut pow = [0i32; 8];
+        let mut p = 1;
+        for pj in pow.iter_mut().take(N) {
+            *pj = p;
+            p *= self.nlev as i32;
+        }
+        let mut parts = [0i32; 8];
+        let pow = _mm256_loadu_si256(pow.as_ptr().cast());
+        _mm256_storeu_si256(parts.as_mut_ptr().cast(), _mm256_mullo_epi32(lev, pow));
+        let key = parts.iter().sum::<i32>() as usize;
+        let (starts, chunks) = if short {
+            (&self.packed_start1, &self.packed1)
+        } else {
+            (&self.packed_start, &self.packed)
+        };
+        let chunks = &chunks[starts[key] as usize..starts[key + 1] as usize];
+        // Per element j, the error of each level: w_j·(t_j − sigma·level)² with
+        // t_j = a_j − sigma·delta, in the scalar order ((w·d)·d). 8-wide grids have at most 4
+        // levels, repeated in lanes 4..8, so an index's bit 2 (the next element's) is ignored.
+        let mut t = [0f32; 8];
+        _mm256_storeu_ps(
+            t.as_mut_ptr(),
+            _mm256_sub_ps(av, _mm256_set1_ps(sigma * delta)),
+        );
+        let levels = if N == 8 {
+            let lv = _mm_loadu_ps(self.levels.as_ptr());
+            _mm256_set_m128(lv, lv)
+        } else {
+            _mm256_loadu_ps(self.levels.as_ptr())
+        };
+        let scaled = _mm256_mul_ps(_mm256_set1_ps(sigma), levels);
+        let mut tab = [_mm256_setzero_ps(); N];
+        for (j, e) in tab.iter_mut().enumerate() {
+            let d = _mm256_sub_ps(_mm256_set1_ps(t[j]), scaled);
+            *e = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w[j]), d), d);
+        }
+        let mut best_v = _mm256_set1_ps(f32::INFINITY);
+        let mut best_p = _mm256_set1_epi32(-1);
+        let mut best_w = _mm256_setzero_si256();
+        let mut pos = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let step = _mm256_set1_epi32(8);
+        for chunk in chunks {
+            let words = _mm256_loadu_si256(chunk.as_ptr().cast());
+            // Element j's level index is in the low bits of `words >> (bits · j)`.
+            macro_rules! err {
+                ($j:expr, $shift:literal) => {
+                    _mm256_permutevar8x32_ps(tab[$j], _mm256_srli_epi32::<$shift>(words))
+                };
+            }
+            let sum = if N == 8 {
+                _mm256_add_ps(
+                    _mm256_add_ps(
+                        _mm256_add_ps(err!(0, 0), err!(4 % N, 8)),
+                        _mm256_add_ps(err!(1, 2), err!(5 % N, 10)),
+                    ),
+                    _mm256_add_ps(
+                        _mm256_add_ps(err!(2, 4), err!(6 % N, 12)),
+                        _mm256_add_ps(err!(3, 6), err!(7 % N, 14)),
+                    ),
+                )
+            } else {
+                _mm256_add_ps(
+                    _mm256_add_ps(err!(0, 0), err!(2, 6)),
+                    _mm256_add_ps(err!(1, 3), err!(3, 9)),
+                )
+            };
+            let lt = _mm256_cmp_ps::<_CMP_LT_OQ>(sum, best_v);
+            let lti = _mm256_castps_si256(lt);
+            best_v = _mm256_blendv_ps(best_v, sum, lt);
+            best_p = _mm256_blendv_epi8(best_p, pos, lti);
+            best_w = _mm256_blendv_epi8(best_w, words, lti);
+            pos = _mm256_add_epi32(pos, step);
+        }
+        // Merge the lanes: the least error, then among the lanes holding it the first list
+        // position. Lanes that never won hold +inf and position -1; errors are never NaN here.
+        let v = _mm256_min_ps(best_v, _mm256_permute2f128_ps::<1>(best_v, best_v));
+        let v = _mm256_min_ps(v, _mm256_shuffle_ps::<0b0100_1110>(v, v));
+        let least = _mm256_min_ps(v, _mm256_shuffle_ps::<0b1011_0001>(v, v));
+        if _mm256_cvtss_f32(least) == f32::INFINITY {
+            return (0, f32::INFINITY);
+        }
+        let holds = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(best_v, least));
+        let p = _mm256_blendv_epi8(_mm256_set1_epi32(i32::MAX), best_p, holds);
+        let p = _mm256_min_epi32(p, _mm256_permute2x128_si256::<1>(p, p));
+        let p = _mm256_min_epi32(p, _mm256_shuffle_epi32::<0b0100_1110>(p));
+        let first = _mm256_min_epi32(p, _mm256_shuffle_epi32::<0b1011_0001>(p));
+        let lane = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(best_p, first)))
+            .trailing_zeros() as i32;
+        let at = _mm256_set1_epi32(lane);
+        let word = _mm256_cvtsi256_si32(_mm256_permutevar8x32_epi32(best_w, at)) as u32;
+        // The winning lane's own error (a zero keeps its sign, as in the scalar loop).
+        let err = _mm256_cvtss_f32(_mm256_permutevar8x32_ps(best_v, at));
+        ((word >> 16) as u16, err)
     }
 
     #[inline(always)]
@@ -207,26 +416,114 @@ impl Codebook {
             (&self.lut, &self.list)
         };
         let (start, len) = lut[key];
+        let cands = &list[start as usize..(start + len) as usize];
         // Targets in value units with the delta folded in: x̂ − a = sigma·g − t.
         let t: [f32; N] = core::array::from_fn(|j| a[j] - sigma * delta);
         let mut best = (0u16, f32::INFINITY);
-        for &i in &list[start as usize..(start + len) as usize] {
-            let g = &self.vals[usize::from(i)];
-            let mut e = [0f32; N];
-            for j in 0..N {
-                let d = t[j] - sigma * g[j];
-                e[j] = w[j] * d * d;
+        if cands.len() <= self.nlev {
+            for &i in cands {
+                let g = &self.vals[usize::from(i)];
+                let mut e = [0f32; N];
+                for j in 0..N {
+                    let d = t[j] - sigma * g[j];
+                    e[j] = w[j] * d * d;
+                }
+                let e = tree_sum::<N>(&e);
+                if e < best.1 {
+                    best = (i, e);
+                }
             }
-            let e = if N == 8 {
-                ((e[0] + e[4]) + (e[1] + e[5])) + ((e[2] + e[6]) + (e[3] + e[7 % N]))
-            } else {
-                (e[0] + e[2 % N]) + (e[1] + e[3 % N])
-            };
+            return best;
+        }
+        // Every candidate's per-element error is one of `nlev` values per element: tabulate
+        // them once (the same operations as a direct evaluation, so the same bits) and sum
+        // table entries per candidate.
+        let mut tab = [[0f32; 8]; N];
+        for (j, row) in tab.iter_mut().enumerate() {
+            for (l, e) in row.iter_mut().enumerate().take(self.nlev) {
+                let d = t[j] - sigma * self.levels[l];
+                *e = w[j] * d * d;
+            }
+        }
+        for &i in cands {
+            let lv = &self.lev[usize::from(i)];
+            let e: [f32; N] = core::array::from_fn(|j| tab[j][usize::from(lv[j] & 7)]);
+            let e = tree_sum::<N>(&e);
             if e < best.1 {
                 best = (i, e);
             }
         }
         best
+    }
+}
+
+/// How a search's targets come from the row's values.
+#[derive(Clone, Copy)]
+enum Targets {
+    /// The values themselves (IQ1 grids).
+    Plain,
+    /// Magnitudes, the elements of the bit set `flip` negated (sign-flip candidates).
+    Abs { flip: u8 },
+}
+
+impl Targets {
+    #[inline(always)]
+    fn of(self, x: f32, j: usize) -> f32 {
+        match self {
+            Targets::Plain => x,
+            Targets::Abs { flip } if flip >> j & 1 != 0 => -x.abs(),
+            Targets::Abs { .. } => x.abs(),
+        }
+    }
+}
+
+fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The candidate lists of every key packed for the AVX2 search (see `Codebook::packed`):
+/// (first chunk per key and one past the last, chunks).
+fn lane_chunks(
+    lut: &[(u32, u32)],
+    list: &[u16],
+    glev: &[[u8; 8]],
+    n: usize,
+) -> (Vec<u32>, Vec<[u32; 8]>) {
+    let bits = if n == 8 { 2 } else { 3 };
+    let mut starts = Vec::with_capacity(lut.len() + 1);
+    let mut chunks = Vec::new();
+    for &(start, len) in lut {
+        starts.push(chunks.len() as u32);
+        let cands = &list[start as usize..(start + len) as usize];
+        for part in cands.chunks(8) {
+            chunks.push(core::array::from_fn(|lane| {
+                let i = part[lane.min(part.len() - 1)];
+                let levels = glev[usize::from(i)][..n]
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |p, (j, &l)| p | u32::from(l) << (bits * j));
+                levels | u32::from(i) << 16
+            }));
+        }
+    }
+    starts.push(chunks.len() as u32);
+    (starts, chunks)
+}
+
+/// The fixed summation order of a group's per-element errors.
+#[inline(always)]
+fn tree_sum<const N: usize>(e: &[f32; N]) -> f32 {
+    if N == 8 {
+        ((e[0] + e[4]) + (e[1] + e[5])) + ((e[2] + e[6]) + (e[3] + e[7 % N]))
+    } else {
+        (e[0] + e[2 % N]) + (e[1] + e[3 % N])
     }
 }
 
@@ -323,7 +620,8 @@ struct Group {
 #[derive(Clone, Copy, Default)]
 struct UnitFit {
     err: f32,
-    /// Σ w·x·b and Σ w·b² with `x̂ = scale·b` (least-squares re-fit of the scale).
+    /// Σ w·x·b and Σ w·b² with `x̂ = scale·b` (least-squares re-fit of the scale); summed in
+    /// the phase-1 sweep only (`unit_stats` gives them for a phase-2 fit).
     sxb: f32,
     sbb: f32,
     groups: [Group; 4],
@@ -338,9 +636,26 @@ fn search_signed(
     sigma: f32,
     parity: bool,
     fast: bool,
-) -> (Group, f32, [f32; 8]) {
+) -> (Group, f32) {
+    if book.n == 8 {
+        search_signed_n::<8>(book, x, w, sigma, parity, fast)
+    } else {
+        search_signed_n::<4>(book, x, w, sigma, parity, fast)
+    }
+}
+
+/// `search_signed` for a grid of `N`-wide entries (`N == book.n`).
+#[inline(always)]
+fn search_signed_n<const N: usize>(
+    book: &Codebook,
+    x: &[f32],
+    w: &[f32],
+    sigma: f32,
+    parity: bool,
+    fast: bool,
+) -> (Group, f32) {
     let flips = if fast { 1 } else { FLIPS };
-    let n = book.n;
+    let n = N;
     let parts = 8 / n;
     let mut a = [0f32; 8];
     let mut signs = 0u8;
@@ -350,23 +665,66 @@ fn search_signed(
             signs |= 1 << j;
         }
     }
-    let half =
-        |a: &[f32; 8], h: usize| book.search(&a[h * n..h * n + n], &w[h * n..], sigma, 0.0, fast);
+    // Half `h` of the group searched with the elements of `flip` (bits 0..8) negated.
+    let half = |flip: u8, h: usize| {
+        let flip = (u32::from(flip) >> (h * n)) as u8;
+        book.search_g::<N>(
+            &x[h * n..h * n + n],
+            &w[h * n..],
+            sigma,
+            0.0,
+            fast,
+            Targets::Abs { flip },
+        )
+    };
     let mut res = [(0u16, 0f32); 2];
     for (h, r) in res.iter_mut().enumerate().take(parts) {
-        *r = half(&a, h);
+        *r = half(0, h);
     }
     let mut best = (res, signs);
     if parity && signs.count_ones() % 2 == 1 {
-        let mut order: [usize; 8] = core::array::from_fn(|j| j);
-        order.sort_by(|&i, &j| (w[i] * a[i]).total_cmp(&(w[j] * a[j])));
+        // The `flips` elements of least w·|x|, in a stable sort's order (ties: lower index
+        // first), by selection: no sort of all 8 per group.
+        let cost: [f32; 8] = core::array::from_fn(|j| w[j] * a[j]);
+        // Each element's least error over the levels, with its sign kept and flipped: a
+        // candidate's error is a sum of one level error per element, and rounded addition is
+        // monotone, so these sums bound a flip's result from below. A flip whose bound
+        // already reaches the best flip's error cannot win (`<`) and is not searched.
+        let mut bounds: Option<([f32; 8], [f32; 8])> = None;
+        let mut taken = 0u8;
         let mut best_err = f32::INFINITY;
-        for &j in &order[..flips] {
+        for _ in 0..flips {
+            let mut j = taken.trailing_ones() as usize;
+            for k in j + 1..8 {
+                if taken & (1 << k) == 0 && cost[k].total_cmp(&cost[j]).is_lt() {
+                    j = k;
+                }
+            }
+            taken |= 1 << j;
             let h = j / n;
-            let mut a2 = a;
-            a2[j] = -a[j];
+            if best_err < f32::INFINITY {
+                let (kept, flipped) =
+                    *bounds.get_or_insert_with(|| least_level_errors(book, &a, w, sigma));
+                let e: [f32; N] = core::array::from_fn(|i| {
+                    let k = h * n + i;
+                    if k == j {
+                        flipped[k]
+                    } else {
+                        kept[k]
+                    }
+                });
+                let bound = tree_sum::<N>(&e);
+                let bound = if h == 0 {
+                    bound + res[1].1
+                } else {
+                    res[0].1 + bound
+                };
+                if bound >= best_err {
+                    continue;
+                }
+            }
             let mut rr = res;
-            rr[h] = half(&a2, h);
+            rr[h] = half(1 << j, h);
             let e = rr[0].1 + rr[1].1;
             if e < best_err {
                 best_err = e;
@@ -375,17 +733,72 @@ fn search_signed(
         }
     }
     let (rr, signs) = best;
-    let mut b = [0f32; 8];
-    for (j, bj) in b.iter_mut().enumerate() {
-        let g = book.vals[usize::from(rr[j / n].0)][j % n];
-        *bj = if signs & (1 << j) != 0 { -g } else { g };
-    }
     let group = Group {
         idx: [rr[0].0, rr[1].0],
         signs,
         delta_neg: false,
     };
-    (group, rr[0].1 + rr[1].1, b)
+    (group, rr[0].1 + rr[1].1)
+}
+
+/// Each element's least error over the levels at scale `sigma`, with its sign kept (target
+/// `a_j`) and flipped (`−a_j`), each level's error computed exactly as the search computes it.
+fn least_level_errors(
+    book: &Codebook,
+    a: &[f32; 8],
+    w: &[f32],
+    sigma: f32,
+) -> ([f32; 8], [f32; 8]) {
+    let w: &[f32; 8] = w[..8].try_into().expect("group");
+    #[cfg(target_arch = "x86_64")]
+    if book.avx2 {
+        // SAFETY: `avx2` is true only where the CPU has AVX2.
+        return unsafe { least_level_errors_avx2(book, a, w, sigma) };
+    }
+    let least = |t: f32, j: usize| {
+        book.levels[..book.nlev]
+            .iter()
+            .map(|&l| {
+                let d = t - sigma * l;
+                w[j] * d * d
+            })
+            .fold(f32::INFINITY, |m, e| if e < m { e } else { m })
+    };
+    (
+        core::array::from_fn(|j| least(a[j], j)),
+        core::array::from_fn(|j| least(-a[j], j)),
+    )
+}
+
+/// `least_level_errors` with AVX2 (the same values: the same operations per level, and the
+/// minimum keeps the running value unless a level's error is `<` it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn least_level_errors_avx2(
+    book: &Codebook,
+    a: &[f32; 8],
+    w: &[f32; 8],
+    sigma: f32,
+) -> ([f32; 8], [f32; 8]) {
+    use std::arch::x86_64::*;
+    let t = _mm256_loadu_ps(a.as_ptr());
+    let neg = _mm256_xor_ps(t, _mm256_set1_ps(-0.0));
+    let wv = _mm256_loadu_ps(w.as_ptr());
+    let mut kept = _mm256_set1_ps(f32::INFINITY);
+    let mut flipped = kept;
+    for &l in &book.levels[..book.nlev] {
+        let sl = _mm256_set1_ps(sigma * l);
+        let d = _mm256_sub_ps(t, sl);
+        let e = _mm256_mul_ps(_mm256_mul_ps(wv, d), d);
+        kept = _mm256_blendv_ps(kept, e, _mm256_cmp_ps::<_CMP_LT_OQ>(e, kept));
+        let d = _mm256_sub_ps(neg, sl);
+        let e = _mm256_mul_ps(_mm256_mul_ps(wv, d), d);
+        flipped = _mm256_blendv_ps(flipped, e, _mm256_cmp_ps::<_CMP_LT_OQ>(e, flipped));
+    }
+    let (mut k, mut f) = ([0f32; 8], [0f32; 8]);
+    _mm256_storeu_ps(k.as_mut_ptr(), kept);
+    _mm256_storeu_ps(f.as_mut_ptr(), flipped);
+    (k, f)
 }
 
 /// Best IQ1 entry for a group of 8 at scale `sigma` and delta `delta`.
@@ -396,37 +809,96 @@ fn search_iq1(
     sigma: f32,
     delta: f32,
     fast: bool,
-) -> (Group, f32, [f32; 8]) {
+) -> (Group, f32) {
     let (i, e) = book.search(x, w, sigma, delta, fast);
-    let g = &book.vals[usize::from(i)];
-    let b = core::array::from_fn(|j| g[j] + delta);
     let group = Group {
         idx: [i, 0],
         signs: 0,
         delta_neg: delta < 0.0,
     };
-    (group, e, b)
+    (group, e)
 }
 
+/// Adds a group to a unit's fit; the re-fit sums only with `stats` (phase 2 needs them for
+/// few units: `unit_stats` computes them there afterwards, in the same order).
+#[inline(always)]
 fn accumulate(
     fit: &mut UnitFit,
     k: usize,
-    (g, e, b): (Group, f32, [f32; 8]),
+    (g, e): (Group, f32),
     x: &[f32],
     w: &[f32],
+    stats: Option<(&Codebook, Kind)>,
 ) {
     fit.groups[k] = g;
     fit.err += e;
+    if let Some((book, kind)) = stats {
+        add_stats(fit, &basis(book, kind, &g), x, w);
+    }
+}
+
+/// The basis values `b` of a group (`x̂ = scale·b`): signed grid magnitudes, or IQ1 grid
+/// values plus the group's delta.
+#[inline(always)]
+fn basis(book: &Codebook, kind: Kind, g: &Group) -> [f32; 8] {
+    match kind {
+        Kind::Signed { .. } => core::array::from_fn(|j| {
+            let v = book.vals[usize::from(g.idx[j / book.n])][j % book.n];
+            if g.signs & (1 << j) != 0 {
+                -v
+            } else {
+                v
+            }
+        }),
+        Kind::Iq1 { .. } => {
+            let delta = if g.delta_neg { -DELTA } else { DELTA };
+            let v = &book.vals[usize::from(g.idx[0])];
+            core::array::from_fn(|j| v[j] + delta)
+        }
+    }
+}
+
+#[inline(always)]
+fn add_stats(fit: &mut UnitFit, b: &[f32; 8], x: &[f32], w: &[f32]) {
     for j in 0..8 {
         fit.sxb += w[j] * x[j] * b[j];
         fit.sbb += w[j] * b[j] * b[j];
     }
 }
 
+/// The re-fit sums `(Σ w·x·b, Σ w·b²)` of a unit fitted without them, in `accumulate`'s order.
+fn unit_stats(spec: &Spec, fit: &UnitFit, x: &[f32], w: &[f32]) -> (f32, f32) {
+    let book = (spec.book)();
+    let mut sums = UnitFit::default();
+    for (k, g) in fit.groups[..x.len() / 8].iter().enumerate() {
+        let b = basis(book, spec.kind, g);
+        add_stats(&mut sums, &b, &x[8 * k..8 * k + 8], &w[8 * k..8 * k + 8]);
+    }
+    (sums.sxb, sums.sbb)
+}
+
 /// Assigns every group of a unit at scale `sigma`.
 fn assign_unit(spec: &Spec, x: &[f32], w: &[f32], sigma: f32, fast: bool) -> UnitFit {
+    assign_unit_until(spec, x, w, sigma, fast, |_| false).expect("never stopped")
+}
+
+/// `assign_unit`, given up (None) as soon as the running error satisfies `stop`, which must
+/// be upward closed (true for an error, true for every larger one). Errors of groups are
+/// never negative when no importance is (the caller checks), and rounded addition of a
+/// non-negative term never decreases a sum, so a stopped fit's full error satisfies `stop`
+/// too: the caller loses only fits it would have rejected.
+#[inline(always)]
+fn assign_unit_until(
+    spec: &Spec,
+    x: &[f32],
+    w: &[f32],
+    sigma: f32,
+    fast: bool,
+    stop: impl Fn(f32) -> bool,
+) -> Option<UnitFit> {
     let book = (spec.book)();
     let ng = x.len() / 8;
+    let stats = fast.then_some((book, spec.kind));
     match spec.kind {
         Kind::Signed { parity } => {
             let mut fit = UnitFit::default();
@@ -438,9 +910,13 @@ fn assign_unit(spec: &Spec, x: &[f32], w: &[f32], sigma: f32, fast: bool) -> Uni
                     search_signed(book, xs, ws, sigma, parity, fast),
                     xs,
                     ws,
+                    stats,
                 );
+                if stop(fit.err) {
+                    return None;
+                }
             }
-            fit
+            Some(fit)
         }
         Kind::Iq1 { per_group: true } => {
             let mut fit = UnitFit::default();
@@ -448,16 +924,22 @@ fn assign_unit(spec: &Spec, x: &[f32], w: &[f32], sigma: f32, fast: bool) -> Uni
                 let (xs, ws) = (&x[8 * k..8 * k + 8], &w[8 * k..8 * k + 8]);
                 let p = search_iq1(book, xs, ws, sigma, DELTA, fast);
                 let m = search_iq1(book, xs, ws, sigma, -DELTA, fast);
-                accumulate(&mut fit, k, if m.1 < p.1 { m } else { p }, xs, ws);
+                accumulate(&mut fit, k, if m.1 < p.1 { m } else { p }, xs, ws, stats);
+                if stop(fit.err) {
+                    return None;
+                }
             }
-            fit
+            Some(fit)
         }
         Kind::Iq1 { per_group: false } => {
+            // The second delta also stops once it cannot beat the best so far (`<`); a fit
+            // that beats no finite error leaves the infinite default, as it always did.
             let mut best = UnitFit {
                 err: f32::INFINITY,
                 ..UnitFit::default()
             };
-            for delta in [DELTA, -DELTA] {
+            let mut completed = false;
+            'delta: for delta in [DELTA, -DELTA] {
                 let mut fit = UnitFit::default();
                 for k in 0..ng {
                     let (xs, ws) = (&x[8 * k..8 * k + 8], &w[8 * k..8 * k + 8]);
@@ -467,13 +949,18 @@ fn assign_unit(spec: &Spec, x: &[f32], w: &[f32], sigma: f32, fast: bool) -> Uni
                         search_iq1(book, xs, ws, sigma, delta, fast),
                         xs,
                         ws,
+                        stats,
                     );
+                    if stop(fit.err) || (completed && fit.err >= best.err) {
+                        continue 'delta;
+                    }
                 }
+                completed = true;
                 if fit.err < best.err {
                     best = fit;
                 }
             }
-            best
+            completed.then_some(best)
         }
     }
 }
@@ -563,15 +1050,24 @@ fn quantize_superblock(spec: &Spec, x: &[f32], w: &[f32]) -> SuperBlock {
                 .position(|&m| m >= c)
                 .unwrap_or(mults.len() - 1);
             let lo = hi.saturating_sub(1);
+            // A code's fit is given up once it cannot be kept: it reaches the other code's
+            // error, or the total reaches `limit` (valid where no importance is negative:
+            // errors only grow as groups are added).
+            let prune = ws.iter().all(|&v| v >= 0.0);
             let mut best: Option<(u8, UnitFit)> = None;
             for s in [lo, hi] {
                 let db = (spec.db)(d, s as u32);
                 if db <= 0.0 {
                     continue;
                 }
-                let fit = assign_unit(spec, xs, ws, db, false);
-                if best.as_ref().is_none_or(|b| fit.err < b.1.err) {
-                    best = Some((s as u8, fit));
+                let kept = best.as_ref().map(|b| b.1.err);
+                let fit = assign_unit_until(spec, xs, ws, db, false, |err| {
+                    prune && (total + err >= limit || kept.is_some_and(|k| err >= k))
+                });
+                if let Some(fit) = fit {
+                    if best.as_ref().is_none_or(|b| fit.err < b.1.err) {
+                        best = Some((s as u8, fit));
+                    }
                 }
                 if lo == hi {
                     break;
@@ -605,8 +1101,10 @@ fn quantize_superblock(spec: &Spec, x: &[f32], w: &[f32]) -> SuperBlock {
         let (mut num, mut den) = (0f32, 0f32);
         for (k, fit) in fits.iter().enumerate() {
             let m = mults[usize::from(codes[k])];
-            num += m * fit.sxb;
-            den += m * m * fit.sbb;
+            let r = k * spec.unit..(k + 1) * spec.unit;
+            let (sxb, sbb) = unit_stats(spec, fit, &x[r.clone()], &w[r]);
+            num += m * sxb;
+            den += m * m * sbb;
         }
         if den > 0.0 && num > 0.0 {
             consider(num / den, &mut best);
@@ -852,6 +1350,113 @@ pub(super) fn quantize_iq1_m(x: &[f32], w: &[f32], out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn xorshift(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed | 1;
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        }
+    }
+
+    /// The AVX2 search and the flip bounds give the scalar results bit for bit (where the CPU
+    /// has AVX2), over both list kinds, both delta signs, zero and uneven importance.
+    #[test]
+    fn avx2_search_matches_the_scalar_search() {
+        let mut next = xorshift(0x5eed_cafe);
+        for book in [
+            book_iq2xxs(),
+            book_iq2xs(),
+            book_iq2s(),
+            book_iq3xxs(),
+            book_iq3s(),
+            book_iq1s(),
+        ] {
+            if !book.avx2 {
+                return;
+            }
+            let iq1 = book.levels[0] < 0.0;
+            for trial in 0..20_000 {
+                let a: [f32; 8] = core::array::from_fn(|_| {
+                    let v = next() * book.top * 1.3;
+                    if iq1 {
+                        v * 2.0 - book.top * 1.3
+                    } else {
+                        v
+                    }
+                });
+                let w: [f32; 8] = core::array::from_fn(|j| {
+                    if trial % 7 == 0 && j % 3 == 0 {
+                        0.0
+                    } else {
+                        next() * next() * 4.0
+                    }
+                });
+                let sigma = 0.5 + next();
+                let delta = if iq1 && trial % 2 == 0 {
+                    -DELTA
+                } else if iq1 {
+                    DELTA
+                } else {
+                    0.0
+                };
+                let short = trial % 3 == 0;
+                // Signed grids: the row's signs are random and one element may be flipped.
+                let (x, targets) = if iq1 {
+                    (a, Targets::Plain)
+                } else {
+                    let flip = if trial % 2 == 0 {
+                        0
+                    } else {
+                        1u8 << (trial % book.n)
+                    };
+                    let x = core::array::from_fn(|j| if next() < 0.5 { -a[j] } else { a[j] });
+                    (x, Targets::Abs { flip })
+                };
+                let a: [f32; 8] = core::array::from_fn(|j| targets.of(x[j], j % book.n));
+                let (scalar, simd) = if book.n == 8 {
+                    (
+                        book.search_n::<8>(&a, &w, sigma, delta, short),
+                        // SAFETY: `book.avx2` says the CPU has AVX2.
+                        unsafe { book.search_avx2::<8>(&x, &w, sigma, delta, short, targets) },
+                    )
+                } else {
+                    let (a4, x4, w4): (&[f32; 4], &[f32; 4], &[f32; 4]) = (
+                        a[..4].try_into().unwrap(),
+                        x[..4].try_into().unwrap(),
+                        w[..4].try_into().unwrap(),
+                    );
+                    (
+                        book.search_n::<4>(a4, w4, sigma, delta, short),
+                        // SAFETY: as above.
+                        unsafe { book.search_avx2::<4>(x4, w4, sigma, delta, short, targets) },
+                    )
+                };
+                assert_eq!(scalar.0, simd.0, "entry, trial {trial}");
+                assert_eq!(scalar.1.to_bits(), simd.1.to_bits(), "error, trial {trial}");
+                if !iq1 {
+                    // SAFETY: as above.
+                    let simd = unsafe { least_level_errors_avx2(book, &a, &w, sigma) };
+                    let mut scalar = ([0f32; 8], [0f32; 8]);
+                    for j in 0..8 {
+                        for (t, out) in [(a[j], &mut scalar.0[j]), (-a[j], &mut scalar.1[j])] {
+                            *out = book.levels[..book.nlev]
+                                .iter()
+                                .map(|&l| {
+                                    let d = t - sigma * l;
+                                    w[j] * d * d
+                                })
+                                .fold(f32::INFINITY, |m, e| if e < m { e } else { m });
+                        }
+                    }
+                    assert_eq!(scalar.0.map(f32::to_bits), simd.0.map(f32::to_bits));
+                    assert_eq!(scalar.1.map(f32::to_bits), simd.1.map(f32::to_bits));
+                }
+            }
+        }
+    }
 
     #[test]
     fn lookup_lists_are_small_and_on_grid_entries_map_to_themselves() {
