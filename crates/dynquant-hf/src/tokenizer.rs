@@ -72,6 +72,8 @@ pub struct VocabOptions {
     /// Write `tokenizer.ggml.add_space_prefix` from `tokenizer_config.json`'s
     /// `add_prefix_space` (llama family).
     pub add_space_prefix: bool,
+    /// Write `tokenizer.ggml.add_space_prefix = false` after a SentencePiece vocabulary (Gemma).
+    pub space_prefix_off_after_spm: bool,
 }
 
 fn json_opt(path: &Path) -> Result<Option<Json>> {
@@ -123,6 +125,9 @@ pub fn write_vocab(
     let kind = if opts.prefer_spm && spm_path.is_file() {
         let n = write_spm(dir, &spm_path, vocab_size, tc.as_ref(), md)?;
         special_vocab(dir, tc.as_ref(), None, Some(n), false, md)?;
+        if opts.space_prefix_off_after_spm {
+            md.set("tokenizer.ggml.add_space_prefix", Value::Bool(false));
+        }
         VocabKind::SentencePiece
     } else {
         let tj_path = dir.join("tokenizer.json");
