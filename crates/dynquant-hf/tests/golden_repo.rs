@@ -73,3 +73,25 @@ fn gemma3_converts_byte_identical_to_llama_cpp() {
     let mean = w.iter().sum::<f32>() / 64.0;
     assert!((0.9..1.1).contains(&mean), "mean norm weight {mean}");
 }
+
+/// Planning from `config.json` alone gives the tensors llama.cpp's converter wrote.
+#[test]
+fn gemma3_config_inventory_matches_llama_cpp() {
+    use std::collections::BTreeMap;
+    let inv =
+        dynquant_hf::config_inventory(&fixtures().join("gemma3"), dynquant_plan::MlaLayout::Mla)
+            .unwrap();
+    let ours: BTreeMap<_, _> = inv
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), (t.shape.clone(), t.ggml_type)))
+        .collect();
+    let gguf = GgufFile::open(&fixtures().join("gemma3.llamacpp.gguf"), Access::Pread).unwrap();
+    let theirs: BTreeMap<_, _> = gguf
+        .header()
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), (t.shape.clone(), t.ggml_type)))
+        .collect();
+    assert_eq!(ours, theirs);
+}
