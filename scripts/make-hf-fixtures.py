@@ -50,7 +50,9 @@ def write_json(path: Path, obj) -> None:
 def gemma3(out: Path, spm: Path) -> None:
     """Gemma3ForCausalLM (text only), shaped like Gemma 3 1B scaled down: 6 layers so the
     5-sliding / 1-global pattern appears once, a 16-token sliding window, q/k norms, the four
-    norms per block, tied embeddings, SentencePiece tokenizer."""
+    norms per block, tied embeddings. Tokenizer: the given SentencePiece model (the stored one is
+    shared/golden/hf/llama-spm's: BPE, vocab 1000, byte fallback) with a GemmaTokenizer config.
+    Weights: seed 20, BF16; matrices normal(0, 0.02) with outliers, norms normal(0, 0.1) offsets."""
     d = out / "gemma3"
     d.mkdir(parents=True, exist_ok=True)
     hidden, inter, n_layer, n_head, n_kv, head_dim, vocab = 64, 128, 6, 2, 1, 32, 1000
@@ -146,6 +148,8 @@ def main() -> int:
     ap.add_argument("--llama-cpp", type=Path, help="llama.cpp tree whose converter to run")
     ap.add_argument("--spm-tokenizer", type=Path, required=True,
                     help="a SentencePiece tokenizer.model to ship (vocab 1000: <unk> <s> </s>)")
+    ap.add_argument("--sdist", type=Path,
+                    help="the llama-cpp-python sdist the tree came from (its sha256 is recorded)")
     ap.add_argument("--only", nargs="*", default=sorted(FIXTURES))
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +161,9 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": str(lc / "gguf-py")}
     lines = ["# Provenance", "",
              f"Made by `scripts/make-hf-fixtures.py`; converter: `{lc.name}` tree from the "
-             "llama-cpp-python==0.3.36 sdist (llama.cpp 0c1e57098), its bundled gguf-py.", "",
+             "llama-cpp-python==0.3.36 sdist (llama.cpp 0c1e57098), its bundled gguf-py; nothing "
+             "else of the tree is used and nothing is built." +
+             (f" sdist `{a.sdist.name}` sha256 `{sha256(a.sdist)}`." if a.sdist else ""), "",
              "Python: " + sys.version.split()[0] + "; packages: " + ", ".join(
                  f"{m} {importlib.metadata.version(m)}" for m in
                  ["torch", "transformers", "numpy", "sentencepiece", "tokenizers",
@@ -167,7 +173,7 @@ def main() -> int:
         cmd = [sys.executable, str(lc / "convert_hf_to_gguf.py"), name, "--outtype", "bf16",
                "--outfile", gguf.name]
         subprocess.run(cmd, cwd=a.out, env=env, check=True)
-        lines += [f"## {name}", "",
+        lines += [f"## {name}", "", " ".join(FIXTURES[name].__doc__.split()), "",
                   f"Command (in `{a.out}`): `PYTHONPATH=$LLAMA_CPP/gguf-py python "
                   f"$LLAMA_CPP/convert_hf_to_gguf.py {name} --outtype bf16 --outfile {gguf.name}`",
                   "", "| file | bytes | sha256 |", "| --- | ---: | --- |"]
