@@ -224,6 +224,7 @@ impl HfModel {
             prefer_spm: plan.arch.prefers_spm(),
             add_space_prefix: plan.arch.space_prefix() == SpacePrefix::FromConfig,
             space_prefix_off_after_spm: plan.arch.space_prefix() == SpacePrefix::OffAfterSpm,
+            kimi_tiktoken: plan.arch.gguf_arch() == "deepseek2",
         };
         // The vocabulary is read before the tensors are final: it may trim the embedding.
         let mut vocab_md = Metadata::new();

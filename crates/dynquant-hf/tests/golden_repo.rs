@@ -95,3 +95,17 @@ fn gemma3_config_inventory_matches_llama_cpp() {
         .collect();
     assert_eq!(ours, theirs);
 }
+
+/// Kimi-K2's tokenizer (`tiktoken.model`, special ids from `tokenizer_config.json`, no
+/// tokenizer.json) on the deepseek2 path: pre-tokenizer `kimi-k2`, merges recovered from the
+/// ranks, named, reserved and padding ids.
+#[test]
+fn kimi_k2_tiktoken_converts_byte_identical_to_llama_cpp() {
+    let m = converts_like_llama_cpp("kimi-k2");
+    let md = m.metadata();
+    assert_eq!(
+        md.get("tokenizer.ggml.pre").and_then(Value::as_str),
+        Some("kimi-k2")
+    );
+    assert!(md.get("tokenizer.ggml.add_bos_token").is_none());
+}
