@@ -206,6 +206,25 @@ fn tiny_gemma3_matches_llamacpp() {
     check_tiny_file("gemma3", &path);
 }
 
+/// Kimi-K2's layout from llama.cpp's converter (the repository's fixture): deepseek2 with MLA,
+/// YaRN factor 32, 1 dense and 1 MoE block (4 experts, 2 used, sigmoid routing with
+/// `exp_probs_b`), tokenized by llama.cpp with the `kimi-k2` pre-tokenizer.
+#[test]
+fn tiny_kimi_k2_matches_llamacpp() {
+    let Some(o) = Oracle::get() else { return };
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf/kimi-k2.llamacpp.gguf");
+    let r = reference(&o, &path, 128, false);
+    let gguf = GgufModel::open(&path, Access::Mmap).expect("open");
+    let model = Model::load(&gguf).expect("load");
+    let mut s = model.session(r.tokens.len());
+    let logits = s.eval(&r.tokens, Logits::From(0), None).expect("eval");
+    let (kl, top1, _) = score(&r, &logits, model.n_vocab, TIE);
+    eprintln!("kimi-k2: mean KLD {kl:.3e}, top-1 {top1}");
+    assert!(kl < 1e-3, "mean KLD {kl}");
+    assert!(top1 > 0.99, "top-1 {top1}");
+}
+
 /// qwen3moe from llama.cpp's converter: 8 BF16 experts, 2 used, renormalized weights.
 #[test]
 fn tiny_qwen3moe_matches_llamacpp() {
