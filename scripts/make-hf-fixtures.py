@@ -210,7 +210,9 @@ def kimi_k2(out: Path, spm: Path, bpe_json: Path) -> None:
     in `tokenization_kimi.py` loaded with trust_remote_code, no tokenizer.json. The model: 2
     layers (1 dense, 1 MoE: 4 experts, 2 used, 1 shared, sigmoid routing with
     e_score_correction_bias), MLA, YaRN as Kimi-K2 (factor 32, beta_fast 1, beta_slow 1).
-    Weights: seed 21, BF16 (the bias F32)."""
+    Weights: seed 21, BF16 (the bias F32). The converter does not know this tokenizer's hash
+    (chkhsh 35d37f3aab4b56f7393a7dc60e73a2d954fe82be659a09552614afe8199f5ce3; Kimi-K2's own is
+    81212dc7...), so it runs through WRAPPER, which names it kimi-k2."""
     d = out / "kimi-k2"
     d.mkdir(parents=True, exist_ok=True)
     tj = json.loads(bpe_json.read_text(encoding="utf-8"))
@@ -361,7 +363,7 @@ def main() -> int:
              "Python: " + sys.version.split()[0] + "; packages: " + ", ".join(
                  f"{m} {importlib.metadata.version(m)}" for m in
                  ["torch", "transformers", "numpy", "sentencepiece", "tokenizers",
-                  "safetensors", "protobuf"]), ""]
+                  "safetensors", "protobuf", "tiktoken"]), ""]
     for name in a.only:
         gguf = a.out / f"{name}.llamacpp.gguf"
         args = [name, "--outtype", "bf16", "--outfile", gguf.name]
@@ -371,11 +373,14 @@ def main() -> int:
             shown = f"python $LLAMA_CPP/convert_hf_to_gguf.py {' '.join(args)}"
         else:
             cmd = [sys.executable, "-c", WRAPPER.format(lc=str(lc), pre=fallback), *args]
-            shown = (f"python -c \"$WRAPPER\" {' '.join(args)}` (WRAPPER: the script's, "
-                     f"naming an unrecognised BPE pre-tokenizer `{fallback}`)`")
+            shown = f"python -c \"$WRAPPER\" {' '.join(args)}"
+
         subprocess.run(cmd, cwd=a.out, env=env, check=True)
         lines += [f"## {name}", "", " ".join(FIXTURES[name].__doc__.split()), "",
-                  f"Command (in `{a.out}`): `PYTHONPATH=$LLAMA_CPP/gguf-py {shown}`",
+                  f"Command (in `{a.out}`): `PYTHONPATH=$LLAMA_CPP/gguf-py {shown}`"
+                  + ("" if fallback is None else
+                     f" (`$WRAPPER`: this script's `WRAPPER`, the converter with an unrecognised BPE "
+                     f"pre-tokenizer hash named `{fallback}` instead of refused)"),
                   "", "| file | bytes | sha256 |", "| --- | ---: | --- |"]
         files = sorted((a.out / name).iterdir()) + [gguf]
         for f in files:
