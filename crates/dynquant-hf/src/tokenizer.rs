@@ -902,6 +902,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn base64_and_tiktoken_merges() {
+        assert_eq!(base64_decode(b"aGVsbG8="), Some(b"hello".to_vec()));
+        assert_eq!(base64_decode(b"IQ=="), Some(b"!".to_vec()));
+        assert_eq!(base64_decode(b"aGVs"), Some(b"hel".to_vec()));
+        assert_eq!(base64_decode(b"aGV"), None);
+        assert_eq!(base64_decode(b"a=Vs"), None);
+        assert_eq!(base64_decode(b"IQ==IQ=="), None);
+        let map = byte_to_char();
+        assert_eq!((map[b' ' as usize], map[b'a' as usize]), ('\u{0120}', 'a'));
+        // "abc" (rank 4) is made of "ab" (rank 3) + "c": the merge uses ranks below 4 only.
+        let ranks: std::collections::HashMap<&[u8], u32> = [
+            (&b"a"[..], 0),
+            (b"b", 1),
+            (b"c", 2),
+            (b"ab", 3),
+            (b"abc", 4),
+            (b"bc", 5),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(tiktoken_parts(&ranks, b"abc", 4), vec![&b"ab"[..], b"c"]);
+        assert_eq!(tiktoken_parts(&ranks, b"bc", 5), vec![&b"b"[..], b"c"]);
+        assert_eq!(
+            tiktoken_parts(&ranks, b"abc", 3),
+            vec![&b"a"[..], b"b", b"c"]
+        );
+    }
+
+    #[test]
     fn protobuf_reader_rejects_truncation_and_reads_pieces() {
         // field 1 (len 9): piece "ab" (1), score 1.5 (2), type 3 (3)
         let mut msg = vec![0x0a, 2, b'a', b'b', 0x15];
