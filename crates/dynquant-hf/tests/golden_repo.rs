@@ -86,7 +86,7 @@ fn gemma3_config_inventory_matches_llama_cpp() {
         .iter()
         .map(|t| (t.name.clone(), (t.shape.clone(), t.ggml_type)))
         .collect();
-    let gguf = GgufFile::open(&fixtures().join("gemma3.llamacpp.gguf"), Access::Pread).unwrap();
+    let gguf = GgufFile::open(fixtures().join("gemma3.llamacpp.gguf"), Access::Pread).unwrap();
     let theirs: BTreeMap<_, _> = gguf
         .header()
         .tensors
