@@ -53,44 +53,10 @@ def gemma3(out: Path, spm: Path, bpe_json: Path) -> None:
     norms per block, tied embeddings. Tokenizer: the given SentencePiece model (the stored one is
     shared/golden/hf/llama-spm's: BPE, vocab 1000, byte fallback) with a GemmaTokenizer config.
     Weights: seed 20, BF16; matrices normal(0, 0.02) with outliers, norms normal(0, 0.1) offsets."""
-    d = out / "gemma3"
-    d.mkdir(parents=True, exist_ok=True)
-    hidden, inter, n_layer, n_head, n_kv, head_dim, vocab = 64, 128, 6, 2, 1, 32, 1000
-    cfg = {
-        "architectures": ["Gemma3ForCausalLM"],
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "attn_logit_softcapping": None,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-        "final_logit_softcapping": None,
-        "head_dim": head_dim,
-        "hidden_activation": "gelu_pytorch_tanh",
-        "hidden_size": hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": inter,
-        "max_position_embeddings": 2048,
-        "model_type": "gemma3_text",
-        "num_attention_heads": n_head,
-        "num_hidden_layers": n_layer,
-        "num_key_value_heads": n_kv,
-        "pad_token_id": 0,
-        "query_pre_attn_scalar": head_dim,
-        "rms_norm_eps": 1e-06,
-        "rope_local_base_freq": 10000.0,
-        "rope_scaling": None,
-        "rope_theta": 1000000.0,
-        "sliding_window": 16,
-        "sliding_window_pattern": 6,
-        "torch_dtype": "bfloat16",
-        "transformers_version": "4.57.6",
-        "use_cache": True,
-        "vocab_size": vocab,
-    }
-    write_json(d / "config.json", cfg)
-    write_json(d / "generation_config.json",
-               {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
-                "transformers_version": "4.57.6"})
+    gemma3_like(out / "gemma3", 6, 1000, 20, spm=spm)
+
+
+def gemma_spm_config(d: Path, spm: Path) -> None:
     shutil.copyfile(spm, d / "tokenizer.model")
     special = {"content": "", "lstrip": False, "normalized": False, "rstrip": False,
                "single_word": False, "special": True}
@@ -113,7 +79,67 @@ def gemma3(out: Path, spm: Path, bpe_json: Path) -> None:
         "unk_token": "<unk>",
     })
 
-    gen = torch.Generator().manual_seed(20)
+
+def gemma3_bpe(out: Path, spm: Path, bpe_json: Path) -> None:
+    """Gemma3ForCausalLM with a `tokenizer.json` and no `tokenizer.model` (the converter's other
+    vocabulary path): shared/golden/hf/llama-bpe's byte-level BPE and tokenizer_config.json, 2
+    layers, vocab_size 1024 with 1024 embedding rows, of which the converter keeps
+    len(model.vocab) + len(added_tokens) = 1004 while the vocabulary is padded to 1024. Weights:
+    seed 22. The converter does not know this tokenizer's hash, so it runs through WRAPPER,
+    which names it gpt-2 (as the shared fixtures). llama.cpp cannot load the result (token_embd
+    has 1004 rows, the vocabulary 1024): the fixture pins the converter's behaviour, not a
+    usable model."""
+    gemma3_like(out / "gemma3-bpe", 2, 1024, 22, bpe_json=bpe_json)
+
+
+def gemma3_like(d: Path, n_layer: int, vocab: int, seed: int, spm: Path | None = None,
+                bpe_json: Path | None = None) -> None:
+    """A Gemma3ForCausalLM checkpoint in `d` (see gemma3 and gemma3_bpe)."""
+    d.mkdir(parents=True, exist_ok=True)
+    hidden, inter, n_head, n_kv, head_dim = 64, 128, 2, 1, 32
+    # bos, eos, pad: SentencePiece <s> </s> <unk>; the BPE vocabulary's <s> </s>, no pad.
+    ids = (1, 2, 0) if bpe_json is None else (0, 1, None)
+    cfg = {
+        "architectures": ["Gemma3ForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "attn_logit_softcapping": None,
+        "bos_token_id": ids[0],
+        "eos_token_id": ids[1],
+        "final_logit_softcapping": None,
+        "head_dim": head_dim,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": inter,
+        "max_position_embeddings": 2048,
+        "model_type": "gemma3_text",
+        "num_attention_heads": n_head,
+        "num_hidden_layers": n_layer,
+        "num_key_value_heads": n_kv,
+        "pad_token_id": ids[2],
+        "query_pre_attn_scalar": head_dim,
+        "rms_norm_eps": 1e-06,
+        "rope_local_base_freq": 10000.0,
+        "rope_scaling": None,
+        "rope_theta": 1000000.0,
+        "sliding_window": 16,
+        "sliding_window_pattern": 6,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.57.6",
+        "use_cache": True,
+        "vocab_size": vocab,
+    }
+    write_json(d / "config.json", cfg)
+    write_json(d / "generation_config.json",
+               {"bos_token_id": ids[0], "eos_token_id": ids[1], "pad_token_id": ids[2],
+                "transformers_version": "4.57.6"})
+    if bpe_json is not None:
+        shutil.copyfile(bpe_json, d / "tokenizer.json")
+        shutil.copyfile(bpe_json.parent / "tokenizer_config.json", d / "tokenizer_config.json")
+    else:
+        gemma_spm_config(d, spm)
+    gen = torch.Generator().manual_seed(seed)
     t = {"model.embed_tokens.weight": random_matrix(gen, vocab, hidden)}
     for i in range(n_layer):
         p = f"model.layers.{i}."
@@ -305,11 +331,11 @@ def kimi_k2(out: Path, spm: Path, bpe_json: Path) -> None:
     save_file(tensors, str(d / "model.safetensors"), metadata={"format": "pt"})
 
 
-FIXTURES = {"gemma3": gemma3, "kimi-k2": kimi_k2}
+FIXTURES = {"gemma3": gemma3, "gemma3-bpe": gemma3_bpe, "kimi-k2": kimi_k2}
 
 # The pre-tokenizer a fixture's tokenizer is named by when the converter's hash table does not know
 # it (see README: the fixture tokenizers are trained here, so their hashes are new).
-PRE_FALLBACK = {"kimi-k2": "kimi-k2"}
+PRE_FALLBACK = {"gemma3-bpe": "gpt-2", "kimi-k2": "kimi-k2"}
 
 
 # Runs the converter with one change: where it refuses a BPE pre-tokenizer hash it does not know

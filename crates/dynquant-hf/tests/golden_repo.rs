@@ -109,3 +109,17 @@ fn kimi_k2_tiktoken_converts_byte_identical_to_llama_cpp() {
     );
     assert!(md.get("tokenizer.ggml.add_bos_token").is_none());
 }
+
+/// Gemma 3 with `tokenizer.json` only: the vocabulary is padded to `vocab_size` (1024) while the
+/// embedding keeps the tokenizer's 1000 + 4 rows, as the converter trims it.
+#[test]
+fn gemma3_bpe_converts_byte_identical_to_llama_cpp() {
+    let m = converts_like_llama_cpp("gemma3-bpe");
+    assert_eq!(m.vocab_kind(), VocabKind::Bpe);
+    let embd = m
+        .tensor_infos()
+        .iter()
+        .find(|t| t.name == "token_embd.weight")
+        .unwrap();
+    assert_eq!(embd.shape, vec![64, 1004]);
+}
