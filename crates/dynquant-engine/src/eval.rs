@@ -46,7 +46,7 @@ impl ChunkOptions {
     /// The number of chunks, or an error when `ctx` is odd or below 4 or the text is shorter
     /// than one chunk.
     pub(crate) fn check(&self, n_tokens: usize) -> Result<usize> {
-        if self.ctx < 4 || self.ctx % 2 != 0 {
+        if self.ctx < 4 || !self.ctx.is_multiple_of(2) {
             return Err(EngineError::Invalid(format!(
                 "ctx must be even and >= 4, got {}",
                 self.ctx

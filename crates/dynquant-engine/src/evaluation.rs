@@ -370,18 +370,21 @@ impl<'g> Evaluator<'g> {
     /// groups in order). Each answer stops at its `n_predict` tokens or an end-of-generation
     /// token. Answers depend only on the jobs (not on thread counts); they can differ from
     /// [`Evaluator::generate`] of the same prompt alone in the last bits of some logits (see
-    /// [`crate::Session::eval_sequences`]). `on_done(answers_finished)` after each answer.
+    /// [`crate::Session::eval_sequences`]). `on_progress(tokens)` after each step: tokens
+    /// accounted for so far, of the jobs' `n_predict` summed (a finished answer counts its
+    /// whole `n_predict`).
     pub fn generate_batch(
         &self,
         jobs: &[GenerationJob],
-        mut on_done: impl FnMut(usize),
+        mut on_progress: impl FnMut(usize),
     ) -> Result<Vec<Generated>> {
         let mut out = Vec::with_capacity(jobs.len());
         let n_groups = jobs.len().div_ceil(MAX_BATCH_SEQUENCES).max(1);
         let per_group = jobs.len().div_ceil(n_groups).max(1);
+        let mut before = 0;
         for group in jobs.chunks(per_group) {
-            let done_before = out.len();
-            out.extend(self.generate_group(group, |k| on_done(done_before + k))?);
+            out.extend(self.generate_group(group, |k| on_progress(before + k))?);
+            before += group.iter().map(|j| j.n_predict).sum::<usize>();
         }
         Ok(out)
     }
@@ -389,7 +392,7 @@ impl<'g> Evaluator<'g> {
     fn generate_group(
         &self,
         jobs: &[GenerationJob],
-        mut on_done: impl FnMut(usize),
+        mut on_progress: impl FnMut(usize),
     ) -> Result<Vec<Generated>> {
         let tok = &self.tokenizer;
         if let Some(i) = jobs.iter().position(|j| j.prompt.is_empty()) {
@@ -446,13 +449,14 @@ impl<'g> Evaluator<'g> {
             })
             .collect();
         let mut active: Vec<usize> = (0..jobs.len()).collect();
-        let mut finished = 0;
+        let mut accounted = 0;
         while !active.is_empty() {
             // sample every active answer's next token; the finished ones leave the batch
             let mut next_active = Vec::with_capacity(active.len());
             let mut next_tokens = Vec::with_capacity(active.len());
             for (&i, l) in active.iter().zip(&logits) {
                 let a = &mut answers[i];
+                let before = a.generated;
                 let mut done = a.generated >= jobs[i].n_predict;
                 if !done {
                     let t = samplers[i].sample(l);
@@ -469,11 +473,14 @@ impl<'g> Evaluator<'g> {
                         }
                     }
                 }
-                if done {
-                    finished += 1;
-                    on_done(finished);
-                }
+                // a finished answer counts the rest of its budget
+                accounted += if done {
+                    jobs[i].n_predict.saturating_sub(before)
+                } else {
+                    1
+                };
             }
+            on_progress(accounted);
             active = next_active;
             if active.is_empty() {
                 break;

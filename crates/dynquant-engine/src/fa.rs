@@ -200,7 +200,9 @@ pub(crate) fn soft_max(flavor: Flavor, row: &mut [f32], max: f32) -> f64 {
 
 /// Whether the tiled path applies (ggml also needs DV to be a multiple of the vector width).
 pub(crate) fn tiled_applies(flavor: Flavor, n_tok: usize, dv: usize) -> bool {
-    n_tok >= Q_TILE && matches!(flavor, Flavor::Avx512 | Flavor::Avx2) && dv % flavor.lanes() == 0
+    n_tok >= Q_TILE
+        && matches!(flavor, Flavor::Avx512 | Flavor::Avx2)
+        && dv.is_multiple_of(flavor.lanes())
 }
 
 /// Attention of `n_tok` queries at positions `p0..` (rows of `n_head * dk` in `q`) over the f16

@@ -65,15 +65,17 @@ fn kernel(w: &Weight<'_>, numerics: Numerics) -> Kernel {
     match w.ty {
         GgmlType::Q6_K => Kernel::Q6K,
         // ggml repacks Q4_K weights whose rows come in groups of eight
-        GgmlType::Q4_K if w.rows % 8 == 0 => Kernel::Q4K,
+        GgmlType::Q4_K if w.rows.is_multiple_of(8) => Kernel::Q4K,
         // and IQ4_NL ones on every AVX2 build (Q2_K ones on AVX-512 builds: `LanePath`)
-        GgmlType::IQ4_NL if w.rows % 8 == 0 && crate::cpu::fused() => Kernel::Iq4Nl,
+        GgmlType::IQ4_NL if w.rows.is_multiple_of(8) && crate::cpu::fused() => Kernel::Iq4Nl,
         ty => match LaneType::of(ty) {
             Some(l) => {
                 let avx512 = crate::cpu::flavor() == crate::cpu::Flavor::Avx512;
                 let path = match l {
-                    LaneType::Q2K if w.rows % 8 == 0 && avx512 => LanePath::Q2KRepacked,
-                    LaneType::IQ4XS if w.rows % 8 == 0 && crate::cpu::fused() => LanePath::Panel,
+                    LaneType::Q2K if w.rows.is_multiple_of(8) && avx512 => LanePath::Q2KRepacked,
+                    LaneType::IQ4XS if w.rows.is_multiple_of(8) && crate::cpu::fused() => {
+                        LanePath::Panel
+                    }
                     _ => LanePath::VecDot,
                 };
                 Kernel::Lanes(l, path)

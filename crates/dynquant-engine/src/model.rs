@@ -231,7 +231,7 @@ impl Session<'_, '_> {
     /// not used). With the same weights this gives the bits [`Session::eval`] gives.
     pub fn eval_from(&mut self, first: usize, hidden: &[f32], logits: Logits) -> Result<Vec<f32>> {
         let e = self.model.config.n_embd;
-        if first > self.model.layers.len() || hidden.len() % e != 0 {
+        if first > self.model.layers.len() || !hidden.len().is_multiple_of(e) {
             return Err(EngineError::Invalid(format!(
                 "eval_from: block {first} of {}, {} hidden values for width {e}",
                 self.model.layers.len(),

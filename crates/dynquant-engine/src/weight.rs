@@ -52,7 +52,7 @@ impl<'a> Weight<'a> {
             .row_bytes(cols as u64)
             .and_then(|b| usize::try_from(b).ok())
             .ok_or_else(bad)?;
-        if cols % dot.block() != 0 || row_bytes.checked_mul(rows) != Some(data.len()) {
+        if !cols.is_multiple_of(dot.block()) || row_bytes.checked_mul(rows) != Some(data.len()) {
             return Err(bad());
         }
         Ok(Weight {

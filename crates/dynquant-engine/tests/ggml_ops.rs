@@ -29,7 +29,7 @@ impl Rng {
             .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
             .sum::<f32>()
             - 2.0;
-        if self.next() % 97 == 0 {
+        if self.next().is_multiple_of(97) {
             u * 60.0
         } else {
             u
@@ -73,7 +73,7 @@ fn repacked(ty: GgmlType, rows: usize) -> bool {
             ]
             .contains(&v.as_str())
         });
-    rows % 8 == 0
+    rows.is_multiple_of(8)
         && match ty {
             GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::IQ4_NL | GgmlType::MXFP4 => avx2,
             GgmlType::Q6_K => avx2 && std::env::var("Q6REPACK").is_ok(),

@@ -64,6 +64,15 @@ pub enum GgufError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// An error that must say which file it is about: in a shard of a split set other than
+    /// the first (callers name the file they opened), or in a file that changed while read.
+    #[error("{path}")]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: Box<GgufError>,
+    },
     /// The first four bytes are not `GGUF`.
     #[error("not a GGUF file: magic is {found:02x?}, expected \"GGUF\" (47 47 55 46)")]
     BadMagic {

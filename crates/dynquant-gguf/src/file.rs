@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use crate::error::{GgufError, Result};
+use crate::error::{GgufError, Location, Result};
 use crate::header::{parse_header, GgufHeader, TensorInfo};
 
 /// How tensor data is reached.
@@ -178,11 +178,19 @@ impl GgufFile {
             Source::Bytes(b) => buf.copy_from_slice(&b[lo as usize..hi as usize]),
             Source::File(f) => read_exact_at(f, buf, lo).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    GgufError::TensorOutOfBounds {
-                        name: t.name.clone(),
-                        start: lo,
-                        end: hi,
-                        file_len: self.file_len,
+                    // The header was checked against the length at open: the file was cut
+                    // since. Say so with its current length, the file and the tensor.
+                    let now = f.metadata().map_or(0, |m| m.len());
+                    GgufError::InFile {
+                        path: self.path.clone(),
+                        source: Box::new(GgufError::Truncated {
+                            location: Location::TensorData {
+                                name: t.name.clone(),
+                            },
+                            offset: lo,
+                            need: hi - lo,
+                            file_len: now,
+                        }),
                     }
                 } else {
                     GgufError::io("read", &self.path, e)

@@ -162,7 +162,7 @@ fn with_matrices(e: &ImatrixEntry, n_mat: usize) -> Option<ImatrixEntry> {
     if e.n_mat() == n_mat {
         return Some(e.clone());
     }
-    (e.n_mat() == 1 && n_mat > 1 && e.n_per_mat % n_mat == 0).then(|| ImatrixEntry {
+    (e.n_mat() == 1 && n_mat > 1 && e.n_per_mat.is_multiple_of(n_mat)).then(|| ImatrixEntry {
         name: e.name.clone(),
         n_per_mat: e.n_per_mat / n_mat,
         in_sum2: e.in_sum2.clone(),

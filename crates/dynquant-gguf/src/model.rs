@@ -85,7 +85,15 @@ impl GgufModel {
             if !p.exists() {
                 return Err(bad(&p, format!("shard {} of {count} is missing", i + 1)));
             }
-            parts.push(GgufFile::open(&p, access)?);
+            // An I/O error names its file already; a parse error does not.
+            let part = GgufFile::open(&p, access).map_err(|e| match e {
+                e @ GgufError::Io { .. } => e,
+                e => GgufError::InFile {
+                    path: p.clone(),
+                    source: Box::new(e),
+                },
+            })?;
+            parts.push(part);
         }
         Self::from_parts(parts)
     }

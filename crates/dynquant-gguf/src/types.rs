@@ -61,7 +61,7 @@ impl TypeInfo {
     /// Bytes taken by `n_elements` elements laid out as whole blocks; `None` when the count
     /// is not a multiple of the block size or the size overflows.
     pub fn bytes_for(&self, n_elements: u64) -> Option<u64> {
-        if n_elements % self.block_size != 0 {
+        if !n_elements.is_multiple_of(self.block_size) {
             return None;
         }
         (n_elements / self.block_size).checked_mul(self.type_size)
@@ -202,7 +202,7 @@ impl GgmlType {
     /// (`tensor_type_fallback` in `src/llama-quant.cpp`). `None` when llama.cpp defines no
     /// fallback ("no tensor type fallback is defined").
     pub fn fallback_for_row(self, n_per_row: u64) -> Option<GgmlType> {
-        let fits = |t: GgmlType| n_per_row % t.block_size() == 0;
+        let fits = |t: GgmlType| n_per_row.is_multiple_of(t.block_size());
         if fits(self) {
             return Some(self);
         }

@@ -256,12 +256,15 @@ pub fn interrupted_message(outputs_written: bool) -> &'static str {
 /// Renames a finished set of outputs into place as one step. The interrupt handler takes the
 /// same lock, so it sees the set either before any rename or after all of them; a failed
 /// rename removes the ones before it. A split set is thus all there or not at all.
+/// The renames go last shard first: a SIGKILL (which no handler sees) between two renames
+/// leaves complete shards under their final names but never the first one, the file every
+/// reader opens a set by, so a cut set is never taken for a model.
 /// `completes_set` is false for one shard of a worker committed on its own: the set is not
 /// complete yet, so an interrupt must not say it was.
 fn commit_all(mut temps: Vec<TempOutput>, completes_set: bool) -> Result<Vec<PathBuf>> {
     let mut live = live_temporaries();
     let mut renamed: Vec<PathBuf> = Vec::with_capacity(temps.len());
-    for t in &temps {
+    for t in temps.iter().rev() {
         if let Err(e) = std::fs::rename(&t.tmp_path, &t.final_path) {
             for p in &renamed {
                 let _ = std::fs::remove_file(p);
@@ -278,6 +281,7 @@ fn commit_all(mut temps: Vec<TempOutput>, completes_set: bool) -> Result<Vec<Pat
     for t in &mut temps {
         t.committed = true;
     }
+    renamed.reverse();
     Ok(renamed)
 }
 
@@ -297,6 +301,7 @@ impl TempOutput {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "out.gguf".into());
         let tmp_path = dir.join(format!(".{name}.{}.dynquant-tmp", std::process::id()));
+        remove_dead_temporaries(&dir, &name);
         // Created and registered under one lock: see remove_temporary_outputs_and_exit.
         let file = {
             let mut live = live_temporaries();
@@ -332,6 +337,44 @@ impl Drop for TempOutput {
             let _ = std::fs::remove_file(&self.tmp_path);
         }
     }
+}
+
+/// Removes the temporaries of output `name` in `dir` whose writer is gone (`.{name}.{pid}
+/// .dynquant-tmp` of a process id that no longer runs: a SIGKILLed or crashed run), so a killed
+/// run's partial file does not stay forever beside the output. A temporary of a live process
+/// (another run writing the same name) is left alone. Best effort.
+fn remove_dead_temporaries(dir: &Path, name: &str) {
+    let (lead, tail) = (format!(".{name}."), ".dynquant-tmp");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let pid = n
+            .strip_prefix(&lead)
+            .and_then(|rest| rest.strip_suffix(tail))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| pid != std::process::id() && !process_is_alive(pid)) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Whether a process with this id exists (a signal-0 probe; "permission denied" means it does).
+#[cfg(unix)]
+fn process_is_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists; nothing is delivered.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Without a way to ask, every other writer counts as alive (nothing is removed).
+#[cfg(not(unix))]
+fn process_is_alive(_pid: u32) -> bool {
+    true
 }
 
 /// Removes temporaries of `final_path` left by a killed writer (any process id): a worker

@@ -43,7 +43,7 @@ impl Raw {
     }
     /// Pads to 32 and appends `n` data bytes.
     fn data(mut self, n: usize) -> Self {
-        while self.0.len() % 32 != 0 {
+        while !self.0.len().is_multiple_of(32) {
             self.0.push(0);
         }
         self.0.extend((0..n).map(|i| i as u8));
@@ -522,4 +522,36 @@ fn shards_follow_gguf_split_size_rule() {
     assert_eq!(dynquant_gguf::parse_size("4GiB"), Some(4 << 30));
     assert_eq!(dynquant_gguf::parse_size("12x"), None);
     assert_eq!(dynquant_gguf::parse_size("0"), None);
+}
+
+/// A SIGKILLed writer leaves its temporary (`.<name>.<pid>.dynquant-tmp`): the next writer of
+/// the same output removes it once that process is gone, and leaves alone a live process's
+/// temporary and other outputs' temporaries.
+#[cfg(unix)]
+#[test]
+fn a_dead_writers_temporaries_are_removed_and_a_live_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = write_model(dir.path(), "m.gguf");
+    let model = GgufModel::open(&src, Access::Pread).unwrap();
+    let mut ended = std::process::Command::new("true").spawn().unwrap();
+    let dead = ended.id();
+    ended.wait().unwrap();
+    let dead_tmp = dir.path().join(format!(".out.gguf.{dead}.dynquant-tmp"));
+    // Process 1 (init) always runs.
+    let live_tmp = dir.path().join(".out.gguf.1.dynquant-tmp");
+    let other_output = dir.path().join(format!(".other.gguf.{dead}.dynquant-tmp"));
+    for p in [&dead_tmp, &live_tmp, &other_output] {
+        std::fs::write(p, b"partial").unwrap();
+    }
+    let out = dir.path().join("out.gguf");
+    copy_model(
+        &model,
+        &OutputTarget::Single(out.clone()),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    assert!(!dead_tmp.exists());
+    assert!(live_tmp.exists());
+    assert!(other_output.exists());
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&src).unwrap());
 }

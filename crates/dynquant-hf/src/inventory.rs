@@ -10,7 +10,7 @@ use dynquant_plan::{Inventory, MlaLayout};
 
 use crate::arch::{arch_for, generic_params, plan_tensors, ConfigCheckpoint};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{HfError, Result};
 use crate::model::{tensor_infos, OutType};
 
 /// The matrices' type of a conversion of the checkpoint `config.json` describes:
@@ -23,6 +23,38 @@ fn outtype_of(cfg: &Config) -> OutType {
     }
 }
 
+/// The most decoder blocks a config may claim: llama.cpp's `LLAMA_MAX_LAYERS`.
+const MAX_CONFIG_LAYERS: u64 = 512;
+/// The most routed experts per layer a config may claim (llama.cpp allows 512 today).
+const MAX_CONFIG_EXPERTS: u64 = 1024;
+/// The most per-expert tensors sets (layers x experts) a config may claim: the tensor list is
+/// built from these counts alone (no file bounds it), so a 30-byte config claiming 10^9 layers
+/// must fail before anything is allocated. DeepSeek-R1 has 58 x 256.
+const MAX_CONFIG_LAYER_EXPERTS: u64 = 1 << 18;
+
+/// Refuses layer and expert counts above the bounds, whatever key the architecture reads.
+fn check_counts(cfg: &Config) -> Result<()> {
+    let layers = cfg.u64_of(&["num_hidden_layers", "n_layer", "num_layers", "n_layers"])?;
+    let experts = cfg.u64_of(&["n_routed_experts", "num_local_experts", "num_experts"])?;
+    let too_many = |what: &str, n: u64, max: u64| {
+        Err(HfError::json(
+            cfg.path(),
+            format!("{what} {n} is above the supported {max}"),
+        ))
+    };
+    if let Some(n) = layers.filter(|&n| n > MAX_CONFIG_LAYERS) {
+        return too_many("num_hidden_layers", n, MAX_CONFIG_LAYERS);
+    }
+    if let Some(n) = experts.filter(|&n| n > MAX_CONFIG_EXPERTS) {
+        return too_many("the routed expert count", n, MAX_CONFIG_EXPERTS);
+    }
+    let product = layers.unwrap_or(0).saturating_mul(experts.unwrap_or(0));
+    if product > MAX_CONFIG_LAYER_EXPERTS {
+        return too_many("layers x routed experts", product, MAX_CONFIG_LAYER_EXPERTS);
+    }
+    Ok(())
+}
+
 /// The inventory of the model `config` describes (a `config.json`, or a folder holding one):
 /// GGUF tensor names, shapes and types and the architecture keys, without any weights.
 /// `layout` chooses deepseek2's attention tensors; other architectures ignore it.
@@ -33,6 +65,7 @@ pub fn config_inventory(config: &Path, layout: MlaLayout) -> Result<Inventory> {
         config.to_path_buf()
     };
     let cfg = Config::read_file(&path)?;
+    check_counts(&cfg)?;
     let arch = arch_for(&cfg, layout)?;
     let ckpt = ConfigCheckpoint::new(arch.checkpoint_tensors(&cfg)?);
     let plan = plan_tensors(&cfg, &ckpt, layout)?;

@@ -351,7 +351,7 @@ impl HfModel {
         let t = &self.plan.tensors[index];
         let row = t.row_len().max(1);
         let n = out.len() / row;
-        if out.len() % row != 0 || first + n > t.n_rows() {
+        if !out.len().is_multiple_of(row) || first + n > t.n_rows() {
             return Err(HfError::ShapeMismatch {
                 name: t.name.clone(),
                 got: t.shape.clone(),

@@ -337,7 +337,7 @@ impl Checkpoint {
         let t = self.require(name)?;
         let row = t.row_len().max(1);
         let n = out.len() / row;
-        if first + n > t.n_rows() || out.len() % row != 0 {
+        if first + n > t.n_rows() || !out.len().is_multiple_of(row) {
             return Err(HfError::ShapeMismatch {
                 name: name.into(),
                 got: t.shape.clone(),

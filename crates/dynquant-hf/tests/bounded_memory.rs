@@ -133,3 +133,34 @@ fn config_vocab_size_2_40() {
         "{err:?}"
     );
 }
+
+#[test]
+fn config_json_claiming_a_billion_layers_or_experts() {
+    if ran_capped("config_json_claiming_a_billion_layers_or_experts") {
+        return;
+    }
+    // The tensor list of a bare config is built from its counts alone (no file bounds it): a
+    // few hundred bytes claiming 10^9 layers, 10^9 experts, or 512 x 1024 (each allowed alone)
+    // must fail before the list is made.
+    let base = r#""architectures":["DeepseekV3ForCausalLM"],"model_type":"deepseek_v3","hidden_size":64,"intermediate_size":128,"moe_intermediate_size":32,"num_attention_heads":4,"num_key_value_heads":4,"vocab_size":256,"q_lora_rank":32,"kv_lora_rank":16,"qk_nope_head_dim":8,"qk_rope_head_dim":8,"v_head_dim":8,"n_shared_experts":1,"num_experts_per_tok":2,"first_k_dense_replace":1,"rms_norm_eps":1e-6"#;
+    for (layers, experts, what) in [
+        (1_000_000_000u64, 8u64, "num_hidden_layers"),
+        (4, 1_000_000_000, "expert count"),
+        (512, 1024, "layers x routed experts"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            format!(r#"{{{base},"num_hidden_layers":{layers},"n_routed_experts":{experts}}}"#),
+        )
+        .unwrap();
+        let err = dynquant_hf::config_inventory(&path, dynquant_plan::MlaLayout::Mla)
+            .err()
+            .unwrap_or_else(|| panic!("{layers} layers x {experts} experts"));
+        assert!(
+            matches!(&err, HfError::BadJson { reason, .. } if reason.contains(what)),
+            "{err:?}"
+        );
+    }
+}

@@ -430,7 +430,7 @@ pub fn scan(
         let text = inputs.text.ok_or_else(|| {
             MeasureError::Invalid("a calibration text is needed to probe groups".into())
         })?;
-        if opts.ctx < 8 || opts.ctx % 2 != 0 {
+        if opts.ctx < 8 || !opts.ctx.is_multiple_of(2) {
             return Err(MeasureError::Invalid(format!(
                 "ctx must be even and at least 8, got {}",
                 opts.ctx

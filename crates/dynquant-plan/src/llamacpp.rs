@@ -314,7 +314,7 @@ impl Cond {
                 let (i, n) = layer();
                 i >= n / 8 && i < 7 * n / 8
             }
-            Cond::RowMisfitsCurrent => c.row % c.current.block_size() != 0,
+            Cond::RowMisfitsCurrent => !c.row.is_multiple_of(c.current.block_size()),
             Cond::CurrentIn(set) => set.contains(&c.current),
             Cond::CurrentIsNot(t) => c.current != t,
             Cond::Is3D => c.ne2 > 1,

@@ -172,7 +172,7 @@ pub fn quantize_rows(
 ) -> Result<(), QuantError> {
     let row_bytes = ty.row_bytes(n_per_row as u64).map(|b| b as usize);
     let shape_ok = n_per_row > 0
-        && src.len() % n_per_row == 0
+        && src.len().is_multiple_of(n_per_row)
         && row_bytes.is_some_and(|rb| rb.checked_mul(src.len() / n_per_row) == Some(dst.len()));
     let (Some(row_bytes), true) = (row_bytes, shape_ok) else {
         return Err(QuantError::BadRowShape {

@@ -189,7 +189,8 @@ pub struct FunctionalResult {
     pub tasks: usize,
 }
 
-/// Runs `tasks` on `ev`; `progress(done, total)` after each attempt.
+/// Runs `tasks` on `ev`; `progress(done, total)` after each generation step, in tokens of the
+/// attempts' budgets.
 pub fn run_tasks(
     ev: &Evaluator<'_>,
     tasks: &[Task],
@@ -208,7 +209,7 @@ pub fn run_tasks(
     for (t, mode) in &jobs {
         gen_jobs.push(job(ev.prompt(t.prompt, chat)?, s.n_predict, *mode, s.temp));
     }
-    let total = gen_jobs.len();
+    let total = gen_jobs.iter().map(|j| j.n_predict).sum();
     let answers = ev.generate_batch(&gen_jobs, |k| progress(k, total))?;
     let attempts: Vec<Attempt> = jobs
         .iter()

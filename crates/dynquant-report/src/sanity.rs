@@ -463,7 +463,8 @@ pub fn generate(
 /// Runs the suite on `ev`, judging every answer with the base of `scorer` (which may be the
 /// same model).
 /// The answers are generated side by side ([`Evaluator::generate_batch`]), then scored by the
-/// base the same way. `progress(done, total)` as answers finish. Answers come in suite order,
+/// base the same way. `progress(done, total)` after each generation step, in tokens of the
+/// answers' budgets (see [`Evaluator::generate_batch`]). Answers come in suite order,
 /// greedy first.
 pub fn run_suite(
     ev: &Evaluator<'_>,
@@ -484,7 +485,7 @@ pub fn run_suite(
         let prompt = ev.prompt(p.text, use_chat(ev, p.kind))?;
         jobs.push(job(prompt, s.n_predict, *mode, s.temp));
     }
-    let total = jobs.len();
+    let total = jobs.iter().map(|j| j.n_predict).sum();
     let generated = ev.generate_batch(&jobs, |k| progress(k, total))?;
     // the base scores each answer after the prompt as the base itself would read it
     let base = scorer.base();
@@ -659,7 +660,8 @@ pub fn validate(
     })
 }
 
-/// Runs the sanity suite and the functional tasks on `ev` (judged by the base of `scorer`).
+/// Runs the sanity suite and the functional tasks on `ev` (judged by the base of `scorer`);
+/// `progress(done, total)` in tokens of the answers' budgets.
 pub fn run_checks(
     ev: &Evaluator<'_>,
     scorer: &BaseScorer<'_, '_>,
@@ -668,8 +670,10 @@ pub fn run_checks(
     progress: impl Fn(usize, usize) + Sync,
 ) -> Result<crate::report::ModelChecks> {
     let prompts = suite(sanity.prompts);
-    let n_sanity = prompts.len() * (1 + sanity.seeds.len());
-    let n_func = crate::functional::TASKS.len() * (1 + functional.seeds.len());
+    // progress in tokens of the answers' budgets, both parts together
+    let n_sanity = prompts.len() * (1 + sanity.seeds.len()) * sanity.n_predict;
+    let n_func =
+        crate::functional::TASKS.len() * (1 + functional.seeds.len()) * functional.n_predict;
     let total = n_sanity + n_func;
     let answers = run_suite(ev, scorer, &prompts, sanity, |k, _| progress(k, total))?;
     let f = crate::functional::run_tasks(ev, &crate::functional::TASKS, functional, |k, _| {

@@ -449,7 +449,7 @@ pub fn write_deepseek2(
     out: &Path,
 ) -> Result<()> {
     let s = *spec;
-    if s.n_dense == 0 || s.n_dense >= s.n_layer || s.n_expert % s.n_group != 0 {
+    if s.n_dense == 0 || s.n_dense >= s.n_layer || !s.n_expert.is_multiple_of(s.n_group) {
         return Err(SynthError::BadSpec("inconsistent deepseek2 spec".into()));
     }
     let g = Gen::new(s.seed, s.style, s.n_embd);

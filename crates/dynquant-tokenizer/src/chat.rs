@@ -182,6 +182,25 @@ impl Tokenizer {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
+        // minijinja can panic on hostile templates (2.24: `seq * n` multiplies the length
+        // unchecked, a panic where overflow checks are on); a template from a model file must
+        // end in an error, never take the process down.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.render_chat_template_unguarded(template, messages, add_generation_prompt)
+        }))
+        .unwrap_or_else(|_| {
+            Err(TokenizerError::Template(
+                "the chat template crashed the template engine".into(),
+            ))
+        })
+    }
+
+    fn render_chat_template_unguarded(
+        &self,
+        template: &str,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);

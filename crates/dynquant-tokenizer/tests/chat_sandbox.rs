@@ -81,3 +81,30 @@ fn a_template_cannot_read_files_or_the_environment() {
         .expect("undefined names render empty");
     assert_eq!(out, "[]");
 }
+
+/// Found by the `chat_template` fuzz target: `messages * 8888888888888888 * …` makes
+/// minijinja 2.24 multiply the sequence's length unchecked, a panic ("attempt to multiply with
+/// overflow") wherever overflow checks are on (debug builds, the fuzz build). The render must
+/// end in a typed error, never a panic. (In a release build the product wraps and the template
+/// fails later, on its `-`.)
+#[test]
+fn fuzz_crash_sequence_repeat_overflow_is_an_error() {
+    let template = include_str!("data/fuzz/chat_template-seq-repeat-overflow.jinja");
+    let msgs = [
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", "Hello"),
+        ChatMessage::new("assistant", "Hi."),
+    ];
+    let r = tokenizer().render_chat_template(template, &msgs, true);
+    assert!(matches!(r, Err(TokenizerError::Template(_))), "{r:?}");
+    // The same overflow alone, where a debug build panics inside minijinja.
+    let r = tokenizer().render_chat_template(
+        "{{ (messages * 8888888888888888888) | length }}",
+        &msgs,
+        true,
+    );
+    assert!(
+        r.is_ok() || matches!(r, Err(TokenizerError::Template(_))),
+        "{r:?}"
+    );
+}

@@ -136,7 +136,7 @@ fn select_kernel(ty: GgmlType, k: usize, n_tok: usize) -> TileKernel {
         }
         // llamafile's tinyBLAS (ggml's path for batches) keeps one vector accumulator per
         // output over k and reduces it at the end
-        if k % lanes == 0 {
+        if k.is_multiple_of(lanes) {
             return if lanes == 16 {
                 lanes16_tile
             } else {
@@ -147,11 +147,11 @@ fn select_kernel(ty: GgmlType, k: usize, n_tok: usize) -> TileKernel {
     if ty == GgmlType::F32 {
         // one token: ggml_vec_dot_f32, ggml_vec_dot_f16's four accumulators and reduction (its
         // leftovers, summed in f32 rather than f64, are left to the engine's own order)
-        if n_tok == 1 && k % (4 * lanes) == 0 {
+        if n_tok == 1 && k.is_multiple_of(4 * lanes) {
             return vec_dot_f16_tile;
         }
         // batches: tinyBLAS with f32 activations, as for F16
-        if n_tok > 1 && k % lanes == 0 {
+        if n_tok > 1 && k.is_multiple_of(lanes) {
             return if lanes == 16 {
                 lanes16_tile
             } else {
@@ -218,7 +218,9 @@ mod avx512 {
         nt: usize,
         out: &mut [f32],
     ) {
-        assert!(k % 16 == 0 && w.len() >= nr * k && x.len() >= nt * k && out.len() >= nr * nt);
+        assert!(
+            k.is_multiple_of(16) && w.len() >= nr * k && x.len() >= nt * k && out.len() >= nr * nt
+        );
         let mut r = 0;
         while r < nr {
             let rn = (nr - r).min(ROWS);
@@ -234,7 +236,8 @@ mod avx512 {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    // indices: the accumulators are a (row, token) grid of registers
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn tile(

@@ -367,7 +367,7 @@ pub(crate) enum Form {
 fn form(rows: usize, n_tok: usize) -> Form {
     match crate::cpu::flavor() {
         crate::cpu::Flavor::Avx512 | crate::cpu::Flavor::Avx2 => {
-            if n_tok >= 8 && rows % 8 == 0 {
+            if n_tok >= 8 && rows.is_multiple_of(8) {
                 Form::Serial { fused: true }
             } else {
                 Form::Lanes

@@ -196,7 +196,7 @@ pub fn measure(inp: &CompareInputs<'_>, tmp_dir: &Path) -> Result<Report> {
         };
         let c = pool.install(|| {
             sanity::run_checks(ev, scorer, &sanity, &functional, |k, n| {
-                say!(on, "\rcompare: checks of {name}: {k}/{n}")
+                say!(on, "\rcompare: checks of {name}: {:3}%", 100 * k / n.max(1))
             })
         })?;
         say!(
