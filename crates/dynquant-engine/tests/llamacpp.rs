@@ -155,10 +155,17 @@ const TIE: f64 = 1e-3;
 /// 1000 tokens), where the top two tokens can be 1e-4 nats apart: top-1 agreement counts near
 /// ties within [`TIE`].
 fn check_tiny(name: &str) {
+    check_tiny_file(
+        name,
+        &shared_dir().join(format!("golden/hf/{name}.llamacpp.gguf")),
+    );
+}
+
+/// [`check_tiny`] of the GGUF at `path`.
+fn check_tiny_file(name: &str, path: &Path) {
     let Some(o) = Oracle::get() else { return };
-    let path = shared_dir().join(format!("golden/hf/{name}.llamacpp.gguf"));
-    let r = reference(&o, &path, 128, false);
-    let gguf = GgufModel::open(&path, Access::Mmap).expect("open");
+    let r = reference(&o, path, 128, false);
+    let gguf = GgufModel::open(path, Access::Mmap).expect("open");
     let mut model = Model::load(&gguf).expect("load");
     let run = |model: &Model<'_>| {
         let mut s = model.session(r.tokens.len());
@@ -187,6 +194,35 @@ fn tiny_qwen3_matches_llamacpp() {
 #[test]
 fn tiny_llama_untied_matches_llamacpp() {
     check_tiny("llama-bpe");
+}
+
+/// Gemma 3 from llama.cpp's converter (the repository's fixture, `tests/fixtures/hf`): 6
+/// layers, 5 with a 16-token sliding window and 1 global, so the 128-token context crosses the
+/// window; q/k norms, the four norms per block, tied embeddings.
+#[test]
+fn tiny_gemma3_matches_llamacpp() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf/gemma3.llamacpp.gguf");
+    check_tiny_file("gemma3", &path);
+}
+
+/// Kimi-K2's layout from llama.cpp's converter (the repository's fixture): deepseek2 with MLA,
+/// YaRN factor 32, 1 dense and 1 MoE block (4 experts, 2 used, sigmoid routing with
+/// `exp_probs_b`), tokenized by llama.cpp with the `kimi-k2` pre-tokenizer.
+#[test]
+fn tiny_kimi_k2_matches_llamacpp() {
+    let Some(o) = Oracle::get() else { return };
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf/kimi-k2.llamacpp.gguf");
+    let r = reference(&o, &path, 128, false);
+    let gguf = GgufModel::open(&path, Access::Mmap).expect("open");
+    let model = Model::load(&gguf).expect("load");
+    let mut s = model.session(r.tokens.len());
+    let logits = s.eval(&r.tokens, Logits::From(0), None).expect("eval");
+    let (kl, top1, _) = score(&r, &logits, model.n_vocab, TIE);
+    eprintln!("kimi-k2: mean KLD {kl:.3e}, top-1 {top1}");
+    assert!(kl < 1e-3, "mean KLD {kl}");
+    assert!(top1 > 0.99, "top-1 {top1}");
 }
 
 /// qwen3moe from llama.cpp's converter: 8 BF16 experts, 2 used, renormalized weights.

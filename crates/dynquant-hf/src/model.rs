@@ -13,7 +13,7 @@ use dynquant_quantize::{PipelineError, TensorSource};
 use dynquant_quants::{bf16_to_f32, f32_to_bf16, quantize_rows};
 use rayon::prelude::*;
 
-use crate::arch::{generic_params, plan_tensors, ArchPlan, OutTensor, Transform};
+use crate::arch::{generic_params, plan_tensors, ArchPlan, OutTensor, SpacePrefix, Transform};
 use crate::config::{read_json, Config};
 use crate::error::{HfError, Result};
 use crate::meta::{id_to_title, model_id_components, size_label, total_params, IdComponents};
@@ -173,6 +173,35 @@ pub(crate) fn tensor_infos(plan: &ArchPlan, outtype: OutType) -> Result<Vec<Tens
     Ok(infos)
 }
 
+/// How many tokens the converter's vocabulary of `dir` has: SentencePiece, `vocab_size` (or
+/// the model's pieces); `tokenizer.json`, its vocab plus its added tokens.
+fn tokenizer_rows(dir: &Path, kind: VocabKind, n_vocab: Option<u64>) -> Result<usize> {
+    match kind {
+        VocabKind::SentencePiece => match n_vocab {
+            Some(n) => Ok(n as usize),
+            None => {
+                let path = dir.join("tokenizer.model");
+                let bytes = std::fs::read(&path).map_err(|e| HfError::io("read", &path, e))?;
+                crate::tokenizer::parse_spm_pieces(&bytes)
+                    .map(|p| p.len())
+                    .ok_or_else(|| {
+                        HfError::Tokenizer(format!("{}: not a SentencePiece model", path.display()))
+                    })
+            }
+        },
+        VocabKind::Bpe => {
+            let path = dir.join("tokenizer.json");
+            let tj = read_json(&path)?;
+            let n = |v: Option<&serde_json::Value>| match v {
+                Some(serde_json::Value::Object(m)) => m.len(),
+                Some(serde_json::Value::Array(a)) => a.len(),
+                _ => 0,
+            };
+            Ok(n(tj.get("model").and_then(|m| m.get("vocab"))) + n(tj.get("added_tokens")))
+        }
+    }
+}
+
 impl HfModel {
     /// Opens `dir`: reads config.json, the tokenizer files and the safetensors headers (no
     /// tensor data), maps every tensor and builds the GGUF metadata.
@@ -189,7 +218,27 @@ impl HfModel {
         crate::arch::arch_for(&cfg, MlaLayout::Mla)?;
         let ckpt = Checkpoint::open(dir, cfg.fp8_block()?)?;
         ckpt.check_fp8()?;
-        let plan = plan_tensors(&cfg, &ckpt, MlaLayout::Mla)?;
+        let mut plan = plan_tensors(&cfg, &ckpt, MlaLayout::Mla)?;
+        let vopts = VocabOptions {
+            pre: opts.tokenizer_pre.clone(),
+            prefer_spm: plan.arch.prefers_spm(),
+            add_space_prefix: plan.arch.space_prefix() == SpacePrefix::FromConfig,
+            space_prefix_off_after_spm: plan.arch.space_prefix() == SpacePrefix::OffAfterSpm,
+            kimi_tiktoken: plan.arch.gguf_arch() == "deepseek2",
+        };
+        // The vocabulary is read before the tensors are final: it may trim the embedding.
+        let mut vocab_md = Metadata::new();
+        let (vocab, warnings) = write_vocab(dir, plan.params.n_vocab, &vopts, &mut vocab_md)?;
+        if plan.arch.trims_embedding_to_vocab() {
+            let rows = tokenizer_rows(dir, vocab, plan.params.n_vocab)?;
+            if let Some(t) = plan
+                .tensors
+                .iter_mut()
+                .find(|t| t.name == "token_embd.weight")
+            {
+                t.shape[0] = t.shape[0].min(rows);
+            }
+        }
         let infos = tensor_infos(&plan, opts.outtype)?;
         let arch = plan.arch.gguf_arch();
         let mut md = Metadata::new();
@@ -244,12 +293,9 @@ impl HfModel {
         generic_params(arch, &cfg, &ov, opts.outtype.file_type(), &mut md)?;
         plan.arch.extra_params(&cfg, &plan.params, &mut md)?;
         md.set("general.quantization_version", Value::U32(2));
-        let vopts = VocabOptions {
-            pre: opts.tokenizer_pre.clone(),
-            prefer_spm: plan.arch.prefers_spm(),
-            add_space_prefix: plan.arch.prefers_spm(),
-        };
-        let (vocab, warnings) = write_vocab(dir, plan.params.n_vocab, &vopts, &mut md)?;
+        for (k, v) in vocab_md.entries() {
+            md.set(k.clone(), v.clone());
+        }
         Ok(HfModel {
             dir: dir.to_path_buf(),
             ckpt,
@@ -319,6 +365,11 @@ impl HfModel {
         match &t.transform {
             Transform::None => self.read_stacked(t, first, out),
             Transform::RopePermute { n_head } => self.read_permuted(t, *n_head, first, out),
+            Transform::AddOne => {
+                self.read_stacked(t, first, out)?;
+                out.iter_mut().for_each(|v| *v += 1.0);
+                Ok(())
+            }
             Transform::KvbV { n_head: _, nope, v } => {
                 // out row (h, j) = source row h*(nope+v) + nope + j
                 let map = |r: usize| (r / v) * (nope + v) + nope + r % v;

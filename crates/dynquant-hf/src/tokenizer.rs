@@ -72,6 +72,10 @@ pub struct VocabOptions {
     /// Write `tokenizer.ggml.add_space_prefix` from `tokenizer_config.json`'s
     /// `add_prefix_space` (llama family).
     pub add_space_prefix: bool,
+    /// Write `tokenizer.ggml.add_space_prefix = false` after a SentencePiece vocabulary (Gemma).
+    pub space_prefix_off_after_spm: bool,
+    /// Read Kimi-K2's `tiktoken.model` when there is no `tokenizer.json` (deepseek2).
+    pub kimi_tiktoken: bool,
 }
 
 fn json_opt(path: &Path) -> Result<Option<Json>> {
@@ -122,8 +126,21 @@ pub fn write_vocab(
     let spm_path = dir.join("tokenizer.model");
     let kind = if opts.prefer_spm && spm_path.is_file() {
         let n = write_spm(dir, &spm_path, vocab_size, tc.as_ref(), md)?;
-        special_vocab(dir, tc.as_ref(), None, Some(n), false, md)?;
+        special_vocab(dir, tc.as_ref(), None, Some(n), true, md)?;
+        if opts.space_prefix_off_after_spm {
+            md.set("tokenizer.ggml.add_space_prefix", Value::Bool(false));
+        }
         VocabKind::SentencePiece
+    } else if opts.kimi_tiktoken
+        && !dir.join("tokenizer.json").is_file()
+        && dir.join("tiktoken.model").is_file()
+    {
+        let vocab_size = vocab_size.ok_or_else(|| {
+            HfError::Tokenizer("a tiktoken.model vocabulary needs config.json's vocab_size".into())
+        })?;
+        write_tiktoken(&dir.join("tiktoken.model"), tc.as_ref(), vocab_size, md)?;
+        special_vocab(dir, tc.as_ref(), None, None, false, md)?;
+        VocabKind::Bpe
     } else {
         let tj_path = dir.join("tokenizer.json");
         let tj = json_opt(&tj_path)?.ok_or_else(|| {
@@ -292,6 +309,202 @@ fn write_bpe(
     if !merges.is_empty() {
         md.set("tokenizer.ggml.merges", Value::Array(Array::String(merges)));
     }
+    Ok(())
+}
+
+/// Standard base64 (with `=` padding) to bytes; `None` when malformed.
+fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    if !s.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for (i, q) in s.chunks(4).enumerate() {
+        let last = i + 1 == s.len() / 4;
+        let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &q[..4 - pad] {
+            n = (n << 6) | val(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
+/// GPT-2's byte-to-character map (`bytes_to_unicode`): printable Latin-1 bytes stand for
+/// themselves, the others for U+0100 onwards in byte order.
+fn byte_to_char() -> [char; 256] {
+    let mut map = ['\0'; 256];
+    let mut next = 256u32;
+    for b in 0..=255u8 {
+        let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        map[b as usize] = if printable {
+            char::from(b)
+        } else {
+            let c = char::from_u32(next).unwrap_or('\0');
+            next += 1;
+            c
+        };
+    }
+    map
+}
+
+/// The two parts the rank-`max_rank` token was merged from: byte pairs merged lowest rank
+/// first, using only ranks below `max_rank` (llama.cpp's `QwenModel.bpe`).
+fn tiktoken_parts<'a>(
+    ranks: &std::collections::HashMap<&[u8], u32>,
+    token: &'a [u8],
+    max_rank: u32,
+) -> Vec<&'a [u8]> {
+    let mut bounds: Vec<usize> = (0..=token.len()).collect();
+    loop {
+        let mut best: Option<(u32, usize)> = None;
+        for i in 0..bounds.len().saturating_sub(2) {
+            if let Some(&r) = ranks.get(&token[bounds[i]..bounds[i + 2]]) {
+                if best.is_none_or(|(b, _)| r < b) {
+                    best = Some((r, i));
+                }
+            }
+        }
+        match best {
+            Some((r, i)) if r < max_rank => {
+                bounds.remove(i + 1);
+            }
+            _ => break,
+        }
+    }
+    bounds.windows(2).map(|w| &token[w[0]..w[1]]).collect()
+}
+
+/// Kimi-K2's tiktoken vocabulary as llama.cpp's converter writes it (`kimi-k2`): the ranks of
+/// `tiktoken.model` (one `base64 rank` per line) as byte-level token strings, merges recovered
+/// from the ranks, then 256 special ids after the ranks named by `added_tokens_decoder` or
+/// `<|reserved_token_N|>` (as Kimi-K2's tokenizer class names them), `[PAD<i>]` up to
+/// `vocab_size`.
+fn write_tiktoken(
+    path: &Path,
+    tc: Option<&Json>,
+    vocab_size: u64,
+    md: &mut Metadata,
+) -> Result<()> {
+    let bad = |r: String| HfError::Tokenizer(format!("{}: {r}", path.display()));
+    let text = std::fs::read(path).map_err(|e| HfError::io("read", path, e))?;
+    let mut entries: Vec<(Vec<u8>, u32)> = Vec::new();
+    for (ln, line) in text.split(|&b| b == b'\n').enumerate() {
+        let mut f = line
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|p| !p.is_empty());
+        let Some(tok) = f.next() else { continue };
+        let rank = f
+            .next()
+            .and_then(|r| std::str::from_utf8(r).ok()?.parse::<u32>().ok())
+            .ok_or_else(|| bad(format!("line {}: no rank", ln + 1)))?;
+        let tok = base64_decode(tok).ok_or_else(|| bad(format!("line {}: bad base64", ln + 1)))?;
+        entries.push((tok, rank));
+    }
+    if vocab_size > MAX_VOCAB || entries.len() as u64 + 256 > vocab_size.max(1) + MAX_ID_HOLES {
+        return Err(bad(format!(
+            "{} ranks do not fit config.json vocab_size {vocab_size}",
+            entries.len()
+        )));
+    }
+    // Later lines with the same bytes replace earlier ones, as a Python dict does.
+    let mut ranks: std::collections::HashMap<&[u8], u32> = Default::default();
+    for (t, r) in &entries {
+        ranks.insert(t.as_slice(), *r);
+    }
+    let chars = byte_to_char();
+    let to_str = |b: &[u8]| b.iter().map(|&x| chars[x as usize]).collect::<String>();
+    // {**vocab, **special_tokens}: string -> id, insertion-ordered, later keys replace values.
+    let mut order: Vec<String> = Vec::new();
+    let mut ids: std::collections::HashMap<String, u32> = Default::default();
+    let mut put = |k: String, v: u32| {
+        if ids.insert(k.clone(), v).is_none() {
+            order.push(k);
+        }
+    };
+    let mut merges = Vec::new();
+    let mut seen: std::collections::HashSet<&[u8]> = Default::default();
+    for (t, _) in &entries {
+        if !seen.insert(t.as_slice()) {
+            continue;
+        }
+        let rank = ranks[t.as_slice()];
+        put(to_str(t), rank);
+        if t.len() > 1 {
+            let parts = tiktoken_parts(&ranks, t, rank);
+            if parts.len() == 2 {
+                merges.push(format!("{} {}", to_str(parts[0]), to_str(parts[1])));
+            }
+        }
+    }
+    let n_base = ranks.len() as u64;
+    let named: std::collections::HashMap<u64, String> = tc
+        .and_then(|t| t.get("added_tokens_decoder"))
+        .and_then(Json::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, special_content(v)?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Kimi's class: {name: id for id in n_base..n_base+256}; a repeated name keeps the last id.
+    let mut special: Vec<(String, u64)> = Vec::new();
+    for id in n_base..n_base + 256 {
+        let name = named
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("<|reserved_token_{id}|>"));
+        match special.iter_mut().find(|(n, _)| *n == name) {
+            Some(e) => e.1 = id,
+            None => special.push((name, id)),
+        }
+    }
+    let special_ids: std::collections::HashSet<u64> = special.iter().map(|(_, i)| *i).collect();
+    for (name, id) in &special {
+        put(name.clone(), *id as u32);
+    }
+    let mut by_id: std::collections::HashMap<u64, &str> = Default::default();
+    for k in &order {
+        by_id.insert(u64::from(ids[k]), k.as_str());
+    }
+    let mut tokens = Vec::with_capacity(vocab_size as usize);
+    let mut types = Vec::with_capacity(vocab_size as usize);
+    for i in 0..vocab_size {
+        match by_id.get(&i) {
+            None => {
+                tokens.push(format!("[PAD{i}]"));
+                types.push(UNUSED);
+            }
+            Some(t) => {
+                tokens.push((*t).to_string());
+                types.push(if special_ids.contains(&i) {
+                    CONTROL
+                } else {
+                    NORMAL
+                });
+            }
+        }
+    }
+    md.set("tokenizer.ggml.model", Value::String("gpt2".into()));
+    md.set("tokenizer.ggml.pre", Value::String("kimi-k2".into()));
+    md.set("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+    md.set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+    md.set("tokenizer.ggml.merges", Value::Array(Array::String(merges)));
     Ok(())
 }
 
@@ -474,7 +687,7 @@ fn special_vocab(
     tc: Option<&Json>,
     tj: Option<&Json>,
     n_vocab: Option<usize>,
-    _bpe: bool,
+    always_add_flags: bool,
     md: &mut Metadata,
 ) -> Result<()> {
     let mut ids: Vec<(&str, &str, u64)> = Vec::new();
@@ -663,15 +876,16 @@ fn special_vocab(
     }
     // add_bos / add_eos are always written (false when nothing says otherwise), then the others
     // that were determined, as in the reference files.
+    // (gguf-py writes them only when a source sets them: so does the tiktoken path.)
     let get = |t: &str| add.iter().find(|(k, _)| *k == t).map(|(_, v)| *v);
-    md.set(
-        "tokenizer.ggml.add_bos_token",
-        Value::Bool(get("bos").unwrap_or(false)),
-    );
-    md.set(
-        "tokenizer.ggml.add_eos_token",
-        Value::Bool(get("eos").unwrap_or(false)),
-    );
+    for typ in ["bos", "eos"] {
+        if always_add_flags || get(typ).is_some() {
+            md.set(
+                format!("tokenizer.ggml.add_{typ}_token"),
+                Value::Bool(get(typ).unwrap_or(false)),
+            );
+        }
+    }
     for (typ, _) in SPECIAL_TYPES.iter().skip(2) {
         if let Some(v) = get(typ) {
             md.set(format!("tokenizer.ggml.add_{typ}_token"), Value::Bool(v));
@@ -686,6 +900,35 @@ fn special_vocab(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_and_tiktoken_merges() {
+        assert_eq!(base64_decode(b"aGVsbG8="), Some(b"hello".to_vec()));
+        assert_eq!(base64_decode(b"IQ=="), Some(b"!".to_vec()));
+        assert_eq!(base64_decode(b"aGVs"), Some(b"hel".to_vec()));
+        assert_eq!(base64_decode(b"aGV"), None);
+        assert_eq!(base64_decode(b"a=Vs"), None);
+        assert_eq!(base64_decode(b"IQ==IQ=="), None);
+        let map = byte_to_char();
+        assert_eq!((map[b' ' as usize], map[b'a' as usize]), ('\u{0120}', 'a'));
+        // "abc" (rank 4) is made of "ab" (rank 3) + "c": the merge uses ranks below 4 only.
+        let ranks: std::collections::HashMap<&[u8], u32> = [
+            (&b"a"[..], 0),
+            (b"b", 1),
+            (b"c", 2),
+            (b"ab", 3),
+            (b"abc", 4),
+            (b"bc", 5),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(tiktoken_parts(&ranks, b"abc", 4), vec![&b"ab"[..], b"c"]);
+        assert_eq!(tiktoken_parts(&ranks, b"bc", 5), vec![&b"b"[..], b"c"]);
+        assert_eq!(
+            tiktoken_parts(&ranks, b"abc", 3),
+            vec![&b"a"[..], b"b", b"c"]
+        );
+    }
 
     #[test]
     fn protobuf_reader_rejects_truncation_and_reads_pieces() {

@@ -168,7 +168,10 @@ fn bad_folders_fail_cleanly() {
     .unwrap();
     let e = clean_failure(dynquant(args!["convert", d, out]), "unknown arch");
     assert!(
-        e.contains("RwkvForCausalLM") && e.contains("not supported"),
+        e.contains("RwkvForCausalLM")
+            && e.contains("not supported (supported: llama,")
+            && e.contains("gemma3_text")
+            && e.trim_end().lines().count() == 1,
         "{e}"
     );
     // A bad outtype.

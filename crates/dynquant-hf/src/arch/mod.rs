@@ -7,6 +7,7 @@
 
 mod checkpoint;
 mod deepseek;
+mod gemma3;
 mod llama;
 mod mixtral;
 mod qwen2;
@@ -50,6 +51,19 @@ pub enum Transform {
         /// v_head_dim.
         v: usize,
     },
+    /// Gemma's RMSNorm weights, stored as offsets from 1: 1 is added (in f32).
+    AddOne,
+}
+
+/// How `tokenizer.ggml.add_space_prefix` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SpacePrefix {
+    /// Not written.
+    Absent,
+    /// From `tokenizer_config.json`'s `add_prefix_space`, before the vocabulary (llama family).
+    FromConfig,
+    /// `false`, after the vocabulary, when it is SentencePiece (Gemma).
+    OffAfterSpm,
 }
 
 /// One tensor of the GGUF output.
@@ -138,6 +152,19 @@ pub(crate) trait Arch: Send + Sync {
     fn prefers_spm(&self) -> bool {
         false
     }
+    /// How `tokenizer.ggml.add_space_prefix` is written.
+    fn space_prefix(&self) -> SpacePrefix {
+        if self.prefers_spm() {
+            SpacePrefix::FromConfig
+        } else {
+            SpacePrefix::Absent
+        }
+    }
+    /// Whether `token_embd` keeps only the tokenizer's rows (Gemma 3 drops the padding rows
+    /// past the tokenizer's last token).
+    fn trims_embedding_to_vocab(&self) -> bool {
+        false
+    }
     /// The tensors (Hugging Face names, PyTorch shapes) a checkpoint with this config holds,
     /// for planning from `config.json` alone; their GGUF names come from [`Arch::map`].
     fn checkpoint_tensors(&self, cfg: &Config) -> Result<Vec<(String, Vec<usize>)>>;
@@ -193,6 +220,7 @@ pub(crate) fn arch_for(cfg: &Config, layout: MlaLayout) -> Result<Box<dyn Arch>>
         ("Qwen2ForCausalLM", _) | (_, "qwen2") => Box::new(qwen2::Qwen2),
         ("Qwen3ForCausalLM", _) | (_, "qwen3") => Box::new(qwen3::Qwen3),
         ("Qwen3MoeForCausalLM", _) | (_, "qwen3_moe") => Box::new(qwen3moe::Qwen3Moe),
+        ("Gemma3ForCausalLM", _) | (_, "gemma3_text") => Box::new(gemma3::Gemma3),
         ("DeepseekV3ForCausalLM" | "DeepseekV2ForCausalLM", _)
         | (_, "deepseek_v3" | "deepseek_v2") => Box::new(deepseek::Deepseek { layout }),
         _ => {
@@ -380,6 +408,20 @@ pub(crate) fn generic_params(
     if let Some(t) = theta {
         md.set(k("rope.freq_base"), Value::F32(t as f32));
     }
+    // The sliding-window layers' base (Gemma 3's `rope_local_base_freq`).
+    let local_theta = match rope.and_then(|r| r.get("sliding_attention")) {
+        Some(s) => s.get("rope_theta").and_then(|v| v.as_f64()),
+        None => cfg.f64_of(&[
+            "local_rope_theta",
+            "rope_local_theta",
+            "rope_theta_local",
+            "swa_rope_theta",
+            "rope_local_base_freq",
+        ])?,
+    };
+    if let Some(t) = local_theta {
+        md.set(k("rope.freq_base_swa"), Value::F32(t as f32));
+    }
     if let Some(e) = cfg.f64_of(&["rms_norm_eps", "norm_eps"])? {
         md.set(k("attention.layer_norm_rms_epsilon"), Value::F32(e as f32));
     }
@@ -505,7 +547,9 @@ pub(crate) fn plan_tensors(
                 };
                 for (gname, tr) in pieces {
                     let shape = match &tr {
-                        Transform::None | Transform::RopePermute { .. } => shape_in.to_vec(),
+                        Transform::None | Transform::RopePermute { .. } | Transform::AddOne => {
+                            shape_in.to_vec()
+                        }
                         Transform::KvbK { n_head, nope, v }
                         | Transform::KvbV { n_head, nope, v } => {
                             let want_rows = n_head * (nope + v);
