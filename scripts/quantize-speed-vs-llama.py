@@ -23,22 +23,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from timing import timed  # scripts/timing.py
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MIXES = "iq2_xxs,iq2_xs,iq2_s,iq3_xxs,iq3_s,iq1_s,iq1_m"
-
-
-def timed(cmd, out_dir):
-    """Runs cmd under GNU time; returns (wall seconds, user+sys CPU seconds)."""
-    tfile = Path(out_dir) / "time.txt"
-    r = subprocess.run(
-        ["/usr/bin/time", "-f", "%e %U %S", "-o", str(tfile), *map(str, cmd)],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{r.stdout}\n{r.stderr}")
-    wall, user, sys_ = map(float, tfile.read_text().split()[-3:])
-    return wall, user + sys_
 
 
 def load():

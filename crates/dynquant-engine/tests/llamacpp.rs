@@ -158,11 +158,13 @@ fn check_tiny(name: &str) {
     check_tiny_file(
         name,
         &shared_dir().join(format!("golden/hf/{name}.llamacpp.gguf")),
+        true,
     );
 }
 
-/// [`check_tiny`] of the GGUF at `path`.
-fn check_tiny_file(name: &str, path: &Path) {
+/// [`check_tiny`] of the GGUF at `path`; `beats_exact`: llama.cpp's numerics must also be closer to llama.cpp than exact
+/// activations are (not asked where routing near-ties make both noisy).
+fn check_tiny_file(name: &str, path: &Path, beats_exact: bool) {
     let Some(o) = Oracle::get() else { return };
     let r = reference(&o, path, 128, false);
     let gguf = GgufModel::open(path, Access::Mmap).expect("open");
@@ -178,7 +180,9 @@ fn check_tiny_file(name: &str, path: &Path) {
     eprintln!("{name}: mean KLD {kl:.3e} (exact activations {kl_exact:.3e}), top-1 {top1}");
     assert!(kl < 1e-3, "mean KLD {kl}");
     assert!(top1 > 0.99, "top-1 {top1}");
-    assert!(kl < kl_exact, "{kl} vs exact {kl_exact}");
+    if beats_exact {
+        assert!(kl < kl_exact, "{kl} vs exact {kl_exact}");
+    }
 }
 
 #[test]
@@ -203,7 +207,7 @@ fn tiny_llama_untied_matches_llamacpp() {
 fn tiny_gemma3_matches_llamacpp() {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf/gemma3.llamacpp.gguf");
-    check_tiny_file("gemma3", &path);
+    check_tiny_file("gemma3", &path, true);
 }
 
 /// Kimi-K2's layout from llama.cpp's converter (the repository's fixture): deepseek2 with MLA,
@@ -211,18 +215,9 @@ fn tiny_gemma3_matches_llamacpp() {
 /// `exp_probs_b`), tokenized by llama.cpp with the `kimi-k2` pre-tokenizer.
 #[test]
 fn tiny_kimi_k2_matches_llamacpp() {
-    let Some(o) = Oracle::get() else { return };
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf/kimi-k2.llamacpp.gguf");
-    let r = reference(&o, &path, 128, false);
-    let gguf = GgufModel::open(&path, Access::Mmap).expect("open");
-    let model = Model::load(&gguf).expect("load");
-    let mut s = model.session(r.tokens.len());
-    let logits = s.eval(&r.tokens, Logits::From(0), None).expect("eval");
-    let (kl, top1, _) = score(&r, &logits, model.n_vocab, TIE);
-    eprintln!("kimi-k2: mean KLD {kl:.3e}, top-1 {top1}");
-    assert!(kl < 1e-3, "mean KLD {kl}");
-    assert!(top1 > 0.99, "top-1 {top1}");
+    check_tiny_file("kimi-k2", &path, false);
 }
 
 /// qwen3moe from llama.cpp's converter: 8 BF16 experts, 2 used, renormalized weights.
@@ -393,15 +388,6 @@ fn synth_deepseek2_attention_matches_llamacpp() {
 /// 8.1e-5 after (one routing flip in 128 positions).
 #[test]
 fn tiny_deepseek_v3_matches_llamacpp() {
-    let Some(o) = Oracle::get() else { return };
     let path = shared_dir().join("golden/hf/deepseek-v3-fp8.llamacpp.gguf");
-    let r = reference(&o, &path, 128, false);
-    let gguf = GgufModel::open(&path, Access::Mmap).expect("open");
-    let model = Model::load(&gguf).expect("load");
-    let mut s = model.session(r.tokens.len());
-    let logits = s.eval(&r.tokens, Logits::From(0), None).expect("eval");
-    let (kl, top1, _) = score(&r, &logits, model.n_vocab, TIE);
-    eprintln!("deepseek-v3-fp8: mean KLD {kl:.3e}, top-1 {top1}");
-    assert!(kl < 1e-3, "mean KLD {kl}");
-    assert!(top1 > 0.99, "top-1 {top1}");
+    check_tiny_file("deepseek-v3-fp8", &path, false);
 }
