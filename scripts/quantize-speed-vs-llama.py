@@ -17,13 +17,11 @@ Usage (after scripts/prepare-oracles.sh and the test models):
 import argparse
 import filecmp
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from timing import timed  # scripts/timing.py
+from timing import smollm2_768_and_tools, timed  # scripts/timing.py
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MIXES = "iq2_xxs,iq2_xs,iq2_s,iq3_xxs,iq3_s,iq1_s,iq1_m"
@@ -40,14 +38,7 @@ def main():
     ap.add_argument("--scaling", action="store_true", help="also time ours on 2 threads")
     ap.add_argument("--json", action="store_true", help="one JSON line per mix as well")
     a = ap.parse_args()
-    models = Path(os.environ.get("DYNQUANT_TEST_MODELS", ROOT / ".oracle/test-models"))
-    src, imatrix = models / "smollm2-768.gguf", models / "smollm2-768.imatrix.gguf"
-    dq = Path(os.environ.get("DYNQUANT_BIN", ROOT / "target/release/dynquant"))
-    dq_dev = Path(os.environ.get("DYNQUANT_DEV_BIN", ROOT / "target/release/dynquant-dev"))
-    if not dq.exists() or not dq_dev.exists():
-        subprocess.run(
-            ["cargo", "build", "--release", "-q", "-p", "dynquant", "-p", "dynquant-dev"], cwd=ROOT, check=True
-        )
+    src, imatrix, dq, dq_dev = smollm2_768_and_tools(ROOT)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for mix in a.mixes.split(","):

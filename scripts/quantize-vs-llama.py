@@ -15,14 +15,13 @@ Usage (after scripts/prepare-oracles.sh and building the test models):
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from timing import timed  # scripts/timing.py
+from timing import smollm2_768_and_tools, timed  # scripts/timing.py
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MIXES = "q4_k_m,q2_k,iq2_xxs,iq1_s,iq1_m"
@@ -52,14 +51,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=4096)
     ap.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     a = ap.parse_args()
-    models = Path(os.environ.get("DYNQUANT_TEST_MODELS", ROOT / ".oracle/test-models"))
-    src, imatrix = models / "smollm2-768.gguf", models / "smollm2-768.imatrix.gguf"
-    dq = Path(os.environ.get("DYNQUANT_BIN", ROOT / "target/release/dynquant"))
-    dq_dev = Path(os.environ.get("DYNQUANT_DEV_BIN", ROOT / "target/release/dynquant-dev"))
-    if not dq.exists() or not dq_dev.exists():
-        subprocess.run(
-            ["cargo", "build", "--release", "-q", "-p", "dynquant", "-p", "dynquant-dev"], cwd=ROOT, check=True
-        )
+    src, imatrix, dq, dq_dev = smollm2_768_and_tools(ROOT)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for mix in a.mixes.split(","):
