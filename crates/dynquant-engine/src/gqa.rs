@@ -90,13 +90,6 @@ impl<'a> GqaAttention<'a> {
         caches: &mut [&mut KvCache],
     ) -> Result<Vec<f32>> {
         let c = ctx.config;
-        if caches.len() != ctx.spans.len() {
-            return Err(EngineError::Invalid(format!(
-                "{} sequences with {} caches",
-                ctx.spans.len(),
-                caches.len()
-            )));
-        }
         let mut q = ctx.mm(&self.wq, h)?;
         let mut k = ctx.mm(&self.wk, h)?;
         let mut v = ctx.mm(&self.wv, h)?;

@@ -5,7 +5,7 @@
 use crate::attention::KvCache;
 use crate::block::BlockCtx;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::ffn::DenseFfn;
 use crate::gqa::GqaAttention;
 use crate::loader::Loader;
@@ -60,6 +60,13 @@ impl<'a> Attention<'a> {
         h: &[f32],
         caches: &mut [&mut KvCache],
     ) -> Result<Vec<f32>> {
+        if caches.len() != ctx.spans.len() {
+            return Err(EngineError::Invalid(format!(
+                "{} sequences with {} caches",
+                ctx.spans.len(),
+                caches.len()
+            )));
+        }
         match self {
             Attention::Gqa(a) => a.forward(ctx, h, caches),
             Attention::Mla(a) => {

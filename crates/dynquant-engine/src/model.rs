@@ -148,6 +148,17 @@ pub enum Logits {
     From(usize),
 }
 
+impl Logits {
+    /// The first of `n` rows that gets logits (`n`: none).
+    fn first_row(self, n: usize) -> usize {
+        match self {
+            Logits::None => n,
+            Logits::Last => n.saturating_sub(1),
+            Logits::From(f) => f.min(n),
+        }
+    }
+}
+
 /// A sequence being evaluated: the KV cache and its length. A clone continues from the same
 /// cache independently (a shared prompt evaluated once).
 #[derive(Debug, Clone)]
@@ -164,14 +175,21 @@ impl Session<'_, '_> {
         self.n_past
     }
 
-    /// Tokens the session may hold.
-    pub fn n_ctx(&self) -> usize {
-        self.n_ctx
-    }
-
     /// Lets the session hold `n_ctx` tokens (never fewer than it holds).
     pub fn set_n_ctx(&mut self, n_ctx: usize) {
         self.n_ctx = n_ctx.max(self.n_past);
+    }
+
+    /// An error unless `n` more tokens fit in the context.
+    fn room_for(&self, n: usize) -> Result<()> {
+        let wanted = self.n_past + n;
+        if wanted > self.n_ctx {
+            return Err(EngineError::ContextFull {
+                n_ctx: self.n_ctx,
+                wanted,
+            });
+        }
+        Ok(())
     }
 
     /// Empties the cache.
@@ -195,13 +213,7 @@ impl Session<'_, '_> {
         if nt == 0 {
             return Ok(Vec::new());
         }
-        let wanted = self.n_past + nt;
-        if wanted > self.n_ctx {
-            return Err(EngineError::ContextFull {
-                n_ctx: self.n_ctx,
-                wanted,
-            });
-        }
+        self.room_for(nt)?;
         let x = m.embed(tokens)?;
         self.run_layers(0, x, nt, logits, obs, None)
     }
@@ -214,12 +226,7 @@ impl Session<'_, '_> {
         let mut states = Vec::with_capacity(self.model.layers.len() + 1);
         let mut keep = |_: usize, x: &[f32]| states.push(x.to_vec());
         let nt = tokens.len();
-        if self.n_past + nt > self.n_ctx {
-            return Err(EngineError::ContextFull {
-                n_ctx: self.n_ctx,
-                wanted: self.n_past + nt,
-            });
-        }
+        self.room_for(nt)?;
         let x = self.model.embed(tokens)?;
         self.run_layers(0, x, nt, Logits::None, None, Some(&mut keep))?;
         Ok(states)
@@ -242,12 +249,7 @@ impl Session<'_, '_> {
         if nt == 0 {
             return Ok(Vec::new());
         }
-        if self.n_past + nt > self.n_ctx {
-            return Err(EngineError::ContextFull {
-                n_ctx: self.n_ctx,
-                wanted: self.n_past + nt,
-            });
-        }
+        self.room_for(nt)?;
         self.run_layers(first, hidden.to_vec(), nt, logits, None, None)
     }
 
@@ -288,19 +290,18 @@ impl Session<'_, '_> {
             f(m.layers.len(), &x);
         }
         self.n_past = wanted;
-        let from = match logits {
-            Logits::None => return Ok(Vec::new()),
-            Logits::Last => nt.saturating_sub(1),
-            Logits::From(f) => f.min(nt),
-        };
+        if logits == Logits::None {
+            return Ok(Vec::new());
+        }
+        let from = logits.first_row(nt);
         let mut h = x[from * e..].to_vec();
         rms_norm(&mut h, e, &m.output_norm, c.rms_eps);
         ctx.mm_rows(&m.output, &h, nt - from)
     }
 
-    /// Runs several sequences of one model as one batch: `batch[i].1` (positions `n_past..` of
-    /// `sessions[i]`) appended to that session's cache, the logits of `batch[i].2`'s rows of
-    /// each returned in order. Every matrix product sees all the sequences' rows at once (the
+    /// Runs several sequences of one model as one batch: the tokens `batch[i].0` (positions
+    /// `n_past..` of `sessions[i]`) appended to that session's cache, the logits of the rows
+    /// `batch[i].1` asks for returned per sequence, in order. Every matrix product sees all the sequences' rows at once (the
     /// weights are read once per batch instead of once per sequence); attention stays per
     /// sequence. A sequence's logits may differ in the last bits from [`Session::eval`] of it
     /// alone, as llama.cpp's do between a lone and a batched sequence, since ggml picks some
@@ -323,13 +324,7 @@ impl Session<'_, '_> {
         let mut spans = Vec::with_capacity(batch.len());
         let mut tokens = Vec::new();
         for (s, (t, _)) in sessions.iter().zip(batch) {
-            let wanted = s.n_past + t.len();
-            if wanted > s.n_ctx {
-                return Err(EngineError::ContextFull {
-                    n_ctx: s.n_ctx,
-                    wanted,
-                });
-            }
+            s.room_for(t.len())?;
             spans.push(Span {
                 p0: s.n_past,
                 n: t.len(),
@@ -360,21 +355,17 @@ impl Session<'_, '_> {
         let mut row = 0;
         for (s, (span, (_, logits))) in sessions.iter_mut().zip(spans.iter().zip(batch)) {
             s.n_past += span.n;
-            let from = match logits {
-                Logits::None => span.n,
-                Logits::Last => span.n.saturating_sub(1),
-                Logits::From(f) => (*f).min(span.n),
-            };
+            let from = logits.first_row(span.n);
             h.extend_from_slice(&x[(row + from) * e..(row + span.n) * e]);
             counts.push(span.n - from);
             row += span.n;
         }
-        let wanted: usize = counts.iter().sum();
-        if wanted == 0 {
+        let rows: usize = counts.iter().sum();
+        if rows == 0 {
             return Ok(vec![Vec::new(); batch.len()]);
         }
         rms_norm(&mut h, e, &m.output_norm, c.rms_eps);
-        let all = ctx.mm_rows(&m.output, &h, wanted)?;
+        let all = ctx.mm_rows(&m.output, &h, rows)?;
         let nv = m.n_vocab;
         let mut out = Vec::with_capacity(batch.len());
         let mut at = 0;

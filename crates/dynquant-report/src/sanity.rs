@@ -228,14 +228,14 @@ impl<'e, 'g> BaseScorer<'e, 'g> {
         let model = self.base.model();
         let nv = model.n_vocab;
         let mut cache = self.prompts.lock().unwrap_or_else(|e| e.into_inner());
+        let scored: Vec<usize> = (0..pairs.len())
+            .filter(|&i| !pairs[i].0.is_empty() && !pairs[i].1.is_empty())
+            .collect();
         // the prompts not seen yet, evaluated as batches of sequences
         let mut new: Vec<&[u32]> = Vec::new();
-        for (p, a) in pairs {
-            if !p.is_empty()
-                && !a.is_empty()
-                && !cache.iter().any(|c| c.tokens == *p)
-                && !new.contains(p)
-            {
+        for &i in &scored {
+            let p = pairs[i].0;
+            if !cache.iter().any(|c| c.tokens == p) && !new.contains(&p) {
                 new.push(p);
             }
         }
@@ -253,9 +253,6 @@ impl<'e, 'g> BaseScorer<'e, 'g> {
             }
         }
         let mut out = vec![None; pairs.len()];
-        let scored: Vec<usize> = (0..pairs.len())
-            .filter(|&i| !pairs[i].0.is_empty() && !pairs[i].1.is_empty())
-            .collect();
         let mut start = 0;
         while start < scored.len() {
             let mut end = start;
@@ -444,20 +441,6 @@ pub fn job(prompt: Vec<u32>, n_predict: usize, mode: Mode, temp: f32) -> Generat
         n_predict,
         sampler,
     }
-}
-
-/// Generates one answer: its bytes and the count of generated tokens.
-pub fn generate(
-    ev: &Evaluator<'_>,
-    prompt: &[u32],
-    n_predict: usize,
-    mode: Mode,
-    temp: f32,
-) -> Result<(Vec<u8>, usize)> {
-    let g = ev
-        .generate_batch(&[job(prompt.to_vec(), n_predict, mode, temp)], |_| {})?
-        .remove(0);
-    Ok((g.bytes, g.generated))
 }
 
 /// Runs the suite on `ev`, judging every answer with the base of `scorer` (which may be the
