@@ -28,6 +28,8 @@
 
 mod chat;
 mod pretok;
+#[cfg(target_os = "linux")]
+pub mod sandbox;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -101,6 +103,10 @@ pub enum TokenizerError {
     /// The chat template failed to compile or render (including `raise_exception`).
     #[error("chat template: {0}")]
     Template(String),
+    /// The sandboxed chat-template render (Linux) ran past a limit or could not run.
+    #[cfg(target_os = "linux")]
+    #[error("chat template: {0}")]
+    TemplateSandbox(#[from] sandbox::SandboxError),
 }
 
 type Result<T> = std::result::Result<T, TokenizerError>;
