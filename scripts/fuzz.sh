@@ -3,6 +3,7 @@
 # a time, for minutes each.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]    (default 300 seconds each, every target)
 #   scripts/fuzz.sh --list                   (the targets)
+#   FUZZ_RUNS=1000000 scripts/fuzz.sh 3600 chat_template   (stop at that many executions)
 # Each target starts from fuzz/corpus/<target>/ (git-ignored; libFuzzer adds to it), seeded from
 # the committed fuzz/seeds/<target>/ (small real files, refreshed by fuzz/make_seeds.py). Runs
 # under -rss_limit_mb=512; crashes land in fuzz/artifacts/<target>/. Prints a summary line per
@@ -88,7 +89,7 @@ for target in "${TARGETS[@]}"; do
   start=$(date +%s)
   RUSTC_BOOTSTRAP=1 nice -n 19 cargo fuzz run --sanitizer "${FUZZ_SANITIZER:-none}" "$target" "$corpus" -- \
     -max_total_time="$SECONDS_TO_RUN" -rss_limit_mb=512 -max_len="$(max_len_of "$target")" -timeout="$(timeout_of "$target")" \
-    -print_final_stats=1 -artifact_prefix="$ROOT/fuzz/artifacts/$target/" >>"$log" 2>&1
+    -print_final_stats=1 ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} -artifact_prefix="$ROOT/fuzz/artifacts/$target/" >>"$log" 2>&1
   status=$?
   set -e
   # libFuzzer's own time ("Done N runs in S second(s)"); the wall time includes any rebuild.

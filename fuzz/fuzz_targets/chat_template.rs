@@ -30,19 +30,39 @@ fn tokenizer() -> &'static Tokenizer {
     })
 }
 
+/// The run-time bounds of this executable's `__sancov_cntrs` section, from its ELF section
+/// headers (`/proc/self/exe`) and its load bias (`AT_ENTRY` minus the header's entry point).
+/// The linker's `__start___sancov_cntrs` symbols cannot be named from Rust here: declaring them
+/// clashes with the coverage pass's own weak declarations, and the counters stop registering.
+#[cfg(target_os = "linux")]
+fn counters_section() -> Option<(usize, usize)> {
+    let exe = std::fs::read("/proc/self/exe").ok()?;
+    let bytes = |o: usize, n: usize| exe.get(o..o.checked_add(n)?);
+    let u16_at = |o| Some(u16::from_le_bytes(bytes(o, 2)?.try_into().ok()?) as usize);
+    let u32_at = |o| Some(u32::from_le_bytes(bytes(o, 4)?.try_into().ok()?) as usize);
+    let u64_at = |o| Some(u64::from_le_bytes(bytes(o, 8)?.try_into().ok()?) as usize);
+    if bytes(0, 5)? != b"\x7fELF\x02" {
+        return None;
+    }
+    let (entry, shoff) = (u64_at(0x18)?, u64_at(0x28)?);
+    let (shentsize, shnum, shstrndx) = (u16_at(0x3A)?, u16_at(0x3C)?, u16_at(0x3E)?);
+    let header = |i: usize| shoff + i * shentsize;
+    let names = u64_at(header(shstrndx) + 0x18)?;
+    // SAFETY: plain getauxval.
+    let bias = (unsafe { libc::getauxval(libc::AT_ENTRY) } as usize).wrapping_sub(entry);
+    (0..shnum).find_map(|i| {
+        let name = names + u32_at(header(i))?;
+        let wanted = b"__sancov_cntrs\0";
+        (bytes(name, wanted.len())? == wanted).then_some(())?;
+        let (addr, size) = (u64_at(header(i) + 0x10)?, u64_at(header(i) + 0x20)?);
+        Some((bias.wrapping_add(addr), bias.wrapping_add(addr + size)))
+    })
+}
+
 #[cfg(target_os = "linux")]
 fn share_coverage_counters_with_children() {
-    extern "C" {
-        // Bounds of the inline 8-bit counters, defined by the linker (SanitizerCoverage).
-        static mut __start___sancov_cntrs: u8;
-        static mut __stop___sancov_cntrs: u8;
-    }
-    // SAFETY: only the addresses of the linker's symbols are taken.
-    let (start, stop) = unsafe {
-        (
-            std::ptr::addr_of_mut!(__start___sancov_cntrs) as usize,
-            std::ptr::addr_of_mut!(__stop___sancov_cntrs) as usize,
-        )
+    let Some((start, stop)) = counters_section() else {
+        panic!("no __sancov_cntrs section: the chat_template target needs a coverage build");
     };
     // SAFETY: plain sysconf.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
