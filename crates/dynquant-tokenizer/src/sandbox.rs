@@ -298,12 +298,12 @@ unsafe fn confine(parent: libc::pid_t, write_fd: libc::c_int) {
         libc::_exit(5)
     };
     let mut current = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
     };
     libc::getrlimit(libc::RLIMIT_AS, &mut current);
-    let as_limit = (vm_size.saturating_add(MEMORY_BUDGET) as libc::rlim_t).min(current.rlim_max);
-    if !set(libc::RLIMIT_AS, as_limit as u64, as_limit as u64)
+    let as_limit = vm_size.saturating_add(MEMORY_BUDGET).min(current.rlim_max);
+    if !set(libc::RLIMIT_AS, as_limit, as_limit)
         || !set(libc::RLIMIT_CPU, CPU_SECONDS, CPU_SECONDS + 1)
     {
         libc::_exit(5);
