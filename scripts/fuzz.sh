@@ -4,6 +4,7 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]    (default 300 seconds each, every target)
 #   scripts/fuzz.sh --list                   (the targets)
 #   FUZZ_RUNS=1000000 scripts/fuzz.sh 3600 chat_template   (stop at that many executions)
+#   FUZZ_NICE=0 ...                          (priority; default 19, the lowest)
 # Each target starts from fuzz/corpus/<target>/ (git-ignored; libFuzzer adds to it), seeded from
 # the committed fuzz/seeds/<target>/ (small real files, refreshed by fuzz/make_seeds.py). Runs
 # under -rss_limit_mb=512; crashes land in fuzz/artifacts/<target>/. Prints a summary line per
@@ -85,9 +86,9 @@ for target in "${TARGETS[@]}"; do
   log="$ROOT/fuzz/artifacts/$target/last-run.log"
   set +e
   # Build first (not timed), then fuzz at the lowest priority: the machine may be shared.
-  RUSTC_BOOTSTRAP=1 nice -n 19 cargo fuzz build --sanitizer "${FUZZ_SANITIZER:-none}" "$target" >"$log" 2>&1
+  RUSTC_BOOTSTRAP=1 nice -n "${FUZZ_NICE:-19}" cargo fuzz build --sanitizer "${FUZZ_SANITIZER:-none}" "$target" >"$log" 2>&1
   start=$(date +%s)
-  RUSTC_BOOTSTRAP=1 nice -n 19 cargo fuzz run --sanitizer "${FUZZ_SANITIZER:-none}" "$target" "$corpus" -- \
+  RUSTC_BOOTSTRAP=1 nice -n "${FUZZ_NICE:-19}" cargo fuzz run --sanitizer "${FUZZ_SANITIZER:-none}" "$target" "$corpus" -- \
     -max_total_time="$SECONDS_TO_RUN" -rss_limit_mb=512 -max_len="$(max_len_of "$target")" -timeout="$(timeout_of "$target")" \
     -print_final_stats=1 ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} -artifact_prefix="$ROOT/fuzz/artifacts/$target/" >>"$log" 2>&1
   status=$?
