@@ -106,7 +106,16 @@ pub enum TokenizerError {
     /// The sandboxed chat-template render (Linux) ran past a limit or could not run.
     #[cfg(target_os = "linux")]
     #[error("chat template: {0}")]
-    TemplateSandbox(#[from] sandbox::SandboxError),
+    TemplateSandbox(sandbox::SandboxError),
+}
+
+// Not `#[from]`: that would also make the limit the error's source, and error chains (the
+// CLI's one-line message) would print it twice.
+#[cfg(target_os = "linux")]
+impl From<sandbox::SandboxError> for TokenizerError {
+    fn from(e: sandbox::SandboxError) -> Self {
+        TokenizerError::TemplateSandbox(e)
+    }
 }
 
 type Result<T> = std::result::Result<T, TokenizerError>;

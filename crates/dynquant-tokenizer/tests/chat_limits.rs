@@ -59,6 +59,9 @@ fn limit_error(template: &str) -> SandboxError {
                 msg.starts_with("chat template: ") && !msg.contains('\n'),
                 "{msg}"
             );
+            // One message, not repeated by an error chain.
+            let err = TokenizerError::TemplateSandbox(e.clone());
+            assert!(std::error::Error::source(&err).is_none(), "{msg}");
             e
         }
         other => panic!("{template:?}: expected a sandbox limit, got {other:?}"),
