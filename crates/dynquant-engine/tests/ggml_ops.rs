@@ -242,6 +242,26 @@ fn matmuls_iq4_nl() {
     check_synthetic(GgmlType::IQ4_NL, &[iq4nl::D], false);
 }
 
+/// Q4_0: rows in groups of eight take ggml's repacked kernels (`q4_0_8x8`), other rows the
+/// `vec_dot` (or llamafile's tinyBLAS for batches).
+#[test]
+fn matmuls_q4_0() {
+    use dynquant_quants::legacy::layout::q4_0;
+    check_synthetic(GgmlType::Q4_0, &[q4_0::D], true);
+}
+
+#[test]
+fn matmuls_tq1_0() {
+    use dynquant_quants::ternary::layout::tq1;
+    check_synthetic(GgmlType::TQ1_0, &[tq1::D], true);
+}
+
+#[test]
+fn matmuls_tq2_0() {
+    use dynquant_quants::ternary::layout::tq2;
+    check_synthetic(GgmlType::TQ2_0, &[tq2::D], true);
+}
+
 #[test]
 fn matmuls_smollm2_q4_1() {
     let Some(o) = Oracle::get() else { return };
@@ -701,11 +721,10 @@ fn mul_mat_id_iquants() {
 
 #[test]
 fn mul_mat_id_iq4_and_legacy() {
-    // not Q4_0: ggml repacks Q4_0 weights of 8k rows (q4_0_8x8), a gemv the engine does not
-    // reproduce in dense products either
     for ty in [
         GgmlType::IQ4_XS,
         GgmlType::IQ4_NL,
+        GgmlType::Q4_0,
         GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q8_0,
