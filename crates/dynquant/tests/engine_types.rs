@@ -139,3 +139,20 @@ fn smollm2_768_iq4_xs_matches_llamacpp() {
 fn smollm2_768_iq4_nl_matches_llamacpp() {
     check_type("iq4_nl");
 }
+
+/// TQ1_0 where the width allows (`ffn_down`'s 1536 columns), Q4_0 elsewhere (ggml's fallback
+/// for 576 columns, in its repacked layout).
+#[test]
+fn smollm2_768_tq1_0_matches_llamacpp() {
+    check_type("tq1_0");
+}
+
+#[test]
+fn smollm2_768_tq2_0_matches_llamacpp() {
+    check_type("tq2_0");
+}
+
+#[test]
+fn smollm2_768_q4_0_matches_llamacpp() {
+    check_type("q4_0");
+}
