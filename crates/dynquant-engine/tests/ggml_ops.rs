@@ -519,6 +519,36 @@ fn rope_matches_ggml() {
     assert_eq!((a, b), (0, 0));
 }
 
+/// BF16 weights (random values with outliers, rounded to BF16): widths with and without a
+/// leftover after ggml's 64-value `vec_dot` steps, and one tinyBLAS (32-value steps) cannot take.
+#[test]
+fn matmuls_bf16() {
+    let Some(g) = Ggml::load() else { return };
+    let mut bad = Vec::new();
+    for (cols, rows) in [(1536usize, 64usize), (608, 36), (600, 8)] {
+        let data: Vec<u8> = acts(cols * rows, cols as u64)
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v * 0.05).to_le_bytes())
+            .collect();
+        let w = Weight::new("w", GgmlType::BF16, cols, rows, Cow::Borrowed(&data)).expect("weight");
+        for n_tok in [1usize, 2, 3, 7, 16, 65] {
+            let x = acts(cols * n_tok, 5 + n_tok as u64);
+            let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
+            let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
+            let (n, worst) = diff(&ours, &theirs);
+            eprintln!(
+                "{} bf16 {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
+                g.variant,
+                ours.len()
+            );
+            if n > 0 {
+                bad.push(format!("bf16 {cols}x{rows} n_tok {n_tok}: {n} differ"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
 #[test]
 fn matmuls_smollm2_f16() {
     let Some(o) = Oracle::get() else { return };

@@ -156,3 +156,9 @@ fn smollm2_768_tq2_0_matches_llamacpp() {
 fn smollm2_768_q4_0_matches_llamacpp() {
     check_type("q4_0");
 }
+
+/// BF16 weights: `vdpbf16ps` (zen4 builds) or the widened f32 forms.
+#[test]
+fn smollm2_768_bf16_matches_llamacpp() {
+    check_type("bf16");
+}
