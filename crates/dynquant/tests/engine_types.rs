@@ -140,8 +140,8 @@ fn smollm2_768_iq4_nl_matches_llamacpp() {
     check_type("iq4_nl");
 }
 
-/// TQ1_0 where the width allows (`ffn_down`'s 1536 columns), Q4_0 elsewhere (ggml's fallback
-/// for 576 columns, in its repacked layout).
+/// The ternary types (every weight, token embedding and tied output included: smollm2-768's
+/// widths are multiples of 256).
 #[test]
 fn smollm2_768_tq1_0_matches_llamacpp() {
     check_type("tq1_0");
@@ -152,6 +152,7 @@ fn smollm2_768_tq2_0_matches_llamacpp() {
     check_type("tq2_0");
 }
 
+/// Q4_0 in ggml's repacked layout (every weight has rows in groups of eight).
 #[test]
 fn smollm2_768_q4_0_matches_llamacpp() {
     check_type("q4_0");
