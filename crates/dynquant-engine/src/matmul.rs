@@ -42,8 +42,10 @@ enum Kernel {
     /// ggml-cpu's Q2_K, Q3_K, Q5_K and IQ4_XS kernels (`vec_dot` with eight lanes per
     /// super-block, repacked Q2_K on AVX-512, IQ4_XS's panel gemm for batches).
     Lanes(LaneType, LanePath),
-    /// ggml-cpu's repacked IQ4_NL and Q4_0 kernels (`gemv/gemm_{iq4_nl,q4_0}_8x8_q8_0`).
+    /// ggml-cpu's repacked IQ4_NL, Q4_0 and MXFP4 kernels (`gemv/gemm_*_8x8_q8_0`).
     Nibbles(NibbleType),
+    /// ggml-cpu's MXFP4 `vec_dot` (weights it does not repack).
+    Mxfp4VecDot,
     /// ggml-cpu's dot products of the codebook i-quants.
     IQuant(IqType),
     /// Dequantized rows times activations rounded to this dot type (f32 for exact numerics).
@@ -63,8 +65,12 @@ fn kernel(w: &Weight<'_>, numerics: Numerics) -> Kernel {
         match w.ty {
             GgmlType::IQ4_NL => return Kernel::Nibbles(NibbleType::IQ4NL),
             GgmlType::Q4_0 => return Kernel::Nibbles(NibbleType::Q4_0),
+            GgmlType::MXFP4 => return Kernel::Nibbles(NibbleType::MXFP4),
             _ => {}
         }
+    }
+    if w.ty == GgmlType::MXFP4 && crate::cpu::fused() {
+        return Kernel::Mxfp4VecDot;
     }
     if let Some(l) = LegacyType::of(w.ty) {
         return Kernel::Legacy(l);
@@ -152,6 +158,7 @@ fn product(
         Kernel::Q6K => kquant::matmul_q6k(w, x, n_tok),
         Kernel::Lanes(l, path) => kquant::matmul_lanes(l, path, w, x, n_tok),
         Kernel::Nibbles(ty) => iq4::matmul_nibbles(ty, w, x, n_tok),
+        Kernel::Mxfp4VecDot => iq4::matmul_mxfp4_vec_dot(w, x, n_tok),
         Kernel::IQuant(iq) => iquant::matmul(iq, w, x, n_tok),
         Kernel::Dequantized(dt) => return float::matmul(w, x, n_tok, dt),
     })

@@ -250,6 +250,38 @@ fn matmuls_q4_0() {
     check_synthetic(GgmlType::Q4_0, &[q4_0::D], true);
 }
 
+/// MXFP4 (gpt-oss's experts): repacked (`mxfp4_8x8`) rows in groups of eight, the `vec_dot`
+/// otherwise. Random exponents near 127 keep the values finite.
+#[test]
+fn matmuls_mxfp4() {
+    let Some(g) = Ggml::load() else { return };
+    let mut bad = Vec::new();
+    // an odd block count (49) takes the vec_dot's leftover step
+    for (cols, rows) in [(1536usize, 64usize), (1568, 36)] {
+        let mut data = random_weight(GgmlType::MXFP4, cols, rows, &[], rows as u64 + 3);
+        for (i, b) in data.chunks_exact_mut(17).enumerate() {
+            b[0] = 118 + (i % 13) as u8;
+        }
+        let w =
+            Weight::new("w", GgmlType::MXFP4, cols, rows, Cow::Borrowed(&data)).expect("weight");
+        for n_tok in [1usize, 2, 3, 4, 5, 8, 16, 65] {
+            let x = acts(cols * n_tok, 13 + n_tok as u64);
+            let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
+            let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
+            let (n, worst) = diff(&ours, &theirs);
+            eprintln!(
+                "{} mxfp4 {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
+                g.variant,
+                ours.len()
+            );
+            if n > 0 {
+                bad.push(format!("mxfp4 rows {rows} n_tok {n_tok}: {n} differ"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
 #[test]
 fn matmuls_tq1_0() {
     use dynquant_quants::ternary::layout::tq1;
@@ -755,6 +787,7 @@ fn mul_mat_id_iq4_and_legacy() {
         GgmlType::IQ4_XS,
         GgmlType::IQ4_NL,
         GgmlType::Q4_0,
+        GgmlType::MXFP4,
         GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q8_0,

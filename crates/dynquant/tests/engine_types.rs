@@ -163,3 +163,9 @@ fn smollm2_768_q4_0_matches_llamacpp() {
 fn smollm2_768_bf16_matches_llamacpp() {
     check_type("bf16");
 }
+
+/// MXFP4 (E8M0 scales, repacked like IQ4_NL).
+#[test]
+fn smollm2_768_mxfp4_matches_llamacpp() {
+    check_type("mxfp4");
+}

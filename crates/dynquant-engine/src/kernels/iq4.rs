@@ -17,11 +17,15 @@ use super::kquant::LaneBlock;
 use super::layout::{q4_0, QK_K};
 use super::legacy::{quantize_q8_0, ActBlock};
 use crate::weight::Weight;
+use dynquant_quants::fp4::{e8m0_half, layout::mxfp4};
 
 /// ggml's `kvalues_iq4nl`: the 16 levels a 4-bit index selects.
 const LEVELS: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 ];
+
+/// MXFP4's levels (`kvalues_mxfp4`): the E2M1 values doubled, the block scale halved.
+const MXFP4_LEVELS: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
 /// Q4_0's levels: `nibble - 8`.
 const Q4_0_LEVELS: [i8; 16] = [-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7];
@@ -55,13 +59,16 @@ const fn level_pairs(levels: &[i8; 16]) -> [[i8; 2]; 256] {
 
 const LEVEL_PAIRS: [[i8; 2]; 256] = level_pairs(&LEVELS);
 const Q4_0_LEVEL_PAIRS: [[i8; 2]; 256] = level_pairs(&Q4_0_LEVELS);
+const MXFP4_LEVEL_PAIRS: [[i8; 2]; 256] = level_pairs(&MXFP4_LEVELS);
 
 /// The 4-bit types ggml's x86 build multiplies with its repacked `*_8x8_q8_0` template: one
-/// f16 scale and 32 nibbles per block, the nibbles indexing a table of levels.
+/// scale (f16, or MXFP4's E8M0 exponent) and 32 nibbles per block, the nibbles indexing a table
+/// of levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NibbleType {
     IQ4NL,
     Q4_0,
+    MXFP4,
 }
 
 impl NibbleType {
@@ -69,6 +76,19 @@ impl NibbleType {
         match self {
             NibbleType::IQ4NL => GgmlType::IQ4_NL,
             NibbleType::Q4_0 => GgmlType::Q4_0,
+            NibbleType::MXFP4 => GgmlType::MXFP4,
+        }
+    }
+
+    /// The block's scale and where its nibbles start.
+    fn scale_and_nibbles(self, block: &[u8]) -> (f32, &[u8]) {
+        match self {
+            // both store `d` first, then the 16 bytes of nibbles
+            NibbleType::IQ4NL | NibbleType::Q4_0 => {
+                const _: () = assert!(iq4nl::D == q4_0::D && iq4nl::QS == q4_0::QS);
+                (f16_at(block, iq4nl::D), &block[iq4nl::QS..])
+            }
+            NibbleType::MXFP4 => (e8m0_half(block[mxfp4::E]), &block[mxfp4::QS..]),
         }
     }
 
@@ -76,6 +96,7 @@ impl NibbleType {
         match self {
             NibbleType::IQ4NL => &LEVEL_PAIRS,
             NibbleType::Q4_0 => &Q4_0_LEVEL_PAIRS,
+            NibbleType::MXFP4 => &MXFP4_LEVEL_PAIRS,
         }
     }
 }
@@ -111,18 +132,15 @@ pub(crate) struct NlBlock {
     q: [i8; QK4],
 }
 
-/// Blocks of an IQ4_NL or Q4_0 row (both store `d` first, then the 16 bytes of nibbles).
+/// Blocks of an IQ4_NL, Q4_0 or MXFP4 row.
 fn decode_nibbles(ty: NibbleType, row: &[u8]) -> Vec<NlBlock> {
-    const _: () = assert!(iq4nl::D == q4_0::D && iq4nl::QS == q4_0::QS);
     let pairs = ty.level_pairs();
     row.chunks_exact(ty.ggml_type().type_size() as usize)
         .map(|b| {
+            let (d, qs) = ty.scale_and_nibbles(b);
             let mut q = [0i8; QK4];
-            unpack_with(pairs, &b[iq4nl::QS..], &mut q);
-            NlBlock {
-                d: f16_at(b, iq4nl::D),
-                q,
-            }
+            unpack_with(pairs, qs, &mut q);
+            NlBlock { d, q }
         })
         .collect()
 }
@@ -303,6 +321,54 @@ pub(crate) fn matmul_nibbles(ty: NibbleType, w: &Weight<'_>, x: &[f32], n_tok: u
                 }
                 for (i, wb) in rows.iter().enumerate().skip(i0) {
                     out[i * n_tok + t] = dot_iq4nl_best(wb, a);
+                }
+            }
+        },
+    )
+}
+
+/// `ggml_vec_dot_mxfp4_q8_0` (AVX2) of one row and one token: the eight lanes of each block's
+/// exact products (lane `l`: elements `4l..4l+3`) accumulate with `fma(d_a * d_w, lanes, acc)`
+/// in two vectors, even blocks in one and odd in the other; their sum is reduced by
+/// `hsum_float_8`, and an odd last block added as `fma(d, sum, total)`.
+fn dot_mxfp4_vec_dot(w: &[NlBlock], a: &[ActBlock]) -> f32 {
+    let mut acc = [[0f32; 8]; 2];
+    let pairs = w.len() / 2 * 2;
+    for (i, (wb, ab)) in w.iter().zip(a).take(pairs).enumerate() {
+        let d = ab.d * wb.d;
+        for (l, acc) in acc[i % 2].iter_mut().enumerate() {
+            let lane: i32 = (4 * l..4 * l + 4)
+                .map(|e| i32::from(wb.q[e]) * i32::from(ab.q[e]))
+                .sum();
+            *acc = d.mul_add(lane as f32, *acc);
+        }
+    }
+    let sum: [f32; 8] = std::array::from_fn(|l| acc[0][l] + acc[1][l]);
+    let mut total = crate::reduce::hsum_float_8(&sum);
+    for (wb, ab) in w.iter().zip(a).skip(pairs) {
+        let isum: i32 =
+            wb.q.iter()
+                .zip(&ab.q)
+                .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                .sum();
+        total = (ab.d * wb.d).mul_add(isum as f32, total);
+    }
+    total
+}
+
+/// Products of an MXFP4 weight ggml does not repack (rows not in groups of eight) with `n_tok`
+/// rows of activations: its `vec_dot` for every token.
+pub(crate) fn matmul_mxfp4_vec_dot(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    super::tiled::tiled_product(
+        w,
+        x,
+        n_tok,
+        quantize_q8_0,
+        |row| decode_nibbles(NibbleType::MXFP4, row),
+        |rows, acts, n_tok, out| {
+            for (i, wb) in rows.iter().enumerate() {
+                for (t, a) in acts.iter().enumerate() {
+                    out[i * n_tok + t] = dot_mxfp4_vec_dot(wb, a);
                 }
             }
         },
