@@ -480,6 +480,66 @@ fn check_attention(n_q: usize, n_kv: usize, d: usize, window: Option<usize>) -> 
     (n, worst)
 }
 
+/// MLA's attention (deepseek2 with `attn_k_b`): one cached head of `dk` values (latent and RoPE
+/// key), the values the first `dv` of each key row, `nh` query heads.
+fn check_attention_mla(n_q: usize, n_kv: usize, dk: usize, dv: usize) -> (usize, f32) {
+    let Some(g) = Ggml::load() else {
+        return (0, 0.0);
+    };
+    let nh = 4usize;
+    let mut c = attn_config(nh, 1, dk);
+    c.head_dim_v = dv;
+    let q: Vec<f32> = acts(n_q * nh * dk, 31).iter().map(|v| v * 0.5).collect();
+    let k: Vec<f32> = acts(n_kv * dk, 33);
+    let p0 = n_kv - n_q;
+    let mut cache = dynquant_engine::attention::KvCache::values_in_keys(dk, dv);
+    cache.append(&k, &[], false);
+    let ours = dynquant_engine::attention::attend(&c, &q, &cache, p0, n_q, None, false);
+    // ggml: q [dk, n_q, nh], k [dk, n_kv, 1], v [dv, n_kv, 1] (the keys' leading values), f16
+    let mut qp = vec![0f32; q.len()];
+    for r in 0..n_q {
+        for h in 0..nh {
+            qp[(h * n_q + r) * dk..][..dk].copy_from_slice(&q[(r * nh + h) * dk..][..dk]);
+        }
+    }
+    let v: Vec<f32> = k.chunks_exact(dk).flat_map(|r| &r[..dv]).copied().collect();
+    let pad = n_q.div_ceil(64) * 64;
+    let mut mask = vec![f32::NEG_INFINITY; pad * n_kv];
+    for i in 0..n_q {
+        for j in 0..=p0 + i {
+            mask[i * n_kv + j] = 0.0;
+        }
+    }
+    let mut gr = g.graph();
+    let qt = gr.f32(&[dk as i64, n_q as i64, nh as i64], &qp);
+    let kt = gr.f16(&[dk as i64, n_kv as i64, 1], &k);
+    let vt = gr.f16(&[dv as i64, n_kv as i64, 1], &v);
+    let mt = gr.f16(&[n_kv as i64, pad as i64], &mask);
+    let y = gr.flash_attn(qt, kt, vt, mt, c.kq_scale);
+    let theirs = gr.compute(y, n_q * nh * dv);
+    let (n, worst) = diff(&ours, &theirs);
+    eprintln!(
+        "MLA attention n_q {n_q} n_kv {n_kv} dk {dk} dv {dv}: {n} of {} differ (max rel {worst:.2e})",
+        ours.len()
+    );
+    (n, worst)
+}
+
+#[test]
+fn flash_attention_mla_matches_ggml() {
+    let mut bad = Vec::new();
+    for (n_q, n_kv) in [(1, 1), (1, 40), (7, 7), (64, 64), (100, 300)] {
+        // synth-deepseek2-mla's shape (256 latent + 64 RoPE) and DeepSeek-V3's (512 + 64)
+        for (dk, dv) in [(320, 256), (576, 512)] {
+            let (n, _) = check_attention_mla(n_q, n_kv, dk, dv);
+            if n > 0 {
+                bad.push(format!("n_q {n_q} n_kv {n_kv} dk {dk}: {n} differ"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
 #[test]
 fn flash_attention_matches_ggml() {
     let mut bad = Vec::new();
