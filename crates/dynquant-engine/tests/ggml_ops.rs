@@ -569,6 +569,59 @@ fn flash_attention_matches_ggml() {
     assert!(bad.is_empty(), "{bad:?}");
 }
 
+/// DeepSeek's YaRN RoPE (64 rotated dimensions, factor 40, original context 4096), at
+/// positions past the original context.
+#[test]
+fn rope_yarn_matches_ggml() {
+    let Some(g) = Ggml::load() else { return };
+    let (d, nh, n_tok) = (64usize, 3usize, 70usize);
+    let x: Vec<f32> = acts(n_tok * nh * d, 37).iter().map(|v| v * 3.0).collect();
+    let yarn = dynquant_engine::ops::Yarn {
+        ext_factor: 1.0,
+        attn_factor: 0.73,
+        beta_fast: 32.0,
+        beta_slow: 1.0,
+        n_ctx_orig: 4096,
+    };
+    let (base, freq_scale) = (10000.0f32, 1.0f32 / 40.0);
+    let r = dynquant_engine::ops::Rope {
+        kind: dynquant_engine::ops::RopeKind::Normal,
+        n_rot: d,
+        freq_base: base,
+        freq_scale,
+        freq_factors: None,
+        yarn: Some(yarn.clone()),
+    };
+    let positions: Vec<i32> = (0..n_tok as i32).map(|t| t * 97 + 3).collect();
+    let mut ours = x.clone();
+    for (row, &p) in ours.chunks_mut(nh * d).zip(&positions) {
+        r.apply(row, d, &r.cache(p as usize));
+    }
+    let mut gr = g.graph();
+    let xt = gr.f32(&[d as i64, nh as i64, n_tok as i64], &x);
+    let pos: Vec<u8> = positions.iter().flat_map(|p| p.to_le_bytes()).collect();
+    let pt = gr.input(26, &[n_tok as i64], pos, false);
+    let y = gr.rope_ext(
+        xt,
+        pt,
+        d as i32,
+        0,
+        4096,
+        base,
+        freq_scale,
+        [
+            yarn.ext_factor,
+            yarn.attn_factor,
+            yarn.beta_fast,
+            yarn.beta_slow,
+        ],
+    );
+    let theirs = gr.compute(y, x.len());
+    let (n, worst) = diff(&ours, &theirs);
+    eprintln!("rope yarn: {n} of {} differ (max rel {worst:.2e})", x.len());
+    assert_eq!(n, 0);
+}
+
 fn check_rope(kind: dynquant_engine::ops::RopeKind, base: f32, n_tok: usize) -> usize {
     let Some(g) = Ggml::load() else { return 0 };
     let (d, nh) = (64usize, 3usize);
