@@ -525,10 +525,62 @@ fn check_attention_mla(n_q: usize, n_kv: usize, dk: usize, dv: usize) -> (usize,
     (n, worst)
 }
 
+/// deepseek2's legacy layout: every head its own decompressed key (`dk`) and value (`dv`).
+fn check_attention_mha(n_q: usize, n_kv: usize, dk: usize, dv: usize) -> (usize, f32) {
+    let Some(g) = Ggml::load() else {
+        return (0, 0.0);
+    };
+    let nh = 4usize;
+    let mut c = attn_config(nh, nh, dk);
+    c.head_dim_v = dv;
+    let q: Vec<f32> = acts(n_q * nh * dk, 41).iter().map(|v| v * 0.5).collect();
+    let k: Vec<f32> = acts(n_kv * nh * dk, 43);
+    let v: Vec<f32> = acts(n_kv * nh * dv, 47);
+    let p0 = n_kv - n_q;
+    let mut cache = dynquant_engine::attention::KvCache::new(nh * dk, nh * dv);
+    cache.append(&k, &v, false);
+    let ours = dynquant_engine::attention::attend(&c, &q, &cache, p0, n_q, None, false);
+    let perm = |x: &[f32], rows: usize, d: usize| -> Vec<f32> {
+        let mut o = vec![0f32; x.len()];
+        for r in 0..rows {
+            for h in 0..nh {
+                o[(h * rows + r) * d..][..d].copy_from_slice(&x[(r * nh + h) * d..][..d]);
+            }
+        }
+        o
+    };
+    let pad = n_q.div_ceil(64) * 64;
+    let mut mask = vec![f32::NEG_INFINITY; pad * n_kv];
+    for i in 0..n_q {
+        for j in 0..=p0 + i {
+            mask[i * n_kv + j] = 0.0;
+        }
+    }
+    let mut gr = g.graph();
+    let qt = gr.f32(&[dk as i64, n_q as i64, nh as i64], &perm(&q, n_q, dk));
+    let kt = gr.f16(&[dk as i64, n_kv as i64, nh as i64], &perm(&k, n_kv, dk));
+    let vt = gr.f16(&[dv as i64, n_kv as i64, nh as i64], &perm(&v, n_kv, dv));
+    let mt = gr.f16(&[n_kv as i64, pad as i64], &mask);
+    let y = gr.flash_attn(qt, kt, vt, mt, c.kq_scale);
+    let theirs = gr.compute(y, n_q * nh * dv);
+    let (n, worst) = diff(&ours, &theirs);
+    eprintln!(
+        "MHA attention n_q {n_q} n_kv {n_kv} dk {dk} dv {dv}: {n} of {} differ (max rel {worst:.2e})",
+        ours.len()
+    );
+    (n, worst)
+}
+
+/// deepseek2's attention shapes: the legacy layout's per-head 192-wide keys and 128-wide values,
+/// and MLA's one cached head.
 #[test]
-fn flash_attention_mla_matches_ggml() {
+fn flash_attention_deepseek2_shapes_match_ggml() {
     let mut bad = Vec::new();
     for (n_q, n_kv) in [(1, 1), (1, 40), (7, 7), (64, 64), (100, 300)] {
+        let (n, _) = check_attention_mha(n_q, n_kv, 192, 128);
+        if n > 0 {
+            bad.push(format!("MHA n_q {n_q} n_kv {n_kv}: {n} differ"));
+        }
         // synth-deepseek2-mla's shape (256 latent + 64 RoPE) and DeepSeek-V3's (512 + 64)
         for (dk, dv) in [(320, 256), (576, 512)] {
             let (n, _) = check_attention_mla(n_q, n_kv, dk, dv);
