@@ -225,6 +225,7 @@ impl HfModel {
             add_space_prefix: plan.arch.space_prefix() == SpacePrefix::FromConfig,
             space_prefix_off_after_spm: plan.arch.space_prefix() == SpacePrefix::OffAfterSpm,
             kimi_tiktoken: plan.arch.gguf_arch() == "deepseek2",
+            named_specials: plan.arch.named_special_tokens(),
         };
         // The vocabulary is read before the tensors are final: it may trim the embedding.
         let mut vocab_md = Metadata::new();

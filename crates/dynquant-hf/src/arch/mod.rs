@@ -8,6 +8,7 @@
 mod checkpoint;
 mod deepseek;
 mod gemma3;
+mod glm4moe;
 mod llama;
 mod mixtral;
 mod qwen2;
@@ -165,6 +166,11 @@ pub(crate) trait Arch: Send + Sync {
     fn trims_embedding_to_vocab(&self) -> bool {
         false
     }
+    /// Special tokens named by content (type, added token), set after those the tokenizer
+    /// files give (GLM's `_set_vocab_glm`).
+    fn named_special_tokens(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
     /// The tensors (Hugging Face names, PyTorch shapes) a checkpoint with this config holds,
     /// for planning from `config.json` alone; their GGUF names come from [`Arch::map`].
     fn checkpoint_tensors(&self, cfg: &Config) -> Result<Vec<(String, Vec<usize>)>>;
@@ -176,6 +182,8 @@ pub(crate) struct Overrides {
     pub head_count_kv: Option<u64>,
     pub key_value_length: Option<(u64, u64)>,
     pub expert_count: Option<u64>,
+    /// `block_count` when it is not `num_hidden_layers` (GLM keeps its NextN layers).
+    pub block_count: Option<u64>,
 }
 
 /// Numbers every architecture needs.
@@ -221,6 +229,7 @@ pub(crate) fn arch_for(cfg: &Config, layout: MlaLayout) -> Result<Box<dyn Arch>>
         ("Qwen3ForCausalLM", _) | (_, "qwen3") => Box::new(qwen3::Qwen3),
         ("Qwen3MoeForCausalLM", _) | (_, "qwen3_moe") => Box::new(qwen3moe::Qwen3Moe),
         ("Gemma3ForCausalLM", _) | (_, "gemma3_text") => Box::new(gemma3::Gemma3),
+        ("Glm4MoeForCausalLM", _) | (_, "glm4_moe") => Box::new(glm4moe::Glm4Moe),
         ("DeepseekV3ForCausalLM" | "DeepseekV2ForCausalLM", _)
         | (_, "deepseek_v3" | "deepseek_v2") => Box::new(deepseek::Deepseek { layout }),
         _ => {
@@ -315,10 +324,11 @@ pub(crate) fn generic_params(
             .map(Value::U32)
             .map_err(|_| HfError::json(cfg.path(), format!("{v} does not fit a u32")))
     };
-    md.set(
-        k("block_count"),
-        u32v(cfg.req_u64(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?)?,
-    );
+    let blocks = match ov.block_count {
+        Some(b) => b,
+        None => cfg.req_u64(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?,
+    };
+    md.set(k("block_count"), u32v(blocks)?);
     if let Some(v) = cfg.u64_of(&[
         "max_position_embeddings",
         "n_ctx",
@@ -512,6 +522,19 @@ pub(crate) fn plan_tensors(
 ) -> Result<ArchPlan> {
     let arch = arch_for(cfg, layout)?;
     let params = Params::read(cfg)?;
+    // Layers past num_hidden_layers are an error unless the architecture keeps them (NextN).
+    let n_blocks = arch
+        .generic_overrides(cfg)?
+        .block_count
+        .map_or(params.n_layer, |b| b as usize);
+    let layers = if n_blocks == params.n_layer {
+        format!("num_hidden_layers {n_blocks}")
+    } else {
+        format!(
+            "{n_blocks} layers (num_hidden_layers {} + NextN)",
+            params.n_layer
+        )
+    };
     let n_exp = arch.n_experts(cfg)?;
     let projs = arch.expert_projs();
     // (layer) -> proj -> expert -> name
@@ -529,10 +552,9 @@ pub(crate) fn plan_tensors(
         match arch.map(name, layer, cfg)? {
             Mapped::Skip => {}
             Mapped::Tensor(gname0, tr0) => {
-                if let Some(l) = layer.filter(|&l| l >= params.n_layer) {
+                if let Some(l) = layer.filter(|&l| l >= n_blocks) {
                     return Err(HfError::IndexMismatch(format!(
-                        "tensor '{name}' is in layer {l}, but config.json has num_hidden_layers {}",
-                        params.n_layer
+                        "tensor '{name}' is in layer {l}, but config.json has {layers}"
                     )));
                 }
                 let pieces = match tr0 {
@@ -600,10 +622,9 @@ pub(crate) fn plan_tensors(
                 proj,
                 expert,
             } => {
-                if layer >= params.n_layer {
+                if layer >= n_blocks {
                     return Err(HfError::IndexMismatch(format!(
-                        "tensor '{name}' is in layer {layer}, but config.json has num_hidden_layers {}",
-                        params.n_layer
+                        "tensor '{name}' is in layer {layer}, but config.json has {layers}"
                     )));
                 }
                 let pi = projs
