@@ -109,3 +109,47 @@ fn glm4moe_without_its_special_tokens_is_a_tokenizer_error() {
         "{e}"
     );
 }
+
+/// `ud-iq1_s` gives every tensor a role: the leading dense layer's FFN, the shared expert and
+/// the expert bias have theirs, and the NextN block is `nextn` throughout, so none of its
+/// matrices takes a type that needs importance data (llama.cpp never runs that block).
+#[test]
+fn glm4moe_plans_with_a_role_for_every_tensor() {
+    use dynquant_gguf::types::{GgmlType, ImatrixNeed};
+    use dynquant_plan::preset::Preset;
+    use dynquant_plan::{PlanOptions, Role};
+    let m = HfModel::open(&fixtures().join("glm4moe"), &ConvertOptions::default()).unwrap();
+    let preset = Preset::named("ud-iq1_s").unwrap().unwrap();
+    let p = preset
+        .plan(&m.inventory(), &PlanOptions::default())
+        .unwrap();
+    let role = |n: &str| p.tensors.iter().find(|t| t.name == n).unwrap().role;
+    assert_eq!(role("blk.0.ffn_down.weight"), Role::FfnDown);
+    assert_eq!(role("blk.1.ffn_up_shexp.weight"), Role::SharedUp);
+    assert_eq!(role("blk.2.exp_probs_b.bias"), Role::RouterBias);
+    assert_eq!(role("blk.2.ffn_gate_exps.weight"), Role::ExpertGate);
+    for t in &p.tensors {
+        assert_ne!(t.role, Role::Other, "{} has no role", t.name);
+        if t.layer == Some(3) && t.shape.len() >= 2 && t.role != Role::Router {
+            assert_eq!(t.role, Role::Nextn, "{}", t.name);
+        }
+        if t.role == Role::Nextn {
+            for ty in [t.requested, t.target] {
+                assert_ne!(
+                    ty.info().imatrix,
+                    ImatrixNeed::Required,
+                    "{} planned as {ty}",
+                    t.name
+                );
+            }
+        }
+    }
+    // The main MoE layers do get the 1.58-bit experts (their rows fit IQ1_S's 256 blocks only
+    // after llama.cpp's shape fallback, so the request is what the recipe says).
+    let gate = p
+        .tensors
+        .iter()
+        .find(|t| t.name == "blk.1.ffn_gate_exps.weight")
+        .unwrap();
+    assert_eq!(gate.requested, GgmlType::IQ1_S);
+}
