@@ -54,6 +54,12 @@ pub struct Config {
     pub act: Activation,
     /// Per-head RMSNorm of queries and keys before RoPE (qwen3, gemma3).
     pub qk_norm: bool,
+    /// The per-head q/k norms are used when the block has them (glm4moe: GLM-4.5 has them,
+    /// GLM-4.5-Air not); `qk_norm` requires them.
+    pub qk_norm_optional: bool,
+    /// The block's pre-feed-forward norm (`ffn_norm.weight`; glm4moe stores it as
+    /// `post_attention_norm.weight`).
+    pub ffn_norm_name: &'static str,
     /// Biases on the q, k, v projections (qwen2).
     pub qkv_bias: bool,
     /// RMSNorm after the attention and feed-forward blocks, before the residual add (gemma3).
@@ -282,6 +288,8 @@ impl<'a> Hparams<'a> {
             rope_scale,
             act,
             qk_norm: false,
+            qk_norm_optional: false,
+            ffn_norm_name: "ffn_norm.weight",
             qkv_bias: false,
             post_norms: false,
             embd_scale: None,

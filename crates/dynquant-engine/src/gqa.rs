@@ -53,6 +53,8 @@ impl<'a> GqaAttention<'a> {
         let head_norm = |s: &str| -> Result<Option<Vec<f32>>> {
             if c.qk_norm {
                 ld.vector(&n(s), c.head_dim_k).map(Some)
+            } else if c.qk_norm_optional {
+                ld.vector_opt(&n(s), c.head_dim_k)
             } else {
                 Ok(None)
             }

@@ -152,7 +152,7 @@ impl<'a> Layer<'a> {
             attn_norm: ld.vector(&n("attn_norm.weight"), c.n_embd)?,
             attn: Attention::load(ld, c, il, rope_freqs)?,
             attn_post_norm: opt_norm("post_attention_norm.weight", c.post_norms)?,
-            ffn_norm: ld.vector(&n("ffn_norm.weight"), c.n_embd)?,
+            ffn_norm: ld.vector(&n(c.ffn_norm_name), c.n_embd)?,
             ffn: FeedForward::load(ld, c, il)?,
             ffn_post_norm: opt_norm("post_ffw_norm.weight", c.post_norms)?,
         })

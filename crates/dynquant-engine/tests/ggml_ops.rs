@@ -368,6 +368,8 @@ fn attn_config(n_head: usize, n_head_kv: usize, d: usize) -> dynquant_engine::co
         rope_scale: 1.0,
         act: dynquant_engine::ops::Activation::SwiGlu,
         qk_norm: false,
+        qk_norm_optional: false,
+        ffn_norm_name: "ffn_norm.weight",
         qkv_bias: false,
         post_norms: false,
         embd_scale: None,
