@@ -89,3 +89,38 @@ fn tiny_glm4moe_generates_in_llamacpp() {
     assert_eq!(out[0].len(), 8, "{out:?}");
     assert!(out[0].iter().all(|&t| t < 1024), "{out:?}");
 }
+
+/// The same bits with 1 and 3 threads, for a batch then single-token decoding.
+#[test]
+fn glm4moe_logits_do_not_depend_on_the_thread_count() {
+    let gguf = GgufModel::open(fixture(), Access::Mmap).expect("open");
+    let model = Model::load(&gguf).expect("load");
+    let tokens: Vec<u32> = (0..40u32).map(|i| (i * 7919) % 1000).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        pool.install(|| {
+            let mut s = model.session(tokens.len());
+            let mut out = s
+                .eval(&tokens[..37], Logits::From(30), None)
+                .expect("eval");
+            for t in &tokens[37..] {
+                out.extend(
+                    s.eval(std::slice::from_ref(t), Logits::Last, None)
+                        .expect("eval"),
+                );
+            }
+            out
+        })
+    };
+    let (one, three) = (run(1), run(3));
+    assert_eq!(one.len(), 10 * model.n_vocab);
+    let differ = one
+        .iter()
+        .zip(&three)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(differ, 0, "{differ} of {} logits differ", one.len());
+}
