@@ -103,9 +103,7 @@ fn glm4moe_logits_do_not_depend_on_the_thread_count() {
             .expect("pool");
         pool.install(|| {
             let mut s = model.session(tokens.len());
-            let mut out = s
-                .eval(&tokens[..37], Logits::From(30), None)
-                .expect("eval");
+            let mut out = s.eval(&tokens[..37], Logits::From(30), None).expect("eval");
             for t in &tokens[37..] {
                 out.extend(
                     s.eval(std::slice::from_ref(t), Logits::Last, None)
