@@ -114,3 +114,66 @@ fn gemma3_imatrix_is_accepted_by_llamacpp() {
     let dir = tempfile::tempdir().expect("tempdir");
     imatrix_is_accepted(dir.path(), "gemma3", "blk.0.ffn_down.weight", |_| false);
 }
+
+/// GLM-4.5's own pre-tokenizer name, `glm4` (real GLM tokenizers hash to it): the fixture
+/// converted with `--tokenizer-pre glm4` tokenizes text as llama.cpp does, special tokens
+/// included, and adds no BOS.
+#[test]
+fn glm4_pre_tokenizer_tokenizes_as_llamacpp() {
+    let Some(o) = oracle() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("glm4moe-glm4.gguf");
+    ok(
+        dynquant(args![
+            "convert",
+            fixtures().join("glm4moe"),
+            model,
+            "--tokenizer-pre",
+            "glm4"
+        ]),
+        "convert",
+    );
+    let wiki = std::fs::read_to_string(shared_dir().join("data/text/wiki.test.raw")).expect("text");
+    let cut = wiki
+        .char_indices()
+        .nth(30_000)
+        .map_or(wiki.len(), |(i, _)| i);
+    let text = format!(
+        "[gMASK]<sop><|user|>\nIt's 2024: don't   stop...\r\n{}<|assistant|>",
+        &wiki[..cut]
+    );
+    let text_path = dir.path().join("text.txt");
+    std::fs::write(&text_path, &text).expect("write");
+    let theirs: serde_json::Value = serde_json::from_str(&o.node(
+        "tokenize.mjs",
+        &[
+            model.as_os_str(),
+            text_path.as_os_str(),
+            "--special".as_ref(),
+        ],
+    ))
+    .expect("json");
+    let theirs: Vec<u32> = theirs["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|t| t.as_u64().expect("id") as u32)
+        .collect();
+    let gguf = GgufModel::open(&model, Access::Mmap).expect("open");
+    let tok = dynquant_tokenizer::Tokenizer::from_gguf(gguf.metadata()).expect("tokenizer");
+    let ours = tok.encode(&text, true, true).expect("encode");
+    assert!(theirs.len() > 5000, "{}", theirs.len());
+    assert_eq!(
+        ours[..3],
+        [1002, 1004, 1007],
+        "specials split out, no BOS added"
+    );
+    if let Some(i) = ours.iter().zip(&theirs).position(|(a, b)| a != b) {
+        panic!(
+            "first difference at token {i}: ours {:?}, llama.cpp {:?}",
+            &ours[i..(i + 5).min(ours.len())],
+            &theirs[i..(i + 5).min(theirs.len())]
+        );
+    }
+    assert_eq!(ours.len(), theirs.len());
+}
