@@ -118,7 +118,7 @@ async function main() {
     const first = ctx / 2;
     info(`calculating perplexity over ${nChunks} chunks, n_ctx=${ctx}, add_bos=${addBos}`);
 
-    const context = await model.createContext({ contextSize: ctx, threads: opt.threads ?? 1, sequences: 1 });
+    const context = await model.createContext({ contextSize: ctx, threads: args.threads ?? 1, sequences: 1 });
     const seq = context.getSequence();
 
     const logprobs = [];
