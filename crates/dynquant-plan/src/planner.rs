@@ -8,11 +8,11 @@
 //!    source type.
 //! 2. **User overrides** (`--tensor-type REGEX=TYPE`, first match wins, llama.cpp semantics),
 //!    then `--token-embedding-type` / `--output-tensor-type`.
-//! 2b. **MXFP4 sources stay MXFP4** (gpt-oss ships its experts in MXFP4): re-quantizing a
+//! 3. **MXFP4 sources stay MXFP4** (gpt-oss ships its experts in MXFP4): re-quantizing a
 //!    4-bit tensor only loses, so a recipe does not touch them unless
 //!    [`PlanOptions::requantize_mxfp4`] (`--requantize-mxfp4`) lets its rules go lower.
-//! 3. **Recipe rules**, first match wins; then the recipe default.
-//! 4. **Shape fallback** from the type table when the row length does not divide the block
+//! 4. **Recipe rules**, first match wins; then the recipe default.
+//! 5. **Shape fallback** from the type table when the row length does not divide the block
 //!    (llama.cpp's `tensor_type_fallback`), recorded on the row.
 
 use std::collections::BTreeMap;
