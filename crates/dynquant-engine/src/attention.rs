@@ -93,6 +93,7 @@ pub use crate::fa::Q_TILE;
 /// Attention outputs (`n_tok` rows of `n_head * head_dim_v`) for queries `q` (`n_tok` rows of
 /// `n_head * head_dim_k`, RoPE applied) at positions `p0..p0 + n_tok`, whose keys and values
 /// are already in `cache`.
+#[allow(clippy::too_many_arguments)]
 pub fn attend(
     c: &Config,
     q: &[f32],
@@ -100,6 +101,7 @@ pub fn attend(
     p0: usize,
     n_tok: usize,
     window: Option<usize>,
+    sinks: Option<&[f32]>,
     exact: bool,
 ) -> Vec<f32> {
     let (dk, dv) = (c.head_dim_k, c.head_dim_v);
@@ -116,6 +118,7 @@ pub fn attend(
             v_stride,
             scale: c.kq_scale,
             window,
+            sinks,
         };
         let flavor = crate::cpu::flavor();
         crate::fa::attend(&shape, flavor, q, &cache.k, values, p0, n_tok, &mut out);
@@ -130,6 +133,7 @@ pub fn attend(
             cache,
             pos: p0 + t,
             window,
+            sinks,
         };
         match (fused, simd) {
             (true, true) => job.run_fma(orow),
@@ -147,6 +151,7 @@ struct Row<'a> {
     cache: &'a KvCache,
     pos: usize,
     window: Option<usize>,
+    sinks: Option<&'a [f32]>,
 }
 
 impl Row<'_> {
@@ -215,6 +220,17 @@ impl Row<'_> {
                 let vr = &values[j * v_stride + kvh * dv..][..dv];
                 for (a, &x) in acc.iter_mut().zip(vr) {
                     *a = madd(x, vs, *a);
+                }
+                sum = sum * ms + vs;
+            }
+            if let Some(s) = self.sinks.map(|s| s[head]) {
+                // the sink joins the softmax as a key with no value
+                let (mut ms, mut vs) = (1f32, 1f32);
+                if s > m {
+                    ms = (m - s).exp();
+                    acc.iter_mut().for_each(|a| *a *= ms);
+                } else {
+                    vs = (s - m).exp();
                 }
                 sum = sum * ms + vs;
             }

@@ -6,7 +6,7 @@ use dynquant_gguf::{Metadata, Value};
 use crate::error::{EngineError, Result};
 use crate::ops::{Activation, RopeKind, Yarn};
 
-/// Sliding-window attention layout (gemma3).
+/// Sliding-window attention layout (gemma3, gpt-oss).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlidingWindow {
     /// Keys at distance >= `window` from the query are masked.
@@ -100,6 +100,9 @@ pub enum Gating {
     Softmax,
     /// Element-wise sigmoid (2, DeepSeek-V3).
     Sigmoid,
+    /// The raw logits select, and a softmax over the selected experts' logits weights them
+    /// (gpt-oss; llama.cpp's `SOFTMAX_WEIGHT`, hard-coded for that architecture).
+    SoftmaxWeight,
 }
 
 /// Mixture-of-experts hyper-parameters, as llama.cpp's `build_moe_ffn` uses them.
