@@ -292,8 +292,8 @@ fn moe_results_do_not_depend_on_the_thread_count() {
 #[test]
 fn gpt_oss_imatrix_covers_the_mxfp4_experts_and_llama_cpp_reads_it() {
     let Some(o) = Oracle::get() else { return };
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/hf/gpt-oss.llamacpp.gguf");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf/gpt-oss.llamacpp.gguf");
     let ctx = 128;
     let (ppl, im) = ppl_and_imatrix(&path, Numerics::Llama, ctx);
     assert!(ppl.is_finite() && ppl > 1.0, "perplexity {ppl}");
@@ -311,7 +311,10 @@ fn gpt_oss_imatrix_covers_the_mxfp4_experts_and_llama_cpp_reads_it() {
         }
         for t in ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate_inp"] {
             let name = format!("blk.{l}.{t}.weight");
-            assert!(im.entries.iter().any(|e| e.name == name), "no entry for {name}");
+            assert!(
+                im.entries.iter().any(|e| e.name == name),
+                "no entry for {name}"
+            );
         }
     }
     check_readable(&o, &im);
