@@ -72,6 +72,8 @@ struct Hardware {
     avx2_fma: bool,
     /// AVX-512F and DQ (what ggml's AVX-512 variant needs).
     avx512: bool,
+    /// AVX-512 BF16 (`vdpbf16ps`, which ggml's zen4 variant multiplies BF16 weights with).
+    avx512_bf16: bool,
 }
 
 fn hardware() -> Hardware {
@@ -84,12 +86,14 @@ fn hardware() -> Hardware {
                 // every AVX2 CPU has F16C; the kernels round to f16 with it
                 avx2_fma: has!("avx2") && has!("fma") && has!("f16c"),
                 avx512: has!("avx512f") && has!("avx512dq"),
+                avx512_bf16: has!("avx512f") && has!("avx512bf16"),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         Hardware {
             avx2_fma: false,
             avx512: false,
+            avx512_bf16: false,
         }
     })
 }
@@ -116,6 +120,13 @@ pub(crate) fn simd() -> bool {
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn simd512() -> bool {
     simd() && hardware().avx512
+}
+
+/// Whether BF16 weights take ggml's `vdpbf16ps` kernels: the reproduced flavour is AVX-512 and
+/// the CPU has AVX-512 BF16, as the variant ggml loads on such a CPU (zen4) is built with.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn bf16_dot() -> bool {
+    simd512() && flavor() == Flavor::Avx512 && hardware().avx512_bf16
 }
 
 /// Whether the hardware has AVX2 and FMA, whatever the flavour (for code given a flavour

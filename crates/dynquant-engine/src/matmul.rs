@@ -13,6 +13,7 @@ use dynquant_gguf::GgmlType;
 
 use crate::dot::DotType;
 use crate::error::{EngineError, Result};
+use crate::kernels::iq4::NibbleType;
 use crate::kernels::kquant::{LanePath, LaneType};
 use crate::kernels::{
     expert, float, iq4, iquant, iquant::IqType, kquant, legacy, legacy::LegacyType,
@@ -41,8 +42,10 @@ enum Kernel {
     /// ggml-cpu's Q2_K, Q3_K, Q5_K and IQ4_XS kernels (`vec_dot` with eight lanes per
     /// super-block, repacked Q2_K on AVX-512, IQ4_XS's panel gemm for batches).
     Lanes(LaneType, LanePath),
-    /// ggml-cpu's repacked IQ4_NL kernels (`gemv/gemm_iq4_nl_8x8_q8_0`).
-    Iq4Nl,
+    /// ggml-cpu's repacked IQ4_NL, Q4_0 and MXFP4 kernels (`gemv/gemm_*_8x8_q8_0`).
+    Nibbles(NibbleType),
+    /// ggml-cpu's MXFP4 `vec_dot` (weights it does not repack).
+    Mxfp4VecDot,
     /// ggml-cpu's dot products of the codebook i-quants.
     IQuant(IqType),
     /// Dequantized rows times activations rounded to this dot type (f32 for exact numerics).
@@ -56,6 +59,19 @@ fn kernel(w: &Weight<'_>, numerics: Numerics) -> Kernel {
     if numerics == Numerics::Exact {
         return Kernel::Dequantized(DotType::F32);
     }
+    // ggml repacks IQ4_NL and Q4_0 weights whose rows come in groups of eight on every AVX2
+    // build (Q2_K ones on AVX-512 builds: `LanePath`)
+    if w.rows.is_multiple_of(8) && crate::cpu::fused() {
+        match w.ty {
+            GgmlType::IQ4_NL => return Kernel::Nibbles(NibbleType::IQ4NL),
+            GgmlType::Q4_0 => return Kernel::Nibbles(NibbleType::Q4_0),
+            GgmlType::MXFP4 => return Kernel::Nibbles(NibbleType::MXFP4),
+            _ => {}
+        }
+    }
+    if w.ty == GgmlType::MXFP4 && crate::cpu::fused() {
+        return Kernel::Mxfp4VecDot;
+    }
     if let Some(l) = LegacyType::of(w.ty) {
         return Kernel::Legacy(l);
     }
@@ -66,8 +82,6 @@ fn kernel(w: &Weight<'_>, numerics: Numerics) -> Kernel {
         GgmlType::Q6_K => Kernel::Q6K,
         // ggml repacks Q4_K weights whose rows come in groups of eight
         GgmlType::Q4_K if w.rows.is_multiple_of(8) => Kernel::Q4K,
-        // and IQ4_NL ones on every AVX2 build (Q2_K ones on AVX-512 builds: `LanePath`)
-        GgmlType::IQ4_NL if w.rows.is_multiple_of(8) && crate::cpu::fused() => Kernel::Iq4Nl,
         ty => match LaneType::of(ty) {
             Some(l) => {
                 let avx512 = crate::cpu::flavor() == crate::cpu::Flavor::Avx512;
@@ -143,7 +157,8 @@ fn product(
         Kernel::Q4K => kquant::matmul_q4k(w, x, n_tok),
         Kernel::Q6K => kquant::matmul_q6k(w, x, n_tok),
         Kernel::Lanes(l, path) => kquant::matmul_lanes(l, path, w, x, n_tok),
-        Kernel::Iq4Nl => iq4::matmul_iq4nl(w, x, n_tok),
+        Kernel::Nibbles(ty) => iq4::matmul_nibbles(ty, w, x, n_tok),
+        Kernel::Mxfp4VecDot => iq4::matmul_mxfp4_vec_dot(w, x, n_tok),
         Kernel::IQuant(iq) => iquant::matmul(iq, w, x, n_tok),
         Kernel::Dequantized(dt) => return float::matmul(w, x, n_tok, dt),
     })

@@ -82,10 +82,18 @@ impl Rope {
     /// and cos and sin are scaled by `attn_factor * (1 + 0.1 ln(1/freq_scale))`).
     pub fn cache(&self, pos: usize) -> Vec<(f32, f32)> {
         let theta_scale = self.freq_base.powf(-2.0 / self.n_rot as f32);
+        // ggml-cpu's FMA builds contract `a*b + c` here as well (`rope_yarn`): the first
+        // product of each sum is fused
+        let fused = crate::cpu::fused();
         let yarn = self.yarn.as_ref().filter(|y| y.ext_factor != 0.0).map(|y| {
             let corr = y.corr_dims(self.n_rot, self.freq_base);
-            let mscale = y.attn_factor * (1.0 + 0.1 * (1.0 / self.freq_scale).ln());
-            (y.ext_factor, corr, mscale)
+            let ln = (1.0 / self.freq_scale).ln();
+            let boost = if fused {
+                0.1f32.mul_add(ln, 1.0)
+            } else {
+                1.0 + 0.1 * ln
+            };
+            (y.ext_factor, corr, y.attn_factor * boost)
         });
         let mut theta = pos as f32;
         (0..self.n_rot / 2)
@@ -102,7 +110,11 @@ impl Rope {
                     Some((ext, [lo, hi], mscale)) => {
                         let y = (i as f32 - lo) / (hi - lo).max(0.001);
                         let mix = (1.0 - y.clamp(0.0, 1.0)) * ext;
-                        let t = interp * (1.0 - mix) + extrap * mix;
+                        let t = if fused {
+                            interp.mul_add(1.0 - mix, extrap * mix)
+                        } else {
+                            interp * (1.0 - mix) + extrap * mix
+                        };
                         (t.cos() * mscale, t.sin() * mscale)
                     }
                 }

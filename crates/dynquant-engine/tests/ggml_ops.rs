@@ -242,6 +242,58 @@ fn matmuls_iq4_nl() {
     check_synthetic(GgmlType::IQ4_NL, &[iq4nl::D], false);
 }
 
+/// Q4_0: rows in groups of eight take ggml's repacked kernels (`q4_0_8x8`), other rows the
+/// `vec_dot` (or llamafile's tinyBLAS for batches).
+#[test]
+fn matmuls_q4_0() {
+    use dynquant_quants::legacy::layout::q4_0;
+    check_synthetic(GgmlType::Q4_0, &[q4_0::D], true);
+}
+
+/// MXFP4 (gpt-oss's experts): repacked (`mxfp4_8x8`) rows in groups of eight, the `vec_dot`
+/// otherwise. Random exponents near 127 keep the values finite.
+#[test]
+fn matmuls_mxfp4() {
+    let Some(g) = Ggml::load() else { return };
+    let mut bad = Vec::new();
+    // an odd block count (49) takes the vec_dot's leftover step
+    for (cols, rows) in [(1536usize, 64usize), (1568, 36)] {
+        let mut data = random_weight(GgmlType::MXFP4, cols, rows, &[], rows as u64 + 3);
+        for (i, b) in data.chunks_exact_mut(17).enumerate() {
+            b[0] = 118 + (i % 13) as u8;
+        }
+        let w =
+            Weight::new("w", GgmlType::MXFP4, cols, rows, Cow::Borrowed(&data)).expect("weight");
+        for n_tok in [1usize, 2, 3, 4, 5, 8, 16, 65] {
+            let x = acts(cols * n_tok, 13 + n_tok as u64);
+            let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
+            let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
+            let (n, worst) = diff(&ours, &theirs);
+            eprintln!(
+                "{} mxfp4 {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
+                g.variant,
+                ours.len()
+            );
+            if n > 0 {
+                bad.push(format!("mxfp4 rows {rows} n_tok {n_tok}: {n} differ"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+#[test]
+fn matmuls_tq1_0() {
+    use dynquant_quants::ternary::layout::tq1;
+    check_synthetic(GgmlType::TQ1_0, &[tq1::D], true);
+}
+
+#[test]
+fn matmuls_tq2_0() {
+    use dynquant_quants::ternary::layout::tq2;
+    check_synthetic(GgmlType::TQ2_0, &[tq2::D], true);
+}
+
 #[test]
 fn matmuls_smollm2_q4_1() {
     let Some(o) = Oracle::get() else { return };
@@ -431,6 +483,118 @@ fn check_attention(n_q: usize, n_kv: usize, d: usize, window: Option<usize>) -> 
     (n, worst)
 }
 
+/// MLA's attention (deepseek2 with `attn_k_b`): one cached head of `dk` values (latent and RoPE
+/// key), the values the first `dv` of each key row, `nh` query heads.
+fn check_attention_mla(n_q: usize, n_kv: usize, dk: usize, dv: usize) -> (usize, f32) {
+    let Some(g) = Ggml::load() else {
+        return (0, 0.0);
+    };
+    let nh = 4usize;
+    let mut c = attn_config(nh, 1, dk);
+    c.head_dim_v = dv;
+    let q: Vec<f32> = acts(n_q * nh * dk, 31).iter().map(|v| v * 0.5).collect();
+    let k: Vec<f32> = acts(n_kv * dk, 33);
+    let p0 = n_kv - n_q;
+    let mut cache = dynquant_engine::attention::KvCache::values_in_keys(dk, dv);
+    cache.append(&k, &[], false);
+    let ours = dynquant_engine::attention::attend(&c, &q, &cache, p0, n_q, None, false);
+    // ggml: q [dk, n_q, nh], k [dk, n_kv, 1], v [dv, n_kv, 1] (the keys' leading values), f16
+    let mut qp = vec![0f32; q.len()];
+    for r in 0..n_q {
+        for h in 0..nh {
+            qp[(h * n_q + r) * dk..][..dk].copy_from_slice(&q[(r * nh + h) * dk..][..dk]);
+        }
+    }
+    let v: Vec<f32> = k.chunks_exact(dk).flat_map(|r| &r[..dv]).copied().collect();
+    let pad = n_q.div_ceil(64) * 64;
+    let mut mask = vec![f32::NEG_INFINITY; pad * n_kv];
+    for i in 0..n_q {
+        for j in 0..=p0 + i {
+            mask[i * n_kv + j] = 0.0;
+        }
+    }
+    let mut gr = g.graph();
+    let qt = gr.f32(&[dk as i64, n_q as i64, nh as i64], &qp);
+    let kt = gr.f16(&[dk as i64, n_kv as i64, 1], &k);
+    let vt = gr.f16(&[dv as i64, n_kv as i64, 1], &v);
+    let mt = gr.f16(&[n_kv as i64, pad as i64], &mask);
+    let y = gr.flash_attn(qt, kt, vt, mt, c.kq_scale);
+    let theirs = gr.compute(y, n_q * nh * dv);
+    let (n, worst) = diff(&ours, &theirs);
+    eprintln!(
+        "MLA attention n_q {n_q} n_kv {n_kv} dk {dk} dv {dv}: {n} of {} differ (max rel {worst:.2e})",
+        ours.len()
+    );
+    (n, worst)
+}
+
+/// deepseek2's legacy layout: every head its own decompressed key (`dk`) and value (`dv`).
+fn check_attention_mha(n_q: usize, n_kv: usize, dk: usize, dv: usize) -> (usize, f32) {
+    let Some(g) = Ggml::load() else {
+        return (0, 0.0);
+    };
+    let nh = 4usize;
+    let mut c = attn_config(nh, nh, dk);
+    c.head_dim_v = dv;
+    let q: Vec<f32> = acts(n_q * nh * dk, 41).iter().map(|v| v * 0.5).collect();
+    let k: Vec<f32> = acts(n_kv * nh * dk, 43);
+    let v: Vec<f32> = acts(n_kv * nh * dv, 47);
+    let p0 = n_kv - n_q;
+    let mut cache = dynquant_engine::attention::KvCache::new(nh * dk, nh * dv);
+    cache.append(&k, &v, false);
+    let ours = dynquant_engine::attention::attend(&c, &q, &cache, p0, n_q, None, false);
+    let perm = |x: &[f32], rows: usize, d: usize| -> Vec<f32> {
+        let mut o = vec![0f32; x.len()];
+        for r in 0..rows {
+            for h in 0..nh {
+                o[(h * rows + r) * d..][..d].copy_from_slice(&x[(r * nh + h) * d..][..d]);
+            }
+        }
+        o
+    };
+    let pad = n_q.div_ceil(64) * 64;
+    let mut mask = vec![f32::NEG_INFINITY; pad * n_kv];
+    for i in 0..n_q {
+        for j in 0..=p0 + i {
+            mask[i * n_kv + j] = 0.0;
+        }
+    }
+    let mut gr = g.graph();
+    let qt = gr.f32(&[dk as i64, n_q as i64, nh as i64], &perm(&q, n_q, dk));
+    let kt = gr.f16(&[dk as i64, n_kv as i64, nh as i64], &perm(&k, n_kv, dk));
+    let vt = gr.f16(&[dv as i64, n_kv as i64, nh as i64], &perm(&v, n_kv, dv));
+    let mt = gr.f16(&[n_kv as i64, pad as i64], &mask);
+    let y = gr.flash_attn(qt, kt, vt, mt, c.kq_scale);
+    let theirs = gr.compute(y, n_q * nh * dv);
+    let (n, worst) = diff(&ours, &theirs);
+    eprintln!(
+        "MHA attention n_q {n_q} n_kv {n_kv} dk {dk} dv {dv}: {n} of {} differ (max rel {worst:.2e})",
+        ours.len()
+    );
+    (n, worst)
+}
+
+/// deepseek2's attention shapes: the legacy layout's per-head 192-wide keys and 128-wide values,
+/// and MLA's one cached head.
+#[test]
+fn flash_attention_deepseek2_shapes_match_ggml() {
+    let mut bad = Vec::new();
+    for (n_q, n_kv) in [(1, 1), (1, 40), (7, 7), (64, 64), (100, 300)] {
+        let (n, _) = check_attention_mha(n_q, n_kv, 192, 128);
+        if n > 0 {
+            bad.push(format!("MHA n_q {n_q} n_kv {n_kv}: {n} differ"));
+        }
+        // synth-deepseek2-mla's shape (256 latent + 64 RoPE) and DeepSeek-V3's (512 + 64)
+        for (dk, dv) in [(320, 256), (576, 512)] {
+            let (n, _) = check_attention_mla(n_q, n_kv, dk, dv);
+            if n > 0 {
+                bad.push(format!("n_q {n_q} n_kv {n_kv} dk {dk}: {n} differ"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
 #[test]
 fn flash_attention_matches_ggml() {
     let mut bad = Vec::new();
@@ -458,6 +622,59 @@ fn flash_attention_matches_ggml() {
         }
     }
     assert!(bad.is_empty(), "{bad:?}");
+}
+
+/// DeepSeek's YaRN RoPE (64 rotated dimensions, factor 40, original context 4096), at
+/// positions past the original context.
+#[test]
+fn rope_yarn_matches_ggml() {
+    let Some(g) = Ggml::load() else { return };
+    let (d, nh, n_tok) = (64usize, 3usize, 70usize);
+    let x: Vec<f32> = acts(n_tok * nh * d, 37).iter().map(|v| v * 3.0).collect();
+    let yarn = dynquant_engine::ops::Yarn {
+        ext_factor: 1.0,
+        attn_factor: 0.73,
+        beta_fast: 32.0,
+        beta_slow: 1.0,
+        n_ctx_orig: 4096,
+    };
+    let (base, freq_scale) = (10000.0f32, 1.0f32 / 40.0);
+    let r = dynquant_engine::ops::Rope {
+        kind: dynquant_engine::ops::RopeKind::Normal,
+        n_rot: d,
+        freq_base: base,
+        freq_scale,
+        freq_factors: None,
+        yarn: Some(yarn.clone()),
+    };
+    let positions: Vec<i32> = (0..n_tok as i32).map(|t| t * 97 + 3).collect();
+    let mut ours = x.clone();
+    for (row, &p) in ours.chunks_mut(nh * d).zip(&positions) {
+        r.apply(row, d, &r.cache(p as usize));
+    }
+    let mut gr = g.graph();
+    let xt = gr.f32(&[d as i64, nh as i64, n_tok as i64], &x);
+    let pos: Vec<u8> = positions.iter().flat_map(|p| p.to_le_bytes()).collect();
+    let pt = gr.input(26, &[n_tok as i64], pos, false);
+    let y = gr.rope_ext(
+        xt,
+        pt,
+        d as i32,
+        0,
+        4096,
+        base,
+        freq_scale,
+        [
+            yarn.ext_factor,
+            yarn.attn_factor,
+            yarn.beta_fast,
+            yarn.beta_slow,
+        ],
+    );
+    let theirs = gr.compute(y, x.len());
+    let (n, worst) = diff(&ours, &theirs);
+    eprintln!("rope yarn: {n} of {} differ (max rel {worst:.2e})", x.len());
+    assert_eq!(n, 0);
 }
 
 fn check_rope(kind: dynquant_engine::ops::RopeKind, base: f32, n_tok: usize) -> usize {
@@ -500,6 +717,36 @@ fn rope_matches_ggml() {
     let a = check_rope(RopeKind::Normal, 100000.0, 2100);
     let b = check_rope(RopeKind::Neox, 10000.0, 300);
     assert_eq!((a, b), (0, 0));
+}
+
+/// BF16 weights (random values with outliers, rounded to BF16): widths with and without a
+/// leftover after ggml's 64-value `vec_dot` steps, and one tinyBLAS (32-value steps) cannot take.
+#[test]
+fn matmuls_bf16() {
+    let Some(g) = Ggml::load() else { return };
+    let mut bad = Vec::new();
+    for (cols, rows) in [(1536usize, 64usize), (608, 36), (600, 8)] {
+        let data: Vec<u8> = acts(cols * rows, cols as u64)
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v * 0.05).to_le_bytes())
+            .collect();
+        let w = Weight::new("w", GgmlType::BF16, cols, rows, Cow::Borrowed(&data)).expect("weight");
+        for n_tok in [1usize, 2, 3, 7, 16, 65] {
+            let x = acts(cols * n_tok, 5 + n_tok as u64);
+            let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
+            let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
+            let (n, worst) = diff(&ours, &theirs);
+            eprintln!(
+                "{} bf16 {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
+                g.variant,
+                ours.len()
+            );
+            if n > 0 {
+                bad.push(format!("bf16 {cols}x{rows} n_tok {n_tok}: {n} differ"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
 }
 
 #[test]
@@ -704,11 +951,11 @@ fn mul_mat_id_iquants() {
 
 #[test]
 fn mul_mat_id_iq4_and_legacy() {
-    // not Q4_0: ggml repacks Q4_0 weights of 8k rows (q4_0_8x8), a gemv the engine does not
-    // reproduce in dense products either
     for ty in [
         GgmlType::IQ4_XS,
         GgmlType::IQ4_NL,
+        GgmlType::Q4_0,
+        GgmlType::MXFP4,
         GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q8_0,

@@ -139,3 +139,33 @@ fn smollm2_768_iq4_xs_matches_llamacpp() {
 fn smollm2_768_iq4_nl_matches_llamacpp() {
     check_type("iq4_nl");
 }
+
+/// The ternary types (every weight, token embedding and tied output included: smollm2-768's
+/// widths are multiples of 256).
+#[test]
+fn smollm2_768_tq1_0_matches_llamacpp() {
+    check_type("tq1_0");
+}
+
+#[test]
+fn smollm2_768_tq2_0_matches_llamacpp() {
+    check_type("tq2_0");
+}
+
+/// Q4_0 in ggml's repacked layout (every weight has rows in groups of eight).
+#[test]
+fn smollm2_768_q4_0_matches_llamacpp() {
+    check_type("q4_0");
+}
+
+/// BF16 weights: `vdpbf16ps` (zen4 builds) or the widened f32 forms.
+#[test]
+fn smollm2_768_bf16_matches_llamacpp() {
+    check_type("bf16");
+}
+
+/// MXFP4 (E8M0 scales, repacked like IQ4_NL).
+#[test]
+fn smollm2_768_mxfp4_matches_llamacpp() {
+    check_type("mxfp4");
+}

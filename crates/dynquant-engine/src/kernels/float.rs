@@ -129,6 +129,28 @@ fn select_kernel(ty: GgmlType, k: usize, n_tok: usize) -> TileKernel {
         Flavor::Avx512 => 16,
         _ => 8,
     };
+    #[cfg(target_arch = "x86_64")]
+    if ty == GgmlType::BF16 && cpu::bf16_dot() {
+        // ggml's zen4 build: llamafile's tinyBLAS with 32 BF16 values per `vdpbf16ps` for
+        // batches whose width it takes, `ggml_vec_dot_bf16` for the rest
+        return if n_tok > 1 && k.is_multiple_of(32) {
+            bf16::tinyblas_tile
+        } else {
+            bf16::vec_dot_tile
+        };
+    }
+    if ty == GgmlType::BF16 {
+        // builds without AVX-512 BF16 widen BF16 to f32: tinyBLAS as for F16 weights for the
+        // batches it takes, else `ggml_vec_dot_bf16`'s f32 form
+        if n_tok > 1 && k.is_multiple_of(lanes) {
+            return if lanes == 16 {
+                lanes16_tile
+            } else {
+                lanes8_tile
+            };
+        }
+        return vec_dot_bf16_widened_tile;
+    }
     if ty == GgmlType::F16 {
         // one token: ggml_vec_dot_f16 (four vector accumulators)
         if n_tok == 1 {
@@ -160,6 +182,172 @@ fn select_kernel(ty: GgmlType, k: usize, n_tok: usize) -> TileKernel {
         }
     }
     tile_fused
+}
+
+/// BF16 weights on ggml's zen4 build, whose products multiply pairs of BF16 values with
+/// `vdpbf16ps` (lane `i` of a 16-lane accumulator takes elements `2i + 1`, then `2i`, of each
+/// 32-value step, each added with one rounding; the products of two BF16 values are exact).
+/// The tiles come widened to f32 (exactly), and go back to BF16 bits here.
+#[cfg(target_arch = "x86_64")]
+mod bf16 {
+    use std::arch::x86_64::*;
+
+    use crate::reduce::reduce_add_16;
+
+    fn bits(v: &[f32]) -> Vec<u16> {
+        v.iter().map(|x| (x.to_bits() >> 16) as u16).collect()
+    }
+
+    /// One 32-value step: `acc` plus the products of `a[0..32]` and `b[0..32]`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn step(acc: __m512, a: &[u16], b: &[u16]) -> __m512 {
+        assert!(a.len() >= 32 && b.len() >= 32);
+        // SAFETY: 32 u16 (64 bytes) readable at both (asserted); `__m512bh` is 32 BF16 bits.
+        unsafe {
+            let va: __m512bh = std::mem::transmute(_mm512_loadu_si512(a.as_ptr().cast()));
+            let vb: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.as_ptr().cast()));
+            _mm512_dpbf16_ps(acc, va, vb)
+        }
+    }
+
+    fn lanes(v: __m512) -> [f32; 16] {
+        // SAFETY: `__m512` and `[f32; 16]` have the same size and any bits are valid f32.
+        unsafe { std::mem::transmute(v) }
+    }
+
+    /// `ggml_vec_dot_bf16` (AVX512BF16): two accumulators over 64-value steps, their sums added
+    /// in f64, then the leftover products one by one in f64.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn vec_dot(w: &[u16], x: &[u16], wf: &[f32], xf: &[f32]) -> f32 {
+        let n = w.len();
+        let (mut c1, mut c2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut i = 0;
+        while i + 64 <= n {
+            // SAFETY: the CPU has AVX-512 BF16 (the caller's contract); slices in bounds.
+            unsafe {
+                c1 = step(c1, &w[i..], &x[i..]);
+                c2 = step(c2, &w[i + 32..], &x[i + 32..]);
+            }
+            i += 64;
+        }
+        let mut sum = f64::from(reduce_add_16(&lanes(c1)));
+        sum += f64::from(reduce_add_16(&lanes(c2)));
+        for j in i..n {
+            sum += f64::from(wf[j] * xf[j]);
+        }
+        sum as f32
+    }
+
+    pub(super) fn vec_dot_tile(
+        w: &[f32],
+        x: &[f32],
+        k: usize,
+        nr: usize,
+        nt: usize,
+        out: &mut [f32],
+    ) {
+        let xb: Vec<Vec<u16>> = (0..nt).map(|t| bits(&x[t * k..(t + 1) * k])).collect();
+        for r in 0..nr {
+            let wf = &w[r * k..(r + 1) * k];
+            let wb = bits(wf);
+            for (t, xb) in xb.iter().enumerate() {
+                // SAFETY: `cpu::bf16_dot` (the only way here) detected AVX-512 BF16.
+                out[r * nt + t] = unsafe { vec_dot(&wb, xb, wf, &x[t * k..(t + 1) * k]) };
+            }
+        }
+    }
+
+    /// tinyBLAS<32, __m512, __m512bh>: one accumulator per output over 32-value steps, reduced
+    /// at the end. Needs `k % 32 == 0`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn tinyblas(w: &[u16], x: &[u16]) -> f32 {
+        let mut acc = _mm512_setzero_ps();
+        for (a, b) in w.chunks_exact(32).zip(x.chunks_exact(32)) {
+            // SAFETY: the CPU has AVX-512 BF16 (the caller's contract); 32 values each.
+            acc = unsafe { step(acc, a, b) };
+        }
+        reduce_add_16(&lanes(acc))
+    }
+
+    pub(super) fn tinyblas_tile(
+        w: &[f32],
+        x: &[f32],
+        k: usize,
+        nr: usize,
+        nt: usize,
+        out: &mut [f32],
+    ) {
+        let xb: Vec<Vec<u16>> = (0..nt).map(|t| bits(&x[t * k..(t + 1) * k])).collect();
+        for r in 0..nr {
+            let wb = bits(&w[r * k..(r + 1) * k]);
+            for (t, xb) in xb.iter().enumerate() {
+                // SAFETY: `cpu::bf16_dot` (the only way here) detected AVX-512 BF16.
+                out[r * nt + t] = unsafe { tinyblas(&wb, xb) };
+            }
+        }
+    }
+}
+
+fma_variant!(
+    vec_dot_bf16_widened_tile,
+    vec_dot_bf16_widened_tile_impl,
+    (w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) -> ()
+);
+
+/// `ggml_vec_dot_bf16` on builds without AVX-512 BF16 (values widened to f32, fused
+/// multiply-adds): AVX-512F keeps two 16-lane accumulators over 32-value steps, each reduced
+/// as `_mm512_reduce_add_ps`; AVX2 four 8-lane ones, added `(c1 + c3) + (c2 + c4)` and reduced
+/// by halves, then pairs; the sums and the leftover products are added in f64.
+#[inline(always)]
+fn vec_dot_bf16_widened_tile_impl(
+    w: &[f32],
+    x: &[f32],
+    k: usize,
+    nr: usize,
+    nt: usize,
+    out: &mut [f32],
+) {
+    let avx512 = cpu::flavor() == Flavor::Avx512;
+    let dot = |a: &[f32], b: &[f32]| -> f32 {
+        let mut i = 0;
+        let mut sum = 0f64;
+        if avx512 {
+            let mut c = [[0f32; 16]; 2];
+            while i + 32 <= k {
+                for (j, c) in c.iter_mut().enumerate() {
+                    for (l, c) in c.iter_mut().enumerate() {
+                        *c = a[i + 16 * j + l].mul_add(b[i + 16 * j + l], *c);
+                    }
+                }
+                i += 32;
+            }
+            sum += f64::from(reduce_add_16(&c[0]));
+            sum += f64::from(reduce_add_16(&c[1]));
+        } else {
+            let mut c = [[0f32; 8]; 4];
+            while i + 32 <= k {
+                for (j, c) in c.iter_mut().enumerate() {
+                    for (l, c) in c.iter_mut().enumerate() {
+                        *c = a[i + 8 * j + l].mul_add(b[i + 8 * j + l], *c);
+                    }
+                }
+                i += 32;
+            }
+            let s: [f32; 8] = std::array::from_fn(|l| (c[0][l] + c[2][l]) + (c[1][l] + c[3][l]));
+            let g: [f32; 4] = std::array::from_fn(|l| s[4 + l] + s[l]);
+            sum += f64::from((g[0] + g[2]) + (g[1] + g[3]));
+        }
+        for j in i..k {
+            sum += f64::from(a[j] * b[j]);
+        }
+        sum as f32
+    };
+    for r in 0..nr {
+        for t in 0..nt {
+            out[r * nt + t] = dot(&w[r * k..(r + 1) * k], &x[t * k..(t + 1) * k]);
+        }
+    }
 }
 
 fma_variant!(

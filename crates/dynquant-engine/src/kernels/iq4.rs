@@ -6,43 +6,100 @@
 //! * IQ4_NL (times Q8_0) sits in ggml's repacked layout on every AVX2 build when the rows come
 //!   in groups of eight (`gemv/gemm_iq4_nl_8x8_q8_0`): per output one chain
 //!   `acc = fma(sum, d_w * d_a, acc)` over the exact integer sums of the 32-element blocks.
+//!   Q4_0 weights (levels `nibble - 8`, the same block layout) take the same repacked kernels
+//!   there (`q4_0_8x8_q8_0`, one template with IQ4_NL's in ggml's x86 repack.cpp).
 
 use dynquant_gguf::GgmlType;
 use dynquant_quants::iq::layout::{iq4nl, iq4xs};
 use half::f16;
 
 use super::kquant::LaneBlock;
-use super::layout::QK_K;
+use super::layout::{q4_0, QK_K};
 use super::legacy::{quantize_q8_0, ActBlock};
 use crate::weight::Weight;
+use dynquant_quants::fp4::{e8m0_half, layout::mxfp4};
 
 /// ggml's `kvalues_iq4nl`: the 16 levels a 4-bit index selects.
 const LEVELS: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 ];
 
+/// MXFP4's levels (`kvalues_mxfp4`): the E2M1 values doubled, the block scale halved.
+const MXFP4_LEVELS: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// Q4_0's levels: `nibble - 8`.
+const Q4_0_LEVELS: [i8; 16] = [-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7];
+
 /// Elements of an IQ4_NL block (and of an IQ4_XS sub-block).
 const QK4: usize = 32;
 
-/// Levels of one 32-element group packed as IQ4_NL packs it: byte `l` holds element `l` in its
-/// low nibble and element `16 + l` in its high nibble.
-fn unpack(qs: &[u8], out: &mut [i8]) {
+/// Levels of one 32-element group packed as IQ4_NL (and Q4_0) pack it: byte `l` holds element
+/// `l` in its low nibble and element `16 + l` in its high nibble.
+fn unpack_with(pairs: &[[i8; 2]; 256], qs: &[u8], out: &mut [i8]) {
     let (low, high) = out[..QK4].split_at_mut(QK4 / 2);
     for ((lo, hi), &b) in low.iter_mut().zip(high.iter_mut()).zip(&qs[..QK4 / 2]) {
-        [*lo, *hi] = LEVEL_PAIRS[usize::from(b)];
+        [*lo, *hi] = pairs[usize::from(b)];
     }
 }
 
+fn unpack(qs: &[u8], out: &mut [i8]) {
+    unpack_with(&LEVEL_PAIRS, qs, out)
+}
+
 /// The levels of both nibbles of every byte (one lookup per byte instead of two).
-const LEVEL_PAIRS: [[i8; 2]; 256] = {
+const fn level_pairs(levels: &[i8; 16]) -> [[i8; 2]; 256] {
     let mut pairs = [[0i8; 2]; 256];
     let mut b = 0;
     while b < 256 {
-        pairs[b] = [LEVELS[b & 0x0f], LEVELS[b >> 4]];
+        pairs[b] = [levels[b & 0x0f], levels[b >> 4]];
         b += 1;
     }
     pairs
-};
+}
+
+const LEVEL_PAIRS: [[i8; 2]; 256] = level_pairs(&LEVELS);
+const Q4_0_LEVEL_PAIRS: [[i8; 2]; 256] = level_pairs(&Q4_0_LEVELS);
+const MXFP4_LEVEL_PAIRS: [[i8; 2]; 256] = level_pairs(&MXFP4_LEVELS);
+
+/// The 4-bit types ggml's x86 build multiplies with its repacked `*_8x8_q8_0` template: one
+/// scale (f16, or MXFP4's E8M0 exponent) and 32 nibbles per block, the nibbles indexing a table
+/// of levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NibbleType {
+    IQ4NL,
+    Q4_0,
+    MXFP4,
+}
+
+impl NibbleType {
+    fn ggml_type(self) -> GgmlType {
+        match self {
+            NibbleType::IQ4NL => GgmlType::IQ4_NL,
+            NibbleType::Q4_0 => GgmlType::Q4_0,
+            NibbleType::MXFP4 => GgmlType::MXFP4,
+        }
+    }
+
+    /// The block's scale and where its nibbles start.
+    fn scale_and_nibbles(self, block: &[u8]) -> (f32, &[u8]) {
+        match self {
+            // both store `d` first, then the 16 bytes of nibbles
+            NibbleType::IQ4NL | NibbleType::Q4_0 => {
+                const _: () = assert!(iq4nl::D == q4_0::D && iq4nl::QS == q4_0::QS);
+                (f16_at(block, iq4nl::D), &block[iq4nl::QS..])
+            }
+            NibbleType::MXFP4 => (e8m0_half(block[mxfp4::E]), &block[mxfp4::QS..]),
+        }
+    }
+
+    fn level_pairs(self) -> &'static [[i8; 2]; 256] {
+        match self {
+            NibbleType::IQ4NL => &LEVEL_PAIRS,
+            NibbleType::Q4_0 => &Q4_0_LEVEL_PAIRS,
+            NibbleType::MXFP4 => &MXFP4_LEVEL_PAIRS,
+        }
+    }
+}
 
 fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
@@ -75,15 +132,15 @@ pub(crate) struct NlBlock {
     q: [i8; QK4],
 }
 
-fn decode_iq4nl(row: &[u8]) -> Vec<NlBlock> {
-    row.chunks_exact(GgmlType::IQ4_NL.type_size() as usize)
+/// Blocks of an IQ4_NL, Q4_0 or MXFP4 row.
+fn decode_nibbles(ty: NibbleType, row: &[u8]) -> Vec<NlBlock> {
+    let pairs = ty.level_pairs();
+    row.chunks_exact(ty.ggml_type().type_size() as usize)
         .map(|b| {
+            let (d, qs) = ty.scale_and_nibbles(b);
             let mut q = [0i8; QK4];
-            unpack(&b[iq4nl::QS..], &mut q);
-            NlBlock {
-                d: f16_at(b, iq4nl::D),
-                q,
-            }
+            unpack_with(pairs, qs, &mut q);
+            NlBlock { d, q }
         })
         .collect()
 }
@@ -221,15 +278,15 @@ fn dot_iq4nl_best(w: &[NlBlock], a: &[ActBlock]) -> f32 {
     dot_iq4nl(w, a)
 }
 
-/// Products of a repacked IQ4_NL weight (rows in groups of eight) with `n_tok` rows of
+/// Products of a repacked IQ4_NL or Q4_0 weight (rows in groups of eight) with `n_tok` rows of
 /// activations (tokens x rows). The gemm and the gemv accumulate alike.
-pub(crate) fn matmul_iq4nl(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+pub(crate) fn matmul_nibbles(ty: NibbleType, w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
     super::tiled::tiled_product(
         w,
         x,
         n_tok,
         quantize_q8_0,
-        decode_iq4nl,
+        |row| decode_nibbles(ty, row),
         |rows, acts, n_tok, out| {
             let mut t0 = 0;
             #[cfg(target_arch = "x86_64")]
@@ -270,6 +327,54 @@ pub(crate) fn matmul_iq4nl(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> 
     )
 }
 
+/// `ggml_vec_dot_mxfp4_q8_0` (AVX2) of one row and one token: the eight lanes of each block's
+/// exact products (lane `l`: elements `4l..4l+3`) accumulate with `fma(d_a * d_w, lanes, acc)`
+/// in two vectors, even blocks in one and odd in the other; their sum is reduced by
+/// `hsum_float_8`, and an odd last block added as `fma(d, sum, total)`.
+fn dot_mxfp4_vec_dot(w: &[NlBlock], a: &[ActBlock]) -> f32 {
+    let mut acc = [[0f32; 8]; 2];
+    let pairs = w.len() / 2 * 2;
+    for (i, (wb, ab)) in w.iter().zip(a).take(pairs).enumerate() {
+        let d = ab.d * wb.d;
+        for (l, acc) in acc[i % 2].iter_mut().enumerate() {
+            let lane: i32 = (4 * l..4 * l + 4)
+                .map(|e| i32::from(wb.q[e]) * i32::from(ab.q[e]))
+                .sum();
+            *acc = d.mul_add(lane as f32, *acc);
+        }
+    }
+    let sum: [f32; 8] = std::array::from_fn(|l| acc[0][l] + acc[1][l]);
+    let mut total = crate::reduce::hsum_float_8(&sum);
+    for (wb, ab) in w.iter().zip(a).skip(pairs) {
+        let isum: i32 =
+            wb.q.iter()
+                .zip(&ab.q)
+                .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                .sum();
+        total = (ab.d * wb.d).mul_add(isum as f32, total);
+    }
+    total
+}
+
+/// Products of an MXFP4 weight ggml does not repack (rows not in groups of eight) with `n_tok`
+/// rows of activations: its `vec_dot` for every token.
+pub(crate) fn matmul_mxfp4_vec_dot(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    super::tiled::tiled_product(
+        w,
+        x,
+        n_tok,
+        quantize_q8_0,
+        |row| decode_nibbles(NibbleType::MXFP4, row),
+        |rows, acts, n_tok, out| {
+            for (i, wb) in rows.iter().enumerate() {
+                for (t, a) in acts.iter().enumerate() {
+                    out[i * n_tok + t] = dot_mxfp4_vec_dot(wb, a);
+                }
+            }
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,7 +404,7 @@ mod tests {
             let x: Vec<f32> = (0..QK4 * nb)
                 .map(|_| (next() % 2001) as f32 / 100.0 - 10.0)
                 .collect();
-            let (w, a) = (decode_iq4nl(&row), quantize_q8_0(&x));
+            let (w, a) = (decode_nibbles(NibbleType::IQ4NL, &row), quantize_q8_0(&x));
             let p = dot_iq4nl(&w, &a);
             portable.push(p);
             #[cfg(target_arch = "x86_64")]

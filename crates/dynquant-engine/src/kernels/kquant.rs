@@ -379,6 +379,11 @@ pub(crate) enum LaneType {
     Q5K,
     /// As Q3_K, with the scale product `d_w*d_a`.
     IQ4XS,
+    /// TQ1_0 and TQ2_0: the digits' lanes minus the activations' sums of elements
+    /// `32l..32l+31` (exact integers), then `acc = fma(d_a*d_w, lanes, acc)`.
+    TQ1,
+    /// See [`LaneType::TQ1`].
+    TQ2,
 }
 
 impl LaneType {
@@ -389,6 +394,8 @@ impl LaneType {
             GgmlType::Q3_K => LaneType::Q3K,
             GgmlType::Q5_K => LaneType::Q5K,
             GgmlType::IQ4_XS => LaneType::IQ4XS,
+            GgmlType::TQ1_0 => LaneType::TQ1,
+            GgmlType::TQ2_0 => LaneType::TQ2,
             _ => return None,
         })
     }
@@ -399,7 +406,14 @@ impl LaneType {
             LaneType::Q3K => decode_q3k(row),
             LaneType::Q5K => decode_q5k(row),
             LaneType::IQ4XS => super::iq4::decode_iq4xs(row),
+            LaneType::TQ1 => super::ternary::decode_tq1(row),
+            LaneType::TQ2 => super::ternary::decode_tq2(row),
         }
+    }
+
+    /// Whether the digits carry an offset of one (the ternary types).
+    fn ternary(self) -> bool {
+        matches!(self, LaneType::TQ1 | LaneType::TQ2)
     }
 }
 
@@ -512,7 +526,12 @@ pub(crate) fn dot_lanes(ty: LaneType, w: &[LaneBlock], a: &[Q8K]) -> f32 {
     let mut acc = [0f32; 8];
     let mut summs = 0f32;
     for (wb, ab) in w.iter().zip(a) {
-        let lanes = block_lanes(wb, ab);
+        let mut lanes = block_lanes(wb, ab);
+        if ty.ternary() {
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                *lane -= ab.bsums[2 * l] + ab.bsums[2 * l + 1];
+            }
+        }
         let d = match ty {
             LaneType::IQ4XS => wb.d * ab.d,
             _ => ab.d * wb.d,
@@ -717,7 +736,12 @@ mod avx2 {
         let mut acc = _mm256_setzero_ps();
         let mut summs = 0f32;
         for (wb, ab) in w.iter().zip(a) {
-            let lanes = lanes(wb, ab, 0, 8);
+            let mut lanes = lanes(wb, ab, 0, 8);
+            if ty.ternary() {
+                let offsets =
+                    _mm256_madd_epi16(load(ab.bsums16.as_ptr().cast()), _mm256_set1_epi16(1));
+                lanes = _mm256_sub_epi32(lanes, offsets);
+            }
             let d = match ty {
                 LaneType::IQ4XS => wb.d * ab.d,
                 _ => ab.d * wb.d,

@@ -7,6 +7,7 @@
 //! * [`kquant`]: Q4_K (repacked), Q6_K, Q2_K (repacked on AVX-512), Q3_K and Q5_K weights as
 //!   ggml-cpu's integer dot products;
 //! * [`iq4`]: IQ4_XS (through `kquant`'s lanes) and IQ4_NL (repacked) weights;
+//! * [`ternary`]: TQ1_0 and TQ2_0 (through `kquant`'s lanes);
 //! * [`float`]: any other weight type (and the exact numerics): dequantized rows times
 //!   activations rounded to the weight's dot type;
 //! * [`expert`]: the expert products ggml-cpu's `mul_mat_id` computes differently from
@@ -21,6 +22,7 @@ pub(crate) mod iquant;
 pub(crate) mod kquant;
 pub(crate) mod layout;
 pub(crate) mod legacy;
+pub(crate) mod ternary;
 mod tiled;
 
 /// FNV-1a over the bits of `values`: a stored digest of a kernel's results checks the kernel on

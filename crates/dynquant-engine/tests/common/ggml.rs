@@ -239,6 +239,23 @@ impl Graph<'_> {
 
     /// `ggml_rope_ext(a, pos, NULL, n_dims, mode, 0, base, scale, 0, 1, 32, 1)`.
     pub fn rope(&self, a: P, pos: P, n_dims: i32, mode: i32, base: f32, scale: f32) -> P {
+        self.rope_ext(a, pos, n_dims, mode, 0, base, scale, [0.0, 1.0, 32.0, 1.0])
+    }
+
+    /// `ggml_rope_ext` with YaRN's parameters `[ext_factor, attn_factor, beta_fast,
+    /// beta_slow]` and the original context `n_ctx_orig`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_ext(
+        &self,
+        a: P,
+        pos: P,
+        n_dims: i32,
+        mode: i32,
+        n_ctx_orig: i32,
+        base: f32,
+        scale: f32,
+        yarn: [f32; 4],
+    ) -> P {
         #[allow(clippy::type_complexity)]
         let f: unsafe extern "C" fn(
             P,
@@ -264,13 +281,13 @@ impl Graph<'_> {
                 std::ptr::null_mut(),
                 n_dims,
                 mode,
-                0,
+                n_ctx_orig,
                 base,
                 scale,
-                0.0,
-                1.0,
-                32.0,
-                1.0,
+                yarn[0],
+                yarn[1],
+                yarn[2],
+                yarn[3],
             )
         }
     }

@@ -33,7 +33,7 @@ const _: () = assert!(nvfp4::BYTES == 36);
 
 /// `2^(e − 128)`: half of the E8M0 scale `2^(e − 127)`, built from its bits (subnormal for
 /// e < 2). E8M0's NaN code 255 is not special-cased, as in ggml.
-fn e8m0_half(e: u8) -> f32 {
+pub fn e8m0_half(e: u8) -> f32 {
     let bits = if e < 2 {
         0x0020_0000u32 << e
     } else {

@@ -11,6 +11,8 @@ pub mod layout {
     pub use super::dequant::{mxfp4, nvfp4};
 }
 
+pub use dequant::e8m0_half;
+
 /// Codec rows. MXFP4's E8M0 exponent byte must not be 0xFF (E8M0 NaN, rejected by ggml).
 pub(crate) const CODECS: &[Codec] = &[
     Codec::new(
