@@ -93,8 +93,22 @@ pub use crate::fa::Q_TILE;
 /// Attention outputs (`n_tok` rows of `n_head * head_dim_v`) for queries `q` (`n_tok` rows of
 /// `n_head * head_dim_k`, RoPE applied) at positions `p0..p0 + n_tok`, whose keys and values
 /// are already in `cache`.
-#[allow(clippy::too_many_arguments)]
 pub fn attend(
+    c: &Config,
+    q: &[f32],
+    cache: &KvCache,
+    p0: usize,
+    n_tok: usize,
+    window: Option<usize>,
+    exact: bool,
+) -> Vec<f32> {
+    attend_with_sinks(c, q, cache, p0, n_tok, window, None, exact)
+}
+
+/// [`attend`] with per-head attention sinks (gpt-oss): `sinks[h]` is a logit that joins head
+/// `h`'s softmax with no value, as ggml's flash attention applies it after the keys.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_with_sinks(
     c: &Config,
     q: &[f32],
     cache: &KvCache,

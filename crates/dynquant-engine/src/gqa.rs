@@ -1,11 +1,11 @@
 //! Multi-head / grouped-query attention with separate q, k, v projections (llama, qwen2,
 //! qwen3, gemma3, gpt-oss): optional biases (q, k, v, and output for gpt-oss), per-head q/k
-//! norms, RoPE, then [`attend`] over the f16 KV cache, with per-head sinks when the model has
+//! norms, RoPE, then [`attend_with_sinks`] over the f16 KV cache, with per-head sinks when the model has
 //! them (gpt-oss).
 
 use rayon::prelude::*;
 
-use crate::attention::{attend, KvCache};
+use crate::attention::{attend_with_sinks, KvCache};
 use crate::block::BlockCtx;
 use crate::config::Config;
 use crate::error::{EngineError, Result};
@@ -131,7 +131,7 @@ impl<'a> GqaAttention<'a> {
         let sinks = self.sinks.as_deref();
         let att = if let [cache] = caches {
             cache.append(&k, &v, exact);
-            attend(c, &q, cache, ctx.p0, ctx.n_tok, self.window, sinks, exact)
+            attend_with_sinks(c, &q, cache, ctx.p0, ctx.n_tok, self.window, sinks, exact)
         } else {
             let mut first = Vec::with_capacity(ctx.spans.len());
             let mut row = 0;
@@ -149,7 +149,7 @@ impl<'a> GqaAttention<'a> {
                         &v[r * vd..(r + s.n) * vd],
                         exact,
                     );
-                    attend(
+                    attend_with_sinks(
                         c,
                         &q[r * qd..(r + s.n) * qd],
                         cache,

@@ -196,7 +196,7 @@ impl<'a> MlaAttention<'a> {
                     }
                 }
                 cache.append(&k, &v, exact);
-                let att = attend(c, &q, cache, p0, nt, None, None, exact);
+                let att = attend(c, &q, cache, p0, nt, None, exact);
                 ctx.mm(&self.wo, &att)
             }
             KvProj::Absorbed { k_b, v_b } => {
@@ -224,7 +224,7 @@ impl<'a> MlaAttention<'a> {
                 }
                 // the values are the latent: the leading part of each cached key row
                 cache.append(&kv, &[], exact);
-                let att = attend(c, &qc, cache, p0, nt, None, None, exact);
+                let att = attend(c, &qc, cache, p0, nt, None, exact);
                 // each head's latent output times its v_b matrix
                 let vh = m.v_head;
                 let mut o = vec![0f32; nt * nh * vh];

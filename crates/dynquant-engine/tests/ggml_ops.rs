@@ -449,7 +449,7 @@ fn check_attention(n_q: usize, n_kv: usize, d: usize, window: Option<usize>) -> 
     let p0 = n_kv - n_q;
     let mut cache = dynquant_engine::attention::KvCache::new(nkv * d, nkv * d);
     cache.append(&k, &v, false);
-    let ours = dynquant_engine::attention::attend(&c, &q, &cache, p0, n_q, window, None, false);
+    let ours = dynquant_engine::attention::attend(&c, &q, &cache, p0, n_q, window, false);
     // ggml: q [d, n_q, nh], k/v [d, n_kv, nkv] (f16), mask [n_kv, n_q padded] (f16)
     let perm = |x: &[f32], rows: usize, heads: usize| -> Vec<f32> {
         let mut o = vec![0f32; x.len()];
