@@ -1,7 +1,7 @@
 //! Multi-head / grouped-query attention with separate q, k, v projections (llama, qwen2,
 //! qwen3, gemma3, gpt-oss): optional biases (q, k, v, and output for gpt-oss), per-head q/k
-//! norms, RoPE, then [`attend_with_sinks`] over the f16 KV cache, with per-head sinks when the model has
-//! them (gpt-oss).
+//! norms, RoPE, then [`attend_with_sinks`] over the f16 KV cache, with per-head sinks when the
+//! model has them (gpt-oss).
 
 use rayon::prelude::*;
 
