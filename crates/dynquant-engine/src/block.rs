@@ -206,7 +206,6 @@ pub(crate) mod testing {
             act: Activation::SwiGlu,
             qk_norm: false,
             qk_norm_optional: false,
-            ffn_norm_name: "ffn_norm.weight",
             qkv_bias: false,
             post_norms: false,
             embd_scale: None,

@@ -35,6 +35,9 @@ pub enum Role {
     AttnKB,
     /// MLA absorbed value up-projection (`attn_v_b`, 3-D per head).
     AttnVB,
+    /// Per-head attention sinks (`attn_sinks`, gpt-oss): a learned logit joining each head's
+    /// softmax.
+    AttnSinks,
     /// Dense FFN gate (`ffn_gate`).
     FfnGate,
     /// Dense FFN up (`ffn_up`).
@@ -57,7 +60,8 @@ pub enum Role {
     SharedDown,
     /// MoE router (`ffn_gate_inp`), and the shared expert's gate (`ffn_gate_inp_shexp`).
     Router,
-    /// Expert selection bias (`exp_probs_b`, DeepSeek's e_score_correction_bias).
+    /// The router's bias: DeepSeek's expert selection bias (`exp_probs_b`,
+    /// e_score_correction_bias), gpt-oss's router logit bias (`ffn_gate_inp.bias`).
     RouterBias,
     /// A matrix of a NextN / multi-token-prediction block (GLM-4.5's last block): its
     /// `nextn.{eh_proj,embed_tokens,shared_head_head}` and the block's attention and FFN
@@ -90,6 +94,7 @@ impl Role {
             AttnKvB => "attn_kv_b",
             AttnKB => "attn_k_b",
             AttnVB => "attn_v_b",
+            AttnSinks => "attn_sinks",
             FfnGate => "ffn_gate",
             FfnUp => "ffn_up",
             FfnDown => "ffn_down",
@@ -110,7 +115,7 @@ impl Role {
     }
 
     /// Every role, for help texts and recipe validation.
-    pub const ALL: [Role; 29] = {
+    pub const ALL: [Role; 30] = {
         use Role::*;
         [
             TokenEmbd,
@@ -126,6 +131,7 @@ impl Role {
             AttnKvB,
             AttnKB,
             AttnVB,
+            AttnSinks,
             FfnGate,
             FfnUp,
             FfnDown,
@@ -220,7 +226,7 @@ pub fn parse_name(name: &str) -> (Role, Option<u32>) {
     use Role::*;
     if suffix == "bias" {
         return (
-            if base == "exp_probs_b" {
+            if base == "exp_probs_b" || base == "ffn_gate_inp" {
                 RouterBias
             } else {
                 Bias
@@ -255,6 +261,7 @@ pub fn parse_name(name: &str) -> (Role, Option<u32>) {
         "attn_kv_b" => AttnKvB,
         "attn_k_b" => AttnKB,
         "attn_v_b" => AttnVB,
+        "attn_sinks" => AttnSinks,
         "ffn_gate" => FfnGate,
         "ffn_up" => FfnUp,
         "ffn_down" => FfnDown,
@@ -347,6 +354,11 @@ mod tests {
             ("blk.4.ffn_gate_inp.weight", Role::Router, Some(4)),
             ("blk.4.exp_probs_b.bias", Role::RouterBias, Some(4)),
             ("blk.1.attn_q.bias", Role::Bias, Some(1)),
+            // gpt-oss.
+            ("blk.1.attn_sinks.weight", Role::AttnSinks, Some(1)),
+            ("blk.1.ffn_gate_inp.bias", Role::RouterBias, Some(1)),
+            ("blk.1.ffn_up_exps.bias", Role::Bias, Some(1)),
+            ("blk.1.post_attention_norm.weight", Role::Norm, Some(1)),
             ("blk.1.attn_k_norm.weight", Role::Norm, Some(1)),
             ("rope_freqs.weight", Role::Other, None),
             ("blk.3.nextn.eh_proj.weight", Role::Nextn, Some(3)),

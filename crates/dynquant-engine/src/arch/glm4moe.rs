@@ -16,7 +16,6 @@ pub(super) fn config(hp: &Hparams<'_>) -> Result<Config> {
     let mut c = hp.common(RopeKind::Neox, Activation::SwiGlu)?;
     c.qkv_bias = true;
     c.qk_norm_optional = true;
-    c.ffn_norm_name = "post_attention_norm.weight";
     let nextn = hp.usize_opt("nextn_predict_layers")?.unwrap_or(0);
     if nextn >= c.n_layer {
         return Err(EngineError::BadHparam {

@@ -9,6 +9,7 @@ mod checkpoint;
 mod deepseek;
 mod gemma3;
 mod glm4moe;
+mod gpt_oss;
 mod llama;
 mod mixtral;
 mod qwen2;
@@ -54,6 +55,20 @@ pub enum Transform {
     },
     /// Gemma's RMSNorm weights, stored as offsets from 1: 1 is added (in f32).
     AddOne,
+    /// Every other column from `parity` (gpt-oss's interleaved `gate_up_proj_bias`: gate at even
+    /// columns, up at odd); the row halves.
+    Deinterleave {
+        /// 0: even columns, 1: odd.
+        parity: usize,
+    },
+    /// An MXFP4 `*_blocks` [E, R, nb, 16] / `*_scales` [E, R, nb] pair (sources in that order)
+    /// repacked into ggml MXFP4 blocks [E, R', nb*32]: the E8M0 scale byte, then the 32 E2M1
+    /// nibbles reordered from consecutive pairs to ggml's element j / j + 16 per byte. With
+    /// `parity`, only rows `parity`, `parity + 2`, ... (gpt-oss's interleaved gate/up).
+    Mxfp4 {
+        /// `None`: every row; `Some(p)`: every other row from `p`.
+        parity: Option<usize>,
+    },
 }
 
 /// How `tokenizer.ggml.add_space_prefix` is written.
@@ -120,6 +135,9 @@ pub(crate) enum Mapped {
         /// Expert index.
         expert: usize,
     },
+    /// Output tensors made from an MXFP4 `*_scales` tensor and its `*_blocks`, written before
+    /// every other tensor (the converter repacks them ahead of its main loop).
+    Mxfp4(Vec<(String, Option<usize>)>),
     /// Not converted (MTP layers, rotary caches, FP8 scales).
     Skip,
 }
@@ -229,6 +247,7 @@ pub(crate) fn arch_for(cfg: &Config, layout: MlaLayout) -> Result<Box<dyn Arch>>
         ("Qwen3ForCausalLM", _) | (_, "qwen3") => Box::new(qwen3::Qwen3),
         ("Qwen3MoeForCausalLM", _) | (_, "qwen3_moe") => Box::new(qwen3moe::Qwen3Moe),
         ("Gemma3ForCausalLM", _) | (_, "gemma3_text") => Box::new(gemma3::Gemma3),
+        ("GptOssForCausalLM", _) | (_, "gpt_oss") => Box::new(gpt_oss::GptOss),
         ("Glm4MoeForCausalLM", _) | (_, "glm4_moe") => Box::new(glm4moe::Glm4Moe),
         ("DeepseekV3ForCausalLM" | "DeepseekV2ForCausalLM", _)
         | (_, "deepseek_v3" | "deepseek_v2") => Box::new(deepseek::Deepseek { layout }),
@@ -541,6 +560,8 @@ pub(crate) fn plan_tensors(
     let mut pending: std::collections::BTreeMap<usize, Vec<Vec<Option<String>>>> =
         Default::default();
     let mut out = arch.generated(cfg)?;
+    // MXFP4 repacks, placed before everything else once all are known.
+    let mut front: Vec<OutTensor> = Vec::new();
     for name in ckpt.names() {
         if name.ends_with("_scale_inv") {
             // FP8 block scales are folded into their weights when read.
@@ -551,6 +572,32 @@ pub(crate) fn plan_tensors(
         let layer = block_of(name);
         match arch.map(name, layer, cfg)? {
             Mapped::Skip => {}
+            Mapped::Mxfp4(outputs) => {
+                let blocks = name
+                    .strip_suffix("_scales")
+                    .map(|b| format!("{b}_blocks"))
+                    .ok_or_else(|| HfError::UnmappedTensor(name.clone()))?;
+                let bshape = shape_of(ckpt, &blocks)?;
+                let [e, r, nb, 16] = *bshape else {
+                    return Err(shape_err(&blocks, bshape, vec![0, 0, 0, 16]));
+                };
+                if shape_in != [e, r, nb] {
+                    return Err(shape_err(name, shape_in, vec![e, r, nb]));
+                }
+                for (gname, parity) in outputs {
+                    if parity.is_some() && r % 2 != 0 {
+                        return Err(shape_err(name, shape_in, vec![e, r + 1, nb]));
+                    }
+                    let rows = if parity.is_some() { r / 2 } else { r };
+                    front.push(OutTensor {
+                        name: gname,
+                        sources: vec![blocks.clone(), name.clone()],
+                        transform: Transform::Mxfp4 { parity },
+                        shape: vec![e, rows, nb * 32],
+                        values: None,
+                    });
+                }
+            }
             Mapped::Tensor(gname0, tr0) => {
                 if let Some(l) = layer.filter(|&l| l >= n_blocks) {
                     return Err(HfError::IndexMismatch(format!(
@@ -565,12 +612,36 @@ pub(crate) fn plan_tensors(
                             Transform::KvbV { n_head, nope, v },
                         ),
                     ],
+                    Transform::Deinterleave { .. } => vec![
+                        (gname0.clone(), Transform::Deinterleave { parity: 0 }),
+                        (
+                            gname0.replace("_gate_", "_up_"),
+                            Transform::Deinterleave { parity: 1 },
+                        ),
+                    ],
                     other => vec![(gname0, other)],
                 };
                 for (gname, tr) in pieces {
                     let shape = match &tr {
                         Transform::None | Transform::RopePermute { .. } | Transform::AddOne => {
                             shape_in.to_vec()
+                        }
+                        Transform::Deinterleave { .. } => {
+                            let mut s = shape_in.to_vec();
+                            match s.last_mut() {
+                                Some(c) if *c % 2 == 0 => *c /= 2,
+                                _ => {
+                                    return Err(shape_err(
+                                        name,
+                                        shape_in,
+                                        vec![shape_in.last().copied().unwrap_or(0) + 1],
+                                    ))
+                                }
+                            }
+                            s
+                        }
+                        Transform::Mxfp4 { .. } => {
+                            return Err(HfError::UnmappedTensor(name.clone()));
                         }
                         Transform::KvbK { n_head, nope, v }
                         | Transform::KvbV { n_head, nope, v } => {
@@ -678,9 +749,10 @@ pub(crate) fn plan_tensors(
             projs.len()
         )));
     }
+    front.append(&mut out);
     Ok(ArchPlan {
         arch,
         params,
-        tensors: out,
+        tensors: front,
     })
 }
