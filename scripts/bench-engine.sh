@@ -14,7 +14,7 @@ THREADS=${2:-1}
 . .oracle/env.sh
 MODELS=${DYNQUANT_TEST_MODELS:?set DYNQUANT_TEST_MODELS (dynquant-dev test-models)}
 TEXT=../shared/data/text/wiki.test.raw
-BIN=target/release/dynquant
+BIN=${DYNQUANT_BIN:-target/release/dynquant}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 shift $(( $# < 2 ? $# : 2 ))
@@ -29,8 +29,8 @@ fi
 echo "| model | chunks x ctx | threads | llama.cpp tokens/s | dynquant tokens/s | ratio | PPL llama.cpp | PPL dynquant |"
 echo "|---|---|---|---|---|---|---|---|"
 for m in "${LIST[@]}"; do
-    # llama.cpp through node-llama-cpp (its perplexity.mjs uses one thread)
-    ref=$(node tests/oracle/perplexity.mjs "$m" "$TEXT" --chunks "$CHUNKS" 2>/dev/null)
+    # llama.cpp through node-llama-cpp, on the same number of threads
+    ref=$(node tests/oracle/perplexity.mjs "$m" "$TEXT" --chunks "$CHUNKS" --threads "$THREADS" 2>/dev/null)
     ours=$("$BIN" perplexity "$m" --text "$TEXT" --chunks "$CHUNKS" --threads "$THREADS" --json 2>/dev/null)
     python3 - "$ref" "$ours" "$(basename "$m")" "$CHUNKS" "$THREADS" <<'PY'
 import json, sys

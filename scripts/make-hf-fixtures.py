@@ -331,11 +331,207 @@ def kimi_k2(out: Path, spm: Path, bpe_json: Path) -> None:
     save_file(tensors, str(d / "model.safetensors"), metadata={"format": "pt"})
 
 
-FIXTURES = {"gemma3": gemma3, "gemma3-bpe": gemma3_bpe, "kimi-k2": kimi_k2}
+def gpt_oss(out: Path, spm: Path, bpe_json: Path) -> None:
+    """GptOssForCausalLM laid out as openai/gpt-oss-20b scaled down: 2 layers (layer_types
+    sliding, full; an 8-token sliding window), 4 heads of 32 with 2 KV heads (q is 128 wide, the
+    hidden size 64), q/k/v/o biases, attention sinks, 4 experts (2 used) with a biased router,
+    experts stored as the real checkpoints store them: MXFP4 `gate_up_proj_blocks/_scales`
+    ([E, 2*I, H/32, 16] nibbles, gate and up rows interleaved; E8M0 scales 2^-9..2^-6) and
+    `down_proj_blocks/_scales`, BF16 `gate_up_proj_bias` and `down_proj_bias`,
+    `quantization_config.quant_method` mxfp4, swiglu_limit 7, YaRN as gpt-oss (factor 32,
+    original context 4096). Tokenizer: shared/golden/hf/llama-bpe's byte-level BPE (the real one
+    is o200k-based, 201088 tokens), vocab_size 1024 (so 20 [PAD] ids). Weights: seed 23, BF16
+    (sinks and biases BF16 as in the real checkpoint). The converter does not know this
+    tokenizer's hash, so it runs through WRAPPER, which names it gpt-2 (its own pre-tokenizer;
+    gpt-oss's is gpt-4o)."""
+    d = out / "gpt-oss"
+    d.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bpe_json, d / "tokenizer.json")
+    shutil.copyfile(bpe_json.parent / "tokenizer_config.json", d / "tokenizer_config.json")
+    hidden, n_head, n_kv, head_dim, inter, n_exp, vocab, n_layer = 64, 4, 2, 32, 64, 4, 1024, 2
+    cfg = {
+        "architectures": ["GptOssForCausalLM"],
+        "attention_bias": True, "attention_dropout": 0.0,
+        "eos_token_id": 1, "experts_per_token": 2, "head_dim": head_dim, "hidden_act": "silu",
+        "hidden_size": hidden, "initial_context_length": 4096, "initializer_range": 0.02,
+        "intermediate_size": inter,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "max_position_embeddings": 131072, "model_type": "gpt_oss",
+        "num_attention_heads": n_head, "num_experts_per_tok": 2, "num_hidden_layers": n_layer,
+        "num_key_value_heads": n_kv, "num_local_experts": n_exp, "output_router_logits": False,
+        "pad_token_id": 1,
+        "quantization_config": {
+            "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                       "model.embed_tokens", "lm_head"],
+            "quant_method": "mxfp4"},
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0,
+                         "original_max_position_embeddings": 4096, "rope_type": "yarn",
+                         "truncate": False},
+        "rope_theta": 150000, "router_aux_loss_coef": 0.9, "sliding_window": 8,
+        "swiglu_limit": 7.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+        "transformers_version": "4.57.6", "use_cache": True, "vocab_size": vocab,
+    }
+    write_json(d / "config.json", cfg)
+    write_json(d / "generation_config.json",
+               {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1,
+                "transformers_version": "4.57.6"})
+    gen = torch.Generator().manual_seed(23)
+    norm = lambda n: 1.0 + torch.randn(n, generator=gen) * 0.1  # noqa: E731
+    vec = lambda n, s=0.02: torch.randn(n, generator=gen) * s  # noqa: E731
+
+    def mxfp4(rows: int, cols: int):
+        blocks = torch.randint(0, 256, (n_exp, rows, cols // 32, 16), generator=gen,
+                               dtype=torch.uint8)
+        scales = torch.randint(127 - 9, 127 - 5, (n_exp, rows, cols // 32), generator=gen,
+                               dtype=torch.uint8)
+        return blocks, scales
+
+    t = {"model.embed_tokens.weight": random_matrix(gen, vocab, hidden),
+         "lm_head.weight": random_matrix(gen, vocab, hidden),
+         "model.norm.weight": norm(hidden)}
+    raw = {}
+    for i in range(n_layer):
+        p = f"model.layers.{i}."
+        a = p + "self_attn."
+        t[p + "input_layernorm.weight"] = norm(hidden)
+        t[p + "post_attention_layernorm.weight"] = norm(hidden)
+        for proj, rows, cols in [("q_proj", n_head * head_dim, hidden),
+                                 ("k_proj", n_kv * head_dim, hidden),
+                                 ("v_proj", n_kv * head_dim, hidden),
+                                 ("o_proj", hidden, n_head * head_dim)]:
+            t[a + proj + ".weight"] = random_matrix(gen, rows, cols)
+            t[a + proj + ".bias"] = vec(rows)
+        t[a + "sinks"] = torch.randn(n_head, generator=gen)
+        t[p + "mlp.router.weight"] = random_matrix(gen, n_exp, hidden)
+        t[p + "mlp.router.bias"] = vec(n_exp)
+        e = p + "mlp.experts."
+        raw[e + "gate_up_proj_blocks"], raw[e + "gate_up_proj_scales"] = mxfp4(2 * inter, hidden)
+        t[e + "gate_up_proj_bias"] = vec(n_exp * 2 * inter).view(n_exp, 2 * inter)
+        raw[e + "down_proj_blocks"], raw[e + "down_proj_scales"] = mxfp4(hidden, inter)
+        t[e + "down_proj_bias"] = vec(n_exp * hidden).view(n_exp, hidden)
+    tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in t.items()}
+    tensors.update(raw)
+    save_file(tensors, str(d / "model.safetensors"), metadata={"format": "pt"})
+
+
+
+# GLM-4.5's added tokens, in its id order (151329...), placed after the fixture's 1000 BPE ids.
+GLM_SPECIALS = ["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>",
+                "<|user|>", "<|assistant|>", "<|observation|>"]
+
+
+def glm4moe(out: Path, spm: Path, bpe_json: Path) -> None:
+    """Glm4MoeForCausalLM shaped like GLM-4.5 scaled down: 3 layers (layer 0 dense,
+    first_k_dense_replace 1; layers 1-2 MoE: 8 routed experts, 2 used, 1 shared, sigmoid routing
+    with e_score_correction_bias, norm_topk_prob, routed_scaling_factor 2.5), GQA (4 heads, 2 KV,
+    head_dim 32) with q/k/v biases and per-head q/k norms (use_qk_norm), partial rotary (factor
+    0.5: 16 of 32 dims), untied lm_head, and one NextN/MTP layer (layer 3: a full MoE decoder
+    layer plus eh_proj, enorm, hnorm, embed_tokens, shared_head.{head,norm}). Tokenizer:
+    shared/golden/hf/llama-bpe's byte-level BPE (vocab 1000, no BOS added) with GLM-4.5's 10
+    added tokens at ids 1000-1009 (<|endoftext|>, [MASK], [gMASK], ... <|observation|>),
+    vocab_size 1024 (so 14 [PAD] ids). Weights: seed 23, BF16 (the expert bias F32); matrices
+    normal(0, 0.02) with outliers, norms 1 + normal(0, 0.1), biases normal(0, 0.02), expert
+    bias normal(0, 0.05). The converter does not know this tokenizer's hash, so it runs through
+    WRAPPER, which names it gpt-2 (as the shared fixtures)."""
+    d = out / "glm4moe"
+    d.mkdir(parents=True, exist_ok=True)
+    tj = json.loads(bpe_json.read_text(encoding="utf-8"))
+    n_base = len(tj["model"]["vocab"])
+    added = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+             "special": True}
+    tj["added_tokens"] += [{"id": n_base + i, "content": c, **added}
+                           for i, c in enumerate(GLM_SPECIALS)]
+    tj["post_processor"] = {"type": "ByteLevel", "add_prefix_space": True,
+                            "trim_offsets": False, "use_regex": True}
+    (d / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False, indent=2) + "\n",
+                                      encoding="utf-8")
+    ids = {c: n_base + i for i, c in enumerate(GLM_SPECIALS)}
+    eos = [ids["<|endoftext|>"], ids["<|user|>"], ids["<|observation|>"]]
+    write_json(d / "tokenizer_config.json", {
+        "added_tokens_decoder": {str(a["id"]): {k: v for k, v in a.items() if k != "id"}
+                                 for a in tj["added_tokens"]},
+        "chat_template": "[gMASK]<sop>{% for message in messages %}{{ '<|' + message['role'] "
+                         "+ '|>\n' + message['content'] }}{% endfor %}"
+                         "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}",
+        "clean_up_tokenization_spaces": False,
+        "do_lower_case": False,
+        "eos_token": "<|endoftext|>",
+        "model_max_length": 128000,
+        "pad_token": "<|endoftext|>",
+        "padding_side": "left",
+        "remove_space": False,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    })
+    hidden, n_head, n_kv, head_dim, vocab = 64, 4, 2, 32, 1024
+    inter, moe_inter, n_exp, n_layer = 128, 32, 8, 3
+    cfg = {
+        "architectures": ["Glm4MoeForCausalLM"],
+        "attention_bias": True, "attention_dropout": 0.0,
+        "eos_token_id": eos, "first_k_dense_replace": 1, "head_dim": head_dim,
+        "hidden_act": "silu", "hidden_size": hidden, "initializer_range": 0.02,
+        "intermediate_size": inter, "max_position_embeddings": 4096,
+        "model_type": "glm4_moe", "moe_intermediate_size": moe_inter, "n_group": 1,
+        "n_routed_experts": n_exp, "n_shared_experts": 1, "norm_topk_prob": True,
+        "num_attention_heads": n_head, "num_experts_per_tok": 2,
+        "num_hidden_layers": n_layer, "num_key_value_heads": n_kv,
+        "num_nextn_predict_layers": 1, "pad_token_id": ids["<|endoftext|>"],
+        "partial_rotary_factor": 0.5, "rms_norm_eps": 1e-05, "rope_scaling": None,
+        "rope_theta": 1000000, "routed_scaling_factor": 2.5, "tie_word_embeddings": False,
+        "topk_group": 1, "torch_dtype": "bfloat16", "transformers_version": "4.57.6",
+        "use_cache": True, "use_qk_norm": True, "vocab_size": vocab,
+    }
+    write_json(d / "config.json", cfg)
+    write_json(d / "generation_config.json",
+               {"do_sample": True, "eos_token_id": eos, "pad_token_id": ids["<|endoftext|>"],
+                "temperature": 0.6, "top_p": 0.95, "transformers_version": "4.57.6"})
+    gen = torch.Generator().manual_seed(23)
+    norm = lambda n: 1.0 + torch.randn(n, generator=gen) * 0.1  # noqa: E731
+    bias = lambda n: torch.randn(n, generator=gen) * 0.02  # noqa: E731
+    t = {"model.embed_tokens.weight": random_matrix(gen, vocab, hidden),
+         "lm_head.weight": random_matrix(gen, vocab, hidden),
+         "model.norm.weight": norm(hidden)}
+    f32 = {}
+    for i in range(n_layer + 1):
+        p = f"model.layers.{i}."
+        a = p + "self_attn."
+        t[p + "input_layernorm.weight"] = norm(hidden)
+        t[p + "post_attention_layernorm.weight"] = norm(hidden)
+        for proj, rows in (("q", n_head * head_dim), ("k", n_kv * head_dim),
+                           ("v", n_kv * head_dim)):
+            t[a + proj + "_proj.weight"] = random_matrix(gen, rows, hidden)
+            t[a + proj + "_proj.bias"] = bias(rows)
+        t[a + "o_proj.weight"] = random_matrix(gen, hidden, n_head * head_dim)
+        t[a + "q_norm.weight"] = norm(head_dim)
+        t[a + "k_norm.weight"] = norm(head_dim)
+        mlps = [p + "mlp"] if i == 0 else (
+            [f"{p}mlp.experts.{e}" for e in range(n_exp)] + [p + "mlp.shared_experts"])
+        ff = inter if i == 0 else moe_inter
+        for m in mlps:
+            t[m + ".gate_proj.weight"] = random_matrix(gen, ff, hidden)
+            t[m + ".up_proj.weight"] = random_matrix(gen, ff, hidden)
+            t[m + ".down_proj.weight"] = random_matrix(gen, hidden, ff)
+        if i > 0:
+            t[p + "mlp.gate.weight"] = random_matrix(gen, n_exp, hidden)
+            f32[p + "mlp.gate.e_score_correction_bias"] = torch.randn(n_exp, generator=gen) * 0.05
+        if i == n_layer:
+            t[p + "eh_proj.weight"] = random_matrix(gen, hidden, 2 * hidden)
+            t[p + "enorm.weight"] = norm(hidden)
+            t[p + "hnorm.weight"] = norm(hidden)
+            t[p + "embed_tokens.weight"] = random_matrix(gen, vocab, hidden)
+            t[p + "shared_head.head.weight"] = random_matrix(gen, vocab, hidden)
+            t[p + "shared_head.norm.weight"] = norm(hidden)
+    tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in t.items()}
+    tensors.update(f32)
+    save_file(tensors, str(d / "model.safetensors"), metadata={"format": "pt"})
+
+
+FIXTURES = {"gemma3": gemma3, "gemma3-bpe": gemma3_bpe, "kimi-k2": kimi_k2, "gpt-oss": gpt_oss,
+            "glm4moe": glm4moe}
 
 # The pre-tokenizer a fixture's tokenizer is named by when the converter's hash table does not know
 # it (see README: the fixture tokenizers are trained here, so their hashes are new).
-PRE_FALLBACK = {"gemma3-bpe": "gpt-2", "kimi-k2": "kimi-k2"}
+PRE_FALLBACK = {"gemma3-bpe": "gpt-2", "kimi-k2": "kimi-k2", "gpt-oss": "gpt-2", "glm4moe": "gpt-2"}
 
 
 # Runs the converter with one change: where it refuses a BPE pre-tokenizer hash it does not know

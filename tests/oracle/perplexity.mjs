@@ -3,7 +3,7 @@
 // llama.cpp's `llama-perplexity` (tools/perplexity/perplexity.cpp @80fb11ac, perplexity()) step by step.
 //
 // Usage: node tests/oracle/perplexity.mjs MODEL TEXT_FILE [--ctx 512] [--chunks N] [--max-tokens T]
-//                                         [--dump-logprobs OUT.bin] [--top1 OUT.json]
+//                                         [--dump-logprobs OUT.bin] [--top1 OUT.json] [--threads 1]
 //
 // Method (as llama-perplexity):
 // - The text is read as UTF-8 and one trailing "\n" is dropped (what llama.cpp's `-f` does; a "\r"
@@ -41,7 +41,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 
 const usage =
     "usage: node perplexity.mjs MODEL TEXT_FILE [--ctx 512] [--chunks N] [--max-tokens T] " +
-    "[--dump-logprobs OUT.bin] [--top1 OUT.json] [--entropy-only]";
+    "[--dump-logprobs OUT.bin] [--top1 OUT.json] [--entropy-only] [--threads N]";
 
 function parseArgs(argv) {
     const pos = [];
@@ -63,6 +63,7 @@ function parseArgs(argv) {
             case "--dump-logprobs": opt.dumpLogprobs = val(); if (!opt.dumpLogprobs) fail(2, usage); break;
             case "--top1": opt.top1 = val(); if (!opt.top1) fail(2, usage); break;
             case "--entropy-only": opt.entropyOnly = true; break;
+            case "--threads": opt.threads = intOpt("--threads", val(), 1); break;
             case "-h": case "--help": process.stdout.write(usage + "\n"); process.exit(0);
             default:
                 if (a.startsWith("--")) fail(2, `error: unknown option ${a}\n${usage}`);
@@ -117,7 +118,7 @@ async function main() {
     const first = ctx / 2;
     info(`calculating perplexity over ${nChunks} chunks, n_ctx=${ctx}, add_bos=${addBos}`);
 
-    const context = await model.createContext({ contextSize: ctx, threads: 1, sequences: 1 });
+    const context = await model.createContext({ contextSize: ctx, threads: args.threads ?? 1, sequences: 1 });
     const seq = context.getSequence();
 
     const logprobs = [];

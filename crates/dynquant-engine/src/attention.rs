@@ -102,6 +102,22 @@ pub fn attend(
     window: Option<usize>,
     exact: bool,
 ) -> Vec<f32> {
+    attend_with_sinks(c, q, cache, p0, n_tok, window, None, exact)
+}
+
+/// [`attend`] with per-head attention sinks (gpt-oss): `sinks[h]` is a logit that joins head
+/// `h`'s softmax with no value, as ggml's flash attention applies it after the keys.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_with_sinks(
+    c: &Config,
+    q: &[f32],
+    cache: &KvCache,
+    p0: usize,
+    n_tok: usize,
+    window: Option<usize>,
+    sinks: Option<&[f32]>,
+    exact: bool,
+) -> Vec<f32> {
     let (dk, dv) = (c.head_dim_k, c.head_dim_v);
     let od = c.n_head * dv;
     let mut out = vec![0f32; n_tok * od];
@@ -116,6 +132,7 @@ pub fn attend(
             v_stride,
             scale: c.kq_scale,
             window,
+            sinks,
         };
         let flavor = crate::cpu::flavor();
         crate::fa::attend(&shape, flavor, q, &cache.k, values, p0, n_tok, &mut out);
@@ -130,6 +147,7 @@ pub fn attend(
             cache,
             pos: p0 + t,
             window,
+            sinks,
         };
         match (fused, simd) {
             (true, true) => job.run_fma(orow),
@@ -147,6 +165,7 @@ struct Row<'a> {
     cache: &'a KvCache,
     pos: usize,
     window: Option<usize>,
+    sinks: Option<&'a [f32]>,
 }
 
 impl Row<'_> {
@@ -215,6 +234,17 @@ impl Row<'_> {
                 let vr = &values[j * v_stride + kvh * dv..][..dv];
                 for (a, &x) in acc.iter_mut().zip(vr) {
                     *a = madd(x, vs, *a);
+                }
+                sum = sum * ms + vs;
+            }
+            if let Some(s) = self.sinks.map(|s| s[head]) {
+                // the sink joins the softmax as a key with no value
+                let (mut ms, mut vs) = (1f32, 1f32);
+                if s > m {
+                    ms = (m - s).exp();
+                    acc.iter_mut().for_each(|a| *a *= ms);
+                } else {
+                    vs = (s - m).exp();
                 }
                 sum = sum * ms + vs;
             }

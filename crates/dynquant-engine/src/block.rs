@@ -205,6 +205,7 @@ pub(crate) mod testing {
             rope_scale: 1.0,
             act: Activation::SwiGlu,
             qk_norm: false,
+            qk_norm_optional: false,
             qkv_bias: false,
             post_norms: false,
             embd_scale: None,

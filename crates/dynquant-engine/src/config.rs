@@ -6,7 +6,7 @@ use dynquant_gguf::{Metadata, Value};
 use crate::error::{EngineError, Result};
 use crate::ops::{Activation, RopeKind, Yarn};
 
-/// Sliding-window attention layout (gemma3).
+/// Sliding-window attention layout (gemma3, gpt-oss).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlidingWindow {
     /// Keys at distance >= `window` from the query are masked.
@@ -54,6 +54,9 @@ pub struct Config {
     pub act: Activation,
     /// Per-head RMSNorm of queries and keys before RoPE (qwen3, gemma3).
     pub qk_norm: bool,
+    /// The per-head q/k norms are used when the block has them (glm4moe: GLM-4.5 has them,
+    /// GLM-4.5-Air not); `qk_norm` requires them.
+    pub qk_norm_optional: bool,
     /// Biases on the q, k, v projections (qwen2).
     pub qkv_bias: bool,
     /// RMSNorm after the attention and feed-forward blocks, before the residual add (gemma3).
@@ -100,6 +103,9 @@ pub enum Gating {
     Softmax,
     /// Element-wise sigmoid (2, DeepSeek-V3).
     Sigmoid,
+    /// The raw logits select, and a softmax over the selected experts' logits weights them
+    /// (gpt-oss; llama.cpp's `SOFTMAX_WEIGHT`, hard-coded for that architecture).
+    SoftmaxWeight,
 }
 
 /// Mixture-of-experts hyper-parameters, as llama.cpp's `build_moe_ffn` uses them.
@@ -282,6 +288,7 @@ impl<'a> Hparams<'a> {
             rope_scale,
             act,
             qk_norm: false,
+            qk_norm_optional: false,
             qkv_bias: false,
             post_norms: false,
             embd_scale: None,

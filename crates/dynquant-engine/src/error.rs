@@ -16,7 +16,7 @@ pub enum EngineError {
     #[error(transparent)]
     Quant(#[from] QuantError),
     /// `general.architecture` names an architecture the engine does not run.
-    #[error("unsupported architecture '{0}' (supported: llama, qwen2, qwen3, qwen3moe, gemma3, deepseek2)")]
+    #[error("unsupported architecture '{0}' (supported: llama, qwen2, qwen3, qwen3moe, gemma3, deepseek2, gpt-oss, glm4moe)")]
     UnsupportedArch(String),
     /// A hyper-parameter is missing or has an impossible value.
     #[error("hyper-parameter {key}: {reason}")]

@@ -26,7 +26,7 @@ pub const Q_TILE: usize = 64;
 pub const KV_TILE: usize = 64;
 
 /// The shape of one attention call.
-pub(crate) struct Shape {
+pub(crate) struct Shape<'a> {
     pub n_head: usize,
     pub n_head_kv: usize,
     pub dk: usize,
@@ -36,9 +36,27 @@ pub(crate) struct Shape {
     pub v_stride: usize,
     pub scale: f32,
     pub window: Option<usize>,
+    /// Per-head attention sinks (gpt-oss): a logit per head that joins the softmax with no
+    /// value, applied after the keys as ggml does.
+    pub sinks: Option<&'a [f32]>,
 }
 
-impl Shape {
+/// ggml's sink correction of one output row after its keys: the running maximum `m`, sum
+/// `sum` and unnormalized accumulator `acc` as if the sink's logit `s` had been one more key
+/// with a zero value.
+#[inline(always)]
+fn add_sink(s: f32, m: f32, sum: &mut f32, acc: &mut [f32]) {
+    let (mut ms, mut vs) = (1f32, 1f32);
+    if s > m {
+        ms = (m - s).exp();
+        acc.iter_mut().for_each(|a| *a *= ms);
+    } else {
+        vs = (s - m).exp();
+    }
+    *sum = *sum * ms + vs;
+}
+
+impl Shape<'_> {
     /// First visible key position for a query at `pos`.
     fn lo(&self, pos: usize) -> usize {
         self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
@@ -315,6 +333,9 @@ fn one_chunk_row_impl(
         // not contracted in ggml (measured: a fused form is 1 ulp off after a few hundred keys)
         sum = sum * ms + vs;
     }
+    if let Some(sinks) = s.sinks {
+        add_sink(sinks[head], m, &mut sum, &mut acc);
+    }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, a) in o.iter_mut().zip(&acc) {
         *o = a * inv;
@@ -411,6 +432,12 @@ fn tiled_job_impl(
                     *a = p.mul_add(x, *a);
                 }
             }
+        }
+    }
+    if let Some(sinks) = s.sinks {
+        for tq in 0..rows {
+            let acc = &mut vkq[tq * dv..(tq + 1) * dv];
+            add_sink(sinks[head], mmax[tq], &mut ssum[tq], acc);
         }
     }
     for tq in 0..rows {

@@ -1,10 +1,11 @@
 //! Multi-head / grouped-query attention with separate q, k, v projections (llama, qwen2,
-//! qwen3, gemma3): optional biases and per-head q/k norms, RoPE, then [`attend`] over the f16
-//! KV cache.
+//! qwen3, gemma3, gpt-oss): optional biases (q, k, v, and output for gpt-oss), per-head q/k
+//! norms, RoPE, then [`attend_with_sinks`] over the f16 KV cache, with per-head sinks when the
+//! model has them (gpt-oss).
 
 use rayon::prelude::*;
 
-use crate::attention::{attend, KvCache};
+use crate::attention::{attend_with_sinks, KvCache};
 use crate::block::BlockCtx;
 use crate::config::Config;
 use crate::error::{EngineError, Result};
@@ -22,6 +23,8 @@ pub(crate) struct GqaAttention<'a> {
     bq: Option<Vec<f32>>,
     bk: Option<Vec<f32>>,
     bv: Option<Vec<f32>>,
+    bo: Option<Vec<f32>>,
+    sinks: Option<Vec<f32>>,
     q_norm: Option<Vec<f32>>,
     k_norm: Option<Vec<f32>>,
     rope: Rope,
@@ -53,6 +56,8 @@ impl<'a> GqaAttention<'a> {
         let head_norm = |s: &str| -> Result<Option<Vec<f32>>> {
             if c.qk_norm {
                 ld.vector(&n(s), c.head_dim_k).map(Some)
+            } else if c.qk_norm_optional {
+                ld.vector_opt(&n(s), c.head_dim_k)
             } else {
                 Ok(None)
             }
@@ -65,6 +70,8 @@ impl<'a> GqaAttention<'a> {
             bq: ld.vector_opt(&n("attn_q.bias"), qd)?,
             bk: ld.vector_opt(&n("attn_k.bias"), kvd)?,
             bv: ld.vector_opt(&n("attn_v.bias"), vd)?,
+            bo: ld.vector_opt(&n("attn_output.bias"), c.n_embd)?,
+            sinks: ld.vector_opt(&n("attn_sinks.weight"), c.n_head)?,
             q_norm: head_norm("attn_q_norm.weight")?,
             k_norm: head_norm("attn_k_norm.weight")?,
             rope,
@@ -123,9 +130,10 @@ impl<'a> GqaAttention<'a> {
                 }
             });
         let exact = ctx.exact();
+        let sinks = self.sinks.as_deref();
         let att = if let [cache] = caches {
             cache.append(&k, &v, exact);
-            attend(c, &q, cache, ctx.p0, ctx.n_tok, self.window, exact)
+            attend_with_sinks(c, &q, cache, ctx.p0, ctx.n_tok, self.window, sinks, exact)
         } else {
             let mut first = Vec::with_capacity(ctx.spans.len());
             let mut row = 0;
@@ -143,20 +151,27 @@ impl<'a> GqaAttention<'a> {
                         &v[r * vd..(r + s.n) * vd],
                         exact,
                     );
-                    attend(
+                    attend_with_sinks(
                         c,
                         &q[r * qd..(r + s.n) * qd],
                         cache,
                         s.p0,
                         s.n,
                         self.window,
+                        sinks,
                         exact,
                     )
                 })
                 .collect();
             parts.concat()
         };
-        ctx.mm(&self.wo, &att)
+        let mut o = ctx.mm(&self.wo, &att)?;
+        if let Some(b) = &self.bo {
+            for row in o.chunks_exact_mut(b.len()) {
+                row.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            }
+        }
+        Ok(o)
     }
 }
 
@@ -193,6 +208,8 @@ mod tests {
             bq: Some(bq.clone()),
             bk: Some(bk.clone()),
             bv: Some(bv.clone()),
+            bo: None,
+            sinks: None,
             q_norm: None,
             k_norm: None,
             rope: Rope {

@@ -132,6 +132,16 @@ impl<'a> FeedForward<'a> {
     }
 }
 
+/// The pre-feed-forward norm's tensor: gpt-oss and glm4moe store it as `post_attention_norm`
+/// (the Hugging Face `post_attention_layernorm`, which normalizes the feed-forward input there).
+fn ffn_norm_name(c: &Config) -> &'static str {
+    if c.arch == "gpt-oss" || c.arch == "glm4moe" {
+        "post_attention_norm.weight"
+    } else {
+        "ffn_norm.weight"
+    }
+}
+
 impl<'a> Layer<'a> {
     /// Binds block `il` (`rope_freqs`: the model's RoPE frequency factors, if any).
     pub(crate) fn load(
@@ -152,7 +162,7 @@ impl<'a> Layer<'a> {
             attn_norm: ld.vector(&n("attn_norm.weight"), c.n_embd)?,
             attn: Attention::load(ld, c, il, rope_freqs)?,
             attn_post_norm: opt_norm("post_attention_norm.weight", c.post_norms)?,
-            ffn_norm: ld.vector(&n("ffn_norm.weight"), c.n_embd)?,
+            ffn_norm: ld.vector(&n(ffn_norm_name(c)), c.n_embd)?,
             ffn: FeedForward::load(ld, c, il)?,
             ffn_post_norm: opt_norm("post_ffw_norm.weight", c.post_norms)?,
         })

@@ -1,13 +1,16 @@
 //! The mixture-of-experts feed-forward (llama's Mixtral layout, qwen3moe, deepseek2), with the
 //! routing of llama.cpp's `build_moe_ffn` (src/llama-graph.cpp):
 //!
-//! 1. router logits `ffn_gate_inp · h`, turned into probabilities by softmax or sigmoid;
+//! 1. router logits `ffn_gate_inp · h` (plus `ffn_gate_inp.bias`, gpt-oss), turned into
+//!    probabilities by softmax or sigmoid (gpt-oss: left as logits, see [`Gating::SoftmaxWeight`]);
 //! 2. selection scores = probabilities + `exp_probs_b` (the bias only steers selection);
 //! 3. group-limited routing: experts in `n_group` equal groups, a group scored by the sum of
 //!    its two best selection scores, all but the best `n_group_used` groups masked out;
 //! 4. the `n_expert_used` best experts; their weights are the unbiased probabilities,
-//!    optionally divided by their sum (clamped to 2^-14) and multiplied by a scale;
-//! 5. each selected expert's GLU, `down_e(act(gate_e(h)) * up_e(h))`, times its weight,
+//!    optionally divided by their sum (clamped to 2^-14) and multiplied by a scale
+//!    (gpt-oss: the softmax of the selected logits);
+//! 5. each selected expert's GLU, `down_e(act(gate_e(h)) * up_e(h))` (each product plus its
+//!    expert's bias when the model has them, gpt-oss), times its weight,
 //!    summed over the token's slots in selection order (as llama.cpp adds the slot views);
 //! 6. plus the shared experts' dense GLU when present (deepseek2).
 //!
@@ -30,10 +33,22 @@ use crate::matmul::Weight;
 pub(crate) struct MoeFfn<'a> {
     router: Weight<'a>,
     probs_bias: Option<Vec<f32>>,
+    /// The router's and the experts' biases, when the model has them (gpt-oss).
+    biases: Option<Box<MoeBiases>>,
     gate: Vec<Weight<'a>>,
     up: Vec<Weight<'a>>,
     down: Vec<Weight<'a>>,
     shared: Option<DenseFfn<'a>>,
+}
+
+/// gpt-oss's biases: on the router logits, and per expert on the gate, up and down products
+/// (`[n_expert][rows]`).
+#[derive(Debug)]
+pub(crate) struct MoeBiases {
+    router: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    down: Vec<f32>,
 }
 
 /// The experts a token goes to (selection order) and their weights.
@@ -72,6 +87,7 @@ pub(crate) fn route(m: &MoeConfig, logits: &[f32], bias: Option<&[f32]>) -> Rout
     let probs: Vec<f32> = match m.gating {
         Gating::Softmax => softmax(logits),
         Gating::Sigmoid => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
+        Gating::SoftmaxWeight => logits.to_vec(),
     };
     let mut sel = probs.clone();
     if let Some(b) = bias {
@@ -95,6 +111,9 @@ pub(crate) fn route(m: &MoeConfig, logits: &[f32], bias: Option<&[f32]>) -> Rout
     }
     let experts = top_k(&sel, m.n_expert_used);
     let mut weights: Vec<f32> = experts.iter().map(|&e| probs[e]).collect();
+    if m.gating == Gating::SoftmaxWeight {
+        weights = softmax(&weights);
+    }
     if m.norm_weights {
         let sum = weights.iter().map(|&w| w as f64).sum::<f64>() as f32;
         let sum = sum.max(MIN_WEIGHT_SUM);
@@ -125,9 +144,20 @@ impl<'a> MoeFfn<'a> {
         } else {
             None
         };
+        // All four or none (llama.cpp's gpt-oss requires each).
+        let biases = match ld.vector_opt(&n("ffn_gate_inp.bias"), ne)? {
+            None => None,
+            Some(router) => Some(Box::new(MoeBiases {
+                router,
+                gate: ld.vector(&n("ffn_gate_exps.bias"), ne * ff)?,
+                up: ld.vector(&n("ffn_up_exps.bias"), ne * ff)?,
+                down: ld.vector(&n("ffn_down_exps.bias"), ne * e)?,
+            })),
+        };
         Ok(MoeFfn {
             router: ld.weight(&n("ffn_gate_inp.weight"), e, ne)?,
             probs_bias: ld.vector_opt(&n("exp_probs_b.bias"), ne)?,
+            biases,
             gate: ld.experts(&n("ffn_gate_exps.weight"), e, ff, ne)?,
             up: ld.experts(&n("ffn_up_exps.weight"), e, ff, ne)?,
             down: ld.experts(&n("ffn_down_exps.weight"), ff, e, ne)?,
@@ -151,7 +181,12 @@ impl<'a> MoeFfn<'a> {
             EngineError::Invalid("a mixture-of-experts block without its configuration".into())
         })?;
         let (e, nt, k) = (c.n_embd, ctx.n_tok, m.n_expert_used);
-        let logits = ctx.mm(&self.router, h)?;
+        let mut logits = ctx.mm(&self.router, h)?;
+        if let Some(b) = self.biases.as_ref().map(|b| &b.router) {
+            for row in logits.chunks_exact_mut(b.len()) {
+                row.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            }
+        }
         let bias = self.probs_bias.as_deref();
         let routes: Vec<Route> = logits
             .par_chunks(m.n_expert)
@@ -178,13 +213,27 @@ impl<'a> MoeFfn<'a> {
                 }
                 // llama.cpp runs the up product first, then the gate.
                 let n_expert = self.gate.len();
-                let u = ctx.mm_expert(&self.up[x], x, n_expert, &xin, n)?;
+                // Expert x's slice of a per-expert bias, added to every row of `y`.
+                let add_bias = |y: &mut [f32], pick: fn(&MoeBiases) -> &Vec<f32>| {
+                    if let Some(b) = self.biases.as_deref().map(pick) {
+                        let len = b.len() / n_expert;
+                        let b = &b[x * len..(x + 1) * len];
+                        for row in y.chunks_exact_mut(len) {
+                            row.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                        }
+                    }
+                };
+                let mut u = ctx.mm_expert(&self.up[x], x, n_expert, &xin, n)?;
+                add_bias(&mut u, |b| &b.up);
                 let mut g = ctx.mm_expert(&self.gate[x], x, n_expert, &xin, n)?;
+                add_bias(&mut g, |b| &b.gate);
                 let ff = self.gate[x].rows;
                 g.chunks_exact_mut(ff)
                     .zip(u.chunks_exact(ff))
                     .for_each(|(g, u)| c.act.apply(g, u));
-                ctx.mm_expert(&self.down[x], x, n_expert, &g, n)
+                let mut d = ctx.mm_expert(&self.down[x], x, n_expert, &g, n)?;
+                add_bias(&mut d, |b| &b.down);
+                Ok(d)
             })
             .collect::<Result<Vec<_>>>()?;
         // Where each (token, slot) output sits: (expert, row within its batch).
@@ -252,6 +301,23 @@ mod tests {
         assert!((r.weights[0] + r.weights[1] - 2.5).abs() < 1e-5);
     }
 
+    /// gpt-oss: the raw logits select, the softmax of the two selected logits weights.
+    #[test]
+    fn softmax_weight_routing_weights_the_selected_logits() {
+        let mut m = cfg();
+        m.gating = Gating::SoftmaxWeight;
+        let logits = [0.0, 3.0, 1.0, 2.5, -1.0, 0.5, 0.0, 0.0];
+        let r = route(&m, &logits, None);
+        assert_eq!(r.experts, vec![1, 3]);
+        let w1 = 1.0 / (1.0 + (-0.5f64).exp());
+        assert!(
+            (f64::from(r.weights[0]) - w1).abs() < 1e-6,
+            "{:?}",
+            r.weights
+        );
+        assert!((r.weights[0] + r.weights[1] - 1.0).abs() < 1e-6);
+    }
+
     #[test]
     fn ties_go_to_the_lower_index() {
         let mut m = cfg();
@@ -313,6 +379,7 @@ mod tests {
         let moe = MoeFfn {
             router: router.weight("ffn_gate_inp"),
             probs_bias: None,
+            biases: None,
             gate: views(&gate, "ffn_gate_exps"),
             up: views(&up, "ffn_up_exps"),
             down: views(&down, "ffn_down_exps"),

@@ -153,7 +153,14 @@ pub enum Activation {
     SwiGlu,
     /// gelu_tanh(gate) * up, GELU evaluated as ggml-cpu does (f16 input, f16 table).
     GeGlu,
+    /// gpt-oss's clamped SwiGLU (ggml's `swiglu_oai`, alpha 1.702, limit 7):
+    /// `x * sigmoid(alpha * x) * (y + 1)` with `x = min(gate, limit)`, `y = clamp(up, ±limit)`.
+    SwigluOai,
 }
+
+/// `swiglu_oai`'s alpha and limit (llama.cpp hard-codes them for gpt-oss).
+const OAI_ALPHA: f32 = 1.702;
+const OAI_LIMIT: f32 = 7.0;
 
 fn gelu_f32(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -197,6 +204,13 @@ impl Activation {
                     *g = if *g <= -10.0 { 0.0 } else { gelu_ggml(*g) * u };
                 }
             }
+            Activation::SwigluOai => {
+                for (g, &u) in gate.iter_mut().zip(up) {
+                    let x = g.min(OAI_LIMIT);
+                    let y = u.clamp(-OAI_LIMIT, OAI_LIMIT);
+                    *g = x / (1.0 + (OAI_ALPHA * -x).exp()) * (y + 1.0);
+                }
+            }
         }
     }
 }
@@ -212,6 +226,21 @@ pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ggml's `swiglu_oai`: the gate clamped above at 7, the up at ±7, `x·σ(1.702x)·(y + 1)`.
+    #[test]
+    fn swiglu_oai_clamps_gate_and_up() {
+        let mut g = [1.0f32, 9.0, -2.0];
+        let up = [0.5f32, 20.0, -30.0];
+        Activation::SwigluOai.apply(&mut g, &up);
+        let f = |x: f64, y: f64| x / (1.0 + (-1.702 * x).exp()) * (y + 1.0);
+        for (got, want) in g.iter().zip([f(1.0, 0.5), f(7.0, 7.0), f(-2.0, -7.0)]) {
+            assert!(
+                (f64::from(*got) - want).abs() < 1e-5 * want.abs().max(1.0),
+                "{got} {want}"
+            );
+        }
+    }
 
     #[test]
     fn rope_preserves_norm_and_pos0_is_identity() {

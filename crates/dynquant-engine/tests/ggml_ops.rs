@@ -340,6 +340,9 @@ fn glu(act: dynquant_engine::ops::Activation) {
     let y = match act {
         dynquant_engine::ops::Activation::SwiGlu => gr.swiglu(a, b),
         dynquant_engine::ops::Activation::GeGlu => gr.geglu(a, b),
+        dynquant_engine::ops::Activation::SwigluOai => {
+            unreachable!("glu() checks SwiGlu and GeGlu against ggml")
+        }
     };
     let theirs = gr.compute(y, n * rows);
     let mut ours = gate.clone();
@@ -420,6 +423,7 @@ fn attn_config(n_head: usize, n_head_kv: usize, d: usize) -> dynquant_engine::co
         rope_scale: 1.0,
         act: dynquant_engine::ops::Activation::SwiGlu,
         qk_norm: false,
+        qk_norm_optional: false,
         qkv_bias: false,
         post_norms: false,
         embd_scale: None,

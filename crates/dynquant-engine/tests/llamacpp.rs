@@ -220,6 +220,34 @@ fn tiny_kimi_k2_matches_llamacpp() {
     check_tiny_file("kimi-k2", &path, false);
 }
 
+/// gpt-oss from llama.cpp's converter (the repository's fixture): MXFP4 experts (4, 2 used)
+/// with biases, the raw router logits selecting and their softmax weighting, the clamped
+/// SwiGLU, biased attention with per-head sinks, an 8-token sliding window on layer 0 (so the
+/// 128-token context crosses it), YaRN factor 32.
+#[test]
+fn tiny_gpt_oss_matches_llamacpp() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf/gpt-oss.llamacpp.gguf");
+    check_tiny_file("gpt-oss", &path, true);
+    // Token by token over the cache (the one-chunk attention path, sinks included) against the
+    // same batch reference.
+    let Some(o) = Oracle::get() else { return };
+    let mut r = reference(&o, &path, 128, false);
+    r.positions.truncate(24);
+    r.tokens.truncate(24);
+    let gguf = GgufModel::open(&path, Access::Mmap).expect("open");
+    let model = Model::load(&gguf).expect("load");
+    let mut s = model.session(r.tokens.len());
+    let mut logits = Vec::new();
+    for t in &r.tokens {
+        logits.extend(s.eval(&[*t], Logits::From(0), None).expect("eval"));
+    }
+    let (kl, top1, _) = score(&r, &logits, model.n_vocab, TIE);
+    eprintln!("gpt-oss token by token: mean KLD {kl:.3e}, top-1 {top1}");
+    assert!(kl < 1e-3, "mean KLD {kl}");
+    assert!(top1 > 0.99, "top-1 {top1}");
+}
+
 /// qwen3moe from llama.cpp's converter: 8 BF16 experts, 2 used, renormalized weights.
 #[test]
 fn tiny_qwen3moe_matches_llamacpp() {

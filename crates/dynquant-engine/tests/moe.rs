@@ -285,3 +285,37 @@ fn moe_results_do_not_depend_on_the_thread_count() {
         "imatrix differs between thread counts"
     );
 }
+
+/// gpt-oss (the repository's fixture, MXFP4 experts): the imatrix has one entry per expert
+/// tensor with a row of sums per expert (`n_expert_used` tokens' worth per token), the
+/// attention projections, and llama.cpp's quantizer (its `load_imatrix`) reads it as we do.
+#[test]
+fn gpt_oss_imatrix_covers_the_mxfp4_experts_and_llama_cpp_reads_it() {
+    let Some(o) = Oracle::get() else { return };
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf/gpt-oss.llamacpp.gguf");
+    let ctx = 128;
+    let (ppl, im) = ppl_and_imatrix(&path, Numerics::Llama, ctx);
+    assert!(ppl.is_finite() && ppl > 1.0, "perplexity {ppl}");
+    for l in 0..2 {
+        for t in ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"] {
+            let name = format!("blk.{l}.{t}.weight");
+            let e = im
+                .entries
+                .iter()
+                .find(|e| e.name == name)
+                .unwrap_or_else(|| panic!("no entry for {name}"));
+            assert_eq!(e.n_mat(), 4, "{name}");
+            let total: f32 = e.counts.iter().sum();
+            assert_eq!(total as usize, 2 * ctx, "{name}: 2 experts per token");
+        }
+        for t in ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate_inp"] {
+            let name = format!("blk.{l}.{t}.weight");
+            assert!(
+                im.entries.iter().any(|e| e.name == name),
+                "no entry for {name}"
+            );
+        }
+    }
+    check_readable(&o, &im);
+}

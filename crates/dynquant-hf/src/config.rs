@@ -119,11 +119,13 @@ impl Config {
         let method = q.get("quant_method").and_then(Json::as_str);
         match method {
             Some("fp8") => {}
-            None => return Ok(None),
+            // MXFP4 `*_blocks` / `*_scales` pairs are copied by the architecture that maps them
+            // (gpt-oss); there is no block size to read.
+            None | Some("mxfp4") => return Ok(None),
             Some(m) => {
                 return Err(HfError::json(
                     &self.path,
-                    format!("quantization_config.quant_method '{m}' is not supported (only block-scaled fp8)"),
+                    format!("quantization_config.quant_method '{m}' is not supported (only block-scaled fp8, and mxfp4 for gpt-oss)"),
                 ))
             }
         }

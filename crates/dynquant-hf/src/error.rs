@@ -91,7 +91,7 @@ pub enum HfError {
         block: [usize; 2],
     },
     /// The architecture in config.json is not one the converter knows.
-    #[error("architecture '{0}' is not supported (supported: llama, mistral, mixtral, qwen2, qwen3, qwen3_moe, gemma3_text, deepseek_v2, deepseek_v3)")]
+    #[error("architecture '{0}' is not supported (supported: llama, mistral, mixtral, qwen2, qwen3, qwen3_moe, gemma3_text, gpt_oss, deepseek_v2, deepseek_v3, glm4_moe)")]
     UnknownArchitecture(String),
     /// A checkpoint tensor no rule of the architecture maps.
     #[error("cannot map tensor '{0}' to a GGUF name")]

@@ -167,6 +167,10 @@ pub(crate) fn tensor_infos(plan: &ArchPlan, outtype: OutType) -> Result<Vec<Tens
         if ty == GgmlType::Q8_0 && t.row_len() % 32 != 0 {
             ty = GgmlType::F16;
         }
+        if matches!(t.transform, Transform::Mxfp4 { .. }) {
+            // Copied as stored, whatever the output type.
+            ty = GgmlType::MXFP4;
+        }
         let shape: Vec<u64> = t.shape.iter().rev().map(|&d| d as u64).collect();
         infos.push(TensorInfo::new(t.name.clone(), shape, ty)?);
     }
@@ -225,6 +229,7 @@ impl HfModel {
             add_space_prefix: plan.arch.space_prefix() == SpacePrefix::FromConfig,
             space_prefix_off_after_spm: plan.arch.space_prefix() == SpacePrefix::OffAfterSpm,
             kimi_tiktoken: plan.arch.gguf_arch() == "deepseek2",
+            named_specials: plan.arch.named_special_tokens(),
         };
         // The vocabulary is read before the tensors are final: it may trim the embedding.
         let mut vocab_md = Metadata::new();
@@ -370,6 +375,24 @@ impl HfModel {
                 out.iter_mut().for_each(|v| *v += 1.0);
                 Ok(())
             }
+            Transform::Deinterleave { parity } => {
+                let mut src = vec![0f32; out.len() * 2];
+                self.ckpt.read_rows(&t.sources[0], first, &mut src)?;
+                for (o, pair) in out.iter_mut().zip(src.chunks_exact(2)) {
+                    *o = pair[*parity];
+                }
+                Ok(())
+            }
+            Transform::Mxfp4 { .. } => {
+                let mut raw = Vec::new();
+                self.read_mxfp4(t, first, n, &mut raw)?;
+                dynquant_quants::dequantize(GgmlType::MXFP4, &raw, out).map_err(|source| {
+                    HfError::Quant {
+                        tensor: t.name.clone(),
+                        source,
+                    }
+                })
+            }
             Transform::KvbV { n_head: _, nope, v } => {
                 // out row (h, j) = source row h*(nope+v) + nope + j
                 let map = |r: usize| (r / v) * (nope + v) + nope + r % v;
@@ -397,6 +420,43 @@ impl HfModel {
                 Ok(())
             }
         }
+    }
+
+    /// Rows `first..first + n` of an MXFP4 output tensor as ggml `block_mxfp4` bytes, repacked
+    /// from its `*_blocks` / `*_scales` sources (see [`Transform::Mxfp4`]).
+    fn read_mxfp4(&self, t: &OutTensor, first: usize, n: usize, dst: &mut Vec<u8>) -> Result<()> {
+        let Transform::Mxfp4 { parity } = t.transform else {
+            return Ok(());
+        };
+        let nb = t.row_len() / 32;
+        let rows_out = t.shape[1];
+        let step = if parity.is_some() { 2 } else { 1 };
+        let rows_in = rows_out * step;
+        dst.clear();
+        dst.resize(n * nb * 17, 0);
+        let mut blocks = vec![0u8; nb * 16];
+        let mut scales = vec![0u8; nb];
+        for (i, out_row) in dst.chunks_exact_mut(nb * 17).enumerate() {
+            let r = first + i;
+            let src = (r / rows_out) * rows_in + (r % rows_out) * step + parity.unwrap_or(0);
+            self.ckpt
+                .read_raw(&t.sources[0], src * nb * 16, &mut blocks)?;
+            self.ckpt.read_raw(&t.sources[1], src * nb, &mut scales)?;
+            for ((o, q), &e) in out_row
+                .chunks_exact_mut(17)
+                .zip(blocks.chunks_exact(16))
+                .zip(&scales)
+            {
+                o[0] = e;
+                // Source byte k: elements 2k (low nibble), 2k + 1 (high); ggml byte j:
+                // elements j (low), j + 16 (high).
+                let nib = |i: usize| (q[i / 2] >> (4 * (i % 2))) & 0x0f;
+                for j in 0..16 {
+                    o[1 + j] = nib(j) | (nib(j + 16) << 4);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn read_stacked(&self, t: &OutTensor, first: usize, out: &mut [f32]) -> Result<()> {
@@ -534,6 +594,11 @@ impl HfModel {
         let mut bytes = Vec::new();
         for first in (0..n_rows).step_by(step) {
             let rows = step.min(n_rows - first);
+            if matches!(t.transform, Transform::Mxfp4 { .. }) {
+                self.read_mxfp4(t, first, rows, &mut bytes)?;
+                sink(&bytes)?;
+                continue;
+            }
             x.resize(rows * row, 0f32);
             self.read_rows(index, first, &mut x)?;
             self.encode(index, &x, &mut bytes)?;

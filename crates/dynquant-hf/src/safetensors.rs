@@ -32,6 +32,9 @@ pub enum StDtype {
     BF16,
     /// FP8 e4m3 (finite-only "fn" variant), block-scaled.
     F8E4M3,
+    /// Raw bytes: MXFP4 `*_blocks` (two E2M1 nibbles a byte) and `*_scales` (E8M0 exponents),
+    /// copied, never read as values.
+    U8,
 }
 
 impl StDtype {
@@ -40,7 +43,7 @@ impl StDtype {
         match self {
             StDtype::F32 => 4,
             StDtype::F16 | StDtype::BF16 => 2,
-            StDtype::F8E4M3 => 1,
+            StDtype::F8E4M3 | StDtype::U8 => 1,
         }
     }
 }
@@ -107,6 +110,7 @@ fn dtype_of(name: &str, d: Dtype) -> Result<StDtype> {
         Dtype::F16 => StDtype::F16,
         Dtype::BF16 => StDtype::BF16,
         Dtype::F8_E4M3 => StDtype::F8E4M3,
+        Dtype::U8 => StDtype::U8,
         other => {
             return Err(HfError::UnsupportedDtype {
                 name: name.into(),
@@ -332,6 +336,19 @@ impl Checkpoint {
         read_exact_at(&shard.file, buf, at).map_err(|e| HfError::io("read", &shard.path, e))
     }
 
+    /// Reads `buf.len()` raw bytes of tensor `name` from byte `from` of its data.
+    pub fn read_raw(&self, name: &str, from: usize, buf: &mut [u8]) -> Result<()> {
+        let t = self.require(name)?;
+        if from + buf.len() > t.numel() * t.dtype.size() {
+            return Err(HfError::ShapeMismatch {
+                name: name.into(),
+                got: t.shape.clone(),
+                want: vec![from + buf.len()],
+            });
+        }
+        self.read_bytes(t, from as u64, buf)
+    }
+
     /// Reads rows `first..first + out.len() / row_len` of tensor `name` as f32.
     pub fn read_rows(&self, name: &str, first: usize, out: &mut [f32]) -> Result<()> {
         let t = self.require(name)?;
@@ -342,6 +359,12 @@ impl Checkpoint {
                 name: name.into(),
                 got: t.shape.clone(),
                 want: vec![first + n, row],
+            });
+        }
+        if t.dtype == StDtype::U8 {
+            return Err(HfError::UnsupportedDtype {
+                name: name.into(),
+                dtype: "U8 outside an MXFP4 blocks/scales pair".into(),
             });
         }
         let es = t.dtype.size();
@@ -373,6 +396,8 @@ impl Checkpoint {
                         *d = bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
                     }
                 }),
+            // Rejected above.
+            StDtype::U8 => {}
             StDtype::F8E4M3 => {
                 let (s, [bh, bw]) = self.scale_of(name, t)?;
                 let scols = s.shape[1];

@@ -76,6 +76,9 @@ pub struct VocabOptions {
     pub space_prefix_off_after_spm: bool,
     /// Read Kimi-K2's `tiktoken.model` when there is no `tokenizer.json` (deepseek2).
     pub kimi_tiktoken: bool,
+    /// Special tokens the architecture names by content (type, added token's content), set
+    /// after the tokenizer files' own where those leave the type unset (`tokenizer.json` only).
+    pub named_specials: &'static [(&'static str, &'static str)],
 }
 
 fn json_opt(path: &Path) -> Result<Option<Json>> {
@@ -126,7 +129,7 @@ pub fn write_vocab(
     let spm_path = dir.join("tokenizer.model");
     let kind = if opts.prefer_spm && spm_path.is_file() {
         let n = write_spm(dir, &spm_path, vocab_size, tc.as_ref(), md)?;
-        special_vocab(dir, tc.as_ref(), None, Some(n), true, md)?;
+        special_vocab(dir, tc.as_ref(), None, Some(n), true, &[], md)?;
         if opts.space_prefix_off_after_spm {
             md.set("tokenizer.ggml.add_space_prefix", Value::Bool(false));
         }
@@ -139,7 +142,7 @@ pub fn write_vocab(
             HfError::Tokenizer("a tiktoken.model vocabulary needs config.json's vocab_size".into())
         })?;
         write_tiktoken(&dir.join("tiktoken.model"), tc.as_ref(), vocab_size, md)?;
-        special_vocab(dir, tc.as_ref(), None, None, false, md)?;
+        special_vocab(dir, tc.as_ref(), None, None, false, &[], md)?;
         VocabKind::Bpe
     } else {
         let tj_path = dir.join("tokenizer.json");
@@ -175,7 +178,15 @@ pub fn write_vocab(
             },
         };
         write_bpe(&tj_path, &tj, vocab_size, &pre, md)?;
-        special_vocab(dir, tc.as_ref(), Some(&tj), None, true, md)?;
+        special_vocab(
+            dir,
+            tc.as_ref(),
+            Some(&tj),
+            None,
+            true,
+            opts.named_specials,
+            md,
+        )?;
         VocabKind::Bpe
     };
     Ok((kind, warnings))
@@ -688,6 +699,7 @@ fn special_vocab(
     tj: Option<&Json>,
     n_vocab: Option<usize>,
     always_add_flags: bool,
+    named: &[(&'static str, &'static str)],
     md: &mut Metadata,
 ) -> Result<()> {
     let mut ids: Vec<(&str, &str, u64)> = Vec::new();
@@ -868,6 +880,28 @@ fn special_vocab(
             });
             set_id(typ, key, v.and_then(Json::as_u64), &mut ids);
         }
+    }
+    for &(typ, content) in named {
+        let key = match typ {
+            "eot" => "tokenizer.ggml.eot_token_id",
+            "eom" => "tokenizer.ggml.eom_token_id",
+            t => SPECIAL_TYPES
+                .iter()
+                .find(|(s, _)| *s == t)
+                .map(|(_, k)| *k)
+                .ok_or_else(|| HfError::Tokenizer(format!("unknown special token type {t}")))?,
+        };
+        let id = added
+            .iter()
+            .find(|a| a.get("content").and_then(Json::as_str) == Some(content))
+            .and_then(|a| a.get("id"))
+            .and_then(Json::as_u64)
+            .ok_or_else(|| {
+                HfError::Tokenizer(format!(
+                    "tokenizer.json has no added token '{content}' (the {typ} token this architecture needs)"
+                ))
+            })?;
+        set_id(typ, key, Some(id), &mut ids);
     }
     for (_, key, id) in &ids {
         let id = u32::try_from(*id)

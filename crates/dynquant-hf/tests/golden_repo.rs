@@ -123,3 +123,50 @@ fn gemma3_bpe_converts_byte_identical_to_llama_cpp() {
         .unwrap();
     assert_eq!(embd.shape, vec![64, 1004]);
 }
+
+/// gpt-oss: the MXFP4 expert blocks and scales are repacked into ggml MXFP4 (not dequantized)
+/// and written first, gate and up split from their interleaved rows and bias columns, sinks
+/// and biases F32, `general.file_type` MXFP4_MOE.
+#[test]
+fn gpt_oss_mxfp4_converts_byte_identical_to_llama_cpp() {
+    let m = converts_like_llama_cpp("gpt-oss");
+    let md = m.metadata();
+    assert_eq!(
+        md.get("general.file_type").and_then(Value::as_u64),
+        Some(38)
+    );
+    let infos = m.tensor_infos();
+    assert_eq!(infos[0].name, "blk.0.ffn_down_exps.weight");
+    assert_eq!(infos[0].ggml_type, dynquant_gguf::GgmlType::MXFP4);
+    // The f32 view of a repacked tensor is its MXFP4 values: finite, on the E2M1 grid times a
+    // power of two, not all zero.
+    let i = infos
+        .iter()
+        .position(|t| t.name == "blk.1.ffn_up_exps.weight")
+        .unwrap();
+    let mut w = vec![0f32; 64 * 64];
+    m.read_rows(i, 64, &mut w).unwrap();
+    assert!(w.iter().all(|v| v.is_finite()) && w.iter().any(|&v| v != 0.0));
+}
+
+/// Planning gpt-oss from `config.json` alone gives the tensors llama.cpp's converter wrote.
+#[test]
+fn gpt_oss_config_inventory_matches_llama_cpp() {
+    use std::collections::BTreeMap;
+    let inv =
+        dynquant_hf::config_inventory(&fixtures().join("gpt-oss"), dynquant_plan::MlaLayout::Mla)
+            .unwrap();
+    let ours: BTreeMap<_, _> = inv
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), (t.shape.clone(), t.ggml_type)))
+        .collect();
+    let gguf = GgufFile::open(fixtures().join("gpt-oss.llamacpp.gguf"), Access::Pread).unwrap();
+    let theirs: BTreeMap<_, _> = gguf
+        .header()
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), (t.shape.clone(), t.ggml_type)))
+        .collect();
+    assert_eq!(ours, theirs);
+}

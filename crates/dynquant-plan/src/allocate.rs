@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use dynquant_gguf::types::GgmlType;
+use dynquant_gguf::types::{GgmlType, ImatrixNeed};
 
 use crate::costs::CostModel;
 use crate::inventory::Inventory;
@@ -24,7 +24,7 @@ use crate::planner::{
     fallback_target, fixed_choice, Decision, Plan, PlanError, PlanOptions, TensorPlan,
 };
 use crate::recipe::{Recipe, RuleAction};
-use crate::role::classify;
+use crate::role::{classify, Role};
 
 /// The candidate types when none are given: every i-quant and K-quant from 1.56 to 8.5 bits
 /// per weight that llama.cpp's CPU backend runs.
@@ -273,6 +273,11 @@ pub fn allocate(
                 continue;
             };
             if !bpw_ok(stored) || options.iter().any(|o| o.1 == stored) {
+                continue;
+            }
+            // No importance data exists for a NextN block (llama.cpp never runs it): only
+            // types that can do without.
+            if class.role == Role::Nextn && stored.info().imatrix == ImatrixNeed::Required {
                 continue;
             }
             let Some(cost) = costs.predicted_kld(t, class, stored) else {
@@ -561,7 +566,6 @@ pub fn to_tensor_type_file(plan: &Plan) -> String {
 mod tests {
     use super::*;
     use crate::costs::Priors;
-    use crate::role::Role;
     use dynquant_gguf::{Metadata, TensorInfo};
 
     fn model() -> Inventory {
@@ -646,6 +650,38 @@ mod tests {
         let e = allocate(&inv, &priors, &opts(Target::FileBytes(100_000), &po, None)).unwrap_err();
         assert!(matches!(e, AllocateError::TooSmall { .. }), "{e}");
         assert!(e.to_string().contains("smallest possible file"));
+    }
+
+    #[test]
+    fn a_nextn_block_gets_no_type_that_needs_an_imatrix() {
+        let mut inv = model();
+        let t = |n: &str, s: Vec<u64>| TensorInfo::new(n, s, GgmlType::F16).unwrap();
+        inv.tensors
+            .push(t("blk.4.nextn.eh_proj.weight", vec![512, 256]));
+        inv.tensors.push(t("blk.4.ffn_up.weight", vec![256, 768]));
+        inv.tensors.push(t("blk.4.attn_q.weight", vec![256, 256]));
+        let priors = Priors::shipped().for_model(&classify(&inv.tensors));
+        let po = PlanOptions::default();
+        // About 2 bits per weight: the main blocks take IQ1/IQ2 types, the NextN block cannot.
+        let a = allocate(&inv, &priors, &opts(Target::Bpw(2.0), &po, None)).unwrap();
+        let mut low = 0;
+        for t in &a.plan.tensors {
+            let needs = t.target.info().imatrix == ImatrixNeed::Required;
+            if t.role == Role::Nextn {
+                assert!(!needs, "{} at {}", t.name, t.target);
+            } else {
+                low += usize::from(needs);
+            }
+        }
+        assert!(low > 0, "the budget forces no imatrix type anywhere");
+        assert_eq!(
+            a.plan
+                .tensors
+                .iter()
+                .filter(|t| t.role == Role::Nextn)
+                .count(),
+            3
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub use allocate::{
 pub use costs::{CostModel, Priors, SensitivityCosts};
 pub use inventory::{Inventory, MlaLayout};
 pub use llamacpp::{plan_llamacpp, Ftype, RULES};
-pub use planner::{plan, Decision, Plan, PlanError, PlanOptions, TensorPlan};
+pub use planner::{plan, Decision, Plan, PlanError, PlanOptions, TensorPlan, MXFP4_KEPT};
 pub use preset::{preset_names, preset_table, Preset, PresetFamily, PresetInfo};
 pub use quantizable::keep_reason;
 pub use recipe::{Recipe, RecipeError};

@@ -8,8 +8,11 @@
 //!    source type.
 //! 2. **User overrides** (`--tensor-type REGEX=TYPE`, first match wins, llama.cpp semantics),
 //!    then `--token-embedding-type` / `--output-tensor-type`.
-//! 3. **Recipe rules**, first match wins; then the recipe default.
-//! 4. **Shape fallback** from the type table when the row length does not divide the block
+//! 3. **MXFP4 sources stay MXFP4** (gpt-oss ships its experts in MXFP4): re-quantizing a
+//!    4-bit tensor only loses, so a recipe does not touch them unless
+//!    [`PlanOptions::requantize_mxfp4`] (`--requantize-mxfp4`) lets its rules go lower.
+//! 4. **Recipe rules**, first match wins; then the recipe default.
+//! 5. **Shape fallback** from the type table when the row length does not divide the block
 //!    (llama.cpp's `tensor_type_fallback`), recorded on the row.
 
 use std::collections::BTreeMap;
@@ -54,7 +57,14 @@ pub struct PlanOptions {
     /// with one (`qs.has_imatrix`: IQ3_XXS, IQ4_NL/IQ4_XS and Q4_0/Q5_0 ffn_down, IQ3_XXS
     /// attn_v); recipes of rules ignore it.
     pub has_imatrix: bool,
+    /// Let recipe rules re-quantize tensors stored as MXFP4 (gpt-oss's experts), as Unsloth's
+    /// gpt-oss quants take experts below 4 bits; without it they keep MXFP4.
+    pub requantize_mxfp4: bool,
 }
+
+/// Why an MXFP4 tensor keeps its type (see [`PlanOptions::requantize_mxfp4`]).
+pub const MXFP4_KEPT: &str =
+    "already MXFP4 (4.25 bpw): re-quantizing a 4-bit tensor only loses (--requantize-mxfp4 lets the recipe go lower)";
 
 impl PlanOptions {
     /// The first `--tensor-type` override matching `name`: its index and type.
@@ -216,7 +226,15 @@ pub(crate) fn fixed_choice(
         Role::TokenEmbd => opts.token_embedding_type,
         Role::Output => opts.output_tensor_type,
         _ => None,
-    }?;
+    };
+    if special.is_none() && t.ggml_type == GgmlType::MXFP4 && !opts.requantize_mxfp4 {
+        return Some((
+            GgmlType::MXFP4,
+            Decision::Kept(MXFP4_KEPT),
+            MXFP4_KEPT.to_string(),
+        ));
+    }
+    let special = special?;
     Some((
         special,
         Decision::SpecialOverride,
@@ -344,6 +362,7 @@ mod tests {
             token_embedding_type: Some(GgmlType::Q5_K),
             output_tensor_type: None,
             has_imatrix: false,
+            requantize_mxfp4: false,
         };
         let p = plan(&model, &recipe, &opts).unwrap();
         let d: Vec<_> = p
@@ -361,5 +380,42 @@ mod tests {
         assert!(matches!(d[4].1, Decision::Kept(_)));
         assert_eq!(d[5], (GgmlType::Q5_K, Decision::SpecialOverride));
         assert_eq!(p.unused_rules, vec![7]);
+    }
+
+    #[test]
+    fn mxfp4_experts_stay_mxfp4_unless_requantizing_is_asked_for() {
+        let recipe = Recipe::parse(
+            "name = \"t\"\ndefault = \"q4_K\"\n[[rules]]\nroles = [\"ffn_up_exps\"]\ntype = \"iq2_xxs\"\nwhy = \"experts\"\n",
+            "t",
+        )
+        .unwrap();
+        let mx = |n: &str| TensorInfo::new(n, vec![256, 64, 4], GgmlType::MXFP4).unwrap();
+        let model = inv(vec![
+            mx("blk.0.ffn_up_exps.weight"),
+            mx("blk.0.ffn_down_exps.weight"),
+            t("blk.0.attn_q.weight", vec![256, 256]),
+        ]);
+        let kept = plan(&model, &recipe, &PlanOptions::default()).unwrap();
+        for t in &kept.tensors[..2] {
+            assert_eq!(t.target, GgmlType::MXFP4, "{}", t.name);
+            assert_eq!(t.decision, Decision::Kept(MXFP4_KEPT));
+        }
+        assert_eq!(kept.tensors[2].target, GgmlType::Q4_K);
+        let opts = PlanOptions {
+            requantize_mxfp4: true,
+            ..PlanOptions::default()
+        };
+        let lower = plan(&model, &recipe, &opts).unwrap();
+        assert_eq!(lower.tensors[0].target, GgmlType::IQ2_XXS);
+        assert_eq!(lower.tensors[0].decision, Decision::Rule(0));
+        assert_eq!(lower.tensors[1].target, GgmlType::Q4_K);
+        // A --tensor-type override is the user's explicit choice and wins either way.
+        let opts = PlanOptions {
+            overrides: vec![(Regex::new("down_exps").unwrap(), GgmlType::Q8_0)],
+            ..PlanOptions::default()
+        };
+        let p = plan(&model, &recipe, &opts).unwrap();
+        assert_eq!(p.tensors[1].target, GgmlType::Q8_0);
+        assert_eq!(p.tensors[0].target, GgmlType::MXFP4);
     }
 }

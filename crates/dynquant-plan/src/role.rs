@@ -35,6 +35,9 @@ pub enum Role {
     AttnKB,
     /// MLA absorbed value up-projection (`attn_v_b`, 3-D per head).
     AttnVB,
+    /// Per-head attention sinks (`attn_sinks`, gpt-oss): a learned logit joining each head's
+    /// softmax.
+    AttnSinks,
     /// Dense FFN gate (`ffn_gate`).
     FfnGate,
     /// Dense FFN up (`ffn_up`).
@@ -57,8 +60,14 @@ pub enum Role {
     SharedDown,
     /// MoE router (`ffn_gate_inp`), and the shared expert's gate (`ffn_gate_inp_shexp`).
     Router,
-    /// Expert selection bias (`exp_probs_b`, DeepSeek's e_score_correction_bias).
+    /// The router's bias: DeepSeek's expert selection bias (`exp_probs_b`,
+    /// e_score_correction_bias), gpt-oss's router logit bias (`ffn_gate_inp.bias`).
     RouterBias,
+    /// A matrix of a NextN / multi-token-prediction block (GLM-4.5's last block): its
+    /// `nextn.{eh_proj,embed_tokens,shared_head_head}` and the block's attention and FFN
+    /// matrices. llama.cpp skips the block when it evaluates the model, so no importance matrix
+    /// covers it: it must get types that need none.
+    Nextn,
     /// Any normalization weight (`*_norm`).
     Norm,
     /// Any bias vector (`*.bias`) other than the router bias.
@@ -85,6 +94,7 @@ impl Role {
             AttnKvB => "attn_kv_b",
             AttnKB => "attn_k_b",
             AttnVB => "attn_v_b",
+            AttnSinks => "attn_sinks",
             FfnGate => "ffn_gate",
             FfnUp => "ffn_up",
             FfnDown => "ffn_down",
@@ -97,6 +107,7 @@ impl Role {
             SharedDown => "ffn_down_shexp",
             Router => "router",
             RouterBias => "router_bias",
+            Nextn => "nextn",
             Norm => "norm",
             Bias => "bias",
             Other => "other",
@@ -104,7 +115,7 @@ impl Role {
     }
 
     /// Every role, for help texts and recipe validation.
-    pub const ALL: [Role; 28] = {
+    pub const ALL: [Role; 30] = {
         use Role::*;
         [
             TokenEmbd,
@@ -120,6 +131,7 @@ impl Role {
             AttnKvB,
             AttnKB,
             AttnVB,
+            AttnSinks,
             FfnGate,
             FfnUp,
             FfnDown,
@@ -132,6 +144,7 @@ impl Role {
             SharedDown,
             Router,
             RouterBias,
+            Nextn,
             Norm,
             Bias,
             Other,
@@ -213,7 +226,7 @@ pub fn parse_name(name: &str) -> (Role, Option<u32>) {
     use Role::*;
     if suffix == "bias" {
         return (
-            if base == "exp_probs_b" {
+            if base == "exp_probs_b" || base == "ffn_gate_inp" {
                 RouterBias
             } else {
                 Bias
@@ -223,6 +236,16 @@ pub fn parse_name(name: &str) -> (Role, Option<u32>) {
     }
     if base.ends_with("_norm") || base == "norm" {
         return (Norm, layer);
+    }
+    if let Some(part) = base.strip_prefix("nextn.") {
+        return (
+            if matches!(part, "enorm" | "hnorm") {
+                Norm
+            } else {
+                Nextn
+            },
+            layer,
+        );
     }
     let role = match base {
         "token_embd" => TokenEmbd,
@@ -238,6 +261,7 @@ pub fn parse_name(name: &str) -> (Role, Option<u32>) {
         "attn_kv_b" => AttnKvB,
         "attn_k_b" => AttnKB,
         "attn_v_b" => AttnVB,
+        "attn_sinks" => AttnSinks,
         "ffn_gate" => FfnGate,
         "ffn_up" => FfnUp,
         "ffn_down" => FfnDown,
@@ -257,8 +281,26 @@ pub fn parse_name(name: &str) -> (Role, Option<u32>) {
 
 /// Classifies every tensor of a model: roles, layers, and which layers are MoE (a layer is
 /// MoE when it holds routed-expert tensors), with each MoE layer's index among MoE layers.
+/// A block holding `nextn.*` tensors is a NextN block: its attention and FFN matrices are
+/// [`Role::Nextn`] too, and it is not counted among the MoE layers.
 pub fn classify(tensors: &[TensorInfo]) -> Vec<TensorClass> {
-    let parsed: Vec<(Role, Option<u32>)> = tensors.iter().map(|t| parse_name(&t.name)).collect();
+    let mut parsed: Vec<(Role, Option<u32>)> =
+        tensors.iter().map(|t| parse_name(&t.name)).collect();
+    let nextn_layers: Vec<u32> = parsed
+        .iter()
+        .filter(|(r, _)| *r == Role::Nextn)
+        .filter_map(|(_, l)| *l)
+        .collect();
+    for (role, layer) in parsed.iter_mut() {
+        let in_nextn = layer.is_some_and(|l| nextn_layers.contains(&l));
+        let matrix = role.is_attention()
+            || role.is_routed_expert()
+            || role.is_shared_expert()
+            || matches!(role, Role::FfnGate | Role::FfnUp | Role::FfnDown);
+        if in_nextn && matrix {
+            *role = Role::Nextn;
+        }
+    }
     let mut moe_layers: Vec<u32> = parsed
         .iter()
         .filter(|(r, _)| r.is_routed_expert())
@@ -312,8 +354,17 @@ mod tests {
             ("blk.4.ffn_gate_inp.weight", Role::Router, Some(4)),
             ("blk.4.exp_probs_b.bias", Role::RouterBias, Some(4)),
             ("blk.1.attn_q.bias", Role::Bias, Some(1)),
+            // gpt-oss.
+            ("blk.1.attn_sinks.weight", Role::AttnSinks, Some(1)),
+            ("blk.1.ffn_gate_inp.bias", Role::RouterBias, Some(1)),
+            ("blk.1.ffn_up_exps.bias", Role::Bias, Some(1)),
+            ("blk.1.post_attention_norm.weight", Role::Norm, Some(1)),
             ("blk.1.attn_k_norm.weight", Role::Norm, Some(1)),
             ("rope_freqs.weight", Role::Other, None),
+            ("blk.3.nextn.eh_proj.weight", Role::Nextn, Some(3)),
+            ("blk.3.nextn.shared_head_head.weight", Role::Nextn, Some(3)),
+            ("blk.3.nextn.enorm.weight", Role::Norm, Some(3)),
+            ("blk.3.nextn.shared_head_norm.weight", Role::Norm, Some(3)),
         ];
         for (name, role, layer) in cases {
             assert_eq!(parse_name(name), (role, layer), "{name}");
@@ -339,5 +390,29 @@ mod tests {
         assert_eq!(c[1].n_expert, Some(8));
         assert_eq!(c[2].layer_kind, Some(LayerKind::Moe));
         assert_eq!(c[3].moe_index, Some(1));
+    }
+
+    #[test]
+    fn a_nextn_block_is_nextn_throughout_and_not_a_moe_layer() {
+        let t = |n: &str, shape: Vec<u64>| TensorInfo::new(n, shape, GgmlType::F32).unwrap();
+        let tensors = vec![
+            t("blk.1.ffn_down_exps.weight", vec![64, 32, 8]),
+            t("blk.2.nextn.eh_proj.weight", vec![64, 32]),
+            t("blk.2.ffn_down_exps.weight", vec![64, 32, 8]),
+            t("blk.2.attn_q.weight", vec![32, 32]),
+            t("blk.2.ffn_up_shexp.weight", vec![32, 64]),
+            t("blk.2.ffn_gate_inp.weight", vec![32, 8]),
+            t("blk.2.attn_q.bias", vec![32]),
+        ];
+        let c = classify(&tensors);
+        let roles: Vec<Role> = c.iter().map(|c| c.role).collect();
+        use Role::*;
+        assert_eq!(
+            roles,
+            [ExpertDown, Nextn, Nextn, Nextn, Nextn, Router, Bias]
+        );
+        assert_eq!(c[0].moe_index, Some(0));
+        assert_eq!(c[2].layer_kind, Some(LayerKind::Dense));
+        assert_eq!(c[2].n_expert, None);
     }
 }

@@ -303,6 +303,9 @@ fn pre_type_of(name: &str) -> Option<(PreType, bool, bool, bool)> {
         "" | "default" => (PreType::Default, false, false, true),
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
         | "lfm2" => (PreType::Llama3, true, true, true),
+        // GLM-4.5's `glm4` (and `glm5`): llama.cpp's CHATGLM4 expression is Llama-3's, merges
+        // ignored, no BOS added (its default BOS id is none; GLM files name `[gMASK]`).
+        "glm4" | "glm5" => (PreType::Llama3, true, false, true),
         "dbrx" | "smaug-bpe" => (PreType::Llama3, false, false, true),
         "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
         | "a.x-4.0" | "mellum" | "mpt" | "olmo" | "jais" | "exaone4" => {

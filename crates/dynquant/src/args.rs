@@ -247,6 +247,10 @@ pub struct RecipeArgs {
     /// Type of the output (LM head) tensor.
     #[arg(long)]
     pub output_tensor_type: Option<String>,
+    /// Let the recipe re-quantize tensors stored as MXFP4 (gpt-oss's experts), e.g. to go
+    /// below 4 bits as Unsloth's gpt-oss quants do; by default they stay MXFP4.
+    #[arg(long)]
+    pub requantize_mxfp4: bool,
 }
 
 /// Allocation to a target instead of a recipe's fixed types (shared by `plan` and `quantize`).

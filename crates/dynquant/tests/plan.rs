@@ -218,3 +218,46 @@ fn mixes_take_the_imatrix_into_account_as_llama_cpp_does() {
     assert!(with["types"].get("q3_K").is_none(), "{with}");
     assert_eq!(dry(&[])["types"]["q3_K"], 27);
 }
+
+/// gpt-oss (`tests/fixtures/hf/gpt-oss`): every tensor has a role (sinks, router bias, expert
+/// and attention biases), the MXFP4 experts keep MXFP4 under a recipe that would take them to
+/// IQ1_S, and `--requantize-mxfp4` lets the recipe's rules apply.
+#[test]
+fn gpt_oss_mxfp4_experts_keep_their_type_unless_asked() {
+    let folder = repo_root().join("tests/fixtures/hf/gpt-oss");
+    let plan = |extra: &[&str]| {
+        let mut a = vec![
+            folder.as_os_str(),
+            "--recipe".as_ref(),
+            "ud-iq1_s".as_ref(),
+            "--json".as_ref(),
+        ];
+        a.insert(0, "plan".as_ref());
+        a.extend(extra.iter().map(std::ffi::OsStr::new));
+        let out = ok(dynquant(&a), "plan");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let v = plan(&[]);
+    let tensors = v["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), 41);
+    for t in tensors {
+        assert_ne!(t["role"], "other", "{t}");
+        if t["name"].as_str().unwrap().contains("_exps.weight") {
+            assert_eq!(t["type"], "mxfp4", "{t}");
+            assert!(t["why"].as_str().unwrap().contains("MXFP4"), "{t}");
+        }
+    }
+    let sinks = tensors
+        .iter()
+        .find(|t| t["name"] == "blk.1.attn_sinks.weight")
+        .unwrap();
+    assert_eq!(sinks["role"], "attn_sinks");
+    let v = plan(&["--requantize-mxfp4"]);
+    for t in v["tensors"].as_array().unwrap() {
+        if t["name"].as_str().unwrap().contains("_exps.weight") {
+            // IQ1_S/IQ2_XXS asked for; the 64-wide rows fall back as llama.cpp does.
+            assert_ne!(t["type"], "mxfp4", "{t}");
+            assert!(t["rule"].as_str().unwrap().starts_with("line"), "{t}");
+        }
+    }
+}

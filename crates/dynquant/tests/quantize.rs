@@ -526,3 +526,63 @@ fn q4_k_m_perplexity_is_at_most_llama_cpp_quantization_of_the_same_input() {
     let ratio = row["ppl_ratio"].as_f64().unwrap();
     assert!(ratio <= 1.005, "q4_k_m PPL ours/llama.cpp {ratio}: {row}");
 }
+
+/// gpt-oss straight from its Hugging Face folder (`tests/fixtures/hf/gpt-oss`) with `ud-iq1_s`:
+/// by default the MXFP4 experts are copied (the bytes of llama.cpp's conversion), with
+/// `--requantize-mxfp4` they follow the recipe; both files load and generate in llama.cpp.
+#[test]
+fn gpt_oss_experts_stay_mxfp4_unless_requantized_and_both_run_in_llama_cpp() {
+    use dynquant_gguf::{Access, GgmlType, GgufFile};
+    let folder = repo_root().join("tests/fixtures/hf/gpt-oss");
+    let reference = repo_root().join("tests/fixtures/hf/gpt-oss.llamacpp.gguf");
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("kept.gguf");
+    let lower = dir.path().join("lower.gguf");
+    ok(
+        dynquant(args!["quantize", folder, kept, "--recipe", "ud-iq1_s"]),
+        "quantize",
+    );
+    ok(
+        dynquant(args![
+            "quantize",
+            folder,
+            lower,
+            "--recipe",
+            "ud-iq1_s",
+            "--requantize-mxfp4"
+        ]),
+        "quantize --requantize-mxfp4",
+    );
+    let r = GgufFile::open(&reference, Access::Pread).unwrap();
+    let (k, l) = (
+        GgufFile::open(&kept, Access::Pread).unwrap(),
+        GgufFile::open(&lower, Access::Pread).unwrap(),
+    );
+    let mut n_exps = 0;
+    for (i, t) in r.header().tensors.iter().enumerate() {
+        if !t.name.contains("_exps.weight") {
+            continue;
+        }
+        n_exps += 1;
+        let ki = k.header().tensor_index(&t.name).unwrap();
+        assert_eq!(k.header().tensors[ki].ggml_type, GgmlType::MXFP4);
+        assert!(
+            k.tensor_data(ki).unwrap() == r.tensor_data(i).unwrap(),
+            "{}",
+            t.name
+        );
+        let li = l.header().tensor_index(&t.name).unwrap();
+        assert_ne!(
+            l.header().tensors[li].ggml_type,
+            GgmlType::MXFP4,
+            "{}",
+            t.name
+        );
+    }
+    assert_eq!(n_exps, 6);
+    let Some(o) = oracle() else { return };
+    for f in [&kept, &lower] {
+        let tokens = o.greedy_tokens(f, 8, &["The capital of France is"]);
+        assert_eq!(tokens[0].len(), 8, "{}", f.display());
+    }
+}

@@ -3,6 +3,8 @@
 
 mod deepseek2;
 mod gemma3;
+mod glm4moe;
+mod gpt_oss;
 mod llama;
 mod qwen2;
 mod qwen3;
@@ -29,7 +31,9 @@ pub fn config(md: &Metadata) -> Result<Config> {
         "qwen3" => qwen3::config(&hp),
         "qwen3moe" => qwen3moe::config(&hp),
         "gemma3" => gemma3::config(&hp),
+        "gpt-oss" => gpt_oss::config(&hp),
         "deepseek2" => deepseek2::config(&hp),
+        "glm4moe" => glm4moe::config(&hp),
         other => Err(EngineError::UnsupportedArch(other.to_string())),
     }
 }

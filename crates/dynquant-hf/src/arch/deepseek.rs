@@ -40,6 +40,7 @@ impl Arch for Deepseek {
                 head_count_kv: Some(1),
                 key_value_length: Some((kv_lora + rope, kv_lora)),
                 expert_count,
+                block_count: None,
             },
             MlaLayout::Legacy => Overrides {
                 head_count_kv: None,
@@ -48,6 +49,7 @@ impl Arch for Deepseek {
                     cfg.req_u64(&["v_head_dim"])?,
                 )),
                 expert_count,
+                block_count: None,
             },
         })
     }

@@ -8,6 +8,8 @@
 mod checkpoint;
 mod deepseek;
 mod gemma3;
+mod glm4moe;
+mod gpt_oss;
 mod llama;
 mod mixtral;
 mod qwen2;
@@ -53,6 +55,20 @@ pub enum Transform {
     },
     /// Gemma's RMSNorm weights, stored as offsets from 1: 1 is added (in f32).
     AddOne,
+    /// Every other column from `parity` (gpt-oss's interleaved `gate_up_proj_bias`: gate at even
+    /// columns, up at odd); the row halves.
+    Deinterleave {
+        /// 0: even columns, 1: odd.
+        parity: usize,
+    },
+    /// An MXFP4 `*_blocks` [E, R, nb, 16] / `*_scales` [E, R, nb] pair (sources in that order)
+    /// repacked into ggml MXFP4 blocks [E, R', nb*32]: the E8M0 scale byte, then the 32 E2M1
+    /// nibbles reordered from consecutive pairs to ggml's element j / j + 16 per byte. With
+    /// `parity`, only rows `parity`, `parity + 2`, ... (gpt-oss's interleaved gate/up).
+    Mxfp4 {
+        /// `None`: every row; `Some(p)`: every other row from `p`.
+        parity: Option<usize>,
+    },
 }
 
 /// How `tokenizer.ggml.add_space_prefix` is written.
@@ -119,6 +135,9 @@ pub(crate) enum Mapped {
         /// Expert index.
         expert: usize,
     },
+    /// Output tensors made from an MXFP4 `*_scales` tensor and its `*_blocks`, written before
+    /// every other tensor (the converter repacks them ahead of its main loop).
+    Mxfp4(Vec<(String, Option<usize>)>),
     /// Not converted (MTP layers, rotary caches, FP8 scales).
     Skip,
 }
@@ -165,6 +184,11 @@ pub(crate) trait Arch: Send + Sync {
     fn trims_embedding_to_vocab(&self) -> bool {
         false
     }
+    /// Special tokens named by content (type, added token), set after those the tokenizer
+    /// files give (GLM's `_set_vocab_glm`).
+    fn named_special_tokens(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
     /// The tensors (Hugging Face names, PyTorch shapes) a checkpoint with this config holds,
     /// for planning from `config.json` alone; their GGUF names come from [`Arch::map`].
     fn checkpoint_tensors(&self, cfg: &Config) -> Result<Vec<(String, Vec<usize>)>>;
@@ -176,6 +200,8 @@ pub(crate) struct Overrides {
     pub head_count_kv: Option<u64>,
     pub key_value_length: Option<(u64, u64)>,
     pub expert_count: Option<u64>,
+    /// `block_count` when it is not `num_hidden_layers` (GLM keeps its NextN layers).
+    pub block_count: Option<u64>,
 }
 
 /// Numbers every architecture needs.
@@ -221,6 +247,8 @@ pub(crate) fn arch_for(cfg: &Config, layout: MlaLayout) -> Result<Box<dyn Arch>>
         ("Qwen3ForCausalLM", _) | (_, "qwen3") => Box::new(qwen3::Qwen3),
         ("Qwen3MoeForCausalLM", _) | (_, "qwen3_moe") => Box::new(qwen3moe::Qwen3Moe),
         ("Gemma3ForCausalLM", _) | (_, "gemma3_text") => Box::new(gemma3::Gemma3),
+        ("GptOssForCausalLM", _) | (_, "gpt_oss") => Box::new(gpt_oss::GptOss),
+        ("Glm4MoeForCausalLM", _) | (_, "glm4_moe") => Box::new(glm4moe::Glm4Moe),
         ("DeepseekV3ForCausalLM" | "DeepseekV2ForCausalLM", _)
         | (_, "deepseek_v3" | "deepseek_v2") => Box::new(deepseek::Deepseek { layout }),
         _ => {
@@ -315,10 +343,11 @@ pub(crate) fn generic_params(
             .map(Value::U32)
             .map_err(|_| HfError::json(cfg.path(), format!("{v} does not fit a u32")))
     };
-    md.set(
-        k("block_count"),
-        u32v(cfg.req_u64(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?)?,
-    );
+    let blocks = match ov.block_count {
+        Some(b) => b,
+        None => cfg.req_u64(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?,
+    };
+    md.set(k("block_count"), u32v(blocks)?);
     if let Some(v) = cfg.u64_of(&[
         "max_position_embeddings",
         "n_ctx",
@@ -512,12 +541,27 @@ pub(crate) fn plan_tensors(
 ) -> Result<ArchPlan> {
     let arch = arch_for(cfg, layout)?;
     let params = Params::read(cfg)?;
+    // Layers past num_hidden_layers are an error unless the architecture keeps them (NextN).
+    let n_blocks = arch
+        .generic_overrides(cfg)?
+        .block_count
+        .map_or(params.n_layer, |b| b as usize);
+    let layers = if n_blocks == params.n_layer {
+        format!("num_hidden_layers {n_blocks}")
+    } else {
+        format!(
+            "{n_blocks} layers (num_hidden_layers {} + NextN)",
+            params.n_layer
+        )
+    };
     let n_exp = arch.n_experts(cfg)?;
     let projs = arch.expert_projs();
     // (layer) -> proj -> expert -> name
     let mut pending: std::collections::BTreeMap<usize, Vec<Vec<Option<String>>>> =
         Default::default();
     let mut out = arch.generated(cfg)?;
+    // MXFP4 repacks, placed before everything else once all are known.
+    let mut front: Vec<OutTensor> = Vec::new();
     for name in ckpt.names() {
         if name.ends_with("_scale_inv") {
             // FP8 block scales are folded into their weights when read.
@@ -528,11 +572,36 @@ pub(crate) fn plan_tensors(
         let layer = block_of(name);
         match arch.map(name, layer, cfg)? {
             Mapped::Skip => {}
+            Mapped::Mxfp4(outputs) => {
+                let blocks = name
+                    .strip_suffix("_scales")
+                    .map(|b| format!("{b}_blocks"))
+                    .ok_or_else(|| HfError::UnmappedTensor(name.clone()))?;
+                let bshape = shape_of(ckpt, &blocks)?;
+                let [e, r, nb, 16] = *bshape else {
+                    return Err(shape_err(&blocks, bshape, vec![0, 0, 0, 16]));
+                };
+                if shape_in != [e, r, nb] {
+                    return Err(shape_err(name, shape_in, vec![e, r, nb]));
+                }
+                for (gname, parity) in outputs {
+                    if parity.is_some() && r % 2 != 0 {
+                        return Err(shape_err(name, shape_in, vec![e, r + 1, nb]));
+                    }
+                    let rows = if parity.is_some() { r / 2 } else { r };
+                    front.push(OutTensor {
+                        name: gname,
+                        sources: vec![blocks.clone(), name.clone()],
+                        transform: Transform::Mxfp4 { parity },
+                        shape: vec![e, rows, nb * 32],
+                        values: None,
+                    });
+                }
+            }
             Mapped::Tensor(gname0, tr0) => {
-                if let Some(l) = layer.filter(|&l| l >= params.n_layer) {
+                if let Some(l) = layer.filter(|&l| l >= n_blocks) {
                     return Err(HfError::IndexMismatch(format!(
-                        "tensor '{name}' is in layer {l}, but config.json has num_hidden_layers {}",
-                        params.n_layer
+                        "tensor '{name}' is in layer {l}, but config.json has {layers}"
                     )));
                 }
                 let pieces = match tr0 {
@@ -543,12 +612,36 @@ pub(crate) fn plan_tensors(
                             Transform::KvbV { n_head, nope, v },
                         ),
                     ],
+                    Transform::Deinterleave { .. } => vec![
+                        (gname0.clone(), Transform::Deinterleave { parity: 0 }),
+                        (
+                            gname0.replace("_gate_", "_up_"),
+                            Transform::Deinterleave { parity: 1 },
+                        ),
+                    ],
                     other => vec![(gname0, other)],
                 };
                 for (gname, tr) in pieces {
                     let shape = match &tr {
                         Transform::None | Transform::RopePermute { .. } | Transform::AddOne => {
                             shape_in.to_vec()
+                        }
+                        Transform::Deinterleave { .. } => {
+                            let mut s = shape_in.to_vec();
+                            match s.last_mut() {
+                                Some(c) if *c % 2 == 0 => *c /= 2,
+                                _ => {
+                                    return Err(shape_err(
+                                        name,
+                                        shape_in,
+                                        vec![shape_in.last().copied().unwrap_or(0) + 1],
+                                    ))
+                                }
+                            }
+                            s
+                        }
+                        Transform::Mxfp4 { .. } => {
+                            return Err(HfError::UnmappedTensor(name.clone()));
                         }
                         Transform::KvbK { n_head, nope, v }
                         | Transform::KvbV { n_head, nope, v } => {
@@ -600,10 +693,9 @@ pub(crate) fn plan_tensors(
                 proj,
                 expert,
             } => {
-                if layer >= params.n_layer {
+                if layer >= n_blocks {
                     return Err(HfError::IndexMismatch(format!(
-                        "tensor '{name}' is in layer {layer}, but config.json has num_hidden_layers {}",
-                        params.n_layer
+                        "tensor '{name}' is in layer {layer}, but config.json has {layers}"
                     )));
                 }
                 let pi = projs
@@ -657,9 +749,10 @@ pub(crate) fn plan_tensors(
             projs.len()
         )));
     }
+    front.append(&mut out);
     Ok(ArchPlan {
         arch,
         params,
-        tensors: out,
+        tensors: front,
     })
 }

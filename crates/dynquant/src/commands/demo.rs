@@ -232,6 +232,7 @@ fn quantize_args(
             tensor_type_file: None,
             token_embedding_type: None,
             output_tensor_type: None,
+            requantize_mxfp4: false,
         },
         target: crate::args::TargetArgs::default(),
         imatrix: Some(imatrix.to_path_buf()),

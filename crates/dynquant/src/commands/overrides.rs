@@ -42,5 +42,6 @@ pub fn plan_options(a: &RecipeArgs) -> Result<PlanOptions> {
             .map(parse_type)
             .transpose()?,
         has_imatrix: false,
+        requantize_mxfp4: a.requantize_mxfp4,
     })
 }

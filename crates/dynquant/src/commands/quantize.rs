@@ -90,7 +90,14 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         metadata: md,
         imatrix: imatrix.as_ref(),
         imatrix_fallback: a.imatrix_fallback,
-        allow_requantize: a.allow_requantize,
+        // --requantize-mxfp4 is consent to re-quantize the MXFP4 tensors (and only those).
+        allow_requantize: a.allow_requantize
+            || (a.recipe.requantize_mxfp4
+                && plan.tensors.iter().all(|t| {
+                    t.target == t.source
+                        || !t.source.info().quantized
+                        || t.source == GgmlType::MXFP4
+                })),
         slab_values: DEFAULT_SLAB_VALUES,
     };
     check_imatrix_coverage(&job)?;
