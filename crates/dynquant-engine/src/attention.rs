@@ -239,14 +239,7 @@ impl Row<'_> {
             }
             if let Some(s) = self.sinks.map(|s| s[head]) {
                 // the sink joins the softmax as a key with no value
-                let (mut ms, mut vs) = (1f32, 1f32);
-                if s > m {
-                    ms = (m - s).exp();
-                    acc.iter_mut().for_each(|a| *a *= ms);
-                } else {
-                    vs = (s - m).exp();
-                }
-                sum = sum * ms + vs;
+                crate::fa::add_sink(s, m, &mut sum, &mut acc);
             }
             let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
             for (o, a) in orow[head * dv..(head + 1) * dv].iter_mut().zip(&acc) {

@@ -45,7 +45,7 @@ pub(crate) struct Shape<'a> {
 /// `sum` and unnormalized accumulator `acc` as if the sink's logit `s` had been one more key
 /// with a zero value.
 #[inline(always)]
-fn add_sink(s: f32, m: f32, sum: &mut f32, acc: &mut [f32]) {
+pub(crate) fn add_sink(s: f32, m: f32, sum: &mut f32, acc: &mut [f32]) {
     let (mut ms, mut vs) = (1f32, 1f32);
     if s > m {
         ms = (m - s).exp();

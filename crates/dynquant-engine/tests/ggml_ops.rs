@@ -484,71 +484,36 @@ fn check_attention(n_q: usize, n_kv: usize, d: usize, window: Option<usize>) -> 
     (n, worst)
 }
 
-/// MLA's attention (deepseek2 with `attn_k_b`): one cached head of `dk` values (latent and RoPE
-/// key), the values the first `dv` of each key row, `nh` query heads.
-fn check_attention_mla(n_q: usize, n_kv: usize, dk: usize, dv: usize) -> (usize, f32) {
-    let Some(g) = Ggml::load() else {
-        return (0, 0.0);
-    };
+/// deepseek2's attention: `nh` query heads with `dk`-wide keys and `dv`-wide values, either one
+/// key/value head per query head (the legacy layout's decompressed heads) or, with `mla`, one
+/// cached head whose values are the leading `dv` of each key row (latent and RoPE key).
+fn check_attention_deepseek2(n_q: usize, n_kv: usize, dk: usize, dv: usize, mla: bool) -> usize {
+    let Some(g) = Ggml::load() else { return 0 };
     let nh = 4usize;
-    let mut c = attn_config(nh, 1, dk);
-    c.head_dim_v = dv;
-    let q: Vec<f32> = acts(n_q * nh * dk, 31).iter().map(|v| v * 0.5).collect();
-    let k: Vec<f32> = acts(n_kv * dk, 33);
-    let p0 = n_kv - n_q;
-    let mut cache = dynquant_engine::attention::KvCache::values_in_keys(dk, dv);
-    cache.append(&k, &[], false);
-    let ours = dynquant_engine::attention::attend(&c, &q, &cache, p0, n_q, None, false);
-    // ggml: q [dk, n_q, nh], k [dk, n_kv, 1], v [dv, n_kv, 1] (the keys' leading values), f16
-    let mut qp = vec![0f32; q.len()];
-    for r in 0..n_q {
-        for h in 0..nh {
-            qp[(h * n_q + r) * dk..][..dk].copy_from_slice(&q[(r * nh + h) * dk..][..dk]);
-        }
-    }
-    let v: Vec<f32> = k.chunks_exact(dk).flat_map(|r| &r[..dv]).copied().collect();
-    let pad = n_q.div_ceil(64) * 64;
-    let mut mask = vec![f32::NEG_INFINITY; pad * n_kv];
-    for i in 0..n_q {
-        for j in 0..=p0 + i {
-            mask[i * n_kv + j] = 0.0;
-        }
-    }
-    let mut gr = g.graph();
-    let qt = gr.f32(&[dk as i64, n_q as i64, nh as i64], &qp);
-    let kt = gr.f16(&[dk as i64, n_kv as i64, 1], &k);
-    let vt = gr.f16(&[dv as i64, n_kv as i64, 1], &v);
-    let mt = gr.f16(&[n_kv as i64, pad as i64], &mask);
-    let y = gr.flash_attn(qt, kt, vt, mt, c.kq_scale);
-    let theirs = gr.compute(y, n_q * nh * dv);
-    let (n, worst) = diff(&ours, &theirs);
-    eprintln!(
-        "MLA attention n_q {n_q} n_kv {n_kv} dk {dk} dv {dv}: {n} of {} differ (max rel {worst:.2e})",
-        ours.len()
-    );
-    (n, worst)
-}
-
-/// deepseek2's legacy layout: every head its own decompressed key (`dk`) and value (`dv`).
-fn check_attention_mha(n_q: usize, n_kv: usize, dk: usize, dv: usize) -> (usize, f32) {
-    let Some(g) = Ggml::load() else {
-        return (0, 0.0);
-    };
-    let nh = 4usize;
-    let mut c = attn_config(nh, nh, dk);
+    let nkv = if mla { 1 } else { nh };
+    let mut c = attn_config(nh, nkv, dk);
     c.head_dim_v = dv;
     let q: Vec<f32> = acts(n_q * nh * dk, 41).iter().map(|v| v * 0.5).collect();
-    let k: Vec<f32> = acts(n_kv * nh * dk, 43);
-    let v: Vec<f32> = acts(n_kv * nh * dv, 47);
+    let k: Vec<f32> = acts(n_kv * nkv * dk, 43);
+    let v: Vec<f32> = if mla {
+        k.chunks_exact(dk).flat_map(|r| &r[..dv]).copied().collect()
+    } else {
+        acts(n_kv * nkv * dv, 47)
+    };
     let p0 = n_kv - n_q;
-    let mut cache = dynquant_engine::attention::KvCache::new(nh * dk, nh * dv);
-    cache.append(&k, &v, false);
+    let mut cache = if mla {
+        dynquant_engine::attention::KvCache::values_in_keys(dk, dv)
+    } else {
+        dynquant_engine::attention::KvCache::new(nkv * dk, nkv * dv)
+    };
+    cache.append(&k, if mla { &[] } else { &v }, false);
     let ours = dynquant_engine::attention::attend(&c, &q, &cache, p0, n_q, None, false);
-    let perm = |x: &[f32], rows: usize, d: usize| -> Vec<f32> {
+    // ggml: rows x heads of d values -> [d, rows, heads]
+    let perm = |x: &[f32], rows: usize, heads: usize, d: usize| -> Vec<f32> {
         let mut o = vec![0f32; x.len()];
         for r in 0..rows {
-            for h in 0..nh {
-                o[(h * rows + r) * d..][..d].copy_from_slice(&x[(r * nh + h) * d..][..d]);
+            for h in 0..heads {
+                o[(h * rows + r) * d..][..d].copy_from_slice(&x[(r * heads + h) * d..][..d]);
             }
         }
         o
@@ -561,35 +526,38 @@ fn check_attention_mha(n_q: usize, n_kv: usize, dk: usize, dv: usize) -> (usize,
         }
     }
     let mut gr = g.graph();
-    let qt = gr.f32(&[dk as i64, n_q as i64, nh as i64], &perm(&q, n_q, dk));
-    let kt = gr.f16(&[dk as i64, n_kv as i64, nh as i64], &perm(&k, n_kv, dk));
-    let vt = gr.f16(&[dv as i64, n_kv as i64, nh as i64], &perm(&v, n_kv, dv));
+    let qt = gr.f32(&[dk as i64, n_q as i64, nh as i64], &perm(&q, n_q, nh, dk));
+    let kt = gr.f16(
+        &[dk as i64, n_kv as i64, nkv as i64],
+        &perm(&k, n_kv, nkv, dk),
+    );
+    let vt = gr.f16(
+        &[dv as i64, n_kv as i64, nkv as i64],
+        &perm(&v, n_kv, nkv, dv),
+    );
     let mt = gr.f16(&[n_kv as i64, pad as i64], &mask);
     let y = gr.flash_attn(qt, kt, vt, mt, c.kq_scale);
     let theirs = gr.compute(y, n_q * nh * dv);
     let (n, worst) = diff(&ours, &theirs);
     eprintln!(
-        "MHA attention n_q {n_q} n_kv {n_kv} dk {dk} dv {dv}: {n} of {} differ (max rel {worst:.2e})",
+        "attention (mla {mla}) n_q {n_q} n_kv {n_kv} dk {dk} dv {dv}: {n} of {} differ (max rel {worst:.2e})",
         ours.len()
     );
-    (n, worst)
+    n
 }
 
 /// deepseek2's attention shapes: the legacy layout's per-head 192-wide keys and 128-wide values,
-/// and MLA's one cached head.
+/// and MLA's one cached head (synth-deepseek2-mla's 256 latent + 64 RoPE, DeepSeek-V3's 512 + 64).
 #[test]
 fn flash_attention_deepseek2_shapes_match_ggml() {
     let mut bad = Vec::new();
     for (n_q, n_kv) in [(1, 1), (1, 40), (7, 7), (64, 64), (100, 300)] {
-        let (n, _) = check_attention_mha(n_q, n_kv, 192, 128);
-        if n > 0 {
-            bad.push(format!("MHA n_q {n_q} n_kv {n_kv}: {n} differ"));
-        }
-        // synth-deepseek2-mla's shape (256 latent + 64 RoPE) and DeepSeek-V3's (512 + 64)
-        for (dk, dv) in [(320, 256), (576, 512)] {
-            let (n, _) = check_attention_mla(n_q, n_kv, dk, dv);
+        for (dk, dv, mla) in [(192, 128, false), (320, 256, true), (576, 512, true)] {
+            let n = check_attention_deepseek2(n_q, n_kv, dk, dv, mla);
             if n > 0 {
-                bad.push(format!("n_q {n_q} n_kv {n_kv} dk {dk}: {n} differ"));
+                bad.push(format!(
+                    "n_q {n_q} n_kv {n_kv} dk {dk} mla {mla}: {n} differ"
+                ));
             }
         }
     }

@@ -143,11 +143,7 @@ fn select_kernel(ty: GgmlType, k: usize, n_tok: usize) -> TileKernel {
         // builds without AVX-512 BF16 widen BF16 to f32: tinyBLAS as for F16 weights for the
         // batches it takes, else `ggml_vec_dot_bf16`'s f32 form
         if n_tok > 1 && k.is_multiple_of(lanes) {
-            return if lanes == 16 {
-                lanes16_tile
-            } else {
-                lanes8_tile
-            };
+            return tinyblas_f32_tile(lanes);
         }
         return vec_dot_bf16_widened_tile;
     }
@@ -159,11 +155,7 @@ fn select_kernel(ty: GgmlType, k: usize, n_tok: usize) -> TileKernel {
         // llamafile's tinyBLAS (ggml's path for batches) keeps one vector accumulator per
         // output over k and reduces it at the end
         if k.is_multiple_of(lanes) {
-            return if lanes == 16 {
-                lanes16_tile
-            } else {
-                lanes8_tile
-            };
+            return tinyblas_f32_tile(lanes);
         }
     }
     if ty == GgmlType::F32 {
@@ -174,14 +166,19 @@ fn select_kernel(ty: GgmlType, k: usize, n_tok: usize) -> TileKernel {
         }
         // batches: tinyBLAS with f32 activations, as for F16
         if n_tok > 1 && k.is_multiple_of(lanes) {
-            return if lanes == 16 {
-                lanes16_tile
-            } else {
-                lanes8_tile
-            };
+            return tinyblas_f32_tile(lanes);
         }
     }
     tile_fused
+}
+
+/// tinyBLAS over f32 (or widened F16/BF16) values with `lanes` vector lanes.
+fn tinyblas_f32_tile(lanes: usize) -> TileKernel {
+    if lanes == 16 {
+        lanes16_tile
+    } else {
+        lanes8_tile
+    }
 }
 
 /// BF16 weights on ggml's zen4 build, whose products multiply pairs of BF16 values with
