@@ -401,7 +401,8 @@ impl Piece<'_> {
     fn kimi_k2(&self, out: &mut Vec<usize>) {
         let n = self.cpts.len();
         let mut em = Emitter { out, prev_end: 0 };
-        let word_letter = |pos: usize| self.fl(pos).is_letter() && !self.cpt(pos).is_some_and(is_han);
+        let word_letter =
+            |pos: usize| self.fl(pos).is_letter() && !self.cpt(pos).is_some_and(is_han);
         let mut pos = 0;
         while pos < n {
             let cpt = self.cpts[pos];
@@ -587,8 +588,24 @@ mod tests {
     #[test]
     fn kimi_k2_splits_han_runs_and_keeps_contractions_on_words() {
         assert_eq!(
-            words("中文abc 日本語's it's 'x 12345\n\n", &steps_for(PreType::KimiK2)),
-            ["中文", "abc", " ", "日本語", "'s", " it's", " '", "x", " ", "123", "45", "\n\n"]
+            words(
+                "中文abc 日本語's it's 'x 12345\n\n",
+                &steps_for(PreType::KimiK2)
+            ),
+            [
+                "中文",
+                "abc",
+                " ",
+                "日本語",
+                "'s",
+                " it's",
+                " '",
+                "x",
+                " ",
+                "123",
+                "45",
+                "\n\n"
+            ]
         );
     }
 
