@@ -345,23 +345,51 @@ impl<'g> Evaluator<'g> {
     /// around it as a user turn (special tokens parsed, a BOS the template already wrote not
     /// doubled). An empty result is an error.
     pub fn prompt(&self, text: &str, chat: bool) -> Result<Vec<u32>> {
+        let mut prompts = self.prompts(&[(text, chat)])?;
+        prompts
+            .pop()
+            .ok_or_else(|| EngineError::Invalid("the prompt gives no tokens".into()))
+    }
+
+    /// The tokens of several prompts, each `(text, chat)` as [`Evaluator::prompt`] gives it,
+    /// with every chat-template render in one batch (one sandboxed child process on Linux,
+    /// not one per prompt).
+    pub fn prompts(&self, requests: &[(&str, bool)]) -> Result<Vec<Vec<u32>>> {
         let tok = &self.tokenizer;
-        let (text, parse_special) = if chat {
-            let t = tok
-                .apply_chat_template(&[ChatMessage::new("user", text.to_string())], true)
-                .map_err(EngineError::ChatTemplate)?;
-            (t, true)
+        let turns: Vec<[ChatMessage; 1]> = requests
+            .iter()
+            .filter(|(_, chat)| *chat)
+            .map(|(text, _)| [ChatMessage::new("user", text.to_string())])
+            .collect();
+        let rendered = if turns.is_empty() {
+            Vec::new()
         } else {
-            (text.to_string(), false)
+            let refs: Vec<&[ChatMessage]> = turns.iter().map(|t| t.as_slice()).collect();
+            tok.apply_chat_template_batch(&refs, true)
+                .map_err(EngineError::ChatTemplate)?
         };
-        let mut prompt = tok.encode(&text, true, parse_special)?;
-        if chat && tok.add_bos() && prompt.len() >= 2 && prompt[0] == prompt[1] {
-            prompt.remove(0); // the template already wrote BOS
-        }
-        if prompt.is_empty() {
-            return Err(EngineError::Invalid("the prompt gives no tokens".into()));
-        }
-        Ok(prompt)
+        let mut rendered = rendered.into_iter();
+        requests
+            .iter()
+            .map(|&(text, chat)| {
+                let (text, parse_special) = if chat {
+                    let t = rendered.next().ok_or_else(|| {
+                        EngineError::Invalid("the chat template rendered too few prompts".into())
+                    })?;
+                    (t, true)
+                } else {
+                    (text.to_string(), false)
+                };
+                let mut prompt = tok.encode(&text, true, parse_special)?;
+                if chat && tok.add_bos() && prompt.len() >= 2 && prompt[0] == prompt[1] {
+                    prompt.remove(0); // the template already wrote BOS
+                }
+                if prompt.is_empty() {
+                    return Err(EngineError::Invalid("the prompt gives no tokens".into()));
+                }
+                Ok(prompt)
+            })
+            .collect()
     }
 
     /// Generates the answers of `jobs` side by side (as llama.cpp's parallel slots do): the

@@ -205,10 +205,13 @@ pub fn run_tasks(
         .flat_map(|t| modes.iter().map(move |m| (*t, *m)))
         .collect();
     let chat = ev.tokenizer().chat_template().is_some();
-    let mut gen_jobs = Vec::with_capacity(jobs.len());
-    for (t, mode) in &jobs {
-        gen_jobs.push(job(ev.prompt(t.prompt, chat)?, s.n_predict, *mode, s.temp));
-    }
+    let requests: Vec<(&str, bool)> = jobs.iter().map(|(t, _)| (t.prompt, chat)).collect();
+    let gen_jobs: Vec<_> = ev
+        .prompts(&requests)?
+        .into_iter()
+        .zip(&jobs)
+        .map(|(prompt, (_, mode))| job(prompt, s.n_predict, *mode, s.temp))
+        .collect();
     let total = gen_jobs.iter().map(|j| j.n_predict).sum();
     let answers = ev.generate_batch(&gen_jobs, |k| progress(k, total))?;
     let attempts: Vec<Attempt> = jobs

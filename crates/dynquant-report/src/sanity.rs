@@ -463,19 +463,27 @@ pub fn run_suite(
         .iter()
         .flat_map(|p| modes.iter().map(move |m| (*p, *m)))
         .collect();
-    let mut jobs = Vec::with_capacity(pairs.len());
-    for (p, mode) in &pairs {
-        let prompt = ev.prompt(p.text, use_chat(ev, p.kind))?;
-        jobs.push(job(prompt, s.n_predict, *mode, s.temp));
-    }
+    let requests: Vec<(&str, bool)> = pairs
+        .iter()
+        .map(|(p, _)| (p.text, use_chat(ev, p.kind)))
+        .collect();
+    let jobs: Vec<GenerationJob> = ev
+        .prompts(&requests)?
+        .into_iter()
+        .zip(&pairs)
+        .map(|(prompt, (_, mode))| job(prompt, s.n_predict, *mode, s.temp))
+        .collect();
     let total = jobs.iter().map(|j| j.n_predict).sum();
     let generated = ev.generate_batch(&jobs, |k| progress(k, total))?;
     // the base scores each answer after the prompt as the base itself would read it
     let base = scorer.base();
-    let mut base_prompts = Vec::with_capacity(pairs.len());
+    let base_requests: Vec<(&str, bool)> = pairs
+        .iter()
+        .map(|(p, _)| (p.text, use_chat(base, p.kind)))
+        .collect();
+    let base_prompts = base.prompts(&base_requests)?;
     let mut tokens = Vec::with_capacity(pairs.len());
-    for ((p, _), g) in pairs.iter().zip(&generated) {
-        base_prompts.push(base.prompt(p.text, use_chat(base, p.kind))?);
+    for g in &generated {
         let text = String::from_utf8_lossy(&g.bytes);
         tokens.push(base.tokenizer().encode(&text, false, false)?);
     }
@@ -552,14 +560,27 @@ pub fn validate(
         random: Vec<u32>,
     }
     let len = s.n_predict.max(16);
+    let answer_prompts: Vec<Prompt> = base_answers
+        .iter()
+        .map(|a| {
+            prompts
+                .iter()
+                .find(|p| p.id == a.prompt)
+                .copied()
+                .unwrap_or(prompts[0])
+        })
+        .collect();
+    let requests: Vec<(&str, bool)> = answer_prompts
+        .iter()
+        .map(|p| (p.text, use_chat(base, p.kind)))
+        .collect();
     let mut cases = Vec::with_capacity(base_answers.len());
-    for (i, a) in base_answers.iter().enumerate() {
-        let p = prompts
-            .iter()
-            .find(|p| p.id == a.prompt)
-            .copied()
-            .unwrap_or(prompts[0]);
-        let prompt = base.prompt(p.text, use_chat(base, p.kind))?;
+    for (i, ((a, p), prompt)) in base_answers
+        .iter()
+        .zip(&answer_prompts)
+        .zip(base.prompts(&requests)?)
+        .enumerate()
+    {
         // a looping answer: a few words of the answer, then a short span over and over
         let mut words = tok.encode(&a.text, false, false)?;
         words.truncate(len / 4);

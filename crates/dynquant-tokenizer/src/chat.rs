@@ -8,7 +8,10 @@
 //! or network access (no loader is set, so `include`/`import`/`extends` find nothing); execution is
 //! bounded by fuel ([`TEMPLATE_FUEL`] instructions), recursion by minijinja's own limit, and the
 //! output by [`MAX_TEMPLATE_OUTPUT`] bytes. A template that runs past a bound fails with
-//! [`TokenizerError::Template`].
+//! [`TokenizerError::Template`]. Fuel counts instructions, and one instruction can loop or
+//! allocate without end (sequence repetition, doubling in a loop), so on Linux the render also
+//! runs in a child process with memory, CPU and wall-clock limits ([`crate::sandbox`]); running
+//! past one of those is [`TokenizerError::TemplateSandbox`].
 
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde::Serialize;
@@ -174,9 +177,85 @@ impl Tokenizer {
         self.render_chat_template(template, messages, add_generation_prompt)
     }
 
+    /// [`Tokenizer::apply_chat_template`] for several conversations at once: one sandboxed
+    /// render (one child process on Linux) for all of them. The first error in order fails
+    /// the whole batch.
+    pub fn apply_chat_template_batch(
+        &self,
+        conversations: &[&[ChatMessage]],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<String>, TokenizerError> {
+        let template = self.chat_template().ok_or(TokenizerError::NoChatTemplate)?;
+        self.render_chat_template_batch(template, conversations, add_generation_prompt)
+    }
+
     /// Renders an explicit Jinja chat `template` (e.g. one the model lacks) with this
     /// vocabulary's `bos_token`/`eos_token`, like [`Tokenizer::apply_chat_template`].
     pub fn render_chat_template(
+        &self,
+        template: &str,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
+        let mut texts =
+            self.render_chat_template_batch(template, &[messages], add_generation_prompt)?;
+        Ok(texts.pop().unwrap_or_default())
+    }
+
+    /// [`Tokenizer::render_chat_template`] for several conversations in one sandboxed render.
+    ///
+    /// On Linux the template runs in a forked child process under [`crate::sandbox`]'s limits
+    /// (memory, CPU and wall-clock time), because some templates grow without bound inside a
+    /// single engine instruction, where fuel cannot stop them; running past a limit is
+    /// [`TokenizerError::TemplateSandbox`]. Elsewhere it renders in process, bounded by fuel and
+    /// the output cap only.
+    pub fn render_chat_template_batch(
+        &self,
+        template: &str,
+        conversations: &[&[ChatMessage]],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<String>, TokenizerError> {
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let replies = crate::sandbox::run(|| {
+                conversations
+                    .iter()
+                    .map(|messages| {
+                        self.render_chat_template_in_process(
+                            template,
+                            messages,
+                            add_generation_prompt,
+                        )
+                        .map_err(|e| match e {
+                            TokenizerError::Template(msg) => msg,
+                            other => other.to_string(),
+                        })
+                    })
+                    .collect()
+            })?;
+            if replies.len() != conversations.len() {
+                return Err(crate::sandbox::SandboxError::Exit(0).into());
+            }
+            replies
+                .into_iter()
+                .map(|r| r.map_err(TokenizerError::Template))
+                .collect()
+        }
+        #[cfg(not(target_os = "linux"))]
+        conversations
+            .iter()
+            .map(|messages| {
+                self.render_chat_template_in_process(template, messages, add_generation_prompt)
+            })
+            .collect()
+    }
+
+    /// The render itself, in this process: fuel, recursion limit and output cap, and a panic
+    /// of the engine turned into an error.
+    fn render_chat_template_in_process(
         &self,
         template: &str,
         messages: &[ChatMessage],

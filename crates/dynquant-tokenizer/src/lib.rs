@@ -29,6 +29,8 @@
 
 mod chat;
 mod pretok;
+#[cfg(target_os = "linux")]
+pub mod sandbox;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -102,6 +104,19 @@ pub enum TokenizerError {
     /// The chat template failed to compile or render (including `raise_exception`).
     #[error("chat template: {0}")]
     Template(String),
+    /// The sandboxed chat-template render (Linux) ran past a limit or could not run.
+    #[cfg(target_os = "linux")]
+    #[error("chat template: {0}")]
+    TemplateSandbox(sandbox::SandboxError),
+}
+
+// Not `#[from]`: that would also make the limit the error's source, and error chains (the
+// CLI's one-line message) would print it twice.
+#[cfg(target_os = "linux")]
+impl From<sandbox::SandboxError> for TokenizerError {
+    fn from(e: sandbox::SandboxError) -> Self {
+        TokenizerError::TemplateSandbox(e)
+    }
 }
 
 type Result<T> = std::result::Result<T, TokenizerError>;
