@@ -89,6 +89,10 @@ pub(crate) enum Step {
     PunctRuns,
     /// `[0-9][0-9][0-9]`
     AsciiDigitTriples,
+    /// Kimi-K2's expression (`tokenization_kimi.py`): Han runs on their own, then Llama-3's
+    /// alternatives with Han code points taken out of the letter words, contractions glued to the
+    /// end of the word instead of standing alone, and at most 3 digits per number.
+    KimiK2,
 }
 
 /// The pre-tokenizer steps for a `tokenizer.ggml.pre` value (llama.cpp `llm_tokenizer_bpe`), or
@@ -105,6 +109,7 @@ pub(crate) fn steps_for(pre: PreType) -> Vec<Step> {
         PreType::Smollm => vec![Step::EachNumber, Step::Gpt2],
         PreType::Llama3 => vec![Step::Llama3 { max_digits: 3 }],
         PreType::Qwen2 => vec![Step::Llama3 { max_digits: 1 }],
+        PreType::KimiK2 => vec![Step::KimiK2],
     }
 }
 
@@ -121,6 +126,8 @@ pub enum PreType {
     Llama3,
     /// `qwen2`, `deepseek-r1-qwen`, `stablelm2`, `megrez`, `hunyuan`: Llama-3 with single digits
     Qwen2,
+    /// `kimi-k2`: Kimi-K2's tiktoken expression, Han runs split out (llama.cpp `KIMI_K2`)
+    KimiK2,
 }
 
 /// Splits `text` into pre-tokenized words (as `&str` slices of `text`), in order.
@@ -163,6 +170,7 @@ fn apply(step: Step, cpts: &[char], flags: &[Flags], lens: &[usize]) -> Vec<usiz
             Step::NumberRuns => piece.class_matches(&mut out, collapsed_number, true),
             Step::PunctRuns => piece.class_matches(&mut out, collapsed_punct_or_listed, true),
             Step::AsciiDigitTriples => piece.ascii_digit_triples(&mut out),
+            Step::KimiK2 => piece.kimi_k2(&mut out),
         }
         start += len;
     }
@@ -385,6 +393,94 @@ impl Piece<'_> {
         }
     }
 
+    /// Kimi-K2's expression:
+    /// `[\p{Han}]+|[^\r\n\p{L}\p{N}]?<non-Han letters>+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}|
+    /// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`. The two cased letter-word
+    /// alternatives of the original together match any run of non-Han letters, which is how
+    /// llama.cpp scans them (by its letter flag, marks not included).
+    fn kimi_k2(&self, out: &mut Vec<usize>) {
+        let n = self.cpts.len();
+        let mut em = Emitter { out, prev_end: 0 };
+        let word_letter =
+            |pos: usize| self.fl(pos).is_letter() && !self.cpt(pos).is_some_and(is_han);
+        let mut pos = 0;
+        while pos < n {
+            let cpt = self.cpts[pos];
+            let flags = self.flags[pos];
+            // `[\p{Han}]+`
+            if is_han(cpt) {
+                while self.cpt(pos).is_some_and(is_han) {
+                    pos += 1;
+                }
+                em.add(pos);
+                continue;
+            }
+            // `[^\r\n\p{L}\p{N}]?<non-Han letters>+` and an optional contraction. A Han
+            // letter is a letter, so it can be neither the leading code point nor in the word.
+            let may_lead = !(cpt == '\r' || cpt == '\n' || flags.is_letter() || flags.is_number());
+            if word_letter(pos) || (may_lead && word_letter(pos + 1)) {
+                pos += 1;
+                while word_letter(pos) {
+                    pos += 1;
+                }
+                if let Some(len) = self.contraction(pos, true) {
+                    pos += len;
+                }
+                em.add(pos);
+                continue;
+            }
+            // `\p{N}{1,3}`
+            if flags.is_number() {
+                let mut ini = pos;
+                while self.fl(pos).is_number() {
+                    pos += 1;
+                    if pos - ini >= 3 {
+                        em.add(pos);
+                        ini = pos;
+                    }
+                }
+                em.add(pos);
+                continue;
+            }
+            // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+            let mut f2 = if cpt == ' ' { self.fl(pos + 1) } else { flags };
+            let other = |f: Flags| !(f.is_ws() || f.is_letter() || f.is_number()) && f.any();
+            if other(f2) {
+                pos += usize::from(cpt == ' ');
+                while other(f2) {
+                    pos += 1;
+                    f2 = self.fl(pos);
+                }
+                while matches!(self.cpt(pos), Some('\r' | '\n')) {
+                    pos += 1;
+                }
+                em.add(pos);
+                continue;
+            }
+            let (nws, last_nl) = self.whitespace_run(pos);
+            // `\s*[\r\n]+`
+            if let Some(end) = last_nl {
+                pos = end;
+                em.add(pos);
+                continue;
+            }
+            // `\s+(?!\S)`
+            if nws > 1 && pos + nws < n {
+                pos += nws - 1;
+                em.add(pos);
+                continue;
+            }
+            // `\s+`
+            if nws > 0 {
+                pos += nws;
+                em.add(pos);
+                continue;
+            }
+            pos += 1;
+            em.add(pos);
+        }
+    }
+
     /// A one-class expression (`[class]` or `[class]+`): matches and the gaps between them.
     fn class_matches(&self, out: &mut Vec<usize>, class: impl Fn(char, Flags) -> bool, runs: bool) {
         let n = self.cpts.len();
@@ -423,6 +519,18 @@ impl Piece<'_> {
         }
         em.add(n);
     }
+}
+
+/// Han ideographs as llama.cpp's Kimi-K2 splitter counts them (`unicode_cpt_is_han`): the CJK
+/// Unified Ideographs blocks (extensions A to F) and the compatibility ideographs, by block range.
+fn is_han(c: char) -> bool {
+    matches!(u32::from(c),
+        0x3400..=0x4DBF
+        | 0x4E00..=0x9FFF
+        | 0xF900..=0xFAFF
+        | 0x20000..=0x2A6DF
+        | 0x2A700..=0x2EBEF
+        | 0x2F800..=0x2FA1F)
 }
 
 /// GPT-2's byte-to-unicode table (`bytes_to_unicode`): printable Latin-1 bytes map to
@@ -474,6 +582,30 @@ mod tests {
         assert_eq!(
             words("x 12345\r\n\nAB's", &steps_for(PreType::Llama3)),
             ["x", " ", "123", "45", "\r\n\n", "AB", "'s"]
+        );
+    }
+
+    #[test]
+    fn kimi_k2_splits_han_runs_and_keeps_contractions_on_words() {
+        assert_eq!(
+            words(
+                "中文abc 日本語's it's 'x 12345\n\n",
+                &steps_for(PreType::KimiK2)
+            ),
+            [
+                "中文",
+                "abc",
+                " ",
+                "日本語",
+                "'s",
+                " it's",
+                " '",
+                "x",
+                " ",
+                "123",
+                "45",
+                "\n\n"
+            ]
         );
     }
 

@@ -493,3 +493,156 @@ fn pre_tokenizers_match_llama_cpp() {
     };
     check_model(&oracle, &path, "phi-3 strip rules", opts);
 }
+
+/// Kimi-K2's pre-tokenizer (`tokenizer.ggml.pre = kimi-k2`) through real llama.cpp, on the
+/// repository's `kimi-k2` fixture (converted by llama.cpp's converter; its vocabulary is a small
+/// one trained on English text): the first 5,000 characters of wiki.test.raw and a string with Han
+/// runs next to letters and spaces, cased contractions, digit runs, punctuation runs, newlines
+/// and spaces, with and without special-token parsing.
+///
+/// The fixture's merges never join pieces across the places where Kimi-K2's expression and
+/// Llama-3's cut differently (Han next to letters, a contraction glued to its word), so the same
+/// vocabulary is also run with five merges appended that do (`' s`, `Ġit 's`, and `x` + the bytes
+/// of 中): there, the Llama-3 expression (`dbrx`: same merges, no whole-word lookup) must give
+/// other tokens than llama.cpp, so the texts tell the two splitters apart.
+#[test]
+fn kimi_k2_pre_tokenizer_matches_llama_cpp() {
+    use dynquant_gguf::{build_header, encode_header, Array, Value as GgufValue};
+    let Some(oracle) = Oracle::get() else { return };
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf/kimi-k2.llamacpp.gguf");
+    let meta = GgufModel::open(&fixture, Access::Mmap)
+        .expect("open fixture")
+        .metadata()
+        .clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_kimi_k2_texts(&oracle, &fixture, &meta, dir.path());
+
+    let mut extended = meta.clone();
+    let Some(GgufValue::Array(Array::String(mut tokens))) =
+        meta.get("tokenizer.ggml.tokens").cloned()
+    else {
+        panic!("fixture tokens")
+    };
+    let Some(GgufValue::Array(Array::I32(mut types))) =
+        meta.get("tokenizer.ggml.token_type").cloned()
+    else {
+        panic!("fixture token types")
+    };
+    let Some(GgufValue::Array(Array::String(mut merges))) =
+        meta.get("tokenizer.ggml.merges").cloned()
+    else {
+        panic!("fixture merges")
+    };
+    // 中 is e4 b8 ad: `ä`, `¸`, `Ń` in GPT-2's byte-to-character map.
+    for (left, right) in [
+        ("'", "s"),
+        ("Ġit", "'s"),
+        ("ä", "¸"),
+        ("ä¸", "Ń"),
+        ("x", "ä¸Ń"),
+    ] {
+        assert!(!tokens.contains(&format!("{left}{right}")));
+        tokens.push(format!("{left}{right}"));
+        types.push(1);
+        merges.push(format!("{left} {right}"));
+    }
+    extended.replace("deepseek2.vocab_size", GgufValue::U32(tokens.len() as u32));
+    extended.replace(
+        "tokenizer.ggml.tokens",
+        GgufValue::Array(Array::String(tokens)),
+    );
+    extended.replace(
+        "tokenizer.ggml.token_type",
+        GgufValue::Array(Array::I32(types)),
+    );
+    extended.replace(
+        "tokenizer.ggml.merges",
+        GgufValue::Array(Array::String(merges)),
+    );
+    let header = build_header(extended.clone(), Vec::new()).expect("header");
+    let path = dir.path().join("kimi-k2-cross-merges.gguf");
+    std::fs::write(&path, encode_header(&header)).expect("write gguf");
+    assert!(
+        assert_kimi_k2_texts(&oracle, &path, &extended, dir.path()),
+        "the Llama-3 expression gives llama.cpp's kimi-k2 tokens too"
+    );
+}
+
+/// Our kimi-k2 tokens (and their decoding) equal llama.cpp's on the test texts; returns whether
+/// the Llama-3 expression on the same vocabulary gives other tokens for at least one of them.
+fn assert_kimi_k2_texts(
+    oracle: &Oracle,
+    model: &Path,
+    meta: &dynquant_gguf::Metadata,
+    dir: &Path,
+) -> bool {
+    let tok = Tokenizer::from_gguf(meta).expect("kimi-k2 tokenizer");
+    let wiki = std::fs::read_to_string(shared_dir().join("data/text/wiki.test.raw")).expect("text");
+    let cut = wiki
+        .char_indices()
+        .nth(5_000)
+        .map_or(wiki.len(), |(i, _)| i);
+    let mixed =
+        "中文分词测试：Kimi的tokenizer。 中文 x中y  漢字\u{3400}\u{20000}\u{F900}ひらがな 한국어\n\
+                 I'm SURE you'LL say it's 'quoted' isn'T it? We'Ve, THEY'RE, I'd.'s 's\n\
+                 HelloWorld iPhone ÉCOLE naïve\u{301} 1 12 123 1234 1234567 3.14159 ٣٤٥ ①②\n\
+                 !!! ...??? --- \"x\" (y) [z]; a+b=c <tag/>\r\n\r\n\n   \t \u{a0} end   ";
+    let texts = [
+        ("wiki.test.raw[..5000 chars]", &wiki[..cut]),
+        ("mixed", mixed),
+    ];
+    let items: Vec<Value> = texts
+        .iter()
+        .flat_map(|(_, t)| [false, true].map(|special| json!({"text": t, "special": special})))
+        .collect();
+    let req_path = dir.join("req.json");
+    std::fs::write(
+        &req_path,
+        serde_json::to_vec(&json!({"items": items})).expect("json"),
+    )
+    .expect("write request");
+    let out: Value = serde_json::from_str(&oracle.node(
+        "tokenize.mjs",
+        &[
+            model.as_os_str(),
+            "--request".as_ref(),
+            req_path.as_os_str(),
+        ],
+    ))
+    .expect("oracle json");
+    let mut llama3_meta = meta.clone();
+    llama3_meta.replace(
+        "tokenizer.ggml.pre",
+        dynquant_gguf::Value::String("dbrx".to_owned()),
+    );
+    let llama3 = Tokenizer::from_gguf(&llama3_meta).expect("llama-3 tokenizer");
+    let mut llama3_differs = false;
+    let label = model.file_name().expect("name").to_string_lossy();
+    for (k, r) in out["items"].as_array().expect("items").iter().enumerate() {
+        let (name, text) = texts[k / 2];
+        let special = k % 2 == 1;
+        let what = format!("{label} {name} (parse_special={special})");
+        let theirs = ids(&r["tokens"]);
+        let ours = tok.encode(text, false, special).expect("encode");
+        assert_same_tokens(&tok, &what, &ours, &theirs);
+        assert_same_text(
+            &format!("{what}: decode"),
+            tok.decode(&ours).as_bytes(),
+            r["detok"].as_str().expect("detok").as_bytes(),
+        );
+        let other = llama3.encode(text, false, special).expect("encode");
+        let llama3_equal = other.iter().zip(&theirs).filter(|(a, b)| a == b).count();
+        llama3_differs |= other != theirs;
+        eprintln!(
+            "{what}: {} chars, {} tokens equal to llama.cpp's; Llama-3 expression: {} tokens, {} \
+             equal in place, identical: {}",
+            text.chars().count(),
+            ours.len(),
+            other.len(),
+            llama3_equal,
+            other == theirs
+        );
+    }
+    llama3_differs
+}

@@ -1,8 +1,8 @@
 //! The repository's Hugging Face fixtures (`tests/fixtures/hf`, converted by llama.cpp's own
 //! converter) through the rest of the pipeline, against real llama.cpp: `dynquant imatrix` of
 //! each is accepted by llama.cpp's quantizer (`llama_model_quantize`, which refuses an entry of
-//! the wrong size) and changes what it writes (kimi-k2 is left out: the tokenizer cannot yet
-//! split text with its `kimi-k2` pre-tokenizer); for glm4moe, `dynquant run` generates llama.cpp's
+//! the wrong size) and changes what it writes (kimi-k2's text split by its `kimi-k2`
+//! pre-tokenizer); for glm4moe, `dynquant run` generates llama.cpp's
 //! greedy tokens and the `ud-iq1_s` quantization of the folder (planned with that imatrix)
 //! loads and generates in llama.cpp.
 
@@ -113,6 +113,15 @@ fn gemma3_imatrix_is_accepted_by_llamacpp() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     imatrix_is_accepted(dir.path(), "gemma3", "blk.0.ffn_down.weight", |_| false);
+}
+
+#[test]
+fn kimi_k2_imatrix_is_accepted_by_llamacpp() {
+    if oracle().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    imatrix_is_accepted(dir.path(), "kimi-k2", "blk.1.ffn_up_exps.weight", |_| false);
 }
 
 /// GLM-4.5's own pre-tokenizer name, `glm4` (real GLM tokenizers hash to it): the fixture
