@@ -5,7 +5,7 @@
 //! * **BPE** (`tokenizer.ggml.model = "gpt2"`): GPT-2 byte-level BPE with ranked merges, after
 //!   the pre-tokenizer named by `tokenizer.ggml.pre` (see [`PreType`]): `default`, `gpt-2`,
 //!   `smollm` (and the other names llama.cpp treats like it), `llama-bpe`/`llama3`, `qwen2`,
-//!   `kimi-k2`.
+//!   `kimi-k2`, `gpt-4o` (and `llama4`).
 //! * **SPM** (`tokenizer.ggml.model = "llama"`, e.g. Llama-2, Gemma-3): SentencePiece-style
 //!   merging of adjacent pieces by highest vocabulary score, with `<0xXX>` byte fallback.
 //!
@@ -61,7 +61,7 @@ pub enum TokenizerError {
     #[error("unsupported tokenizer model `{0}` (supported: gpt2 = BPE, llama = SentencePiece)")]
     UnsupportedModel(String),
     /// `tokenizer.ggml.pre` names a pre-tokenizer this crate does not implement.
-    #[error("unsupported BPE pre-tokenizer `{0}` (supported: default, gpt-2, smollm, llama-bpe/llama3, qwen2, kimi-k2 and their aliases)")]
+    #[error("unsupported BPE pre-tokenizer `{0}` (supported: default, gpt-2, smollm, llama-bpe/llama3, qwen2, kimi-k2, gpt-4o and their aliases)")]
     UnsupportedPre(String),
     /// A per-token array is shorter than the token list.
     #[error("`{key}` has {found} entries for {n_vocab} tokens")]
@@ -320,6 +320,9 @@ fn pre_type_of(name: &str) -> Option<(PreType, bool, bool, bool)> {
         "qwen2" | "deepseek-r1-qwen" | "hunyuan" => (PreType::Qwen2, false, false, false),
         "stablelm2" | "megrez" => (PreType::Qwen2, false, false, true),
         "kimi-k2" => (PreType::KimiK2, false, false, false),
+        "gpt-4o" | "llama4" | "minimax-m2" | "kanana2" | "talkie" => {
+            (PreType::Gpt4o, false, false, false)
+        }
         _ => return None,
     })
 }

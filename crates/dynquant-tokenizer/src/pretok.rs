@@ -93,6 +93,10 @@ pub(crate) enum Step {
     /// alternatives with Han code points taken out of the letter words, contractions glued to the
     /// end of the word instead of standing alone, and at most 3 digits per number.
     KimiK2,
+    /// GPT-4o's o200k expression as llama.cpp runs it (its `GPT4O` rewrite, on the collapsed
+    /// text): cased letter words (`[^a-z]` letters then `[^A-Z]` letters) with contractions
+    /// glued on, at most 3 digits per number, and punctuation runs taking `[\r\n/]*` after them.
+    Gpt4o,
 }
 
 /// The pre-tokenizer steps for a `tokenizer.ggml.pre` value (llama.cpp `llm_tokenizer_bpe`), or
@@ -110,6 +114,7 @@ pub(crate) fn steps_for(pre: PreType) -> Vec<Step> {
         PreType::Llama3 => vec![Step::Llama3 { max_digits: 3 }],
         PreType::Qwen2 => vec![Step::Llama3 { max_digits: 1 }],
         PreType::KimiK2 => vec![Step::KimiK2],
+        PreType::Gpt4o => vec![Step::Gpt4o],
     }
 }
 
@@ -128,6 +133,9 @@ pub enum PreType {
     Qwen2,
     /// `kimi-k2`: Kimi-K2's tiktoken expression, Han runs split out (llama.cpp `KIMI_K2`)
     KimiK2,
+    /// `gpt-4o`, `llama4`, `minimax-m2`, `kanana2`, `talkie`: the o200k expression (llama.cpp
+    /// `GPT4O`, `MINIMAX_M2`)
+    Gpt4o,
 }
 
 /// Splits `text` into pre-tokenized words (as `&str` slices of `text`), in order.
@@ -170,7 +178,8 @@ fn apply(step: Step, cpts: &[char], flags: &[Flags], lens: &[usize]) -> Vec<usiz
             Step::NumberRuns => piece.class_matches(&mut out, collapsed_number, true),
             Step::PunctRuns => piece.class_matches(&mut out, collapsed_punct_or_listed, true),
             Step::AsciiDigitTriples => piece.ascii_digit_triples(&mut out),
-            Step::KimiK2 => piece.kimi_k2(&mut out),
+            Step::KimiK2 => piece.o200k(O200kRules::KIMI_K2, &mut out),
+            Step::Gpt4o => piece.o200k(O200kRules::GPT4O, &mut out),
         }
         start += len;
     }
@@ -393,36 +402,43 @@ impl Piece<'_> {
         }
     }
 
-    /// Kimi-K2's expression:
-    /// `[\p{Han}]+|[^\r\n\p{L}\p{N}]?<non-Han letters>+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}|
-    /// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`. The two cased letter-word
-    /// alternatives of the original together match any run of non-Han letters, which is how
-    /// llama.cpp scans them (by its letter flag, marks not included).
-    fn kimi_k2(&self, out: &mut Vec<usize>) {
+    /// The o200k family's expression (Kimi-K2's and GPT-4o's), `rules` saying where they differ:
+    /// `[\p{Han}]+` (Kimi-K2 only) `|[^\r\n\p{L}\p{N}]?<word>(?i:'s|'t|'re|'ve|'m|'ll|'d)?|
+    /// \p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*` (GPT-4o: `[\r\n/]*`) `|\s*[\r\n]+|\s+(?!\S)|\s+`.
+    fn o200k(&self, rules: O200kRules, out: &mut Vec<usize>) {
         let n = self.cpts.len();
         let mut em = Emitter { out, prev_end: 0 };
-        let word_letter =
-            |pos: usize| self.fl(pos).is_letter() && !self.cpt(pos).is_some_and(is_han);
+        let word_letter = |pos: usize| {
+            self.fl(pos).is_letter() && !(rules.han_runs && self.cpt(pos).is_some_and(is_han))
+        };
         let mut pos = 0;
         while pos < n {
             let cpt = self.cpts[pos];
             let flags = self.flags[pos];
             // `[\p{Han}]+`
-            if is_han(cpt) {
+            if rules.han_runs && is_han(cpt) {
                 while self.cpt(pos).is_some_and(is_han) {
                     pos += 1;
                 }
                 em.add(pos);
                 continue;
             }
-            // `[^\r\n\p{L}\p{N}]?<non-Han letters>+` and an optional contraction. A Han
-            // letter is a letter, so it can be neither the leading code point nor in the word.
+            // `[^\r\n\p{L}\p{N}]?<word>` and an optional contraction. A Han letter is a letter,
+            // so it can be neither the leading code point nor (with `han_runs`) in the word.
             let may_lead = !(cpt == '\r' || cpt == '\n' || flags.is_letter() || flags.is_number());
             if word_letter(pos) || (may_lead && word_letter(pos + 1)) {
-                pos += 1;
-                while word_letter(pos) {
+                if !word_letter(pos) {
                     pos += 1;
                 }
+                pos = if rules.cased_words {
+                    self.cased_word_end(pos)
+                } else {
+                    let mut end = pos;
+                    while word_letter(end) {
+                        end += 1;
+                    }
+                    end
+                };
                 if let Some(len) = self.contraction(pos, true) {
                     pos += len;
                 }
@@ -442,16 +458,22 @@ impl Piece<'_> {
                 em.add(pos);
                 continue;
             }
-            // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+            // ` ?[^\s\p{L}\p{N}]+[\r\n]*` (or `[\r\n/]*`). Kimi-K2's scanner in llama.cpp leaves
+            // code points of no category out of the run; GPT-4o's regex (collapsed text) does not.
             let mut f2 = if cpt == ' ' { self.fl(pos + 1) } else { flags };
-            let other = |f: Flags| !(f.is_ws() || f.is_letter() || f.is_number()) && f.any();
-            if other(f2) {
+            let other = |f: Flags| {
+                !(f.is_ws() || f.is_letter() || f.is_number())
+                    && (rules.uncategorized_is_other || f.any())
+            };
+            if other(f2) && (cpt != ' ' || pos + 1 < n) {
                 pos += usize::from(cpt == ' ');
-                while other(f2) {
+                while pos < n && other(f2) {
                     pos += 1;
                     f2 = self.fl(pos);
                 }
-                while matches!(self.cpt(pos), Some('\r' | '\n')) {
+                while matches!(self.cpt(pos), Some('\r' | '\n'))
+                    || (rules.slash_after_punct && self.cpt(pos) == Some('/'))
+                {
                     pos += 1;
                 }
                 em.add(pos);
@@ -478,6 +500,34 @@ impl Piece<'_> {
             }
             pos += 1;
             em.add(pos);
+        }
+    }
+
+    /// The end of GPT-4o's cased word starting at letter `start`, as the backtracking regex
+    /// `((?=\p{L})[^a-z])*((?=\p{L})[^A-Z])+|((?=\p{L})[^a-z])+((?=\p{L})[^A-Z])*` finds it on
+    /// llama.cpp's collapsed text, where a non-ASCII letter is neither `[a-z]` nor `[A-Z]` and so
+    /// counts on both sides.
+    fn cased_word_end(&self, start: usize) -> usize {
+        let letter = |pos: usize| self.fl(pos).is_letter();
+        let not_lower =
+            |pos: usize| letter(pos) && !self.cpt(pos).is_some_and(|c| c.is_ascii_lowercase());
+        let not_upper =
+            |pos: usize| letter(pos) && !self.cpt(pos).is_some_and(|c| c.is_ascii_uppercase());
+        let mut end = start;
+        while not_lower(end) {
+            end += 1;
+        }
+        if not_upper(end) {
+            while not_upper(end) {
+                end += 1;
+            }
+            return end;
+        }
+        // The upper part gives back code points until one can start the lower part; if none can
+        // (all ASCII capitals), the second alternative takes the whole capital run.
+        match (start..end).rev().find(|&p| not_upper(p)) {
+            Some(p) => p + 1,
+            None => end,
         }
     }
 
@@ -519,6 +569,35 @@ impl Piece<'_> {
         }
         em.add(n);
     }
+}
+
+/// Where the o200k-family expressions differ.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct O200kRules {
+    /// `[\p{Han}]+` first, Han code points kept out of the letter words
+    han_runs: bool,
+    /// Words split by ASCII case (GPT-4o's two cased alternatives as llama.cpp rewrites them);
+    /// without it a word is any letter run (Kimi-K2's scanner)
+    cased_words: bool,
+    /// Punctuation runs take `/` as well as `\r\n` after them
+    slash_after_punct: bool,
+    /// Code points of no Unicode category count as `[^\s\p{L}\p{N}]`
+    uncategorized_is_other: bool,
+}
+
+impl O200kRules {
+    const KIMI_K2: Self = Self {
+        han_runs: true,
+        cased_words: false,
+        slash_after_punct: false,
+        uncategorized_is_other: false,
+    };
+    const GPT4O: Self = Self {
+        han_runs: false,
+        cased_words: true,
+        slash_after_punct: true,
+        uncategorized_is_other: true,
+    };
 }
 
 /// Han ideographs as llama.cpp's Kimi-K2 splitter counts them (`unicode_cpt_is_han`): the CJK

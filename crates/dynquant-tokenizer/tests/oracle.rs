@@ -516,7 +516,14 @@ fn kimi_k2_pre_tokenizer_matches_llama_cpp() {
         .metadata()
         .clone();
     let dir = tempfile::tempdir().expect("tempdir");
-    assert_kimi_k2_texts(&oracle, &fixture, &meta, dir.path());
+    assert_o200k_texts(
+        &oracle,
+        &fixture,
+        &meta,
+        dir.path(),
+        KIMI_K2_MIXED,
+        &["dbrx"],
+    );
 
     let mut extended = meta.clone();
     let Some(GgufValue::Array(Array::String(mut tokens))) =
@@ -564,30 +571,133 @@ fn kimi_k2_pre_tokenizer_matches_llama_cpp() {
     let path = dir.path().join("kimi-k2-cross-merges.gguf");
     std::fs::write(&path, encode_header(&header)).expect("write gguf");
     assert!(
-        assert_kimi_k2_texts(&oracle, &path, &extended, dir.path()),
+        assert_o200k_texts(
+            &oracle,
+            &path,
+            &extended,
+            dir.path(),
+            KIMI_K2_MIXED,
+            &["dbrx"]
+        )[0],
         "the Llama-3 expression gives llama.cpp's kimi-k2 tokens too"
     );
 }
 
-/// Our kimi-k2 tokens (and their decoding) equal llama.cpp's on the test texts; returns whether
-/// the Llama-3 expression on the same vocabulary gives other tokens for at least one of them.
-fn assert_kimi_k2_texts(
+const KIMI_K2_MIXED: &str =
+    "中文分词测试：Kimi的tokenizer。 中文 x中y  漢字\u{3400}\u{20000}\u{F900}ひらがな 한국어\n\
+     I'm SURE you'LL say it's 'quoted' isn'T it? We'Ve, THEY'RE, I'd.'s 's\n\
+     HelloWorld iPhone ÉCOLE naïve\u{301} 1 12 123 1234 1234567 3.14159 ٣٤٥ ①②\n\
+     !!! ...??? --- \"x\" (y) [z]; a+b=c <tag/>\r\n\r\n\n   \t \u{a0} end   ";
+
+/// The GPT-4o (o200k) pre-tokenizer against llama.cpp's, on a vocabulary-only GGUF: Kimi-K2's
+/// fixture vocabulary renamed `tokenizer.ggml.pre = "gpt-4o"`. GPT-4o's expression differs from
+/// Llama-3's (contractions glued to their word, words cut at a lower-to-upper case change,
+/// `/` and newlines after punctuation) and from Kimi-K2's (no Han runs, the case cut, the `/`),
+/// so the vocabulary gets merges that only some cuts can use (`Ġit 's`, `x` + 中, `.Ċ /`,
+/// `d W`): with them, both the Llama-3 (`dbrx`) and the Kimi-K2 expression must give other
+/// tokens than llama.cpp, so the texts tell the splitters apart.
+#[test]
+fn gpt4o_pre_tokenizer_matches_llama_cpp() {
+    use dynquant_gguf::{build_header, encode_header, Array, Value as GgufValue};
+    let Some(oracle) = Oracle::get() else { return };
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf/kimi-k2.llamacpp.gguf");
+    let mut meta = GgufModel::open(&fixture, Access::Mmap)
+        .expect("open fixture")
+        .metadata()
+        .clone();
+    meta.replace("tokenizer.ggml.pre", GgufValue::String("gpt-4o".to_owned()));
+    let Some(GgufValue::Array(Array::String(mut tokens))) =
+        meta.get("tokenizer.ggml.tokens").cloned()
+    else {
+        panic!("fixture tokens")
+    };
+    let Some(GgufValue::Array(Array::I32(mut types))) =
+        meta.get("tokenizer.ggml.token_type").cloned()
+    else {
+        panic!("fixture token types")
+    };
+    let Some(GgufValue::Array(Array::String(mut merges))) =
+        meta.get("tokenizer.ggml.merges").cloned()
+    else {
+        panic!("fixture merges")
+    };
+    // 中 is e4 b8 ad: `ä`, `¸`, `Ń` in GPT-2's byte-to-character map; `Ċ` is a newline.
+    for (left, right) in [
+        ("'", "s"),
+        ("Ġit", "'s"),
+        ("ä", "¸"),
+        ("ä¸", "Ń"),
+        ("x", "ä¸Ń"),
+        (".", "Ċ"),
+        (".Ċ", "/"),
+        ("d", "W"),
+    ] {
+        if tokens.contains(&format!("{left}{right}")) {
+            continue;
+        }
+        tokens.push(format!("{left}{right}"));
+        types.push(1);
+        merges.push(format!("{left} {right}"));
+    }
+    meta.replace("deepseek2.vocab_size", GgufValue::U32(tokens.len() as u32));
+    meta.replace(
+        "tokenizer.ggml.tokens",
+        GgufValue::Array(Array::String(tokens)),
+    );
+    meta.replace(
+        "tokenizer.ggml.token_type",
+        GgufValue::Array(Array::I32(types)),
+    );
+    meta.replace(
+        "tokenizer.ggml.merges",
+        GgufValue::Array(Array::String(merges)),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let header = build_header(meta.clone(), Vec::new()).expect("header");
+    let path = dir.path().join("gpt-4o-cross-merges.gguf");
+    std::fs::write(&path, encode_header(&header)).expect("write gguf");
+    let mixed = format!(
+        "{KIMI_K2_MIXED}\n\
+         ABcdEF éAB AÉb McDonald's O'NEIL'S dON'T iT'S xYz ÀÉÎ 中x中 ABCd'Ve HTTPServer\n\
+         a./b !!/\n/ x.\n/y http://x.y/z?q=1&r=2/ 1/2/3 ;// .\r\n/\r/ end./\n\n\
+         0123456789 12,345.67 v2.0.1 \u{fff0}\u{e000} é\u{301}x\t\t\n \n"
+    );
+    let differs = assert_o200k_texts(
+        &oracle,
+        &path,
+        &meta,
+        dir.path(),
+        &mixed,
+        &["dbrx", "kimi-k2"],
+    );
+    assert!(
+        differs[0],
+        "the Llama-3 expression gives llama.cpp's gpt-4o tokens too"
+    );
+    assert!(
+        differs[1],
+        "the Kimi-K2 expression gives llama.cpp's gpt-4o tokens too"
+    );
+}
+
+/// Our tokens (and their decoding) equal llama.cpp's on the test texts (wiki.test.raw's start and
+/// `mixed`); returns, for each pre-tokenizer name in `alternatives`, whether it gives other
+/// tokens on the same vocabulary for at least one of them.
+fn assert_o200k_texts(
     oracle: &Oracle,
     model: &Path,
     meta: &dynquant_gguf::Metadata,
     dir: &Path,
-) -> bool {
-    let tok = Tokenizer::from_gguf(meta).expect("kimi-k2 tokenizer");
+    mixed: &str,
+    alternatives: &[&str],
+) -> Vec<bool> {
+    let tok = Tokenizer::from_gguf(meta).expect("tokenizer");
     let wiki = std::fs::read_to_string(shared_dir().join("data/text/wiki.test.raw")).expect("text");
     let cut = wiki
         .char_indices()
         .nth(5_000)
         .map_or(wiki.len(), |(i, _)| i);
-    let mixed =
-        "中文分词测试：Kimi的tokenizer。 中文 x中y  漢字\u{3400}\u{20000}\u{F900}ひらがな 한국어\n\
-                 I'm SURE you'LL say it's 'quoted' isn'T it? We'Ve, THEY'RE, I'd.'s 's\n\
-                 HelloWorld iPhone ÉCOLE naïve\u{301} 1 12 123 1234 1234567 3.14159 ٣٤٥ ①②\n\
-                 !!! ...??? --- \"x\" (y) [z]; a+b=c <tag/>\r\n\r\n\n   \t \u{a0} end   ";
     let texts = [
         ("wiki.test.raw[..5000 chars]", &wiki[..cut]),
         ("mixed", mixed),
@@ -611,13 +721,18 @@ fn assert_kimi_k2_texts(
         ],
     ))
     .expect("oracle json");
-    let mut llama3_meta = meta.clone();
-    llama3_meta.replace(
-        "tokenizer.ggml.pre",
-        dynquant_gguf::Value::String("dbrx".to_owned()),
-    );
-    let llama3 = Tokenizer::from_gguf(&llama3_meta).expect("llama-3 tokenizer");
-    let mut llama3_differs = false;
+    let others: Vec<Tokenizer> = alternatives
+        .iter()
+        .map(|pre| {
+            let mut other_meta = meta.clone();
+            other_meta.replace(
+                "tokenizer.ggml.pre",
+                dynquant_gguf::Value::String((*pre).to_owned()),
+            );
+            Tokenizer::from_gguf(&other_meta).expect("alternative tokenizer")
+        })
+        .collect();
+    let mut differs = vec![false; alternatives.len()];
     let label = model.file_name().expect("name").to_string_lossy();
     for (k, r) in out["items"].as_array().expect("items").iter().enumerate() {
         let (name, text) = texts[k / 2];
@@ -631,18 +746,20 @@ fn assert_kimi_k2_texts(
             tok.decode(&ours).as_bytes(),
             r["detok"].as_str().expect("detok").as_bytes(),
         );
-        let other = llama3.encode(text, false, special).expect("encode");
-        let llama3_equal = other.iter().zip(&theirs).filter(|(a, b)| a == b).count();
-        llama3_differs |= other != theirs;
-        eprintln!(
-            "{what}: {} chars, {} tokens equal to llama.cpp's; Llama-3 expression: {} tokens, {} \
-             equal in place, identical: {}",
-            text.chars().count(),
-            ours.len(),
-            other.len(),
-            llama3_equal,
-            other == theirs
-        );
+        for ((pre, other), differ) in alternatives.iter().zip(&others).zip(&mut differs) {
+            let other = other.encode(text, false, special).expect("encode");
+            let equal = other.iter().zip(&theirs).filter(|(a, b)| a == b).count();
+            *differ |= other != theirs;
+            eprintln!(
+                "{what}: {} chars, {} tokens equal to llama.cpp's; `{pre}` expression: {} tokens, \
+                 {} equal in place, identical: {}",
+                text.chars().count(),
+                ours.len(),
+                other.len(),
+                equal,
+                other == theirs
+            );
+        }
     }
-    llama3_differs
+    differs
 }
