@@ -689,6 +689,20 @@ mod tests {
     }
 
     #[test]
+    fn gpt4o_cuts_words_by_case_and_keeps_slashes_after_punctuation() {
+        assert_eq!(
+            words(
+                "ABcdEF (éAB McDonald's x中y it'S !!\n/ 12345",
+                &steps_for(PreType::Gpt4o)
+            ),
+            [
+                "ABcd", "EF", " (", "é", "AB", " Mc", "Donald's", " x中y", " it'S", " !!\n/", " ",
+                "123", "45"
+            ]
+        );
+    }
+
+    #[test]
     fn byte_table_is_a_bijection() {
         let t = byte_to_unicode_table();
         let mut seen = std::collections::HashSet::new();
