@@ -182,6 +182,27 @@ fn random_weight(ty: GgmlType, cols: usize, rows: usize, scales: &[usize], seed:
     data
 }
 
+/// Products of `w` with `n_tok` tokens (seeded activations) for each of `n_toks`, bit for bit
+/// against ggml; each differing product is reported and added to `bad`.
+fn compare_products(g: &Ggml, w: &Weight<'_>, n_toks: &[usize], seed: u64, bad: &mut Vec<String>) {
+    let (cols, rows) = (w.cols, w.rows);
+    for &n_tok in n_toks {
+        let x = acts(cols * n_tok, seed + n_tok as u64);
+        let ours = matmul(w, &x, n_tok, Numerics::Llama).expect("matmul");
+        let theirs = ggml_mul_mat(g, w, &x, n_tok);
+        let (n, worst) = diff(&ours, &theirs);
+        eprintln!(
+            "{} {} {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
+            g.variant,
+            w.ty,
+            ours.len()
+        );
+        if n > 0 {
+            bad.push(format!("{} {cols}x{rows} n_tok {n_tok}: {n} differ", w.ty));
+        }
+    }
+}
+
 /// Products of synthetic weights of `ty` with 1..65 tokens, bit for bit against ggml, for row
 /// counts ggml repacks (groups of eight) and, with `odd_rows`, ones it does not.
 fn check_synthetic(ty: GgmlType, scales: &[usize], odd_rows: bool) {
@@ -192,20 +213,7 @@ fn check_synthetic(ty: GgmlType, scales: &[usize], odd_rows: bool) {
     for &rows in shapes {
         let data = random_weight(ty, cols, rows, scales, rows as u64 * 31 + ty.id() as u64);
         let w = Weight::new("w", ty, cols, rows, Cow::Borrowed(&data)).expect("weight");
-        for n_tok in [1usize, 2, 3, 4, 5, 8, 16, 65] {
-            let x = acts(cols * n_tok, 11 + n_tok as u64);
-            let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
-            let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
-            let (n, worst) = diff(&ours, &theirs);
-            eprintln!(
-                "{} {ty} {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
-                g.variant,
-                ours.len()
-            );
-            if n > 0 {
-                bad.push(format!("{ty} rows {rows} n_tok {n_tok}: {n} differ"));
-            }
-        }
+        compare_products(&g, &w, &[1usize, 2, 3, 4, 5, 8, 16, 65], 11, &mut bad);
     }
     assert!(bad.is_empty(), "{bad:?}");
 }
@@ -264,20 +272,7 @@ fn matmuls_mxfp4() {
         }
         let w =
             Weight::new("w", GgmlType::MXFP4, cols, rows, Cow::Borrowed(&data)).expect("weight");
-        for n_tok in [1usize, 2, 3, 4, 5, 8, 16, 65] {
-            let x = acts(cols * n_tok, 13 + n_tok as u64);
-            let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
-            let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
-            let (n, worst) = diff(&ours, &theirs);
-            eprintln!(
-                "{} mxfp4 {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
-                g.variant,
-                ours.len()
-            );
-            if n > 0 {
-                bad.push(format!("mxfp4 rows {rows} n_tok {n_tok}: {n} differ"));
-            }
-        }
+        compare_products(&g, &w, &[1usize, 2, 3, 4, 5, 8, 16, 65], 13, &mut bad);
     }
     assert!(bad.is_empty(), "{bad:?}");
 }
@@ -700,20 +695,7 @@ fn matmuls_bf16() {
             .flat_map(|&v| half::bf16::from_f32(v * 0.05).to_le_bytes())
             .collect();
         let w = Weight::new("w", GgmlType::BF16, cols, rows, Cow::Borrowed(&data)).expect("weight");
-        for n_tok in [1usize, 2, 3, 7, 16, 65] {
-            let x = acts(cols * n_tok, 5 + n_tok as u64);
-            let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
-            let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
-            let (n, worst) = diff(&ours, &theirs);
-            eprintln!(
-                "{} bf16 {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
-                g.variant,
-                ours.len()
-            );
-            if n > 0 {
-                bad.push(format!("bf16 {cols}x{rows} n_tok {n_tok}: {n} differ"));
-            }
-        }
+        compare_products(&g, &w, &[1usize, 2, 3, 7, 16, 65], 5, &mut bad);
     }
     assert!(bad.is_empty(), "{bad:?}");
 }
@@ -943,20 +925,7 @@ fn matmuls_f32() {
         let src = acts(cols * rows, 41 + cols as u64);
         let data: Vec<u8> = src.iter().flat_map(|v| (v * 0.05).to_le_bytes()).collect();
         let w = Weight::new("w", GgmlType::F32, cols, rows, Cow::Borrowed(&data)).expect("weight");
-        for n_tok in [1usize, 2, 3, 5, 16, 65] {
-            let x = acts(cols * n_tok, 3 + n_tok as u64);
-            let ours = matmul(&w, &x, n_tok, Numerics::Llama).expect("matmul");
-            let theirs = ggml_mul_mat(&g, &w, &x, n_tok);
-            let (n, worst) = diff(&ours, &theirs);
-            eprintln!(
-                "{} f32 {cols}x{rows} n_tok {n_tok}: {n} of {} differ (max rel {worst:.2e})",
-                g.variant,
-                ours.len()
-            );
-            if n > 0 {
-                bad.push(format!("f32 {cols}x{rows} n_tok {n_tok}: {n} differ"));
-            }
-        }
+        compare_products(&g, &w, &[1usize, 2, 3, 5, 16, 65], 3, &mut bad);
     }
     assert!(bad.is_empty(), "{bad:?}");
 }
