@@ -54,6 +54,8 @@ fn imatrix_is_accepted(
     let mut p = lib.default_params().expect("params");
     p.nthread = 1;
     p.ftype = Q4_K_M;
+    // gpt-oss's MXFP4 experts: llama.cpp refuses to requantize them unless asked
+    p.allow_requantize = true;
     let (with, without) = (dir.join("with.gguf"), dir.join("without.gguf"));
     let log = lib
         .quantize(&model, &with, p, Some(&im))
@@ -122,6 +124,16 @@ fn kimi_k2_imatrix_is_accepted_by_llamacpp() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     imatrix_is_accepted(dir.path(), "kimi-k2", "blk.1.ffn_up_exps.weight", |_| false);
+}
+
+/// gpt-oss: the imatrix of its MXFP4 experts and biased attention is accepted too.
+#[test]
+fn gpt_oss_imatrix_is_accepted_by_llamacpp() {
+    if oracle().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    imatrix_is_accepted(dir.path(), "gpt-oss", "blk.0.attn_q.weight", |_| false);
 }
 
 /// GLM-4.5's own pre-tokenizer name, `glm4` (real GLM tokenizers hash to it): the fixture
