@@ -74,6 +74,9 @@ struct Hardware {
     avx512: bool,
     /// AVX-512 BF16 (`vdpbf16ps`, which ggml's zen4 variant multiplies BF16 weights with).
     avx512_bf16: bool,
+    /// AVX-512 VNNI on 256-bit registers (`vpdpbusd`: exact integer dot products, a speed-up
+    /// only).
+    vnni256: bool,
 }
 
 fn hardware() -> Hardware {
@@ -87,6 +90,7 @@ fn hardware() -> Hardware {
                 avx2_fma: has!("avx2") && has!("fma") && has!("f16c"),
                 avx512: has!("avx512f") && has!("avx512dq"),
                 avx512_bf16: has!("avx512f") && has!("avx512bf16"),
+                vnni256: has!("avx512vnni") && has!("avx512vl"),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -94,6 +98,7 @@ fn hardware() -> Hardware {
             avx2_fma: false,
             avx512: false,
             avx512_bf16: false,
+            vnni256: false,
         }
     })
 }
@@ -120,6 +125,14 @@ pub(crate) fn simd() -> bool {
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn simd512() -> bool {
     simd() && hardware().avx512
+}
+
+/// Whether the integer kernels may use AVX-512 VNNI's `vpdpbusd` on 256-bit registers
+/// ([`simd`], and the hardware has it): the integer sums are exact either way, so this changes
+/// speed, never results.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn vnni256() -> bool {
+    simd() && hardware().vnni256
 }
 
 /// Whether BF16 weights take ggml's `vdpbf16ps` kernels: the reproduced flavour is AVX-512 and
