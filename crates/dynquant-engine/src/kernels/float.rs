@@ -236,6 +236,27 @@ mod bf16 {
         sum as f32
     }
 
+    /// A tile's products with `dot` (given each row's and token's BF16 bits and widened
+    /// values), the tokens' bits computed once per tile.
+    fn tile_with(
+        w: &[f32],
+        x: &[f32],
+        k: usize,
+        nr: usize,
+        nt: usize,
+        out: &mut [f32],
+        dot: impl Fn(&[u16], &[f32], &[u16], &[f32]) -> f32,
+    ) {
+        let xb: Vec<Vec<u16>> = (0..nt).map(|t| bits(&x[t * k..(t + 1) * k])).collect();
+        for r in 0..nr {
+            let wf = &w[r * k..(r + 1) * k];
+            let wb = bits(wf);
+            for (t, xb) in xb.iter().enumerate() {
+                out[r * nt + t] = dot(&wb, wf, xb, &x[t * k..(t + 1) * k]);
+            }
+        }
+    }
+
     pub(super) fn vec_dot_tile(
         w: &[f32],
         x: &[f32],
@@ -244,15 +265,10 @@ mod bf16 {
         nt: usize,
         out: &mut [f32],
     ) {
-        let xb: Vec<Vec<u16>> = (0..nt).map(|t| bits(&x[t * k..(t + 1) * k])).collect();
-        for r in 0..nr {
-            let wf = &w[r * k..(r + 1) * k];
-            let wb = bits(wf);
-            for (t, xb) in xb.iter().enumerate() {
-                // SAFETY: `cpu::bf16_dot` (the only way here) detected AVX-512 BF16.
-                out[r * nt + t] = unsafe { vec_dot(&wb, xb, wf, &x[t * k..(t + 1) * k]) };
-            }
-        }
+        tile_with(w, x, k, nr, nt, out, |wb, wf, xb, xf| {
+            // SAFETY: `cpu::bf16_dot` (the only way here) detected AVX-512 BF16.
+            unsafe { vec_dot(wb, xb, wf, xf) }
+        })
     }
 
     /// tinyBLAS<32, __m512, __m512bh>: one accumulator per output over 32-value steps, reduced
@@ -275,14 +291,10 @@ mod bf16 {
         nt: usize,
         out: &mut [f32],
     ) {
-        let xb: Vec<Vec<u16>> = (0..nt).map(|t| bits(&x[t * k..(t + 1) * k])).collect();
-        for r in 0..nr {
-            let wb = bits(&w[r * k..(r + 1) * k]);
-            for (t, xb) in xb.iter().enumerate() {
-                // SAFETY: `cpu::bf16_dot` (the only way here) detected AVX-512 BF16.
-                out[r * nt + t] = unsafe { tinyblas(&wb, xb) };
-            }
-        }
+        tile_with(w, x, k, nr, nt, out, |wb, _, xb, _| {
+            // SAFETY: `cpu::bf16_dot` (the only way here) detected AVX-512 BF16.
+            unsafe { tinyblas(wb, xb) }
+        })
     }
 }
 

@@ -182,6 +182,41 @@ unsafe fn dot_iq4nl_avx2(w: &[NlBlock], a: &[ActBlock]) -> f32 {
     acc
 }
 
+/// The scales of block `b` of eight rows, lane `r` row `r`'s.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn row_scales(rows: &[Vec<NlBlock>], b: usize) -> std::arch::x86_64::__m256 {
+    std::arch::x86_64::_mm256_setr_ps(
+        rows[0][b].d,
+        rows[1][b].d,
+        rows[2][b].d,
+        rows[3][b].d,
+        rows[4][b].d,
+        rows[5][b].d,
+        rows[6][b].d,
+        rows[7][b].d,
+    )
+}
+
+/// One block's float step for eight rows: the rows' exact integer sums (each row's lanes in
+/// `v`, summed by `hsum8_i32`) times `d_w * d_a`, fused into `acc`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn block_step(
+    v: &[std::arch::x86_64::__m256i; 8],
+    dw: std::arch::x86_64::__m256,
+    da: f32,
+    acc: std::arch::x86_64::__m256,
+) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let isum = super::kquant::hsum8_i32(v);
+    _mm256_fmadd_ps(
+        _mm256_cvtepi32_ps(isum),
+        _mm256_mul_ps(dw, _mm256_set1_ps(da)),
+        acc,
+    )
+}
+
 /// [`dot_iq4nl`] of eight rows at once: lane `r` of the float vector is row `r`'s chain, so
 /// every output takes the same operations in the same order as alone.
 #[cfg(target_arch = "x86_64")]
@@ -200,19 +235,7 @@ unsafe fn dot_iq4nl_x8(rows: &[Vec<NlBlock>], a: &[ActBlock], out: &mut [f32; 8]
             let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
             *v = _mm256_madd_epi16(p16, ones);
         }
-        let isum = super::kquant::hsum8_i32(&v);
-        let dw = _mm256_setr_ps(
-            rows[0][b].d,
-            rows[1][b].d,
-            rows[2][b].d,
-            rows[3][b].d,
-            rows[4][b].d,
-            rows[5][b].d,
-            rows[6][b].d,
-            rows[7][b].d,
-        );
-        let dd = _mm256_mul_ps(dw, _mm256_set1_ps(ab.d));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), dd, acc);
+        acc = block_step(&v, row_scales(rows, b), ab.d, acc);
     }
     _mm256_storeu_ps(out.as_mut_ptr(), acc);
 }
@@ -250,22 +273,9 @@ unsafe fn dot_iq4nl_x8x2_vnni(
             *v0 = _mm256_dpbusd_epi32(base0, xu, y0);
             *v1 = _mm256_dpbusd_epi32(base1, xu, y1);
         }
-        let dw = _mm256_setr_ps(
-            rows[0][b].d,
-            rows[1][b].d,
-            rows[2][b].d,
-            rows[3][b].d,
-            rows[4][b].d,
-            rows[5][b].d,
-            rows[6][b].d,
-            rows[7][b].d,
-        );
-        let isum0 = super::kquant::hsum8_i32(&v0);
-        let isum1 = super::kquant::hsum8_i32(&v1);
-        let dd0 = _mm256_mul_ps(dw, _mm256_set1_ps(ab0.d));
-        let dd1 = _mm256_mul_ps(dw, _mm256_set1_ps(ab1.d));
-        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum0), dd0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum1), dd1, acc1);
+        let dw = row_scales(rows, b);
+        acc0 = block_step(&v0, dw, ab0.d, acc0);
+        acc1 = block_step(&v1, dw, ab1.d, acc1);
     }
     _mm256_storeu_ps(out0.as_mut_ptr(), acc0);
     _mm256_storeu_ps(out1.as_mut_ptr(), acc1);
@@ -301,22 +311,9 @@ unsafe fn dot_iq4nl_x8x2(
             *v0 = _mm256_madd_epi16(p0, ones);
             *v1 = _mm256_madd_epi16(p1, ones);
         }
-        let dw = _mm256_setr_ps(
-            rows[0][b].d,
-            rows[1][b].d,
-            rows[2][b].d,
-            rows[3][b].d,
-            rows[4][b].d,
-            rows[5][b].d,
-            rows[6][b].d,
-            rows[7][b].d,
-        );
-        let isum0 = super::kquant::hsum8_i32(&v0);
-        let isum1 = super::kquant::hsum8_i32(&v1);
-        let dd0 = _mm256_mul_ps(dw, _mm256_set1_ps(ab0.d));
-        let dd1 = _mm256_mul_ps(dw, _mm256_set1_ps(ab1.d));
-        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum0), dd0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum1), dd1, acc1);
+        let dw = row_scales(rows, b);
+        acc0 = block_step(&v0, dw, ab0.d, acc0);
+        acc1 = block_step(&v1, dw, ab1.d, acc1);
     }
     _mm256_storeu_ps(out0.as_mut_ptr(), acc0);
     _mm256_storeu_ps(out1.as_mut_ptr(), acc1);
