@@ -26,14 +26,16 @@ export async function loadGetLlama() {
  * Real llama.cpp on the CPU with one thread (more threads spin against each other on small
  * machines), warnings and errors to stderr, and the model at `modelPath` loaded. A model that
  * fails to load throws an Error with exitCode 1. `options` are extra `loadModel` options (e.g.
- * `{ vocabOnly: true }`).
+ * `{ vocabOnly: true }`). `maxThreads` caps every context of this llama instance: a context's
+ * own `threads` option above it is silently lowered to it, so a speed run on N threads must
+ * open the model with `maxThreads` N.
  */
-export async function openModel(modelPath, options = {}) {
+export async function openModel(modelPath, options = {}, maxThreads = 1) {
     const getLlama = await loadGetLlama();
     const llama = await getLlama({
         gpu: false,
         build: "never",
-        maxThreads: 1,
+        maxThreads,
         logLevel: "warn",
         logger: (level, message) => process.stderr.write(`[llama.cpp ${level}] ${message.endsWith("\n") ? message : message + "\n"}`),
     });

@@ -92,7 +92,7 @@ async function main() {
     }
     if (text.endsWith("\n")) text = text.slice(0, -1); // llama.cpp's -f drops one trailing newline
 
-    const { llama, model } = await openModel(args.modelPath);
+    const { llama, model } = await openModel(args.modelPath, {}, args.threads ?? 1);
     const ctx = args.ctx;
     const bos = model.tokens.bos;
     const addBos = model.tokens.shouldPrependBosToken && bos != null;
