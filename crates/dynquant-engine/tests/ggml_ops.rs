@@ -259,7 +259,8 @@ fn matmuls_q4_0() {
 }
 
 /// MXFP4 (gpt-oss's experts): repacked (`mxfp4_8x8`) rows in groups of eight, the `vec_dot`
-/// otherwise. Random exponents near 127 keep the values finite.
+/// otherwise. Random exponents near 127 keep the values finite; blocks of zeros come with
+/// subnormal and large scales.
 #[test]
 fn matmuls_mxfp4() {
     let Some(g) = Ggml::load() else { return };
@@ -269,6 +270,15 @@ fn matmuls_mxfp4() {
         let mut data = random_weight(GgmlType::MXFP4, cols, rows, &[], rows as u64 + 3);
         for (i, b) in data.chunks_exact_mut(17).enumerate() {
             b[0] = 118 + (i % 13) as u8;
+            // blocks of zeros as ggml stores them (exponent 0 or 1: subnormal scales), and
+            // some under a large exponent
+            if i % 7 == 3 {
+                b[0] = (i % 2) as u8;
+                b[1..].fill(if i % 3 == 0 { 0x88 } else { 0x08 });
+            } else if i % 11 == 5 {
+                b[0] = 140;
+                b[1..].fill(0);
+            }
         }
         let w =
             Weight::new("w", GgmlType::MXFP4, cols, rows, Cow::Borrowed(&data)).expect("weight");

@@ -137,9 +137,17 @@ fn decode_nibbles(ty: NibbleType, row: &[u8]) -> Vec<NlBlock> {
     let pairs = ty.level_pairs();
     row.chunks_exact(ty.ggml_type().type_size() as usize)
         .map(|b| {
-            let (d, qs) = ty.scale_and_nibbles(b);
+            let (mut d, qs) = ty.scale_and_nibbles(b);
             let mut q = [0i8; QK4];
             unpack_with(pairs, qs, &mut q);
+            // An MXFP4 block of zeros (ggml stores them with exponent 0, a subnormal scale) adds
+            // `fma(0, d_w * d_a, acc)`: `+0` whatever the non-negative finite `d_w`, so a scale
+            // of 1 gives the same bits while keeping the subnormal products (each a slow
+            // microcode assist on x86) out of the loop. Scales above 1 are kept: `d_w * d_a`
+            // might overflow to infinity, and `0 * inf` is NaN.
+            if ty == NibbleType::MXFP4 && q.iter().all(|&v| v == 0) && d <= 1.0 {
+                d = 1.0;
+            }
             NlBlock { d, q }
         })
         .collect()
