@@ -327,6 +327,134 @@ unsafe fn dot_iq4nl_x8x2(
     _mm256_storeu_ps(out1.as_mut_ptr(), acc1);
 }
 
+/// Whether the 512-bit VNNI form may run: AVX-512F ([`crate::cpu::simd512`]) and VNNI
+/// ([`crate::cpu::vnni256`]). It keeps every lane's integers and float steps, so it changes
+/// speed, never results.
+#[cfg(target_arch = "x86_64")]
+fn vnni512() -> bool {
+    crate::cpu::simd512() && crate::cpu::vnni256()
+}
+
+/// Q8_0 activations of one token for the repacked nibble kernels, with each block's
+/// `-128 * sum(q)`: the term that turns `vpdpbusd`'s products with weights offset to unsigned
+/// (`level + 128`) back into the exact products with the levels.
+struct NibbleActs {
+    blocks: Vec<ActBlock>,
+    offset: Vec<i32>,
+}
+
+fn quantize_nibble_acts(x: &[f32]) -> NibbleActs {
+    let blocks = quantize_q8_0(x);
+    let offset = blocks
+        .iter()
+        .map(|b| -128 * b.q.iter().map(|&v| i32::from(v)).sum::<i32>())
+        .collect();
+    NibbleActs { blocks, offset }
+}
+
+/// Rows in a [`Panel16`].
+const PANEL_ROWS: usize = 16;
+
+/// One 32-element block of sixteen rows, interleaved for `vpdpbusd` against broadcast
+/// activations: bytes `64k + 4r .. 64k + 4r + 4` hold row `r`'s elements `4k .. 4k + 4` as
+/// `level + 128`, so the dword lane `r` of eight `vpdpbusd` (one per `k`) is row `r`'s sum, with
+/// no horizontal reduction; `d` holds the rows' scales.
+#[repr(C, align(64))]
+struct PanelBlock {
+    q: [u8; 8 * 64],
+    d: [f32; PANEL_ROWS],
+}
+
+/// Sixteen decoded rows as [`PanelBlock`]s, one per block of the rows.
+fn panel16(rows: &[Vec<NlBlock>]) -> Vec<PanelBlock> {
+    debug_assert_eq!(rows.len(), PANEL_ROWS);
+    (0..rows[0].len())
+        .map(|b| {
+            let mut p = PanelBlock {
+                q: [0; 8 * 64],
+                d: [0.0; PANEL_ROWS],
+            };
+            for (r, row) in rows.iter().enumerate() {
+                p.d[r] = row[b].d;
+                for (e, &v) in row[b].q.iter().enumerate() {
+                    p.q[64 * (e / 4) + 4 * r + e % 4] = (v as u8) ^ 0x80;
+                }
+            }
+            p
+        })
+        .collect()
+}
+
+/// [`dot_iq4nl_x8`] of sixteen rows (a [`Panel16`]) and `T` tokens with AVX-512 VNNI: lane `r`
+/// of each token's integer vector is row `r`'s exact block sum, and of its float vector row
+/// `r`'s chain `acc = fma(sum, d_w * d_a, acc)`, in the same order as alone.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vnni")]
+unsafe fn dot_panel16_vnni<const T: usize>(
+    panel: &[PanelBlock],
+    acts: [&NibbleActs; T],
+    out: &mut [[f32; PANEL_ROWS]; T],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); T];
+    for (b, pb) in panel.iter().enumerate() {
+        let w = pb.q.as_ptr();
+        let wk: [__m512i; 8] = std::array::from_fn(|k| _mm512_load_si512(w.add(64 * k).cast()));
+        let dw = _mm512_load_ps(pb.d.as_ptr());
+        for t in 0..T {
+            let ab = &acts[t].blocks[b];
+            let y = ab.q.as_ptr().cast::<i32>();
+            // two chains of four, so the adds do not all wait on each other
+            let mut s0 = _mm512_set1_epi32(acts[t].offset[b]);
+            let mut s1 = _mm512_setzero_si512();
+            for k in (0..8).step_by(2) {
+                let y0 = _mm512_set1_epi32(y.add(k).read_unaligned());
+                let y1 = _mm512_set1_epi32(y.add(k + 1).read_unaligned());
+                s0 = _mm512_dpbusd_epi32(s0, wk[k], y0);
+                s1 = _mm512_dpbusd_epi32(s1, wk[k + 1], y1);
+            }
+            let isum = _mm512_add_epi32(s0, s1);
+            acc[t] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(isum),
+                _mm512_mul_ps(dw, _mm512_set1_ps(ab.d)),
+                acc[t],
+            );
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        _mm512_storeu_ps(o.as_mut_ptr(), a);
+    }
+}
+
+/// The products of a [`Panel16`] with tokens `t0..` (four at a time, then one), into the tile's
+/// rows-major `out`.
+#[cfg(target_arch = "x86_64")]
+fn panel16_products(panel: &[PanelBlock], acts: &[NibbleActs], n_tok: usize, out: &mut [f32]) {
+    let mut t0 = 0;
+    let mut put = |t0: usize, y: &[[f32; PANEL_ROWS]]| {
+        for (dt, y) in y.iter().enumerate() {
+            for (r, &v) in y.iter().enumerate() {
+                out[r * n_tok + t0 + dt] = v;
+            }
+        }
+    };
+    while t0 + 4 <= n_tok {
+        let mut y = [[0f32; PANEL_ROWS]; 4];
+        let a = std::array::from_fn(|i| &acts[t0 + i]);
+        // SAFETY: the caller checked `cpu::vnni512`.
+        unsafe { dot_panel16_vnni::<4>(panel, a, &mut y) };
+        put(t0, &y);
+        t0 += 4;
+    }
+    while t0 < n_tok {
+        let mut y = [[0f32; PANEL_ROWS]; 1];
+        // SAFETY: as above.
+        unsafe { dot_panel16_vnni::<1>(panel, [&acts[t0]], &mut y) };
+        put(t0, &y);
+        t0 += 1;
+    }
+}
+
 #[inline(always)]
 fn dot_iq4nl_best(w: &[NlBlock], a: &[ActBlock]) -> f32 {
     #[cfg(target_arch = "x86_64")]
@@ -344,9 +472,14 @@ pub(crate) fn matmul_nibbles(ty: NibbleType, w: &Weight<'_>, x: &[f32], n_tok: u
         w,
         x,
         n_tok,
-        quantize_q8_0,
+        quantize_nibble_acts,
         |row| decode_nibbles(ty, row),
         |rows, acts, n_tok, out| {
+            #[cfg(target_arch = "x86_64")]
+            if rows.len() == PANEL_ROWS && n_tok >= 4 && vnni512() {
+                panel16_products(&panel16(rows), acts, n_tok, out);
+                return;
+            }
             let mut t0 = 0;
             #[cfg(target_arch = "x86_64")]
             if crate::cpu::simd() && rows.len() % 8 == 0 {
@@ -354,7 +487,7 @@ pub(crate) fn matmul_nibbles(ty: NibbleType, w: &Weight<'_>, x: &[f32], n_tok: u
                 while t0 + 2 <= n_tok {
                     for i0 in (0..rows.len()).step_by(8) {
                         let rows = &rows[i0..i0 + 8];
-                        let (a0, a1) = (&acts[t0], &acts[t0 + 1]);
+                        let (a0, a1) = (&acts[t0].blocks, &acts[t0 + 1].blocks);
                         if crate::cpu::vnni256() {
                             // SAFETY: `cpu::vnni256` detected AVX2, FMA and AVX-512 VNNI/VL.
                             unsafe { dot_iq4nl_x8x2_vnni(rows, a0, a1, &mut y0, &mut y1) };
@@ -371,6 +504,7 @@ pub(crate) fn matmul_nibbles(ty: NibbleType, w: &Weight<'_>, x: &[f32], n_tok: u
                 }
             }
             for (t, a) in acts.iter().enumerate().skip(t0) {
+                let a = &a.blocks;
                 let mut i0 = 0;
                 #[cfg(target_arch = "x86_64")]
                 if crate::cpu::simd() {
