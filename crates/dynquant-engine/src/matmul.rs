@@ -156,6 +156,9 @@ fn product(
         }
         Kernel::Q4K => kquant::matmul_q4k(w, x, n_tok),
         Kernel::Q6K => kquant::matmul_q6k(w, x, n_tok),
+        Kernel::Lanes(LaneType::IQ4XS, LanePath::Panel) if iq4::iq4xs_panel16_fits(w, n_tok) => {
+            iq4::matmul_iq4xs_panel16(w, x, n_tok)
+        }
         Kernel::Lanes(l, path) => kquant::matmul_lanes(l, path, w, x, n_tok),
         Kernel::Nibbles(ty) => iq4::matmul_nibbles(ty, w, x, n_tok),
         Kernel::Mxfp4VecDot => iq4::matmul_mxfp4_vec_dot(w, x, n_tok),

@@ -13,7 +13,7 @@ use dynquant_gguf::GgmlType;
 use dynquant_quants::iq::layout::{iq4nl, iq4xs};
 use half::f16;
 
-use super::kquant::LaneBlock;
+use super::kquant::{quantize_q8k_impl, LaneBlock, Q8K};
 use super::layout::{q4_0, QK_K};
 use super::legacy::{quantize_q8_0, ActBlock};
 use crate::weight::Weight;
@@ -521,6 +521,176 @@ pub(crate) fn matmul_nibbles(ty: NibbleType, w: &Weight<'_>, x: &[f32], n_tok: u
                 for (i, wb) in rows.iter().enumerate().skip(i0) {
                     out[i * n_tok + t] = dot_iq4nl_best(wb, a);
                 }
+            }
+        },
+    )
+}
+
+fma_variant!(quantize_q8k, quantize_q8k_impl, (x: &[f32]) -> Vec<Q8K>);
+
+/// Smallest batch ggml's IQ panel gemm takes (`GGML_IQP_MIN_BATCH`; smaller ones take the
+/// `vec_dot`, see [`super::kquant::LanePath::Panel`]).
+const IQ_PANEL_MIN_BATCH: usize = 8;
+
+/// Whether [`matmul_iq4xs_panel16`] computes the product of an IQ4_XS weight that takes
+/// ggml's IQ panel gemm: a batch the gemm takes, rows in whole panels of sixteen, and AVX-512
+/// VNNI.
+pub(crate) fn iq4xs_panel16_fits(w: &Weight<'_>, n_tok: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        w.ty == GgmlType::IQ4_XS
+            && w.rows.is_multiple_of(PANEL_ROWS)
+            && n_tok >= IQ_PANEL_MIN_BATCH
+            && vnni512()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (w, n_tok);
+        false
+    }
+}
+
+/// Q8_K activations of one token for the IQ4_XS panel, with each 32-element group's
+/// `-128 * sum(q)` (see [`NibbleActs`]).
+struct XsActs {
+    blocks: Vec<Q8K>,
+    offset: Vec<[i32; 8]>,
+}
+
+fn quantize_xs_acts(x: &[f32]) -> XsActs {
+    let blocks = quantize_q8k(x);
+    let offset = blocks
+        .iter()
+        .map(|b| std::array::from_fn(|g| -128 * (b.bsums[2 * g] + b.bsums[2 * g + 1])))
+        .collect();
+    XsActs { blocks, offset }
+}
+
+/// One IQ4_XS super-block of sixteen rows: each 32-element group interleaved as a
+/// [`PanelBlock`]'s, with the rows' group scales and super-block scales.
+#[repr(C, align(64))]
+struct XsPanelBlock {
+    q: [[u8; 8 * 64]; 8],
+    sc: [[i32; PANEL_ROWS]; 8],
+    d: [f32; PANEL_ROWS],
+}
+
+fn xs_panel16(rows: &[Vec<LaneBlock>]) -> Vec<XsPanelBlock> {
+    debug_assert_eq!(rows.len(), PANEL_ROWS);
+    (0..rows[0].len())
+        .map(|b| {
+            let mut p = XsPanelBlock {
+                q: [[0; 8 * 64]; 8],
+                sc: [[0; PANEL_ROWS]; 8],
+                d: [0.0; PANEL_ROWS],
+            };
+            for (r, row) in rows.iter().enumerate() {
+                let wb = &row[b];
+                p.d[r] = wb.d;
+                for (g, (q, sc)) in p.q.iter_mut().zip(&mut p.sc).enumerate() {
+                    // IQ4_XS repeats each group's scale for both of its halves
+                    sc[r] = i32::from(wb.sc[2 * g]);
+                    for (e, &v) in wb.q[32 * g..32 * g + 32].iter().enumerate() {
+                        q[64 * (e / 4) + 4 * r + e % 4] = (v as u8) ^ 0x80;
+                    }
+                }
+            }
+            p
+        })
+        .collect()
+}
+
+/// ggml's IQ panel gemm of IQ4_XS (`dot_q2k_repacked` with whole super-blocks and no minima)
+/// for sixteen rows and `T` tokens with AVX-512 VNNI: lane `r` of each token's integer vector is
+/// row `r`'s exact super-block sum, and of its float vectors row `r`'s chains
+/// `acc = fma(sum, d_w * d_a, acc)` and `accm = fma(0, dmin_w * d_a, accm)` (`dmin_w = 0`), then
+/// `acc - accm`, in the same order as alone.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vnni")]
+unsafe fn dot_xs_panel16_vnni<const T: usize>(
+    panel: &[XsPanelBlock],
+    acts: [&XsActs; T],
+    out: &mut [[f32; PANEL_ROWS]; T],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut accm = [_mm512_setzero_ps(); T];
+    for (b, pb) in panel.iter().enumerate() {
+        let mut isum = [_mm512_setzero_si512(); T];
+        for (g, (q, sc)) in pb.q.iter().zip(&pb.sc).enumerate() {
+            let w = q.as_ptr();
+            let wk: [__m512i; 8] = std::array::from_fn(|k| _mm512_load_si512(w.add(64 * k).cast()));
+            let sc = _mm512_load_si512(sc.as_ptr().cast());
+            for t in 0..T {
+                let y = acts[t].blocks[b].q.as_ptr().add(32 * g).cast::<i32>();
+                // two chains of four, so the adds do not all wait on each other
+                let mut s0 = _mm512_set1_epi32(acts[t].offset[b][g]);
+                let mut s1 = _mm512_setzero_si512();
+                for k in (0..8).step_by(2) {
+                    let y0 = _mm512_set1_epi32(y.add(k).read_unaligned());
+                    let y1 = _mm512_set1_epi32(y.add(k + 1).read_unaligned());
+                    s0 = _mm512_dpbusd_epi32(s0, wk[k], y0);
+                    s1 = _mm512_dpbusd_epi32(s1, wk[k + 1], y1);
+                }
+                let group = _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), sc);
+                isum[t] = _mm512_add_epi32(isum[t], group);
+            }
+        }
+        let dw = _mm512_load_ps(pb.d.as_ptr());
+        for t in 0..T {
+            let da = _mm512_set1_ps(acts[t].blocks[b].d);
+            let dd = _mm512_mul_ps(dw, da);
+            let dm = _mm512_mul_ps(_mm512_setzero_ps(), da);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), dd, acc[t]);
+            accm[t] = _mm512_fmadd_ps(_mm512_setzero_ps(), dm, accm[t]);
+        }
+    }
+    for ((o, a), m) in out.iter_mut().zip(acc).zip(accm) {
+        _mm512_storeu_ps(o.as_mut_ptr(), _mm512_sub_ps(a, m));
+    }
+}
+
+/// Products of an IQ4_XS weight that [`iq4xs_panel16_fits`] with `n_tok` rows of activations
+/// (tokens x rows): ggml's IQ panel gemm, sixteen rows and four tokens at a time.
+pub(crate) fn matmul_iq4xs_panel16(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    super::tiled::tiled_product(
+        w,
+        x,
+        n_tok,
+        quantize_xs_acts,
+        decode_iq4xs,
+        |rows, acts, n_tok, out| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let panel = xs_panel16(rows);
+                let mut put = |t0: usize, y: &[[f32; PANEL_ROWS]]| {
+                    for (dt, y) in y.iter().enumerate() {
+                        for (r, &v) in y.iter().enumerate() {
+                            out[r * n_tok + t0 + dt] = v;
+                        }
+                    }
+                };
+                let mut t0 = 0;
+                while t0 + 4 <= n_tok {
+                    let mut y = [[0f32; PANEL_ROWS]; 4];
+                    let a = std::array::from_fn(|i| &acts[t0 + i]);
+                    // SAFETY: `iq4xs_panel16_fits` checked AVX-512F and VNNI.
+                    unsafe { dot_xs_panel16_vnni::<4>(&panel, a, &mut y) };
+                    put(t0, &y);
+                    t0 += 4;
+                }
+                while t0 < n_tok {
+                    let mut y = [[0f32; PANEL_ROWS]; 1];
+                    // SAFETY: as above.
+                    unsafe { dot_xs_panel16_vnni::<1>(&panel, [&acts[t0]], &mut y) };
+                    put(t0, &y);
+                    t0 += 1;
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                let _ = (rows, acts, n_tok, out);
+                unreachable!("the IQ4_XS panel runs only where iq4xs_panel16_fits");
             }
         },
     )
