@@ -352,7 +352,7 @@ fn quantize_nibble_acts(x: &[f32]) -> NibbleActs {
     NibbleActs { blocks, offset }
 }
 
-/// Rows in a [`Panel16`].
+/// Rows in a panel ([`PanelBlock`], [`XsPanelBlock`]).
 const PANEL_ROWS: usize = 16;
 
 /// One 32-element block of sixteen rows, interleaved for `vpdpbusd` against broadcast
@@ -363,6 +363,17 @@ const PANEL_ROWS: usize = 16;
 struct PanelBlock {
     q: [u8; 8 * 64],
     d: [f32; PANEL_ROWS],
+}
+
+/// Row `r`'s 32 levels of one group into a panel's interleaved bytes (see [`PanelBlock`]):
+/// elements `4k .. 4k + 4` at `64k + 4r`, each offset by 128.
+fn interleave_group(levels: &[i8], r: usize, q: &mut [u8; 8 * 64]) {
+    for (k, four) in levels.chunks_exact(4).enumerate() {
+        let at = 64 * k + 4 * r;
+        for (o, &v) in q[at..at + 4].iter_mut().zip(four) {
+            *o = (v as u8) ^ 0x80;
+        }
+    }
 }
 
 /// Sixteen decoded rows as [`PanelBlock`]s, one per block of the rows.
@@ -376,16 +387,14 @@ fn panel16(rows: &[Vec<NlBlock>]) -> Vec<PanelBlock> {
             };
             for (r, row) in rows.iter().enumerate() {
                 p.d[r] = row[b].d;
-                for (e, &v) in row[b].q.iter().enumerate() {
-                    p.q[64 * (e / 4) + 4 * r + e % 4] = (v as u8) ^ 0x80;
-                }
+                interleave_group(&row[b].q, r, &mut p.q);
             }
             p
         })
         .collect()
 }
 
-/// [`dot_iq4nl_x8`] of sixteen rows (a [`Panel16`]) and `T` tokens with AVX-512 VNNI: lane `r`
+/// [`dot_iq4nl_x8`] of sixteen rows (as [`PanelBlock`]s) and `T` tokens with AVX-512 VNNI: lane `r`
 /// of each token's integer vector is row `r`'s exact block sum, and of its float vector row
 /// `r`'s chain `acc = fma(sum, d_w * d_a, acc)`, in the same order as alone.
 #[cfg(target_arch = "x86_64")]
@@ -426,8 +435,8 @@ unsafe fn dot_panel16_vnni<const T: usize>(
     }
 }
 
-/// The products of a [`Panel16`] with tokens `t0..` (four at a time, then one), into the tile's
-/// rows-major `out`.
+/// The products of sixteen rows (as [`PanelBlock`]s) with every token (four at a time, then
+/// one), into the tile's rows-major `out`.
 #[cfg(target_arch = "x86_64")]
 fn panel16_products(panel: &[PanelBlock], acts: &[NibbleActs], n_tok: usize, out: &mut [f32]) {
     let mut t0 = 0;
@@ -590,9 +599,7 @@ fn xs_panel16(rows: &[Vec<LaneBlock>]) -> Vec<XsPanelBlock> {
                 for (g, (q, sc)) in p.q.iter_mut().zip(&mut p.sc).enumerate() {
                     // IQ4_XS repeats each group's scale for both of its halves
                     sc[r] = i32::from(wb.sc[2 * g]);
-                    for (e, &v) in wb.q[32 * g..32 * g + 32].iter().enumerate() {
-                        q[64 * (e / 4) + 4 * r + e % 4] = (v as u8) ^ 0x80;
-                    }
+                    interleave_group(&wb.q[32 * g..32 * g + 32], r, q);
                 }
             }
             p
