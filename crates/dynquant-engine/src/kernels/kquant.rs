@@ -12,6 +12,7 @@ use crate::reduce::hsum_float_8;
 use crate::weight::Weight;
 
 /// Q8_K activations of one row: per 256 values an f32 scale and i8 values.
+#[derive(Clone)]
 pub(crate) struct Q8K {
     pub d: f32,
     pub q: [i8; QK_K],
