@@ -134,12 +134,17 @@ impl IqBlock {
     }
 
     /// Fills `serial_q` and `offset_sum` from `q`, the multipliers and, for IQ1, the shift
-    /// signs of each element (`shift(e)`).
-    fn set_serial(&mut self, shift: impl Fn(usize) -> i8) {
+    /// sign of each 8 values.
+    fn set_serial(&mut self, shift8: &[i8; 32]) {
         let mut offset = 0;
-        for e in 0..QK_K {
-            self.serial_q[e] = 8 * self.q[e] + shift(e);
-            offset += i32::from(self.sc[e / 16]) * i32::from(self.serial_q[e]);
+        for (g, &shift) in shift8.iter().enumerate() {
+            let mut sum = 0i32;
+            for e in 8 * g..8 * g + 8 {
+                let v = 8 * self.q[e] + shift;
+                self.serial_q[e] = v;
+                sum += i32::from(v);
+            }
+            offset += i32::from(self.sc[g / 2]) * sum;
         }
         self.offset_sum = 128 * offset;
     }
@@ -316,6 +321,7 @@ pub(crate) fn decode(ty: IqType, row: &[u8]) -> Vec<IqBlock> {
                     | (sc[3] & 0xf000);
                 let mut blk = IqBlock::new(f16::from_bits(d).to_f32());
                 let mut shift = IqBlock::new(blk.d);
+                let mut shift8 = [0i8; 32];
                 for ib in 0..8 {
                     // two 3-bit multipliers per sub-block (values 0-15, then 16-31)
                     let s = u32::from(sc[ib / 2] >> (6 * (ib % 2)));
@@ -327,11 +333,12 @@ pub(crate) fn decode(ty: IqType, row: &[u8]) -> Vec<IqBlock> {
                             usize::from(b[iq1m::QS + 4 * ib + l]) | (usize::from(nib & 7) << 8);
                         let at = 32 * ib + 8 * l;
                         put_iq1(&mut blk.q[at..], IQ1S_GRID[index]);
-                        shift.q[at..at + 8].fill(if nib & 8 != 0 { -1 } else { 1 });
+                        shift8[4 * ib + l] = if nib & 8 != 0 { -1 } else { 1 };
+                        shift.q[at..at + 8].fill(shift8[4 * ib + l]);
                     }
                 }
                 shift.sc = blk.sc;
-                blk.set_serial(|e| shift.q[e]);
+                blk.set_serial(&shift8);
                 out.push(blk);
                 out.push(shift);
             }
@@ -340,8 +347,8 @@ pub(crate) fn decode(ty: IqType, row: &[u8]) -> Vec<IqBlock> {
             let blk = out.last_mut().expect("pushed above");
             match ty {
                 IqType::Iq1S => {
-                    let bias = blk.bias;
-                    blk.set_serial(|e| bias[e / 32].signum() as i8);
+                    let shift8 = std::array::from_fn(|g| blk.bias[g / 4].signum() as i8);
+                    blk.set_serial(&shift8);
                 }
                 _ => {
                     blk.serial_q = blk.q;
@@ -709,6 +716,57 @@ mod avx2 {
         _mm_sub_epi32(hsum4(sums), _mm_set1_epi32(w.offset_sum))
     }
 
+    /// [`serial_sums4_vnni`] of eight tokens.
+    #[inline(always)]
+    unsafe fn serial_sums8_vnni(w: &IqBlock, au: [&[u8; 256]; 8]) -> __m256i {
+        let mut sums = [_mm256_setzero_si256(); 8];
+        for g in 0..8 {
+            let wv = load(w.serial_q.as_ptr().add(32 * g));
+            let sc = group_scales(&w.sc, g);
+            for (s, a) in sums.iter_mut().zip(au) {
+                let p = _mm256_maddubs_epi16(load(a.as_ptr().add(32 * g).cast()), wv);
+                *s = _mm256_dpwssd_epi32(*s, p, sc);
+            }
+        }
+        _mm256_sub_epi32(
+            crate::kernels::kquant::hsum8_i32(&sums),
+            _mm256_set1_epi32(w.offset_sum),
+        )
+    }
+
+    /// [`serial4`] of eight tokens with VNNI (the caller enables AVX-512 VNNI/VL): lane `k` of
+    /// every vector is token `k`'s scalar steps.
+    #[inline(always)]
+    unsafe fn serial8_vnni<const T: u8, const FUSED: bool>(
+        w: &[IqBlock],
+        a: [&IqActs; 8],
+    ) -> [f32; 8] {
+        let ty = IqType::from_code(T);
+        let parts = ty.parts();
+        let iq1 = matches!(ty, IqType::Iq1S | IqType::Iq1M);
+        let mut sumf = _mm256_setzero_ps();
+        for (bi, wb) in w.chunks_exact(parts).enumerate() {
+            let isum = serial_sums8_vnni(&wb[0], std::array::from_fn(|k| &a[k].unsigned[bi]));
+            let mut sum = _mm256_cvtepi32_ps(isum);
+            if iq1 {
+                sum = _mm256_mul_ps(_mm256_set1_ps(IQ1_DELTA), sum);
+            }
+            let ad: [f32; 8] = std::array::from_fn(|k| a[k].q8k[bi].d);
+            let d = _mm256_mul_ps(_mm256_set1_ps(wb[0].d), _mm256_loadu_ps(ad.as_ptr()));
+            sumf = if FUSED {
+                _mm256_fmadd_ps(d, sum, sumf)
+            } else {
+                _mm256_add_ps(sumf, _mm256_mul_ps(d, sum))
+            };
+        }
+        let mut r = [0f32; 8];
+        _mm256_storeu_ps(
+            r.as_mut_ptr(),
+            _mm256_mul_ps(_mm256_set1_ps(ty.factor()), sumf),
+        );
+        r
+    }
+
     /// [`super::dot`] in the serial order of row `w` with four tokens, specialized for the type
     /// of code `T`: one integer pass over `serial_q` per super-block (for IQ1 `8 * sum +
     /// shift`, scaled by the exact 1/8: the same float as `sum + shift / 8`, both exact below
@@ -828,6 +886,16 @@ mod avx2 {
         let form = Form::Serial { fused: FUSED };
         let n_tok = acts.len();
         let mut t = 0;
+        if VNNI {
+            while t + 8 <= n_tok {
+                let a: [&IqActs; 8] = std::array::from_fn(|k| &acts[t + k]);
+                for (i, w) in rows.iter().enumerate() {
+                    let r = serial8_vnni::<T, FUSED>(w, a);
+                    out[i * n_tok + t..i * n_tok + t + 8].copy_from_slice(&r);
+                }
+                t += 8;
+            }
+        }
         while t + 4 <= n_tok {
             let a = [&acts[t], &acts[t + 1], &acts[t + 2], &acts[t + 3]];
             for (i, w) in rows.iter().enumerate() {
@@ -964,22 +1032,23 @@ mod tests {
                 }
                 #[cfg(target_arch = "x86_64")]
                 if avx2 {
-                    // five different tokens: a four-token pass and the single-token tail
-                    let q8k: Vec<Vec<Q8K>> = (0..5u64)
+                    // 13 different tokens: an eight-token pass (VNNI), a four-token pass and
+                    // the single-token tail
+                    let q8k: Vec<Vec<Q8K>> = (0..13u64)
                         .map(|k| quantize_q8k_impl(&acts(QK_K * nb, seed * 7 + k)))
                         .collect();
                     let tile_acts: Vec<IqActs> =
                         q8k.iter().map(|q| IqActs::new(q.clone(), true)).collect();
                     for form in FORMS {
                         let want: Vec<f32> = q8k.iter().map(|a| dot(ty, &w, a, form)).collect();
-                        let mut out = vec![0f32; 5];
+                        let mut out = vec![0f32; 13];
                         // SAFETY: as above.
                         unsafe {
                             avx2::tile(ty, std::slice::from_ref(&w), &tile_acts, form, &mut out)
                         };
                         let mut kernels = vec![("avx2", out)];
                         if crate::cpu::vnni256() {
-                            let mut out = vec![0f32; 5];
+                            let mut out = vec![0f32; 13];
                             // SAFETY: `cpu::vnni256` detected AVX-512 VNNI/VL (and AVX2, FMA).
                             unsafe {
                                 avx2::tile_vnni(
