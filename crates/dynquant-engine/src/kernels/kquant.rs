@@ -872,23 +872,29 @@ mod avx2 {
         }
     }
 
-    /// [`lanes2`] of Q2_K with VNNI: one `vpdpbusd` of the scaled values per token and group.
+    /// The lanes of groups `g0..g1` of eight Q2_K blocks against two tokens with VNNI: one
+    /// `vpdpbusd` of the scaled values per row, token and group, each token's activations
+    /// loaded once per group for the eight rows.
     #[inline(always)]
-    unsafe fn lanes2_vnni(
-        wb: &LaneBlock,
+    unsafe fn lanes8x2_vnni(
+        blocks: [&LaneBlock; 8],
         a0: &Q8K,
         a1: &Q8K,
         g0: usize,
         g1: usize,
-    ) -> (__m256i, __m256i) {
-        let mut acc0 = _mm256_setzero_si256();
-        let mut acc1 = _mm256_setzero_si256();
+    ) -> ([__m256i; 8], [__m256i; 8]) {
+        let mut v0 = [_mm256_setzero_si256(); 8];
+        let mut v1 = [_mm256_setzero_si256(); 8];
         for g in g0..g1 {
-            let x = load(wb.scaled.as_ptr().add(32 * g));
-            acc0 = _mm256_dpbusd_epi32(acc0, x, load(a0.q.as_ptr().add(32 * g).cast()));
-            acc1 = _mm256_dpbusd_epi32(acc1, x, load(a1.q.as_ptr().add(32 * g).cast()));
+            let y0 = load(a0.q.as_ptr().add(32 * g).cast());
+            let y1 = load(a1.q.as_ptr().add(32 * g).cast());
+            for ((v0, v1), wb) in v0.iter_mut().zip(v1.iter_mut()).zip(blocks) {
+                let x = load(wb.scaled.as_ptr().add(32 * g));
+                *v0 = _mm256_dpbusd_epi32(*v0, x, y0);
+                *v1 = _mm256_dpbusd_epi32(*v1, x, y1);
+            }
         }
-        (acc0, acc1)
+        (v0, v1)
     }
 
     /// [`lanes`] of one block against two tokens' activations (weights and scales loaded once).
@@ -955,7 +961,7 @@ mod avx2 {
         q2k_repacked_x8x2::<false>(rows, a0, a1, group, out0, out1)
     }
 
-    /// [`dot_q2k_repacked_x8x2`] with the integer sums in AVX-512 VNNI ([`lanes2_vnni`]).
+    /// [`dot_q2k_repacked_x8x2`] with the integer sums in AVX-512 VNNI ([`lanes8x2_vnni`]).
     #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
     pub(crate) unsafe fn dot_q2k_repacked_x8x2_vnni(
         rows: &[Vec<LaneBlock>],
@@ -1017,12 +1023,13 @@ mod avx2 {
             for c in 0..8 / per {
                 let mut v0 = [_mm256_setzero_si256(); 8];
                 let mut v1 = [_mm256_setzero_si256(); 8];
-                for ((v0, v1), row) in v0.iter_mut().zip(v1.iter_mut()).zip(rows) {
-                    (*v0, *v1) = if VNNI {
-                        lanes2_vnni(&row[b], ab0, ab1, c * per, (c + 1) * per)
-                    } else {
-                        lanes2(&row[b], ab0, ab1, c * per, (c + 1) * per)
-                    };
+                if VNNI {
+                    let blocks: [&LaneBlock; 8] = std::array::from_fn(|r| &rows[r][b]);
+                    (v0, v1) = lanes8x2_vnni(blocks, ab0, ab1, c * per, (c + 1) * per);
+                } else {
+                    for ((v0, v1), row) in v0.iter_mut().zip(v1.iter_mut()).zip(rows) {
+                        (*v0, *v1) = lanes2(&row[b], ab0, ab1, c * per, (c + 1) * per);
+                    }
                 }
                 let (isum0, isum1) = (hsum8_i32(&v0), hsum8_i32(&v1));
                 let imin0 = min_sums8(&mins0, per, c);
