@@ -23,6 +23,16 @@ export async function loadGetLlama() {
 }
 
 /**
+ * Options every oracle context takes: flash attention left to llama.cpp ("auto", its own default
+ * in llama-cli, llama-perplexity and llama-server, which turns it on for the CPU). Without this,
+ * node-llama-cpp switches it off for models whose key and value heads differ in size (its copy of
+ * an old llama.cpp rule: deepseek2's MLA, 192/128 and 320/256), and llama.cpp then takes its other
+ * attention path (f16-rounded softmax weights times a transposed value cache), which no llama.cpp
+ * tool uses by default on these models.
+ */
+export const CONTEXT_DEFAULTS = Object.freeze({ flashAttention: "auto" });
+
+/**
  * Real llama.cpp on the CPU with one thread (more threads spin against each other on small
  * machines), warnings and errors to stderr, and the model at `modelPath` loaded. A model that
  * fails to load throws an Error with exitCode 1. `options` are extra `loadModel` options (e.g.

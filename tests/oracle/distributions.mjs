@@ -23,7 +23,7 @@
 //   {"tokens": [ids evaluated], "add_bos": bool, "n_vocab": n, "first": j0,
 //    "positions": [{"ids": [k ids, most probable first], "logp": [k natural-log probs], "tail": p_rest}]}
 // positions[i] is the distribution after tokens[0..=first+i].
-import { fail, openModel } from "./_llama.mjs";
+import { fail, openModel, CONTEXT_DEFAULTS } from "./_llama.mjs";
 import { readFileSync } from "node:fs";
 
 const usage = "usage: node distributions.mjs MODEL TEXT_FILE [--n-tokens 512] [--top-k 64] [--first 0]";
@@ -67,7 +67,7 @@ async function main() {
     // At least one slot more than the tokens: with exactly n slots node-llama-cpp keeps a cell
     // free and decodes the last token after a context shift, so the last distribution does not
     // come from the full context. --context-size asks for more.
-    const context = await model.createContext({ contextSize: Math.max(n + 1, 64, opt.contextSize), threads: 1, sequences: 1 });
+    const context = await model.createContext({ contextSize: Math.max(n + 1, 64, opt.contextSize), threads: 1, sequences: 1, ...CONTEXT_DEFAULTS });
     const seq = context.getSequence();
     const positions = new Array(n).fill(null);
     let nVocab = 0;

@@ -15,7 +15,7 @@
 // node-llama-cpp is resolved from $DYNQUANT_NODE_DIR (default: <repo>/oracle-node), so the script
 // can be run from any directory. llama.cpp logs (warnings and errors) go to stderr.
 // Exit codes: 0 ok, 1 model load / generation failure (message on stderr), 2 usage error.
-import { fail, openModel } from "./_llama.mjs";
+import { fail, openModel, CONTEXT_DEFAULTS } from "./_llama.mjs";
 
 const usage = "usage: node generate.mjs MODEL_PATH N_TOKENS PROMPT...";
 
@@ -31,7 +31,7 @@ function writeLine(obj) {
 
 async function main() {
     const { llama, model } = await openModel(modelPath);
-    const context = await model.createContext({ contextSize: 512, threads: 1 });
+    const context = await model.createContext({ contextSize: 512, threads: 1, ...CONTEXT_DEFAULTS });
     const seq = context.getSequence();
     const bos = model.tokens.bos;
     const addBos = model.tokens.shouldPrependBosToken && bos != null;

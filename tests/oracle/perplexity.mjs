@@ -36,7 +36,7 @@
 //
 // node-llama-cpp is resolved from $DYNQUANT_NODE_DIR (default: <repo>/oracle-node).
 // Exit codes: 0 ok, 1 model load / evaluation failure (message on stderr), 2 usage error.
-import { fail, openModel } from "./_llama.mjs";
+import { fail, openModel, CONTEXT_DEFAULTS } from "./_llama.mjs";
 import { readFileSync, writeFileSync } from "node:fs";
 
 const usage =
@@ -118,7 +118,7 @@ async function main() {
     const first = ctx / 2;
     info(`calculating perplexity over ${nChunks} chunks, n_ctx=${ctx}, add_bos=${addBos}`);
 
-    const context = await model.createContext({ contextSize: ctx, threads: args.threads ?? 1, sequences: 1 });
+    const context = await model.createContext({ contextSize: ctx, threads: args.threads ?? 1, sequences: 1, ...CONTEXT_DEFAULTS });
     const seq = context.getSequence();
 
     const logprobs = [];

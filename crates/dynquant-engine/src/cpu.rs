@@ -2,9 +2,9 @@
 //!
 //! * **Which numerics to reproduce** ([`flavor`]): llama.cpp loads the libggml-cpu variant that
 //!   fits the CPU, and the variants round differently (vector widths, ggml's vector `exp`, and
-//!   whether the compiler fused `a*b + c`). `DYNQUANT_CPU_FLAVOR` (`avx512`, `avx2`, `sse2`,
-//!   `scalar`) names another variant, to compare with it on the same machine; every numeric
-//!   choice of the engine follows this answer.
+//!   whether the compiler fused `a*b + c`). `DYNQUANT_CPU_FLAVOR` (`avx512`, `avx512-nobf16`,
+//!   `avx2`, `sse2`, `scalar`) names another variant, to compare with it on the same machine;
+//!   every numeric choice of the engine follows this answer.
 //! * **Which instructions may run** ([`simd`]): the AVX2 + FMA forms of the kernels, used only
 //!   when the hardware has them and the flavour is one built with them. Each such kernel has a
 //!   portable form that gives the same bits, so this answer changes speed, never results.
@@ -27,10 +27,11 @@ pub enum Flavor {
 impl Flavor {
     /// The flavour of the libggml-cpu variant ggml would load on this CPU, or the one named by
     /// `DYNQUANT_CPU_FLAVOR` (`avx512`, `avx2`, `sse2`, `scalar`; for comparing with another
-    /// libggml-cpu variant on the same machine). Not cached: [`flavor`] is.
+    /// libggml-cpu variant on the same machine; `avx512-nobf16` is the AVX-512 build of a CPU
+    /// without AVX-512 BF16, ggml's icelake and skylakex variants). Not cached: [`flavor`] is.
     pub fn detect() -> Flavor {
         match std::env::var("DYNQUANT_CPU_FLAVOR").as_deref() {
-            Ok("avx512") => return Flavor::Avx512,
+            Ok("avx512" | "avx512-nobf16") => return Flavor::Avx512,
             Ok("avx2") => return Flavor::Avx2,
             Ok("sse2") => return Flavor::Sse2,
             Ok("scalar") => return Flavor::Scalar,
@@ -139,7 +140,10 @@ pub(crate) fn vnni256() -> bool {
 /// the CPU has AVX-512 BF16, as the variant ggml loads on such a CPU (zen4) is built with.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn bf16_dot() -> bool {
-    simd512() && flavor() == Flavor::Avx512 && hardware().avx512_bf16
+    static NO_BF16: OnceLock<bool> = OnceLock::new();
+    let no_bf16 = *NO_BF16
+        .get_or_init(|| std::env::var("DYNQUANT_CPU_FLAVOR").as_deref() == Ok("avx512-nobf16"));
+    simd512() && flavor() == Flavor::Avx512 && hardware().avx512_bf16 && !no_bf16
 }
 
 /// Whether the hardware has AVX2 and FMA, whatever the flavour (for code given a flavour

@@ -546,7 +546,7 @@ fn check_attention_deepseek2(n_q: usize, n_kv: usize, dk: usize, dv: usize, mla:
 #[test]
 fn flash_attention_deepseek2_shapes_match_ggml() {
     let mut bad = Vec::new();
-    for (n_q, n_kv) in [(1, 1), (1, 40), (7, 7), (64, 64), (100, 300)] {
+    for (n_q, n_kv) in [(1, 1), (1, 40), (7, 7), (64, 64), (100, 300), (512, 512)] {
         for (dk, dv, mla) in [(192, 128, false), (320, 256, true), (576, 512, true)] {
             let n = check_attention_deepseek2(n_q, n_kv, dk, dv, mla);
             if n > 0 {
