@@ -397,6 +397,16 @@ impl KldPosition {
             logp_next_base: base.logp_next as f64,
         }
     }
+
+    /// KL divergence of the model's distribution from the base's at this position.
+    pub fn kld(&self) -> f64 {
+        self.kld
+    }
+
+    /// The model's log-probability of the next token.
+    pub fn logp_next(&self) -> f64 {
+        self.logp_next
+    }
 }
 
 impl KldAccumulator {
