@@ -113,6 +113,12 @@ pub(crate) struct IqBlock {
     bias: [i16; 8],
     /// Signed values in element order (IQ1_M's second part: the ±1 shift signs).
     q: [i8; QK_K],
+    /// The values the serial order sums: `q`, or for IQ1 `8q` plus the shift's sign, so one
+    /// integer pass gives `8 * sum + shift` (the float step scales it by the exact 1/8).
+    serial_q: [i8; QK_K],
+    /// `128 * sum(multiplier * serial_q)`: what the activations' +128 offset adds to the serial
+    /// sum (the VNNI kernel multiplies unsigned activations).
+    offset_sum: i32,
 }
 
 impl IqBlock {
@@ -122,7 +128,25 @@ impl IqBlock {
             sc: [0; 16],
             bias: [0; 8],
             q: [0; QK_K],
+            serial_q: [0; QK_K],
+            offset_sum: 0,
         }
+    }
+
+    /// Fills `serial_q` and `offset_sum` from `q`, the multipliers and, for IQ1, the shift
+    /// sign of each 8 values.
+    fn set_serial(&mut self, shift8: &[i8; 32]) {
+        let mut offset = 0;
+        for (g, &shift) in shift8.iter().enumerate() {
+            let mut sum = 0i32;
+            for e in 8 * g..8 * g + 8 {
+                let v = 8 * self.q[e] + shift;
+                self.serial_q[e] = v;
+                sum += i32::from(v);
+            }
+            offset += i32::from(self.sc[g / 2]) * sum;
+        }
+        self.offset_sum = 128 * offset;
     }
 
     /// The same multiplier for both halves of 32-value sub-block `ib`.
@@ -297,6 +321,7 @@ pub(crate) fn decode(ty: IqType, row: &[u8]) -> Vec<IqBlock> {
                     | (sc[3] & 0xf000);
                 let mut blk = IqBlock::new(f16::from_bits(d).to_f32());
                 let mut shift = IqBlock::new(blk.d);
+                let mut shift8 = [0i8; 32];
                 for ib in 0..8 {
                     // two 3-bit multipliers per sub-block (values 0-15, then 16-31)
                     let s = u32::from(sc[ib / 2] >> (6 * (ib % 2)));
@@ -308,12 +333,30 @@ pub(crate) fn decode(ty: IqType, row: &[u8]) -> Vec<IqBlock> {
                             usize::from(b[iq1m::QS + 4 * ib + l]) | (usize::from(nib & 7) << 8);
                         let at = 32 * ib + 8 * l;
                         put_iq1(&mut blk.q[at..], IQ1S_GRID[index]);
-                        shift.q[at..at + 8].fill(if nib & 8 != 0 { -1 } else { 1 });
+                        shift8[4 * ib + l] = if nib & 8 != 0 { -1 } else { 1 };
+                        shift.q[at..at + 8].fill(shift8[4 * ib + l]);
                     }
                 }
                 shift.sc = blk.sc;
+                blk.set_serial(&shift8);
                 out.push(blk);
                 out.push(shift);
+            }
+        }
+        if !matches!(ty, IqType::Iq1M) {
+            let blk = out.last_mut().expect("pushed above");
+            match ty {
+                IqType::Iq1S => {
+                    let shift8 = std::array::from_fn(|g| blk.bias[g / 4].signum() as i8);
+                    blk.set_serial(&shift8);
+                }
+                _ => {
+                    blk.serial_q = blk.q;
+                    blk.offset_sum = 128
+                        * (0..QK_K)
+                            .map(|e| i32::from(blk.sc[e / 16]) * i32::from(blk.q[e]))
+                            .sum::<i32>();
+                }
             }
         }
     }
@@ -449,16 +492,45 @@ fn serial_step(ty: IqType, fused: bool, d: f32, sum: i32, shift: i32, sumf: f32)
 
 fma_variant!(quantize_q8k, quantize_q8k_impl, (x: &[f32]) -> Vec<Q8K>);
 
+/// One token's activations: Q8_K blocks and, for the VNNI kernel, their values plus 128 as
+/// unsigned bytes (`vpmaddubsw` multiplies an unsigned operand).
+pub(crate) struct IqActs {
+    q8k: Vec<Q8K>,
+    unsigned: Vec<[u8; QK_K]>,
+}
+
+impl IqActs {
+    fn new(q8k: Vec<Q8K>, unsigned: bool) -> IqActs {
+        let unsigned = if unsigned {
+            q8k.iter().map(|b| b.q.map(|v| (v as u8) ^ 0x80)).collect()
+        } else {
+            Vec::new()
+        };
+        IqActs { q8k, unsigned }
+    }
+}
+
 /// Products of an i-quant weight with `n_tok` rows of activations (tokens x rows result).
 pub(crate) fn matmul(ty: IqType, w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
     let form = form(w.rows, n_tok);
+    #[cfg(target_arch = "x86_64")]
+    let vnni = crate::cpu::vnni256() && matches!(form, Form::Serial { .. });
+    #[cfg(not(target_arch = "x86_64"))]
+    let vnni = false;
     super::tiled::tiled_product(
         w,
         x,
         n_tok,
-        quantize_q8k,
+        |x| IqActs::new(quantize_q8k(x), vnni),
         |row| decode(ty, row),
         |rows, acts, n_tok, out| {
+            #[cfg(target_arch = "x86_64")]
+            if vnni {
+                // SAFETY: `cpu::vnni256` detected AVX2, FMA and AVX-512 VNNI/VL at runtime, and
+                // the activations carry their unsigned bytes.
+                unsafe { avx2::tile_vnni(ty, rows, acts, form, out) };
+                return;
+            }
             #[cfg(target_arch = "x86_64")]
             if crate::cpu::simd() {
                 // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
@@ -467,7 +539,7 @@ pub(crate) fn matmul(ty: IqType, w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec
             }
             for (t, a) in acts.iter().enumerate() {
                 for (i, wr) in rows.iter().enumerate() {
-                    out[i * n_tok + t] = dot(ty, wr, a, form);
+                    out[i * n_tok + t] = dot(ty, wr, &a.q8k, form);
                 }
             }
         },
@@ -481,7 +553,7 @@ pub(crate) fn matmul(ty: IqType, w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{serial_step, shift_sum, Form, IqBlock, IqType, IQ1_DELTA, Q8K};
+    use super::{serial_step, shift_sum, Form, IqActs, IqBlock, IqType, IQ1_DELTA, Q8K};
     use crate::reduce::hsum_float_8;
 
     #[inline(always)]
@@ -499,11 +571,28 @@ mod avx2 {
     /// The lane sums of block `w` with `N` tokens' activations.
     #[inline(always)]
     unsafe fn lanes<const N: usize>(w: &IqBlock, a: [&[i8; 256]; N]) -> [__m256i; N] {
+        values_lanes(&w.q, &w.sc, a)
+    }
+
+    /// The multiplier of each 16 values as eight i16 lanes each, for the two halves of
+    /// 32-value group `g`.
+    #[inline(always)]
+    unsafe fn group_scales(sc: &[i16; 16], g: usize) -> __m256i {
+        _mm256_set_m128i(_mm_set1_epi16(sc[2 * g + 1]), _mm_set1_epi16(sc[2 * g]))
+    }
+
+    /// The lane sums of values `q` with multipliers `sc` and `N` tokens' activations.
+    #[inline(always)]
+    unsafe fn values_lanes<const N: usize>(
+        q: &[i8; 256],
+        sc: &[i16; 16],
+        a: [&[i8; 256]; N],
+    ) -> [__m256i; N] {
         let mut sums = [_mm256_setzero_si256(); N];
         for g in 0..8 {
-            let wv = load(w.q.as_ptr().add(32 * g));
+            let wv = load(q.as_ptr().add(32 * g));
             let aw = _mm256_sign_epi8(wv, wv);
-            let sc = _mm256_set_m128i(_mm_set1_epi16(w.sc[2 * g + 1]), _mm_set1_epi16(w.sc[2 * g]));
+            let sc = group_scales(sc, g);
             for (s, a) in sums.iter_mut().zip(a) {
                 let av = _mm256_sign_epi8(load(a.as_ptr().add(32 * g)), wv);
                 let p = _mm256_maddubs_epi16(aw, av);
@@ -611,33 +700,106 @@ mod avx2 {
         dots::<1>(ty, w, [a], form)[0]
     }
 
-    /// [`super::dot`] in the serial order of row `w` with four tokens, specialized for the type
-    /// of code `T`: the four tokens' block sums reduced together, and their float steps as one
-    /// 4-lane vector (each lane the scalar steps: same bits).
+    /// Serial-order sums of block `w` with four tokens' unsigned activations (`a + 128`):
+    /// `vpmaddubsw` then `vpdpwssd` with the multipliers, minus the offset's share.
     #[inline(always)]
-    unsafe fn serial4<const T: u8, const FUSED: bool>(w: &[IqBlock], a: [&[Q8K]; 4]) -> [f32; 4] {
+    unsafe fn serial_sums4_vnni(w: &IqBlock, au: [&[u8; 256]; 4]) -> __m128i {
+        let mut sums = [_mm256_setzero_si256(); 4];
+        for g in 0..8 {
+            let wv = load(w.serial_q.as_ptr().add(32 * g));
+            let sc = group_scales(&w.sc, g);
+            for (s, a) in sums.iter_mut().zip(au) {
+                let p = _mm256_maddubs_epi16(load(a.as_ptr().add(32 * g).cast()), wv);
+                *s = _mm256_dpwssd_epi32(*s, p, sc);
+            }
+        }
+        _mm_sub_epi32(hsum4(sums), _mm_set1_epi32(w.offset_sum))
+    }
+
+    /// [`serial_sums4_vnni`] of eight tokens.
+    #[inline(always)]
+    unsafe fn serial_sums8_vnni(w: &IqBlock, au: [&[u8; 256]; 8]) -> __m256i {
+        let mut sums = [_mm256_setzero_si256(); 8];
+        for g in 0..8 {
+            let wv = load(w.serial_q.as_ptr().add(32 * g));
+            let sc = group_scales(&w.sc, g);
+            for (s, a) in sums.iter_mut().zip(au) {
+                let p = _mm256_maddubs_epi16(load(a.as_ptr().add(32 * g).cast()), wv);
+                *s = _mm256_dpwssd_epi32(*s, p, sc);
+            }
+        }
+        _mm256_sub_epi32(
+            crate::kernels::kquant::hsum8_i32(&sums),
+            _mm256_set1_epi32(w.offset_sum),
+        )
+    }
+
+    /// [`serial4`] of eight tokens with VNNI (the caller enables AVX-512 VNNI/VL): lane `k` of
+    /// every vector is token `k`'s scalar steps.
+    #[inline(always)]
+    unsafe fn serial8_vnni<const T: u8, const FUSED: bool>(
+        w: &[IqBlock],
+        a: [&IqActs; 8],
+    ) -> [f32; 8] {
         let ty = IqType::from_code(T);
         let parts = ty.parts();
+        let iq1 = matches!(ty, IqType::Iq1S | IqType::Iq1M);
+        let mut sumf = _mm256_setzero_ps();
+        for (bi, wb) in w.chunks_exact(parts).enumerate() {
+            let isum = serial_sums8_vnni(&wb[0], std::array::from_fn(|k| &a[k].unsigned[bi]));
+            let mut sum = _mm256_cvtepi32_ps(isum);
+            if iq1 {
+                sum = _mm256_mul_ps(_mm256_set1_ps(IQ1_DELTA), sum);
+            }
+            let ad: [f32; 8] = std::array::from_fn(|k| a[k].q8k[bi].d);
+            let d = _mm256_mul_ps(_mm256_set1_ps(wb[0].d), _mm256_loadu_ps(ad.as_ptr()));
+            sumf = if FUSED {
+                _mm256_fmadd_ps(d, sum, sumf)
+            } else {
+                _mm256_add_ps(sumf, _mm256_mul_ps(d, sum))
+            };
+        }
+        let mut r = [0f32; 8];
+        _mm256_storeu_ps(
+            r.as_mut_ptr(),
+            _mm256_mul_ps(_mm256_set1_ps(ty.factor()), sumf),
+        );
+        r
+    }
+
+    /// [`super::dot`] in the serial order of row `w` with four tokens, specialized for the type
+    /// of code `T`: one integer pass over `serial_q` per super-block (for IQ1 `8 * sum +
+    /// shift`, scaled by the exact 1/8: the same float as `sum + shift / 8`, both exact below
+    /// 2^24), the four tokens' block sums reduced together, and their float steps as one
+    /// 4-lane vector (each lane the scalar steps: same bits). `VNNI`: the integer pass of
+    /// [`serial_sums4_vnni`] (the caller enables AVX-512 VNNI/VL).
+    #[inline(always)]
+    unsafe fn serial4<const T: u8, const FUSED: bool, const VNNI: bool>(
+        w: &[IqBlock],
+        a: [&IqActs; 4],
+    ) -> [f32; 4] {
+        let ty = IqType::from_code(T);
+        let parts = ty.parts();
+        let iq1 = matches!(ty, IqType::Iq1S | IqType::Iq1M);
         let mut sumf = _mm_setzero_ps();
         for (bi, wb) in w.chunks_exact(parts).enumerate() {
-            let qs: [&[i8; 256]; 4] = std::array::from_fn(|k| &a[k][bi].q);
-            let s = lanes(&wb[0], qs);
-            let mut sum = _mm_cvtepi32_ps(hsum4(s));
-            let ad = _mm_setr_ps(a[0][bi].d, a[1][bi].d, a[2][bi].d, a[3][bi].d);
-            let d = _mm_mul_ps(_mm_set1_ps(wb[0].d), ad);
-            if parts == 2 || ty == IqType::Iq1S {
-                let shift = if parts == 2 {
-                    hsum4(lanes(&wb[1], qs))
-                } else {
-                    let mut sh = [0i32; 4];
-                    for (k, sh) in sh.iter_mut().enumerate() {
-                        *sh = shift_sum(&wb[0], &a[k][bi]);
-                    }
-                    _mm_loadu_si128(sh.as_ptr().cast())
-                };
-                let shift = _mm_mul_ps(_mm_set1_ps(IQ1_DELTA), _mm_cvtepi32_ps(shift));
-                sum = _mm_add_ps(sum, shift);
+            let isum = if VNNI {
+                serial_sums4_vnni(&wb[0], std::array::from_fn(|k| &a[k].unsigned[bi]))
+            } else {
+                let qs: [&[i8; 256]; 4] = std::array::from_fn(|k| &a[k].q8k[bi].q);
+                hsum4(values_lanes(&wb[0].serial_q, &wb[0].sc, qs))
+            };
+            let mut sum = _mm_cvtepi32_ps(isum);
+            if iq1 {
+                sum = _mm_mul_ps(_mm_set1_ps(IQ1_DELTA), sum);
             }
+            let ad = _mm_setr_ps(
+                a[0].q8k[bi].d,
+                a[1].q8k[bi].d,
+                a[2].q8k[bi].d,
+                a[3].q8k[bi].d,
+            );
+            let d = _mm_mul_ps(_mm_set1_ps(wb[0].d), ad);
             sumf = if FUSED {
                 _mm_fmadd_ps(d, sum, sumf)
             } else {
@@ -665,20 +827,44 @@ mod avx2 {
     pub(super) unsafe fn tile(
         ty: IqType,
         rows: &[Vec<IqBlock>],
-        acts: &[Vec<Q8K>],
+        acts: &[IqActs],
+        form: Form,
+        out: &mut [f32],
+    ) {
+        by_form::<false>(ty, rows, acts, form, out)
+    }
+
+    /// [`tile`] with the serial order's integer pass in AVX-512 VNNI (the activations carry
+    /// their unsigned bytes).
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    pub(super) unsafe fn tile_vnni(
+        ty: IqType,
+        rows: &[Vec<IqBlock>],
+        acts: &[IqActs],
+        form: Form,
+        out: &mut [f32],
+    ) {
+        by_form::<true>(ty, rows, acts, form, out)
+    }
+
+    #[inline(always)]
+    unsafe fn by_form<const VNNI: bool>(
+        ty: IqType,
+        rows: &[Vec<IqBlock>],
+        acts: &[IqActs],
         form: Form,
         out: &mut [f32],
     ) {
         macro_rules! by_type {
             ($f:ident, $fused:literal) => {
                 match ty {
-                    IqType::Iq2Xxs => $f::<0, $fused>(rows, acts, out),
-                    IqType::Iq2Xs => $f::<1, $fused>(rows, acts, out),
-                    IqType::Iq2S => $f::<2, $fused>(rows, acts, out),
-                    IqType::Iq3Xxs => $f::<3, $fused>(rows, acts, out),
-                    IqType::Iq3S => $f::<4, $fused>(rows, acts, out),
-                    IqType::Iq1S => $f::<5, $fused>(rows, acts, out),
-                    IqType::Iq1M => $f::<6, $fused>(rows, acts, out),
+                    IqType::Iq2Xxs => $f::<0, $fused, VNNI>(rows, acts, out),
+                    IqType::Iq2Xs => $f::<1, $fused, VNNI>(rows, acts, out),
+                    IqType::Iq2S => $f::<2, $fused, VNNI>(rows, acts, out),
+                    IqType::Iq3Xxs => $f::<3, $fused, VNNI>(rows, acts, out),
+                    IqType::Iq3S => $f::<4, $fused, VNNI>(rows, acts, out),
+                    IqType::Iq1S => $f::<5, $fused, VNNI>(rows, acts, out),
+                    IqType::Iq1M => $f::<6, $fused, VNNI>(rows, acts, out),
                 }
             };
         }
@@ -691,37 +877,52 @@ mod avx2 {
 
     /// [`tile`] in the serial order for the type of code `T`.
     #[inline(always)]
-    unsafe fn serial_tile<const T: u8, const FUSED: bool>(
+    unsafe fn serial_tile<const T: u8, const FUSED: bool, const VNNI: bool>(
         rows: &[Vec<IqBlock>],
-        acts: &[Vec<Q8K>],
+        acts: &[IqActs],
         out: &mut [f32],
     ) {
         let ty = IqType::from_code(T);
         let form = Form::Serial { fused: FUSED };
         let n_tok = acts.len();
         let mut t = 0;
+        if VNNI {
+            while t + 8 <= n_tok {
+                let a: [&IqActs; 8] = std::array::from_fn(|k| &acts[t + k]);
+                for (i, w) in rows.iter().enumerate() {
+                    let r = serial8_vnni::<T, FUSED>(w, a);
+                    out[i * n_tok + t..i * n_tok + t + 8].copy_from_slice(&r);
+                }
+                t += 8;
+            }
+        }
         while t + 4 <= n_tok {
-            let a = [&acts[t][..], &acts[t + 1], &acts[t + 2], &acts[t + 3]];
+            let a = [&acts[t], &acts[t + 1], &acts[t + 2], &acts[t + 3]];
             for (i, w) in rows.iter().enumerate() {
-                let r = serial4::<T, FUSED>(w, a);
+                let r = serial4::<T, FUSED, VNNI>(w, a);
                 out[i * n_tok + t..i * n_tok + t + 4].copy_from_slice(&r);
             }
             t += 4;
         }
         for t in t..n_tok {
             for (i, w) in rows.iter().enumerate() {
-                out[i * n_tok + t] = dots::<1>(ty, w, [&acts[t]], form)[0];
+                out[i * n_tok + t] = dots::<1>(ty, w, [&acts[t].q8k], form)[0];
             }
         }
     }
 
     /// [`tile`] in the lane order.
     #[inline(always)]
-    unsafe fn lane_tile(ty: IqType, rows: &[Vec<IqBlock>], acts: &[Vec<Q8K>], out: &mut [f32]) {
+    unsafe fn lane_tile(ty: IqType, rows: &[Vec<IqBlock>], acts: &[IqActs], out: &mut [f32]) {
         let n_tok = acts.len();
         let mut t = 0;
         while t + 4 <= n_tok {
-            let a = [&acts[t][..], &acts[t + 1], &acts[t + 2], &acts[t + 3]];
+            let a = [
+                &acts[t].q8k[..],
+                &acts[t + 1].q8k,
+                &acts[t + 2].q8k,
+                &acts[t + 3].q8k,
+            ];
             for (i, w) in rows.iter().enumerate() {
                 let r = dots::<4>(ty, w, a, Form::Lanes);
                 out[i * n_tok + t..i * n_tok + t + 4].copy_from_slice(&r);
@@ -730,7 +931,7 @@ mod avx2 {
         }
         for t in t..n_tok {
             for (i, w) in rows.iter().enumerate() {
-                out[i * n_tok + t] = dots::<1>(ty, w, [&acts[t]], Form::Lanes)[0];
+                out[i * n_tok + t] = dots::<1>(ty, w, [&acts[t].q8k], Form::Lanes)[0];
             }
         }
     }
@@ -831,20 +1032,43 @@ mod tests {
                 }
                 #[cfg(target_arch = "x86_64")]
                 if avx2 {
-                    let acts4: Vec<Vec<Q8K>> = (0..5)
-                        .map(|_| quantize_q8k_impl(&acts(QK_K * nb, seed * 7)))
+                    // 13 different tokens: an eight-token pass (VNNI), a four-token pass and
+                    // the single-token tail
+                    let q8k: Vec<Vec<Q8K>> = (0..13u64)
+                        .map(|k| quantize_q8k_impl(&acts(QK_K * nb, seed * 7 + k)))
                         .collect();
-                    for (f, form) in FORMS.into_iter().enumerate() {
-                        let p = portable[portable.len() - 3 + f];
-                        let mut out = vec![0f32; 5];
+                    let tile_acts: Vec<IqActs> =
+                        q8k.iter().map(|q| IqActs::new(q.clone(), true)).collect();
+                    for form in FORMS {
+                        let want: Vec<f32> = q8k.iter().map(|a| dot(ty, &w, a, form)).collect();
+                        let mut out = vec![0f32; 13];
                         // SAFETY: as above.
-                        unsafe { avx2::tile(ty, std::slice::from_ref(&w), &acts4, form, &mut out) };
-                        for o in out {
-                            assert_eq!(
-                                p.to_bits(),
-                                o.to_bits(),
-                                "{ty:?} seed {seed} {form:?} tile"
-                            );
+                        unsafe {
+                            avx2::tile(ty, std::slice::from_ref(&w), &tile_acts, form, &mut out)
+                        };
+                        let mut kernels = vec![("avx2", out)];
+                        if crate::cpu::vnni256() {
+                            let mut out = vec![0f32; 13];
+                            // SAFETY: `cpu::vnni256` detected AVX-512 VNNI/VL (and AVX2, FMA).
+                            unsafe {
+                                avx2::tile_vnni(
+                                    ty,
+                                    std::slice::from_ref(&w),
+                                    &tile_acts,
+                                    form,
+                                    &mut out,
+                                )
+                            };
+                            kernels.push(("vnni", out));
+                        }
+                        for (name, out) in kernels {
+                            for (k, (p, o)) in want.iter().zip(out).enumerate() {
+                                assert_eq!(
+                                    p.to_bits(),
+                                    o.to_bits(),
+                                    "{ty:?} seed {seed} {form:?} {name} tile, token {k}"
+                                );
+                            }
                         }
                     }
                 }

@@ -12,6 +12,7 @@ use crate::reduce::hsum_float_8;
 use crate::weight::Weight;
 
 /// Q8_K activations of one row: per 256 values an f32 scale and i8 values.
+#[derive(Clone)]
 pub(crate) struct Q8K {
     pub d: f32,
     pub q: [i8; QK_K],
@@ -350,11 +351,16 @@ pub(crate) struct LaneBlock {
     /// Per 32-element group `g`, the scales of its 16-bit products: `sc[2g]` eight times, then
     /// `sc[2g + 1]` (what `madd` multiplies `maddubs`'s pairs with).
     pub scv: [[i16; 16]; 8],
+    /// Each value times its scale as an unsigned byte (wrapping): exact for Q2_K (0..3 times
+    /// 0..15) and the ternary digits (scale 1), which the VNNI kernels multiply in one
+    /// `vpdpbusd` (lane `l` of its 32-byte step: elements `4l..4l+3`, the lanes' own split).
+    pub scaled: [u8; QK_K],
 }
 
 impl LaneBlock {
     pub(crate) fn new(d: f32, dmin: f32, sc: [i16; 16], m: [i16; 16], q: [i8; QK_K]) -> Self {
         let scv = std::array::from_fn(|g| std::array::from_fn(|k| sc[2 * g + k / 8]));
+        let scaled = std::array::from_fn(|e| (sc[e / 16] as u8).wrapping_mul(q[e] as u8));
         LaneBlock {
             d,
             dmin,
@@ -362,6 +368,7 @@ impl LaneBlock {
             m,
             q,
             scv,
+            scaled,
         }
     }
 }
@@ -414,6 +421,11 @@ impl LaneType {
     /// Whether the digits carry an offset of one (the ternary types).
     fn ternary(self) -> bool {
         matches!(self, LaneType::TQ1 | LaneType::TQ2)
+    }
+
+    /// Whether [`LaneBlock::scaled`] holds the exact scaled values (never negative, below 256).
+    fn scaled_fits(self) -> bool {
+        matches!(self, LaneType::Q2K | LaneType::TQ1 | LaneType::TQ2)
     }
 }
 
@@ -633,22 +645,52 @@ pub(crate) fn matmul_lanes(
             };
             let mut t0 = 0;
             #[cfg(target_arch = "x86_64")]
+            if path == LanePath::VecDot && ty.scaled_fits() && crate::cpu::vnni256() {
+                let mut y = [0f32; 4];
+                while t0 + 4 <= n_tok {
+                    let a = [&acts[t0][..], &acts[t0 + 1], &acts[t0 + 2], &acts[t0 + 3]];
+                    for (i, wb) in rows.iter().enumerate() {
+                        // SAFETY: `cpu::vnni256` detected AVX2, FMA and AVX-512 VNNI/VL.
+                        unsafe { avx2::dot_lanes_vnni4(ty, wb, a, &mut y) };
+                        out[i * n_tok + t0..i * n_tok + t0 + 4].copy_from_slice(&y);
+                    }
+                    t0 += 4;
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
             if path != LanePath::VecDot && crate::cpu::simd() && rows.len() % 8 == 0 {
                 let (mut y0, mut y1) = ([0f32; 8], [0f32; 8]);
+                // the Q2_K path: its scaled values fit a byte
+                let vnni = crate::cpu::vnni256();
                 while t0 + 2 <= n_tok && group_of(t0) == group_of(t0 + 1) {
                     let (a0, a1) = (&acts[t0], &acts[t0 + 1]);
                     for i0 in (0..rows.len()).step_by(8) {
-                        // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
-                        unsafe {
-                            avx2::dot_q2k_repacked_x8x2(
-                                &rows[i0..i0 + 8],
-                                a0,
-                                a1,
-                                group_of(t0),
-                                &mut y0,
-                                &mut y1,
-                            )
-                        };
+                        let rows8 = &rows[i0..i0 + 8];
+                        if vnni {
+                            // SAFETY: `cpu::vnni256` detected AVX2, FMA and AVX-512 VNNI/VL.
+                            unsafe {
+                                avx2::dot_q2k_repacked_x8x2_vnni(
+                                    rows8,
+                                    a0,
+                                    a1,
+                                    group_of(t0),
+                                    &mut y0,
+                                    &mut y1,
+                                )
+                            };
+                        } else {
+                            // SAFETY: `cpu::simd` detected AVX2 and FMA at runtime.
+                            unsafe {
+                                avx2::dot_q2k_repacked_x8x2(
+                                    rows8,
+                                    a0,
+                                    a1,
+                                    group_of(t0),
+                                    &mut y0,
+                                    &mut y1,
+                                )
+                            };
+                        }
                         for r in 0..8 {
                             out[(i0 + r) * n_tok + t0] = y0[r];
                             out[(i0 + r) * n_tok + t0 + 1] = y1[r];
@@ -783,6 +825,78 @@ mod avx2 {
         )
     }
 
+    /// [`super::dot_lanes`] of row `w` with four tokens, for the types whose scaled values fit
+    /// a byte: each 32-value step one `vpdpbusd` per token (lane `l`: elements `4l..4l+3`,
+    /// as [`lanes`]), every float step as [`dot_lanes`] per token.
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    pub(crate) unsafe fn dot_lanes_vnni4(
+        ty: LaneType,
+        w: &[LaneBlock],
+        a: [&[Q8K]; 4],
+        out: &mut [f32; 4],
+    ) {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (b, wb) in w.iter().enumerate() {
+            let mut lanes = [_mm256_setzero_si256(); 4];
+            for g in 0..8 {
+                let x = load(wb.scaled.as_ptr().add(32 * g));
+                for (l, a) in lanes.iter_mut().zip(a) {
+                    let y = load(a[b].q.as_ptr().add(32 * g).cast());
+                    *l = _mm256_dpbusd_epi32(*l, x, y);
+                }
+            }
+            for k in 0..4 {
+                let ab = &a[k][b];
+                let mut lanes = lanes[k];
+                if ty.ternary() {
+                    let offsets =
+                        _mm256_madd_epi16(load(ab.bsums16.as_ptr().cast()), _mm256_set1_epi16(1));
+                    lanes = _mm256_sub_epi32(lanes, offsets);
+                }
+                if ty == LaneType::Q2K {
+                    let mins = _mm256_madd_epi16(
+                        load(wb.m.as_ptr().cast()),
+                        load(ab.bsums16.as_ptr().cast()),
+                    );
+                    let dmin = _mm256_set1_ps(-ab.d * wb.dmin);
+                    acc[k] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), acc[k]);
+                }
+                let d = _mm256_set1_ps(ab.d * wb.d);
+                acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[k]);
+            }
+        }
+        for (o, acc) in out.iter_mut().zip(acc) {
+            let mut l = [0f32; 8];
+            _mm256_storeu_ps(l.as_mut_ptr(), acc);
+            *o = super::hsum_float_8(&l);
+        }
+    }
+
+    /// The lanes of groups `g0..g1` of eight Q2_K blocks against two tokens with VNNI: one
+    /// `vpdpbusd` of the scaled values per row, token and group, each token's activations
+    /// loaded once per group for the eight rows.
+    #[inline(always)]
+    unsafe fn lanes8x2_vnni(
+        blocks: [&LaneBlock; 8],
+        a0: &Q8K,
+        a1: &Q8K,
+        g0: usize,
+        g1: usize,
+    ) -> ([__m256i; 8], [__m256i; 8]) {
+        let mut v0 = [_mm256_setzero_si256(); 8];
+        let mut v1 = [_mm256_setzero_si256(); 8];
+        for g in g0..g1 {
+            let y0 = load(a0.q.as_ptr().add(32 * g).cast());
+            let y1 = load(a1.q.as_ptr().add(32 * g).cast());
+            for ((v0, v1), wb) in v0.iter_mut().zip(v1.iter_mut()).zip(blocks) {
+                let x = load(wb.scaled.as_ptr().add(32 * g));
+                *v0 = _mm256_dpbusd_epi32(*v0, x, y0);
+                *v1 = _mm256_dpbusd_epi32(*v1, x, y1);
+            }
+        }
+        (v0, v1)
+    }
+
     /// [`lanes`] of one block against two tokens' activations (weights and scales loaded once).
     #[inline(always)]
     unsafe fn lanes2(
@@ -844,6 +958,31 @@ mod avx2 {
         out0: &mut [f32; 8],
         out1: &mut [f32; 8],
     ) {
+        q2k_repacked_x8x2::<false>(rows, a0, a1, group, out0, out1)
+    }
+
+    /// [`dot_q2k_repacked_x8x2`] with the integer sums in AVX-512 VNNI ([`lanes8x2_vnni`]).
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    pub(crate) unsafe fn dot_q2k_repacked_x8x2_vnni(
+        rows: &[Vec<LaneBlock>],
+        a0: &[Q8K],
+        a1: &[Q8K],
+        group: usize,
+        out0: &mut [f32; 8],
+        out1: &mut [f32; 8],
+    ) {
+        q2k_repacked_x8x2::<true>(rows, a0, a1, group, out0, out1)
+    }
+
+    #[inline(always)]
+    unsafe fn q2k_repacked_x8x2<const VNNI: bool>(
+        rows: &[Vec<LaneBlock>],
+        a0: &[Q8K],
+        a1: &[Q8K],
+        group: usize,
+        out0: &mut [f32; 8],
+        out1: &mut [f32; 8],
+    ) {
         let (mut acc0, mut accm0) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let (mut acc1, mut accm1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let per = group / 32;
@@ -884,8 +1023,13 @@ mod avx2 {
             for c in 0..8 / per {
                 let mut v0 = [_mm256_setzero_si256(); 8];
                 let mut v1 = [_mm256_setzero_si256(); 8];
-                for ((v0, v1), row) in v0.iter_mut().zip(v1.iter_mut()).zip(rows) {
-                    (*v0, *v1) = lanes2(&row[b], ab0, ab1, c * per, (c + 1) * per);
+                if VNNI {
+                    let blocks: [&LaneBlock; 8] = std::array::from_fn(|r| &rows[r][b]);
+                    (v0, v1) = lanes8x2_vnni(blocks, ab0, ab1, c * per, (c + 1) * per);
+                } else {
+                    for ((v0, v1), row) in v0.iter_mut().zip(v1.iter_mut()).zip(rows) {
+                        (*v0, *v1) = lanes2(&row[b], ab0, ab1, c * per, (c + 1) * per);
+                    }
                 }
                 let (isum0, isum1) = (hsum8_i32(&v0), hsum8_i32(&v1));
                 let imin0 = min_sums8(&mins0, per, c);
@@ -1197,5 +1341,81 @@ mod tests {
             }
         }
         assert_eq!(crate::kernels::bits_digest(&portable), LANES_DIGEST);
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod vnni_tests {
+    use super::*;
+    use crate::kernels::test_data::{acts, bytes};
+
+    /// Random blocks with a finite f16 scale at each of `scale_at`.
+    fn blocks(ty: GgmlType, n: usize, scale_at: &[usize], seed: u64) -> Vec<u8> {
+        let size = ty.type_size() as usize;
+        let mut b = bytes(size * n, seed);
+        for blk in b.chunks_exact_mut(size) {
+            for &at in scale_at {
+                let d = f16::from_f32(0.001 + blk[at] as f32 * 1e-4);
+                blk[at..at + 2].copy_from_slice(&d.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    /// The VNNI kernels (four tokens through the lanes, two tokens times eight repacked Q2_K
+    /// rows) give the portable forms' bits, token by token.
+    #[test]
+    fn vnni_lane_kernels_give_the_portable_bits() {
+        if !crate::cpu::vnni256() {
+            eprintln!("skipped: this CPU lacks AVX-512 VNNI/VL");
+            return;
+        }
+        use crate::kernels::layout::q2k;
+        use dynquant_quants::ternary::layout::{tq1, tq2};
+        let types = [
+            (LaneType::Q2K, GgmlType::Q2_K, vec![q2k::D, q2k::DMIN]),
+            (LaneType::TQ1, GgmlType::TQ1_0, vec![tq1::D]),
+            (LaneType::TQ2, GgmlType::TQ2_0, vec![tq2::D]),
+        ];
+        for seed in 1..8u64 {
+            let nb = 1 + seed as usize % 4;
+            let a: Vec<Vec<Q8K>> = (0..4)
+                .map(|k| quantize_q8k_impl(&acts(QK_K * nb, seed * 13 + k)))
+                .collect();
+            for (lt, ty, scales) in &types {
+                let rows: Vec<Vec<LaneBlock>> = (0..8)
+                    .map(|r| lt.decode(&blocks(*ty, nb, scales, seed * 31 + r)))
+                    .collect();
+                for w in &rows {
+                    let mut y = [0f32; 4];
+                    // SAFETY: `cpu::vnni256` checked above.
+                    unsafe { avx2::dot_lanes_vnni4(*lt, w, [&a[0], &a[1], &a[2], &a[3]], &mut y) };
+                    for (k, y) in y.iter().enumerate() {
+                        let want = dot_lanes(*lt, w, &a[k]);
+                        assert_eq!(want.to_bits(), y.to_bits(), "{ty} seed {seed} token {k}");
+                    }
+                }
+                if *lt != LaneType::Q2K {
+                    continue;
+                }
+                for group in [128, QK_K] {
+                    let (mut y0, mut y1) = ([0f32; 8], [0f32; 8]);
+                    // SAFETY: as above.
+                    unsafe {
+                        avx2::dot_q2k_repacked_x8x2_vnni(
+                            &rows, &a[0], &a[1], group, &mut y0, &mut y1,
+                        )
+                    };
+                    for (r, w) in rows.iter().enumerate() {
+                        let want = [
+                            dot_q2k_repacked(w, &a[0], group),
+                            dot_q2k_repacked(w, &a[1], group),
+                        ];
+                        assert_eq!(want[0].to_bits(), y0[r].to_bits(), "seed {seed} row {r}");
+                        assert_eq!(want[1].to_bits(), y1[r].to_bits(), "seed {seed} row {r}");
+                    }
+                }
+            }
+        }
     }
 }
