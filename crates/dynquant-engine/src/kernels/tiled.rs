@@ -20,7 +20,7 @@ pub(super) fn tiled_product<A: Send + Sync, R: Send>(
 ) -> Vec<f32> {
     const TILE: usize = 16;
     let acts: Vec<A> = x.par_chunks(w.cols).map(&quantize).collect();
-    let mut yt = vec![0f32; w.rows * n_tok];
+    let mut yt = zeroed(w.rows * n_tok);
     yt.par_chunks_mut(TILE * n_tok)
         .enumerate()
         .for_each(|(ti, out)| {
@@ -29,11 +29,42 @@ pub(super) fn tiled_product<A: Send + Sync, R: Send>(
             let rows: Vec<R> = (r0..r0 + nr).map(|r| decode(w.row_data(r))).collect();
             tile(&rows, &acts, n_tok, out);
         });
-    let mut y = vec![0f32; n_tok * w.rows];
-    y.par_chunks_mut(w.rows).enumerate().for_each(|(t, yrow)| {
-        for (r, v) in yrow.iter_mut().enumerate() {
-            *v = yt[r * n_tok + t];
-        }
-    });
+    tokens_major(yt, w.rows, n_tok)
+}
+
+/// Below this many values a buffer is zeroed on the calling thread.
+const PAR_ZERO_MIN: usize = 1 << 16;
+
+/// `n` zeros, written by the thread pool when `n` is large: a fresh large buffer's pages are
+/// faulted in and cleared by whoever writes them first, which on one thread was a serial part
+/// of every big product (the output head's 256 x 49152 results).
+pub(crate) fn zeroed(n: usize) -> Vec<f32> {
+    if n < PAR_ZERO_MIN {
+        return vec![0f32; n];
+    }
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0f32, n));
+    v
+}
+
+/// The rows-major results `yt` (`rows` x `n_tok`) transposed to tokens x rows, in blocks of
+/// tokens so that each row's values are read contiguously (one token: already in order).
+pub(crate) fn tokens_major(yt: Vec<f32>, rows: usize, n_tok: usize) -> Vec<f32> {
+    const TOKENS: usize = 16;
+    if n_tok == 1 {
+        return yt;
+    }
+    let mut y = zeroed(n_tok * rows);
+    y.par_chunks_mut(TOKENS * rows)
+        .enumerate()
+        .for_each(|(b, block)| {
+            let t0 = b * TOKENS;
+            let nt = block.len() / rows;
+            for r in 0..rows {
+                for (tl, &v) in yt[r * n_tok + t0..][..nt].iter().enumerate() {
+                    block[tl * rows + r] = v;
+                }
+            }
+        });
     y
 }
