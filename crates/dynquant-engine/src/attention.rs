@@ -82,10 +82,25 @@ impl KvCache {
             self.k.extend_from_slice(k);
             self.v.extend_from_slice(v);
         } else {
-            self.k.extend(k.iter().map(|&x| h(x)));
-            self.v.extend(v.iter().map(|&x| h(x)));
+            append_f16(&mut self.k, k);
+            append_f16(&mut self.v, v);
         }
     }
+}
+
+/// `dst` extended by `src` rounded to f16, a batch's rows rounded by the thread pool.
+fn append_f16(dst: &mut Vec<f32>, src: &[f32]) {
+    if src.len() < crate::ops::PAR_MIN_VALUES {
+        dst.extend(src.iter().map(|&x| h(x)));
+        return;
+    }
+    let start = dst.len();
+    dst.resize(start + src.len(), 0.0);
+    dst[start..]
+        .par_iter_mut()
+        .with_min_len(crate::ops::PAR_MIN_VALUES / 4)
+        .zip(src)
+        .for_each(|(d, &x)| *d = h(x));
 }
 
 pub use crate::fa::Q_TILE;

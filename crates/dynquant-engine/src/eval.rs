@@ -4,7 +4,7 @@ use dynquant_tokenizer::Tokenizer;
 
 use crate::error::{EngineError, Result};
 use crate::model::{Logits, Model};
-use crate::ops::log_softmax;
+use crate::ops::log_softmax_at;
 
 /// How a text is cut into chunks (llama-perplexity's method).
 #[derive(Debug, Clone)]
@@ -145,6 +145,66 @@ pub fn for_each_scored(
     Ok(n_chunks)
 }
 
+/// What [`for_each_scored_with`] reports: a scored position's value, then each chunk's end.
+#[derive(Debug)]
+pub enum ScoredWith<R> {
+    /// Scored position `j` of chunk `chunk`, the token that follows it, and what the scoring
+    /// function made of its logits.
+    Position {
+        /// Chunk index.
+        chunk: usize,
+        /// Position within the chunk.
+        j: usize,
+        /// The token that follows.
+        next: u32,
+        /// The scoring function's result.
+        value: R,
+    },
+    /// Chunk `0` is complete.
+    ChunkDone(usize),
+}
+
+/// As [`for_each_scored`], with `score(chunk, j, logits, next)` run on every scored position
+/// of a chunk in parallel (each position by one task, so the results do not depend on the
+/// thread count), then the results reported to `on` in position order. The scoring of the
+/// vocabulary-wide rows (log-softmax, top-k) then no longer runs on one thread after each
+/// chunk's forward pass.
+pub fn for_each_scored_with<R: Send>(
+    model: &Model<'_>,
+    tokens: &[u32],
+    opts: &ChunkOptions,
+    score: impl Fn(usize, usize, &[f32], u32) -> R + Sync,
+    mut on: impl FnMut(ScoredWith<R>) -> Result<()>,
+) -> Result<usize> {
+    use rayon::prelude::*;
+    let n_chunks = opts.check(tokens.len())?;
+    let first = opts.ctx / 2;
+    let nv = model.n_vocab;
+    let mut s = model.session(opts.ctx);
+    for i in 0..n_chunks {
+        let chunk = opts.chunk(tokens, i);
+        s.clear();
+        let logits = s.eval(&chunk, Logits::From(first), None)?;
+        let values: Vec<R> = (first..opts.ctx - 1)
+            .into_par_iter()
+            .map(|j| {
+                let row = &logits[(j - first) * nv..(j - first + 1) * nv];
+                score(i, j, row, chunk[j + 1])
+            })
+            .collect();
+        for (j, value) in (first..opts.ctx - 1).zip(values) {
+            on(ScoredWith::Position {
+                chunk: i,
+                j,
+                next: chunk[j + 1],
+                value,
+            })?;
+        }
+        on(ScoredWith::ChunkDone(i))?;
+    }
+    Ok(n_chunks)
+}
+
 /// Perplexity as llama-perplexity computes it; `progress(chunk, running ppl)` after each chunk.
 pub fn perplexity(
     model: &Model<'_>,
@@ -153,10 +213,11 @@ pub fn perplexity(
     mut progress: impl FnMut(usize, f64),
 ) -> Result<PplAccumulator> {
     let mut acc = PplAccumulator::default();
-    for_each_scored(model, tokens, opts, |ev| {
+    let score = |_: usize, _: usize, logits: &[f32], next: u32| log_softmax_at(logits, next);
+    for_each_scored_with(model, tokens, opts, score, |ev| {
         match ev {
-            Scored::Position { logits, next, .. } => acc.add(log_softmax(logits)[next as usize]),
-            Scored::ChunkDone(i) => progress(i, acc.ppl()),
+            ScoredWith::Position { value, .. } => acc.add(value),
+            ScoredWith::ChunkDone(i) => progress(i, acc.ppl()),
         }
         Ok(())
     })?;

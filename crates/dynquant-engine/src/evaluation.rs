@@ -12,11 +12,13 @@ use dynquant_gguf::GgufModel;
 use dynquant_tokenizer::{ChatMessage, Tokenizer};
 
 use crate::error::{EngineError, Result};
-use crate::eval::{for_each_scored, ChunkOptions, PplAccumulator, Scored, TopK};
+use crate::eval::{for_each_scored_with, ChunkOptions, PplAccumulator, ScoredWith, TopK};
 use crate::imatrix::Collector;
-use crate::kld::{self, Base, BaseHeader, BasePosition, BaseWriter, KldAccumulator, KldStats};
+use crate::kld::{
+    self, Base, BaseHeader, BasePosition, BaseWriter, KldAccumulator, KldPosition, KldStats,
+};
 use crate::model::{Logits, Model};
-use crate::ops::log_softmax;
+use crate::ops::{log_softmax, log_softmax_at};
 use crate::sample::{Sampler, SamplerParams};
 
 /// What a chunked evaluation reports while it runs.
@@ -229,19 +231,31 @@ impl<'g> Evaluator<'g> {
         let t0 = Instant::now();
         let mut acc = PplAccumulator::default();
         let mut running = Vec::new();
-        for_each_scored(&self.model, tokens, chunking, |ev| {
+        let saving = writer.is_some();
+        // the log-probability of the next token, and the base file's top-k when saving
+        let score = |_: usize, _: usize, logits: &[f32], next: u32| {
+            if saving {
+                let lp = log_softmax(logits);
+                (lp[next as usize], Some(TopK::from_logprobs(&lp, top_k)))
+            } else {
+                (log_softmax_at(logits, next), None)
+            }
+        };
+        for_each_scored_with(&self.model, tokens, chunking, score, |ev| {
             match ev {
-                Scored::Position { logits, next, .. } => {
-                    let lp = log_softmax(logits);
-                    acc.add(lp[next as usize]);
-                    if let Some(w) = writer.as_mut() {
+                ScoredWith::Position {
+                    value: (lp_next, top),
+                    ..
+                } => {
+                    acc.add(lp_next);
+                    if let (Some(w), Some(top)) = (writer.as_mut(), top) {
                         w.push(&BasePosition {
-                            top: TopK::from_logprobs(&lp, top_k),
-                            logp_next: lp[next as usize] as f32,
+                            top,
+                            logp_next: lp_next as f32,
                         })?;
                     }
                 }
-                Scored::ChunkDone(i) => {
+                ScoredWith::ChunkDone(i) => {
                     let ppl = acc.ppl();
                     running.push(ppl);
                     progress(Progress::Chunk {
@@ -286,17 +300,23 @@ impl<'g> Evaluator<'g> {
             n_chunks,
         });
         let mut acc = KldAccumulator::default();
-        let mut k = 0usize;
-        for_each_scored(&self.model, &base.tokens, &chunking, |ev| {
+        // the base's positions in order: chunk `i`'s scored positions `first..ctx - 1` follow
+        // the earlier chunks' `per_chunk` each
+        let first = h.ctx / 2;
+        let per_chunk = h.ctx - 1 - first;
+        let score = |i: usize, j: usize, logits: &[f32], next: u32| {
+            let p = base.positions.get(i * per_chunk + j - first)?;
+            Some(KldPosition::new(p, &log_softmax(logits), next))
+        };
+        for_each_scored_with(&self.model, &base.tokens, &chunking, score, |ev| {
             match ev {
-                Scored::Position { logits, next, .. } => {
-                    let p = base.positions.get(k).ok_or_else(|| {
+                ScoredWith::Position { value, .. } => {
+                    let v = value.ok_or_else(|| {
                         EngineError::Invalid("base file has too few positions".into())
                     })?;
-                    acc.add(p, &log_softmax(logits), next);
-                    k += 1;
+                    acc.push(v);
                 }
-                Scored::ChunkDone(i) => progress(Progress::Chunk {
+                ScoredWith::ChunkDone(i) => progress(Progress::Chunk {
                     chunk: i,
                     value: acc.stats().map(|s| s.kld_mean),
                 }),

@@ -194,9 +194,22 @@ pub(crate) fn soft_max(flavor: Flavor, row: &mut [f32], max: f32) -> f64 {
     };
     let mut sum = 0f64;
     let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    let registers = lanes == 16 && crate::cpu::simd512();
     if lanes > 0 {
         while i + lanes <= row.len() {
             let c = &mut row[i..i + lanes];
+            #[cfg(target_arch = "x86_64")]
+            if registers {
+                let c16: &mut [f32; 16] = c.try_into().expect("16 lanes");
+                // SAFETY: `cpu::simd512` detected AVX-512F at runtime.
+                unsafe { simd_exp::avx512::exp_minus_16(c16, max) };
+            } else {
+                for v in c.iter_mut() {
+                    *v = simd_exp::exp(flavor, *v - max);
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
             for v in c.iter_mut() {
                 *v = simd_exp::exp(flavor, *v - max);
             }
@@ -274,13 +287,14 @@ fn tiled(
 ) {
     let dv = s.dv;
     let n_tiles = n_tok.div_ceil(Q_TILE);
+    let kts = transposed_key_tiles(s, k, p0 + n_tok);
     // one job per (head, query tile); results land in per-job buffers, then are scattered
     let jobs: Vec<(usize, usize)> = (0..s.n_head)
         .flat_map(|hd| (0..n_tiles).map(move |ti| (hd, ti)))
         .collect();
     let results: Vec<Vec<f32>> = jobs
         .par_iter()
-        .map(|&(head, ti)| tiled_job(s, flavor, q, k, v, p0, n_tok, head, ti))
+        .map(|&(head, ti)| tiled_job(s, flavor, q, &kts, v, p0, n_tok, head, ti))
         .collect();
     let od = s.n_head * dv;
     for (&(head, ti), r) in jobs.iter().zip(&results) {
@@ -289,6 +303,51 @@ fn tiled(
             out[t * od + head * dv..][..dv].copy_from_slice(row);
         }
     }
+}
+
+/// Every key tile of every key/value head transposed (`[kvh][tile][d][tk]`, as ggml packs a
+/// tile for its score products), once per call: every query head of the group and every query
+/// tile reads the same packed tiles (positions past the cache are zero and never scored).
+fn transposed_key_tiles(s: &Shape, k: &[f32], n_kv: usize) -> Vec<f32> {
+    let dk = s.dk;
+    let n_kt = n_kv.div_ceil(KV_TILE);
+    let tile_len = dk * KV_TILE;
+    let mut kts = vec![0f32; s.n_head_kv * n_kt * tile_len];
+    kts.par_chunks_mut(tile_len)
+        .enumerate()
+        .for_each(|(i, kt)| {
+            let (kvh, ic) = (i / n_kt, i % n_kt * KV_TILE);
+            for tk in 0..KV_TILE.min(n_kv - ic) {
+                let kr = &k[(ic + tk) * s.k_stride + kvh * dk..][..dk];
+                for (d, &x) in kr.iter().enumerate() {
+                    kt[d * KV_TILE + tk] = x;
+                }
+            }
+        });
+    kts
+}
+
+/// `acc[i] = fma(p[tk], v_tk[i], acc[i])` over the tile's keys `tk` in order (keys whose
+/// probability is 0 leave `acc` as it is), the `D` accumulators held in registers across the
+/// keys instead of stored and reloaded for each key.
+#[inline(always)]
+fn accumulate_values<const D: usize>(
+    acc: &mut [f32],
+    kq: &[f32],
+    value_rows: impl Fn(usize) -> usize,
+    v: &[f32],
+) {
+    let mut a: [f32; D] = acc[..D].try_into().expect("D accumulators");
+    for (tk, &p) in kq.iter().enumerate() {
+        if p == 0.0 {
+            continue; // fma(0, v, acc) == acc
+        }
+        let vr: &[f32; D] = v[value_rows(tk)..][..D].try_into().expect("D values");
+        for i in 0..D {
+            a[i] = p.mul_add(vr[i], a[i]);
+        }
+    }
+    acc[..D].copy_from_slice(&a);
 }
 
 /// One (token, head) output row of the one-chunk path.
@@ -355,7 +414,7 @@ fn tiled_job_impl(
     s: &Shape,
     flavor: Flavor,
     q: &[f32],
-    k: &[f32],
+    kts: &[f32],
     v: &[f32],
     p0: usize,
     n_tok: usize,
@@ -372,18 +431,14 @@ fn tiled_job_impl(
     let mut ssum = [0f32; Q_TILE];
     let mut mmax = [f32::NEG_INFINITY; Q_TILE];
     let mut kq = vec![0f32; KV_TILE];
-    // the key tile transposed (kt[d][tk], as ggml packs it): every score is the same
-    // chain over d, and 64 chains advance together in vector registers
-    let mut kt = vec![0f32; dk * KV_TILE];
     let mut chains = vec![0f32; KV_TILE];
+    let n_kt = n_kv.div_ceil(KV_TILE);
+    let tile_len = dk * KV_TILE;
     for ic in (0..n_kv).step_by(KV_TILE) {
         let kv_tile = KV_TILE.min(n_kv - ic);
-        for tk in 0..kv_tile {
-            let kr = &k[(ic + tk) * s.k_stride + kvh * dk..][..dk];
-            for (d, &x) in kr.iter().enumerate() {
-                kt[d * KV_TILE + tk] = x;
-            }
-        }
+        // the key tile transposed (kt[d][tk]): every score is the same chain over d, and 64
+        // chains advance together in vector registers
+        let kt = &kts[(kvh * n_kt + ic / KV_TILE) * tile_len..][..tile_len];
         for tq in 0..rows {
             let pos = p0 + t0 + tq;
             let (lo, hi) = (s.lo(pos), pos);
@@ -423,13 +478,21 @@ fn tiled_job_impl(
             mmax[tq] = mnew;
             let sm = soft_max(flavor, &mut kq, mnew);
             ssum[tq] = (ssum[tq] as f64 + sm) as f32;
-            for (tk, &p) in kq.iter().enumerate().take(kv_tile) {
-                if p == 0.0 {
-                    continue; // fma(0, v, acc) == acc
-                }
-                let vr = &v[(ic + tk) * s.v_stride + kvh * dv..][..dv];
-                for (a, &x) in acc.iter_mut().zip(vr) {
-                    *a = p.mul_add(x, *a);
+            let value_row = |tk: usize| (ic + tk) * s.v_stride + kvh * dv;
+            let kq = &kq[..kv_tile];
+            match dv {
+                64 => accumulate_values::<64>(acc, kq, value_row, v),
+                128 => accumulate_values::<128>(acc, kq, value_row, v),
+                _ => {
+                    for (tk, &p) in kq.iter().enumerate() {
+                        if p == 0.0 {
+                            continue; // fma(0, v, acc) == acc
+                        }
+                        let vr = &v[value_row(tk)..][..dv];
+                        for (a, &x) in acc.iter_mut().zip(vr) {
+                            *a = p.mul_add(x, *a);
+                        }
+                    }
                 }
             }
         }
@@ -452,5 +515,5 @@ fn tiled_job_impl(
 fma_variant!(
     tiled_job,
     tiled_job_impl,
-    (s: &Shape, flavor: Flavor, q: &[f32], k: &[f32], v: &[f32], p0: usize, n_tok: usize, head: usize, ti: usize) -> Vec<f32>
+    (s: &Shape, flavor: Flavor, q: &[f32], kts: &[f32], v: &[f32], p0: usize, n_tok: usize, head: usize, ti: usize) -> Vec<f32>
 );

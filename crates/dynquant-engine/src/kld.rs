@@ -358,20 +358,58 @@ pub struct KldAccumulator {
 impl KldAccumulator {
     /// Adds a position: the base's stored data, the model's full log-probabilities, the next token.
     pub fn add(&mut self, base: &BasePosition, ours: &[f64], next: u32) {
-        self.kld.push(base.top.kld(ours));
+        self.push(KldPosition::new(base, ours, next));
+    }
+
+    /// Adds a position compared beforehand (positions may be compared in parallel, then
+    /// pushed in order).
+    pub fn push(&mut self, p: KldPosition) {
+        self.kld.push(p.kld);
+        self.same += usize::from(p.same_top);
+        let dp = p.logp_next.exp() - p.logp_next_base.exp();
+        self.dp2 += dp * dp;
+        self.nll -= p.logp_next;
+        self.nll_base -= p.logp_next_base;
+    }
+}
+
+/// One position's comparison with the base, before it joins a [`KldAccumulator`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KldPosition {
+    kld: f64,
+    same_top: bool,
+    logp_next: f64,
+    logp_next_base: f64,
+}
+
+impl KldPosition {
+    /// Compares the model's full log-probabilities `ours` with the base's stored data.
+    pub fn new(base: &BasePosition, ours: &[f64], next: u32) -> KldPosition {
         let best = ours
             .iter()
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
             .map(|(i, _)| i as u32);
-        self.same += usize::from(best == base.top.ids.first().copied());
-        let lp = ours[next as usize];
-        let dp = lp.exp() - (base.logp_next as f64).exp();
-        self.dp2 += dp * dp;
-        self.nll -= lp;
-        self.nll_base -= base.logp_next as f64;
+        KldPosition {
+            kld: base.top.kld(ours),
+            same_top: best == base.top.ids.first().copied(),
+            logp_next: ours[next as usize],
+            logp_next_base: base.logp_next as f64,
+        }
     }
 
+    /// KL divergence of the model's distribution from the base's at this position.
+    pub fn kld(&self) -> f64 {
+        self.kld
+    }
+
+    /// The model's log-probability of the next token.
+    pub fn logp_next(&self) -> f64 {
+        self.logp_next
+    }
+}
+
+impl KldAccumulator {
     /// The summary (None before any position).
     pub fn stats(&self) -> Option<KldStats> {
         let n = self.kld.len();

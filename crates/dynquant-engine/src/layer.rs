@@ -11,7 +11,7 @@ use crate::gqa::GqaAttention;
 use crate::loader::Loader;
 use crate::mla::MlaAttention;
 use crate::moe::MoeFfn;
-use crate::ops::rms_norm;
+use crate::ops::{add_assign, rms_norm};
 use crate::weight::Weight;
 
 /// The weights of one block: attention and feed-forward parts with their norms.
@@ -191,14 +191,14 @@ impl<'a> Layer<'a> {
         if let Some(pn) = &self.attn_post_norm {
             rms_norm(&mut o, e, pn, c.rms_eps);
         }
-        x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+        add_assign(x, &o);
         let mut h = x.to_vec();
         rms_norm(&mut h, e, &self.ffn_norm, c.rms_eps);
         let mut d = self.ffn.forward(ctx, &h)?;
         if let Some(pn) = &self.ffn_post_norm {
             rms_norm(&mut d, e, pn, c.rms_eps);
         }
-        x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+        add_assign(x, &d);
         Ok(())
     }
 }

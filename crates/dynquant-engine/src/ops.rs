@@ -2,18 +2,41 @@
 //! RoPE (iterated f32 angles), SwiGLU and GeGLU (GELU through an f16 table), softmax.
 
 use half::f16;
+use rayon::prelude::*;
 
 /// RMSNorm of each `n`-value row of `x` in place, then multiplied by `weight`:
 /// `x * 1/sqrt(mean(x^2) + eps)` with the f32 squares summed in f64
 /// (ggml_compute_forward_rms_norm_f32).
 pub fn rms_norm(x: &mut [f32], n: usize, weight: &[f32], eps: f32) {
-    for row in x.chunks_exact_mut(n) {
+    let norm_row = |row: &mut [f32]| {
         let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
         let mean = (sum / n as f64) as f32;
         let scale = 1.0 / (mean + eps).sqrt();
         for (v, w) in row.iter_mut().zip(weight) {
             *v = (*v * scale) * w;
         }
+    };
+    // a batch's rows over the thread pool (each row by one task, in the same order), so the
+    // norms around every block do not run on one thread; a token's heads stay on the caller
+    if x.len() >= PAR_MIN_VALUES {
+        x.par_chunks_exact_mut(n).for_each(norm_row);
+    } else {
+        x.chunks_exact_mut(n).for_each(norm_row);
+    }
+}
+
+/// Element-wise work on at least this many values is spread over the thread pool.
+pub(crate) const PAR_MIN_VALUES: usize = 1 << 14;
+
+/// `x[i] += y[i]` (the residual adds), over the thread pool for large batches.
+pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {
+    if x.len() >= PAR_MIN_VALUES {
+        x.par_iter_mut()
+            .with_min_len(PAR_MIN_VALUES / 4)
+            .zip(y)
+            .for_each(|(a, b)| *a += b);
+    } else {
+        x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
     }
 }
 
@@ -217,10 +240,20 @@ impl Activation {
 
 /// Natural-log softmax of `logits` in f64 (llama-perplexity's log_softmax).
 pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
+    let lse = log_sum_exp(logits);
+    logits.iter().map(|&v| v as f64 - lse).collect()
+}
+
+/// Entry `i` of [`log_softmax`]`(logits)`, the same bits, without the vocabulary-wide vector.
+pub fn log_softmax_at(logits: &[f32], i: u32) -> f64 {
+    logits[i as usize] as f64 - log_sum_exp(logits)
+}
+
+/// `max + ln(sum(exp(v - max)))` in f64, summed in index order.
+fn log_sum_exp(logits: &[f32]) -> f64 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
     let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
-    let lse = max + sum.ln();
-    logits.iter().map(|&v| v as f64 - lse).collect()
+    max + sum.ln()
 }
 
 #[cfg(test)]

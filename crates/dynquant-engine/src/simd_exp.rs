@@ -151,6 +151,59 @@ pub fn exp(flavor: Flavor, x: f32) -> f32 {
     }
 }
 
+/// ggml's AVX-512 `ggml_v_expf` on whole registers: the same operations as [`exp_avx512`]'s
+/// lanes (fused multiply-adds, `scalef`, the blend past |n| > 192), so the same bits.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{C1, C2, C3, C4, C5, LN2_HI, LN2_LO, LOG2E, SHIFT};
+
+    #[target_feature(enable = "avx512f")]
+    fn exp16(x: __m512) -> __m512 {
+        let r = _mm512_set1_ps(SHIFT);
+        let z = _mm512_fmadd_ps(x, _mm512_set1_ps(LOG2E), r);
+        let n = _mm512_sub_ps(z, r);
+        let b = _mm512_fnmadd_ps(
+            n,
+            _mm512_set1_ps(LN2_LO),
+            _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x),
+        );
+        let d = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_abs_ps(n), _mm512_set1_ps(192.0));
+        let u = _mm512_mul_ps(b, b);
+        let j = _mm512_fmadd_ps(
+            _mm512_fmadd_ps(
+                _mm512_fmadd_ps(_mm512_set1_ps(C5), b, _mm512_set1_ps(C4)),
+                u,
+                _mm512_fmadd_ps(_mm512_set1_ps(C3), b, _mm512_set1_ps(C2)),
+            ),
+            u,
+            _mm512_fmadd_ps(_mm512_set1_ps(C1), b, _mm512_set1_ps(1.0)),
+        );
+        let res = _mm512_scalef_ps(j, n);
+        if d == 0 {
+            return res;
+        }
+        let zero = _mm512_setzero_ps();
+        let le = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(n, zero);
+        let alt = _mm512_mask_blend_ps(le, _mm512_set1_ps(f32::INFINITY), zero);
+        _mm512_mask_blend_ps(d, res, alt)
+    }
+
+    /// `c[i] = exp(c[i] - max)` for the 16 values of `c`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn exp_minus_16(c: &mut [f32; 16], max: f32) {
+        // SAFETY: `c` holds 16 floats.
+        unsafe {
+            let x = _mm512_sub_ps(_mm512_loadu_ps(c.as_ptr()), _mm512_set1_ps(max));
+            _mm512_storeu_ps(c.as_mut_ptr(), exp16(x));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +214,36 @@ mod tests {
         assert_eq!(SHIFT, 1.5 * 8388608.0);
         assert!((LN2_HI as f64 + LN2_LO as f64 - std::f64::consts::LN_2).abs() < 1e-12);
         assert!((C1 - 1.0).abs() < 1e-5 && (C2 - 0.5).abs() < 1e-4);
+    }
+
+    /// The register form gives each lane's bits (overflow, underflow, -inf and NaN included).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_registers_match_the_lanes() {
+        if !crate::cpu::simd512() {
+            return;
+        }
+        let special = [
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            f32::NAN,
+            -0.0,
+            88.7,
+            -103.9,
+        ];
+        let xs: Vec<f32> = (-2000..900)
+            .map(|i| i as f32 * 0.1 + 0.013)
+            .chain(special)
+            .collect();
+        for c in xs.chunks(16) {
+            let mut v = [0f32; 16];
+            v[..c.len()].copy_from_slice(c);
+            let want: Vec<u32> = v.iter().map(|&x| exp_avx512(x - 0.5).to_bits()).collect();
+            // SAFETY: AVX-512F was detected.
+            unsafe { avx512::exp_minus_16(&mut v, 0.5) };
+            let got: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
+            assert_eq!(got, want, "{c:?}");
+        }
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! file's chunks: the summary statistics of `dynquant kld` plus the whole percentile curve and
 //! perplexity's standard error.
 
-use dynquant_engine::eval::{for_each_scored, PplAccumulator, Scored};
+use dynquant_engine::eval::{for_each_scored_with, PplAccumulator, ScoredWith};
 use dynquant_engine::evaluation::{Evaluator, Progress};
-use dynquant_engine::kld::{tokenizer_sha256, Base, KldAccumulator};
+use dynquant_engine::kld::{tokenizer_sha256, Base, KldAccumulator, KldPosition};
 use dynquant_engine::ops::log_softmax;
 use dynquant_engine::EngineError;
 use dynquant_gguf::GgufModel;
@@ -62,20 +62,25 @@ pub fn measure_kld(
     let mut acc = KldAccumulator::default();
     let mut ppl = PplAccumulator::default();
     let mut klds = Vec::with_capacity(base.positions.len());
-    let mut k = 0usize;
-    for_each_scored(model, &base.tokens, &chunking, |ev| {
+    // each scored position compared on the thread pool, then accumulated in order; chunk `i`'s
+    // positions `first..ctx - 1` follow the earlier chunks' `per_chunk` each in the base
+    let first = h.ctx / 2;
+    let per_chunk = h.ctx - 1 - first;
+    let score = |i: usize, j: usize, logits: &[f32], next: u32| {
+        let p = base.positions.get(i * per_chunk + j - first)?;
+        Some(KldPosition::new(p, &log_softmax(logits), next))
+    };
+    for_each_scored_with(model, &base.tokens, &chunking, score, |ev| {
         match ev {
-            Scored::Position { logits, next, .. } => {
-                let p = base.positions.get(k).ok_or_else(|| {
+            ScoredWith::Position { value, .. } => {
+                let v = value.ok_or_else(|| {
                     EngineError::Invalid("the base file has too few positions".into())
                 })?;
-                let lp = log_softmax(logits);
-                acc.add(p, &lp, next);
-                klds.push(p.top.kld(&lp));
-                ppl.add(lp[next as usize]);
-                k += 1;
+                klds.push(v.kld());
+                ppl.add(v.logp_next());
+                acc.push(v);
             }
-            Scored::ChunkDone(i) => progress(Progress::Chunk {
+            ScoredWith::ChunkDone(i) => progress(Progress::Chunk {
                 chunk: i,
                 value: acc.stats().map(|s| s.kld_mean),
             }),

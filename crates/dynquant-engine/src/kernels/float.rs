@@ -76,7 +76,7 @@ fn product(
     }
     let n = w.rows;
     let tr = tile_rows(k);
-    let mut yt = vec![0f32; n * n_tok]; // rows x tokens
+    let mut yt = super::tiled::zeroed(n * n_tok); // rows x tokens
     let kernel = select_kernel(w.ty, k, kernel_batch);
     yt.par_chunks_mut(tr * n_tok)
         .enumerate()
@@ -105,14 +105,7 @@ fn product(
             }
             Ok(())
         })?;
-    // transpose to tokens x rows
-    let mut y = vec![0f32; n_tok * n];
-    y.par_chunks_mut(n).enumerate().for_each(|(t, yrow)| {
-        for (r, v) in yrow.iter_mut().enumerate() {
-            *v = yt[r * n_tok + t];
-        }
-    });
-    Ok(y)
+    Ok(super::tiled::tokens_major(yt, n, n_tok))
 }
 
 /// `out[r * nt + t]` = dot(w row r, x row t) for a tile of `nr` decoded rows of `k` values and

@@ -660,8 +660,9 @@ pub(crate) fn matmul_lanes(
             #[cfg(target_arch = "x86_64")]
             if path != LanePath::VecDot && crate::cpu::simd() && rows.len() % 8 == 0 {
                 let (mut y0, mut y1) = ([0f32; 8], [0f32; 8]);
-                // the Q2_K path: its scaled values fit a byte
-                let vnni = crate::cpu::vnni256();
+                // VNNI only where the scaled values fit a byte (Q2_K); IQ4_XS's panel takes the
+                // same lanes without it
+                let vnni = ty.scaled_fits() && crate::cpu::vnni256();
                 while t0 + 2 <= n_tok && group_of(t0) == group_of(t0 + 1) {
                     let (a0, a1) = (&acts[t0], &acts[t0 + 1]);
                     for i0 in (0..rows.len()).step_by(8) {

@@ -1,5 +1,5 @@
 //! The skeleton the integer-dot kernels share: activations quantized once per token, weight rows
-//! decoded in tiles, a kernel filling each tile's results, each tile transposed into the result.
+//! decoded in tiles, a kernel filling each tile's results, then a transpose.
 
 use rayon::prelude::*;
 
@@ -7,9 +7,8 @@ use crate::weight::Weight;
 
 /// The shared skeleton of the integer-dot products: every token's activations quantized once
 /// (`quantize`), weight rows decoded (`decode`) in tiles of 16 so each activation block is
-/// reused from cache for 16 rows, `tile` filling a tile's rows x tokens results, which its task
-/// transposes into the tokens x rows result while they are in cache (a transpose of the whole
-/// result afterwards reads it with a stride: for the output layer as slow as its kernel). Each output value is computed by one task in a
+/// reused from cache for 16 rows, `tile` filling a tile's rows x tokens results, then the
+/// rows-major result transposed to tokens x rows. Each output value is computed by one task in a
 /// fixed order, so results do not depend on the thread count.
 pub(super) fn tiled_product<A: Send + Sync, R: Send>(
     w: &Weight<'_>,
@@ -21,40 +20,51 @@ pub(super) fn tiled_product<A: Send + Sync, R: Send>(
 ) -> Vec<f32> {
     const TILE: usize = 16;
     let acts: Vec<A> = x.par_chunks(w.cols).map(&quantize).collect();
-    let mut y = vec![0f32; n_tok * w.rows];
-    let out = SharedOut(y.as_mut_ptr());
-    (0..w.rows.div_ceil(TILE)).into_par_iter().for_each(|ti| {
-        let r0 = ti * TILE;
-        let nr = TILE.min(w.rows - r0);
-        let rows: Vec<R> = (r0..r0 + nr).map(|r| decode(w.row_data(r))).collect();
-        // the tile's results rows-major (small, so its transpose below stays in cache)
-        let mut yt = vec![0f32; nr * n_tok];
-        tile(&rows, &acts, n_tok, &mut yt);
-        for t in 0..n_tok {
-            for r in 0..nr {
-                // SAFETY: `y` holds `n_tok * w.rows` values and outlives the loop; the tasks
-                // write disjoint values (tile `ti` only rows `r0..r0 + nr` of each token).
-                unsafe { out.write(t * w.rows + r0 + r, yt[r * n_tok + t]) };
+    let mut yt = zeroed(w.rows * n_tok);
+    yt.par_chunks_mut(TILE * n_tok)
+        .enumerate()
+        .for_each(|(ti, out)| {
+            let r0 = ti * TILE;
+            let nr = out.len() / n_tok;
+            let rows: Vec<R> = (r0..r0 + nr).map(|r| decode(w.row_data(r))).collect();
+            tile(&rows, &acts, n_tok, out);
+        });
+    tokens_major(yt, w.rows, n_tok)
+}
+
+/// Below this many values a buffer is zeroed on the calling thread.
+const PAR_ZERO_MIN: usize = 1 << 16;
+
+/// `n` zeros, written by the thread pool when `n` is large: a fresh large buffer's pages are
+/// faulted in and cleared by whoever writes them first, which on one thread was a serial part
+/// of every big product (the output head's 256 x 49152 results).
+pub(crate) fn zeroed(n: usize) -> Vec<f32> {
+    if n < PAR_ZERO_MIN {
+        return vec![0f32; n];
+    }
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0f32, n));
+    v
+}
+
+/// The rows-major results `yt` (`rows` x `n_tok`) transposed to tokens x rows, in blocks of
+/// tokens so that each row's values are read contiguously (one token: already in order).
+pub(crate) fn tokens_major(yt: Vec<f32>, rows: usize, n_tok: usize) -> Vec<f32> {
+    const TOKENS: usize = 16;
+    if n_tok == 1 {
+        return yt;
+    }
+    let mut y = zeroed(n_tok * rows);
+    y.par_chunks_mut(TOKENS * rows)
+        .enumerate()
+        .for_each(|(b, block)| {
+            let t0 = b * TOKENS;
+            let nt = block.len() / rows;
+            for r in 0..rows {
+                for (tl, &v) in yt[r * n_tok + t0..][..nt].iter().enumerate() {
+                    block[tl * rows + r] = v;
+                }
             }
-        }
-    });
+        });
     y
 }
-
-/// The result's pointer, shared by the tasks that each write their own tile's values.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-
-impl SharedOut {
-    /// # Safety
-    /// `i` is within the result, and no other task writes it.
-    unsafe fn write(&self, i: usize, v: f32) {
-        // SAFETY: the caller's.
-        unsafe { self.0.add(i).write(v) }
-    }
-}
-
-// SAFETY: the tasks write disjoint values through it (see `tiled_product`).
-unsafe impl Send for SharedOut {}
-// SAFETY: as above.
-unsafe impl Sync for SharedOut {}
