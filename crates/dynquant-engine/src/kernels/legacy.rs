@@ -201,7 +201,136 @@ unsafe fn dot_avx2(w: &[WeightBlock], a: &[ActBlock]) -> f32 {
     hsum_float_8(&l) + summs
 }
 
-fn tile(rows: &[Vec<WeightBlock>], acts: &[Vec<ActBlock>], n_tok: usize, out: &mut [f32]) {
+/// Rows and tokens of one call of [`dot_rows4_tok8_vnni`].
+const VNNI_ROWS: usize = 4;
+const VNNI_TOKENS: usize = 8;
+
+/// Whether the 512-bit VNNI form may run: AVX-512F ([`crate::cpu::simd512`]) and VNNI
+/// ([`crate::cpu::vnni256`]). It keeps every lane's integers and float steps, so it changes
+/// speed, never results.
+#[cfg(target_arch = "x86_64")]
+fn vnni512() -> bool {
+    crate::cpu::simd512() && crate::cpu::vnni256()
+}
+
+/// [`dot_avx2`] for 4 rows times 8 tokens at once, leaving each output's eight lanes in
+/// `lanes[row][token]` (the caller sums them as [`dot`] does). Two tokens share a 512-bit
+/// register (low half the even token); each weight block is loaded once for the 8 tokens and
+/// each activation block once for the 4 rows, and the 16 accumulators hide the latency that a
+/// single output's chain of `fma`s has. The lane sums are `vpdpbusd` of the activations offset
+/// to unsigned (`q + 128`, within [1, 255]) with the weights, started from `-128` times the
+/// weights' 4-element sums: exactly the integers of [`dot`]. Per output the float steps are
+/// [`dot`]'s, in its order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vnni")]
+unsafe fn dot_rows4_tok8_vnni(
+    w: [&[WeightBlock]; VNNI_ROWS],
+    a: [&[ActBlock]; VNNI_TOKENS],
+    lanes: &mut [[[f32; 8]; VNNI_TOKENS]; VNNI_ROWS],
+) {
+    use std::arch::x86_64::*;
+    const PAIRS: usize = VNNI_TOKENS / 2;
+    let zero = _mm512_setzero_si512();
+    let offset = _mm512_set1_epi8(-128); // 0x80: +128 as an unsigned byte
+    let mut acc = [[_mm512_setzero_ps(); PAIRS]; VNNI_ROWS];
+    for b in 0..w[0].len() {
+        let mut wq = [zero; VNNI_ROWS];
+        let mut start = [zero; VNNI_ROWS];
+        for r in 0..VNNI_ROWS {
+            // SAFETY: a block's 32 values; unaligned load.
+            let q = _mm256_loadu_si256(w[r][b].q.as_ptr().cast());
+            wq[r] = _mm512_inserti64x4(_mm512_castsi256_si512(q), q, 1);
+            start[r] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, wq[r]));
+        }
+        for p in 0..PAIRS {
+            let (a0, a1) = (&a[2 * p][b], &a[2 * p + 1][b]);
+            // SAFETY: as above.
+            let lo = _mm256_loadu_si256(a0.q.as_ptr().cast());
+            let hi = _mm256_loadu_si256(a1.q.as_ptr().cast());
+            let au = _mm512_xor_si512(
+                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
+                offset,
+            );
+            let da = _mm512_castpd_ps(_mm512_insertf64x4(
+                _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_set1_ps(a0.d))),
+                _mm256_castps_pd(_mm256_set1_ps(a1.d)),
+                1,
+            ));
+            for r in 0..VNNI_ROWS {
+                let lane = _mm512_dpbusd_epi32(start[r], au, wq[r]);
+                // d_w * d_a, rounded to f32 as in [`dot`]
+                let dd = _mm512_mul_ps(_mm512_set1_ps(w[r][b].d), da);
+                acc[r][p] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(lane), acc[r][p]);
+            }
+        }
+    }
+    for r in 0..VNNI_ROWS {
+        for p in 0..PAIRS {
+            let mut v = [0f32; 16];
+            _mm512_storeu_ps(v.as_mut_ptr(), acc[r][p]);
+            lanes[r][2 * p].copy_from_slice(&v[..8]);
+            lanes[r][2 * p + 1].copy_from_slice(&v[8..]);
+        }
+    }
+}
+
+/// The 512-bit VNNI tile: 4-row x 8-token groups through [`dot_rows4_tok8_vnni`] (tokens outer,
+/// so 8 tokens' activations stay in cache for all the tile's rows), the rest through
+/// [`dot_avx2`]. Q4_1's minimum term is summed per output as in [`dot`]; for the other types it
+/// is `+0`.
+#[cfg(target_arch = "x86_64")]
+fn tile_vnni(
+    ty: LegacyType,
+    rows: &[Vec<WeightBlock>],
+    acts: &[Vec<ActBlock>],
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    let full_rows = rows.len() / VNNI_ROWS * VNNI_ROWS;
+    let full_tok = n_tok / VNNI_TOKENS * VNNI_TOKENS;
+    let mut lanes = [[[0f32; 8]; VNNI_TOKENS]; VNNI_ROWS];
+    for t0 in (0..full_tok).step_by(VNNI_TOKENS) {
+        let a: [&[ActBlock]; VNNI_TOKENS] = std::array::from_fn(|t| acts[t0 + t].as_slice());
+        for r0 in (0..full_rows).step_by(VNNI_ROWS) {
+            let w: [&[WeightBlock]; VNNI_ROWS] = std::array::from_fn(|r| rows[r0 + r].as_slice());
+            // SAFETY: the caller checked `vnni512`.
+            unsafe { dot_rows4_tok8_vnni(w, a, &mut lanes) };
+            for (r, (wr, lr)) in w.iter().zip(&lanes).enumerate() {
+                for (t, (at, l)) in a.iter().zip(lr).enumerate() {
+                    let mut summs = 0f32;
+                    if ty == LegacyType::Q4_1 {
+                        for (wb, ab) in wr.iter().zip(*at) {
+                            summs += wb.m * ab.s;
+                        }
+                    }
+                    out[(r0 + r) * n_tok + t0 + t] = hsum_float_8(l) + summs;
+                }
+            }
+        }
+    }
+    for (t, a) in acts.iter().enumerate() {
+        for (i, wb) in rows.iter().enumerate() {
+            if t < full_tok && i < full_rows {
+                continue;
+            }
+            // SAFETY: `vnni512` implies AVX2 and FMA.
+            out[i * n_tok + t] = unsafe { dot_avx2(wb, a) };
+        }
+    }
+}
+
+fn tile(
+    ty: LegacyType,
+    rows: &[Vec<WeightBlock>],
+    acts: &[Vec<ActBlock>],
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if vnni512() {
+        tile_vnni(ty, rows, acts, n_tok, out);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::simd() {
         for (t, a) in acts.iter().enumerate() {
@@ -221,7 +350,14 @@ fn tile(rows: &[Vec<WeightBlock>], acts: &[Vec<ActBlock>], n_tok: usize, out: &m
 
 /// Products of a weight of this family with `n_tok` rows of activations (tokens x rows).
 pub(crate) fn matmul(ty: LegacyType, w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
-    super::tiled::tiled_product(w, x, n_tok, quantize, |r| decode(ty, r), tile)
+    super::tiled::tiled_product(
+        w,
+        x,
+        n_tok,
+        quantize,
+        |r| decode(ty, r),
+        |rows, acts, n, out| tile(ty, rows, acts, n, out),
+    )
 }
 
 #[cfg(test)]
