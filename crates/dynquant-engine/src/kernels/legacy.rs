@@ -59,6 +59,11 @@ pub(crate) fn quantize_q8_0(x: &[f32]) -> Vec<ActBlock> {
 
 #[inline(always)]
 fn quantize_impl(x: &[f32]) -> Vec<ActBlock> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::simd512() {
+        // SAFETY: `cpu::simd512` detected AVX-512F at runtime.
+        return unsafe { quantize_avx512(x) };
+    }
     x.chunks_exact(QK)
         .map(|xb| {
             let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -71,6 +76,42 @@ fn quantize_impl(x: &[f32]) -> Vec<ActBlock> {
                 sum += r;
                 *o = r as i8;
             }
+            ActBlock {
+                d: f16::from_f32(d).to_f32(),
+                s: f16::from_f32(d * sum as f32).to_f32(),
+                q,
+            }
+        })
+        .collect()
+}
+
+/// [`quantize_impl`]'s blocks with AVX-512F: the same maximum (`vmaxps` with the running
+/// maximum second skips NaNs as `f32::max` does), the same `v * id` products, rounded to the
+/// nearest integer, ties to even, by `vcvtps2dq` under the default rounding mode as
+/// [`crate::dot::nearest_int`] rounds them (|v * id| <= 127), and the same exact integer sum.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f")]
+unsafe fn quantize_avx512(x: &[f32]) -> Vec<ActBlock> {
+    use std::arch::x86_64::*;
+    x.chunks_exact(QK)
+        .map(|xb| {
+            // SAFETY: a block's 32 values; unaligned loads.
+            let v0 = _mm512_loadu_ps(xb.as_ptr());
+            let v1 = _mm512_loadu_ps(xb.as_ptr().add(16));
+            let m = _mm512_max_ps(
+                _mm512_abs_ps(v1),
+                _mm512_max_ps(_mm512_abs_ps(v0), _mm512_setzero_ps()),
+            );
+            let amax = _mm512_reduce_max_ps(m);
+            let d = amax / 127.0;
+            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+            let vid = _mm512_set1_ps(id);
+            let i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid));
+            let i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vid));
+            let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+            let mut q = [0i8; QK];
+            _mm_storeu_si128(q.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(i0));
+            _mm_storeu_si128(q.as_mut_ptr().add(16).cast(), _mm512_cvtepi32_epi8(i1));
             ActBlock {
                 d: f16::from_f32(d).to_f32(),
                 s: f16::from_f32(d * sum as f32).to_f32(),
@@ -368,6 +409,54 @@ mod tests {
     /// bit-exact against ggml (tests/ggml_ops.rs): the portable form is checked on every
     /// machine, the AVX2 form against it where the CPU has AVX2 and FMA.
     const PORTABLE_DIGEST: u64 = 0x072d_d012_18c5_0078;
+
+    /// The AVX-512 activation quantization against the portable one, on values with exact
+    /// rounding ties (`k / 2` after scaling), zeros and all-zero blocks.
+    #[test]
+    fn avx512_quantize_matches_the_portable_one() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !crate::cpu::simd512() {
+                eprintln!("skipped: this CPU or flavour has no AVX-512F");
+                return;
+            }
+            let mut x: Vec<f32> = (0..QK * 40)
+                .map(|i| ((i * 7919) % 509) as f32 * 0.37 - 94.0)
+                .collect();
+            // block 1: ties (amax 127 makes id 1, values k + 0.5)
+            for (j, v) in x[QK..2 * QK].iter_mut().enumerate() {
+                *v = j as f32 - 15.5;
+            }
+            x[QK] = 127.0;
+            x[2 * QK..3 * QK].fill(0.0);
+            x[3 * QK + 5] = -0.0;
+            let portable: Vec<ActBlock> = x
+                .chunks_exact(QK)
+                .map(|xb| {
+                    let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let d = amax / 127.0;
+                    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+                    let q: [i8; QK] =
+                        std::array::from_fn(|k| crate::dot::nearest_int(xb[k] * id) as i8);
+                    let sum: i32 = q.iter().map(|&v| v as i32).sum();
+                    ActBlock {
+                        d: f16::from_f32(d).to_f32(),
+                        s: f16::from_f32(d * sum as f32).to_f32(),
+                        q,
+                    }
+                })
+                .collect();
+            // SAFETY: AVX-512F detected above.
+            let fast = unsafe { quantize_avx512(&x) };
+            for (i, (p, f)) in portable.iter().zip(&fast).enumerate() {
+                assert_eq!(
+                    (p.d.to_bits(), p.s.to_bits(), p.q),
+                    (f.d.to_bits(), f.s.to_bits(), f.q),
+                    "block {i}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn avx2_and_portable_forms_give_the_same_bits() {
