@@ -230,6 +230,14 @@ fn matmuls_q3_k() {
     check_synthetic(GgmlType::Q3_K, &[q3k::D], true);
 }
 
+/// Q4_K in ggml's repacked layout (rows in groups of eight), with token counts that are and
+/// are not whole groups of four (the gemm and gemv orders).
+#[test]
+fn matmuls_q4_k() {
+    use dynquant_quants::k::layout::q4k;
+    check_synthetic(GgmlType::Q4_K, &[q4k::D, q4k::DMIN], false);
+}
+
 #[test]
 fn matmuls_q5_k() {
     use dynquant_quants::k::layout::q5k;

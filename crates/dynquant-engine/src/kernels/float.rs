@@ -362,6 +362,11 @@ fma_variant!(
 #[inline(always)]
 fn vec_dot_f16_tile_impl(w: &[f32], x: &[f32], k: usize, nr: usize, nt: usize, out: &mut [f32]) {
     let flavor = cpu::flavor();
+    #[cfg(target_arch = "x86_64")]
+    if flavor == crate::cpu::Flavor::Avx512 && cpu::simd512() {
+        // SAFETY: `cpu::simd512` detected AVX-512F at runtime.
+        return unsafe { avx512::vec_dot_f16_tile(w, x, k, nr, nt, out) };
+    }
     for r in 0..nr {
         for t in 0..nt {
             out[r * nt + t] =
@@ -423,6 +428,95 @@ mod avx512 {
                 t += tn;
             }
             r += rn;
+        }
+    }
+
+    /// `ggml_vec_dot_f16` on the AVX-512 build (four 16-lane accumulators over 64-value steps,
+    /// `(a0 + a2) + (a1 + a3)`, [`reduce_add_16`], the leftover values added in f64: as
+    /// `fa::dot_f16`) for every output of `nr` rows x `nt` tokens, in tiles of 2 rows x 3
+    /// tokens whose 24 accumulators stay in registers, so each loaded weight vector serves three
+    /// tokens and each activation vector two rows. Every output keeps its own order: the same
+    /// bits as one output at a time.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn vec_dot_f16_tile(
+        w: &[f32],
+        x: &[f32],
+        k: usize,
+        nr: usize,
+        nt: usize,
+        out: &mut [f32],
+    ) {
+        assert!(w.len() >= nr * k && x.len() >= nt * k && out.len() >= nr * nt);
+        let mut r = 0;
+        while r < nr {
+            let rn = (nr - r).min(2);
+            let mut t = 0;
+            while t < nt {
+                let tn = (nt - t).min(3);
+                // SAFETY: rows below `nr`, tokens below `nt`, values below `k` (asserted).
+                unsafe {
+                    match (rn, tn) {
+                        (2, 3) => f16_dot_block::<2, 3>(w, x, k, r, t, out, nt),
+                        (2, 2) => f16_dot_block::<2, 2>(w, x, k, r, t, out, nt),
+                        (2, _) => f16_dot_block::<2, 1>(w, x, k, r, t, out, nt),
+                        (_, 3) => f16_dot_block::<1, 3>(w, x, k, r, t, out, nt),
+                        (_, 2) => f16_dot_block::<1, 2>(w, x, k, r, t, out, nt),
+                        _ => f16_dot_block::<1, 1>(w, x, k, r, t, out, nt),
+                    }
+                }
+                t += tn;
+            }
+            r += rn;
+        }
+    }
+
+    // indices: the accumulators are a (row, token, register) grid
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn f16_dot_block<const RN: usize, const TN: usize>(
+        w: &[f32],
+        x: &[f32],
+        k: usize,
+        r: usize,
+        t: usize,
+        out: &mut [f32],
+        nt: usize,
+    ) {
+        let np = k / 64 * 64;
+        let (wp, xp) = (w.as_ptr(), x.as_ptr());
+        let mut acc = [[[_mm512_setzero_ps(); 4]; TN]; RN];
+        let mut off = 0;
+        while off < np {
+            for j in 0..4 {
+                // SAFETY: off + 16 j + 16 <= np <= k, rows and tokens in range (caller).
+                let b: [__m512; TN] = std::array::from_fn(|tj| unsafe {
+                    _mm512_loadu_ps(xp.add((t + tj) * k + off + 16 * j))
+                });
+                for i in 0..RN {
+                    // SAFETY: as above.
+                    let a = unsafe { _mm512_loadu_ps(wp.add((r + i) * k + off + 16 * j)) };
+                    for tj in 0..TN {
+                        acc[i][tj][j] = _mm512_fmadd_ps(a, b[tj], acc[i][tj][j]);
+                    }
+                }
+            }
+            off += 64;
+        }
+        for i in 0..RN {
+            for tj in 0..TN {
+                let a = &acc[i][tj];
+                let sum = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+                let mut lanes = [0f32; 16];
+                // SAFETY: `lanes` holds 16 floats.
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sum) };
+                let mut sumf = reduce_add_16(&lanes) as f64;
+                let (wr, xr) = (&w[(r + i) * k..][..k], &x[(t + tj) * k..][..k]);
+                for e in np..k {
+                    sumf += (wr[e] * xr[e]) as f64;
+                }
+                out[(r + i) * nt + t + tj] = sumf as f32;
+            }
         }
     }
 

@@ -239,6 +239,144 @@ pub(crate) fn matmul_q6k(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
     )
 }
 
+/// Rows in a Q4_K panel ([`Q4kPanelBlock`]).
+#[cfg(target_arch = "x86_64")]
+const Q4K_PANEL_ROWS: usize = 16;
+
+/// One Q4_K super-block of sixteen rows for `vpdpbusd` against broadcast activations: in
+/// `q[j]` (32-element group `j`), bytes `64k + 4r .. 64k + 4r + 4` hold row `r`'s elements
+/// `4k .. 4k + 4` (unsigned 0..15, as `vpdpbusd` takes them), so dword lane `r` of eight
+/// `vpdpbusd` is row `r`'s exact group sum with no horizontal reduction; `sc`, `m`, `d`, `dmin`
+/// hold the rows' group scales and minima and super-block scales, lane `r` = row `r`.
+#[cfg(target_arch = "x86_64")]
+#[repr(C, align(64))]
+struct Q4kPanelBlock {
+    q: [[u8; 8 * 64]; 8],
+    sc: [[i32; Q4K_PANEL_ROWS]; 8],
+    m: [[i32; Q4K_PANEL_ROWS]; 8],
+    d: [f32; Q4K_PANEL_ROWS],
+    dmin: [f32; Q4K_PANEL_ROWS],
+}
+
+/// Sixteen decoded Q4_K rows as [`Q4kPanelBlock`]s, one per super-block.
+#[cfg(target_arch = "x86_64")]
+fn q4k_panel16(rows: &[Vec<Q4Block>]) -> Vec<Q4kPanelBlock> {
+    debug_assert_eq!(rows.len(), Q4K_PANEL_ROWS);
+    (0..rows[0].len())
+        .map(|b| {
+            let mut p = Q4kPanelBlock {
+                q: [[0; 8 * 64]; 8],
+                sc: [[0; Q4K_PANEL_ROWS]; 8],
+                m: [[0; Q4K_PANEL_ROWS]; 8],
+                d: [0.0; Q4K_PANEL_ROWS],
+                dmin: [0.0; Q4K_PANEL_ROWS],
+            };
+            for (r, row) in rows.iter().enumerate() {
+                let wb = &row[b];
+                p.d[r] = wb.d;
+                p.dmin[r] = wb.dmin;
+                for j in 0..8 {
+                    p.sc[j][r] = i32::from(wb.sc[j]);
+                    p.m[j][r] = i32::from(wb.m[j]);
+                    for (k, four) in wb.q[32 * j..32 * j + 32].chunks_exact(4).enumerate() {
+                        p.q[j][64 * k + 4 * r..64 * k + 4 * r + 4].copy_from_slice(four);
+                    }
+                }
+            }
+            p
+        })
+        .collect()
+}
+
+/// [`dot_q4k`] of sixteen rows (as [`Q4kPanelBlock`]s) and `T` tokens with AVX-512 VNNI, in
+/// chunks of `PER` groups (`group / 32`): lane `r` of each token's integer vectors is row `r`'s
+/// exact chunk sums, and of its float vectors row `r`'s chains `acc = fma(isum, d_w * d_a, acc)`
+/// and `accm = fma(imin, dmin_w * d_a, accm)`, then `acc - accm`, in the same order as alone.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vnni")]
+unsafe fn dot_q4k_panel16_vnni<const T: usize, const PER: usize>(
+    panel: &[Q4kPanelBlock],
+    acts: [&[Q8K]; T],
+    out: &mut [[f32; Q4K_PANEL_ROWS]; T],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut accm = [_mm512_setzero_ps(); T];
+    for (b, pb) in panel.iter().enumerate() {
+        let dw = _mm512_load_ps(pb.d.as_ptr());
+        let dminw = _mm512_load_ps(pb.dmin.as_ptr());
+        for c in 0..8 / PER {
+            let mut isum = [_mm512_setzero_si512(); T];
+            let mut imin = [_mm512_setzero_si512(); T];
+            for j in c * PER..(c + 1) * PER {
+                let w = pb.q[j].as_ptr();
+                let wk: [__m512i; 8] =
+                    std::array::from_fn(|k| _mm512_load_si512(w.add(64 * k).cast()));
+                let sc = _mm512_load_si512(pb.sc[j].as_ptr().cast());
+                let m = _mm512_load_si512(pb.m[j].as_ptr().cast());
+                for t in 0..T {
+                    let ab = &acts[t][b];
+                    let y = ab.q.as_ptr().add(32 * j).cast::<i32>();
+                    // two chains of four, so the adds do not all wait on each other
+                    let mut s0 = _mm512_setzero_si512();
+                    let mut s1 = _mm512_setzero_si512();
+                    for k in (0..8).step_by(2) {
+                        let y0 = _mm512_set1_epi32(y.add(k).read_unaligned());
+                        let y1 = _mm512_set1_epi32(y.add(k + 1).read_unaligned());
+                        s0 = _mm512_dpbusd_epi32(s0, wk[k], y0);
+                        s1 = _mm512_dpbusd_epi32(s1, wk[k + 1], y1);
+                    }
+                    let group = _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), sc);
+                    isum[t] = _mm512_add_epi32(isum[t], group);
+                    let bsum = _mm512_set1_epi32(ab.bsums[2 * j] + ab.bsums[2 * j + 1]);
+                    imin[t] = _mm512_add_epi32(imin[t], _mm512_mullo_epi32(m, bsum));
+                }
+            }
+            for t in 0..T {
+                let da = _mm512_set1_ps(acts[t][b].d);
+                let dd = _mm512_mul_ps(dw, da);
+                let dm = _mm512_mul_ps(dminw, da);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), dd, acc[t]);
+                accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin[t]), dm, accm[t]);
+            }
+        }
+    }
+    for ((o, a), m) in out.iter_mut().zip(acc).zip(accm) {
+        _mm512_storeu_ps(o.as_mut_ptr(), _mm512_sub_ps(a, m));
+    }
+}
+
+/// The products of sixteen Q4_K rows (as [`Q4kPanelBlock`]s) with every token, into the tile's
+/// rows-major `out`: whole groups of four tokens in ggml's gemm order (`group` 64), the rest one
+/// at a time in its gemv order (`group` 256), as [`matmul_q4k`]'s row-at-a-time form.
+/// The caller checks AVX-512F and VNNI.
+#[cfg(target_arch = "x86_64")]
+fn q4k_panel16_products(panel: &[Q4kPanelBlock], acts: &[Vec<Q8K>], n_tok: usize, out: &mut [f32]) {
+    let mut put = |t0: usize, y: &[[f32; Q4K_PANEL_ROWS]]| {
+        for (dt, y) in y.iter().enumerate() {
+            for (r, &v) in y.iter().enumerate() {
+                out[r * n_tok + t0 + dt] = v;
+            }
+        }
+    };
+    let mut t0 = 0;
+    while t0 + 4 <= n_tok {
+        let mut y = [[0f32; Q4K_PANEL_ROWS]; 4];
+        let a = std::array::from_fn(|i| acts[t0 + i].as_slice());
+        // SAFETY: the caller checked `cpu::simd512` and `cpu::vnni256`.
+        unsafe { dot_q4k_panel16_vnni::<4, 2>(panel, a, &mut y) };
+        put(t0, &y);
+        t0 += 4;
+    }
+    while t0 < n_tok {
+        let mut y = [[0f32; Q4K_PANEL_ROWS]; 1];
+        // SAFETY: as above.
+        unsafe { dot_q4k_panel16_vnni::<1, 8>(panel, [acts[t0].as_slice()], &mut y) };
+        put(t0, &y);
+        t0 += 1;
+    }
+}
+
 /// One Q4_K super-block in integer form.
 pub(crate) struct Q4Block {
     d: f32,
@@ -327,6 +465,15 @@ pub(crate) fn matmul_q4k(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
         quantize_q8k,
         decode_q4k,
         |rows, acts, n_tok, out| {
+            #[cfg(target_arch = "x86_64")]
+            if rows.len() == Q4K_PANEL_ROWS
+                && n_tok >= 4
+                && crate::cpu::simd512()
+                && crate::cpu::vnni256()
+            {
+                q4k_panel16_products(&q4k_panel16(rows), acts, n_tok, out);
+                return;
+            }
             for (t, a) in acts.iter().enumerate() {
                 // ggml's repacked mul_mat: gemm for whole groups of 4 tokens, gemv after
                 let group = if t < n_tok / 4 * 4 { 64 } else { QK_K };
@@ -1259,6 +1406,41 @@ mod tests {
     /// bit-exact against ggml (tests/ggml_ops.rs): the portable forms are checked on every
     /// machine, the AVX2 forms against them where the CPU has AVX2 and FMA.
     const PORTABLE_DIGEST: u64 = 0xe075_b587_65b2_21c8;
+
+    /// The sixteen-row VNNI panel of Q4_K gives the portable row-at-a-time bits: whole groups
+    /// of four tokens in the gemm order (`group` 64), the rest in the gemv order (256).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn q4k_panel_gives_the_portable_bits() {
+        if !(crate::cpu::simd512() && crate::cpu::vnni256()) {
+            eprintln!("skipped: this CPU lacks AVX-512F and VNNI (the Q4_K panel does not run)");
+            return;
+        }
+        let size = GgmlType::Q4_K.type_size() as usize;
+        for (seed, n_tok) in [(1u64, 4usize), (2, 5), (3, 7), (4, 9), (5, 12)] {
+            let nb = 1 + seed as usize % 4;
+            let rows: Vec<Vec<Q4Block>> = (0..16)
+                .map(|r| decode_q4k(&blocks(size, nb, &[q4k::D, q4k::DMIN], seed * 50 + r)))
+                .collect();
+            let acts: Vec<Vec<Q8K>> = (0..n_tok as u64)
+                .map(|t| quantize_q8k(&acts(QK_K * nb, seed * 13 + t)))
+                .collect();
+            let mut out = vec![0f32; 16 * n_tok];
+            q4k_panel16_products(&q4k_panel16(&rows), &acts, n_tok, &mut out);
+            for (r, row) in rows.iter().enumerate() {
+                for (t, a) in acts.iter().enumerate() {
+                    let group = if t < n_tok / 4 * 4 { 64 } else { QK_K };
+                    let want = dot_q4k(row, a, group);
+                    let got = out[r * n_tok + t];
+                    assert_eq!(
+                        want.to_bits(),
+                        got.to_bits(),
+                        "seed {seed} row {r} token {t}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn avx2_and_portable_forms_give_the_same_bits() {
