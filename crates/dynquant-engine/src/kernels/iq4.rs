@@ -16,6 +16,7 @@ use half::f16;
 use super::kquant::{quantize_q8k_impl, LaneBlock, Q8K};
 use super::layout::{q4_0, QK_K};
 use super::legacy::{quantize_q8_0, ActBlock};
+use super::tiled::PANEL_ROWS;
 use crate::weight::Weight;
 use dynquant_quants::fp4::{e8m0_half, layout::mxfp4};
 
@@ -352,9 +353,6 @@ fn quantize_nibble_acts(x: &[f32]) -> NibbleActs {
     NibbleActs { blocks, offset }
 }
 
-/// Rows in a panel ([`PanelBlock`], [`XsPanelBlock`]).
-const PANEL_ROWS: usize = 16;
-
 /// One 32-element block of sixteen rows, interleaved for `vpdpbusd` against broadcast
 /// activations: bytes `64k + 4r .. 64k + 4r + 4` hold row `r`'s elements `4k .. 4k + 4` as
 /// `level + 128`, so the dword lane `r` of eight `vpdpbusd` (one per `k`) is row `r`'s sum, with
@@ -439,29 +437,17 @@ unsafe fn dot_panel16_vnni<const T: usize>(
 /// one), into the tile's rows-major `out`.
 #[cfg(target_arch = "x86_64")]
 fn panel16_products(panel: &[PanelBlock], acts: &[NibbleActs], n_tok: usize, out: &mut [f32]) {
-    let mut t0 = 0;
-    let mut put = |t0: usize, y: &[[f32; PANEL_ROWS]]| {
-        for (dt, y) in y.iter().enumerate() {
-            for (r, &v) in y.iter().enumerate() {
-                out[r * n_tok + t0 + dt] = v;
-            }
-        }
-    };
-    while t0 + 4 <= n_tok {
-        let mut y = [[0f32; PANEL_ROWS]; 4];
-        let a = std::array::from_fn(|i| &acts[t0 + i]);
-        // SAFETY: the caller checked `cpu::vnni512`.
-        unsafe { dot_panel16_vnni::<4>(panel, a, &mut y) };
-        put(t0, &y);
-        t0 += 4;
-    }
-    while t0 < n_tok {
-        let mut y = [[0f32; PANEL_ROWS]; 1];
+    super::tiled::panel_tokens(
+        n_tok,
+        out,
+        |t0, y| {
+            let a = std::array::from_fn(|i| &acts[t0 + i]);
+            // SAFETY: the caller checked `cpu::vnni512`.
+            unsafe { dot_panel16_vnni::<4>(panel, a, y) }
+        },
         // SAFETY: as above.
-        unsafe { dot_panel16_vnni::<1>(panel, [&acts[t0]], &mut y) };
-        put(t0, &y);
-        t0 += 1;
-    }
+        |t0, y| unsafe { dot_panel16_vnni::<1>(panel, [&acts[t0]], y) },
+    );
 }
 
 #[inline(always)]
@@ -670,29 +656,17 @@ pub(crate) fn matmul_iq4xs_panel16(w: &Weight<'_>, x: &[f32], n_tok: usize) -> V
             #[cfg(target_arch = "x86_64")]
             {
                 let panel = xs_panel16(rows);
-                let mut put = |t0: usize, y: &[[f32; PANEL_ROWS]]| {
-                    for (dt, y) in y.iter().enumerate() {
-                        for (r, &v) in y.iter().enumerate() {
-                            out[r * n_tok + t0 + dt] = v;
-                        }
-                    }
-                };
-                let mut t0 = 0;
-                while t0 + 4 <= n_tok {
-                    let mut y = [[0f32; PANEL_ROWS]; 4];
-                    let a = std::array::from_fn(|i| &acts[t0 + i]);
-                    // SAFETY: `iq4xs_panel16_fits` checked AVX-512F and VNNI.
-                    unsafe { dot_xs_panel16_vnni::<4>(&panel, a, &mut y) };
-                    put(t0, &y);
-                    t0 += 4;
-                }
-                while t0 < n_tok {
-                    let mut y = [[0f32; PANEL_ROWS]; 1];
+                super::tiled::panel_tokens(
+                    n_tok,
+                    out,
+                    |t0, y| {
+                        let a = std::array::from_fn(|i| &acts[t0 + i]);
+                        // SAFETY: `iq4xs_panel16_fits` checked AVX-512F and VNNI.
+                        unsafe { dot_xs_panel16_vnni::<4>(&panel, a, y) }
+                    },
                     // SAFETY: as above.
-                    unsafe { dot_xs_panel16_vnni::<1>(&panel, [&acts[t0]], &mut y) };
-                    put(t0, &y);
-                    t0 += 1;
-                }
+                    |t0, y| unsafe { dot_xs_panel16_vnni::<1>(&panel, [&acts[t0]], y) },
+                );
             }
             #[cfg(not(target_arch = "x86_64"))]
             {

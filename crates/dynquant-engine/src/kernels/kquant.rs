@@ -8,6 +8,8 @@ use dynquant_gguf::GgmlType;
 use half::f16;
 
 use super::layout::{q2k, q3k, q4k, q5k, q6k, QK_K};
+#[cfg(target_arch = "x86_64")]
+use super::tiled::PANEL_ROWS;
 use crate::reduce::hsum_float_8;
 use crate::weight::Weight;
 
@@ -239,10 +241,6 @@ pub(crate) fn matmul_q6k(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
     )
 }
 
-/// Rows in a Q4_K panel ([`Q4kPanelBlock`]).
-#[cfg(target_arch = "x86_64")]
-const Q4K_PANEL_ROWS: usize = 16;
-
 /// One Q4_K super-block of sixteen rows for `vpdpbusd` against broadcast activations: in
 /// `q[j]` (32-element group `j`), bytes `64k + 4r .. 64k + 4r + 4` hold row `r`'s elements
 /// `4k .. 4k + 4` (unsigned 0..15, as `vpdpbusd` takes them), so dword lane `r` of eight
@@ -252,24 +250,24 @@ const Q4K_PANEL_ROWS: usize = 16;
 #[repr(C, align(64))]
 struct Q4kPanelBlock {
     q: [[u8; 8 * 64]; 8],
-    sc: [[i32; Q4K_PANEL_ROWS]; 8],
-    m: [[i32; Q4K_PANEL_ROWS]; 8],
-    d: [f32; Q4K_PANEL_ROWS],
-    dmin: [f32; Q4K_PANEL_ROWS],
+    sc: [[i32; PANEL_ROWS]; 8],
+    m: [[i32; PANEL_ROWS]; 8],
+    d: [f32; PANEL_ROWS],
+    dmin: [f32; PANEL_ROWS],
 }
 
 /// Sixteen decoded Q4_K rows as [`Q4kPanelBlock`]s, one per super-block.
 #[cfg(target_arch = "x86_64")]
 fn q4k_panel16(rows: &[Vec<Q4Block>]) -> Vec<Q4kPanelBlock> {
-    debug_assert_eq!(rows.len(), Q4K_PANEL_ROWS);
+    debug_assert_eq!(rows.len(), PANEL_ROWS);
     (0..rows[0].len())
         .map(|b| {
             let mut p = Q4kPanelBlock {
                 q: [[0; 8 * 64]; 8],
-                sc: [[0; Q4K_PANEL_ROWS]; 8],
-                m: [[0; Q4K_PANEL_ROWS]; 8],
-                d: [0.0; Q4K_PANEL_ROWS],
-                dmin: [0.0; Q4K_PANEL_ROWS],
+                sc: [[0; PANEL_ROWS]; 8],
+                m: [[0; PANEL_ROWS]; 8],
+                d: [0.0; PANEL_ROWS],
+                dmin: [0.0; PANEL_ROWS],
             };
             for (r, row) in rows.iter().enumerate() {
                 let wb = &row[b];
@@ -297,7 +295,7 @@ fn q4k_panel16(rows: &[Vec<Q4Block>]) -> Vec<Q4kPanelBlock> {
 unsafe fn dot_q4k_panel16_vnni<const T: usize, const PER: usize>(
     panel: &[Q4kPanelBlock],
     acts: [&[Q8K]; T],
-    out: &mut [[f32; Q4K_PANEL_ROWS]; T],
+    out: &mut [[f32; PANEL_ROWS]; T],
 ) {
     use std::arch::x86_64::*;
     let mut acc = [_mm512_setzero_ps(); T];
@@ -352,29 +350,17 @@ unsafe fn dot_q4k_panel16_vnni<const T: usize, const PER: usize>(
 /// The caller checks AVX-512F and VNNI.
 #[cfg(target_arch = "x86_64")]
 fn q4k_panel16_products(panel: &[Q4kPanelBlock], acts: &[Vec<Q8K>], n_tok: usize, out: &mut [f32]) {
-    let mut put = |t0: usize, y: &[[f32; Q4K_PANEL_ROWS]]| {
-        for (dt, y) in y.iter().enumerate() {
-            for (r, &v) in y.iter().enumerate() {
-                out[r * n_tok + t0 + dt] = v;
-            }
-        }
-    };
-    let mut t0 = 0;
-    while t0 + 4 <= n_tok {
-        let mut y = [[0f32; Q4K_PANEL_ROWS]; 4];
-        let a = std::array::from_fn(|i| acts[t0 + i].as_slice());
-        // SAFETY: the caller checked `cpu::simd512` and `cpu::vnni256`.
-        unsafe { dot_q4k_panel16_vnni::<4, 2>(panel, a, &mut y) };
-        put(t0, &y);
-        t0 += 4;
-    }
-    while t0 < n_tok {
-        let mut y = [[0f32; Q4K_PANEL_ROWS]; 1];
+    super::tiled::panel_tokens(
+        n_tok,
+        out,
+        |t0, y| {
+            let a = std::array::from_fn(|i| acts[t0 + i].as_slice());
+            // SAFETY: the caller checked `cpu::simd512` and `cpu::vnni256`.
+            unsafe { dot_q4k_panel16_vnni::<4, 2>(panel, a, y) }
+        },
         // SAFETY: as above.
-        unsafe { dot_q4k_panel16_vnni::<1, 8>(panel, [acts[t0].as_slice()], &mut y) };
-        put(t0, &y);
-        t0 += 1;
-    }
+        |t0, y| unsafe { dot_q4k_panel16_vnni::<1, 8>(panel, [acts[t0].as_slice()], y) },
+    );
 }
 
 /// One Q4_K super-block in integer form.
@@ -466,7 +452,7 @@ pub(crate) fn matmul_q4k(w: &Weight<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
         decode_q4k,
         |rows, acts, n_tok, out| {
             #[cfg(target_arch = "x86_64")]
-            if rows.len() == Q4K_PANEL_ROWS
+            if rows.len() == PANEL_ROWS
                 && n_tok >= 4
                 && crate::cpu::simd512()
                 && crate::cpu::vnni256()
