@@ -16,7 +16,7 @@ use half::f16;
 use super::kquant::{quantize_q8k_impl, LaneBlock, Q8K};
 use super::layout::{q4_0, QK_K};
 use super::legacy::{quantize_q8_0, ActBlock};
-use super::tiled::PANEL_ROWS;
+use super::panel::{interleave_group, PANEL_ROWS};
 use crate::weight::Weight;
 use dynquant_quants::fp4::{e8m0_half, layout::mxfp4};
 
@@ -363,17 +363,6 @@ struct PanelBlock {
     d: [f32; PANEL_ROWS],
 }
 
-/// Row `r`'s 32 levels of one group into a panel's interleaved bytes (see [`PanelBlock`]):
-/// elements `4k .. 4k + 4` at `64k + 4r`, each offset by 128.
-fn interleave_group(levels: &[i8], r: usize, q: &mut [u8; 8 * 64]) {
-    for (k, four) in levels.chunks_exact(4).enumerate() {
-        let at = 64 * k + 4 * r;
-        for (o, &v) in q[at..at + 4].iter_mut().zip(four) {
-            *o = (v as u8) ^ 0x80;
-        }
-    }
-}
-
 /// Sixteen decoded rows as [`PanelBlock`]s, one per block of the rows.
 fn panel16(rows: &[Vec<NlBlock>]) -> Vec<PanelBlock> {
     debug_assert_eq!(rows.len(), PANEL_ROWS);
@@ -385,7 +374,7 @@ fn panel16(rows: &[Vec<NlBlock>]) -> Vec<PanelBlock> {
             };
             for (r, row) in rows.iter().enumerate() {
                 p.d[r] = row[b].d;
-                interleave_group(&row[b].q, r, &mut p.q);
+                interleave_group(row[b].q.iter().map(|&v| (v as u8) ^ 0x80), r, &mut p.q);
             }
             p
         })
@@ -402,25 +391,16 @@ unsafe fn dot_panel16_vnni<const T: usize>(
     acts: [&NibbleActs; T],
     out: &mut [[f32; PANEL_ROWS]; T],
 ) {
+    use super::panel::avx512::{group_sums, load_group};
     use std::arch::x86_64::*;
     let mut acc = [_mm512_setzero_ps(); T];
     for (b, pb) in panel.iter().enumerate() {
-        let w = pb.q.as_ptr();
-        let wk: [__m512i; 8] = std::array::from_fn(|k| _mm512_load_si512(w.add(64 * k).cast()));
+        let wk = load_group(&pb.q);
         let dw = _mm512_load_ps(pb.d.as_ptr());
         for t in 0..T {
             let ab = &acts[t].blocks[b];
-            let y = ab.q.as_ptr().cast::<i32>();
-            // two chains of four, so the adds do not all wait on each other
-            let mut s0 = _mm512_set1_epi32(acts[t].offset[b]);
-            let mut s1 = _mm512_setzero_si512();
-            for k in (0..8).step_by(2) {
-                let y0 = _mm512_set1_epi32(y.add(k).read_unaligned());
-                let y1 = _mm512_set1_epi32(y.add(k + 1).read_unaligned());
-                s0 = _mm512_dpbusd_epi32(s0, wk[k], y0);
-                s1 = _mm512_dpbusd_epi32(s1, wk[k + 1], y1);
-            }
-            let isum = _mm512_add_epi32(s0, s1);
+            let init = _mm512_set1_epi32(acts[t].offset[b]);
+            let isum = group_sums(&wk, ab.q.as_ptr().cast(), init);
             acc[t] = _mm512_fmadd_ps(
                 _mm512_cvtepi32_ps(isum),
                 _mm512_mul_ps(dw, _mm512_set1_ps(ab.d)),
@@ -437,7 +417,7 @@ unsafe fn dot_panel16_vnni<const T: usize>(
 /// one), into the tile's rows-major `out`.
 #[cfg(target_arch = "x86_64")]
 fn panel16_products(panel: &[PanelBlock], acts: &[NibbleActs], n_tok: usize, out: &mut [f32]) {
-    super::tiled::panel_tokens(
+    super::panel::panel_tokens(
         n_tok,
         out,
         |t0, y| {
@@ -585,7 +565,11 @@ fn xs_panel16(rows: &[Vec<LaneBlock>]) -> Vec<XsPanelBlock> {
                 for (g, (q, sc)) in p.q.iter_mut().zip(&mut p.sc).enumerate() {
                     // IQ4_XS repeats each group's scale for both of its halves
                     sc[r] = i32::from(wb.sc[2 * g]);
-                    interleave_group(&wb.q[32 * g..32 * g + 32], r, q);
+                    interleave_group(
+                        wb.q[32 * g..32 * g + 32].iter().map(|&v| (v as u8) ^ 0x80),
+                        r,
+                        q,
+                    );
                 }
             }
             p
@@ -605,27 +589,19 @@ unsafe fn dot_xs_panel16_vnni<const T: usize>(
     acts: [&XsActs; T],
     out: &mut [[f32; PANEL_ROWS]; T],
 ) {
+    use super::panel::avx512::{group_sums, load_group};
     use std::arch::x86_64::*;
     let mut acc = [_mm512_setzero_ps(); T];
     let mut accm = [_mm512_setzero_ps(); T];
     for (b, pb) in panel.iter().enumerate() {
         let mut isum = [_mm512_setzero_si512(); T];
         for (g, (q, sc)) in pb.q.iter().zip(&pb.sc).enumerate() {
-            let w = q.as_ptr();
-            let wk: [__m512i; 8] = std::array::from_fn(|k| _mm512_load_si512(w.add(64 * k).cast()));
+            let wk = load_group(q);
             let sc = _mm512_load_si512(sc.as_ptr().cast());
             for t in 0..T {
-                let y = acts[t].blocks[b].q.as_ptr().add(32 * g).cast::<i32>();
-                // two chains of four, so the adds do not all wait on each other
-                let mut s0 = _mm512_set1_epi32(acts[t].offset[b][g]);
-                let mut s1 = _mm512_setzero_si512();
-                for k in (0..8).step_by(2) {
-                    let y0 = _mm512_set1_epi32(y.add(k).read_unaligned());
-                    let y1 = _mm512_set1_epi32(y.add(k + 1).read_unaligned());
-                    s0 = _mm512_dpbusd_epi32(s0, wk[k], y0);
-                    s1 = _mm512_dpbusd_epi32(s1, wk[k + 1], y1);
-                }
-                let group = _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), sc);
+                let y = acts[t].blocks[b].q.as_ptr().add(32 * g).cast();
+                let init = _mm512_set1_epi32(acts[t].offset[b][g]);
+                let group = _mm512_mullo_epi32(group_sums(&wk, y, init), sc);
                 isum[t] = _mm512_add_epi32(isum[t], group);
             }
         }
@@ -656,7 +632,7 @@ pub(crate) fn matmul_iq4xs_panel16(w: &Weight<'_>, x: &[f32], n_tok: usize) -> V
             #[cfg(target_arch = "x86_64")]
             {
                 let panel = xs_panel16(rows);
-                super::tiled::panel_tokens(
+                super::panel::panel_tokens(
                     n_tok,
                     out,
                     |t0, y| {

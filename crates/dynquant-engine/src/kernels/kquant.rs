@@ -9,7 +9,7 @@ use half::f16;
 
 use super::layout::{q2k, q3k, q4k, q5k, q6k, QK_K};
 #[cfg(target_arch = "x86_64")]
-use super::tiled::PANEL_ROWS;
+use super::panel::{interleave_group, PANEL_ROWS};
 use crate::reduce::hsum_float_8;
 use crate::weight::Weight;
 
@@ -276,9 +276,7 @@ fn q4k_panel16(rows: &[Vec<Q4Block>]) -> Vec<Q4kPanelBlock> {
                 for j in 0..8 {
                     p.sc[j][r] = i32::from(wb.sc[j]);
                     p.m[j][r] = i32::from(wb.m[j]);
-                    for (k, four) in wb.q[32 * j..32 * j + 32].chunks_exact(4).enumerate() {
-                        p.q[j][64 * k + 4 * r..64 * k + 4 * r + 4].copy_from_slice(four);
-                    }
+                    interleave_group(wb.q[32 * j..32 * j + 32].iter().copied(), r, &mut p.q[j]);
                 }
             }
             p
@@ -297,6 +295,7 @@ unsafe fn dot_q4k_panel16_vnni<const T: usize, const PER: usize>(
     acts: [&[Q8K]; T],
     out: &mut [[f32; PANEL_ROWS]; T],
 ) {
+    use super::panel::avx512::{group_sums, load_group};
     use std::arch::x86_64::*;
     let mut acc = [_mm512_setzero_ps(); T];
     let mut accm = [_mm512_setzero_ps(); T];
@@ -307,24 +306,14 @@ unsafe fn dot_q4k_panel16_vnni<const T: usize, const PER: usize>(
             let mut isum = [_mm512_setzero_si512(); T];
             let mut imin = [_mm512_setzero_si512(); T];
             for j in c * PER..(c + 1) * PER {
-                let w = pb.q[j].as_ptr();
-                let wk: [__m512i; 8] =
-                    std::array::from_fn(|k| _mm512_load_si512(w.add(64 * k).cast()));
+                let wk = load_group(&pb.q[j]);
                 let sc = _mm512_load_si512(pb.sc[j].as_ptr().cast());
                 let m = _mm512_load_si512(pb.m[j].as_ptr().cast());
                 for t in 0..T {
                     let ab = &acts[t][b];
-                    let y = ab.q.as_ptr().add(32 * j).cast::<i32>();
-                    // two chains of four, so the adds do not all wait on each other
-                    let mut s0 = _mm512_setzero_si512();
-                    let mut s1 = _mm512_setzero_si512();
-                    for k in (0..8).step_by(2) {
-                        let y0 = _mm512_set1_epi32(y.add(k).read_unaligned());
-                        let y1 = _mm512_set1_epi32(y.add(k + 1).read_unaligned());
-                        s0 = _mm512_dpbusd_epi32(s0, wk[k], y0);
-                        s1 = _mm512_dpbusd_epi32(s1, wk[k + 1], y1);
-                    }
-                    let group = _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), sc);
+                    let y = ab.q.as_ptr().add(32 * j).cast();
+                    let sums = group_sums(&wk, y, _mm512_setzero_si512());
+                    let group = _mm512_mullo_epi32(sums, sc);
                     isum[t] = _mm512_add_epi32(isum[t], group);
                     let bsum = _mm512_set1_epi32(ab.bsums[2 * j] + ab.bsums[2 * j + 1]);
                     imin[t] = _mm512_add_epi32(imin[t], _mm512_mullo_epi32(m, bsum));
@@ -350,7 +339,7 @@ unsafe fn dot_q4k_panel16_vnni<const T: usize, const PER: usize>(
 /// The caller checks AVX-512F and VNNI.
 #[cfg(target_arch = "x86_64")]
 fn q4k_panel16_products(panel: &[Q4kPanelBlock], acts: &[Vec<Q8K>], n_tok: usize, out: &mut [f32]) {
-    super::tiled::panel_tokens(
+    super::panel::panel_tokens(
         n_tok,
         out,
         |t0, y| {

@@ -22,6 +22,8 @@ pub(crate) mod iquant;
 pub(crate) mod kquant;
 pub(crate) mod layout;
 pub(crate) mod legacy;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+mod panel;
 pub(crate) mod ternary;
 mod tiled;
 

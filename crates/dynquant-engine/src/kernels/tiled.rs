@@ -68,39 +68,3 @@ pub(crate) fn tokens_major(yt: Vec<f32>, rows: usize, n_tok: usize) -> Vec<f32> 
         });
     y
 }
-
-/// Rows in the 16-row AVX-512 panels (lane `r` of a 512-bit vector is row `r`).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) const PANEL_ROWS: usize = 16;
-
-/// Drives a 16-row panel kernel over a tile's `n_tok` tokens: whole groups of four through
-/// `four(t0, y)`, the rest one at a time through `one(t0, y)` (each fills `y[token][row]`), and
-/// stores the values rows-major into the tile's `out` (`out[r * n_tok + t]`).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) fn panel_tokens(
-    n_tok: usize,
-    out: &mut [f32],
-    mut four: impl FnMut(usize, &mut [[f32; PANEL_ROWS]; 4]),
-    mut one: impl FnMut(usize, &mut [[f32; PANEL_ROWS]; 1]),
-) {
-    let mut put = |t0: usize, y: &[[f32; PANEL_ROWS]]| {
-        for (dt, y) in y.iter().enumerate() {
-            for (r, &v) in y.iter().enumerate() {
-                out[r * n_tok + t0 + dt] = v;
-            }
-        }
-    };
-    let mut t0 = 0;
-    while t0 + 4 <= n_tok {
-        let mut y = [[0f32; PANEL_ROWS]; 4];
-        four(t0, &mut y);
-        put(t0, &y);
-        t0 += 4;
-    }
-    while t0 < n_tok {
-        let mut y = [[0f32; PANEL_ROWS]; 1];
-        one(t0, &mut y);
-        put(t0, &y);
-        t0 += 1;
-    }
-}
