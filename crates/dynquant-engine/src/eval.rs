@@ -98,53 +98,6 @@ impl PplAccumulator {
     }
 }
 
-/// What [`for_each_scored`] reports.
-#[derive(Debug)]
-pub enum Scored<'a> {
-    /// A scored position `j` of chunk `chunk`: the logits after token j and the next token.
-    Position {
-        /// Chunk index.
-        chunk: usize,
-        /// Position within the chunk.
-        j: usize,
-        /// Logits (n_vocab).
-        logits: &'a [f32],
-        /// The token that follows.
-        next: u32,
-    },
-    /// Chunk `0` is complete.
-    ChunkDone(usize),
-}
-
-/// Evaluates every chunk (each from an empty cache, one batch) and reports the scored positions
-/// j = ctx/2 .. ctx-2 of each chunk, then the chunk's end. Returns the number of chunks.
-pub fn for_each_scored(
-    model: &Model<'_>,
-    tokens: &[u32],
-    opts: &ChunkOptions,
-    mut on: impl FnMut(Scored<'_>) -> Result<()>,
-) -> Result<usize> {
-    let n_chunks = opts.check(tokens.len())?;
-    let first = opts.ctx / 2;
-    let nv = model.n_vocab;
-    let mut s = model.session(opts.ctx);
-    for i in 0..n_chunks {
-        let chunk = opts.chunk(tokens, i);
-        s.clear();
-        let logits = s.eval(&chunk, Logits::From(first), None)?;
-        for j in first..opts.ctx - 1 {
-            on(Scored::Position {
-                chunk: i,
-                j,
-                logits: &logits[(j - first) * nv..(j - first + 1) * nv],
-                next: chunk[j + 1],
-            })?;
-        }
-        on(Scored::ChunkDone(i))?;
-    }
-    Ok(n_chunks)
-}
-
 /// What [`for_each_scored_with`] reports: a scored position's value, then each chunk's end.
 #[derive(Debug)]
 pub enum ScoredWith<R> {
@@ -164,11 +117,11 @@ pub enum ScoredWith<R> {
     ChunkDone(usize),
 }
 
-/// As [`for_each_scored`], with `score(chunk, j, logits, next)` run on every scored position
-/// of a chunk in parallel (each position by one task, so the results do not depend on the
-/// thread count), then the results reported to `on` in position order. The scoring of the
-/// vocabulary-wide rows (log-softmax, top-k) then no longer runs on one thread after each
-/// chunk's forward pass.
+/// Evaluates every chunk (each from an empty cache, one batch), runs `score(chunk, j, logits,
+/// next)` on its scored positions j = ctx/2 .. ctx-2 in parallel (each position by one task,
+/// so the results do not depend on the thread count; the vocabulary-wide rows are not scored
+/// on one thread after each forward pass), then reports the results to `on` in position order
+/// and the chunk's end. Returns the number of chunks.
 pub fn for_each_scored_with<R: Send>(
     model: &Model<'_>,
     tokens: &[u32],
