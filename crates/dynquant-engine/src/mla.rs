@@ -201,8 +201,10 @@ impl<'a> MlaAttention<'a> {
             }
             KvProj::Absorbed { k_b, v_b } => {
                 // q_nope of head hd times its k_b matrix: nt rows of `lora` each
+                // heads in parallel: each head's product is computed whole by one task, and
+                // the imatrix keeps one slot per head, so the bits do not depend on the threads
                 let absorbed: Vec<Vec<f32>> = k_b
-                    .iter()
+                    .par_iter()
                     .enumerate()
                     .map(|(hd, w)| {
                         let qn: Vec<f32> = q
@@ -215,30 +217,40 @@ impl<'a> MlaAttention<'a> {
                     .collect::<Result<_>>()?;
                 let qd = lora + rope;
                 let mut qc = vec![0f32; nt * nh * qd];
-                for (t, row) in qc.chunks_exact_mut(nh * qd).enumerate() {
-                    for (hd, out) in row.chunks_exact_mut(qd).enumerate() {
-                        out[..lora].copy_from_slice(&absorbed[hd][t * lora..(t + 1) * lora]);
-                        let src = &q[t * nh * head_k + hd * head_k + nope..][..rope];
-                        out[lora..].copy_from_slice(src);
-                    }
-                }
+                qc.par_chunks_exact_mut(nh * qd)
+                    .enumerate()
+                    .for_each(|(t, row)| {
+                        for (hd, out) in row.chunks_exact_mut(qd).enumerate() {
+                            out[..lora].copy_from_slice(&absorbed[hd][t * lora..(t + 1) * lora]);
+                            let src = &q[t * nh * head_k + hd * head_k + nope..][..rope];
+                            out[lora..].copy_from_slice(src);
+                        }
+                    });
                 // the values are the latent: the leading part of each cached key row
                 cache.append(&kv, &[], exact);
                 let att = attend(c, &qc, cache, p0, nt, None, exact);
                 // each head's latent output times its v_b matrix
                 let vh = m.v_head;
+                let per_head: Vec<Vec<f32>> = v_b
+                    .par_iter()
+                    .enumerate()
+                    .map(|(hd, w)| {
+                        let a: Vec<f32> = att
+                            .chunks_exact(nh * lora)
+                            .flat_map(|r| &r[hd * lora..(hd + 1) * lora])
+                            .copied()
+                            .collect();
+                        ctx.mm_batched(w, hd, nh, &a)
+                    })
+                    .collect::<Result<_>>()?;
                 let mut o = vec![0f32; nt * nh * vh];
-                for (hd, w) in v_b.iter().enumerate() {
-                    let a: Vec<f32> = att
-                        .chunks_exact(nh * lora)
-                        .flat_map(|r| &r[hd * lora..(hd + 1) * lora])
-                        .copied()
-                        .collect();
-                    let y = ctx.mm_batched(w, hd, nh, &a)?;
-                    for (t, yr) in y.chunks_exact(vh).enumerate() {
-                        o[t * nh * vh + hd * vh..][..vh].copy_from_slice(yr);
-                    }
-                }
+                o.par_chunks_exact_mut(nh * vh)
+                    .enumerate()
+                    .for_each(|(t, row)| {
+                        for (out, y) in row.chunks_exact_mut(vh).zip(&per_head) {
+                            out.copy_from_slice(&y[t * vh..(t + 1) * vh]);
+                        }
+                    });
                 ctx.mm(&self.wo, &o)
             }
         }
