@@ -178,11 +178,7 @@ impl<'a> MlaAttention<'a> {
         let exact = ctx.exact();
         match &self.kv {
             KvProj::Legacy(kv_b) => {
-                let lat: Vec<f32> = kv
-                    .chunks_exact(lora + rope)
-                    .flat_map(|r| &r[..lora])
-                    .copied()
-                    .collect();
+                let lat = column_block(&kv, lora + rope, 0, lora);
                 let kvd = ctx.mm(kv_b, &lat)?;
                 let per = nope + m.v_head;
                 let mut k = Vec::with_capacity(nt * nh * head_k);
@@ -201,20 +197,7 @@ impl<'a> MlaAttention<'a> {
             }
             KvProj::Absorbed { k_b, v_b } => {
                 // q_nope of head hd times its k_b matrix: nt rows of `lora` each
-                // heads in parallel: each head's product is computed whole by one task, and
-                // the imatrix keeps one slot per head, so the bits do not depend on the threads
-                let absorbed: Vec<Vec<f32>> = k_b
-                    .par_iter()
-                    .enumerate()
-                    .map(|(hd, w)| {
-                        let qn: Vec<f32> = q
-                            .chunks_exact(nh * head_k)
-                            .flat_map(|r| &r[hd * head_k..hd * head_k + nope])
-                            .copied()
-                            .collect();
-                        ctx.mm_batched(w, hd, nh, &qn)
-                    })
-                    .collect::<Result<_>>()?;
+                let absorbed = per_head_products(ctx, k_b, nh, &q, head_k, nope)?;
                 let qd = lora + rope;
                 let mut qc = vec![0f32; nt * nh * qd];
                 qc.par_chunks_exact_mut(nh * qd)
@@ -231,18 +214,7 @@ impl<'a> MlaAttention<'a> {
                 let att = attend(c, &qc, cache, p0, nt, None, exact);
                 // each head's latent output times its v_b matrix
                 let vh = m.v_head;
-                let per_head: Vec<Vec<f32>> = v_b
-                    .par_iter()
-                    .enumerate()
-                    .map(|(hd, w)| {
-                        let a: Vec<f32> = att
-                            .chunks_exact(nh * lora)
-                            .flat_map(|r| &r[hd * lora..(hd + 1) * lora])
-                            .copied()
-                            .collect();
-                        ctx.mm_batched(w, hd, nh, &a)
-                    })
-                    .collect::<Result<_>>()?;
+                let per_head = per_head_products(ctx, v_b, nh, &att, lora, lora)?;
                 let mut o = vec![0f32; nt * nh * vh];
                 o.par_chunks_exact_mut(nh * vh)
                     .enumerate()
@@ -255,6 +227,36 @@ impl<'a> MlaAttention<'a> {
             }
         }
     }
+}
+
+/// Head `hd`'s matrix `mats[hd]` times its `len` columns at `hd * stride` of every token's row
+/// of `x` (rows of `n_head * stride`), for every head. The heads run in parallel: each head's
+/// product is computed whole by one task and the imatrix keeps one slot per head, so the bits do
+/// not depend on the thread count.
+fn per_head_products(
+    ctx: &BlockCtx<'_>,
+    mats: &[Weight<'_>],
+    n_head: usize,
+    x: &[f32],
+    stride: usize,
+    len: usize,
+) -> Result<Vec<Vec<f32>>> {
+    mats.par_iter()
+        .enumerate()
+        .map(|(hd, w)| {
+            let cols = column_block(x, n_head * stride, hd * stride, len);
+            ctx.mm_batched(w, hd, n_head, &cols)
+        })
+        .collect()
+}
+
+/// Columns `start..start + len` of each `row_len`-long row of `rows`, rows in order: one head's
+/// part of every token's row, as the per-head products take it.
+fn column_block(rows: &[f32], row_len: usize, start: usize, len: usize) -> Vec<f32> {
+    rows.chunks_exact(row_len)
+        .flat_map(|r| &r[start..start + len])
+        .copied()
+        .collect()
 }
 
 #[cfg(test)]
