@@ -46,7 +46,7 @@ fn main() {
 /// process's memory map (1 -> 2 thread efficiency 0.8 instead of 0.95). Blocks up to 32 MiB now stay
 /// in the heap and up to 256 MiB of free heap top is kept: the process's peak memory is unchanged,
 /// it is just not handed back between operations. Measured in docs/benchmarks.md ("Issue 17: the
-/// allocator").
+/// allocator, and the speed table after session 7").
 fn keep_freed_memory_for_reuse() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets two of the allocator's parameters; it is called before any thread
