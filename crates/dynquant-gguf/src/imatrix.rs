@@ -88,7 +88,47 @@ impl ImatrixEntry {
         }
     }
 
-    /// Matrices (experts) that saw no tokens; they get neutral weights.
+    /// Every expert's weights as the mean of its squared activations with `prior.tokens`
+    /// pseudo-tokens at the tensor's pooled mean over all experts added:
+    /// `(in_sum2_e + k·pooled) / (count_e + k)`, `pooled = Σ in_sum2 / Σ count` per column.
+    ///
+    /// Why: an expert's weights are an estimate from the tokens routed to it, and routing is
+    /// uneven (the rarest experts of a calibration run see a handful of tokens, DeepSeek's
+    /// 256-expert layers leave some at zero). A weighted quantizer fits whatever columns
+    /// those few tokens happened to light up and neglects the rest, and the expert then
+    /// fails on the tokens it meets later. Shrinking toward the pooled mean (a standard
+    /// empirical-Bayes estimate) leaves well-covered experts nearly unchanged and gives an
+    /// unseen expert the layer's importance instead of all ones. Measured in
+    /// docs/benchmarks.md ("Experts that saw few calibration tokens").
+    pub fn shrunk_weights(&self, prior: ExpertPrior) -> Vec<Vec<f32>> {
+        let n = self.n_per_mat;
+        let total: f64 = self.counts.iter().map(|&c| f64::from(c)).sum();
+        if total <= 0.0 {
+            return vec![vec![1.0; n]; self.n_mat()];
+        }
+        let mut pooled = vec![0f64; n];
+        for sums in self.in_sum2.chunks_exact(n) {
+            for (p, &s) in pooled.iter_mut().zip(sums) {
+                *p += f64::from(s);
+            }
+        }
+        let k = f64::from(prior.tokens);
+        pooled.iter_mut().for_each(|p| *p = *p * k / total);
+        self.in_sum2
+            .chunks_exact(n)
+            .zip(&self.counts)
+            .map(|(sums, &count)| {
+                let denom = f64::from(count) + k;
+                sums.iter()
+                    .zip(&pooled)
+                    .map(|(&s, &p)| ((f64::from(s) + p) / denom) as f32)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Matrices (experts) that saw no tokens: llama-quantize gives them neutral weights,
+    /// [`ImatrixEntry::shrunk_weights`] the pooled mean of the others.
     pub fn unseen_matrices(&self) -> usize {
         self.counts.iter().filter(|c| **c == 0.0).count()
     }
@@ -98,8 +138,20 @@ impl ImatrixEntry {
     /// per-expert structure (its experts are concatenated in one vector with one call
     /// count), so a single vector of `ne0 * n_mat` values is cut into `n_mat` slices, as
     /// llama-quantize does.
-    pub fn weights_for(&self, ne0: usize, n_mat: usize) -> Option<Vec<Vec<f32>>> {
+    ///
+    /// With `expert_prior` > 0 and per-expert counts, each expert's weights are shrunk
+    /// toward the tensor's pooled mean ([`ImatrixEntry::shrunk_weights`]); 0 gives
+    /// llama-quantize's weights.
+    pub fn weights_for(
+        &self,
+        ne0: usize,
+        n_mat: usize,
+        expert_prior: ExpertPrior,
+    ) -> Option<Vec<Vec<f32>>> {
         if self.n_per_mat == ne0 && self.n_mat() == n_mat {
+            if n_mat > 1 && expert_prior.tokens > 0.0 {
+                return Some(self.shrunk_weights(expert_prior));
+            }
             return Some((0..n_mat).map(|m| self.weights(m)).collect());
         }
         if self.n_mat() == 1 && n_mat > 1 && Some(self.n_per_mat) == ne0.checked_mul(n_mat) {
@@ -108,6 +160,24 @@ impl ImatrixEntry {
         }
         None
     }
+}
+
+/// How strongly an expert's importance weights are pulled toward its tensor's pooled mean
+/// over all experts: the weight, in calibration tokens, of that pooled mean
+/// ([`ImatrixEntry::shrunk_weights`]). 0 gives llama-quantize's per-expert weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExpertPrior {
+    /// Pseudo-tokens at the pooled mean.
+    pub tokens: f32,
+}
+
+impl ExpertPrior {
+    /// dynquant's default: 64 tokens (measured on `smollm2-moe-routed`, whose rarest experts
+    /// saw 2-7 calibration tokens: 16, 64 and 256 all gave about the same gain, pooling every
+    /// expert into one vector less; docs/benchmarks.md).
+    pub const DEFAULT: ExpertPrior = ExpertPrior { tokens: 64.0 };
+    /// llama-quantize's weights: each expert's own mean (all ones when it saw nothing).
+    pub const NONE: ExpertPrior = ExpertPrior { tokens: 0.0 };
 }
 
 /// A whole imatrix file.
@@ -573,5 +643,60 @@ impl Imatrix {
         out.extend_from_slice(&(dataset.len() as i32).to_le_bytes());
         out.extend_from_slice(dataset.as_bytes());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three experts of two columns: one with 1000 tokens, one with 2, one unseen.
+    fn entry() -> ImatrixEntry {
+        ImatrixEntry {
+            name: "blk.0.ffn_down_exps.weight".into(),
+            n_per_mat: 2,
+            // means: (1, 3), (50, 0.5), none
+            in_sum2: vec![1000.0, 3000.0, 100.0, 1.0, 0.0, 0.0],
+            counts: vec![1000.0, 2.0, 0.0],
+        }
+    }
+
+    #[test]
+    fn experts_are_shrunk_toward_the_pooled_mean_by_their_token_count() {
+        let e = entry();
+        let pooled = [1100.0 / 1002.0, 3001.0 / 1002.0];
+        let w = e.weights_for(2, 3, ExpertPrior { tokens: 64.0 }).unwrap();
+        // The well-covered expert moves by about 64/1064 of the way.
+        for (c, want) in [(0, [1.0, 3.0]), (1, [50.0, 0.5])] {
+            let n = e.counts[c] as f64;
+            for j in 0..2 {
+                let expect = (want[j] * n + 64.0 * pooled[j]) / (n + 64.0);
+                assert!((w[c][j] as f64 - expect).abs() < 1e-5 * expect, "{c} {j}");
+            }
+        }
+        assert!((w[0][0] - 1.0).abs() < 0.01);
+        // The expert that saw 2 tokens is mostly the pooled mean; the unseen one is exactly it.
+        assert!(w[1][0] < 3.0 && w[1][1] > 2.5, "{:?}", w[1]);
+        for j in 0..2 {
+            assert!((w[2][j] as f64 - pooled[j]).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn no_prior_gives_llama_quantize_weights() {
+        let e = entry();
+        let w = e.weights_for(2, 3, ExpertPrior::NONE).unwrap();
+        assert_eq!(w, vec![vec![1.0, 3.0], vec![50.0, 0.5], vec![1.0, 1.0]]);
+        // A dense entry (one matrix) ignores the prior.
+        let dense = ImatrixEntry {
+            name: "blk.0.ffn_down.weight".into(),
+            n_per_mat: 2,
+            in_sum2: vec![4.0, 8.0],
+            counts: vec![4.0],
+        };
+        assert_eq!(
+            dense.weights_for(2, 1, ExpertPrior::DEFAULT).unwrap(),
+            vec![vec![1.0, 2.0]]
+        );
     }
 }

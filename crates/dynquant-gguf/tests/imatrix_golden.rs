@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::imatrix::{ExpertPrior, Imatrix};
 use dynquant_gguf::WriteOptions;
 
 fn golden() -> PathBuf {
@@ -147,10 +147,13 @@ fn gguf_and_legacy_dat_weights_match_libgguf_bit_for_bit() {
             "dat",
         );
         // A legacy MoE entry is one flat vector; cut per expert it gives the GGUF weights up
-        // to the rounding of `value / ncall`.
+        // to the rounding of `value / ncall` (a legacy entry has no per-expert counts, so the
+        // expert prior leaves it alone).
         for e in &im.entries {
             let l = legacy.get(&e.name).unwrap();
-            let per_mat = l.weights_for(e.n_per_mat, e.n_mat()).unwrap();
+            let per_mat = l
+                .weights_for(e.n_per_mat, e.n_mat(), ExpertPrior::DEFAULT)
+                .unwrap();
             for (m, w) in per_mat.iter().enumerate() {
                 for (a, b) in w.iter().zip(e.weights(m)) {
                     assert!(

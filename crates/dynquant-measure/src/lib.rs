@@ -36,7 +36,7 @@ use std::time::Instant;
 use dynquant_engine::eval::ChunkOptions;
 use dynquant_engine::evaluation::EvalText;
 use dynquant_engine::WeightOverrides;
-use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::imatrix::{ExpertPrior, Imatrix};
 use dynquant_gguf::{GgmlType, GgufModel};
 use dynquant_plan::sensitivity::{Sensitivity, SensitivityKey};
 use dynquant_quantize::TensorSource;
@@ -169,6 +169,8 @@ pub struct ScanOptions {
     pub weights_only: bool,
     /// Only this shard's units.
     pub shard: Option<Shard>,
+    /// How experts' imatrix weights are estimated (as `quantize` does with the same value).
+    pub expert_prior: ExpertPrior,
 }
 
 impl Default for ScanOptions {
@@ -181,6 +183,7 @@ impl Default for ScanOptions {
             sample_rows: DEFAULT_SAMPLE_ROWS,
             weights_only: false,
             shard: None,
+            expert_prior: ExpertPrior::DEFAULT,
         }
     }
 }
@@ -373,6 +376,10 @@ fn settings(opts: &ScanOptions) -> BTreeMap<String, serde_json::Value> {
     let mut s = BTreeMap::new();
     s.insert("sample_rows".into(), json!(opts.sample_rows));
     s.insert("weights_only".into(), json!(opts.weights_only));
+    s.insert(
+        "imatrix_expert_prior".into(),
+        json!(opts.expert_prior.tokens),
+    );
     if !opts.weights_only {
         s.insert("ctx".into(), json!(opts.ctx));
         s.insert("chunks".into(), json!(opts.chunks));
@@ -520,8 +527,14 @@ pub fn scan(
         let (record, label) = if u < n_tensor_units {
             let index = units.tensors[u];
             let info = source.info(index);
-            let e =
-                weights::tensor_errors(source, index, inputs.imatrix, &types, opts.sample_rows)?;
+            let e = weights::tensor_errors(
+                source,
+                index,
+                inputs.imatrix,
+                opts.expert_prior,
+                &types,
+                opts.sample_rows,
+            )?;
             let rec = TensorRecord {
                 name: info.name.clone(),
                 n_elements: info.n_elements(),
@@ -545,7 +558,8 @@ pub fn scan(
                 let Some(ty) = probe.fallback_for_row(info.row_len()) else {
                     continue;
                 };
-                let bytes = weights::quantize_tensor(source, i, inputs.imatrix, ty)?;
+                let bytes =
+                    weights::quantize_tensor(source, i, inputs.imatrix, opts.expert_prior, ty)?;
                 overrides.insert(info.name.clone(), ty, bytes);
                 names.push(info.name.clone());
                 stored.push(type_name(ty));

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::imatrix::{ExpertPrior, Imatrix};
 use dynquant_gguf::{GgmlType, ImatrixNeed, TensorInfo};
 use dynquant_quantize::TensorSource;
 use dynquant_quants::{dequantize, quantize_rows};
@@ -17,6 +17,7 @@ use crate::MeasureError;
 /// Per-expert importance weights of a tensor (`None` without an imatrix entry).
 pub(crate) fn importance(
     imatrix: Option<&Imatrix>,
+    prior: ExpertPrior,
     t: &TensorInfo,
 ) -> Result<Option<Vec<Vec<f32>>>, MeasureError> {
     let Some(entry) = imatrix.and_then(|im| im.get(&t.name)) else {
@@ -24,7 +25,7 @@ pub(crate) fn importance(
     };
     let mats = n_mats(t);
     entry
-        .weights_for(t.row_len() as usize, mats)
+        .weights_for(t.row_len() as usize, mats, prior)
         .map(Some)
         .ok_or_else(|| MeasureError::ImatrixShape {
             tensor: t.name.clone(),
@@ -86,6 +87,7 @@ pub(crate) fn tensor_errors(
     source: &dyn TensorSource,
     index: usize,
     imatrix: Option<&Imatrix>,
+    prior: ExpertPrior,
     types: &[GgmlType],
     sample_rows: usize,
 ) -> Result<TensorErrors, MeasureError> {
@@ -93,7 +95,7 @@ pub(crate) fn tensor_errors(
     let row = info.row_len() as usize;
     let mats = n_mats(info);
     let rows_per_mat = info.shape.get(1).copied().unwrap_or(1) as usize;
-    let imp = importance(imatrix, info)?;
+    let imp = importance(imatrix, prior, info)?;
     let ones = vec![1f32; row];
     let rows = sampled_rows(rows_per_mat, mats, sample_rows);
     // the sampled rows as f32, read one at a time (a sample of a large tensor is sparse)
@@ -164,13 +166,14 @@ pub(crate) fn quantize_tensor(
     source: &dyn TensorSource,
     index: usize,
     imatrix: Option<&Imatrix>,
+    prior: ExpertPrior,
     ty: GgmlType,
 ) -> Result<Vec<u8>, MeasureError> {
     let info = source.info(index);
     let row = info.row_len() as usize;
     let n_rows = info.n_rows() as usize;
     let rows_per_mat = info.shape.get(1).copied().unwrap_or(1) as usize;
-    let imp = importance(imatrix, info)?;
+    let imp = importance(imatrix, prior, info)?;
     let ones = vec![1f32; row];
     let rb = ty.row_bytes(row as u64).unwrap_or(0) as usize;
     let mut out = vec![0u8; n_rows * rb];

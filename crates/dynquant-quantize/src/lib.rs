@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use dynquant_gguf::imatrix::Imatrix;
+use dynquant_gguf::imatrix::{ExpertPrior, Imatrix};
 use dynquant_gguf::types::{GgmlType, ImatrixNeed};
 use dynquant_gguf::{
     keys, GgufError, GgufModel, GgufWriter, Metadata, OutputTarget, SetOptions, TensorInfo, Value,
@@ -185,6 +185,8 @@ pub struct QuantizeJob<'a> {
     pub imatrix: Option<&'a Imatrix>,
     /// Use all-ones weights for types that need an imatrix when an entry is missing.
     pub imatrix_fallback: bool,
+    /// How experts' imatrix weights are estimated (shrunk toward their tensor's pooled mean).
+    pub expert_prior: ExpertPrior,
     /// Allow quantized sources (dequantized to f32 first).
     pub allow_requantize: bool,
     /// f32 values per slab (bounds memory: about 8 bytes per value plus output).
@@ -197,6 +199,7 @@ pub const DEFAULT_SLAB_VALUES: usize = 16 << 20;
 /// The per-matrix importance weights of a tensor, checked against its shape.
 fn importance_of(
     imatrix: Option<&Imatrix>,
+    prior: ExpertPrior,
     t: &TensorInfo,
 ) -> Result<Option<Vec<Vec<f32>>>, PipelineError> {
     let Some(entry) = imatrix.and_then(|im| im.get(&t.name)) else {
@@ -204,7 +207,7 @@ fn importance_of(
     };
     let need_mats = t.shape.get(2).copied().unwrap_or(1) * t.shape.get(3).copied().unwrap_or(1);
     entry
-        .weights_for(t.row_len() as usize, need_mats as usize)
+        .weights_for(t.row_len() as usize, need_mats as usize, prior)
         .map(Some)
         .ok_or_else(|| PipelineError::ImatrixShape {
             name: t.name.clone(),
@@ -216,7 +219,8 @@ fn importance_of(
 }
 
 /// A tensor whose imatrix entry has experts that saw no calibration tokens: those experts
-/// are quantized with neutral (all-ones) weights, as llama-quantize does.
+/// are quantized with the pooled importance of the others (with an expert prior), or with
+/// neutral (all-ones) weights as llama-quantize does (without one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnseenExperts {
     /// Tensor name.
@@ -315,7 +319,7 @@ pub fn check_imatrix_coverage(job: &QuantizeJob<'_>) -> Result<(), PipelineError
         if target == info.ggml_type || target.info().imatrix != ImatrixNeed::Required {
             continue;
         }
-        if importance_of(job.imatrix, info)?.is_none() && !job.imatrix_fallback {
+        if importance_of(job.imatrix, job.expert_prior, info)?.is_none() && !job.imatrix_fallback {
             missing.push(info.name.clone());
         }
     }
@@ -382,7 +386,7 @@ pub fn quantize_model_with(
         let rows_per_mat = info.shape.get(1).copied().unwrap_or(1) as usize;
         // Without an entry, types that need one get uniform weights when the user accepted the
         // fallback (checked above); the others quantize unweighted.
-        let importance = match importance_of(job.imatrix, info)? {
+        let importance = match importance_of(job.imatrix, job.expert_prior, info)? {
             None if ty.info().imatrix == ImatrixNeed::Required => Some(vec![vec![1f32; row]]),
             other => other,
         };

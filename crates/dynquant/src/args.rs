@@ -297,6 +297,11 @@ pub struct QuantizeArgs {
     /// Quantize types that need an imatrix with uniform weights where it has no entry.
     #[arg(long)]
     pub imatrix_fallback: bool,
+    /// Pull each expert's imatrix weights toward its tensor's mean over all experts by this many
+    /// calibration tokens' worth (experts that saw few tokens get mostly the layer's importance,
+    /// unseen ones all of it); 0 gives llama-quantize's per-expert weights.
+    #[arg(long, value_name = "TOKENS", default_value_t = dynquant_gguf::imatrix::ExpertPrior::DEFAULT.tokens, value_parser = expert_prior_tokens)]
+    pub imatrix_expert_prior: f32,
     /// Worker threads (default: all cores). The output does not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -593,6 +598,11 @@ pub struct MeasureArgs {
     /// Importance matrix (GGUF or legacy .dat) used to quantize and to weight errors.
     #[arg(long)]
     pub imatrix: Option<PathBuf>,
+    /// Pull each expert's imatrix weights toward its tensor's mean over all experts by this many
+    /// calibration tokens' worth (experts that saw few tokens get mostly the layer's importance,
+    /// unseen ones all of it); 0 gives llama-quantize's per-expert weights.
+    #[arg(long, value_name = "TOKENS", default_value_t = dynquant_gguf::imatrix::ExpertPrior::DEFAULT.tokens, value_parser = expert_prior_tokens)]
+    pub imatrix_expert_prior: f32,
     /// Calibration text (its first chunks are evaluated); not needed with --weights-only.
     #[arg(long, short = 'f')]
     pub text: Option<PathBuf>,
@@ -644,4 +654,12 @@ pub struct MeasureMergeArgs {
     /// Output sensitivity file.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
+}
+
+/// `--imatrix-expert-prior`: a finite number of tokens, at least 0.
+fn expert_prior_tokens(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a number of tokens (0 or more)")),
+    }
 }

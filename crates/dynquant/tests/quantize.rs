@@ -356,10 +356,9 @@ fn legacy_dat_imatrix_works_and_unseen_experts_are_warned_about() {
     std::fs::write(&dat, im.to_legacy_bytes()).unwrap();
     let recipe = dir.path().join("r.toml");
     std::fs::write(&recipe, RECIPE).unwrap();
-    let mut outputs = Vec::new();
-    for imatrix in [&gguf, &dat] {
+    let quantize = |imatrix: &std::path::Path, prior: &str| {
         let out = dir.path().join(format!(
-            "out-{}.gguf",
+            "out-{}-{prior}.gguf",
             imatrix.extension().unwrap().to_string_lossy()
         ));
         let run = dynquant(args![
@@ -370,25 +369,29 @@ fn legacy_dat_imatrix_works_and_unseen_experts_are_warned_about() {
             recipe,
             "--imatrix",
             imatrix,
+            "--imatrix-expert-prior",
+            prior,
             "--json"
         ]);
         let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
         let summary: serde_json::Value = serde_json::from_str(&ok(run, "quantize")).unwrap();
-        if imatrix == &gguf {
-            // The GGUF imatrix keeps per-expert counts, so the two unseen experts are named.
-            assert!(
-                stderr.contains("warning: blk.0.ffn_up_exps.weight: 2 of 6 experts"),
-                "{stderr}"
-            );
-            assert_eq!(summary["unseen_experts"][0]["unseen"], 2);
-        }
-        outputs.push(out);
-    }
+        (out, stderr, summary)
+    };
+    // llama-quantize's weights (prior 0): the GGUF imatrix keeps per-expert counts, so the two
+    // unseen experts are named, and they get neutral weights, as in the .dat file.
+    let (from_gguf, stderr, summary) = quantize(&gguf, "0");
+    assert!(
+        stderr.contains("warning: blk.0.ffn_up_exps.weight: 2 of 6 experts")
+            && stderr.contains("neutral weights"),
+        "{stderr}"
+    );
+    assert_eq!(summary["unseen_experts"][0]["unseen"], 2);
+    let (from_dat, _, _) = quantize(&dat, "0");
     // The .dat weights equal the GGUF ones up to the rounding of value / ncall (llama.cpp's
     // format stores means times ncall), so nearly every block comes out the same.
     let (a, b) = (
-        std::fs::read(&outputs[0]).unwrap(),
-        std::fs::read(&outputs[1]).unwrap(),
+        std::fs::read(&from_gguf).unwrap(),
+        std::fs::read(&from_dat).unwrap(),
     );
     assert_eq!(a.len(), b.len());
     let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
@@ -396,8 +399,46 @@ fn legacy_dat_imatrix_works_and_unseen_experts_are_warned_about() {
     eprintln!("gguf vs dat imatrix: {:.4}% identical bytes", 100.0 * share);
     assert!(share > 0.95, "{share}");
     // And the .dat-made file runs in llama.cpp.
-    let tokens = o.greedy_tokens(&outputs[1], 10, &["The capital of France is"]);
+    let tokens = o.greedy_tokens(&from_dat, 10, &["The capital of France is"]);
     assert_eq!(tokens[0].len(), 10);
+    // The default prior shrinks every expert toward its tensor's pooled importance: the unseen
+    // experts get the others' mean, and the routed tensors' bytes change (dense ones do not).
+    let (shrunk, stderr, _) = quantize(&gguf, "64");
+    assert!(
+        stderr.contains("the mean importance of the others"),
+        "{stderr}"
+    );
+    let open = |p: &std::path::Path| {
+        dynquant_gguf::GgufModel::open(p, dynquant_gguf::Access::Mmap).unwrap()
+    };
+    let (llama_weights, shrunk_weights) = (open(&from_gguf), open(&shrunk));
+    let (mut experts_changed, mut dense_changed) = (0, 0);
+    for (t0, t1) in llama_weights.tensors().zip(shrunk_weights.tensors()) {
+        assert_eq!(t0.info.name, t1.info.name);
+        if llama_weights.tensor_data(&t0).unwrap() != shrunk_weights.tensor_data(&t1).unwrap() {
+            if t0.info.name.contains("_exps") {
+                experts_changed += 1;
+            } else {
+                dense_changed += 1;
+            }
+        }
+    }
+    assert_eq!(dense_changed, 0);
+    assert!(experts_changed > 0);
+    // A negative prior is refused.
+    let bad = dynquant(args![
+        "quantize",
+        m.smollm2_768_moe(),
+        dir.path().join("bad.gguf"),
+        "--recipe",
+        recipe,
+        "--imatrix",
+        gguf,
+        "--imatrix-expert-prior",
+        "-1"
+    ]);
+    assert!(!bad.status.success());
+    assert!(!dir.path().join("bad.gguf").exists());
 }
 
 #[test]

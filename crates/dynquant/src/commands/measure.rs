@@ -1,5 +1,6 @@
 //! `dynquant measure`: the sensitivity scan (`dynquant-measure`) and `measure merge`.
 
+use dynquant_gguf::imatrix::ExpertPrior;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Instant;
@@ -60,6 +61,9 @@ fn scan(a: &MeasureArgs) -> Result<()> {
         sample_rows: a.sample_rows,
         weights_only: a.weights_only,
         shard: a.shard.as_deref().map(Shard::from_str).transpose()?,
+        expert_prior: ExpertPrior {
+            tokens: a.imatrix_expert_prior,
+        },
     };
     if !a.weights_only && a.text.is_none() {
         bail!("measure needs --text CALIB (or --weights-only)");

@@ -56,7 +56,7 @@ fn warnings(p: &Plan, imatrix: Option<&Imatrix>) -> Vec<String> {
             Some(_) => {
                 if let Some(u) = unseen_experts_of(im, &t.name) {
                     w.push(format!(
-                        "{}: {} of {} experts saw no calibration tokens (they get neutral weights)",
+                        "{}: {} of {} experts saw no calibration tokens (quantize gives them the mean importance of the others)",
                         u.tensor, u.unseen, u.total
                     ));
                 }

@@ -1,5 +1,6 @@
 //! `quantize`: the main job. Plan, check, then stream the model through the quantizers.
 
+use dynquant_gguf::imatrix::ExpertPrior;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -90,6 +91,9 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         metadata: md,
         imatrix: imatrix.as_ref(),
         imatrix_fallback: a.imatrix_fallback,
+        expert_prior: ExpertPrior {
+            tokens: a.imatrix_expert_prior,
+        },
         // --requantize-mxfp4 is consent to re-quantize the MXFP4 tensors (and only those).
         allow_requantize: a.allow_requantize
             || (a.recipe.requantize_mxfp4
@@ -111,8 +115,15 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
     let unseen = unseen_experts(&job);
     for u in &unseen {
         eprintln!(
-            "warning: {}: {} of {} experts saw no calibration tokens in the imatrix; they get neutral weights",
-            u.tensor, u.unseen, u.total
+            "warning: {}: {} of {} experts saw no calibration tokens in the imatrix; they get {}",
+            u.tensor,
+            u.unseen,
+            u.total,
+            if a.imatrix_expert_prior > 0.0 {
+                "the mean importance of the others"
+            } else {
+                "neutral weights"
+            }
         );
     }
     let mut type_counts: BTreeMap<&str, usize> = BTreeMap::new();
