@@ -5,7 +5,8 @@
 //! The model behind both: a group's end-to-end KLD grows with its importance-weighted squared
 //! weight error `W = Σ n·E` as a power law `d = a·W^p` (p = 1 to first order: logit errors are
 //! linear in weight errors and KLD is quadratic in small logit errors), fitted through the
-//! group's probes (log-log interpolation between two probes, one probe fixes `a` with p = 1),
+//! group's probes (log-log interpolation between neighbouring probes, p = 1 outside them; one
+//! probe fixes `a` with p = 1),
 //! and a tensor's share of its group scales with its own error. Contributions of different
 //! tensors add (their errors are independent), which is what makes the allocation a knapsack.
 
@@ -37,20 +38,42 @@ pub trait CostModel {
     fn describe(&self) -> String;
 }
 
-/// A power law `d = a·W^p`, anchored at a probe.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A group's ΔKLD as a function of its weight error `W`: piecewise power laws `d = a·W^p`
+/// through its probes, and the first-order law (p = 1) outside them.
+#[derive(Debug, Clone, PartialEq)]
 struct PowerLaw {
-    /// Anchor: weight error and ΔKLD of one probe.
+    /// One segment per pair of neighbouring probes (by `W`); one probe gives one point.
+    segments: Vec<Segment>,
+}
+
+/// `d = d0·(W/w0)^p` for `W` in `[w_lo, w_hi]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Segment {
+    w_lo: f64,
+    w_hi: f64,
     w0: f64,
     d0: f64,
-    /// Exponents below and above the anchor.
-    p_low: f64,
-    p_high: f64,
+    p: f64,
+}
+
+impl Segment {
+    fn at(&self, w: f64) -> f64 {
+        self.d0 * (w / self.w0).powf(self.p)
+    }
 }
 
 impl PowerLaw {
-    /// Fits through probes `(W, d)` sorted by `W`: log-log interpolation between the two
-    /// nearest probes, the end segments' slopes outside; one probe gives p = 1.
+    /// Fits through probes `(W, d)`: between two neighbouring probes (sorted by `W`) the
+    /// log-log line through them (slope clamped to [`EXPONENT_RANGE`], anchored at their
+    /// geometric middle); below the lowest and above the highest probe, p = 1 from the end
+    /// segment's value there.
+    ///
+    /// Why not extend the end segments: probes sit at the low-bit end (IQ1_S .. IQ3_XXS),
+    /// where the KL divergence grows faster than the squared error; extending that slope to
+    /// the 4-6-bit types predicts them nearly free and makes the allocator settle for the
+    /// cheapest of them (measured on `smollm2-moe-routed`, docs/benchmarks.md). Small errors
+    /// are where first-order theory holds: logits move linearly with the weights and KL
+    /// divergence is quadratic in small logit changes, so `d ∝ W`.
     fn fit(mut probes: Vec<(f64, f64)>) -> Option<PowerLaw> {
         probes.retain(|&(w, d)| w > 0.0 && w.is_finite() && d.is_finite());
         if probes.is_empty() {
@@ -59,42 +82,56 @@ impl PowerLaw {
         probes.sort_by(|a, b| a.0.total_cmp(&b.0));
         // KLD is positive; a probe below the noise keeps a tiny positive value so logs exist.
         let floor = probes.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-12) * 1e-6;
-        let pts: Vec<(f64, f64)> = probes
-            .iter()
-            .map(|&(w, d)| (w.ln(), d.max(floor).ln()))
-            .collect();
-        let slope = |a: (f64, f64), b: (f64, f64)| {
-            if (b.0 - a.0).abs() < 1e-12 {
-                1.0
-            } else {
-                ((b.1 - a.1) / (b.0 - a.0)).clamp(EXPONENT_RANGE.0, EXPONENT_RANGE.1)
-            }
-        };
-        let (p_low, p_high) = if pts.len() == 1 {
-            (1.0, 1.0)
+        let pts: Vec<(f64, f64)> = probes.iter().map(|&(w, d)| (w, d.max(floor))).collect();
+        let segments = if pts.len() == 1 {
+            let (w, d) = pts[0];
+            vec![Segment {
+                w_lo: w,
+                w_hi: w,
+                w0: w,
+                d0: d,
+                p: 1.0,
+            }]
         } else {
-            let s = slope(pts[0], pts[pts.len() - 1]);
-            (s, s)
+            pts.windows(2)
+                .map(|ab| {
+                    let ((wa, da), (wb, db)) = (ab[0], ab[1]);
+                    let (la, lb) = (wa.ln(), wb.ln());
+                    let p = if (lb - la).abs() < 1e-12 {
+                        1.0
+                    } else {
+                        ((db.ln() - da.ln()) / (lb - la)).clamp(EXPONENT_RANGE.0, EXPONENT_RANGE.1)
+                    };
+                    Segment {
+                        w_lo: wa,
+                        w_hi: wb,
+                        w0: (wa * wb).sqrt(),
+                        d0: (da * db).sqrt(),
+                        p,
+                    }
+                })
+                .collect()
         };
-        // Anchored at the geometric middle of the probes.
-        let n = pts.len() as f64;
-        let (lw, ld) = pts
-            .iter()
-            .fold((0.0, 0.0), |(a, b), p| (a + p.0 / n, b + p.1 / n));
-        Some(PowerLaw {
-            w0: lw.exp(),
-            d0: ld.exp(),
-            p_low,
-            p_high,
-        })
+        Some(PowerLaw { segments })
     }
 
     fn at(&self, w: f64) -> f64 {
         if w <= 0.0 {
             return 0.0;
         }
-        let p = if w < self.w0 { self.p_low } else { self.p_high };
-        self.d0 * (w / self.w0).powf(p)
+        let first = self.segments[0];
+        let last = self.segments[self.segments.len() - 1];
+        if w < first.w_lo {
+            return first.at(first.w_lo) * w / first.w_lo;
+        }
+        if w > last.w_hi {
+            return last.at(last.w_hi) * w / last.w_hi;
+        }
+        self.segments
+            .iter()
+            .find(|s| w <= s.w_hi)
+            .unwrap_or(&last)
+            .at(w)
     }
 }
 
@@ -169,7 +206,7 @@ impl SensitivityCosts {
                 } else {
                     1.0
                 };
-                t.law = Some((law, share));
+                t.law = Some((law.clone(), share));
             }
         }
         SensitivityCosts {
@@ -189,8 +226,8 @@ impl CostModel for SensitivityCosts {
     ) -> Option<f64> {
         let t = self.tensors.get(&tensor.name)?;
         let e = *t.errors.get(&stored)?;
-        match t.law {
-            Some((law, share)) if share > 0.0 => Some(share * law.at(t.n * e / share)),
+        match &t.law {
+            Some((law, share)) if *share > 0.0 => Some(share * law.at(t.n * e / share)),
             Some(_) => Some(0.0),
             None => Some(self.priors.cost_of_error(
                 class.role,
@@ -517,13 +554,24 @@ mod tests {
     fn power_law_through_probes() {
         let one = PowerLaw::fit(vec![(2.0, 0.1)]).unwrap();
         assert!((one.at(4.0) - 0.2).abs() < 1e-12);
+        assert!((one.at(1.0) - 0.05).abs() < 1e-12);
         let two = PowerLaw::fit(vec![(1.0, 0.01), (4.0, 0.16)]).unwrap();
-        assert!((two.p_low - 2.0).abs() < 1e-9);
+        assert!((two.segments[0].p - 2.0).abs() < 1e-9);
         assert!((two.at(1.0) - 0.01).abs() < 1e-12);
+        assert!((two.at(2.0) - 0.04).abs() < 1e-12);
         assert!((two.at(4.0) - 0.16).abs() < 1e-12);
+        // Outside the probes: first order (p = 1) from the end probes.
+        assert!((two.at(0.5) - 0.005).abs() < 1e-12);
+        assert!((two.at(8.0) - 0.32).abs() < 1e-12);
+        // Three probes: each pair of neighbours has its own slope.
+        let three = PowerLaw::fit(vec![(4.0, 0.16), (1.0, 0.01), (16.0, 0.64)]).unwrap();
+        assert!((three.segments[0].p - 2.0).abs() < 1e-9);
+        assert!((three.segments[1].p - 1.0).abs() < 1e-9);
+        assert!((three.at(8.0) - 0.32).abs() < 1e-12);
+        assert!((three.at(2.0) - 0.04).abs() < 1e-12);
         // Steeper than the range: clamped.
         let steep = PowerLaw::fit(vec![(1.0, 1e-6), (2.0, 1.0)]).unwrap();
-        assert_eq!(steep.p_high, EXPONENT_RANGE.1);
+        assert_eq!(steep.segments[0].p, EXPONENT_RANGE.1);
         assert!(PowerLaw::fit(vec![(0.0, 1.0)]).is_none());
     }
 
