@@ -172,10 +172,12 @@ pub struct ExpertPrior {
 }
 
 impl ExpertPrior {
-    /// dynquant's default: 64 tokens (measured on `smollm2-moe-routed`, whose rarest experts
-    /// saw 2-7 calibration tokens: 16, 64 and 256 all gave about the same gain, pooling every
-    /// expert into one vector less; docs/benchmarks.md).
-    pub const DEFAULT: ExpertPrior = ExpertPrior { tokens: 64.0 };
+    /// dynquant's default: 16 tokens. Measured on `smollm2-moe-routed`, whose rarest experts
+    /// saw 2-7 calibration tokens (docs/benchmarks.md): on an allocated plan 16, 64 and 256
+    /// gave the same large gain and pooling every expert into one vector less; on the
+    /// uniform-expert hand presets 16 is even with no prior and 64 slightly worse (it also
+    /// pulls well-covered experts toward inputs they do not see).
+    pub const DEFAULT: ExpertPrior = ExpertPrior { tokens: 16.0 };
     /// llama-quantize's weights: each expert's own mean (all ones when it saw nothing).
     pub const NONE: ExpertPrior = ExpertPrior { tokens: 0.0 };
 }
