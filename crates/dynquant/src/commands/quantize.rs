@@ -52,6 +52,18 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         &input,
         a.imatrix.as_deref(),
     )?;
+    if let Some(scan_prior) = sensitivity
+        .as_ref()
+        .and_then(|s| s.settings.get("imatrix_expert_prior"))
+        .and_then(serde_json::Value::as_f64)
+    {
+        if scan_prior != f64::from(a.imatrix_expert_prior) {
+            eprintln!(
+                "warning: the sensitivity scan weighted experts with --imatrix-expert-prior {scan_prior}, this quantize uses {}: its errors describe other weights",
+                a.imatrix_expert_prior
+            );
+        }
+    }
     let target = a.shards.target(&a.output);
     let input_metadata = input.metadata();
     let metadata_for = |name: &str, source: &str, file_type: u32| {
