@@ -152,6 +152,10 @@ impl std::str::FromStr for Shard {
     }
 }
 
+/// The `settings` key recording the scan's `--imatrix-expert-prior` (tokens), which
+/// `quantize --sensitivity` compares with its own.
+pub const SETTING_EXPERT_PRIOR: &str = "imatrix_expert_prior";
+
 /// How to scan.
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
@@ -376,10 +380,7 @@ fn settings(opts: &ScanOptions) -> BTreeMap<String, serde_json::Value> {
     let mut s = BTreeMap::new();
     s.insert("sample_rows".into(), json!(opts.sample_rows));
     s.insert("weights_only".into(), json!(opts.weights_only));
-    s.insert(
-        "imatrix_expert_prior".into(),
-        json!(opts.expert_prior.tokens),
-    );
+    s.insert(SETTING_EXPERT_PRIOR.into(), json!(opts.expert_prior.tokens));
     if !opts.weights_only {
         s.insert("ctx".into(), json!(opts.ctx));
         s.insert("chunks".into(), json!(opts.chunks));

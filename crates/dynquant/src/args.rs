@@ -297,11 +297,8 @@ pub struct QuantizeArgs {
     /// Quantize types that need an imatrix with uniform weights where it has no entry.
     #[arg(long)]
     pub imatrix_fallback: bool,
-    /// Pull each expert's imatrix weights toward its tensor's mean over all experts by this many
-    /// calibration tokens' worth (experts that saw few tokens get mostly the layer's importance,
-    /// unseen ones all of it); 0 gives llama-quantize's per-expert weights.
-    #[arg(long, value_name = "TOKENS", default_value_t = dynquant_gguf::imatrix::ExpertPrior::DEFAULT.tokens, value_parser = expert_prior_tokens)]
-    pub imatrix_expert_prior: f32,
+    #[command(flatten)]
+    pub expert_prior: ExpertPriorArgs,
     /// Worker threads (default: all cores). The output does not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -598,11 +595,8 @@ pub struct MeasureArgs {
     /// Importance matrix (GGUF or legacy .dat) used to quantize and to weight errors.
     #[arg(long)]
     pub imatrix: Option<PathBuf>,
-    /// Pull each expert's imatrix weights toward its tensor's mean over all experts by this many
-    /// calibration tokens' worth (experts that saw few tokens get mostly the layer's importance,
-    /// unseen ones all of it); 0 gives llama-quantize's per-expert weights.
-    #[arg(long, value_name = "TOKENS", default_value_t = dynquant_gguf::imatrix::ExpertPrior::DEFAULT.tokens, value_parser = expert_prior_tokens)]
-    pub imatrix_expert_prior: f32,
+    #[command(flatten)]
+    pub expert_prior: ExpertPriorArgs,
     /// Calibration text (its first chunks are evaluated); not needed with --weights-only.
     #[arg(long, short = 'f')]
     pub text: Option<PathBuf>,
@@ -654,6 +648,34 @@ pub struct MeasureMergeArgs {
     /// Output sensitivity file.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
+}
+
+/// How experts' imatrix weights are estimated (shared by `quantize` and `measure`, which must
+/// weight them alike).
+#[derive(Debug, Args)]
+pub struct ExpertPriorArgs {
+    /// Pull each expert's imatrix weights toward its tensor's mean over all experts by this many
+    /// calibration tokens' worth (experts that saw few tokens get mostly the layer's importance,
+    /// unseen ones all of it); 0 gives llama-quantize's per-expert weights.
+    #[arg(long, value_name = "TOKENS", default_value_t = dynquant_gguf::imatrix::ExpertPrior::DEFAULT.tokens, value_parser = expert_prior_tokens)]
+    pub imatrix_expert_prior: f32,
+}
+
+impl ExpertPriorArgs {
+    /// The prior these flags give.
+    pub fn prior(&self) -> dynquant_gguf::imatrix::ExpertPrior {
+        dynquant_gguf::imatrix::ExpertPrior {
+            tokens: self.imatrix_expert_prior,
+        }
+    }
+}
+
+impl Default for ExpertPriorArgs {
+    fn default() -> Self {
+        ExpertPriorArgs {
+            imatrix_expert_prior: dynquant_gguf::imatrix::ExpertPrior::DEFAULT.tokens,
+        }
+    }
 }
 
 /// `--imatrix-expert-prior`: a finite number of tokens, at least 0.

@@ -239,7 +239,7 @@ fn quantize_args(
         // token_embd and output are not in an imatrix (llama-imatrix leaves them out too), and
         // the uniform IQ1_S/IQ2_XXS recipes give them types that want one.
         imatrix_fallback: true,
-        imatrix_expert_prior: dynquant_gguf::imatrix::ExpertPrior::DEFAULT.tokens,
+        expert_prior: crate::args::ExpertPriorArgs::default(),
         threads: None,
         shards: crate::args::ShardLimits::default(),
         shard: None,

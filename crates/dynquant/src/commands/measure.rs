@@ -1,6 +1,5 @@
 //! `dynquant measure`: the sensitivity scan (`dynquant-measure`) and `measure merge`.
 
-use dynquant_gguf::imatrix::ExpertPrior;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Instant;
@@ -61,9 +60,7 @@ fn scan(a: &MeasureArgs) -> Result<()> {
         sample_rows: a.sample_rows,
         weights_only: a.weights_only,
         shard: a.shard.as_deref().map(Shard::from_str).transpose()?,
-        expert_prior: ExpertPrior {
-            tokens: a.imatrix_expert_prior,
-        },
+        expert_prior: a.expert_prior.prior(),
     };
     if !a.weights_only && a.text.is_none() {
         bail!("measure needs --text CALIB (or --weights-only)");

@@ -1,10 +1,10 @@
 //! `quantize`: the main job. Plan, check, then stream the model through the quantizers.
 
-use dynquant_gguf::imatrix::ExpertPrior;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use dynquant_gguf::imatrix::ExpertPrior;
 use dynquant_gguf::types::GgmlType;
 use dynquant_gguf::{SetOptions, ShardWorker, WriteOptions};
 use dynquant_input::{load_imatrix, ModelInput};
@@ -52,15 +52,16 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         &input,
         a.imatrix.as_deref(),
     )?;
+    let expert_prior = a.expert_prior.prior();
     if let Some(scan_prior) = sensitivity
         .as_ref()
-        .and_then(|s| s.settings.get("imatrix_expert_prior"))
+        .and_then(|s| s.settings.get(dynquant_measure::SETTING_EXPERT_PRIOR))
         .and_then(serde_json::Value::as_f64)
     {
-        if scan_prior != f64::from(a.imatrix_expert_prior) {
+        if scan_prior != f64::from(expert_prior.tokens) {
             eprintln!(
                 "warning: the sensitivity scan weighted experts with --imatrix-expert-prior {scan_prior}, this quantize uses {}: its errors describe other weights",
-                a.imatrix_expert_prior
+                expert_prior.tokens
             );
         }
     }
@@ -103,9 +104,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         metadata: md,
         imatrix: imatrix.as_ref(),
         imatrix_fallback: a.imatrix_fallback,
-        expert_prior: ExpertPrior {
-            tokens: a.imatrix_expert_prior,
-        },
+        expert_prior,
         // --requantize-mxfp4 is consent to re-quantize the MXFP4 tensors (and only those).
         allow_requantize: a.allow_requantize
             || (a.recipe.requantize_mxfp4
@@ -131,7 +130,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
             u.tensor,
             u.unseen,
             u.total,
-            if a.imatrix_expert_prior > 0.0 {
+            if expert_prior != ExpertPrior::NONE {
                 "the mean importance of the others"
             } else {
                 "neutral weights"
