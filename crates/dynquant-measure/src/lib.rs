@@ -24,6 +24,7 @@
 //! Nothing is printed: progress goes to an [`Event`] callback.
 #![deny(missing_docs)]
 
+mod context;
 mod identity;
 mod probe;
 mod records;
@@ -42,6 +43,9 @@ use dynquant_plan::sensitivity::{Sensitivity, SensitivityKey};
 use dynquant_quantize::TensorSource;
 use dynquant_tokenizer::Tokenizer;
 
+pub use context::{
+    context_scan, ContextInputs, ContextOptions, DEFAULT_CONTEXT_CHUNKS, DEFAULT_CONTEXT_CTX,
+};
 pub use identity::{gguf_identity, model_identity};
 use probe::{Calibration, Start};
 use records::{Header, Journal, ProbeRecord, Record, ShardFile, TensorRecord};
@@ -690,6 +694,7 @@ fn assemble(header: &Header, mut records: Vec<Record>) -> Result<Sensitivity, Me
         candidates: header.candidates.clone(),
         tensors,
         groups,
+        context: None,
     })
 }
 

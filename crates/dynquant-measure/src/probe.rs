@@ -9,6 +9,11 @@
 //! tail's rounding). Blocks before the probe's first block see unchanged weights, so their
 //! output is the kept state: a probe of block L costs blocks L.. only, with the same bits a
 //! whole run would give.
+//!
+//! In context (`dynquant measure context`) the kept states are those of a quantized file of
+//! the model and the probe sets a group back to the unquantized weights; the distributions
+//! compared with stay the unquantized model's, and each position's KLD of the quantized file
+//! is kept so a probe's saving is a mean of per-position differences.
 
 use std::time::Instant;
 
@@ -35,6 +40,8 @@ struct Chunk {
     states: Vec<Vec<f32>>,
     /// Log-probabilities of every scored position (`n_vocab` each, consecutive).
     base: Vec<f64>,
+    /// In context: the quantized file's KLD at every scored position (else empty).
+    current: Vec<f64>,
 }
 
 /// The unquantized model's run over the calibration chunks.
@@ -70,6 +77,7 @@ impl Calibration {
                 tokens,
                 states,
                 base,
+                current: Vec::new(),
             });
         }
         Ok(Calibration {
@@ -78,6 +86,65 @@ impl Calibration {
             n_vocab: model.n_vocab,
             seconds: t0.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Runs the unquantized model `base` over `chunks` for the distributions, and its quantized
+    /// file `quant` for the kept states and its own KLD at every position. Returns the
+    /// calibration and the quantized file's mean KLD and standard error.
+    pub(crate) fn run_in_context(
+        base: &GgufModel,
+        quant: &GgufModel,
+        chunks: Vec<Vec<u32>>,
+    ) -> Result<(Self, (f64, f64)), MeasureError> {
+        let t0 = Instant::now();
+        let ctx = chunks.first().map_or(0, Vec::len);
+        let mut dists = Vec::with_capacity(chunks.len());
+        let n_vocab = {
+            let model = Model::load(base).map_err(engine)?;
+            let mut s = model.session(ctx);
+            for tokens in &chunks {
+                s.clear();
+                let logits = s
+                    .eval(tokens, Logits::From(ctx / 2), None)
+                    .map_err(engine)?;
+                dists.push(log_probs(&logits, model.n_vocab, ctx));
+            }
+            model.n_vocab
+        };
+        let model = Model::load(quant).map_err(engine)?;
+        if model.n_vocab != n_vocab {
+            return Err(MeasureError::Invalid(format!(
+                "the quantized file has {} tokens in its vocabulary, the model {n_vocab}",
+                model.n_vocab
+            )));
+        }
+        let mut s = model.session(ctx);
+        let mut out = Vec::with_capacity(chunks.len());
+        let mut all = Vec::new();
+        for (tokens, base) in chunks.into_iter().zip(dists) {
+            s.clear();
+            let states = s.hidden_states(&tokens).map_err(engine)?;
+            s.clear();
+            let last = states.last().cloned().unwrap_or_default();
+            let logits = s
+                .eval_from(model.n_layer(), &last, Logits::From(ctx / 2))
+                .map_err(engine)?;
+            let current = klds(&base, &log_probs(&logits, n_vocab, ctx), n_vocab);
+            all.extend_from_slice(&current);
+            out.push(Chunk {
+                tokens,
+                states,
+                base,
+                current,
+            });
+        }
+        let cal = Calibration {
+            chunks: out,
+            ctx,
+            n_vocab,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        Ok((cal, mean_and_stderr(&all)))
     }
 
     /// Scored positions over all chunks.
@@ -93,10 +160,39 @@ impl Calibration {
         overrides: &WeightOverrides,
         start: Start,
     ) -> Result<(f64, f64), MeasureError> {
+        Ok(mean_and_stderr(&self.probe_klds(gguf, overrides, start)?))
+    }
+
+    /// In context: the quantized file's mean KLD minus the probed one (mean of per-position
+    /// differences) and its standard error, `gguf` being the quantized file.
+    pub(crate) fn saving(
+        &self,
+        gguf: &GgufModel,
+        overrides: &WeightOverrides,
+        start: Start,
+    ) -> Result<(f64, f64), MeasureError> {
+        let probed = self.probe_klds(gguf, overrides, start)?;
+        let diffs: Vec<f64> = self
+            .chunks
+            .iter()
+            .flat_map(|c| c.current.iter())
+            .zip(&probed)
+            .map(|(a, b)| a - b)
+            .collect();
+        Ok(mean_and_stderr(&diffs))
+    }
+
+    /// KL(unquantized ‖ probed) at every scored position.
+    fn probe_klds(
+        &self,
+        gguf: &GgufModel,
+        overrides: &WeightOverrides,
+        start: Start,
+    ) -> Result<Vec<f64>, MeasureError> {
         let model = Model::load_with(gguf, overrides).map_err(engine)?;
         let ctx = self.ctx;
         let mut s = model.session(ctx);
-        let mut klds = Vec::with_capacity(self.positions());
+        let mut out = Vec::with_capacity(self.positions());
         for c in &self.chunks {
             s.clear();
             let logits = match start {
@@ -108,20 +204,22 @@ impl Calibration {
             }
             .map_err(engine)?;
             let ours = log_probs(&logits, self.n_vocab, ctx);
-            let nv = self.n_vocab;
-            let per: Vec<f64> = c
-                .base
-                .par_chunks(nv)
-                .zip(ours.par_chunks(nv))
-                .map(|(p, q)| {
-                    let kl: f64 = p.iter().zip(q).map(|(&lp, &lq)| lp.exp() * (lp - lq)).sum();
-                    kl.max(0.0)
-                })
-                .collect();
-            klds.extend(per);
+            out.extend(klds(&c.base, &ours, self.n_vocab));
         }
-        Ok(mean_and_stderr(&klds))
+        Ok(out)
     }
+}
+
+/// KL(p ‖ q) per position of two runs of log-probabilities (`nv` each, consecutive), exact
+/// over the whole vocabulary.
+fn klds(p: &[f64], q: &[f64], nv: usize) -> Vec<f64> {
+    p.par_chunks(nv)
+        .zip(q.par_chunks(nv))
+        .map(|(p, q)| {
+            let kl: f64 = p.iter().zip(q).map(|(&lp, &lq)| lp.exp() * (lp - lq)).sum();
+            kl.max(0.0)
+        })
+        .collect()
 }
 
 /// Log-probabilities of the scored positions `ctx/2 .. ctx-2` from the logits of positions

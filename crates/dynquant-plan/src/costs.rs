@@ -17,7 +17,7 @@ use dynquant_gguf::TensorInfo;
 use serde::Deserialize;
 
 use crate::role::{Role, TensorClass};
-use crate::sensitivity::Sensitivity;
+use crate::sensitivity::{ContextScan, Sensitivity};
 
 /// Slopes of the log-log fit are kept in this range: a noisy pair of probes must not make the
 /// allocator believe errors stop mattering, or explode.
@@ -142,6 +142,8 @@ pub struct SensitivityCosts {
     tensors: BTreeMap<String, TensorCost>,
     probes: usize,
     priors: Priors,
+    /// In-context groups and the overall factor, when the file has a context scan.
+    context: Option<(usize, f64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +153,79 @@ struct TensorCost {
     errors: BTreeMap<GgmlType, f64>,
     /// The group's law and this tensor's share of the group's weight error.
     law: Option<(PowerLaw, f64)>,
+    /// The group's in-context cost over its isolated one (1 without a context scan).
+    factor: f64,
+}
+
+impl TensorCost {
+    /// Isolated cost (no context factor) at stored type `ty`, if measured and under a law.
+    fn law_cost(&self, ty: GgmlType) -> Option<f64> {
+        let e = *self.errors.get(&ty)?;
+        let (law, share) = self.law.as_ref()?;
+        Some(if *share > 0.0 {
+            share * law.at(self.n * e / share)
+        } else {
+            0.0
+        })
+    }
+}
+
+/// How far a group's in-context factor may stray from the overall one before its own
+/// measurement must say so: the prior's standard deviation, as a multiple of the overall
+/// factor (factors of 0.3x-3x the overall one were measured on `smollm2-moe-routed`).
+const CONTEXT_PRIOR_SPREAD: f64 = 1.0;
+/// Factors are kept within this multiple of the overall factor either way.
+const CONTEXT_FACTOR_RANGE: f64 = 10.0;
+
+/// Each group's in-context factor (saved / predicted at the quantized file's types), and the
+/// overall factor `F = Σ saved / Σ predicted`. A group's own ratio is noisy where its cost is
+/// small next to its standard error (a 4-bit attention tensor on a few hundred tokens), so
+/// each factor is the posterior mean of a normal model: `saved ~ N(f·c, σ²)` with the prior
+/// `f ~ N(F, (CONTEXT_PRIOR_SPREAD·F)²)`; a well-measured group keeps its own ratio, a noisy
+/// one gets `F`.
+fn context_factors(
+    tensors: &BTreeMap<String, TensorCost>,
+    c: &ContextScan,
+) -> Option<(BTreeMap<String, f64>, f64)> {
+    let predicted: Vec<f64> = c
+        .probes
+        .iter()
+        .map(|p| {
+            p.tensors
+                .iter()
+                .zip(&p.stored)
+                .filter_map(|(name, stored)| {
+                    let ty = stored.parse::<GgmlType>().ok()?;
+                    tensors.get(name)?.law_cost(ty)
+                })
+                .sum()
+        })
+        .collect();
+    let total_predicted: f64 = predicted.iter().sum();
+    let total_saved: f64 = c.probes.iter().map(|p| p.saved).sum();
+    if !(total_predicted > 0.0 && total_saved > 0.0) {
+        return None;
+    }
+    let overall = total_saved / total_predicted;
+    let prior_var = (CONTEXT_PRIOR_SPREAD * overall).powi(2);
+    let mut factors = BTreeMap::new();
+    for (p, &cost) in c.probes.iter().zip(&predicted) {
+        let f = if cost <= 0.0 {
+            overall
+        } else if p.stderr > 0.0 {
+            let obs_var = p.stderr * p.stderr;
+            (overall / prior_var + p.saved * cost / obs_var)
+                / (1.0 / prior_var + cost * cost / obs_var)
+        } else {
+            p.saved / cost
+        };
+        let f = f.clamp(
+            overall / CONTEXT_FACTOR_RANGE,
+            overall * CONTEXT_FACTOR_RANGE,
+        );
+        factors.insert(p.group.clone(), f);
+    }
+    Some((factors, overall))
 }
 
 impl SensitivityCosts {
@@ -171,6 +246,7 @@ impl SensitivityCosts {
                             .filter_map(|(ty, e)| ty.parse::<GgmlType>().ok().map(|ty| (ty, *e)))
                             .collect(),
                         law: None,
+                        factor: 1.0,
                     },
                 )
             })
@@ -209,11 +285,38 @@ impl SensitivityCosts {
                 t.law = Some((law.clone(), share));
             }
         }
+        let mut context = None;
+        if let Some((factors, overall)) = s
+            .context
+            .as_ref()
+            .and_then(|c| context_factors(&tensors, c))
+        {
+            let group_of: BTreeMap<&str, &str> = s
+                .context
+                .iter()
+                .flat_map(|c| &c.probes)
+                .flat_map(|p| p.tensors.iter().map(|t| (t.as_str(), p.group.as_str())))
+                .collect();
+            for (name, t) in tensors.iter_mut() {
+                t.factor = group_of
+                    .get(name.as_str())
+                    .and_then(|g| factors.get(*g))
+                    .copied()
+                    .unwrap_or(overall);
+            }
+            context = Some((factors.len(), overall));
+        }
         SensitivityCosts {
             tensors,
             probes: s.groups.len(),
             priors,
+            context,
         }
+    }
+
+    /// The in-context factor of each tensor's group (1 without a context scan).
+    pub fn context_factor(&self, tensor: &str) -> f64 {
+        self.tensors.get(tensor).map_or(1.0, |t| t.factor)
     }
 }
 
@@ -226,23 +329,27 @@ impl CostModel for SensitivityCosts {
     ) -> Option<f64> {
         let t = self.tensors.get(&tensor.name)?;
         let e = *t.errors.get(&stored)?;
-        match &t.law {
-            Some((law, share)) if *share > 0.0 => Some(share * law.at(t.n * e / share)),
-            Some(_) => Some(0.0),
-            None => Some(self.priors.cost_of_error(
-                class.role,
-                e,
-                tensor_count(&self.priors, class),
-            )),
-        }
+        let isolated = match &t.law {
+            Some(_) => t.law_cost(stored)?,
+            None => self
+                .priors
+                .cost_of_error(class.role, e, tensor_count(&self.priors, class)),
+        };
+        Some(t.factor * isolated)
     }
 
     fn describe(&self) -> String {
-        format!(
+        let mut s = format!(
             "sensitivity scan: measured weight errors of {} tensors, {} end-to-end probes",
             self.tensors.len(),
             self.probes
-        )
+        );
+        if let Some((groups, overall)) = self.context {
+            s.push_str(&format!(
+                ", in-context factors of {groups} groups (x{overall:.2} overall)"
+            ));
+        }
+        s
     }
 }
 
@@ -615,6 +722,7 @@ mod tests {
             candidates: vec!["Q4_K".into(), "IQ2_XXS".into()],
             tensors,
             groups,
+            context: None,
         };
         let fitted = Priors::fit(&[("synthetic", &s)], &[]);
         let law = fitted.roles[&Role::AttnQ];
@@ -641,5 +749,117 @@ mod tests {
         assert!(e(GgmlType::IQ1_S) > e(GgmlType::IQ2_XXS));
         assert!(e(GgmlType::Q4_K) > e(GgmlType::Q6_K));
         assert!(Priors::parse("format = \"x\"\n[types]\n[roles]\n").is_err());
+    }
+}
+
+#[cfg(test)]
+mod context_tests {
+    use super::*;
+    use crate::sensitivity::{
+        ContextProbe, GroupProbe, SensitivityKey, TensorError, SENSITIVITY_FORMAT,
+    };
+    use dynquant_gguf::TensorInfo;
+
+    /// Three one-tensor groups probed alone at IQ2_XXS (ΔKLD 0.1 each), and a quantized file
+    /// holding all three at IQ2_XXS where, in context, they save `saved` ± `stderr`.
+    fn scan(context: &[(f64, f64)]) -> Sensitivity {
+        let names = ["blk.0.attn_q", "blk.1.attn_q", "blk.2.attn_q"];
+        let errors = BTreeMap::from([("Q4_K".to_string(), 0.01), ("IQ2_XXS".to_string(), 0.1)]);
+        Sensitivity {
+            format: SENSITIVITY_FORMAT.into(),
+            dynquant_version: env!("CARGO_PKG_VERSION").into(),
+            key: SensitivityKey {
+                model_sha256: String::new(),
+                imatrix_sha256: None,
+                text_sha256: String::new(),
+            },
+            settings: BTreeMap::new(),
+            candidates: vec!["Q4_K".into(), "IQ2_XXS".into()],
+            tensors: names
+                .iter()
+                .map(|g| TensorError {
+                    name: format!("{g}.weight"),
+                    n_elements: 1000,
+                    rows_measured: 10,
+                    errors: errors.clone(),
+                })
+                .collect(),
+            groups: names
+                .iter()
+                .map(|g| GroupProbe {
+                    group: g.to_string(),
+                    tensors: vec![format!("{g}.weight")],
+                    probe: "IQ2_XXS".into(),
+                    delta_kld: 0.1,
+                    stderr: 0.001,
+                    weight_error: 100.0,
+                    tokens: 100,
+                })
+                .collect(),
+            context: (!context.is_empty()).then(|| ContextScan {
+                quant_sha256: String::new(),
+                kld: 1.0,
+                stderr: 0.01,
+                ctx: 512,
+                chunks: 1,
+                probes: names
+                    .iter()
+                    .zip(context)
+                    .map(|(g, &(saved, stderr))| ContextProbe {
+                        group: g.to_string(),
+                        tensors: vec![format!("{g}.weight")],
+                        stored: vec!["IQ2_XXS".into()],
+                        saved,
+                        stderr,
+                        tokens: 255,
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    fn cost(c: &SensitivityCosts, layer: usize, ty: GgmlType) -> f64 {
+        let info = TensorInfo {
+            name: format!("blk.{layer}.attn_q.weight"),
+            ggml_type: GgmlType::F16,
+            shape: vec![100, 10],
+            offset: 0,
+            n_bytes: 2000,
+        };
+        let class = crate::role::classify(std::slice::from_ref(&info)).remove(0);
+        c.predicted_kld(&info, &class, ty).unwrap()
+    }
+
+    #[test]
+    fn in_context_probes_scale_each_group_by_its_measured_ratio() {
+        let plain = SensitivityCosts::new(&scan(&[]), Priors::shipped());
+        assert!((cost(&plain, 0, GgmlType::IQ2_XXS) - 0.1).abs() < 1e-12);
+        assert!((cost(&plain, 0, GgmlType::Q4_K) - 0.01).abs() < 1e-12);
+        assert!(!plain.describe().contains("in-context"));
+
+        // Well measured: 3x, 1x and 2x in context (overall 2x); each keeps its own ratio
+        // (the prior pulls by a few percent at most), at every type.
+        let s = scan(&[(0.3, 0.001), (0.1, 0.001), (0.2, 0.001)]);
+        let c = SensitivityCosts::new(&s, Priors::shipped());
+        assert!(c.describe().contains("x2.00 overall"), "{}", c.describe());
+        for (layer, want) in [(0, 3.0), (1, 1.0), (2, 2.0)] {
+            let f = c.context_factor(&format!("blk.{layer}.attn_q.weight"));
+            assert!((f - want).abs() < 0.01 * want, "layer {layer}: {f}");
+            let q4 = cost(&c, layer, GgmlType::Q4_K);
+            assert!((q4 - 0.01 * f).abs() < 1e-12, "layer {layer}: {q4}");
+        }
+
+        // A saving within its noise says little: that group gets nearly the overall factor.
+        let s = scan(&[(0.3, 0.001), (0.0, 2.0), (0.3, 0.001)]);
+        let c = SensitivityCosts::new(&s, Priors::shipped());
+        let overall = 0.6 / 0.3;
+        let noisy = c.context_factor("blk.1.attn_q.weight");
+        assert!((noisy - overall).abs() < 0.01 * overall, "{noisy}");
+
+        // Nothing saved anywhere: no factors (the isolated laws stand).
+        let s = scan(&[(0.0, 0.001), (-0.01, 0.001), (0.0, 0.001)]);
+        let c = SensitivityCosts::new(&s, Priors::shipped());
+        assert_eq!(c.context_factor("blk.0.attn_q.weight"), 1.0);
+        assert!(!c.describe().contains("in-context"));
     }
 }

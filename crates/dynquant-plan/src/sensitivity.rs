@@ -49,6 +49,54 @@ pub struct Sensitivity {
     /// End-to-end probes, one entry per group and probe type.
     #[serde(default)]
     pub groups: Vec<GroupProbe>,
+    /// Probes in the context of one quantized file (`dynquant measure context`), which scale
+    /// each group's law to what it costs among the other groups' errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<ContextScan>,
+}
+
+/// Group probes made in the context of one quantized file `A` of the model: each group's
+/// tensors set back to the unquantized weights while every other tensor keeps `A`'s type.
+///
+/// Why: the isolated probes measure a group's ΔKLD with every other tensor exact. In a file
+/// where every group is quantized, an early group's error also passes through every later
+/// damaged layer, so its cost there can be several times the isolated one, and unevenly so
+/// across groups (measured on `smollm2-moe-routed`, docs/benchmarks.md). The allocator scales
+/// each group's law by its measured in-context cost over its predicted one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextScan {
+    /// SHA-256 of the quantized file's identity (see `dynquant-measure`'s `model_identity`).
+    pub quant_sha256: String,
+    /// Its mean KLD vs the unquantized model on the calibration chunks.
+    pub kld: f64,
+    /// Standard error of `kld`.
+    pub stderr: f64,
+    /// Tokens per chunk.
+    pub ctx: usize,
+    /// Chunks evaluated.
+    pub chunks: usize,
+    /// One entry per group, in the order of the scan's groups.
+    pub probes: Vec<ContextProbe>,
+}
+
+/// One group's cost in the context of the quantized file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextProbe {
+    /// Group name, as in [`GroupProbe::group`].
+    pub group: String,
+    /// Its tensors.
+    pub tensors: Vec<String>,
+    /// Each tensor's type in the quantized file (ggml names).
+    pub stored: Vec<String>,
+    /// Mean KLD of the quantized file minus that with the group unquantized (nats per token,
+    /// per-position differences on the same positions).
+    pub saved: f64,
+    /// Standard error of `saved` (over the per-position differences).
+    pub stderr: f64,
+    /// Tokens scored.
+    pub tokens: u64,
 }
 
 /// What a sensitivity file was measured on: SHA-256 hex digests.
@@ -219,6 +267,7 @@ mod tests {
                 errors: BTreeMap::from([("Q4_K".into(), 0.01)]),
             }],
             groups: vec![],
+            context: None,
         }
     }
 

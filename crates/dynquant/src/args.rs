@@ -86,7 +86,8 @@ pub enum Command {
         dynquant measure model.gguf --imatrix model.imatrix.gguf --text groups_merged.txt -o model.sens\n  \
         dynquant measure model.gguf --imatrix im.gguf --text calib.txt -o part0.sens --shard 0/2\n  \
         dynquant measure merge part0.sens part1.sens -o model.sens\n  \
-        dynquant measure big.gguf --imatrix im.gguf -o big.sens --weights-only\n\
+        dynquant measure big.gguf --imatrix im.gguf -o big.sens --weights-only\n  \
+        dynquant measure context model.gguf model-alloc.gguf --sensitivity model.sens --text groups_merged.txt -o model.ctx.sens\n\
         A killed scan continues where it stopped when run again with the same arguments\n\
         (finished units are kept in OUT.partial). Shards are numbered 0 to N-1.")]
     Measure(MeasureArgs),
@@ -637,6 +638,44 @@ pub struct MeasureArgs {
 pub enum MeasureAction {
     /// Join the shard files of one scan into the sensitivity file a whole run writes.
     Merge(MeasureMergeArgs),
+    /// Measure each group's cost inside a quantized file of the model (its tensors set back to
+    /// the model's weights, every other tensor as quantized) and add it to a sensitivity file:
+    /// allocating again with the result scales each group by how errors compound in that file.
+    #[command(after_help = "Example:\n  \
+        dynquant quantize model.gguf a.gguf --target-size 2GiB --sensitivity model.sens --imatrix im.gguf\n  \
+        dynquant measure context model.gguf a.gguf --sensitivity model.sens --text groups_merged.txt -o model.ctx.sens\n  \
+        dynquant quantize model.gguf b.gguf --target-size 2GiB --sensitivity model.ctx.sens --imatrix im.gguf")]
+    Context(MeasureContextArgs),
+}
+
+/// `measure context`.
+#[derive(Debug, Args)]
+pub struct MeasureContextArgs {
+    /// The unquantized model the sensitivity file was measured on.
+    pub model: PathBuf,
+    /// A quantized file of it (e.g. allocated with the sensitivity file).
+    pub quant: PathBuf,
+    /// The model's sensitivity file (`dynquant measure`).
+    #[arg(long)]
+    pub sensitivity: PathBuf,
+    /// Calibration text: the one the sensitivity file was measured on.
+    #[arg(long, short = 'f')]
+    pub text: PathBuf,
+    /// Output: the sensitivity file with the in-context costs added.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Tokens per calibration chunk.
+    #[arg(long, short = 'c', default_value_t = dynquant_measure::DEFAULT_CONTEXT_CTX)]
+    pub ctx: usize,
+    /// Calibration chunks (the first ones of the text).
+    #[arg(long, default_value_t = dynquant_measure::DEFAULT_CONTEXT_CHUNKS)]
+    pub chunks: usize,
+    /// Print no progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
 }
 
 /// `measure merge`.

@@ -11,13 +11,107 @@ use dynquant_measure::{Event, ScanInputs, ScanOptions, Shard};
 use dynquant_tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::{MeasureAction, MeasureArgs, MeasureMergeArgs};
+use crate::args::{MeasureAction, MeasureArgs, MeasureContextArgs, MeasureMergeArgs};
 
 pub fn run(a: &MeasureArgs) -> Result<()> {
     match &a.action {
         Some(MeasureAction::Merge(m)) => merge(m),
+        Some(MeasureAction::Context(c)) => context(c),
         None => scan(a),
     }
+}
+
+/// The progress bar of a scan.
+fn progress_bar(quiet: bool) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} units ETA {eta} {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
+
+fn context(a: &MeasureContextArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let gguf = super::perplexity::open(&a.model)?;
+    let quant = super::perplexity::open(&a.quant)?;
+    let tokenizer = Tokenizer::from_gguf(gguf.metadata()).context("reading the tokenizer")?;
+    let sens_text = std::fs::read_to_string(&a.sensitivity)
+        .with_context(|| format!("reading {}", a.sensitivity.display()))?;
+    let sensitivity = dynquant_plan::sensitivity::Sensitivity::parse(&sens_text)
+        .with_context(|| a.sensitivity.display().to_string())?;
+    let text = EvalText::read(&tokenizer, &a.text)
+        .with_context(|| format!("reading {}", a.text.display()))?;
+    let inputs = dynquant_measure::ContextInputs {
+        model: &gguf,
+        quant: &quant,
+        tokenizer: &tokenizer,
+        text: &text,
+        sensitivity: &sensitivity,
+    };
+    let opts = dynquant_measure::ContextOptions {
+        ctx: a.ctx,
+        chunks: a.chunks,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads.unwrap_or(0))
+        .build()
+        .context("starting worker threads")?;
+    let bar = progress_bar(a.quiet);
+    let quiet = a.quiet;
+    let mut on_event = |e: Event<'_>| {
+        match e {
+        Event::Cost(c) => {
+            if !quiet {
+                bar.suspend(|| {
+                    eprintln!(
+                        "measure context: {} groups ({} already done), {} engine evaluations of {} tokens",
+                        c.owned, c.resumed, c.evaluations, c.tokens_per_evaluation
+                    )
+                });
+            }
+            bar.set_length(c.owned as u64);
+            bar.set_position(c.resumed as u64);
+        }
+        Event::JournalReplaced => bar.suspend(|| {
+            eprintln!("measure context: the journal was made with other inputs or settings; starting over")
+        }),
+        Event::Calibrated {
+            seconds,
+            per_evaluation,
+        } => {
+            if !quiet {
+                bar.suspend(|| {
+                    eprintln!(
+                        "measure context: unquantized and quantized runs {seconds:.1} s; about {per_evaluation:.1} s per probe evaluation"
+                    )
+                });
+            }
+            bar.reset_eta();
+        }
+        Event::Unit { done, label, .. } => {
+            bar.set_position(done as u64);
+            bar.set_message(label.to_string());
+        }
+    }
+    };
+    let summary =
+        pool.install(|| dynquant_measure::context_scan(&inputs, &opts, &a.output, &mut on_event))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "measure context: wrote {} in {:.1} s: {} groups computed, {} tokens",
+        summary.path.display(),
+        t0.elapsed().as_secs_f64(),
+        summary.computed,
+        summary.tokens
+    );
+    Ok(())
 }
 
 /// Type names as given (`q4_k`, `IQ2_XXS`), each a weight type dynquant can quantize to.
@@ -91,17 +185,7 @@ fn scan(a: &MeasureArgs) -> Result<()> {
         .num_threads(a.threads.unwrap_or(0))
         .build()
         .context("starting worker threads")?;
-    let bar = if a.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} units ETA {eta} {msg}",
-        )
-        .expect("valid template"),
-    );
+    let bar = progress_bar(a.quiet);
     let quiet = a.quiet;
     let mut on_event = |e: Event<'_>| match e {
         Event::Cost(c) => {

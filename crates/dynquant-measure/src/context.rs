@@ -1,0 +1,292 @@
+//! The in-context scan behind `dynquant measure context`: each group's cost inside one
+//! quantized file of the model, added to a sensitivity file as its
+//! [`dynquant_plan::sensitivity::ContextScan`].
+//!
+//! For every group of the scan, the quantized file `A` is evaluated on the calibration chunks
+//! with that group's tensors set back to the unquantized model's, from the state `A` has on
+//! entering the group's first block; the saving is `A`'s KLD minus the probed one, both against
+//! the unquantized model, as a mean of per-position differences (so its standard error is that
+//! of a paired difference, far below either mean's). One unit per group, journaled and
+//! resumable as the isolated scan's units are.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use dynquant_engine::eval::ChunkOptions;
+use dynquant_engine::evaluation::EvalText;
+use dynquant_engine::WeightOverrides;
+use dynquant_gguf::GgufModel;
+use dynquant_plan::sensitivity::{ContextProbe, ContextScan, Sensitivity};
+use dynquant_tokenizer::Tokenizer;
+
+use crate::probe::{Calibration, Start};
+use crate::records::{self, Header, Journal, ProbeRecord, Record};
+use crate::{
+    gguf_identity, group_name, partial_path, remove_journal, start_of, type_name, Event,
+    MeasureError, ScanCost, ScanSummary,
+};
+
+/// Tokens per calibration chunk of an in-context scan by default.
+pub const DEFAULT_CONTEXT_CTX: usize = 512;
+/// Calibration chunks of an in-context scan by default.
+pub const DEFAULT_CONTEXT_CHUNKS: usize = 1;
+
+/// What an in-context scan reads.
+pub struct ContextInputs<'a> {
+    /// The unquantized model (the reference distributions and the restored weights).
+    pub model: &'a GgufModel,
+    /// A quantized file of it.
+    pub quant: &'a GgufModel,
+    /// The model's tokenizer (chunk BOS substitution).
+    pub tokenizer: &'a Tokenizer,
+    /// The calibration text.
+    pub text: &'a EvalText,
+    /// The model's sensitivity scan, which the result extends.
+    pub sensitivity: &'a Sensitivity,
+}
+
+/// How to run an in-context scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextOptions {
+    /// Tokens per calibration chunk.
+    pub ctx: usize,
+    /// Calibration chunks (the first ones of the text).
+    pub chunks: usize,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        ContextOptions {
+            ctx: DEFAULT_CONTEXT_CTX,
+            chunks: DEFAULT_CONTEXT_CHUNKS,
+        }
+    }
+}
+
+/// A probed group: its tensors as (name, index in the model, index in the quantized file).
+struct ContextGroup {
+    name: String,
+    tensors: Vec<(String, usize, usize)>,
+    start: Start,
+}
+
+/// The scan's groups, from the sensitivity file's tensors, each checked to be in the
+/// quantized file with the model's shape.
+fn groups(
+    model: &GgufModel,
+    quant: &GgufModel,
+    s: &Sensitivity,
+    n_layer: usize,
+) -> Result<Vec<ContextGroup>, MeasureError> {
+    let index = |g: &GgufModel| -> BTreeMap<String, (usize, Vec<u64>)> {
+        g.tensors()
+            .enumerate()
+            .map(|(i, t)| (t.info.name.clone(), (i, t.info.shape.clone())))
+            .collect()
+    };
+    let (in_model, in_quant) = (index(model), index(quant));
+    let mut out: Vec<ContextGroup> = Vec::new();
+    for t in &s.tensors {
+        let (mi, shape) = in_model.get(&t.name).ok_or_else(|| {
+            MeasureError::Invalid(format!(
+                "the sensitivity file names tensor {} that the model lacks",
+                t.name
+            ))
+        })?;
+        let (qi, qshape) = in_quant.get(&t.name).ok_or_else(|| {
+            MeasureError::Invalid(format!(
+                "the quantized file has no tensor {} (is it a quant of this model?)",
+                t.name
+            ))
+        })?;
+        if qshape != shape {
+            return Err(MeasureError::Invalid(format!(
+                "tensor {} is {:?} in the quantized file and {:?} in the model",
+                t.name, qshape, shape
+            )));
+        }
+        let name = group_name(&t.name);
+        let entry = (t.name.clone(), *mi, *qi);
+        match out.iter_mut().find(|g| g.name == name) {
+            Some(g) => g.tensors.push(entry),
+            None => out.push(ContextGroup {
+                name,
+                tensors: vec![entry],
+                start: Start::Tokens,
+            }),
+        }
+    }
+    for g in &mut out {
+        let names: Vec<&str> = g.tensors.iter().map(|t| t.0.as_str()).collect();
+        g.start = start_of(&names, n_layer);
+    }
+    Ok(out)
+}
+
+/// Runs (or resumes) an in-context scan of `inputs.quant` and writes `out`: the sensitivity
+/// file of `inputs.sensitivity` with its context scan (replacing any it had). The journal is
+/// `out` with `.partial` appended.
+pub fn context_scan(
+    inputs: &ContextInputs<'_>,
+    opts: &ContextOptions,
+    out: &Path,
+    progress: &mut dyn FnMut(Event<'_>),
+) -> Result<ScanSummary, MeasureError> {
+    use serde_json::json;
+    let t0 = Instant::now();
+    let (model, quant, sens) = (inputs.model, inputs.quant, inputs.sensitivity);
+    let identity = gguf_identity(model)?;
+    sens.check_for(&identity, None)
+        .map_err(|e| MeasureError::Invalid(e.to_string()))?;
+    if sens.key.text_sha256 != inputs.text.sha256 {
+        return Err(MeasureError::Invalid(
+            "the sensitivity file was measured on another calibration text".into(),
+        ));
+    }
+    let quant_identity = gguf_identity(quant)?;
+    if quant_identity == identity {
+        return Err(MeasureError::Invalid(
+            "the quantized file is the model itself".into(),
+        ));
+    }
+    if opts.ctx < 8 || !opts.ctx.is_multiple_of(2) {
+        return Err(MeasureError::Invalid(format!(
+            "ctx must be even and at least 8, got {}",
+            opts.ctx
+        )));
+    }
+    if opts.chunks == 0 {
+        return Err(MeasureError::Invalid("chunks must be at least 1".into()));
+    }
+    let chunking = ChunkOptions::for_tokenizer(inputs.tokenizer, opts.ctx, None);
+    let have = chunking.n_chunks(inputs.text.tokens.len());
+    if have < opts.chunks {
+        return Err(MeasureError::Invalid(format!(
+            "the calibration text gives {} tokens, {have} chunks of {}; {} asked",
+            inputs.text.tokens.len(),
+            opts.ctx,
+            opts.chunks
+        )));
+    }
+    let chunks: Vec<Vec<u32>> = (0..opts.chunks)
+        .map(|i| chunking.chunk(&inputs.text.tokens, i))
+        .collect();
+    let n_layer = dynquant_engine::arch::config(model.metadata())
+        .map_err(|e| MeasureError::Engine(Box::new(e)))?
+        .n_layer;
+    let groups = groups(model, quant, sens, n_layer)?;
+    let model_tensors: Vec<_> = model.tensors().collect();
+    let quant_tensors: Vec<_> = quant.tensors().collect();
+
+    let mut settings = BTreeMap::new();
+    settings.insert("in_context_of".into(), json!(quant_identity));
+    settings.insert("ctx".into(), json!(opts.ctx));
+    settings.insert("chunks".into(), json!(opts.chunks));
+    let header = Header::new(
+        sens.key.clone(),
+        settings,
+        sens.candidates.clone(),
+        groups.len(),
+        None,
+    );
+    let journal_path = partial_path(out);
+    let (mut journal, replaced) = Journal::open(&journal_path, &header)?;
+    if replaced {
+        progress(Event::JournalReplaced);
+    }
+    let pending: Vec<usize> = (0..groups.len()).filter(|u| !journal.has(*u)).collect();
+    let tokens_per_evaluation = chunks.iter().map(Vec::len).sum::<usize>();
+    progress(Event::Cost(&ScanCost {
+        tensor_units: 0,
+        probe_units: groups.len(),
+        owned: groups.len(),
+        resumed: groups.len() - pending.len(),
+        evaluations: pending.len(),
+        tokens_per_evaluation,
+    }));
+    // The quantized file's own run is needed even when every unit is done: its KLD is kept.
+    let (calibration, (kld, kld_stderr)) = Calibration::run_in_context(model, quant, chunks)?;
+    let mut tokens = 2 * tokens_per_evaluation;
+    let frac = |s: Start| match s {
+        Start::Tokens => 1.0,
+        Start::Block(b) => (n_layer - b.min(n_layer) + 1) as f64 / (n_layer + 1) as f64,
+    };
+    let est = if pending.is_empty() {
+        0.0
+    } else {
+        pending.iter().map(|&u| frac(groups[u].start)).sum::<f64>() * calibration.seconds
+            / 2.0
+            / pending.len() as f64
+    };
+    progress(Event::Calibrated {
+        seconds: calibration.seconds,
+        per_evaluation: est,
+    });
+    let mut done = groups.len() - pending.len();
+    for &u in &pending {
+        let g = &groups[u];
+        let mut overrides = WeightOverrides::new();
+        let mut names = Vec::new();
+        let mut stored = Vec::new();
+        for (name, mi, qi) in &g.tensors {
+            let t = &model_tensors[*mi];
+            let data = model.tensor_data(t).map_err(|e| MeasureError::Read {
+                tensor: name.clone(),
+                source: Box::new(e.into()),
+            })?;
+            overrides.insert(name.clone(), t.info.ggml_type, data.into_owned());
+            names.push(name.clone());
+            stored.push(type_name(quant_tensors[*qi].info.ggml_type));
+        }
+        let (saved, stderr) = calibration.saving(quant, &overrides, g.start)?;
+        tokens += tokens_per_evaluation;
+        let rec = ProbeRecord {
+            group: g.name.clone(),
+            tensors: names,
+            stored,
+            probe: "unquantized".into(),
+            delta_kld_bits: saved.to_bits(),
+            stderr_bits: stderr.to_bits(),
+            tokens: calibration.positions() as u64,
+        };
+        journal.append(Record::probe(u, rec))?;
+        done += 1;
+        progress(Event::Unit {
+            done,
+            total: groups.len(),
+            label: &format!("{} in context", g.name),
+        });
+    }
+    let probes: Vec<ContextProbe> = journal
+        .into_records()
+        .into_iter()
+        .filter_map(|r| r.probe)
+        .map(|p| ContextProbe {
+            group: p.group,
+            tensors: p.tensors,
+            stored: p.stored,
+            saved: f64::from_bits(p.delta_kld_bits),
+            stderr: f64::from_bits(p.stderr_bits),
+            tokens: p.tokens,
+        })
+        .collect();
+    let mut result = sens.clone();
+    result.context = Some(ContextScan {
+        quant_sha256: quant_identity,
+        kld,
+        stderr: kld_stderr,
+        ctx: opts.ctx,
+        chunks: opts.chunks,
+        probes,
+    });
+    records::write_atomic(out, &result.to_json())?;
+    remove_journal(&journal_path)?;
+    Ok(ScanSummary {
+        path: out.to_path_buf(),
+        computed: pending.len(),
+        evaluations: pending.len(),
+        tokens,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
