@@ -96,7 +96,7 @@ fn groups(
         })?;
         let (qi, qshape) = in_quant.get(&t.name).ok_or_else(|| {
             MeasureError::Invalid(format!(
-                "the quantized file has no tensor {} (is it a quant of this model?)",
+                "tensor {} is not in the quantized file (is it a quant of this model?)",
                 t.name
             ))
         })?;

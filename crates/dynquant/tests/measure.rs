@@ -305,3 +305,129 @@ fn measurements_order_by_bits() {
         names.len()
     );
 }
+
+/// `measure context`: the groups' savings inside a Q2_K quant of the model, added to the scan
+/// (every other part of it unchanged), the same whatever the thread count; the allocator then
+/// says it uses them; bad input fails with one line and writes nothing.
+#[test]
+fn in_context_scan_of_a_quantized_file() {
+    let Some(o) = oracle() else { return };
+    let m = model(&o);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sens = dir.path().join("m.sens");
+    let args = tiny_with(
+        &calib(),
+        &sens,
+        &[("--candidates", "q2_k,q4_k,q8_0"), ("--probe", "q2_k")],
+    );
+    ok(measure(&m, &args, &[]), "scan");
+    let quant = dir.path().join("q2_k.gguf");
+    ok(
+        dynquant(args!["quantize", m, quant, "--recipe", "q2_k", "--quiet"]),
+        "quantize",
+    );
+    let context = |out: &Path, quant: &Path, sens: &Path, text: &Path, threads: &str| {
+        dynquant(args![
+            "measure",
+            "context",
+            m,
+            quant,
+            "--sensitivity",
+            sens,
+            "--text",
+            text,
+            "-o",
+            out,
+            "--ctx",
+            "64",
+            "-q",
+            "-t",
+            threads
+        ])
+    };
+    let one = dir.path().join("one.sens");
+    let two = dir.path().join("two.sens");
+    ok(
+        context(&one, &quant, &sens, &calib(), "1"),
+        "context, 1 thread",
+    );
+    ok(
+        context(&two, &quant, &sens, &calib(), "2"),
+        "context, 2 threads",
+    );
+    assert_eq!(
+        std::fs::read(&one).unwrap(),
+        std::fs::read(&two).unwrap(),
+        "the same file on one and two threads"
+    );
+    assert!(
+        !dynquant_measure::partial_path(&one).exists(),
+        "journal removed"
+    );
+
+    let base = Sensitivity::parse(&std::fs::read_to_string(&sens).unwrap()).expect("parses");
+    let mut with = Sensitivity::parse(&std::fs::read_to_string(&one).unwrap()).expect("parses");
+    let c = with.context.take().expect("a context scan");
+    assert_eq!(with, base, "the rest of the scan is kept as it was");
+    let groups: Vec<&str> = c.probes.iter().map(|p| p.group.as_str()).collect();
+    let mut scanned: Vec<&str> = base.groups.iter().map(|g| g.group.as_str()).collect();
+    scanned.dedup();
+    assert_eq!(
+        groups, scanned,
+        "one in-context probe per group, in scan order"
+    );
+    let experts = c
+        .probes
+        .iter()
+        .find(|p| p.group == "blk.1.ffn_exps")
+        .unwrap();
+    assert_eq!(experts.tensors.len(), 3);
+    assert!(
+        experts.stored.iter().all(|t| t.starts_with('Q')),
+        "{:?}",
+        experts.stored
+    );
+    assert_eq!(c.ctx, 64);
+    assert!(
+        c.kld > 0.0 && c.stderr > 0.0,
+        "the Q2_K file differs from the model"
+    );
+    // Setting a group back to the model's weights helps in most groups, and never by more
+    // than the file's whole KLD.
+    let helped = c.probes.iter().filter(|p| p.saved > 0.0).count();
+    assert!(
+        helped * 3 >= c.probes.len() * 2,
+        "{helped} of {} groups",
+        c.probes.len()
+    );
+    assert!(c.probes.iter().all(|p| p.saved < c.kld && p.stderr >= 0.0));
+
+    let plan = dynquant(args![
+        "plan",
+        m,
+        "--target-size",
+        "40MiB",
+        "--sensitivity",
+        one,
+        "--candidates",
+        "q2_k,q4_k,q8_0"
+    ]);
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    ok(plan, "plan with the in-context scan");
+    assert!(text.contains("in-context factors of 22 groups"), "{text}");
+
+    // Bad input: one line, nothing written.
+    let out = dir.path().join("bad.sens");
+    let other_model = o.test_models().dir.join("smollm2-768.gguf");
+    let wiki = shared_dir().join("data/text/wiki.test.raw");
+    for (q, s, t, want) in [
+        (&quant, &quant, &calib(), "reading"),
+        (&other_model, &sens, &calib(), "in the quantized file"),
+        (&m, &sens, &calib(), "the model itself"),
+        (&quant, &sens, &wiki, "another calibration text"),
+    ] {
+        let e = clean_failure(context(&out, q, s, t, "2"), want);
+        assert!(e.contains(want), "{want}: {e}");
+        assert!(!out.exists() && !dynquant_measure::partial_path(&out).exists());
+    }
+}
