@@ -272,7 +272,8 @@ pub fn context_scan(
         })
         .collect();
     let mut result = sens.clone();
-    result.context = Some(ContextScan {
+    result.context.retain(|c| c.quant_sha256 != quant_identity);
+    result.context.push(ContextScan {
         quant_sha256: quant_identity,
         kld,
         stderr: kld_stderr,

@@ -694,7 +694,7 @@ fn assemble(header: &Header, mut records: Vec<Record>) -> Result<Sensitivity, Me
         candidates: header.candidates.clone(),
         tensors,
         groups,
-        context: None,
+        context: Vec::new(),
     })
 }
 

@@ -178,53 +178,66 @@ const CONTEXT_PRIOR_SPREAD: f64 = 1.0;
 const CONTEXT_FACTOR_RANGE: f64 = 10.0;
 
 /// Each group's in-context factor (saved / predicted at the quantized file's types), and the
-/// overall factor `F = Σ saved / Σ predicted`. A group's own ratio is noisy where its cost is
-/// small next to its standard error (a 4-bit attention tensor on a few hundred tokens), so
-/// each factor is the posterior mean of a normal model: `saved ~ N(f·c, σ²)` with the prior
-/// `f ~ N(F, (CONTEXT_PRIOR_SPREAD·F)²)`; a well-measured group keeps its own ratio, a noisy
-/// one gets `F`.
+/// overall factor `F = Σ saved / Σ predicted`, over every context scan of the file (each a
+/// quantized file, e.g. successive allocations). A group's own ratio is noisy where its cost
+/// is small next to its standard error (a 4-bit attention tensor on a few hundred tokens), so
+/// each factor is the posterior mean of a normal model: each scan's `saved ~ N(f·c, σ²)`, with
+/// the prior `f ~ N(F, (CONTEXT_PRIOR_SPREAD·F)²)`; a well-measured group keeps its own ratio,
+/// a noisy one gets `F`.
 fn context_factors(
     tensors: &BTreeMap<String, TensorCost>,
-    c: &ContextScan,
+    scans: &[ContextScan],
 ) -> Option<(BTreeMap<String, f64>, f64)> {
-    let predicted: Vec<f64> = c
-        .probes
+    // (group, saved, stderr, predicted) per probe of every scan.
+    let observations: Vec<(&str, f64, f64, f64)> = scans
         .iter()
+        .flat_map(|c| &c.probes)
         .map(|p| {
-            p.tensors
+            let predicted: f64 = p
+                .tensors
                 .iter()
                 .zip(&p.stored)
                 .filter_map(|(name, stored)| {
                     let ty = stored.parse::<GgmlType>().ok()?;
                     tensors.get(name)?.law_cost(ty)
                 })
-                .sum()
+                .sum();
+            (p.group.as_str(), p.saved, p.stderr, predicted)
         })
         .collect();
-    let total_predicted: f64 = predicted.iter().sum();
-    let total_saved: f64 = c.probes.iter().map(|p| p.saved).sum();
+    let total_predicted: f64 = observations.iter().map(|o| o.3).sum();
+    let total_saved: f64 = observations.iter().map(|o| o.1).sum();
     if !(total_predicted > 0.0 && total_saved > 0.0) {
         return None;
     }
     let overall = total_saved / total_predicted;
-    let prior_var = (CONTEXT_PRIOR_SPREAD * overall).powi(2);
-    let mut factors = BTreeMap::new();
-    for (p, &cost) in c.probes.iter().zip(&predicted) {
-        let f = if cost <= 0.0 {
-            overall
-        } else if p.stderr > 0.0 {
-            let obs_var = p.stderr * p.stderr;
-            (overall / prior_var + p.saved * cost / obs_var)
-                / (1.0 / prior_var + cost * cost / obs_var)
+    let prior_precision = 1.0 / (CONTEXT_PRIOR_SPREAD * overall).powi(2);
+    // Per group: (Σ saved·c/σ², Σ c²/σ²), or the exact ratio of a noiseless observation.
+    let mut sums: BTreeMap<&str, (f64, f64, Option<f64>)> = BTreeMap::new();
+    for &(group, saved, stderr, cost) in &observations {
+        let e = sums.entry(group).or_insert((0.0, 0.0, None));
+        if cost <= 0.0 {
+            continue;
+        }
+        if stderr > 0.0 {
+            let precision = 1.0 / (stderr * stderr);
+            e.0 += saved * cost * precision;
+            e.1 += cost * cost * precision;
         } else {
-            p.saved / cost
-        };
-        let f = f.clamp(
-            overall / CONTEXT_FACTOR_RANGE,
-            overall * CONTEXT_FACTOR_RANGE,
-        );
-        factors.insert(p.group.clone(), f);
+            e.2 = Some(saved / cost);
+        }
     }
+    let factors = sums
+        .into_iter()
+        .map(|(group, (num, den, exact))| {
+            let f = exact.unwrap_or((overall * prior_precision + num) / (prior_precision + den));
+            let f = f.clamp(
+                overall / CONTEXT_FACTOR_RANGE,
+                overall * CONTEXT_FACTOR_RANGE,
+            );
+            (group.to_string(), f)
+        })
+        .collect();
     Some((factors, overall))
 }
 
@@ -286,11 +299,7 @@ impl SensitivityCosts {
             }
         }
         let mut context = None;
-        if let Some((factors, overall)) = s
-            .context
-            .as_ref()
-            .and_then(|c| context_factors(&tensors, c))
-        {
+        if let Some((factors, overall)) = context_factors(&tensors, &s.context) {
             let group_of: BTreeMap<&str, &str> = s
                 .context
                 .iter()
@@ -722,7 +731,7 @@ mod tests {
             candidates: vec!["Q4_K".into(), "IQ2_XXS".into()],
             tensors,
             groups,
-            context: None,
+            context: vec![],
         };
         let fitted = Priors::fit(&[("synthetic", &s)], &[]);
         let law = fitted.roles[&Role::AttnQ];
@@ -796,25 +805,28 @@ mod context_tests {
                     tokens: 100,
                 })
                 .collect(),
-            context: (!context.is_empty()).then(|| ContextScan {
-                quant_sha256: String::new(),
-                kld: 1.0,
-                stderr: 0.01,
-                ctx: 512,
-                chunks: 1,
-                probes: names
-                    .iter()
-                    .zip(context)
-                    .map(|(g, &(saved, stderr))| ContextProbe {
-                        group: g.to_string(),
-                        tensors: vec![format!("{g}.weight")],
-                        stored: vec!["IQ2_XXS".into()],
-                        saved,
-                        stderr,
-                        tokens: 255,
-                    })
-                    .collect(),
-            }),
+            context: (!context.is_empty())
+                .then(|| ContextScan {
+                    quant_sha256: String::new(),
+                    kld: 1.0,
+                    stderr: 0.01,
+                    ctx: 512,
+                    chunks: 1,
+                    probes: names
+                        .iter()
+                        .zip(context)
+                        .map(|(g, &(saved, stderr))| ContextProbe {
+                            group: g.to_string(),
+                            tensors: vec![format!("{g}.weight")],
+                            stored: vec!["IQ2_XXS".into()],
+                            saved,
+                            stderr,
+                            tokens: 255,
+                        })
+                        .collect(),
+                })
+                .into_iter()
+                .collect(),
         }
     }
 

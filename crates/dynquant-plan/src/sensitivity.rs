@@ -49,10 +49,10 @@ pub struct Sensitivity {
     /// End-to-end probes, one entry per group and probe type.
     #[serde(default)]
     pub groups: Vec<GroupProbe>,
-    /// Probes in the context of one quantized file (`dynquant measure context`), which scale
-    /// each group's law to what it costs among the other groups' errors.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<ContextScan>,
+    /// Probes in the context of quantized files (`dynquant measure context`, one scan per
+    /// file), which scale each group's law to what it costs among the other groups' errors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<ContextScan>,
 }
 
 /// Group probes made in the context of one quantized file `A` of the model: each group's
@@ -267,7 +267,7 @@ mod tests {
                 errors: BTreeMap::from([("Q4_K".into(), 0.01)]),
             }],
             groups: vec![],
-            context: None,
+            context: vec![],
         }
     }
 

@@ -367,8 +367,10 @@ fn in_context_scan_of_a_quantized_file() {
 
     let base = Sensitivity::parse(&std::fs::read_to_string(&sens).unwrap()).expect("parses");
     let mut with = Sensitivity::parse(&std::fs::read_to_string(&one).unwrap()).expect("parses");
-    let c = with.context.take().expect("a context scan");
+    let scans = std::mem::take(&mut with.context);
     assert_eq!(with, base, "the rest of the scan is kept as it was");
+    assert_eq!(scans.len(), 1);
+    let c = &scans[0];
     let groups: Vec<&str> = c.probes.iter().map(|p| p.group.as_str()).collect();
     let mut scanned: Vec<&str> = base.groups.iter().map(|g| g.group.as_str()).collect();
     scanned.dedup();
@@ -415,6 +417,31 @@ fn in_context_scan_of_a_quantized_file() {
     let text = String::from_utf8_lossy(&plan.stdout).into_owned();
     ok(plan, "plan with the in-context scan");
     assert!(text.contains("in-context factors of 22 groups"), "{text}");
+
+    // Measuring the same file again on top replaces its scan; another file's is added.
+    let again = dir.path().join("again.sens");
+    ok(
+        context(&again, &quant, &one, &calib(), "2"),
+        "context on top of itself",
+    );
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&one).unwrap());
+    let q3 = dir.path().join("q3_k_m.gguf");
+    ok(
+        dynquant(args!["quantize", m, q3, "--recipe", "q3_k_m", "--quiet"]),
+        "quantize q3_k_m",
+    );
+    let both = dir.path().join("both.sens");
+    ok(
+        context(&both, &q3, &one, &calib(), "2"),
+        "context of a second file",
+    );
+    let both = Sensitivity::parse(&std::fs::read_to_string(&both).unwrap()).expect("parses");
+    assert_eq!(both.context.len(), 2);
+    assert_eq!(both.context[0], *c, "the first file's scan is kept");
+    assert!(
+        both.context[1].kld < c.kld,
+        "Q3_K_M is closer to the model than Q2_K"
+    );
 
     // Bad input: one line, nothing written.
     let out = dir.path().join("bad.sens");
