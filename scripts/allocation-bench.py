@@ -9,6 +9,9 @@ For a model, its imatrix and a sensitivity scan (`dynquant measure`, on groups_m
   * mean KLD (± standard error) of each against the unquantized model on wiki.test.raw (never the
     calibration text), by `dynquant kld` against one base file; the allocated files' perplexity in
     llama.cpp (node-llama-cpp) beside ours; predicted vs measured KLD (Spearman).
+With --context-rounds N, each allocation is refined N times: `dynquant measure context` of the last
+allocated file (on groups_merged.txt, adding its in-context costs to the scan), then a new allocation
+with the result; the last one is the allocated file.
 Resumable: files already in WORKDIR are reused. Prints a Markdown table and a JSON summary.
 
 Usage (after scripts/prepare-oracles.sh, with the test models and a .sens file):
@@ -30,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WIKI = ROOT / "../shared/data/text/wiki.test.raw"
+CALIB = ROOT / "../shared/data/text/groups_merged.txt"
 # DYNQUANT_BIN_DIR: run binaries copied elsewhere (so a rebuild during a long run cannot swap them).
 BIN = Path(os.environ.get("DYNQUANT_BIN_DIR", ROOT / "target/release"))
 DQ = BIN / "dynquant"
@@ -105,6 +109,7 @@ def main():
     ap.add_argument("--chunks", default="8")
     ap.add_argument("--no-llama-ppl", action="store_true")
     ap.add_argument("--extra", default="", help="extra quantize flags for the allocated files")
+    ap.add_argument("--context-rounds", type=int, default=0, help="in-context refinements of each allocation")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -119,11 +124,18 @@ def main():
         return once(work / f"ours-{recipe}.gguf", [DQ, "quantize", a.model, work / f"ours-{recipe}.gguf", "--recipe", recipe, *im, "--imatrix-fallback", "--quiet"])
 
     def alloc(label, size):
-        out = work / f"alloc-{label}.gguf"
-        plan = work / f"alloc-{label}.plan.json"
-        if not plan.exists():
-            plan.write_text(run([DQ, "plan", a.model, "--target-size", size, "--sensitivity", a.sens, *im, "--json", *a.extra.split()]))
-        once(out, [DQ, "quantize", a.model, out, "--target-size", size, "--sensitivity", a.sens, *im, "--imatrix-fallback", "--quiet", *a.extra.split()])
+        sens = a.sens
+        for r in range(a.context_rounds + 1):
+            stem = f"alloc-{label}" if r == a.context_rounds else f"alloc-{label}.round{r}"
+            if r > 0:
+                ctx = work / f"alloc-{label}.round{r}.sens"
+                once(ctx, [DQ, "measure", "context", a.model, out, "--sensitivity", sens, "--text", CALIB, "-o", ctx, "-q"])
+                sens = ctx
+            out = work / f"{stem}.gguf"
+            plan = work / f"{stem}.plan.json"
+            if not plan.exists():
+                plan.write_text(run([DQ, "plan", a.model, "--target-size", size, "--sensitivity", sens, *im, "--json", *a.extra.split()]))
+            once(out, [DQ, "quantize", a.model, out, "--target-size", size, "--sensitivity", sens, *im, "--imatrix-fallback", "--quiet", *a.extra.split()])
         return out, json.loads(plan.read_text())["allocation"]
 
     def planned_tensor_bytes(recipe):

@@ -177,13 +177,19 @@ const CONTEXT_PRIOR_SPREAD: f64 = 1.0;
 /// Factors are kept within this multiple of the overall factor either way.
 const CONTEXT_FACTOR_RANGE: f64 = 10.0;
 
-/// Each group's in-context factor (saved / predicted at the quantized file's types), and the
-/// overall factor `F = Σ saved / Σ predicted`, over every context scan of the file (each a
-/// quantized file, e.g. successive allocations). A group's own ratio is noisy where its cost
-/// is small next to its standard error (a 4-bit attention tensor on a few hundred tokens), so
-/// each factor is the posterior mean of a normal model: each scan's `saved ~ N(f·c, σ²)`, with
-/// the prior `f ~ N(F, (CONTEXT_PRIOR_SPREAD·F)²)`; a well-measured group keeps its own ratio,
-/// a noisy one gets `F`.
+/// Each group's in-context factor and the overall one, over every context scan of the file
+/// (each of a quantized file `A`, e.g. successive allocations).
+///
+/// *Relative* factors come from the savings: a group's `saved / predicted` at `A`'s types. A
+/// group's own ratio is noisy where its cost is small next to its standard error (a 4-bit
+/// attention tensor on a few hundred tokens), so it is the posterior mean of a normal model:
+/// each scan's `saved ~ N(f·c, σ²)`, with the prior `f ~ N(F, (CONTEXT_PRIOR_SPREAD·F)²)`,
+/// `F = Σ saved / Σ predicted`; a well-measured group keeps its own ratio, a noisy one gets `F`.
+///
+/// The *level* comes from `A`'s whole KLD: errors compound, so the savings add up to more than
+/// the file's KLD (each counts its interactions with every other group). Scaled so that the
+/// costs at `A`'s types add up to `A`'s measured KLD, the factors keep their ratios (which is
+/// all an allocation to a size uses) and predict the file's KLD (which `--target-kld` uses).
 fn context_factors(
     tensors: &BTreeMap<String, TensorCost>,
     scans: &[ContextScan],
@@ -207,10 +213,12 @@ fn context_factors(
         .collect();
     let total_predicted: f64 = observations.iter().map(|o| o.3).sum();
     let total_saved: f64 = observations.iter().map(|o| o.1).sum();
-    if !(total_predicted > 0.0 && total_saved > 0.0) {
+    let total_kld: f64 = scans.iter().map(|c| c.kld).sum();
+    if !(total_predicted > 0.0 && total_saved > 0.0 && total_kld > 0.0) {
         return None;
     }
     let overall = total_saved / total_predicted;
+    let level = (total_kld / total_predicted) / overall;
     let prior_precision = 1.0 / (CONTEXT_PRIOR_SPREAD * overall).powi(2);
     // Per group: (Σ saved·c/σ², Σ c²/σ²), or the exact ratio of a noiseless observation.
     let mut sums: BTreeMap<&str, (f64, f64, Option<f64>)> = BTreeMap::new();
@@ -235,10 +243,10 @@ fn context_factors(
                 overall / CONTEXT_FACTOR_RANGE,
                 overall * CONTEXT_FACTOR_RANGE,
             );
-            (group.to_string(), f)
+            (group.to_string(), f * level)
         })
         .collect();
-    Some((factors, overall))
+    Some((factors, overall * level))
 }
 
 impl SensitivityCosts {
@@ -849,22 +857,25 @@ mod context_tests {
         assert!((cost(&plain, 0, GgmlType::Q4_K) - 0.01).abs() < 1e-12);
         assert!(!plain.describe().contains("in-context"));
 
-        // Well measured: 3x, 1x and 2x in context (overall 2x); each keeps its own ratio
-        // (the prior pulls by a few percent at most), at every type.
+        // Well measured: 3x, 1x and 2x in context; each keeps its own ratio (the prior pulls
+        // by a few percent at most), at every type, and the level is set by the file's KLD
+        // (1.0: 0.6 saved in all, 0.3 predicted in isolation, so 5x, 1.67x and 3.33x).
         let s = scan(&[(0.3, 0.001), (0.1, 0.001), (0.2, 0.001)]);
         let c = SensitivityCosts::new(&s, Priors::shipped());
-        assert!(c.describe().contains("x2.00 overall"), "{}", c.describe());
-        for (layer, want) in [(0, 3.0), (1, 1.0), (2, 2.0)] {
+        assert!(c.describe().contains("x3.33 overall"), "{}", c.describe());
+        for (layer, want) in [(0, 5.0), (1, 5.0 / 3.0), (2, 10.0 / 3.0)] {
             let f = c.context_factor(&format!("blk.{layer}.attn_q.weight"));
             assert!((f - want).abs() < 0.01 * want, "layer {layer}: {f}");
             let q4 = cost(&c, layer, GgmlType::Q4_K);
             assert!((q4 - 0.01 * f).abs() < 1e-12, "layer {layer}: {q4}");
         }
+        let at_file: f64 = (0..3).map(|l| cost(&c, l, GgmlType::IQ2_XXS)).sum();
+        assert!((at_file - 1.0).abs() < 0.01, "the file's KLD: {at_file}");
 
         // A saving within its noise says little: that group gets nearly the overall factor.
         let s = scan(&[(0.3, 0.001), (0.0, 2.0), (0.3, 0.001)]);
         let c = SensitivityCosts::new(&s, Priors::shipped());
-        let overall = 0.6 / 0.3;
+        let overall = 1.0 / 0.3;
         let noisy = c.context_factor("blk.1.attn_q.weight");
         assert!((noisy - overall).abs() < 0.01 * overall, "{noisy}");
 
