@@ -422,6 +422,9 @@ pub fn allocate(
         by_bytes.sort_by_key(|o| o.2);
         let pos = by_bytes.iter().position(|o| o.1 == stored).unwrap_or(0);
         let mut why = format!("allocated: predicted ΔKLD {cost:.2e}");
+        if let Some(note) = costs.note(&rows[f.index].name) {
+            why.push_str(&format!(" ({note})"));
+        }
         // The next larger candidate that would lower the cost, and what it would buy per MiB.
         if let Some(up) = by_bytes[pos + 1..].iter().find(|o| o.3 < cost) {
             let mib = (up.2 - bytes) as f64 / (1u64 << 20) as f64;

@@ -36,6 +36,11 @@ pub trait CostModel {
     ) -> Option<f64>;
     /// One line on where the predictions come from (printed with plans).
     fn describe(&self) -> String;
+    /// A note on one tensor's predictions for its plan row's `why` (e.g. its in-context
+    /// factor), if any.
+    fn note(&self, _tensor: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A group's ΔKLD as a function of its weight error `W`: piecewise power laws `d = a·W^p`
@@ -353,6 +358,12 @@ impl CostModel for SensitivityCosts {
                 .cost_of_error(class.role, e, tensor_count(&self.priors, class)),
         };
         Some(t.factor * isolated)
+    }
+
+    fn note(&self, tensor: &str) -> Option<String> {
+        self.context?;
+        let f = self.tensors.get(tensor)?.factor;
+        Some(format!("in context x{f:.2} its isolated cost"))
     }
 
     fn describe(&self) -> String {
