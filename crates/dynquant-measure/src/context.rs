@@ -223,8 +223,8 @@ pub fn context_scan(
         seconds: calibration.seconds,
         per_evaluation: est,
     });
-    let mut done = groups.len() - pending.len();
-    for &u in &pending {
+    let resumed = groups.len() - pending.len();
+    for (done, &u) in (resumed + 1..).zip(&pending) {
         let g = &groups[u];
         let mut overrides = WeightOverrides::new();
         let mut names = Vec::new();
@@ -251,7 +251,6 @@ pub fn context_scan(
             tokens: calibration.positions() as u64,
         };
         journal.append(Record::probe(u, rec))?;
-        done += 1;
         progress(Event::Unit {
             done,
             total: groups.len(),
