@@ -276,6 +276,24 @@ mod tests {
         let s = sample();
         let back = Sensitivity::parse(&s.to_json()).unwrap();
         assert_eq!(back, s);
+        assert!(!s.to_json().contains("\"context\""), "no context: no key");
+        let mut with = sample();
+        with.context.push(ContextScan {
+            quant_sha256: "dd".repeat(32),
+            kld: 0.1 + 0.2,
+            stderr: 1e-3 / 3.0,
+            ctx: 512,
+            chunks: 1,
+            probes: vec![ContextProbe {
+                group: "blk.0.attn_q".into(),
+                tensors: vec!["blk.0.attn_q.weight".into()],
+                stored: vec!["Q4_K".into()],
+                saved: -1.0 / 7.0,
+                stderr: 2.0 / 3.0,
+                tokens: 255,
+            }],
+        });
+        assert_eq!(Sensitivity::parse(&with.to_json()).unwrap(), with);
         assert!(back.check_for(&"aa".repeat(32), None).is_ok());
         let e = back.check_for(&"ab".repeat(32), None).unwrap_err();
         assert!(e.to_string().contains("another model"), "{e}");
