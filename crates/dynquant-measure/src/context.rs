@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use dynquant_engine::eval::ChunkOptions;
 use dynquant_engine::evaluation::EvalText;
 use dynquant_engine::WeightOverrides;
 use dynquant_gguf::GgufModel;
@@ -23,7 +22,7 @@ use dynquant_tokenizer::Tokenizer;
 use crate::probe::{Calibration, Start};
 use crate::records::{self, Header, Journal, ProbeRecord, Record};
 use crate::{
-    gguf_identity, group_name, partial_path, remove_journal, start_of, type_name, Event,
+    calibration_chunks, gguf_identity, grouped, partial_path, remove_journal, type_name, Event,
     MeasureError, ScanCost, ScanSummary,
 };
 
@@ -90,7 +89,7 @@ fn groups(
             .collect()
     };
     let (in_model, in_quant) = (index(model), index(quant));
-    let mut out: Vec<ContextGroup> = Vec::new();
+    let mut tensors = Vec::new();
     for t in &s.tensors {
         let (mi, shape) = in_model.get(&t.name).ok_or_else(|| {
             MeasureError::Invalid(format!(
@@ -110,21 +109,16 @@ fn groups(
                 t.name, qshape, shape
             )));
         }
-        let name = group_name(&t.name);
-        let entry = (t.name.clone(), *mi, *qi);
-        match out.iter_mut().find(|g| g.name == name) {
-            Some(g) => g.tensors.push(entry),
-            None => out.push(ContextGroup {
-                name,
-                tensors: vec![entry],
-                start: Start::Tokens,
-            }),
-        }
+        tensors.push((t.name.as_str(), (t.name.clone(), *mi, *qi)));
     }
-    for g in &mut out {
-        let names: Vec<&str> = g.tensors.iter().map(|t| t.0.as_str()).collect();
-        g.start = start_of(&names, n_layer);
-    }
+    let out = grouped(tensors.into_iter(), n_layer)
+        .into_iter()
+        .map(|(name, tensors, start)| ContextGroup {
+            name,
+            tensors,
+            start,
+        })
+        .collect();
     Ok(out)
 }
 
@@ -154,28 +148,7 @@ pub fn context_scan(
             "the quantized file is the model itself".into(),
         ));
     }
-    if opts.ctx < 8 || !opts.ctx.is_multiple_of(2) {
-        return Err(MeasureError::Invalid(format!(
-            "ctx must be even and at least 8, got {}",
-            opts.ctx
-        )));
-    }
-    if opts.chunks == 0 {
-        return Err(MeasureError::Invalid("chunks must be at least 1".into()));
-    }
-    let chunking = ChunkOptions::for_tokenizer(inputs.tokenizer, opts.ctx, None);
-    let have = chunking.n_chunks(inputs.text.tokens.len());
-    if have < opts.chunks {
-        return Err(MeasureError::Invalid(format!(
-            "the calibration text gives {} tokens, {have} chunks of {}; {} asked",
-            inputs.text.tokens.len(),
-            opts.ctx,
-            opts.chunks
-        )));
-    }
-    let chunks: Vec<Vec<u32>> = (0..opts.chunks)
-        .map(|i| chunking.chunk(&inputs.text.tokens, i))
-        .collect();
+    let chunks = calibration_chunks(inputs.tokenizer, inputs.text, opts.ctx, opts.chunks)?;
     let n_layer = dynquant_engine::arch::config(model.metadata())
         .map_err(|e| MeasureError::Engine(Box::new(e)))?
         .n_layer;

@@ -312,6 +312,63 @@ fn start_of(names: &[&str], n_layer: usize) -> Start {
     Start::Block(first)
 }
 
+/// Tensors `(name, item)` in model order gathered into their groups (in the order of each
+/// group's first tensor), each with where its probe starts.
+fn grouped<T>(
+    tensors: impl Iterator<Item = (impl AsRef<str>, T)>,
+    n_layer: usize,
+) -> Vec<(String, Vec<T>, Start)> {
+    let mut groups: Vec<(String, Vec<String>, Vec<T>)> = Vec::new();
+    for (name, item) in tensors {
+        let name = name.as_ref();
+        let group = group_name(name);
+        match groups.iter_mut().find(|g| g.0 == group) {
+            Some(g) => {
+                g.1.push(name.to_string());
+                g.2.push(item);
+            }
+            None => groups.push((group, vec![name.to_string()], vec![item])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(group, names, items)| {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let start = start_of(&names, n_layer);
+            (group, items, start)
+        })
+        .collect()
+}
+
+/// The first `chunks` chunks of `ctx` tokens of the calibration text, each as llama-perplexity
+/// cuts it (BOS substitution by the tokenizer's rule).
+fn calibration_chunks(
+    tokenizer: &Tokenizer,
+    text: &EvalText,
+    ctx: usize,
+    chunks: usize,
+) -> Result<Vec<Vec<u32>>, MeasureError> {
+    if ctx < 8 || !ctx.is_multiple_of(2) {
+        return Err(MeasureError::Invalid(format!(
+            "ctx must be even and at least 8, got {ctx}"
+        )));
+    }
+    if chunks == 0 {
+        return Err(MeasureError::Invalid("chunks must be at least 1".into()));
+    }
+    let chunking = ChunkOptions::for_tokenizer(tokenizer, ctx, None);
+    let have = chunking.n_chunks(text.tokens.len());
+    if have < chunks {
+        return Err(MeasureError::Invalid(format!(
+            "the calibration text gives {} tokens, {have} chunks of {ctx}; {chunks} asked",
+            text.tokens.len(),
+        )));
+    }
+    Ok((0..chunks)
+        .map(|i| chunking.chunk(&text.tokens, i))
+        .collect())
+}
+
 /// The units of a scan over `source`.
 struct Units {
     tensors: Vec<usize>,
@@ -327,26 +384,17 @@ impl Units {
                 dynquant_plan::keep_reason(&t.name, &t.shape).is_none()
             })
             .collect();
-        let mut groups: Vec<Group> = Vec::new();
-        for &i in &tensors {
-            let name = group_name(&source.info(i).name);
-            match groups.iter_mut().find(|g| g.name == name) {
-                Some(g) => g.tensors.push(i),
-                None => groups.push(Group {
-                    name,
-                    tensors: vec![i],
-                    start: Start::Tokens,
-                }),
-            }
-        }
-        for g in &mut groups {
-            let names: Vec<&str> = g
-                .tensors
-                .iter()
-                .map(|&i| source.info(i).name.as_str())
-                .collect();
-            g.start = start_of(&names, n_layer);
-        }
+        let groups = grouped(
+            tensors.iter().map(|&i| (source.info(i).name.as_str(), i)),
+            n_layer,
+        )
+        .into_iter()
+        .map(|(name, tensors, start)| Group {
+            name,
+            tensors,
+            start,
+        })
+        .collect();
         Units {
             tensors,
             groups,
@@ -442,30 +490,9 @@ pub fn scan(
         let text = inputs.text.ok_or_else(|| {
             MeasureError::Invalid("a calibration text is needed to probe groups".into())
         })?;
-        if opts.ctx < 8 || !opts.ctx.is_multiple_of(2) {
-            return Err(MeasureError::Invalid(format!(
-                "ctx must be even and at least 8, got {}",
-                opts.ctx
-            )));
-        }
-        if opts.chunks == 0 {
-            return Err(MeasureError::Invalid("chunks must be at least 1".into()));
-        }
-        let chunking = ChunkOptions::for_tokenizer(inputs.tokenizer, opts.ctx, None);
-        let have = chunking.n_chunks(text.tokens.len());
-        if have < opts.chunks {
-            return Err(MeasureError::Invalid(format!(
-                "the calibration text gives {} tokens, {have} chunks of {}; {} asked",
-                text.tokens.len(),
-                opts.ctx,
-                opts.chunks
-            )));
-        }
+        let chunks = calibration_chunks(inputs.tokenizer, text, opts.ctx, opts.chunks)?;
         let config = dynquant_engine::arch::config(model.metadata())
             .map_err(|e| MeasureError::Engine(Box::new(e)))?;
-        let chunks: Vec<Vec<u32>> = (0..opts.chunks)
-            .map(|i| chunking.chunk(&text.tokens, i))
-            .collect();
         (config.n_layer, chunks)
     };
     let units = Units::new(source, &opts.probes, n_layer);

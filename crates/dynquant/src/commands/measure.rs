@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use dynquant_engine::evaluation::EvalText;
 use dynquant_gguf::GgmlType;
-use dynquant_measure::{Event, ScanInputs, ScanOptions, Shard};
+use dynquant_measure::{Event, ScanCost, ScanInputs, ScanOptions, Shard};
 use dynquant_tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -37,6 +37,50 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     bar
 }
 
+/// Shows a scan's events on its progress bar (lines above it unless `quiet`): `cost_line`
+/// words the work announced before it starts, `runs` the whole-model runs that calibrate it.
+fn render_event(
+    bar: &ProgressBar,
+    quiet: bool,
+    command: &str,
+    runs: &str,
+    cost_line: &dyn Fn(&ScanCost) -> String,
+    e: Event<'_>,
+) {
+    match e {
+        Event::Cost(c) => {
+            if !quiet {
+                bar.suspend(|| eprintln!("{command}: {}", cost_line(c)));
+            }
+            bar.set_length(c.owned as u64);
+            bar.set_position(c.resumed as u64);
+            bar.reset_eta();
+        }
+        Event::JournalReplaced => bar.suspend(|| {
+            eprintln!(
+                "{command}: the journal was made with other inputs or settings; starting over"
+            )
+        }),
+        Event::Calibrated {
+            seconds,
+            per_evaluation,
+        } => {
+            if !quiet {
+                bar.suspend(|| {
+                    eprintln!(
+                        "{command}: {runs} {seconds:.1} s; about {per_evaluation:.1} s per probe evaluation"
+                    )
+                });
+            }
+            bar.reset_eta();
+        }
+        Event::Unit { done, label, .. } => {
+            bar.set_position(done as u64);
+            bar.set_message(label.to_string());
+        }
+    }
+}
+
 fn context(a: &MeasureContextArgs) -> Result<()> {
     let t0 = Instant::now();
     let gguf = super::perplexity::open(&a.model)?;
@@ -64,42 +108,21 @@ fn context(a: &MeasureContextArgs) -> Result<()> {
         .build()
         .context("starting worker threads")?;
     let bar = progress_bar(a.quiet);
-    let quiet = a.quiet;
+    let cost_line = |c: &ScanCost| {
+        format!(
+            "{} groups ({} already done), {} engine evaluations of {} tokens",
+            c.owned, c.resumed, c.evaluations, c.tokens_per_evaluation
+        )
+    };
     let mut on_event = |e: Event<'_>| {
-        match e {
-        Event::Cost(c) => {
-            if !quiet {
-                bar.suspend(|| {
-                    eprintln!(
-                        "measure context: {} groups ({} already done), {} engine evaluations of {} tokens",
-                        c.owned, c.resumed, c.evaluations, c.tokens_per_evaluation
-                    )
-                });
-            }
-            bar.set_length(c.owned as u64);
-            bar.set_position(c.resumed as u64);
-        }
-        Event::JournalReplaced => bar.suspend(|| {
-            eprintln!("measure context: the journal was made with other inputs or settings; starting over")
-        }),
-        Event::Calibrated {
-            seconds,
-            per_evaluation,
-        } => {
-            if !quiet {
-                bar.suspend(|| {
-                    eprintln!(
-                        "measure context: unquantized and quantized runs {seconds:.1} s; about {per_evaluation:.1} s per probe evaluation"
-                    )
-                });
-            }
-            bar.reset_eta();
-        }
-        Event::Unit { done, label, .. } => {
-            bar.set_position(done as u64);
-            bar.set_message(label.to_string());
-        }
-    }
+        render_event(
+            &bar,
+            a.quiet,
+            "measure context",
+            "unquantized and quantized runs",
+            &cost_line,
+            e,
+        )
     };
     let summary =
         pool.install(|| dynquant_measure::context_scan(&inputs, &opts, &a.output, &mut on_event))?;
@@ -186,50 +209,22 @@ fn scan(a: &MeasureArgs) -> Result<()> {
         .build()
         .context("starting worker threads")?;
     let bar = progress_bar(a.quiet);
-    let quiet = a.quiet;
-    let mut on_event = |e: Event<'_>| match e {
-        Event::Cost(c) => {
-            if !quiet {
-                bar.suspend(|| {
-                    eprintln!(
-                        "measure: {} tensors x {} types, {} groups x {} probes; this run: {} of {} units ({} already done), {} engine evaluations of {} tokens",
-                        c.tensor_units,
-                        opts.candidates.len(),
-                        if opts.probes.is_empty() || opts.weights_only { 0 } else { c.probe_units / opts.probes.len() },
-                        if opts.weights_only { 0 } else { opts.probes.len() },
-                        c.owned,
-                        c.tensor_units + c.probe_units,
-                        c.resumed,
-                        c.evaluations,
-                        c.tokens_per_evaluation
-                    )
-                });
-            }
-            bar.set_length(c.owned as u64);
-            bar.set_position(c.resumed as u64);
-            bar.reset_eta();
-        }
-        Event::JournalReplaced => bar.suspend(|| {
-            eprintln!("measure: the journal was made with other inputs or settings; starting over")
-        }),
-        Event::Calibrated {
-            seconds,
-            per_evaluation,
-        } => {
-            if !quiet {
-                bar.suspend(|| {
-                    eprintln!(
-                        "measure: unquantized run {seconds:.1} s; about {per_evaluation:.1} s per probe evaluation"
-                    )
-                });
-            }
-            bar.reset_eta();
-        }
-        Event::Unit { done, label, .. } => {
-            bar.set_position(done as u64);
-            bar.set_message(label.to_string());
-        }
+    let cost_line = |c: &ScanCost| {
+        format!(
+            "{} tensors x {} types, {} groups x {} probes; this run: {} of {} units ({} already done), {} engine evaluations of {} tokens",
+            c.tensor_units,
+            opts.candidates.len(),
+            if opts.probes.is_empty() || opts.weights_only { 0 } else { c.probe_units / opts.probes.len() },
+            if opts.weights_only { 0 } else { opts.probes.len() },
+            c.owned,
+            c.tensor_units + c.probe_units,
+            c.resumed,
+            c.evaluations,
+            c.tokens_per_evaluation
+        )
     };
+    let mut on_event =
+        |e: Event<'_>| render_event(&bar, a.quiet, "measure", "unquantized run", &cost_line, e);
     let summary = pool.install(|| dynquant_measure::scan(&inputs, &opts, out, &mut on_event))?;
     bar.finish_and_clear();
     eprintln!(
