@@ -223,7 +223,6 @@ fn context_factors(
         return None;
     }
     let overall = total_saved / total_predicted;
-    let level = (total_kld / total_predicted) / overall;
     let prior_precision = 1.0 / (CONTEXT_PRIOR_SPREAD * overall).powi(2);
     // Per group: (Σ saved·c/σ², Σ c²/σ²), or the exact ratio of a noiseless observation.
     let mut sums: BTreeMap<&str, (f64, f64, Option<f64>)> = BTreeMap::new();
@@ -240,7 +239,7 @@ fn context_factors(
             e.2 = Some(saved / cost);
         }
     }
-    let factors = sums
+    let relative: BTreeMap<String, f64> = sums
         .into_iter()
         .map(|(group, (num, den, exact))| {
             let f = exact.unwrap_or((overall * prior_precision + num) / (prior_precision + den));
@@ -248,8 +247,23 @@ fn context_factors(
                 overall / CONTEXT_FACTOR_RANGE,
                 overall * CONTEXT_FACTOR_RANGE,
             );
-            (group.to_string(), f * level)
+            (group.to_string(), f)
         })
+        .collect();
+    // The level: the costs at each scanned file's types, with these factors, add up to the
+    // file's KLD (over all scans together). Shrunk and clamped factors are not the raw ratios,
+    // so this is computed from the factors themselves, not from the savings.
+    let at_files: f64 = observations
+        .iter()
+        .map(|&(group, _, _, cost)| relative.get(group).copied().unwrap_or(overall) * cost)
+        .sum();
+    if at_files <= 0.0 {
+        return None;
+    }
+    let level = total_kld / at_files;
+    let factors = relative
+        .into_iter()
+        .map(|(group, f)| (group, f * level))
         .collect();
     Some((factors, overall * level))
 }
@@ -883,12 +897,16 @@ mod context_tests {
         let at_file: f64 = (0..3).map(|l| cost(&c, l, GgmlType::IQ2_XXS)).sum();
         assert!((at_file - 1.0).abs() < 0.01, "the file's KLD: {at_file}");
 
-        // A saving within its noise says little: that group gets nearly the overall factor.
+        // A saving within its noise says little: that group gets nearly the overall ratio
+        // (2: 0.6 saved, 0.3 predicted), against 3 for the other two; the level still makes
+        // the file's costs add up to its KLD.
         let s = scan(&[(0.3, 0.001), (0.0, 2.0), (0.3, 0.001)]);
         let c = SensitivityCosts::new(&s, Priors::shipped());
-        let overall = 1.0 / 0.3;
         let noisy = c.context_factor("blk.1.attn_q.weight");
-        assert!((noisy - overall).abs() < 0.01 * overall, "{noisy}");
+        let sure = c.context_factor("blk.0.attn_q.weight");
+        assert!((noisy / sure - 2.0 / 3.0).abs() < 0.01, "{noisy} vs {sure}");
+        let at_file: f64 = (0..3).map(|l| cost(&c, l, GgmlType::IQ2_XXS)).sum();
+        assert!((at_file - 1.0).abs() < 1e-9, "the file's KLD: {at_file}");
 
         // Nothing saved anywhere: no factors (the isolated laws stand).
         let s = scan(&[(0.0, 0.001), (-0.01, 0.001), (0.0, 0.001)]);
