@@ -103,10 +103,7 @@ fn context(a: &MeasureContextArgs) -> Result<()> {
         ctx: a.ctx,
         chunks: a.chunks,
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(a.threads.unwrap_or(0))
-        .build()
-        .context("starting worker threads")?;
+    let pool = super::perplexity::worker_pool(a.threads)?;
     let bar = progress_bar(a.quiet);
     let cost_line = |c: &ScanCost| {
         format!(
@@ -204,10 +201,7 @@ fn scan(a: &MeasureArgs) -> Result<()> {
         imatrix_sha256,
         text: text.as_ref(),
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(a.threads.unwrap_or(0))
-        .build()
-        .context("starting worker threads")?;
+    let pool = super::perplexity::worker_pool(a.threads)?;
     let bar = progress_bar(a.quiet);
     let cost_line = |c: &ScanCost| {
         format!(

@@ -12,8 +12,13 @@ use crate::args::{EngineArgs, PerplexityArgs};
 
 /// A rayon pool with the requested threads (0 = all cores).
 pub(super) fn pool(e: &EngineArgs) -> Result<rayon::ThreadPool> {
+    worker_pool(e.threads)
+}
+
+/// A rayon pool of `threads` workers (all cores when `None`).
+pub(super) fn worker_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
-        .num_threads(e.threads.unwrap_or(0))
+        .num_threads(threads.unwrap_or(0))
         .build()
         .context("starting worker threads")
 }
