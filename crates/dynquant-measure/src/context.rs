@@ -123,8 +123,8 @@ fn groups(
 }
 
 /// Runs (or resumes) an in-context scan of `inputs.quant` and writes `out`: the sensitivity
-/// file of `inputs.sensitivity` with its context scan (replacing any it had). The journal is
-/// `out` with `.partial` appended.
+/// file of `inputs.sensitivity` with this scan added after the context scans it had (one of
+/// the same quantized file is replaced). The journal is `out` with `.partial` appended.
 pub fn context_scan(
     inputs: &ContextInputs<'_>,
     opts: &ContextOptions,
@@ -185,14 +185,14 @@ pub fn context_scan(
     // The quantized file's own run is needed even when every unit is done: its KLD is kept.
     let (calibration, (kld, kld_stderr)) = Calibration::run_in_context(model, quant, chunks)?;
     let mut tokens = 2 * tokens_per_evaluation;
-    let frac = |s: Start| match s {
-        Start::Tokens => 1.0,
-        Start::Block(b) => (n_layer - b.min(n_layer) + 1) as f64 / (n_layer + 1) as f64,
-    };
     let est = if pending.is_empty() {
         0.0
     } else {
-        pending.iter().map(|&u| frac(groups[u].start)).sum::<f64>() * calibration.seconds
+        pending
+            .iter()
+            .map(|&u| groups[u].start.share_of_run(n_layer))
+            .sum::<f64>()
+            * calibration.seconds
             / 2.0
             / pending.len() as f64
     };

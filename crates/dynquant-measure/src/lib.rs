@@ -535,14 +535,14 @@ pub fn scan(
     let calibration = if evaluations > 0 {
         let c = Calibration::run(model, chunk_tokens)?;
         tokens += tokens_per_evaluation;
-        let frac = |s: Start| match s {
-            Start::Tokens => 1.0,
-            Start::Block(b) => (n_layer - b.min(n_layer) + 1) as f64 / (n_layer + 1) as f64,
-        };
         let est: f64 = pending
             .iter()
             .filter(|&&u| u >= n_tensor_units)
-            .map(|&u| frac(units.groups[(u - n_tensor_units) / units.probes.len()].start))
+            .map(|&u| {
+                units.groups[(u - n_tensor_units) / units.probes.len()]
+                    .start
+                    .share_of_run(n_layer)
+            })
             .sum::<f64>()
             * c.seconds
             / evaluations as f64;

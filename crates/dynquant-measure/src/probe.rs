@@ -18,7 +18,7 @@
 use std::time::Instant;
 
 use dynquant_engine::ops::log_softmax;
-use dynquant_engine::{Logits, Model, WeightOverrides};
+use dynquant_engine::{Logits, Model, Session, WeightOverrides};
 use dynquant_gguf::GgufModel;
 use rayon::prelude::*;
 
@@ -31,6 +31,34 @@ pub(crate) enum Start {
     Tokens,
     /// From the state entering block `n` (`n_layer`: the output projection only).
     Block(usize),
+}
+
+impl Start {
+    /// The share of a whole-model evaluation that a probe starting here runs (its blocks and
+    /// the output projection, of `n_layer` blocks and the output), for time estimates.
+    pub(crate) fn share_of_run(self, n_layer: usize) -> f64 {
+        match self {
+            Start::Tokens => 1.0,
+            Start::Block(b) => (n_layer - b.min(n_layer) + 1) as f64 / (n_layer + 1) as f64,
+        }
+    }
+}
+
+/// The state entering every block (then the last block's output) and the log-probabilities of
+/// the scored positions of one chunk, from one whole run of `model` in session `s`.
+fn states_and_log_probs(
+    model: &Model<'_>,
+    s: &mut Session<'_, '_>,
+    tokens: &[u32],
+) -> Result<(Vec<Vec<f32>>, Vec<f64>), MeasureError> {
+    let ctx = tokens.len();
+    let states = s.hidden_states(tokens).map_err(engine)?;
+    s.clear();
+    let last = states.last().map_or(&[][..], Vec::as_slice);
+    let logits = s
+        .eval_from(model.n_layer(), last, Logits::From(ctx / 2))
+        .map_err(engine)?;
+    Ok((states, log_probs(&logits, model.n_vocab, ctx)))
 }
 
 /// One calibration chunk of the unquantized model.
@@ -66,13 +94,7 @@ impl Calibration {
         let mut s = model.session(ctx);
         let mut out = Vec::with_capacity(chunks.len());
         for tokens in chunks {
-            let states = s.hidden_states(&tokens).map_err(engine)?;
-            s.clear();
-            let last = states.last().cloned().unwrap_or_default();
-            let logits = s
-                .eval_from(model.n_layer(), &last, Logits::From(ctx / 2))
-                .map_err(engine)?;
-            let base = log_probs(&logits, model.n_vocab, ctx);
+            let (states, base) = states_and_log_probs(&model, &mut s, &tokens)?;
             out.push(Chunk {
                 tokens,
                 states,
@@ -122,14 +144,8 @@ impl Calibration {
         let mut out = Vec::with_capacity(chunks.len());
         let mut all = Vec::new();
         for (tokens, base) in chunks.into_iter().zip(dists) {
-            s.clear();
-            let states = s.hidden_states(&tokens).map_err(engine)?;
-            s.clear();
-            let last = states.last().cloned().unwrap_or_default();
-            let logits = s
-                .eval_from(model.n_layer(), &last, Logits::From(ctx / 2))
-                .map_err(engine)?;
-            let current = klds(&base, &log_probs(&logits, n_vocab, ctx), n_vocab);
+            let (states, quantized) = states_and_log_probs(&model, &mut s, &tokens)?;
+            let current = klds(&base, &quantized, n_vocab);
             all.extend_from_slice(&current);
             out.push(Chunk {
                 tokens,
