@@ -699,6 +699,28 @@ impl CostModel for Priors {
 mod tests {
     use super::*;
 
+    /// A scan of Q4_K and IQ2_XXS errors with `tensors` and `groups`, keyed to nothing.
+    pub(super) fn scan_of(
+        tensors: Vec<crate::sensitivity::TensorError>,
+        groups: Vec<crate::sensitivity::GroupProbe>,
+    ) -> Sensitivity {
+        use crate::sensitivity::{SensitivityKey, SENSITIVITY_FORMAT};
+        Sensitivity {
+            format: SENSITIVITY_FORMAT.into(),
+            dynquant_version: env!("CARGO_PKG_VERSION").into(),
+            key: SensitivityKey {
+                model_sha256: String::new(),
+                imatrix_sha256: None,
+                text_sha256: String::new(),
+            },
+            settings: BTreeMap::new(),
+            candidates: vec!["Q4_K".into(), "IQ2_XXS".into()],
+            tensors,
+            groups,
+            context: vec![],
+        }
+    }
+
     #[test]
     fn power_law_through_probes() {
         let one = PowerLaw::fit(vec![(2.0, 0.1)]).unwrap();
@@ -726,7 +748,7 @@ mod tests {
 
     #[test]
     fn priors_fitted_on_a_scan_recover_its_law_and_predict_it() {
-        use crate::sensitivity::{GroupProbe, SensitivityKey, TensorError, SENSITIVITY_FORMAT};
+        use crate::sensitivity::{GroupProbe, TensorError};
         // Four layers of attn_q whose whole-role ΔKLD is 3·E^1.5 (each layer a quarter).
         let (scale, p, n) = (3.0, 1.5, 1000u64);
         let errors = BTreeMap::from([("Q4_K".to_string(), 0.004), ("IQ2_XXS".to_string(), 0.06)]);
@@ -752,20 +774,7 @@ mod tests {
                 });
             }
         }
-        let s = Sensitivity {
-            format: SENSITIVITY_FORMAT.into(),
-            dynquant_version: env!("CARGO_PKG_VERSION").into(),
-            key: SensitivityKey {
-                model_sha256: String::new(),
-                imatrix_sha256: None,
-                text_sha256: String::new(),
-            },
-            settings: BTreeMap::new(),
-            candidates: vec!["Q4_K".into(), "IQ2_XXS".into()],
-            tensors,
-            groups,
-            context: vec![],
-        };
+        let s = scan_of(tensors, groups);
         let fitted = Priors::fit(&[("synthetic", &s)], &[]);
         let law = fitted.roles[&Role::AttnQ];
         assert!((law.exponent - p).abs() < 1e-9, "{law:?}");
@@ -797,9 +806,7 @@ mod tests {
 #[cfg(test)]
 mod context_tests {
     use super::*;
-    use crate::sensitivity::{
-        ContextProbe, GroupProbe, SensitivityKey, TensorError, SENSITIVITY_FORMAT,
-    };
+    use crate::sensitivity::{ContextProbe, GroupProbe, TensorError};
     use dynquant_gguf::TensorInfo;
 
     /// Three one-tensor groups probed alone at IQ2_XXS (ΔKLD 0.1 each), and a quantized file
@@ -807,17 +814,8 @@ mod context_tests {
     fn scan(context: &[(f64, f64)]) -> Sensitivity {
         let names = ["blk.0.attn_q", "blk.1.attn_q", "blk.2.attn_q"];
         let errors = BTreeMap::from([("Q4_K".to_string(), 0.01), ("IQ2_XXS".to_string(), 0.1)]);
-        Sensitivity {
-            format: SENSITIVITY_FORMAT.into(),
-            dynquant_version: env!("CARGO_PKG_VERSION").into(),
-            key: SensitivityKey {
-                model_sha256: String::new(),
-                imatrix_sha256: None,
-                text_sha256: String::new(),
-            },
-            settings: BTreeMap::new(),
-            candidates: vec!["Q4_K".into(), "IQ2_XXS".into()],
-            tensors: names
+        let mut s = super::tests::scan_of(
+            names
                 .iter()
                 .map(|g| TensorError {
                     name: format!("{g}.weight"),
@@ -826,7 +824,7 @@ mod context_tests {
                     errors: errors.clone(),
                 })
                 .collect(),
-            groups: names
+            names
                 .iter()
                 .map(|g| GroupProbe {
                     group: g.to_string(),
@@ -838,29 +836,30 @@ mod context_tests {
                     tokens: 100,
                 })
                 .collect(),
-            context: (!context.is_empty())
-                .then(|| ContextScan {
-                    quant_sha256: String::new(),
-                    kld: 1.0,
-                    stderr: 0.01,
-                    ctx: 512,
-                    chunks: 1,
-                    probes: names
-                        .iter()
-                        .zip(context)
-                        .map(|(g, &(saved, stderr))| ContextProbe {
-                            group: g.to_string(),
-                            tensors: vec![format!("{g}.weight")],
-                            stored: vec!["IQ2_XXS".into()],
-                            saved,
-                            stderr,
-                            tokens: 255,
-                        })
-                        .collect(),
-                })
-                .into_iter()
-                .collect(),
-        }
+        );
+        s.context = (!context.is_empty())
+            .then(|| ContextScan {
+                quant_sha256: String::new(),
+                kld: 1.0,
+                stderr: 0.01,
+                ctx: 512,
+                chunks: 1,
+                probes: names
+                    .iter()
+                    .zip(context)
+                    .map(|(g, &(saved, stderr))| ContextProbe {
+                        group: g.to_string(),
+                        tensors: vec![format!("{g}.weight")],
+                        stored: vec!["IQ2_XXS".into()],
+                        saved,
+                        stderr,
+                        tokens: 255,
+                    })
+                    .collect(),
+            })
+            .into_iter()
+            .collect();
+        s
     }
 
     fn cost(c: &SensitivityCosts, layer: usize, ty: GgmlType) -> f64 {
