@@ -7,7 +7,9 @@
 //! entering the group's first block; the saving is `A`'s KLD minus the probed one, both against
 //! the unquantized model, as a mean of per-position differences (so its standard error is that
 //! of a paired difference, far below either mean's). One unit per group, journaled and
-//! resumable as the isolated scan's units are.
+//! resumable as the isolated scan's units are; with a [`Shard`] `I/N` only the groups whose
+//! number is `I` modulo `N` are probed and a shard file is written, which
+//! [`crate::merge`] joins into the file one whole run writes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,10 +22,10 @@ use dynquant_plan::sensitivity::{ContextProbe, ContextScan, Sensitivity};
 use dynquant_tokenizer::Tokenizer;
 
 use crate::probe::{Calibration, Start};
-use crate::records::{self, Header, Journal, ProbeRecord, Record};
+use crate::records::{self, ContextPart, Header, Journal, ProbeRecord, Record, ShardFile};
 use crate::{
     calibration_chunks, gguf_identity, grouped, partial_path, remove_journal, type_name, Event,
-    MeasureError, ScanCost, ScanSummary,
+    MeasureError, ScanCost, ScanSummary, Shard,
 };
 
 /// Tokens per calibration chunk of an in-context scan by default.
@@ -45,8 +47,9 @@ pub struct ContextInputs<'a> {
     pub tokenizer: &'a Tokenizer,
     /// The calibration text.
     pub text: &'a EvalText,
-    /// The model's sensitivity scan, which the result extends.
-    pub sensitivity: &'a Sensitivity,
+    /// The model's sensitivity file as read, which the result extends (a shard file keeps this
+    /// text, so a merge parses exactly what a whole run parsed).
+    pub sensitivity: &'a str,
 }
 
 /// How to run an in-context scan.
@@ -56,6 +59,8 @@ pub struct ContextOptions {
     pub ctx: usize,
     /// Calibration chunks (the first ones of the text).
     pub chunks: usize,
+    /// Only this shard of the groups (a shard file is written).
+    pub shard: Option<Shard>,
 }
 
 impl Default for ContextOptions {
@@ -63,6 +68,7 @@ impl Default for ContextOptions {
         ContextOptions {
             ctx: DEFAULT_CONTEXT_CTX,
             chunks: DEFAULT_CONTEXT_CHUNKS,
+            shard: None,
         }
     }
 }
@@ -124,7 +130,8 @@ fn groups(
 
 /// Runs (or resumes) an in-context scan of `inputs.quant` and writes `out`: the sensitivity
 /// file of `inputs.sensitivity` with this scan added after the context scans it had (one of
-/// the same quantized file is replaced). The journal is `out` with `.partial` appended.
+/// the same quantized file is replaced), or with a shard the shard file [`crate::merge`]
+/// reads. The journal is `out` with `.partial` appended.
 pub fn context_scan(
     inputs: &ContextInputs<'_>,
     opts: &ContextOptions,
@@ -133,7 +140,9 @@ pub fn context_scan(
 ) -> Result<ScanSummary, MeasureError> {
     use serde_json::json;
     let t0 = Instant::now();
-    let (model, quant, sens) = (inputs.model, inputs.quant, inputs.sensitivity);
+    let (model, quant) = (inputs.model, inputs.quant);
+    let sens = &Sensitivity::parse(inputs.sensitivity)
+        .map_err(|e| MeasureError::Invalid(format!("the sensitivity file: {e}")))?;
     let identity = gguf_identity(model)?;
     sens.check_for(&identity, None)
         .map_err(|e| MeasureError::Invalid(e.to_string()))?;
@@ -165,20 +174,24 @@ pub fn context_scan(
         settings,
         sens.candidates.clone(),
         groups.len(),
-        None,
+        opts.shard,
     );
     let journal_path = partial_path(out);
     let (mut journal, replaced) = Journal::open(&journal_path, &header)?;
     if replaced {
         progress(Event::JournalReplaced);
     }
-    let pending: Vec<usize> = (0..groups.len()).filter(|u| !journal.has(*u)).collect();
+    let owned: Vec<usize> = (0..groups.len())
+        .filter(|u| opts.shard.is_none_or(|s| u % s.count == s.index))
+        .collect();
+    let pending: Vec<usize> = owned.iter().copied().filter(|u| !journal.has(*u)).collect();
+    let resumed = owned.len() - pending.len();
     let tokens_per_evaluation = chunks.iter().map(Vec::len).sum::<usize>();
     progress(Event::Cost(&ScanCost {
         tensor_units: 0,
         probe_units: groups.len(),
-        owned: groups.len(),
-        resumed: groups.len() - pending.len(),
+        owned: owned.len(),
+        resumed,
         evaluations: pending.len(),
         tokens_per_evaluation,
     }));
@@ -200,7 +213,6 @@ pub fn context_scan(
         seconds: calibration.seconds,
         per_evaluation: est,
     });
-    let resumed = groups.len() - pending.len();
     for (done, &u) in (resumed + 1..).zip(&pending) {
         let g = &groups[u];
         let mut overrides = WeightOverrides::new();
@@ -230,12 +242,45 @@ pub fn context_scan(
         journal.append(Record::probe(u, rec))?;
         progress(Event::Unit {
             done,
-            total: groups.len(),
+            total: owned.len(),
             label: &format!("{} in context", g.name),
         });
     }
-    let probes: Vec<ContextProbe> = journal
-        .into_records()
+    let part = ContextPart {
+        base: inputs.sensitivity.to_string(),
+        quant_sha256: quant_identity,
+        ctx: opts.ctx,
+        chunks: opts.chunks,
+        kld_bits: kld.to_bits(),
+        stderr_bits: kld_stderr.to_bits(),
+    };
+    let records = journal.into_records();
+    match opts.shard {
+        Some(_) => {
+            let file = ShardFile {
+                header,
+                results: records,
+                context: Some(part),
+            };
+            records::write_atomic(out, &file.to_json())?;
+        }
+        None => records::write_atomic(out, &extended(sens.clone(), &part, records).to_json())?,
+    }
+    remove_journal(&journal_path)?;
+    Ok(ScanSummary {
+        path: out.to_path_buf(),
+        computed: pending.len(),
+        evaluations: pending.len(),
+        tokens,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// The sensitivity file `base` with the in-context scan of `part` and its units' `records`
+/// (every group's, in unit order) added: after the scans it had, replacing one of the same
+/// quantized file.
+fn extended(mut base: Sensitivity, part: &ContextPart, records: Vec<Record>) -> Sensitivity {
+    let probes: Vec<ContextProbe> = records
         .into_iter()
         .filter_map(|r| r.probe)
         .map(|p| ContextProbe {
@@ -247,23 +292,27 @@ pub fn context_scan(
             tokens: p.tokens,
         })
         .collect();
-    let mut result = sens.clone();
-    result.context.retain(|c| c.quant_sha256 != quant_identity);
-    result.context.push(ContextScan {
-        quant_sha256: quant_identity,
-        kld,
-        stderr: kld_stderr,
-        ctx: opts.ctx,
-        chunks: opts.chunks,
+    base.context.retain(|c| c.quant_sha256 != part.quant_sha256);
+    base.context.push(ContextScan {
+        quant_sha256: part.quant_sha256.clone(),
+        kld: f64::from_bits(part.kld_bits),
+        stderr: f64::from_bits(part.stderr_bits),
+        ctx: part.ctx,
+        chunks: part.chunks,
         probes,
     });
-    records::write_atomic(out, &result.to_json())?;
-    remove_journal(&journal_path)?;
-    Ok(ScanSummary {
-        path: out.to_path_buf(),
-        computed: pending.len(),
-        evaluations: pending.len(),
-        tokens,
-        seconds: t0.elapsed().as_secs_f64(),
-    })
+    base
+}
+
+/// The sensitivity file that joined shards of one in-context scan make (their units sorted
+/// into unit order): the same bytes as one whole run's.
+pub(crate) fn merged(
+    part: &ContextPart,
+    mut records: Vec<Record>,
+) -> Result<Sensitivity, MeasureError> {
+    let base = Sensitivity::parse(&part.base).map_err(|e| {
+        MeasureError::Merge(format!("the sensitivity file kept in the shards: {e}"))
+    })?;
+    records.sort_by_key(|r| r.unit);
+    Ok(extended(base, part, records))
 }

@@ -629,6 +629,7 @@ pub fn scan(
             let file = ShardFile {
                 header: header.clone(),
                 results: records,
+                context: None,
             };
             records::write_atomic(out, &file.to_json())?;
         }
@@ -735,7 +736,9 @@ pub struct MergeSummary {
 }
 
 /// Joins the shard files of one scan (same key, settings and version, shard counts equal,
-/// every unit exactly once) into the sensitivity file a whole run writes, at `out`.
+/// every unit exactly once) into the sensitivity file a whole run writes, at `out`: the
+/// isolated scan's, or the in-context scan's (its shards name the same quantized file and
+/// extend the same sensitivity file).
 pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary, MeasureError> {
     if shards.is_empty() {
         return Err(MeasureError::Merge("no shard files given".into()));
@@ -803,7 +806,19 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary, MeasureErro
             }
         )));
     }
-    let s = assemble(&base, records)?;
+    let s = match &first.context {
+        None => assemble(&base, records)?,
+        Some(part) => {
+            if let Some((p, _)) = files.iter().find(|(_, f)| f.context.as_ref() != Some(part)) {
+                return Err(MeasureError::Merge(format!(
+                    "{} and {} extend different sensitivity files",
+                    first_path.display(),
+                    p.display()
+                )));
+            }
+            context::merged(part, records)?
+        }
+    };
     records::write_atomic(out, &s.to_json())?;
     Ok(MergeSummary {
         shards: files.len(),

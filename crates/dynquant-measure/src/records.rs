@@ -234,6 +234,28 @@ impl Journal {
 pub(crate) struct ShardFile {
     pub header: Header,
     pub results: Vec<Record>,
+    /// What an in-context scan's merge needs besides the units (absent for the isolated scan,
+    /// whose shard files are unchanged by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<ContextPart>,
+}
+
+/// The part of an in-context scan's result that every shard computes alike.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ContextPart {
+    /// The sensitivity file the scan extends, as the text that was read: a merge parses the
+    /// same text a whole run parsed, so no float goes through a second decimal round trip.
+    pub base: String,
+    /// The quantized file's identity.
+    pub quant_sha256: String,
+    /// Tokens per calibration chunk.
+    pub ctx: usize,
+    /// Calibration chunks.
+    pub chunks: usize,
+    /// The quantized file's own mean KLD and its standard error (IEEE bits).
+    pub kld_bits: u64,
+    pub stderr_bits: u64,
 }
 
 impl ShardFile {
@@ -243,6 +265,7 @@ impl ShardFile {
         let f = ShardFile {
             header: h,
             results: self.results.clone(),
+            context: self.context.clone(),
         };
         let mut s = serde_json::to_string_pretty(&f).expect("shard serializes");
         s.push('\n');

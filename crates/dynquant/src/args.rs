@@ -644,7 +644,10 @@ pub enum MeasureAction {
     #[command(after_help = "Example:\n  \
         dynquant quantize model.gguf a.gguf --target-size 2GiB --sensitivity model.sens --imatrix im.gguf\n  \
         dynquant measure context model.gguf a.gguf --sensitivity model.sens --text groups_merged.txt -o model.ctx.sens\n  \
-        dynquant quantize model.gguf b.gguf --target-size 2GiB --sensitivity model.ctx.sens --imatrix im.gguf")]
+        dynquant quantize model.gguf b.gguf --target-size 2GiB --sensitivity model.ctx.sens --imatrix im.gguf\n\
+        Split over two processes or machines, then join:\n  \
+        dynquant measure context model.gguf a.gguf --sensitivity model.sens --text groups_merged.txt -o part0.ctx --shard 0/2\n  \
+        dynquant measure merge part0.ctx part1.ctx -o model.ctx.sens")]
     Context(MeasureContextArgs),
 }
 
@@ -661,7 +664,7 @@ pub struct MeasureContextArgs {
     /// Calibration text: the one the sensitivity file was measured on.
     #[arg(long, short = 'f')]
     pub text: PathBuf,
-    /// Output: the sensitivity file with the in-context costs added.
+    /// Output: the sensitivity file with the in-context costs added (or a shard file with --shard).
     #[arg(long, short = 'o')]
     pub output: PathBuf,
     /// Tokens per calibration chunk.
@@ -670,6 +673,9 @@ pub struct MeasureContextArgs {
     /// Calibration chunks (the first ones of the text).
     #[arg(long, default_value_t = dynquant_measure::DEFAULT_CONTEXT_CHUNKS)]
     pub chunks: usize,
+    /// Only this shard of the groups, I/N with I from 0 to N-1; writes a shard file for `measure merge`.
+    #[arg(long)]
+    pub shard: Option<String>,
     /// Print no progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,

@@ -1,7 +1,8 @@
 //! `dynquant measure` on the synthetic MoE model (`synth-qwen3moe`: 4 layers, 16 experts) with
 //! tiny settings: results independent of the thread count, shards merged equal to a whole run
 //! byte for byte, a scan killed with SIGKILL resumes without redoing finished units and ends
-//! with the same file, bad input fails with one line and writes nothing, and the measurements
+//! with the same file, bad input fails with one line and writes nothing, the in-context scan
+//! (`measure context`) does the same with its shards and kills, and the measurements
 //! order as they must (a lower-bit probe costs more KLD, fewer bits give larger errors).
 
 mod common;
@@ -306,6 +307,54 @@ fn measurements_order_by_bits() {
     );
 }
 
+/// A tiny scan of `m` (Q2_K probes) and a Q2_K file of it, in `dir`: the inputs of an
+/// in-context scan.
+fn scan_and_quant(m: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+    let sens = dir.join("m.sens");
+    let args = tiny_with(
+        &calib(),
+        &sens,
+        &[("--candidates", "q2_k,q4_k,q8_0"), ("--probe", "q2_k")],
+    );
+    ok(measure(m, &args, &[]), "scan");
+    let quant = dir.join("q2_k.gguf");
+    ok(
+        dynquant(args!["quantize", m, quant, "--recipe", "q2_k", "--quiet"]),
+        "quantize",
+    );
+    (sens, quant)
+}
+
+/// `measure context` of `quant` on top of `sens`, 64-token chunks, then `more`.
+fn context_args(
+    m: &Path,
+    quant: &Path,
+    sens: &Path,
+    text: &Path,
+    out: &Path,
+    more: &[&str],
+) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = vec!["measure".into(), "context".into(), m.into()];
+    v.extend([quant.into(), "--sensitivity".into(), sens.into()]);
+    v.extend(["--text".into(), text.into(), "-o".into(), out.into()]);
+    v.extend(["--ctx", "64", "-q"].map(Into::into));
+    v.extend(more.iter().map(Into::into));
+    v
+}
+
+fn context_run(
+    m: &Path,
+    quant: &Path,
+    sens: &Path,
+    text: &Path,
+    out: &Path,
+    more: &[&str],
+) -> std::process::Output {
+    let args = context_args(m, quant, sens, text, out, more);
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    dynquant(&refs)
+}
+
 /// `measure context`: the groups' savings inside a Q2_K quant of the model, added to the scan
 /// (every other part of it unchanged), the same whatever the thread count; the allocator then
 /// says it uses them; bad input fails with one line and writes nothing.
@@ -314,36 +363,9 @@ fn in_context_scan_of_a_quantized_file() {
     let Some(o) = oracle() else { return };
     let m = model(&o);
     let dir = tempfile::tempdir().expect("tempdir");
-    let sens = dir.path().join("m.sens");
-    let args = tiny_with(
-        &calib(),
-        &sens,
-        &[("--candidates", "q2_k,q4_k,q8_0"), ("--probe", "q2_k")],
-    );
-    ok(measure(&m, &args, &[]), "scan");
-    let quant = dir.path().join("q2_k.gguf");
-    ok(
-        dynquant(args!["quantize", m, quant, "--recipe", "q2_k", "--quiet"]),
-        "quantize",
-    );
+    let (sens, quant) = scan_and_quant(&m, dir.path());
     let context = |out: &Path, quant: &Path, sens: &Path, text: &Path, threads: &str| {
-        dynquant(args![
-            "measure",
-            "context",
-            m,
-            quant,
-            "--sensitivity",
-            sens,
-            "--text",
-            text,
-            "-o",
-            out,
-            "--ctx",
-            "64",
-            "-q",
-            "-t",
-            threads
-        ])
+        context_run(&m, quant, sens, text, out, &["-t", threads])
     };
     let one = dir.path().join("one.sens");
     let two = dir.path().join("two.sens");
@@ -457,4 +479,123 @@ fn in_context_scan_of_a_quantized_file() {
         assert!(e.contains(want), "{want}: {e}");
         assert!(!out.exists() && !dynquant_measure::partial_path(&out).exists());
     }
+}
+
+/// `measure context --shard`: shards merged equal one whole run byte for byte (and shards of
+/// different bases do not join); a scan killed with SIGKILL resumes without redoing groups.
+#[test]
+fn in_context_shards_merge_and_a_killed_scan_resumes() {
+    let Some(o) = oracle() else { return };
+    let m = model(&o);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sens, quant) = scan_and_quant(&m, dir.path());
+    let whole = dir.path().join("whole.sens");
+    ok(
+        context_run(&m, &quant, &sens, &calib(), &whole, &["-t", "1"]),
+        "whole in-context scan",
+    );
+
+    // three shards on two threads, merged out of order
+    let parts: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let p = dir.path().join(format!("part{i}.ctx"));
+            let shard = format!("{i}/3");
+            ok(
+                context_run(
+                    &m,
+                    &quant,
+                    &sens,
+                    &calib(),
+                    &p,
+                    &["-t", "2", "--shard", &shard],
+                ),
+                "in-context shard",
+            );
+            p
+        })
+        .collect();
+    let merged = dir.path().join("merged.sens");
+    ok(
+        dynquant(args![
+            "measure", "merge", parts[2], parts[0], parts[1], "-o", merged
+        ]),
+        "merge",
+    );
+    assert_eq!(
+        std::fs::read(&merged).unwrap(),
+        std::fs::read(&whole).unwrap(),
+        "three in-context shards merged == one whole run"
+    );
+    // a shard extending another sensitivity file (the same key and settings) does not join
+    let other = dir.path().join("other.ctx");
+    ok(
+        context_run(&m, &quant, &whole, &calib(), &other, &["--shard", "1/3"]),
+        "shard on top of another file",
+    );
+    let bad = dir.path().join("bad.sens");
+    let e = clean_failure(
+        dynquant(args![
+            "measure", "merge", parts[0], other, parts[2], "-o", bad
+        ]),
+        "merge of shards extending different files",
+    );
+    assert!(e.contains("different sensitivity files"), "{e}");
+    let e = clean_failure(
+        dynquant(args!["measure", "merge", parts[0], parts[1], "-o", bad]),
+        "merge of two of three shards",
+    );
+    assert!(e.contains("missing") && e.contains("2/3"), "{e}");
+    assert!(!bad.exists(), "a failed merge writes nothing");
+
+    // killed with SIGKILL after a few groups, then resumed
+    let out = dir.path().join("killed.sens");
+    let journal = dynquant_measure::partial_path(&out);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dynquant"))
+        .args(context_args(
+            &m,
+            &quant,
+            &sens,
+            &calib(),
+            &out,
+            &["-t", "1"],
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let lines = |p: &Path| {
+        std::fs::read(p)
+            .map(|b| b.iter().filter(|c| **c == b'\n').count())
+            .unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    while lines(&journal) < 4 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the scan ended before it could be killed"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(300), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    assert!(!out.exists(), "no output before the scan ends");
+    let finished = lines(&journal) - 1;
+    assert!((3..22).contains(&finished), "{finished} groups finished");
+    let rerun = context_run(&m, &quant, &sens, &calib(), &out, &["-t", "2"]);
+    let stderr = String::from_utf8_lossy(&rerun.stderr).into_owned();
+    ok(rerun, "resumed in-context scan");
+    let computed: usize = stderr
+        .split(" groups computed")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("summary line: {stderr}"));
+    assert_eq!(computed, 22 - finished, "finished groups are not redone");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&whole).unwrap(),
+        "a killed and resumed in-context scan writes the uninterrupted file"
+    );
+    assert!(!journal.exists());
 }

@@ -86,10 +86,8 @@ fn context(a: &MeasureContextArgs) -> Result<()> {
     let gguf = super::perplexity::open(&a.model)?;
     let quant = super::perplexity::open(&a.quant)?;
     let tokenizer = Tokenizer::from_gguf(gguf.metadata()).context("reading the tokenizer")?;
-    let sens_text = std::fs::read_to_string(&a.sensitivity)
+    let sensitivity = std::fs::read_to_string(&a.sensitivity)
         .with_context(|| format!("reading {}", a.sensitivity.display()))?;
-    let sensitivity = dynquant_plan::sensitivity::Sensitivity::parse(&sens_text)
-        .with_context(|| a.sensitivity.display().to_string())?;
     let text = EvalText::read(&tokenizer, &a.text)
         .with_context(|| format!("reading {}", a.text.display()))?;
     let inputs = dynquant_measure::ContextInputs {
@@ -102,13 +100,14 @@ fn context(a: &MeasureContextArgs) -> Result<()> {
     let opts = dynquant_measure::ContextOptions {
         ctx: a.ctx,
         chunks: a.chunks,
+        shard: a.shard.as_deref().map(Shard::from_str).transpose()?,
     };
     let pool = super::perplexity::worker_pool(a.threads)?;
     let bar = progress_bar(a.quiet);
     let cost_line = |c: &ScanCost| {
         format!(
-            "{} groups ({} already done), {} engine evaluations of {} tokens",
-            c.owned, c.resumed, c.evaluations, c.tokens_per_evaluation
+            "{} groups; this run: {} ({} already done), {} engine evaluations of {} tokens",
+            c.probe_units, c.owned, c.resumed, c.evaluations, c.tokens_per_evaluation
         )
     };
     let mut on_event = |e: Event<'_>| {
