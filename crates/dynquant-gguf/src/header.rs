@@ -84,6 +84,12 @@ impl TensorInfo {
         self.shape.first().copied().unwrap_or(1)
     }
 
+    /// Matrices (for a 3-D expert tensor, its experts): the product of the dimensions past the
+    /// second, at least 1.
+    pub fn n_matrices(&self) -> u64 {
+        self.shape.iter().skip(2).product::<u64>().max(1)
+    }
+
     /// Number of rows (product of the dimensions after the first).
     pub fn n_rows(&self) -> u64 {
         self.shape.iter().skip(1).product()

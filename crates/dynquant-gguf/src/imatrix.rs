@@ -160,6 +160,15 @@ impl ImatrixEntry {
         }
         None
     }
+
+    /// [`ImatrixEntry::weights_for`] the shape of tensor `t`: its row length and matrices.
+    pub fn weights_for_tensor(
+        &self,
+        t: &crate::TensorInfo,
+        expert_prior: ExpertPrior,
+    ) -> Option<Vec<Vec<f32>>> {
+        self.weights_for(t.row_len() as usize, t.n_matrices() as usize, expert_prior)
+    }
 }
 
 /// How strongly an expert's importance weights are pulled toward its tensor's pooled mean

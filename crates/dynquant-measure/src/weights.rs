@@ -23,20 +23,14 @@ pub(crate) fn importance(
     let Some(entry) = imatrix.and_then(|im| im.get(&t.name)) else {
         return Ok(None);
     };
-    let mats = n_mats(t);
     entry
-        .weights_for(t.row_len() as usize, mats, prior)
+        .weights_for_tensor(t, prior)
         .map(Some)
         .ok_or_else(|| MeasureError::ImatrixShape {
             tensor: t.name.clone(),
             entry: format!("{} x {}", entry.n_per_mat, entry.n_mat()),
-            need: format!("{} x {mats}", t.row_len()),
+            need: format!("{} x {}", t.row_len(), t.n_matrices()),
         })
-}
-
-/// Matrices (experts) of a tensor: the product of its dimensions past the second.
-pub(crate) fn n_mats(t: &TensorInfo) -> usize {
-    t.shape.iter().skip(2).product::<u64>().max(1) as usize
 }
 
 /// The weights `quantize_rows` gets for matrix `mat`: the imatrix's, all ones for a type that
@@ -93,7 +87,7 @@ pub(crate) fn tensor_errors(
 ) -> Result<TensorErrors, MeasureError> {
     let info = source.info(index);
     let row = info.row_len() as usize;
-    let mats = n_mats(info);
+    let mats = info.n_matrices() as usize;
     let rows_per_mat = info.shape.get(1).copied().unwrap_or(1) as usize;
     let imp = importance(imatrix, prior, info)?;
     let ones = vec![1f32; row];

@@ -205,16 +205,15 @@ fn importance_of(
     let Some(entry) = imatrix.and_then(|im| im.get(&t.name)) else {
         return Ok(None);
     };
-    let need_mats = t.shape.get(2).copied().unwrap_or(1) * t.shape.get(3).copied().unwrap_or(1);
     entry
-        .weights_for(t.row_len() as usize, need_mats as usize, prior)
+        .weights_for_tensor(t, prior)
         .map(Some)
         .ok_or_else(|| PipelineError::ImatrixShape {
             name: t.name.clone(),
             got: entry.n_per_mat,
             mats: entry.n_mat(),
             need: t.row_len(),
-            need_mats,
+            need_mats: t.n_matrices(),
         })
 }
 
