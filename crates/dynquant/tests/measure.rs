@@ -65,6 +65,48 @@ fn measure(model: &Path, extra: &[std::ffi::OsString], more: &[&str]) -> std::pr
     dynquant(&refs)
 }
 
+/// Runs `dynquant ARGS` (a scan writing `out`) and kills it with SIGKILL once its journal holds
+/// at least `units` finished units; returns how many it held (the output must not exist yet).
+fn kill_after(args: &[std::ffi::OsString], out: &Path, units: usize) -> usize {
+    let journal = dynquant_measure::partial_path(out);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dynquant"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // journal lines: the header, then one per finished unit
+    let lines = |p: &Path| {
+        std::fs::read(p)
+            .map(|b| b.iter().filter(|c| **c == b'\n').count())
+            .unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    while lines(&journal) < units + 1 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the scan ended before it could be killed"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(300), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
+    child.wait().unwrap();
+    assert!(!out.exists(), "no output before the scan ends");
+    lines(&journal) - 1
+}
+
+/// The number before `what` in a command's summary line (`... 47 units computed, ...`): the
+/// units that run computed.
+fn summary_count(stderr: &str, what: &str) -> usize {
+    stderr
+        .split(what)
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("summary line: {stderr}"))
+}
+
 #[test]
 fn threads_and_shards_give_the_same_file() {
     let Some(o) = oracle() else { return };
@@ -158,46 +200,15 @@ fn a_killed_scan_resumes_where_it_stopped() {
 
     let out = dir.path().join("killed.sens");
     let journal = dynquant_measure::partial_path(&out);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dynquant"))
-        .arg("measure")
-        .arg(&m)
-        .args(tiny(&calib(), &out))
-        .args(["-t", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    // kill it once the journal holds a few finished units (header + 5 lines)
-    let lines = |p: &Path| {
-        std::fs::read(p)
-            .map(|b| b.iter().filter(|c| **c == b'\n').count())
-            .unwrap_or(0)
-    };
-    let t0 = Instant::now();
-    while lines(&journal) < 6 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the scan ended before it could be killed"
-        );
-        assert!(t0.elapsed() < Duration::from_secs(300), "no progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
-    child.wait().unwrap();
-    assert!(!out.exists(), "no output before the scan ends");
-    let finished = lines(&journal) - 1;
-    assert!(finished >= 5);
+    let mut args: Vec<std::ffi::OsString> = vec!["measure".into(), m.clone().into()];
+    args.extend(tiny(&calib(), &out));
+    args.extend(["-t", "1"].map(Into::into));
+    let finished = kill_after(&args, &out, 5);
 
     let rerun = measure(&m, &tiny(&calib(), &out), &["-t", "1"]);
     let stderr = String::from_utf8_lossy(&rerun.stderr).into_owned();
     ok(rerun, "resumed run");
-    // the summary line counts the units this run computed
-    let computed: usize = stderr
-        .split(" units computed")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("summary line: {stderr}"));
+    let computed = summary_count(&stderr, " units computed");
     assert_eq!(computed, 52 - finished, "finished units are not redone");
     assert_eq!(
         std::fs::read(&out).unwrap(),
@@ -550,47 +561,13 @@ fn in_context_shards_merge_and_a_killed_scan_resumes() {
     // killed with SIGKILL after a few groups, then resumed
     let out = dir.path().join("killed.sens");
     let journal = dynquant_measure::partial_path(&out);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dynquant"))
-        .args(context_args(
-            &m,
-            &quant,
-            &sens,
-            &calib(),
-            &out,
-            &["-t", "1"],
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let lines = |p: &Path| {
-        std::fs::read(p)
-            .map(|b| b.iter().filter(|c| **c == b'\n').count())
-            .unwrap_or(0)
-    };
-    let t0 = Instant::now();
-    while lines(&journal) < 4 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the scan ended before it could be killed"
-        );
-        assert!(t0.elapsed() < Duration::from_secs(300), "no progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().unwrap();
-    assert!(!out.exists(), "no output before the scan ends");
-    let finished = lines(&journal) - 1;
+    let args = context_args(&m, &quant, &sens, &calib(), &out, &["-t", "1"]);
+    let finished = kill_after(&args, &out, 3);
     assert!((3..22).contains(&finished), "{finished} groups finished");
     let rerun = context_run(&m, &quant, &sens, &calib(), &out, &["-t", "2"]);
     let stderr = String::from_utf8_lossy(&rerun.stderr).into_owned();
     ok(rerun, "resumed in-context scan");
-    let computed: usize = stderr
-        .split(" groups computed")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("summary line: {stderr}"));
+    let computed = summary_count(&stderr, " groups computed");
     assert_eq!(computed, 22 - finished, "finished groups are not redone");
     assert_eq!(
         std::fs::read(&out).unwrap(),
