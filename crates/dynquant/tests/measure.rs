@@ -61,8 +61,7 @@ fn measure(model: &Path, extra: &[std::ffi::OsString], more: &[&str]) -> std::pr
     let mut args: Vec<std::ffi::OsString> = vec!["measure".into(), model.into()];
     args.extend(extra.iter().cloned());
     args.extend(more.iter().map(|s| s.into()));
-    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-    dynquant(&refs)
+    run_args(&args)
 }
 
 /// Runs `dynquant ARGS` (a scan writing `out`) and kills it with SIGKILL once its journal holds
@@ -96,15 +95,25 @@ fn kill_after(args: &[std::ffi::OsString], out: &Path, units: usize) -> usize {
     lines(&journal) - 1
 }
 
-/// The number before `what` in a command's summary line (`... 47 units computed, ...`): the
-/// units that run computed.
-fn summary_count(stderr: &str, what: &str) -> usize {
-    stderr
+/// Checks the run that resumed a killed scan: it succeeded, computed only the `left` units
+/// the killed run had not finished (the number before `what` in its summary line, e.g.
+/// `47 units computed`), wrote the uninterrupted run's bytes and removed its journal.
+fn check_resumed(rerun: std::process::Output, what: &str, left: usize, out: &Path, whole: &Path) {
+    let stderr = String::from_utf8_lossy(&rerun.stderr).into_owned();
+    ok(rerun, "resumed run");
+    let computed: usize = stderr
         .split(what)
         .next()
         .and_then(|s| s.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("summary line: {stderr}"))
+        .unwrap_or_else(|| panic!("summary line: {stderr}"));
+    assert_eq!(computed, left, "finished units are not redone");
+    assert_eq!(
+        std::fs::read(out).unwrap(),
+        std::fs::read(whole).unwrap(),
+        "a killed and resumed scan writes the uninterrupted file"
+    );
+    assert!(!dynquant_measure::partial_path(out).exists());
 }
 
 #[test]
@@ -199,23 +208,13 @@ fn a_killed_scan_resumes_where_it_stopped() {
     );
 
     let out = dir.path().join("killed.sens");
-    let journal = dynquant_measure::partial_path(&out);
     let mut args: Vec<std::ffi::OsString> = vec!["measure".into(), m.clone().into()];
     args.extend(tiny(&calib(), &out));
     args.extend(["-t", "1"].map(Into::into));
     let finished = kill_after(&args, &out, 5);
 
     let rerun = measure(&m, &tiny(&calib(), &out), &["-t", "1"]);
-    let stderr = String::from_utf8_lossy(&rerun.stderr).into_owned();
-    ok(rerun, "resumed run");
-    let computed = summary_count(&stderr, " units computed");
-    assert_eq!(computed, 52 - finished, "finished units are not redone");
-    assert_eq!(
-        std::fs::read(&out).unwrap(),
-        std::fs::read(&whole).unwrap(),
-        "a killed and resumed scan writes the uninterrupted file"
-    );
-    assert!(!journal.exists());
+    check_resumed(rerun, " units computed", 52 - finished, &out, &whole);
 }
 
 #[test]
@@ -353,15 +352,8 @@ fn context_args(
     v
 }
 
-fn context_run(
-    m: &Path,
-    quant: &Path,
-    sens: &Path,
-    text: &Path,
-    out: &Path,
-    more: &[&str],
-) -> std::process::Output {
-    let args = context_args(m, quant, sens, text, out, more);
+/// `dynquant ARGS`.
+fn run_args(args: &[std::ffi::OsString]) -> std::process::Output {
     let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
     dynquant(&refs)
 }
@@ -376,7 +368,7 @@ fn in_context_scan_of_a_quantized_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (sens, quant) = scan_and_quant(&m, dir.path());
     let context = |out: &Path, quant: &Path, sens: &Path, text: &Path, threads: &str| {
-        context_run(&m, quant, sens, text, out, &["-t", threads])
+        run_args(&context_args(&m, quant, sens, text, out, &["-t", threads]))
     };
     let one = dir.path().join("one.sens");
     let two = dir.path().join("two.sens");
@@ -502,7 +494,14 @@ fn in_context_shards_merge_and_a_killed_scan_resumes() {
     let (sens, quant) = scan_and_quant(&m, dir.path());
     let whole = dir.path().join("whole.sens");
     ok(
-        context_run(&m, &quant, &sens, &calib(), &whole, &["-t", "1"]),
+        run_args(&context_args(
+            &m,
+            &quant,
+            &sens,
+            &calib(),
+            &whole,
+            &["-t", "1"],
+        )),
         "whole in-context scan",
     );
 
@@ -512,14 +511,14 @@ fn in_context_shards_merge_and_a_killed_scan_resumes() {
             let p = dir.path().join(format!("part{i}.ctx"));
             let shard = format!("{i}/3");
             ok(
-                context_run(
+                run_args(&context_args(
                     &m,
                     &quant,
                     &sens,
                     &calib(),
                     &p,
                     &["-t", "2", "--shard", &shard],
-                ),
+                )),
                 "in-context shard",
             );
             p
@@ -540,7 +539,14 @@ fn in_context_shards_merge_and_a_killed_scan_resumes() {
     // a shard extending another sensitivity file (the same key and settings) does not join
     let other = dir.path().join("other.ctx");
     ok(
-        context_run(&m, &quant, &whole, &calib(), &other, &["--shard", "1/3"]),
+        run_args(&context_args(
+            &m,
+            &quant,
+            &whole,
+            &calib(),
+            &other,
+            &["--shard", "1/3"],
+        )),
         "shard on top of another file",
     );
     let bad = dir.path().join("bad.sens");
@@ -560,19 +566,16 @@ fn in_context_shards_merge_and_a_killed_scan_resumes() {
 
     // killed with SIGKILL after a few groups, then resumed
     let out = dir.path().join("killed.sens");
-    let journal = dynquant_measure::partial_path(&out);
     let args = context_args(&m, &quant, &sens, &calib(), &out, &["-t", "1"]);
     let finished = kill_after(&args, &out, 3);
     assert!((3..22).contains(&finished), "{finished} groups finished");
-    let rerun = context_run(&m, &quant, &sens, &calib(), &out, &["-t", "2"]);
-    let stderr = String::from_utf8_lossy(&rerun.stderr).into_owned();
-    ok(rerun, "resumed in-context scan");
-    let computed = summary_count(&stderr, " groups computed");
-    assert_eq!(computed, 22 - finished, "finished groups are not redone");
-    assert_eq!(
-        std::fs::read(&out).unwrap(),
-        std::fs::read(&whole).unwrap(),
-        "a killed and resumed in-context scan writes the uninterrupted file"
-    );
-    assert!(!journal.exists());
+    let rerun = run_args(&context_args(
+        &m,
+        &quant,
+        &sens,
+        &calib(),
+        &out,
+        &["-t", "2"],
+    ));
+    check_resumed(rerun, " groups computed", 22 - finished, &out, &whole);
 }
