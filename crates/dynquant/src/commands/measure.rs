@@ -88,6 +88,9 @@ fn context(a: &MeasureContextArgs) -> Result<()> {
     let tokenizer = Tokenizer::from_gguf(gguf.metadata()).context("reading the tokenizer")?;
     let sensitivity = std::fs::read_to_string(&a.sensitivity)
         .with_context(|| format!("reading {}", a.sensitivity.display()))?;
+    // Checked here too, so that a bad file's error names it.
+    dynquant_plan::sensitivity::Sensitivity::parse(&sensitivity)
+        .with_context(|| a.sensitivity.display().to_string())?;
     let text = EvalText::read(&tokenizer, &a.text)
         .with_context(|| format!("reading {}", a.text.display()))?;
     let inputs = dynquant_measure::ContextInputs {
