@@ -141,7 +141,7 @@ pub fn context_scan(
     use serde_json::json;
     let t0 = Instant::now();
     let (model, quant) = (inputs.model, inputs.quant);
-    let sens = &Sensitivity::parse(inputs.sensitivity)
+    let sens = Sensitivity::parse(inputs.sensitivity)
         .map_err(|e| MeasureError::Invalid(format!("the sensitivity file: {e}")))?;
     let identity = gguf_identity(model)?;
     sens.check_for(&identity, None)
@@ -161,7 +161,7 @@ pub fn context_scan(
     let n_layer = dynquant_engine::arch::config(model.metadata())
         .map_err(|e| MeasureError::Engine(Box::new(e)))?
         .n_layer;
-    let groups = groups(model, quant, sens, n_layer)?;
+    let groups = groups(model, quant, &sens, n_layer)?;
     let model_tensors: Vec<_> = model.tensors().collect();
     let quant_tensors: Vec<_> = quant.tensors().collect();
 
@@ -264,7 +264,7 @@ pub fn context_scan(
             };
             records::write_atomic(out, &file.to_json())?;
         }
-        None => records::write_atomic(out, &extended(sens.clone(), &part, records).to_json())?,
+        None => records::write_atomic(out, &extended(sens, &part, records).to_json())?,
     }
     remove_journal(&journal_path)?;
     Ok(ScanSummary {
