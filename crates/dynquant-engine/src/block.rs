@@ -34,6 +34,31 @@ pub trait MatmulObserver: Sync {
     }
 }
 
+/// Both observers see every product (one pass collecting two things).
+impl<A: MatmulObserver, B: MatmulObserver> MatmulObserver for (A, B) {
+    fn observe(&self, w: &Weight<'_>, x: &[f32], n_tok: usize) {
+        self.0.observe(w, x, n_tok);
+        self.1.observe(w, x, n_tok);
+    }
+
+    fn observe_expert(
+        &self,
+        w: &Weight<'_>,
+        expert: usize,
+        n_expert: usize,
+        x: &[f32],
+        n_tok: usize,
+    ) {
+        self.0.observe_expert(w, expert, n_expert, x, n_tok);
+        self.1.observe_expert(w, expert, n_expert, x, n_tok);
+    }
+
+    fn observe_batched(&self, w: &Weight<'_>, mat: usize, n_mat: usize, x: &[f32], n_tok: usize) {
+        self.0.observe_batched(w, mat, n_mat, x, n_tok);
+        self.1.observe_batched(w, mat, n_mat, x, n_tok);
+    }
+}
+
 /// One sequence's rows of a batch: `n` tokens at positions `p0..p0 + n` of its own KV cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Span {

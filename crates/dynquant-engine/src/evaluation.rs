@@ -11,6 +11,7 @@ use std::time::Instant;
 use dynquant_gguf::GgufModel;
 use dynquant_tokenizer::{ChatMessage, Tokenizer};
 
+use crate::covariance::CovarianceCollector;
 use crate::error::{EngineError, Result};
 use crate::eval::{for_each_scored_with, ChunkOptions, PplAccumulator, ScoredWith, TopK};
 use crate::imatrix::Collector;
@@ -336,6 +337,34 @@ impl<'g> Evaluator<'g> {
         chunking: &ChunkOptions,
         mut progress: impl FnMut(Progress),
     ) -> Result<Collector> {
+        let collector = Collector::new(vec!["output.weight".into(), "token_embd.weight".into()]);
+        self.observe_chunks(tokens, chunking, &collector, &mut progress)?;
+        Ok(collector)
+    }
+
+    /// [`Evaluator::imatrix`] and, in the same pass, the input covariance (`Σ x xᵀ`) of every
+    /// matrix product whose diagonal the imatrix keeps: same chunks, same weights left out.
+    pub fn imatrix_and_covariance(
+        &self,
+        tokens: &[u32],
+        chunking: &ChunkOptions,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<(Collector, CovarianceCollector)> {
+        let skip = vec!["output.weight".to_string(), "token_embd.weight".to_string()];
+        let both = (Collector::new(skip.clone()), CovarianceCollector::new(skip));
+        self.observe_chunks(tokens, chunking, &both, &mut progress)?;
+        Ok(both)
+    }
+
+    /// Runs every chunk of `tokens` from an empty cache with no logits, showing each matrix
+    /// product's input to `observer`.
+    fn observe_chunks(
+        &self,
+        tokens: &[u32],
+        chunking: &ChunkOptions,
+        observer: &dyn crate::block::MatmulObserver,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<()> {
         let n_chunks = chunking.n_chunks(tokens.len());
         if n_chunks == 0 {
             return Err(EngineError::Invalid(format!(
@@ -348,17 +377,16 @@ impl<'g> Evaluator<'g> {
             n_tokens: tokens.len(),
             n_chunks,
         });
-        let collector = Collector::new(vec!["output.weight".into(), "token_embd.weight".into()]);
         let mut s = self.model.session(chunking.ctx);
         for i in 0..n_chunks {
             s.clear();
-            s.eval(&chunking.chunk(tokens, i), Logits::None, Some(&collector))?;
+            s.eval(&chunking.chunk(tokens, i), Logits::None, Some(observer))?;
             progress(Progress::Chunk {
                 chunk: i,
                 value: None,
             });
         }
-        Ok(collector)
+        Ok(())
     }
 
     /// The tokens of a prompt: the text itself, or with `chat` the model's chat template

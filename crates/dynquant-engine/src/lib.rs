@@ -56,6 +56,7 @@ pub mod arch;
 pub mod attention;
 mod block;
 pub mod config;
+pub mod covariance;
 pub mod cpu;
 pub mod dot;
 pub mod error;

@@ -14,6 +14,7 @@
 //! temporary file and renamed only when complete; an input file is never overwritten.
 #![deny(missing_docs)]
 
+pub mod covariance;
 pub mod imatrix;
 pub mod types;
 

@@ -14,13 +14,16 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use dynquant_gguf::imatrix::{ExpertPrior, Imatrix};
+use dynquant_gguf::covariance::CovarianceFile;
+use dynquant_gguf::imatrix::{ExpertPrior, Imatrix, ImatrixError};
 use dynquant_gguf::types::{GgmlType, ImatrixNeed};
 use dynquant_gguf::{
     keys, GgufError, GgufModel, GgufWriter, Metadata, OutputTarget, SetOptions, TensorInfo, Value,
     WriteOptions, WriteSummary,
 };
 use dynquant_quants::{dequantize, quantize_rows, QuantError};
+
+pub mod feedback;
 
 /// Pipeline errors.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +69,9 @@ pub enum PipelineError {
     /// A source tensor dynquant cannot read as f32.
     #[error("tensor '{0}' is stored as {1}; re-quantizing it needs --allow-requantize")]
     Requantize(String, GgmlType),
+    /// A covariance entry that cannot be read or does not fit its tensor.
+    #[error("covariance: {0}")]
+    Covariance(#[from] ImatrixError),
     /// Reading a non-GGUF source (a Hugging Face checkpoint) failed.
     #[error(transparent)]
     Source(Box<dyn std::error::Error + Send + Sync>),
@@ -191,6 +197,9 @@ pub struct QuantizeJob<'a> {
     pub allow_requantize: bool,
     /// f32 values per slab (bounds memory: about 8 bytes per value plus output).
     pub slab_values: usize,
+    /// Input covariances: the quantized tensors they cover get error feedback across each
+    /// row's blocks ([`feedback`]).
+    pub covariance: Option<&'a CovarianceFile>,
 }
 
 /// Default slab: 16 Mi values (64 MiB of f32).
@@ -215,6 +224,74 @@ fn importance_of(
             need: t.row_len(),
             need_mats: t.n_matrices(),
         })
+}
+
+/// The tensors that will be quantized with error feedback (those with a covariance entry and a
+/// block-quantized target), checked against their entries' shapes before any work.
+pub fn covariance_coverage(job: &QuantizeJob<'_>) -> Result<Vec<String>, PipelineError> {
+    let Some(cov) = job.covariance else {
+        return Ok(Vec::new());
+    };
+    let mut covered = Vec::new();
+    for (i, &target) in job.targets.iter().enumerate().take(job.model.n_tensors()) {
+        let t = job.model.info(i);
+        if target == t.ggml_type || !target.info().quantized {
+            continue;
+        }
+        let Some((k, m)) = cov.shape_of(&t.name) else {
+            continue;
+        };
+        if k as u64 != t.row_len() || m as u64 != t.n_matrices() {
+            return Err(covariance_shape_error(t, k, m));
+        }
+        covered.push(t.name.clone());
+    }
+    Ok(covered)
+}
+
+fn covariance_shape_error(t: &TensorInfo, k: usize, m: usize) -> PipelineError {
+    ImatrixError::BadEntry {
+        name: t.name.clone(),
+        reason: format!(
+            "covariance of {k} columns x {m} matrices, the tensor has {} x {} (made for another model?)",
+            t.row_len(),
+            t.n_matrices()
+        ),
+    }
+    .into()
+}
+
+/// The error feedback of each matrix of tensor `t` quantized to `ty`, when the job has a
+/// covariance entry for it and `ty` is a block quantization.
+fn feedback_of(
+    job: &QuantizeJob<'_>,
+    t: &TensorInfo,
+    ty: GgmlType,
+    rows_per_mat: usize,
+) -> Result<Option<Vec<feedback::Feedback>>, PipelineError> {
+    let Some(cov) = job.covariance else {
+        return Ok(None);
+    };
+    let info = ty.info();
+    if !info.quantized || rows_per_mat == 0 {
+        return Ok(None);
+    }
+    let Some(entry) = cov.get(&t.name)? else {
+        return Ok(None);
+    };
+    let n = t.row_len() as usize;
+    if entry.n_per_mat != n || entry.n_mat() as u64 != t.n_matrices() {
+        return Err(covariance_shape_error(t, entry.n_per_mat, entry.n_mat()));
+    }
+    let Some(moments) = entry.second_moments(job.expert_prior) else {
+        return Ok(None);
+    };
+    let block = info.block_size as usize;
+    let fb: Option<Vec<_>> = moments
+        .par_iter()
+        .map(|h| feedback::Feedback::new(h, n, block, feedback::DEFAULT_DAMPING))
+        .collect();
+    Ok(fb)
 }
 
 /// A tensor whose imatrix entry has experts that saw no calibration tokens: those experts
@@ -356,6 +433,7 @@ pub fn quantize_model_with(
         });
     }
     check_imatrix_coverage(job)?;
+    covariance_coverage(job)?;
     let mut infos = Vec::with_capacity(n);
     for (i, &ty) in job.targets.iter().enumerate() {
         let info = job.model.info(i);
@@ -393,6 +471,7 @@ pub fn quantize_model_with(
         let src_row_bytes = info.ggml_type.row_bytes(row as u64).unwrap_or(0) as usize;
         let dst_row_bytes = ty.row_bytes(row as u64).unwrap_or(0) as usize;
         let slab_rows = (job.slab_values / row.max(1)).max(1);
+        let feedback = feedback_of(job, info, ty, rows_per_mat)?;
         let qerr = |source| PipelineError::Quant {
             tensor: info.name.clone(),
             source,
@@ -415,7 +494,13 @@ pub fn quantize_model_with(
                     let w = importance
                         .as_ref()
                         .map(|m| m[(r / rows_per_mat).min(mats - 1)].as_slice());
-                    quantize_rows(ty, x, row, w, dst).map_err(|e| match e {
+                    let quantized = match &feedback {
+                        Some(fb) => {
+                            fb[(r / rows_per_mat).min(fb.len() - 1)].quantize_row(ty, x, w, dst)
+                        }
+                        None => quantize_rows(ty, x, row, w, dst),
+                    };
+                    quantized.map_err(|e| match e {
                         QuantError::NonFiniteInput { col, value, .. } => {
                             QuantError::NonFiniteInput { row: r, col, value }
                         }

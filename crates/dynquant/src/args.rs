@@ -300,6 +300,11 @@ pub struct QuantizeArgs {
     pub imatrix_fallback: bool,
     #[command(flatten)]
     pub expert_prior: ExpertPriorArgs,
+    /// Input covariances (`imatrix --covariance`): each covered tensor's rows are quantized
+    /// block by block with error feedback (GPTQ), the later blocks compensating the earlier
+    /// ones' rounding. Same ggml types and sizes.
+    #[arg(long, value_name = "FILE")]
+    pub covariance: Option<PathBuf>,
     /// Worker threads (default: all cores). The output does not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -468,6 +473,11 @@ pub struct ImatrixArgs {
     /// for one part of a split run joined by `imatrix merge`.
     #[arg(long, value_name = "A..B", conflicts_with = "chunks")]
     pub chunk_range: Option<String>,
+    /// Also write each weight's whole input covariance (`Σ x xᵀ` per expert; the imatrix is
+    /// its diagonal) to this file, for `quantize --covariance`. Large: 4·ne0² bytes per
+    /// matrix.
+    #[arg(long, value_name = "FILE")]
+    pub covariance: Option<PathBuf>,
     /// Print per-tensor statistics of the result.
     #[arg(long)]
     pub show_statistics: bool,

@@ -236,6 +236,7 @@ fn quantize_args(
         },
         target: crate::args::TargetArgs::default(),
         imatrix: Some(imatrix.to_path_buf()),
+        covariance: None,
         // token_embd and output are not in an imatrix (llama-imatrix leaves them out too), and
         // the uniform IQ1_S/IQ2_XXS recipes give them types that want one.
         imatrix_fallback: true,
@@ -339,6 +340,7 @@ fn dynamic_vs_basic(dir: &Path, threads: Option<usize>) -> Result<()> {
         ctx: EVAL_CTX,
         chunks: None,
         chunk_range: None,
+        covariance: None,
         show_statistics: false,
         force: true,
         engine,

@@ -58,13 +58,40 @@ pub fn run(a: &ImatrixArgs) -> Result<()> {
     }
     let chunking = ev.chunking(a.ctx, a.chunks);
     let t0 = std::time::Instant::now();
-    let collector = pool(&a.engine)?.install(|| {
-        ev.imatrix(&text.tokens, &chunking, |p| match p {
-            Progress::Start { n_tokens, n_chunks } => {
-                eprintln!("imatrix: {n_tokens} tokens, {n_chunks} chunks of {}", a.ctx)
+    if let Some(cov) = &a.covariance {
+        if cov.exists() && !a.force {
+            anyhow::bail!("{} exists (use --force to replace it)", cov.display());
+        }
+        let need = covariance_bytes(&gguf);
+        eprintln!(
+            "covariance: about {:.2} GiB of sums in memory, {:.2} GiB written",
+            need as f64 / (1u64 << 30) as f64,
+            need as f64 / 2.0 / (1u64 << 30) as f64
+        );
+        if let Some(avail) = available_memory() {
+            if need > avail {
+                anyhow::bail!(
+                    "collecting the covariance needs about {:.1} GiB of memory, {:.1} GiB is available (it grows with n_expert x ne0² per weight: drop --covariance for this model)",
+                    need as f64 / (1u64 << 30) as f64,
+                    avail as f64 / (1u64 << 30) as f64
+                );
             }
-            Progress::Chunk { chunk, .. } => eprint!("[{}]", chunk + 1),
-        })
+        }
+    }
+    let show = |p: Progress| match p {
+        Progress::Start { n_tokens, n_chunks } => {
+            eprintln!("imatrix: {n_tokens} tokens, {n_chunks} chunks of {}", a.ctx)
+        }
+        Progress::Chunk { chunk, .. } => eprint!("[{}]", chunk + 1),
+    };
+    let (collector, covariance) = pool(&a.engine)?.install(|| {
+        if a.covariance.is_some() {
+            ev.imatrix_and_covariance(&text.tokens, &chunking, show)
+                .map(|(im, cov)| (im, Some(cov)))
+        } else {
+            ev.imatrix(&text.tokens, &chunking, show)
+                .map(|im| (im, None))
+        }
     })?;
     eprintln!(" {:.1} s", t0.elapsed().as_secs_f64());
     let n_chunks = chunking.n_chunks(text.tokens.len());
@@ -92,6 +119,25 @@ pub fn run(a: &ImatrixArgs) -> Result<()> {
     )
     .with_context(|| format!("writing {}", output.display()))?;
     eprintln!("wrote {} ({} entries)", output.display(), im.entries.len());
+    if let (Some(path), Some(cov)) = (&a.covariance, covariance) {
+        let entries = cov.entries();
+        dynquant_gguf::covariance::write(
+            &dynquant_gguf::covariance::CovarianceInfo {
+                model: dynquant_measure::gguf_identity(&gguf)?,
+                datasets: im.datasets.clone(),
+                chunk_count: im.chunk_count,
+                chunk_size: im.chunk_size,
+            },
+            &entries,
+            path,
+            &WriteOptions {
+                overwrite: a.force,
+                protected_inputs: vec![model.clone(), text_path.clone(), output.clone()],
+            },
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {} ({} entries)", path.display(), entries.len());
+    }
     if a.show_statistics {
         println!(
             "{:<40} {:>12} {:>10} {:>12} {:>10} {:>10} {:>6}",
@@ -130,4 +176,32 @@ fn merge(m: &ImatrixMergeArgs) -> Result<()> {
         im.entries.len()
     );
     Ok(())
+}
+
+/// Bytes the covariance collection holds: one f64 `ne0 x ne0` sum per matrix of every weight
+/// that takes part in a matrix product (not the token embeddings or output projection, which
+/// the imatrix leaves out too).
+fn covariance_bytes(gguf: &dynquant_gguf::GgufModel) -> u64 {
+    gguf.tensors()
+        .filter(|t| {
+            let n = &t.info.name;
+            t.info.shape.len() >= 2
+                && n.ends_with(".weight")
+                && n != "token_embd.weight"
+                && n != "output.weight"
+        })
+        .map(|t| {
+            let ne0 = t.info.shape[0];
+            let mats: u64 = t.info.shape.iter().skip(2).product();
+            ne0 * ne0 * mats * 8
+        })
+        .sum()
+}
+
+/// `MemAvailable` of /proc/meminfo, where there is one.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

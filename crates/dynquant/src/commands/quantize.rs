@@ -9,8 +9,8 @@ use dynquant_gguf::types::GgmlType;
 use dynquant_gguf::{SetOptions, ShardWorker, WriteOptions};
 use dynquant_input::{load_imatrix, ModelInput};
 use dynquant_quantize::{
-    check_imatrix_coverage, output_metadata, quantize_model_with, unseen_experts, Progress,
-    Provenance, QuantizeJob, DEFAULT_SLAB_VALUES,
+    check_imatrix_coverage, covariance_coverage, output_metadata, quantize_model_with,
+    unseen_experts, Progress, Provenance, QuantizeJob, DEFAULT_SLAB_VALUES,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -98,6 +98,25 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
     let recipe_name = planned.recipe_name.clone();
     let md = metadata_for(&recipe_name, &planned.recipe_source, planned.file_type());
 
+    let covariance = a
+        .covariance
+        .as_deref()
+        .map(|p| {
+            dynquant_gguf::covariance::CovarianceFile::open(p)
+                .with_context(|| format!("reading {}", p.display()))
+        })
+        .transpose()?;
+    if let (Some(cov), Some(path)) = (&covariance, &a.covariance) {
+        let identity = dynquant_measure::model_identity(input.source(), &input.metadata())?;
+        if cov.info.model != identity {
+            anyhow::bail!(
+                "{} was made for another model (identity {}), not {} ({identity})",
+                path.display(),
+                cov.info.model,
+                a.input.display()
+            );
+        }
+    }
     let job = QuantizeJob {
         model: input.source(),
         targets: plan.tensors.iter().map(|t| t.target).collect(),
@@ -114,8 +133,19 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
                         || t.source == GgmlType::MXFP4
                 })),
         slab_values: DEFAULT_SLAB_VALUES,
+        covariance: covariance.as_ref(),
     };
     check_imatrix_coverage(&job)?;
+    let fed = covariance_coverage(&job)?;
+    if let Some(path) = &a.covariance {
+        if !a.quiet && !a.json {
+            eprintln!(
+                "error feedback (GPTQ) from {}: {} of the tensors to quantize",
+                path.display(),
+                fed.len()
+            );
+        }
+    }
     if let Some(r) = &planned.report {
         if !a.quiet && !a.json {
             for line in describe(r) {
