@@ -51,7 +51,8 @@ pub enum Command {
         dynquant quantize model-f16.gguf model-q4_k_m.gguf --recipe q4_k_m\n  \
         dynquant quantize r1-bf16-00001-of-00030.gguf r1-ud-iq1_s.gguf --recipe ud-iq1_s --imatrix r1.imatrix.gguf --split-max-size 50G\n  \
         dynquant quantize model.gguf out.gguf --recipe basic-iq4_xs --threads 8 --json\n  \
-        dynquant quantize model.gguf out/m --recipe q4_k_m --split-max-size 5G --shard 0/3   # worker 0 of 3")]
+        dynquant quantize model.gguf out/m --recipe q4_k_m --split-max-size 5G --shard 0/3   # worker 0 of 3\n  \
+        dynquant quantize model.gguf out.gguf --recipe iq2_xxs --imatrix model.imatrix.gguf --covariance model.cov.gguf")]
     Quantize(QuantizeArgs),
     /// Convert a Hugging Face safetensors folder (BF16/F16/F32 or block-scaled FP8) to GGUF.
     #[command(after_help = "Examples:\n  \
@@ -74,7 +75,8 @@ pub enum Command {
     #[command(after_help = "Example:\n  \
         dynquant imatrix model-f16.gguf --text groups_merged.txt -o model.imatrix.gguf --chunks 100 --show-statistics\n  \
         dynquant imatrix model-f16.gguf --text groups_merged.txt -o part1.gguf --chunk-range 50..100\n  \
-        dynquant imatrix merge part0.gguf part1.gguf -o model.imatrix.gguf")]
+        dynquant imatrix merge part0.gguf part1.gguf -o model.imatrix.gguf\n  \
+        dynquant imatrix model-f16.gguf --text groups_merged.txt -o model.imatrix.gguf --chunks 32 --covariance model.cov.gguf")]
     Imatrix(ImatrixArgs),
     /// Generate text from a prompt, streaming.
     #[command(after_help = "Examples:\n  \
