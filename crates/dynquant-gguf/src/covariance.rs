@@ -18,9 +18,7 @@ use std::path::Path;
 
 use crate::imatrix::{keys as im_keys, ExpertPrior, ImatrixError};
 use crate::types::GgmlType;
-use crate::{
-    Access, Array, GgufModel, GgufWriter, Metadata, OutputTarget, TensorInfo, Value, WriteOptions,
-};
+use crate::{Access, Array, GgufModel, Metadata, TensorInfo, Value, WriteOptions};
 
 /// `general.type` of a covariance file.
 pub const FILE_TYPE: &str = "covariance";
@@ -150,22 +148,10 @@ pub fn write(
             GgmlType::F32,
         )?);
     }
-    let mut w = GgufWriter::create(
-        &OutputTarget::Single(path.as_ref().to_path_buf()),
-        md,
-        tensors.clone(),
-        opts,
-    )?;
-    let mut buf = Vec::new();
-    for (e, pair) in sorted.iter().zip(tensors.chunks(2)) {
-        for (values, t) in [(&e.sums, &pair[0]), (&e.counts, &pair[1])] {
-            buf.clear();
-            buf.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-            w.write(&t.name, &buf)?;
-        }
-    }
-    w.finish()?;
-    Ok(())
+    let values = sorted
+        .iter()
+        .flat_map(|e| [e.sums.as_slice(), e.counts.as_slice()]);
+    crate::imatrix::write_f32_tensors(path.as_ref(), md, tensors.into_iter().zip(values), opts)
 }
 
 /// An open covariance file, read one entry at a time.
@@ -248,26 +234,9 @@ impl CovarianceFile {
             name: name.into(),
             reason,
         };
-        let read = |t: &crate::ModelTensor<'_>| -> Result<Vec<f32>, ImatrixError> {
-            if t.info.ggml_type != GgmlType::F32 {
-                return Err(bad(format!(
-                    "{} stored as {}, expected f32",
-                    t.info.name, t.info.ggml_type
-                )));
-            }
-            let bytes = self.model.tensor_data(t)?;
-            Ok(bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect())
-        };
-        let shape = t.info.shape.clone();
-        let sums = read(&t)?;
+        let (shape, sums) = crate::imatrix::f32_values(&self.model, &t.info.name)?;
         let counts_name = format!("{name}{}", im_keys::COUNTS);
-        let Some(c) = self.model.tensors().find(|t| t.info.name == counts_name) else {
-            return Err(bad("counts tensor missing".into()));
-        };
-        let counts = read(&c)?;
+        let (_, counts) = crate::imatrix::f32_values(&self.model, &counts_name)?;
         let k = shape.first().copied().unwrap_or(0) as usize;
         if shape.len() < 2
             || shape[1] as usize != k

@@ -204,7 +204,35 @@ pub struct Imatrix {
     pub entries: Vec<ImatrixEntry>,
 }
 
-fn f32_values(model: &GgufModel, name: &str) -> Result<(Vec<u64>, Vec<f32>), ImatrixError> {
+/// Writes a GGUF of F32 tensors (each with its values) under `md`: the imatrix and covariance
+/// files.
+pub(crate) fn write_f32_tensors<'v>(
+    path: &Path,
+    md: Metadata,
+    tensors: impl Iterator<Item = (TensorInfo, &'v [f32])>,
+    opts: &WriteOptions,
+) -> Result<(), ImatrixError> {
+    let (infos, values): (Vec<TensorInfo>, Vec<&[f32]>) = tensors.unzip();
+    let mut w = GgufWriter::create(
+        &OutputTarget::Single(path.to_path_buf()),
+        md,
+        infos.clone(),
+        opts,
+    )?;
+    let mut buf = Vec::new();
+    for (t, v) in infos.iter().zip(values) {
+        buf.clear();
+        buf.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        w.write(&t.name, &buf)?;
+    }
+    w.finish()?;
+    Ok(())
+}
+
+pub(crate) fn f32_values(
+    model: &GgufModel,
+    name: &str,
+) -> Result<(Vec<u64>, Vec<f32>), ImatrixError> {
     let t = model
         .tensors()
         .find(|t| t.info.name == name)
@@ -473,22 +501,10 @@ impl Imatrix {
                 GgmlType::F32,
             )?);
         }
-        let mut w = GgufWriter::create(
-            &OutputTarget::Single(path.as_ref().to_path_buf()),
-            md,
-            tensors.clone(),
-            opts,
-        )?;
-        let mut buf = Vec::new();
-        for (e, pair) in entries.iter().zip(tensors.chunks(2)) {
-            for (values, t) in [(&e.in_sum2, &pair[0]), (&e.counts, &pair[1])] {
-                buf.clear();
-                buf.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-                w.write(&t.name, &buf)?;
-            }
-        }
-        w.finish()?;
-        Ok(())
+        let values = entries
+            .iter()
+            .flat_map(|e| [e.in_sum2.as_slice(), e.counts.as_slice()]);
+        write_f32_tensors(path.as_ref(), md, tensors.into_iter().zip(values), opts)
     }
 }
 
