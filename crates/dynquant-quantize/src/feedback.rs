@@ -255,7 +255,9 @@ mod tests {
         let mut seed = 11;
         let n = 256 * 4;
         let (h, xs) = second_moment(n, 2048, &mut seed);
-        let fb = Feedback::new(&h, n, 256, DEFAULT_DAMPING).unwrap();
+        // 1% (GPTQ's damping): these inputs are well determined (2,048 tokens for 1,024
+        // columns), and the test is about the feedback, not the default's regularization.
+        let fb = Feedback::new(&h, n, 256, 0.01).unwrap();
         let ty = GgmlType::Q2_K;
         let rb = ty.row_bytes(n as u64).unwrap() as usize;
         let mut worse = 0;
