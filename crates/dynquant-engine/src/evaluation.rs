@@ -162,6 +162,12 @@ pub struct Evaluator<'g> {
     tokenizer: Tokenizer,
 }
 
+/// Weights the imatrix and covariance passes leave out, as llama-imatrix does without
+/// `--process-output`.
+fn not_collected() -> Vec<String> {
+    vec!["output.weight".into(), "token_embd.weight".into()]
+}
+
 impl<'g> Evaluator<'g> {
     /// Bundles a model loaded from `gguf` with its tokenizer.
     pub fn new(gguf: &'g GgufModel, model: Model<'g>, tokenizer: Tokenizer) -> Self {
@@ -337,7 +343,7 @@ impl<'g> Evaluator<'g> {
         chunking: &ChunkOptions,
         mut progress: impl FnMut(Progress),
     ) -> Result<Collector> {
-        let collector = Collector::new(vec!["output.weight".into(), "token_embd.weight".into()]);
+        let collector = Collector::new(not_collected());
         self.observe_chunks(tokens, chunking, &collector, &mut progress)?;
         Ok(collector)
     }
@@ -350,8 +356,10 @@ impl<'g> Evaluator<'g> {
         chunking: &ChunkOptions,
         mut progress: impl FnMut(Progress),
     ) -> Result<(Collector, CovarianceCollector)> {
-        let skip = vec!["output.weight".to_string(), "token_embd.weight".to_string()];
-        let both = (Collector::new(skip.clone()), CovarianceCollector::new(skip));
+        let both = (
+            Collector::new(not_collected()),
+            CovarianceCollector::new(not_collected()),
+        );
         self.observe_chunks(tokens, chunking, &both, &mut progress)?;
         Ok(both)
     }

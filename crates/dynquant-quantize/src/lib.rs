@@ -242,23 +242,19 @@ pub fn covariance_coverage(job: &QuantizeJob<'_>) -> Result<Vec<String>, Pipelin
             continue;
         };
         if k as u64 != t.row_len() || m as u64 != t.n_matrices() {
-            return Err(covariance_shape_error(t, k, m));
+            return Err(ImatrixError::BadEntry {
+                name: t.name.clone(),
+                reason: format!(
+                    "covariance of {k} columns x {m} matrices, the tensor has {} x {} (made for another model?)",
+                    t.row_len(),
+                    t.n_matrices()
+                ),
+            }
+            .into());
         }
         covered.push(t.name.clone());
     }
     Ok(covered)
-}
-
-fn covariance_shape_error(t: &TensorInfo, k: usize, m: usize) -> PipelineError {
-    ImatrixError::BadEntry {
-        name: t.name.clone(),
-        reason: format!(
-            "covariance of {k} columns x {m} matrices, the tensor has {} x {} (made for another model?)",
-            t.row_len(),
-            t.n_matrices()
-        ),
-    }
-    .into()
 }
 
 /// The error feedback of each matrix of tensor `t` quantized to `ty`, when the job has a
@@ -279,10 +275,9 @@ fn feedback_of(
     let Some(entry) = cov.get(&t.name)? else {
         return Ok(None);
     };
+    // The entry's shape was checked against the tensor by `covariance_coverage` before any
+    // work, and `get` checks its data against that shape.
     let n = t.row_len() as usize;
-    if entry.n_per_mat != n || entry.n_mat() as u64 != t.n_matrices() {
-        return Err(covariance_shape_error(t, entry.n_per_mat, entry.n_mat()));
-    }
     let Some(moments) = entry.second_moments(job.expert_prior) else {
         return Ok(None);
     };
